@@ -1,0 +1,9 @@
+"""Errors that reach the user: each says what was expected and what arrived."""
+
+
+class InvalidInputError(ValueError):
+    """Bad input from a user (file, data set, config). Pages show it with st.error."""
+
+
+class DataUnavailableError(InvalidInputError):
+    """A data set's files are missing and cannot be downloaded here."""
