@@ -1,0 +1,313 @@
+"""Data sets as in-memory uint8 tensors, plus label noise.
+
+Every data set comes back as an `ImageData`: images (N, C, H, W) uint8, labels (N,), the
+class names and the normalization the models build in. Indexing returns (x, y, index) so
+training can tie dropout masks to examples and views can show which examples were relabelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.errors import DataUnavailableError, InvalidInputError
+from models.paths import cache_dir, data_root, offline
+
+DATASETS = ("digits", "mnist", "cifar10", "blockmnist", "imagefolder")
+Split = Literal["train", "test"]
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """Which data set, with its options. Its `key()` goes into job keys and run records."""
+
+    name: str = "digits"
+    block_classes: tuple[int, int] = (0, 1)   # BlockMNIST: the two MNIST digits; label 0 = first
+    block_top_only: bool = False              # BlockMNIST-Top: signal always in the top block
+    block_patch: int = 8                      # side of the null block's fixed square patch
+    folder: str = ""                          # ImageFolder root
+    image_size: int = 0                       # ImageFolder: resize to this square size; 0 = keep
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise InvalidInputError(f"unknown data set {self.name!r}; expected one of {DATASETS}")
+        if self.name == "imagefolder" and not self.folder:
+            raise InvalidInputError("an ImageFolder data set needs a folder path; got none")
+        a, b = self.block_classes
+        if self.name == "blockmnist" and (a == b or not (0 <= a <= 9 and 0 <= b <= 9)):
+            raise InvalidInputError(f"BlockMNIST needs two different digits 0-9; got {self.block_classes}")
+        if not 0 <= self.block_patch <= 28:
+            raise InvalidInputError(f"block_patch must be in [0, 28]; got {self.block_patch}")
+
+    @property
+    def label(self) -> str:
+        if self.name == "blockmnist":
+            a, b = self.block_classes
+            return f"BlockMNIST{'-Top' if self.block_top_only else ''} ({a} vs {b})"
+        if self.name == "imagefolder":
+            return f"ImageFolder {self.folder}"
+        return {"digits": "Digits (scikit-learn, 8x8)", "mnist": "MNIST", "cifar10": "CIFAR-10"}[self.name]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        d = dict(d)
+        if "block_classes" in d:
+            d["block_classes"] = tuple(d["block_classes"])
+        return cls(**d)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData(Dataset):
+    """An image classification split held in memory. x comes out as float in [0, 1]."""
+
+    images: torch.Tensor                      # (N, C, H, W) uint8
+    labels: torch.Tensor                      # (N,) int64
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    spec: DataSpec
+    split: str
+    signal_top: torch.Tensor | None = None    # BlockMNIST: (N,) bool, True = digit in top block
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != torch.uint8:
+            raise InvalidInputError(f"images must be (N, C, H, W) uint8; got {tuple(self.images.shape)} {self.images.dtype}")
+        if len(self.images) != len(self.labels):
+            raise InvalidInputError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return self.images[i].float() / 255.0, int(self.labels[i]), i
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def x(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Images as float in [0, 1]; index picks a subset."""
+        imgs = self.images if index is None else self.images[index]
+        return imgs.float().div_(255.0)  # (B, C, H, W)
+
+    def with_labels(self, labels: torch.Tensor) -> ImageData:
+        return ImageData(self.images, labels, self.classes, self.mean, self.std, self.spec,
+                         self.split, self.signal_top, self.extra)
+
+
+def load_data(spec: DataSpec, split: Split) -> ImageData:
+    if split not in ("train", "test"):
+        raise InvalidInputError(f"split must be 'train' or 'test'; got {split!r}")
+    loader = {"digits": _digits, "mnist": _mnist, "cifar10": _cifar10,
+              "blockmnist": _blockmnist, "imagefolder": _imagefolder}[spec.name]
+    return loader(spec, split)
+
+
+def _digits(spec: DataSpec, split: str) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_train = 1437  # a fixed 80/20 split, the same on every machine
+    idx = order[:n_train] if split == "train" else order[n_train:]
+    train = images[order[:n_train]].float() / 255.0
+    mean, std = (float(train.mean()),), (float(train.std()),)
+    return ImageData(images[idx], labels[idx], tuple(str(d) for d in range(10)), mean, std, spec, split)
+
+
+def _mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    root = data_root()
+    try:
+        ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=False)
+    except RuntimeError:
+        ds = _download(lambda: torchvision.datasets.MNIST(str(root), train=split == "train", download=True),
+                       "MNIST", [root / "MNIST" / "raw" / f for f in MNIST_FILES])
+    return ds.data[:, None].contiguous(), ds.targets.long()
+
+
+def _mnist(spec: DataSpec, split: str) -> ImageData:
+    images, labels = _mnist_tensors(split)
+    return ImageData(images, labels, tuple(str(d) for d in range(10)), MNIST_MEAN, MNIST_STD, spec, split)
+
+
+def _download(fn, name: str, expected: list[Path]):
+    where = "\n".join(f"  {p}" for p in expected)
+    if offline():
+        raise DataUnavailableError(f"{name} is not in the data root and downloads are off "
+                                   f"(LENSCAPE_OFFLINE). Put these files here:\n{where}")
+    try:
+        return fn()
+    except Exception as exc:  # any network failure: tell the user what to put where
+        raise DataUnavailableError(
+            f"{name} is not in the data root ({data_root()}) and could not be downloaded "
+            f"({type(exc).__name__}). Put these files here, or set LENSCAPE_DATA to a folder "
+            f"that has them:\n{where}") from None
+
+
+def _cifar10(spec: DataSpec, split: str) -> ImageData:
+    import torchvision
+
+    root = data_root()
+    jpg = root / "cifar10-jpg" / split
+    if (root / "cifar-10-batches-py").is_dir() or not jpg.is_dir():
+        try:
+            ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=False)
+        except RuntimeError:
+            ds = _download(lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True),
+                           "CIFAR-10", [root / "cifar-10-batches-py" / "data_batch_1 ... test_batch",
+                                        root / "cifar10-jpg" / "{train,test}" / "{class}" / "*.jpg"])
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        labels = torch.tensor(ds.targets, dtype=torch.long)
+    else:
+        images, labels, classes = _folder_tensors(jpg, size=0, cache_key=f"cifar10-jpg-{split}")
+        if classes != CIFAR_CLASSES:
+            raise InvalidInputError(f"{jpg} should hold the 10 CIFAR-10 class folders; found {classes}")
+    return ImageData(images, labels, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, spec, split)
+
+
+def _folder_tensors(root: Path, size: int, cache_key: str | None = None):
+    """Read an ImageFolder tree into uint8 tensors; cached by file list and mtimes."""
+    import torchvision
+    from PIL import Image
+
+    try:
+        ds = torchvision.datasets.ImageFolder(str(root))
+    except (FileNotFoundError, OSError) as exc:
+        raise InvalidInputError(f"no images found in {root}: expected {root}/<class>/<image>.png|jpg ({exc})") from None
+    stamp = hashlib.sha256(json.dumps([(p, Path(p).stat().st_mtime_ns) for p, _ in ds.samples]).encode())
+    cache = cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp.hexdigest()[:16]}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
+    arrays, mode = [], "L" if _all_grayscale(ds.samples[:32]) else "RGB"
+    for path, _ in ds.samples:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size:
+                im = im.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+        if arrays and arr.shape != arrays[0].shape:
+            raise InvalidInputError(f"images differ in size: {ds.samples[0][0]} is {arrays[0].shape[:2]}, "
+                                    f"{path} is {arr.shape[:2]}; choose an image size to resize them to")
+        arrays.append(arr)
+    stack = np.stack(arrays)
+    images = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
+    labels = np.array([t for _, t in ds.samples], dtype=np.int64)
+    np.savez(cache, images=images, labels=labels, classes=np.array(ds.classes))
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), tuple(ds.classes)
+
+
+def _all_grayscale(samples) -> bool:
+    from PIL import Image
+
+    modes = set()
+    for path, _ in samples:
+        with Image.open(path) as im:
+            modes.add(im.mode)
+    return modes <= {"L", "1", "I;16"}
+
+
+def _imagefolder(spec: DataSpec, split: str) -> ImageData:
+    root = Path(spec.folder).expanduser()
+    if not root.is_dir():
+        raise InvalidInputError(f"folder {root} does not exist")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        images, labels, classes = _folder_tensors(root / split, spec.image_size)
+        train_x = images if split == "train" else _folder_tensors(root / "train", spec.image_size)[0]
+    else:  # one tree: a fixed 80/20 split
+        all_x, all_y, classes = _folder_tensors(root, spec.image_size)
+        order = torch.randperm(len(all_y), generator=torch.Generator().manual_seed(0))
+        cut = max(1, int(0.8 * len(order)))
+        idx = order[:cut] if split == "train" else order[cut:]
+        images, labels, train_x = all_x[idx], all_y[idx], all_x[order[:cut]]
+    if len(labels) == 0:
+        raise InvalidInputError(f"the {split} split of {root} has no images")
+    xs = train_x.float() / 255.0
+    mean = tuple(float(m) for m in xs.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(s), 1e-3) for s in xs.std(dim=(0, 2, 3)))
+    return ImageData(images, labels, classes, mean, std, spec, split)
+
+
+def _blockmnist(spec: DataSpec, split: str) -> ImageData:
+    digits, mnist_labels = _mnist_tensors(split)
+    a, b = spec.block_classes
+    keep = (mnist_labels == a) | (mnist_labels == b)
+    digits, labels = digits[keep], (mnist_labels[keep] == b).long()  # (N, 1, 28, 28)
+    n = len(labels)
+    if spec.block_top_only:
+        signal_top = torch.ones(n, dtype=torch.bool)
+    else:  # a fixed seed per split, so the same image always has its signal in the same block
+        gen = torch.Generator().manual_seed(0 if split == "train" else 1)
+        signal_top = torch.rand(n, generator=gen) < 0.5
+    null = null_block(spec.block_patch).expand(n, 1, 28, 28)
+    top = torch.where(signal_top[:, None, None, None], digits, null)
+    bottom = torch.where(signal_top[:, None, None, None], null, digits)
+    images = torch.cat([top, bottom], dim=2).contiguous()  # (N, 1, 56, 28)
+    xs = images.float() / 255.0
+    return ImageData(images, labels, (str(a), str(b)), (float(xs.mean()),), (float(xs.std()),),
+                     spec, split, signal_top=signal_top)
+
+
+def null_block(patch: int) -> torch.Tensor:
+    """The fixed, label-independent block: a centred white square of side `patch` on black."""
+    block = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    lo = (28 - patch) // 2
+    block[..., lo:lo + patch, lo:lo + patch] = 255
+    return block
+
+
+def null_block_mask(signal_top: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 56, 28) bool: True on the coordinates of each image's null block."""
+    rows = torch.arange(56)[None, :] >= 28                 # (1, 56): bottom half
+    null_rows = torch.where(signal_top[:, None], rows, ~rows)  # (N, 56)
+    return null_rows[:, None, :, None].expand(-1, 1, 56, 28)
+
+
+def apply_label_noise(labels: torch.Tensor, fraction: float, num_classes: int,
+                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relabel floor(fraction * N) examples, as Maini et al. do; returns (labels, noise_mask).
+
+    y <- (y + r) mod C with r uniform over {1, ..., C-2}, so the new label is never the old one
+    (and, the paper code's quirk, never y - 1). With two classes r = 1, the only other label.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInputError(f"label-noise fraction must be in [0, 1); got {fraction}")
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(n, size=int(np.floor(fraction * n)), replace=False)
+    high = max(num_classes - 2, 1)
+    shifts = rng.integers(1, high + 1, size=len(idx))
+    noisy = labels.clone()
+    noisy[idx] = (labels[idx] + torch.from_numpy(shifts)) % num_classes
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[idx] = True
+    return noisy, mask

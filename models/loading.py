@@ -1,0 +1,116 @@
+"""Reading model files from users without ever running their code.
+
+Accepted: safetensors, and PyTorch files that `torch.load(weights_only=True)` can read (a
+state_dict, or a dict holding one under "state_dict"/"model"). Anything that would need full
+unpickling (a whole pickled model, custom classes) is refused before any of its code runs.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import torch
+from torch import nn
+
+from models.architectures import ArchSpec, build_model, check_io
+from models.errors import InvalidInputError
+
+MAX_BYTES = 1 << 30  # a bound on what we read at all; the app's upload limit is lower
+
+
+def read_state_dict(raw: bytes, filename: str = "upload") -> dict[str, torch.Tensor]:
+    """Parse bytes into a flat {name: tensor} dict, or raise InvalidInputError saying why not."""
+    if len(raw) > MAX_BYTES:
+        raise InvalidInputError(f"{filename} is {len(raw) / 2**20:.0f} MiB; the limit is {MAX_BYTES >> 20} MiB")
+    if len(raw) < 8:
+        raise InvalidInputError(f"{filename} is {len(raw)} bytes long: not a model file")
+    state = _read_safetensors(raw, filename) if _looks_like_safetensors(raw) else _read_torch(raw, filename)
+    return _flatten(state, filename)
+
+
+def _looks_like_safetensors(raw: bytes) -> bool:
+    n = int.from_bytes(raw[:8], "little")
+    return 0 < n < len(raw) and raw[8:9] == b"{"
+
+
+def _read_safetensors(raw: bytes, filename: str) -> dict:
+    from safetensors.torch import load
+
+    try:
+        return load(raw)
+    except Exception as exc:  # safetensors raises its own error types for every corruption
+        raise InvalidInputError(f"{filename} looks like safetensors but cannot be read (truncated or "
+                                f"corrupted?): {exc}") from None
+
+
+def _read_torch(raw: bytes, filename: str) -> dict:
+    if not (raw[:2] == b"PK" or raw[:1] == b"\x80"):
+        raise InvalidInputError(f"{filename} is neither a safetensors file nor a PyTorch file "
+                                f"(it starts with {raw[:8]!r})")
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InvalidInputError(
+            f"{filename} was refused: it holds pickled Python objects beyond plain tensors "
+            f"(for example a whole model saved with torch.save(model)), and loading it could run "
+            f"arbitrary code. Save model.state_dict() instead, or use safetensors. "
+            f"Detail: {str(exc).splitlines()[-1][:200]}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InvalidInputError(f"{filename} cannot be read as a PyTorch file (truncated or corrupted?): "
+                                f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _flatten(obj, filename: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise InvalidInputError(f"{filename} holds a {type(obj).__name__}, not a state_dict of tensors")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InvalidInputError(f"{filename}: entries that are not tensors: {bad[:5]}")
+    prefix = "module."  # saved from DataParallel / DistributedDataParallel
+    if all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch_label: str) -> None:
+    """Load `state` into `model`, or raise listing every name and shape that does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        lines = [f"the weights do not fit the {arch_label} architecture:"]
+        for title, items in (("missing in the file", missing), ("not in the model", unexpected),
+                             ("shape mismatch", wrong)):
+            if items:
+                lines.append(f"{title} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+        raise InvalidInputError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def model_from_state(spec: ArchSpec, state: dict[str, torch.Tensor]) -> nn.Module:
+    model = build_model(spec)
+    fit_state_dict(model, state, spec.torchvision_name or spec.name)
+    check_io(model, spec)
+    return model.eval()
+
+
+def torchvision_pretrained(name: str) -> dict[str, torch.Tensor]:
+    """Download torchvision's default weights for `name`; a clear message where there is no network."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        return weights.get_state_dict(progress=False)
+    except Exception as exc:  # no network, unknown name, hub errors
+        raise InvalidInputError(f"could not get torchvision's weights for {name!r} ({type(exc).__name__}: "
+                                f"{str(exc)[:160]}). Without a network, upload a weights file "
+                                f"(state_dict or safetensors) and pick the architecture.") from None

@@ -1,0 +1,117 @@
+"""CIFAR-style ResNets (ResNet-18, ResNet-9) and torchvision classifiers by name."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, ExampleTiedDropout, InputNorm
+from models.errors import InvalidInputError
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def _tied(spec: ArchSpec, channels: int) -> nn.Module:
+    return ExampleTiedDropout(channels, spec.p_gen, spec.p_mem) if spec.tied_dropout else nn.Identity()
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs (3x3 stem, no max-pool). Example-tied dropout after layer2 and
+    layer3, where Maini et al. put it."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        self.input_norm = InputNorm(spec.mean, spec.std)
+        self.conv1 = nn.Conv2d(spec.in_shape[0], 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        widths, c_in, stages = (64, 128, 256, 512), 64, []
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(c_in, w, stride), BasicBlock(w, w, 1)))
+            c_in = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.drop2, self.drop3 = _tied(spec, 128), _tied(spec, 256)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(512, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(self.input_norm(x))))
+        x = self.drop2(self.layer2(self.layer1(x)))
+        x = self.layer4(self.drop3(self.layer3(x)))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.res1, self.res2 = _conv_bn(channels, channels), _conv_bn(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res2(self.res1(x))
+
+
+class ResNet9(nn.Module):
+    """The DAWNBench ResNet-9 that Maini et al. use for CIFAR-10 and MNIST."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        self.input_norm = InputNorm(spec.mean, spec.std)
+        self.prep = _conv_bn(spec.in_shape[0], 64)
+        self.layer1 = nn.Sequential(_conv_bn(64, 128, pool=True), Residual(128))
+        self.layer2 = _conv_bn(128, 256, pool=True)
+        self.drop2 = _tied(spec, 256)
+        self.layer3 = nn.Sequential(_conv_bn(256, 512, pool=True), Residual(512))
+        self.drop3 = _tied(spec, 512)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(512, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(self.prep(self.input_norm(x)))
+        x = self.drop3(self.layer3(self.drop2(self.layer2(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def torchvision_classifier(spec: ArchSpec) -> nn.Module:
+    """A torchvision classifier by name, without weights (loading fills them in). The
+    normalization runs as a forward pre-hook, so the state_dict keeps torchvision's keys."""
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(spec.torchvision_name, weights=None, num_classes=spec.num_classes)
+    except (ValueError, KeyError) as exc:
+        known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
+        raise InvalidInputError(f"torchvision has no classifier {spec.torchvision_name!r} ({exc}); "
+                                f"some it has: {known}, ...") from None
+    model.add_module("input_norm", InputNorm(spec.mean, spec.std))
+    model.register_forward_pre_hook(lambda mod, args: (mod.input_norm(args[0]), *args[1:]))
+    return model
+
+
+def torchvision_spec(name: str, num_classes: int = 1000, image_size: int = 224) -> ArchSpec:
+    return ArchSpec(name="torchvision", torchvision_name=name, in_shape=(3, image_size, image_size),
+                    num_classes=num_classes, mean=IMAGENET_MEAN, std=IMAGENET_STD)

@@ -1,0 +1,260 @@
+"""Training with per-epoch checkpoints, label noise, PGD adversarial training and example-tied
+dropout. `train_run` is plain code: the backend runs it as a job, the CLI runs it directly."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.architectures import ArchSpec, build_model, example_ids
+from models.attacks import PGDConfig, pgd_perturbation
+from models.checkpoints import model_fingerprint, save_checkpoint, write_json
+from models.data import DataSpec, ImageData, apply_label_noise, load_data
+from models.errors import InvalidInputError
+
+SCHEDULES = ("constant", "cosine", "step", "triangle")
+Progress = Callable[[float, str], None]  # may raise to stop the run
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    data: DataSpec = field(default_factory=DataSpec)
+    arch: str = "cnn"
+    widths: tuple[int, ...] = (256, 256)   # MLP hidden widths
+    channels: tuple[int, int] = (32, 64)   # small CNN conv widths
+    batchnorm: bool = False
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    schedule: str = "cosine"               # per step; "triangle" = linear up then down (Maini et al.)
+    warmup: float = 0.0                    # fraction of steps with linear warm-up (cosine/step)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0                          # initialization and batch order
+    label_noise: float = 0.0               # fraction of training labels flipped
+    noise_seed: int = 0                    # which examples flip: fixed across seeds on purpose
+    adversarial: PGDConfig | None = None   # PGD adversarial training when set
+    p_gen: float = 0.0                     # example-tied dropout (0 = off)
+    p_mem: float = 0.0
+    train_subset: int = 0                  # use only the first n training examples (0 = all)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise InvalidInputError(f"need epochs >= 1, batch_size >= 1, lr > 0; got "
+                                    f"{self.epochs}, {self.batch_size}, {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise InvalidInputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise InvalidInputError(f"warmup is a fraction of training in [0, 1); got {self.warmup}")
+        if not 0 <= self.label_noise < 1:
+            raise InvalidInputError(f"label_noise must be in [0, 1); got {self.label_noise}")
+
+    def arch_spec(self, data: ImageData) -> ArchSpec:
+        return ArchSpec(name=self.arch, in_shape=data.input_shape, num_classes=data.num_classes,
+                        mean=data.mean, std=data.std, widths=self.widths, channels=self.channels,
+                        batchnorm=self.batchnorm, p_gen=self.p_gen, p_mem=self.p_mem)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["data"] = DataSpec.from_dict(d["data"])
+        d["adversarial"] = PGDConfig(**d["adversarial"]) if d.get("adversarial") else None
+        for k in ("widths", "channels"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def describe(self) -> str:
+        arch = {"mlp": f"MLP {'-'.join(map(str, self.widths))}", "cnn": f"CNN{'+BN' if self.batchnorm else ''}"}
+        parts = [self.data.label, arch.get(self.arch, self.arch), f"{self.epochs} ep", f"seed {self.seed}"]
+        if self.label_noise:
+            parts.append(f"{self.label_noise:.0%} noise")
+        if self.adversarial:
+            parts.append(f"PGD-{self.adversarial.norm} eps {self.adversarial.eps:g}")
+        if self.p_gen:
+            parts.append(f"tied dropout {self.p_gen:g}/{self.p_mem:g}")
+        return " · ".join(parts)
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at optimizer step `step` of `total`."""
+    t = step / max(total, 1)
+    if cfg.schedule == "triangle":
+        return min(t / 0.5, (1 - t) / 0.5) if t < 1 else 0.0
+    if cfg.warmup and t < cfg.warmup:
+        return (step + 1) / (cfg.warmup * total)
+    if cfg.schedule == "cosine":
+        u = (t - cfg.warmup) / (1 - cfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * u))
+    if cfg.schedule == "step":  # x0.1 at 50% and 75% of training
+        return 0.1 ** ((t >= 0.5) + (t >= 0.75))
+    return 1.0
+
+
+@dataclass
+class PreparedData:
+    train: ImageData
+    test: ImageData
+    noise_mask: torch.Tensor | None
+    original_labels: torch.Tensor
+
+
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    train, test = load_data(cfg.data, "train"), load_data(cfg.data, "test")
+    if cfg.train_subset:
+        n = min(cfg.train_subset, len(train))
+        train = ImageData(train.images[:n], train.labels[:n], train.classes, train.mean, train.std,
+                          train.spec, train.split, None if train.signal_top is None else train.signal_top[:n])
+    original, mask = train.labels, None
+    if cfg.label_noise:
+        noisy, mask = apply_label_noise(train.labels, cfg.label_noise, train.num_classes, cfg.noise_seed)
+        train = train.with_labels(noisy)
+    return PreparedData(train, test, mask, original)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cpu",
+             batch_size: int = 1000, labels: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels."""
+    model.eval()
+    labels = data.labels if labels is None else labels
+    total_loss, preds = 0.0, []
+    for start in range(0, len(data), batch_size):
+        x = data.x(slice(start, start + batch_size)).to(device)
+        y = labels[start:start + batch_size].to(device)
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        preds.append(logits.argmax(1).cpu())
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return total_loss / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
+
+
+def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m: None,
+              device: torch.device | str = "cpu", name: str = "") -> dict:
+    """Train one model, writing a checkpoint per epoch and run.json into `out_dir`.
+
+    Returns the run record (the contents of run.json). If `progress` raises, the folder is
+    removed and the exception propagates: a stopped run leaves nothing behind.
+    """
+    try:
+        return _train(cfg, out_dir, progress, torch.device(device), name)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str) -> dict:
+    progress(0.0, f"loading {cfg.data.label}")
+    data = prepare_data(cfg)
+    torch.manual_seed(cfg.seed)
+    spec = cfg.arch_spec(data.train)
+    model = build_model(spec).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.epochs * steps_per_epoch, cfg))
+    record = _new_record(cfg, spec, data, out_dir.name, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _checkpoint(out_dir, model, record, epoch=0, metrics=None)
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        loss, acc = _epoch(model, opt, sched, data.train, cfg, order_gen, device,
+                           lambda b, msg: progress((epoch - 1 + b) / cfg.epochs, f"epoch {epoch}/{cfg.epochs} · {msg}"))
+        test_loss, test_acc, _ = evaluate(model, data.test, device)
+        metrics = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test_loss,
+                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
+        _checkpoint(out_dir, model, record, epoch, metrics)
+        progress(epoch / cfg.epochs, f"epoch {epoch}/{cfg.epochs} done · loss {loss:.3f} · "
+                                     f"train acc {acc:.1%} · test acc {test_acc:.1%}")
+    record["status"] = "complete"
+    write_json(out_dir / "run.json", record)
+    return record
+
+
+def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report):
+    model.train()
+    perm = torch.randperm(len(data), generator=gen)
+    n_batches = math.ceil(len(perm) / cfg.batch_size)
+    total_loss, correct, seen = 0.0, 0, 0
+    for b in range(n_batches):
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        x, y = data.x(idx).to(device), data.labels[idx].to(device)  # (B, C, H, W), (B,)
+        with example_ids(model, idx):
+            if cfg.adversarial:
+                x = x + pgd_perturbation(model, x, y, cfg.adversarial)
+            logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total_loss += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+        if b % 10 == 0 or b == n_batches - 1:
+            report((b + 1) / n_batches, f"batch {b + 1}/{n_batches} · loss {total_loss / seen:.3f} · "
+                                        f"acc {correct / seen:.1%}")
+    return total_loss / seen, correct / seen
+
+
+def _new_record(cfg: TrainConfig, spec: ArchSpec, data: PreparedData, run_id: str, name: str) -> dict:
+    noise = None
+    if data.noise_mask is not None:
+        idx = torch.nonzero(data.noise_mask).flatten()
+        noise = {"fraction": cfg.label_noise, "seed": cfg.noise_seed, "indices": idx.tolist(),
+                 "original_labels": data.original_labels[idx].tolist(), "noisy_labels": data.train.labels[idx].tolist()}
+    return {"run_id": run_id, "name": name or cfg.describe(), "source": "trained", "created": time.time(),
+            "arch": spec.to_dict(), "data": cfg.data.to_dict(), "classes": list(data.train.classes),
+            "normalization": {"mean": list(spec.mean), "std": list(spec.std)}, "seed": cfg.seed,
+            "config": cfg.to_dict(), "metrics": [], "checkpoints": [], "noise": noise,
+            "n_train": len(data.train), "status": "running"}
+
+
+def _checkpoint(out_dir: Path, model: nn.Module, record: dict, epoch: int, metrics: dict | None) -> None:
+    fname = f"epoch_{epoch:03d}.safetensors"
+    save_checkpoint(out_dir / fname, model, {"arch": record["arch"], "data": record["data"], "epoch": epoch,
+                                             "run_id": record["run_id"]})
+    record["checkpoints"].append({"epoch": epoch, "file": fname, "fingerprint": model_fingerprint(model)})
+    if metrics:
+        record["metrics"].append(metrics)
+    write_json(out_dir / "run.json", record)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "digits-mlp": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(128,), epochs=20,
+                              batch_size=64, lr=0.05),
+    "digits-cnn": TrainConfig(data=DataSpec(name="digits"), arch="cnn", epochs=15, batch_size=64, lr=0.05),
+    "mnist-mlp": TrainConfig(data=DataSpec(name="mnist"), arch="mlp", widths=(256, 256), epochs=5, lr=0.05),
+    "mnist-cnn": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=5, lr=0.05),
+    "mnist-cnn-noise10": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=20, lr=0.05,
+                                     label_noise=0.1, train_subset=10000),
+    "blockmnist-mlp": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=5),
+    "blockmnist-mlp-robust": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=5,
+                                         adversarial=PGDConfig(norm="l2", eps=2.0, steps=7)),
+    "blockmnist-cnn": TrainConfig(data=DataSpec(name="blockmnist"), arch="cnn", epochs=5),
+    "blockmnist-cnn-robust": TrainConfig(data=DataSpec(name="blockmnist"), arch="cnn", epochs=5,
+                                         adversarial=PGDConfig(norm="l2", eps=2.0, steps=7)),
+    "cifar10-resnet18": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet18", epochs=30, lr=0.1,
+                                    batch_size=128),
+    "cifar10-resnet9-noise10": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet9", epochs=50, lr=0.01,
+                                           batch_size=512, warmup=0.1, label_noise=0.1),
+    "cifar10-resnet9-tied-dropout": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet9", epochs=50, lr=0.01,
+                                                batch_size=512, warmup=0.1, label_noise=0.1, p_gen=0.5, p_mem=0.2),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise InvalidInputError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

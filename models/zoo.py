@@ -1,0 +1,98 @@
+"""The workspace's models: every trained run and every imported model, kept on disk as a run
+folder (safetensors checkpoints + run.json), so a restart lists the same models."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.architectures import ArchSpec
+from models.checkpoints import load_checkpoint, model_fingerprint, read_json, save_checkpoint, write_json
+from models.data import DataSpec
+from models.errors import InvalidInputError
+from models.loading import model_from_state
+from models.paths import runs_dir
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for analysis: eval mode, with what the views need to know about it."""
+
+    run_id: str
+    name: str
+    model: nn.Module
+    arch: ArchSpec
+    data: DataSpec | None
+    classes: tuple[str, ...]
+    fingerprint: str
+    epoch: int
+    record: dict
+
+    @property
+    def noise_mask_indices(self) -> list[int]:
+        return (self.record.get("noise") or {}).get("indices", [])
+
+
+def list_runs(root: Path | None = None) -> list[dict]:
+    """Run records, newest first. Folders of unfinished or broken runs are skipped."""
+    records = []
+    for path in (root or runs_dir()).glob("*/run.json"):
+        try:
+            rec = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if rec.get("status") == "complete":
+            records.append(rec)
+    return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
+
+
+def get_run(run_id: str, root: Path | None = None) -> dict:
+    path = (root or runs_dir()) / run_id / "run.json"
+    if not path.exists():
+        raise InvalidInputError(f"no model {run_id!r} in the workspace ({path.parent.parent})")
+    return read_json(path)
+
+
+def load_model(run_id: str, epoch: int | None = None, root: Path | None = None,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """The run's model at `epoch` (default: the last checkpoint)."""
+    rec = get_run(run_id, root)
+    ckpts = {c["epoch"]: c for c in rec["checkpoints"]}
+    epoch = max(ckpts) if epoch is None else epoch
+    if epoch not in ckpts:
+        raise InvalidInputError(f"{run_id} has checkpoints for epochs {sorted(ckpts)}; got {epoch}")
+    state, _ = load_checkpoint((root or runs_dir()) / run_id / ckpts[epoch]["file"])
+    arch = ArchSpec.from_dict(rec["arch"])
+    model = model_from_state(arch, state).to(device)
+    data = DataSpec.from_dict(rec["data"]) if rec.get("data") else None
+    return LoadedModel(run_id, rec["name"], model, arch, data, tuple(rec.get("classes", ())),
+                       ckpts[epoch]["fingerprint"], epoch, rec)
+
+
+def import_model(model: nn.Module, arch: ArchSpec, name: str, data: DataSpec | None,
+                 classes: tuple[str, ...], source: str, root: Path | None = None) -> dict:
+    """Keep an uploaded or downloaded model in the workspace as a one-checkpoint run."""
+    fp = model_fingerprint(model)
+    run_id = f"import-{fp}"
+    folder = (root or runs_dir()) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "epoch_000.safetensors", model, {"arch": arch.to_dict(), "epoch": 0, "run_id": run_id})
+    record = {"run_id": run_id, "name": name, "source": source, "created": time.time(), "arch": arch.to_dict(),
+              "data": data.to_dict() if data else None, "classes": list(classes),
+              "normalization": {"mean": list(arch.mean), "std": list(arch.std)}, "seed": None, "config": None,
+              "metrics": [], "checkpoints": [{"epoch": 0, "file": "epoch_000.safetensors", "fingerprint": fp}],
+              "noise": None, "status": "complete"}
+    write_json(folder / "run.json", record)
+    return record
+
+
+def delete_run(run_id: str, root: Path | None = None) -> None:
+    folder = (root or runs_dir()) / run_id
+    if not (folder / "run.json").exists():
+        raise InvalidInputError(f"no model {run_id!r} to delete")
+    shutil.rmtree(folder)
