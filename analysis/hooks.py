@@ -1,0 +1,40 @@
+"""Forward hooks that cannot leak: installed in a context manager, removed in `finally`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from models.errors import InvalidInputError
+
+
+def _store(acts: dict[str, torch.Tensor], name: str) -> Callable:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        acts[name] = output
+    return hook
+
+
+@contextmanager
+def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of `layers` (named_modules() paths) during forward passes."""
+    modules = dict(model.named_modules())
+    if missing := [name for name in layers if name not in modules]:
+        raise InvalidInputError(f"unknown layers {missing}; the model has {list(modules)[1:9]}...")
+    acts: dict[str, torch.Tensor] = {}
+    handles = [modules[n].register_forward_hook(_store(acts, n)) for n in layers]
+    try:
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_with_cache(model: nn.Module, x: torch.Tensor,
+                   layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(output, {layer: activation}) for one forward pass."""
+    with recording(model, layers) as acts:
+        out = model(x)
+    return out, dict(acts)

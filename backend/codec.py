@@ -1,0 +1,103 @@
+"""A safe on-disk format for job results: one .npz file, arrays stored natively and everything
+else as JSON in a `__meta__` entry. Reading never unpickles; dataclasses are rebuilt only for
+types defined in Lenscape's own packages."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+OWN_PACKAGES = ("analysis", "models", "backend")
+
+
+def encode(obj: Any) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    meta = json.dumps(_enc(obj, arrays)).encode()
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def decode(raw: bytes) -> Any:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    return _dec(meta, arrays)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Canonical JSON-able form of a config (for job keys): dataclasses carry their type name."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"__type__": f"{type(obj).__module__}:{type(obj).__qualname__}", **fields}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot use a {type(obj).__name__} in a job config")
+
+
+def _enc(obj: Any, arrays: dict) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        kind = "pt" if isinstance(obj, torch.Tensor) else "nd"
+        arr = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
+        if arr.dtype == object:
+            raise TypeError("object arrays cannot be stored safely")
+        key = f"a{len(arrays)}"
+        arrays[key] = arr
+        return {"__t__": kind, "key": key}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: _enc(getattr(obj, f.name), arrays) for f in dataclasses.fields(obj)}
+        return {"__t__": "dc", "type": f"{type(obj).__module__}:{type(obj).__qualname__}", "fields": fields}
+    if isinstance(obj, dict):
+        return {"__t__": "dict", "items": [[_enc(k, arrays), _enc(v, arrays)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__t__": type(obj).__name__, "items": [_enc(v, arrays) for v in obj]}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a job result")
+
+
+def _dec(node: Any, arrays: dict) -> Any:
+    if not isinstance(node, dict):
+        return node
+    t = node["__t__"]
+    if t == "nd":
+        return arrays[node["key"]]
+    if t == "pt":
+        return torch.from_numpy(arrays[node["key"]])
+    if t == "dict":
+        return {_dec(k, arrays): _dec(v, arrays) for k, v in node["items"]}
+    if t in ("list", "tuple"):
+        items = [_dec(v, arrays) for v in node["items"]]
+        return items if t == "list" else tuple(items)
+    if t == "dc":
+        cls = _own_dataclass(node["type"])
+        fields = {k: _dec(v, arrays) for k, v in node["fields"].items()}
+        init = {f.name: fields[f.name] for f in dataclasses.fields(cls) if f.init and f.name in fields}
+        return cls(**init)
+    raise ValueError(f"unknown stored node type {t!r}")
+
+
+def _own_dataclass(path: str) -> type:
+    module, _, qualname = path.partition(":")
+    if module.split(".")[0] not in OWN_PACKAGES:
+        raise ValueError(f"refusing to rebuild {path}: not a Lenscape type")
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    if not dataclasses.is_dataclass(cls):
+        raise ValueError(f"{path} is not a dataclass")
+    return cls

@@ -1,0 +1,179 @@
+"""The local runner: jobs run on worker threads off the Streamlit script thread.
+
+Contract (every runner): submit(job) -> id, attaching to a running job or returning a stored
+result at once; status, progress, result (raises NotReady, JobFailed, JobCancelled), cancel.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.codec import to_jsonable
+from backend.jobs import (JOB_KINDS, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
+                          UnknownJob)
+from backend.store import CorruptResult, ResultStore
+
+
+@dataclass
+class _Active:
+    job: Job
+    status: JobStatus = JobStatus.QUEUED
+    progress: Progress = field(default_factory=Progress)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def library_versions() -> dict:
+    import numpy
+
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+class LocalRunner:
+    def __init__(self, store: ResultStore, device: torch.device | None = None, workers: int = 1) -> None:
+        from backend.device import choose_device
+
+        self.store = store
+        self.device = device or choose_device()
+        self._owner = f"{platform.node()}:{os.getpid()}"
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lenscape-job")
+        self._lock = threading.Lock()
+        self._active: dict[str, _Active] = {}
+        self._mark_interrupted()
+
+    def _mark_interrupted(self) -> None:
+        """Jobs left QUEUED/RUNNING by a process that is gone will never finish: say so."""
+        for row in self.store.list():
+            if row["status"] in ("QUEUED", "RUNNING") and not _owner_alive(row.get("owner") or ""):
+                self.store.upsert(row["id"], status="FAILED", error="interrupted: the app stopped while it ran")
+
+    def submit(self, job: Job) -> str:
+        job_id = job.key()
+        with self._lock:
+            active = self._active.get(job_id)
+            if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return job_id
+            if self.store.has_valid_result(job_id):
+                return job_id
+            active = self._active[job_id] = _Active(job)
+            self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
+                              fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
+                              message="", created=time.time(), started=None, finished=None, error=None,
+                              device=str(self.device), versions=library_versions(), owner=self._owner)
+        self._pool.submit(self._run, job_id, active)
+        return job_id
+
+    def _run(self, job_id: str, active: _Active) -> None:
+        workdir = self.store.root / "work" / job_id
+        ctx = JobContext(job_id, self.device, workdir, active.cancel, lambda p: setattr(active, "progress", p))
+        started = time.time()
+        try:
+            ctx.check_cancelled()
+            active.status = JobStatus.RUNNING
+            self.store.upsert(job_id, status="RUNNING", started=started)
+            result = JOB_KINDS[active.job.kind](ctx, active.job.config)
+            ctx.check_cancelled()
+            self.store.put_result(job_id, result)
+            self._finish(job_id, active, JobStatus.DONE, started)
+        except JobCancelled:
+            self.store.path(job_id).unlink(missing_ok=True)
+            self._finish(job_id, active, JobStatus.CANCELLED, started)
+        except BaseException as exc:  # a job's failure must never take the app down
+            self._finish(job_id, active, JobStatus.FAILED, started,
+                         error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _finish(self, job_id: str, active: _Active, status: JobStatus, started: float,
+                error: str | None = None, trace: str | None = None) -> None:
+        now = time.time()
+        self.store.upsert(job_id, status=status.value, finished=now, seconds=now - started,
+                          error=error, message=trace or active.progress.message)
+        active.error = error
+        active.status = status
+        active.done.set()
+
+    def status(self, job_id: str) -> JobStatus:
+        active = self._active.get(job_id)
+        if active:
+            return active.status
+        row = self.store.get(job_id)
+        if not row:
+            raise UnknownJob(job_id)
+        if row["status"] == "CORRUPT":
+            return JobStatus.FAILED
+        return JobStatus(row["status"])
+
+    def progress(self, job_id: str) -> Progress:
+        active = self._active.get(job_id)
+        if active:
+            return active.progress
+        if self.status(job_id) == JobStatus.DONE:
+            return Progress(1.0, "done")
+        return Progress()
+
+    def result(self, job_id: str) -> Any:
+        status = self.status(job_id)
+        if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            raise NotReady(job_id)
+        if status == JobStatus.CANCELLED:
+            raise JobCancelled(f"job {job_id} was cancelled")
+        if status == JobStatus.FAILED:
+            raise JobFailed((self.store.get(job_id) or {}).get("error") or "the job failed")
+        try:
+            return self.store.get_result(job_id)
+        except CorruptResult as exc:
+            self._active.pop(job_id, None)
+            raise JobFailed(str(exc)) from None
+
+    def error(self, job_id: str) -> str | None:
+        row = self.store.get(job_id)
+        return row["error"] if row else None
+
+    def cancel(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            active.cancel.set()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Block until the job ends (tests, CLI); returns its status."""
+        active = self._active.get(job_id)
+        if active:
+            active.done.wait(timeout)
+        return self.status(job_id)
+
+    def shutdown(self) -> None:
+        for active in self._active.values():
+            active.cancel.set()
+        self._pool.shutdown(wait=True)
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != platform.node() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except OSError:
+        return False
+
+
+def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
+    """The runner over the workspace's store (LENSCAPE_HOME/store), with the job kinds loaded."""
+    import backend.tasks  # noqa: F401  (registers the job kinds)
+    from models.paths import home_dir
+
+    return LocalRunner(ResultStore(root or home_dir() / "store"), workers=workers)

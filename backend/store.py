@@ -1,0 +1,111 @@
+"""The result store: result files on disk (atomic write + sha256) indexed in SQLite.
+
+An entry whose file is missing or fails its checksum is dropped, so the job computes again
+instead of returning something untrustworthy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from backend.codec import decode, encode
+
+COLUMNS = ("id", "kind", "label", "config", "fingerprints", "data", "status", "message", "created",
+           "started", "finished", "seconds", "device", "versions", "error", "checksum", "owner")
+
+
+class CorruptResult(Exception):
+    """A stored result is missing or fails its checksum; it has been dropped."""
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        (self.root / "results").mkdir(parents=True, exist_ok=True)
+        self.db = self.root / "index.sqlite"
+        with closing(self._connect()) as con, con:
+            con.execute("PRAGMA journal_mode=WAL")
+            cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'id' else ''}" for c in COLUMNS)
+            con.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db, timeout=30)
+        con.row_factory = sqlite3.Row
+        return con
+
+    def path(self, job_id: str) -> Path:
+        return self.root / "results" / f"{job_id}.npz"
+
+    def upsert(self, job_id: str, **fields: Any) -> None:
+        fields = {k: json.dumps(v) if isinstance(v, (dict, list, tuple)) else v for k, v in fields.items()}
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown store columns {sorted(unknown)}")
+        names = ["id", *fields]
+        sets = ", ".join(f"{k}=excluded.{k}" for k in fields) or "id=id"
+        with closing(self._connect()) as con, con:
+            con.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                        f"ON CONFLICT(id) DO UPDATE SET {sets}", [job_id, *fields.values()])
+
+    def get(self, job_id: str) -> dict | None:
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list(self, kind: str | None = None) -> list[dict]:
+        query, args = "SELECT * FROM jobs", ()
+        if kind:
+            query, args = query + " WHERE kind=?", (kind,)
+        with closing(self._connect()) as con:
+            return [dict(r) for r in con.execute(query + " ORDER BY created DESC", args)]
+
+    def put_result(self, job_id: str, result: Any) -> str:
+        raw = encode(result)
+        digest = hashlib.sha256(raw).hexdigest()
+        fd, tmp = tempfile.mkstemp(dir=self.root / "results", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path(job_id))
+        self.upsert(job_id, checksum=digest)
+        return digest
+
+    def has_valid_result(self, job_id: str) -> bool:
+        try:
+            self._verified_bytes(job_id)
+            return True
+        except CorruptResult:
+            return False
+
+    def get_result(self, job_id: str) -> Any:
+        return decode(self._verified_bytes(job_id))
+
+    def _verified_bytes(self, job_id: str) -> bytes:
+        row = self.get(job_id)
+        path = self.path(job_id)
+        if not row or row["status"] != "DONE" or not path.exists():
+            self._drop(job_id, "the result file is missing")
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != row["checksum"]:
+            self._drop(job_id, "the result file failed its checksum")
+        return raw
+
+    def _drop(self, job_id: str, why: str) -> None:
+        self.path(job_id).unlink(missing_ok=True)
+        if self.get(job_id):
+            self.upsert(job_id, status="CORRUPT", error=why, finished=time.time())
+        raise CorruptResult(f"job {job_id}: {why}; it will be computed again")
+
+    def delete(self, job_id: str) -> None:
+        self.path(job_id).unlink(missing_ok=True)
+        with closing(self._connect()) as con, con:
+            con.execute("DELETE FROM jobs WHERE id=?", (job_id,))
