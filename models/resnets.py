@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, ExampleTiedDropout, InputNorm
+from models.architectures import ArchSpec, ExampleTiedDropout, InputNorm
 from models.errors import InvalidInputError
 
 
@@ -110,8 +110,3 @@ def torchvision_classifier(spec: ArchSpec) -> nn.Module:
     model.add_module("input_norm", InputNorm(spec.mean, spec.std))
     model.register_forward_pre_hook(lambda mod, args: (mod.input_norm(args[0]), *args[1:]))
     return model
-
-
-def torchvision_spec(name: str, num_classes: int = 1000, image_size: int = 224) -> ArchSpec:
-    return ArchSpec(name="torchvision", torchvision_name=name, in_shape=(3, image_size, image_size),
-                    num_classes=num_classes, mean=IMAGENET_MEAN, std=IMAGENET_STD)

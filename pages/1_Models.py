@@ -1,0 +1,34 @@
+import streamlit as st
+
+from backend.tasks import train_jobs
+from ui.common import backend, page_setup
+from ui.data import data_picker, data_preview
+from ui.jobs import job_panel
+from ui.loading import import_form
+from ui.summary import model_picker, show_model
+from ui.training import show_trained, train_form
+
+page_setup("Models")
+st.title("Models")
+st.markdown("Pick a data set, then train a model on it or import one of your own. Every model is kept in "
+            "the workspace with a checkpoint per epoch, so the views can rewind, compare seeds and follow training.")
+
+spec = data_picker("models.data")
+if spec is None:
+    st.stop()
+with st.expander("Preview of the data set", expanded=False):
+    data_preview(spec)
+
+train_tab, load_tab, summary_tab = st.tabs(["Train", "Import", "Workspace models"])
+with train_tab:
+    request = train_form(spec, key="models.train")
+    if request:
+        cfg, seeds = request
+        st.session_state["models.train_jobs"] = [backend().submit(j) for j in train_jobs(cfg, seeds)]
+    job_panel("models.train_jobs", show_trained)
+with load_tab:
+    import_form(spec, key="models.load")
+with summary_tab:
+    model = model_picker("models.summary")
+    if model is not None:
+        show_model(model)

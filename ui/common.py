@@ -1,0 +1,82 @@
+"""Shared page pieces: the backend singleton, the sidebar, cached data and models, errors."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from backend.device import describe_device
+from backend.runner import LocalRunner, open_backend
+from models.data import DataSpec, ImageData, load_data
+from models.errors import InvalidInputError
+from models.zoo import LoadedModel, list_runs, load_model
+
+MODEL_KEY = "workspace.model"
+DATA_KEY = "workspace.data"
+
+
+@st.cache_resource(show_spinner=False)
+def backend() -> LocalRunner:
+    """One runner per server process: every tab and every rerun attaches to the same jobs."""
+    return open_backend()
+
+
+@st.cache_resource(show_spinner="Loading data…", max_entries=6)
+def cached_data(spec: DataSpec, split: str) -> ImageData:
+    return load_data(spec, split)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def cached_model(run_id: str, epoch: int | None, fingerprint: str) -> LoadedModel:
+    """`fingerprint` is part of the cache key so replaced weights are never served stale."""
+    return load_model(run_id, epoch, device=backend().device)
+
+
+def page_setup(title: str, icon: str = "🔭") -> None:
+    st.set_page_config(page_title=f"{title} · Lenscape", page_icon=icon, layout="wide")
+    sidebar()
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        info = describe_device(backend().device)
+        mem = f" · {info['memory_gb']} GiB" if info["memory_gb"] else ""
+        st.caption(f"**Compute:** {info['kind']} — {info['name']}{mem}")
+        spec = st.session_state.get(DATA_KEY)
+        st.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
+        runs = list_runs()
+        current = st.session_state.get(MODEL_KEY)
+        names = {r["run_id"]: r["name"] for r in runs}
+        st.caption(f"**Models in workspace:** {len(runs)}" +
+                   (f" · current: {names[current]}" if current in names else ""))
+
+
+def run_safely(fn: Callable[[], Any], what: str) -> Any:
+    """Run `fn`; show bad input as an error message and anything else as a bug report. The page
+    keeps working either way."""
+    try:
+        return fn()
+    except InvalidInputError as exc:
+        st.error(f"{what}: {exc}")
+    except Exception as exc:  # an unexpected failure: show it, keep the app alive
+        st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {exc}")
+        with st.expander("Details"):
+            st.code(traceback.format_exc())
+    return None
+
+
+def model_options() -> dict[str, dict]:
+    return {r["run_id"]: r for r in list_runs()}
+
+
+def current_model() -> LoadedModel | None:
+    runs = model_options()
+    run_id = st.session_state.get(MODEL_KEY)
+    if run_id not in runs:
+        return None
+    rec = runs[run_id]
+    last = rec["checkpoints"][-1]
+    return cached_model(run_id, last["epoch"], last["fingerprint"])

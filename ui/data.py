@@ -1,0 +1,58 @@
+"""Choosing the workspace's data set, with a preview."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from models.data import DataSpec
+from ui.common import DATA_KEY, cached_data, run_safely
+from ui.figures import CONFIG, image_grid
+
+NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
+         "blockmnist": "BlockMNIST (56×28, signal + null block)", "imagefolder": "My images (ImageFolder)"}
+
+
+def data_picker(key: str = "data") -> DataSpec | None:
+    """Widgets → DataSpec (stored as the workspace data set), or None with an error shown."""
+    current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
+    names = list(NAMES)
+    name = st.selectbox("Data set", names, index=names.index(current.name), format_func=NAMES.get,
+                        key=f"{key}.name")
+    opts: dict = {}
+    if name == "blockmnist":
+        c = st.columns(4)
+        opts["block_classes"] = (c[0].number_input("Class 0 digit", 0, 9, current.block_classes[0], key=f"{key}.a"),
+                                 c[1].number_input("Class 1 digit", 0, 9, current.block_classes[1], key=f"{key}.b"))
+        opts["block_top_only"] = c[2].checkbox("BlockMNIST-Top (signal always on top)", current.block_top_only,
+                                               key=f"{key}.top")
+        opts["block_patch"] = c[3].number_input("Null patch side (px)", 0, 28, current.block_patch, key=f"{key}.patch")
+    if name == "imagefolder":
+        c = st.columns([3, 1])
+        opts["folder"] = c[0].text_input("Folder (class sub-folders, or train/ and test/ with class sub-folders)",
+                                         current.folder, key=f"{key}.folder").strip()
+        opts["image_size"] = c[1].number_input("Resize to (px, 0 = keep)", 0, 512, current.image_size,
+                                               key=f"{key}.size")
+        if not opts["folder"]:
+            st.info("Enter the path of a folder of images on the machine running Lenscape.")
+            return None
+    spec = run_safely(lambda: DataSpec(name=name, **opts), "Data set")
+    if spec is None:
+        return None
+    if run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}") is None:
+        return None
+    st.session_state[DATA_KEY] = spec
+    return spec
+
+
+def data_preview(spec: DataSpec, n: int = 16) -> None:
+    train, test = cached_data(spec, "train"), cached_data(spec, "test")
+    c, h, w = train.input_shape
+    st.caption(f"{len(train):,} training and {len(test):,} test images of {c}×{h}×{w} · "
+               f"{train.num_classes} classes: {', '.join(train.classes[:12])}{' …' if train.num_classes > 12 else ''}")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
+    titles = [train.classes[int(train.labels[i])] for i in idx]
+    if train.signal_top is not None:
+        titles = [f"{t} · signal {'top' if train.signal_top[i] else 'bottom'}" for t, i in zip(titles, idx)]
+    st.plotly_chart(image_grid(train.x(idx).numpy(), titles, cols=8, height_per_row=200 if h > w else 130),
+                    config=CONFIG, key=f"preview.{spec.key()}")

@@ -1,0 +1,73 @@
+"""The job panel: progress bars with cancel while jobs run, results (or errors) when they end.
+
+It polls in a fragment, so only the panel reruns while a job is going; a refresh or a second
+tab finds the same job ids (they are keys of the work, not of the session) and re-attaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from backend.jobs import JobCancelled, JobFailed, JobStatus
+from ui.common import backend
+
+RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def job_ids(state_key: str) -> list[str]:
+    ids = st.session_state.get(state_key) or []
+    return [ids] if isinstance(ids, str) else list(ids)
+
+
+def any_running(state_key: str) -> bool:
+    runner = backend()
+    return any(_status(runner, i) in RUNNING for i in job_ids(state_key))
+
+
+def _status(runner, job_id: str) -> JobStatus | None:
+    try:
+        return runner.status(job_id)
+    except KeyError:
+        return None
+
+
+def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: float = 1.0) -> None:
+    """Draw the jobs under `state_key`; once all are done, call `show(results)`."""
+    if not job_ids(state_key):
+        return
+
+    @st.fragment(run_every=poll_seconds if any_running(state_key) else None)
+    def panel() -> None:
+        runner, ids = backend(), job_ids(state_key)
+        results, running = [], False
+        for job_id in ids:
+            status = _status(runner, job_id)
+            row = runner.store.get(job_id) or {}
+            label = row.get("label") or job_id
+            if status in RUNNING:
+                running = True
+                prog = runner.progress(job_id)
+                cols = st.columns([6, 1])
+                cols[0].progress(prog.fraction, text=f"{label} — {prog.message or status.value.lower()}")
+                if cols[1].button("Cancel", key=f"cancel.{job_id}"):
+                    runner.cancel(job_id)
+                continue
+            try:
+                results.append(runner.result(job_id))
+            except JobCancelled:
+                st.warning(f"{label}: cancelled; nothing was kept.")
+            except JobFailed as exc:
+                st.error(f"{label} failed: {exc}")
+            except KeyError:
+                st.warning(f"{label}: no such job any more.")
+        if not running and st.session_state.get(f"{state_key}.polling"):
+            st.session_state[f"{state_key}.polling"] = False
+            st.rerun()  # the whole page: the job's result may change what the page shows
+        st.session_state[f"{state_key}.polling"] = running
+        if not running and results:
+            show(results)
+
+    panel()

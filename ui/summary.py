@@ -1,0 +1,72 @@
+"""The model summary: layers, accuracy, confusion matrix, sample predictions, training curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.summary import ModelSummary
+from backend.tasks import summary_job_for
+from models.zoo import LoadedModel, delete_run
+from ui.common import MODEL_KEY, backend, cached_data, cached_model, model_options, run_safely
+from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
+from ui.jobs import job_panel
+
+JOB_KEY = "models.summary_job"
+
+
+def model_picker(key: str = "summary") -> LoadedModel | None:
+    runs = model_options()
+    if not runs:
+        st.info("No models yet: train one above, or import one.")
+        return None
+    ids = list(runs)
+    current = st.session_state.get(MODEL_KEY)
+    run_id = st.selectbox("Model", ids, index=ids.index(current) if current in ids else 0,
+                          format_func=lambda r: f"{runs[r]['name']}  ({r})", key=f"{key}.model")
+    st.session_state[MODEL_KEY] = run_id
+    last = runs[run_id]["checkpoints"][-1]
+    return run_safely(lambda: cached_model(run_id, last["epoch"], last["fingerprint"]), "Loading the model")
+
+
+def show_model(lm: LoadedModel) -> None:
+    rec = lm.record
+    n_params = sum(p.numel() for p in lm.model.parameters())
+    c = st.columns(4)
+    c[0].metric("Parameters", f"{n_params:,}")
+    c[1].metric("Architecture", lm.arch.torchvision_name or lm.arch.name)
+    c[2].metric("Input", "×".join(map(str, lm.arch.in_shape)))
+    c[3].metric("Checkpoints", len(rec["checkpoints"]))
+    if rec.get("noise"):
+        st.caption(f"Label noise: {len(rec['noise']['indices']):,} training labels changed "
+                   f"({rec['noise']['fraction']:.0%}, noise seed {rec['noise']['seed']}).")
+    if rec.get("metrics"):
+        st.plotly_chart(training_curves(rec["metrics"], "Training curves"), config=CONFIG, key=f"tc.{lm.run_id}")
+    if lm.data is not None:
+        st.session_state[JOB_KEY] = backend().submit(summary_job_for(lm))
+        job_panel(JOB_KEY, lambda results: _show_summary(lm, results[0]))
+    with st.expander("Delete this model"):
+        if st.button("Delete it from the workspace (checkpoints included)", key=f"delete.{lm.run_id}"):
+            run_safely(lambda: delete_run(lm.run_id), "Delete")
+            st.session_state.pop(MODEL_KEY, None)
+            st.rerun()
+
+
+def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
+    c = st.columns(2)
+    c[0].metric("Train accuracy", f"{s.train_acc:.2%}", help="On the labels it was trained with (noisy ones included).")
+    c[1].metric("Test accuracy", f"{s.test_acc:.2%}")
+    left, right = st.columns([1, 1])
+    with left:
+        st.markdown("**Layers** (`named_modules()` paths, output shape for one image)")
+        st.dataframe(pd.DataFrame(s.layers), hide_index=True, height=420, width="stretch")
+    with right:
+        st.markdown("**Confusion matrix** (test set)")
+        st.plotly_chart(confusion_heatmap(s.confusion, s.classes), config=CONFIG, key=f"cm.{lm.run_id}")
+    test = cached_data(lm.data, "test")
+    titles = [f"{s.classes[p.argmax()]} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + s.classes[y]}"
+              for p, y in zip(s.sample_probs, s.sample_labels)]
+    st.markdown("**Sample test predictions** (predicted class and confidence; ✗ marks a mistake with the true class)")
+    h, w = lm.arch.in_shape[1:]
+    st.plotly_chart(image_grid(test.x(s.sample_index).numpy(), titles, cols=8, height_per_row=210 if h > w else 140),
+                    config=CONFIG, key=f"samples.{lm.run_id}")

@@ -1,0 +1,99 @@
+"""The training form: a preset or a recipe of one's own, for one or several seeds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from models.attacks import PGDConfig
+from models.data import DataSpec
+from models.errors import InvalidInputError
+from models.training import PRESETS, SCHEDULES, TrainConfig
+from ui.common import run_safely
+from ui.figures import CONFIG, training_curves
+
+ARCH_LABELS = {"mlp": "MLP", "cnn": "Small CNN", "resnet18": "ResNet-18 (CIFAR)", "resnet9": "ResNet-9",
+               "lenet": "LeNet (Captum tutorial)"}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' → [0, 1, 2, 3, 4]; '1, 5, 7' → [1, 5, 7]."""
+    seeds: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = map(int, part.split("-"))
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise InvalidInputError(f"seeds look like '0', '0-4' or '1, 5, 7'; got {text!r}") from None
+    if not seeds or len(seeds) > 20:
+        raise InvalidInputError(f"give between 1 and 20 seeds; got {len(seeds)} from {text!r}")
+    return sorted(set(seeds))
+
+
+def _parse_widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.replace(" ", "").split(",") if w)
+    except ValueError:
+        raise InvalidInputError(f"widths look like '256, 128'; got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise InvalidInputError(f"widths must be positive; got {text!r}")
+    return widths
+
+
+def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[int]] | None:
+    presets = {n: p for n, p in PRESETS.items() if p.data.name == spec.name}
+    choice = st.selectbox("Recipe", ["custom", *presets], key=f"{key}.preset",
+                          format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}")
+    base = replace(presets.get(choice, TrainConfig()), data=spec)
+    with st.form(f"{key}.form"):
+        c = st.columns(4)
+        arch = c[0].selectbox("Architecture", list(ARCH_LABELS), list(ARCH_LABELS).index(base.arch),
+                              format_func=ARCH_LABELS.get, key=f"{key}.arch.{choice}")
+        widths = c[1].text_input("MLP widths", ", ".join(map(str, base.widths)), key=f"{key}.widths.{choice}")
+        batchnorm = c[2].checkbox("CNN with BatchNorm", base.batchnorm, key=f"{key}.bn.{choice}")
+        seeds = c[3].text_input("Seeds (e.g. 0 or 0-4)", str(base.seed), key=f"{key}.seeds.{choice}")
+        c = st.columns(5)
+        epochs = c[0].number_input("Epochs", 1, 500, base.epochs, key=f"{key}.epochs.{choice}")
+        batch = c[1].number_input("Batch size", 1, 4096, base.batch_size, key=f"{key}.batch.{choice}")
+        lr = c[2].number_input("Learning rate", 1e-5, 10.0, base.lr, format="%.4f", key=f"{key}.lr.{choice}")
+        schedule = c[3].selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=f"{key}.sched.{choice}")
+        subset = c[4].number_input("Training subset (0 = all)", 0, 10**7, base.train_subset, key=f"{key}.sub.{choice}")
+        c = st.columns(4)
+        noise = c[0].slider("Label noise", 0.0, 0.5, base.label_noise, 0.01, key=f"{key}.noise.{choice}",
+                            help="Fraction of training labels changed to another class (Maini et al.).")
+        adv = c[1].checkbox("Adversarial training (PGD)", base.adversarial is not None, key=f"{key}.adv.{choice}")
+        pgd = base.adversarial or PGDConfig()
+        norm = c[2].selectbox("PGD norm", ["l2", "linf"], ["l2", "linf"].index(pgd.norm), key=f"{key}.norm.{choice}")
+        c2 = c[3].columns(2)
+        eps = c2[0].number_input("ε", 0.001, 10.0, pgd.eps, format="%.3f", key=f"{key}.eps.{choice}")
+        steps = c2[1].number_input("Steps", 1, 50, pgd.steps, key=f"{key}.steps.{choice}")
+        c = st.columns(3)
+        tied = c[0].checkbox("Example-tied dropout", base.p_gen > 0, key=f"{key}.tied.{choice}",
+                             help="Maini et al.: a share of channels always on, the rest tied to each example.")
+        p_gen = c[1].number_input("p_gen", 0.01, 0.99, base.p_gen or 0.5, key=f"{key}.pgen.{choice}")
+        p_mem = c[2].number_input("p_mem", 0.01, 1.0, base.p_mem or 0.2, key=f"{key}.pmem.{choice}")
+        submitted = st.form_submit_button("Train", type="primary", key=f"{key}.run")
+    if not submitted:
+        return None
+
+    def build() -> tuple[TrainConfig, list[int]]:
+        cfg = replace(base, arch=arch, widths=_parse_widths(widths), batchnorm=batchnorm, epochs=int(epochs),
+                      batch_size=int(batch), lr=float(lr), schedule=schedule, train_subset=int(subset),
+                      label_noise=float(noise), p_gen=float(p_gen) if tied else 0.0,
+                      p_mem=float(p_mem) if tied else 0.0,
+                      adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None)
+        return cfg, parse_seeds(seeds)
+
+    return run_safely(build, "Training recipe")
+
+
+def show_trained(records: list[dict]) -> None:
+    st.success(f"Trained {len(records)} model{'s' * (len(records) > 1)}; they are in the workspace below.")
+    cols = st.columns(min(len(records), 3))
+    for i, rec in enumerate(records):
+        with cols[i % len(cols)]:
+            st.plotly_chart(training_curves(rec["metrics"], rec["name"]), config=CONFIG, key=f"curves.{rec['run_id']}")
