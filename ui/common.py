@@ -35,7 +35,7 @@ def cached_model(run_id: str, epoch: int | None, fingerprint: str) -> LoadedMode
     return load_model(run_id, epoch, device=backend().device)
 
 
-def page_setup(title: str, icon: str = "🔭") -> None:
+def page_setup(title: str, icon: str = ":material/lens_blur:") -> None:
     st.set_page_config(page_title=f"{title} · Lenscape", page_icon=icon, layout="wide")
     sidebar()
 

@@ -46,7 +46,7 @@ def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
                                  line=dict(color="#d62728", dash=dash), mode="lines+markers"), secondary_y=True)
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
     fig.update_yaxes(title="cross-entropy loss", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title="accuracy (%)", secondary_y=True, range=[0, 100])
+    fig.update_yaxes(title="accuracy (%)", secondary_y=True, range=[0, 100], dtick=20, showgrid=False)
     fig.update_layout(title=title, height=330, margin=dict(l=0, r=0, t=40 if title else 10, b=0),
                       legend=dict(orientation="h", y=-0.25))
     return fig

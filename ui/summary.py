@@ -59,7 +59,7 @@ def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
     left, right = st.columns([1, 1])
     with left:
         st.markdown("**Layers** (`named_modules()` paths, output shape for one image)")
-        st.dataframe(pd.DataFrame(s.layers), hide_index=True, height=420, width="stretch")
+        st.dataframe(pd.DataFrame(s.layers), hide_index=True, width="stretch")
     with right:
         st.markdown("**Confusion matrix** (test set)")
         st.plotly_chart(confusion_heatmap(s.confusion, s.classes), config=CONFIG, key=f"cm.{lm.run_id}")

@@ -46,7 +46,7 @@ def _parse_widths(text: str) -> tuple[int, ...]:
 
 def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[int]] | None:
     presets = {n: p for n, p in PRESETS.items() if p.data.name == spec.name}
-    choice = st.selectbox("Recipe", ["custom", *presets], key=f"{key}.preset",
+    choice = st.selectbox("Recipe", [*presets, "custom"], key=f"{key}.preset",
                           format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}")
     base = replace(presets.get(choice, TrainConfig()), data=spec)
     with st.form(f"{key}.form"):

@@ -1,0 +1,120 @@
+"""A real `streamlit run` server visited by headless Chromium (Debian's, driven by Playwright).
+
+Every page is opened, one action is run on the Models page (training a tiny model), no
+exception element may appear, and a screenshot of each page is saved into the folder printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+def _chromium() -> str | None:
+    for path in (os.environ.get("LENSCAPE_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
+                 "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"):
+        if path and Path(path).exists():
+            return path
+    return shutil.which("chromium") or shutil.which("google-chrome")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port, home = _free_port(), tmp_path_factory.mktemp("e2e-home")
+    env = {**os.environ, "LENSCAPE_HOME": str(home)}
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start; log:\n{(home / 'server.log').read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is required in CI (apt-get install chromium); none found")
+        pytest.skip("no Chromium/Chrome found: install Debian's chromium or set LENSCAPE_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 2600})
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(os.environ.get("LENSCAPE_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {folder}")
+    return folder
+
+
+def _settle(pg, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit has drawn the page and finished running the script."""
+    pg.wait_for_selector("[data-testid='stMainBlockContainer'] h1", timeout=timeout_ms)
+    pg.wait_for_timeout(800)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+    pg.wait_for_timeout(500)
+
+
+def _no_exception(pg) -> None:
+    errors = pg.locator("[data-testid='stException']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_home_page(page, server, shots):
+    page.goto(server)
+    _settle(page)
+    page.get_by_text("What each view answers").wait_for(timeout=30_000)
+    assert page.get_by_text("Compute").first.is_visible()
+    _no_exception(page)
+    page.screenshot(path=str(shots / "home.png"), full_page=True)
+
+
+def test_models_page_trains_a_model(page, server, shots):
+    page.goto(f"{server}/Models")
+    _settle(page)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text("Trained 1 model").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "models-train.png"), full_page=True)
+    page.get_by_role("tab", name="Workspace models").click()
+    page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "models-summary.png"), full_page=True)
