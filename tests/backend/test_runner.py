@@ -1,0 +1,178 @@
+"""The runner contract, against the real local runner and a real on-disk store."""
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
+from backend.runner import LocalRunner
+from backend.store import ResultStore
+
+CALLS: dict[str, int] = {}
+GATES: dict[str, threading.Event] = {}
+
+
+class Steps(threading.Semaphore):
+    """A gate that lets one step of a job through per release()."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def wait(self, timeout: float) -> None:
+        self.acquire(timeout=timeout)
+
+
+@dataclass(frozen=True)
+class SlowConfig:
+    name: str
+    steps: int = 5
+    fail_at: int = -1
+
+
+@job_kind("test_slow")
+def slow_job(ctx, cfg: SlowConfig):
+    CALLS[cfg.name] = CALLS.get(cfg.name, 0) + 1
+    gate = GATES.get(cfg.name)
+    for i in range(cfg.steps):
+        if gate is not None:
+            gate.wait(10)
+        if i == cfg.fail_at:
+            raise ValueError(f"step {i} exploded")
+        ctx.progress((i + 1) / cfg.steps, f"step {i + 1}/{cfg.steps}")
+        time.sleep(0.01)
+    import numpy as np
+    return {"name": cfg.name, "squares": np.arange(cfg.steps) ** 2}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ResultStore(tmp_path / "store")
+
+
+@pytest.fixture
+def runner(store):
+    r = LocalRunner(store, workers=2)
+    yield r
+    r.shutdown()
+
+
+def _job(name, **kw):
+    CALLS.pop(name, None)
+    return Job("test_slow", SlowConfig(name, **kw), fingerprints=("abc",), label=name)
+
+
+def test_concurrent_identical_submissions_run_once(runner):
+    job = _job("dedupe")
+    GATES["dedupe"] = gate = threading.Event()
+    ids = []
+    threads = [threading.Thread(target=lambda: ids.append(runner.submit(job))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1
+    with pytest.raises(NotReady):
+        runner.result(ids[0])
+    gate.set()
+    assert runner.wait(ids[0], 10) == JobStatus.DONE
+    assert CALLS["dedupe"] == 1
+    assert runner.submit(job) == ids[0] and CALLS["dedupe"] == 1  # stored: returned at once
+    assert runner.result(ids[0])["squares"].tolist() == [0, 1, 4, 9, 16]
+
+
+def test_progress_is_reported(runner):
+    job = _job("progress", steps=4)
+    GATES["progress"] = gate = Steps()
+    job_id = runner.submit(job)
+    seen = set()
+    for _ in range(4):
+        gate.release()
+        time.sleep(0.1)
+        seen.add(runner.progress(job_id).fraction)
+    runner.wait(job_id, 10)
+    assert runner.progress(job_id).fraction == 1.0
+    assert any(0 < f < 1 for f in seen), seen
+
+
+def test_cancel_leaves_no_result_and_resubmit_runs_again(runner, store):
+    job = _job("cancel", steps=50)
+    GATES["cancel"] = gate = threading.Event()
+    job_id = runner.submit(job)
+    time.sleep(0.05)
+    runner.cancel(job_id)
+    gate.set()
+    assert runner.wait(job_id, 10) == JobStatus.CANCELLED
+    assert not store.path(job_id).exists()
+    with pytest.raises(JobCancelled):
+        runner.result(job_id)
+    GATES.pop("cancel")
+    assert runner.submit(job) == job_id
+    assert runner.wait(job_id, 10) == JobStatus.DONE and CALLS["cancel"] == 2
+
+
+def test_failure_is_recorded_and_the_runner_keeps_working(runner, store):
+    bad = _job("bad", fail_at=2)
+    job_id = runner.submit(bad)
+    assert runner.wait(job_id, 10) == JobStatus.FAILED
+    with pytest.raises(JobFailed, match="step 2 exploded"):
+        runner.result(job_id)
+    assert "ValueError" in store.get(job_id)["error"]
+    good = runner.submit(_job("after-failure"))
+    assert runner.wait(good, 10) == JobStatus.DONE
+
+
+def test_restart_finds_old_results(store):
+    first = LocalRunner(store)
+    job = _job("restart")
+    job_id = first.submit(job)
+    first.wait(job_id, 10)
+    first.shutdown()
+    second = LocalRunner(ResultStore(store.root))  # a new backend object over the same folder
+    assert second.status(job_id) == JobStatus.DONE
+    assert second.submit(job) == job_id and CALLS["restart"] == 1
+    assert second.result(job_id)["name"] == "restart"
+    row = second.store.get(job_id)
+    assert row["kind"] == "test_slow" and row["seconds"] > 0 and "torch" in row["versions"]
+    second.shutdown()
+
+
+def test_corrupted_result_is_recomputed(runner, store):
+    job = _job("corrupt")
+    job_id = runner.submit(job)
+    runner.wait(job_id, 10)
+    raw = bytearray(store.path(job_id).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    store.path(job_id).write_bytes(bytes(raw))
+    assert runner.submit(job) == job_id
+    assert runner.wait(job_id, 10) == JobStatus.DONE
+    assert CALLS["corrupt"] == 2 and runner.result(job_id)["squares"].tolist() == [0, 1, 4, 9, 16]
+
+
+def test_key_depends_on_config_fingerprints_and_data():
+    a = Job("test_slow", SlowConfig("k"), fingerprints=("m1",))
+    assert a.key() == Job("test_slow", SlowConfig("k"), fingerprints=("m1",)).key()
+    assert a.key() != Job("test_slow", SlowConfig("k", steps=6), fingerprints=("m1",)).key()
+    assert a.key() != Job("test_slow", SlowConfig("k"), fingerprints=("m2",)).key()
+    assert a.key() != Job("test_slow", SlowConfig("k"), fingerprints=("m1",), data={"n": 1}).key()
+
+
+def test_real_training_job_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path))
+    from backend.runner import open_backend
+    from backend.tasks import summary_job_for, train_jobs
+    from models.training import preset
+    from models.zoo import list_runs, load_model
+
+    runner = open_backend()
+    ids = [runner.submit(j) for j in train_jobs(preset("digits-mlp", epochs=4), [0, 1])]
+    assert len(set(ids)) == 2 and all(runner.wait(i, 60) == JobStatus.DONE for i in ids)
+    assert len(list_runs()) == 2
+    lm = load_model(runner.result(ids[0])["run_id"])
+    sid = runner.submit(summary_job_for(lm))
+    assert runner.wait(sid, 60) == JobStatus.DONE
+    summary = runner.result(sid)
+    assert summary.confusion.sum() == 360 and summary.test_acc > 0.85
+    assert summary.test_acc == pytest.approx(runner.result(ids[0])["metrics"][-1]["test_acc"])
+    runner.shutdown()
