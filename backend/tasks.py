@@ -9,14 +9,13 @@ from backend.jobs import Job, JobContext, job_kind
 from models.data import ImageData, load_data
 from models.errors import InvalidInputError
 from models.paths import runs_dir
-from models.training import TrainConfig, evaluate, prepare_data, train_run
+from models.training import TrainConfig, evaluate, prepare_data, run_id_for, train_run
 from models.zoo import LoadedModel, load_model
 
 
 @job_kind("train")
 def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
-    run_id = f"run-{ctx.job_id[:12]}"
-    return train_run(cfg, runs_dir() / run_id, progress=ctx.progress, device=ctx.device)
+    return train_run(cfg, runs_dir() / run_id_for(cfg), progress=ctx.progress, device=ctx.device)
 
 
 def train_jobs(cfg: TrainConfig, seeds: list[int]) -> list[Job]:

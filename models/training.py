@@ -3,6 +3,8 @@ dropout. `train_run` is plain code: the backend runs it as a job, the CLI runs i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -16,7 +18,7 @@ from torch import nn
 
 from models.architectures import ArchSpec, build_model, example_ids
 from models.attacks import PGDConfig, pgd_perturbation
-from models.checkpoints import model_fingerprint, save_checkpoint, write_json
+from models.checkpoints import model_fingerprint, read_json, save_checkpoint, write_json
 from models.data import DataSpec, ImageData, apply_label_noise, load_data
 from models.errors import InvalidInputError
 
@@ -140,13 +142,25 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cp
     return total_loss / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
 
 
+def run_id_for(cfg: TrainConfig) -> str:
+    """The run folder's name: a hash of the recipe, so the app and the CLI share runs."""
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, default=list).encode()
+    return f"run-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
 def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m: None,
               device: torch.device | str = "cpu", name: str = "") -> dict:
     """Train one model, writing a checkpoint per epoch and run.json into `out_dir`.
 
-    Returns the run record (the contents of run.json). If `progress` raises, the folder is
-    removed and the exception propagates: a stopped run leaves nothing behind.
+    Returns the run record (the contents of run.json); a finished run of the same recipe in
+    `out_dir` is returned as it is. If `progress` raises, the folder is removed and the
+    exception propagates: a stopped run leaves nothing behind.
     """
+    done = out_dir / "run.json"
+    if done.exists():
+        record = read_json(done)
+        if record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            return record
     try:
         return _train(cfg, out_dir, progress, torch.device(device), name)
     except BaseException:

@@ -1,0 +1,57 @@
+"""Headless training: `python -m models train --preset mnist-cnn --seeds 0-4 [--epochs 1]`.
+
+Runs land in the same workspace (LENSCAPE_HOME/runs) as the app's, under the same run ids,
+so the app lists them and does not train them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from models.errors import InvalidInputError
+from models.paths import runs_dir
+from models.training import PRESETS, preset, run_id_for, train_run
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one preset for one or more seeds")
+    train.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    train.add_argument("--seeds", default="0", help="e.g. 0, 0-4 or 1,3,5")
+    train.add_argument("--epochs", type=int, help="override the preset's epochs")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    sub.add_parser("presets", help="list the presets")
+    args = parser.parse_args(argv)
+    if args.command == "presets":
+        for name, cfg in PRESETS.items():
+            print(f"{name:32s} {cfg.describe()}")
+        return 0
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    try:
+        for seed in parse_seeds(args.seeds):
+            cfg = preset(args.preset, seed=seed, **overrides)
+            start = time.perf_counter()
+            rec = train_run(cfg, runs_dir() / run_id_for(cfg), device=args.device,
+                            progress=lambda f, m: print(f"\r[{f:6.1%}] {m:80s}", end="", flush=True))
+            last = rec["metrics"][-1]
+            print(f"\n{rec['run_id']}: {rec['name']} · test acc {last['test_acc']:.2%} · "
+                  f"{time.perf_counter() - start:.1f} s")
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Helpers for AppTest page tests."""
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+ROOT_APP = str(ROOT / "app.py")
+MODELS_PAGE = str(ROOT / "pages" / "1_Models.py")
+
+
+def run_until(at: AppTest, done, timeout: float = 120) -> AppTest:
+    """Rerun the page (as the job panel's polling would) until `done(at)` or the timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        at.run()
+        if done(at):
+            return at
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; errors: {[e.value for e in at.error]}")

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import torch
+from safetensors.torch import save
+from streamlit.testing.v1 import AppTest
+
+from models.zoo import list_runs
+from apphelpers import MODELS_PAGE, ROOT_APP, run_until
+
+
+def test_home_shows_views_workspace_and_device():
+    at = AppTest.from_file(ROOT_APP, default_timeout=60).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "Compute" in " ".join(h.value for h in at.subheader)
+    assert "CPU" in text
+    views = at.table[0].value
+    assert list(views.index) == ["Saliency", "Level sets", "Memorization", "Similarity", "Loss landscape"]
+    assert any("No models yet" in i.value for i in at.info)
+
+
+def _train_tiny(at: AppTest) -> AppTest:
+    at.selectbox(key="models.train.preset").set_value("digits-mlp").run()
+    at.number_input(key="models.train.epochs.digits-mlp").set_value(4)
+    at.text_input(key="models.train.seeds.digits-mlp").set_value("0-1")
+    at.button(key="models.train.run").click().run()
+    return run_until(at, lambda a: any("Trained 2 models" in s.value for s in a.success))
+
+
+def test_train_two_seeds_through_the_ui_then_see_them_listed_and_summarized():
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    _train_tiny(at)
+    assert not at.exception and not at.error
+    runs = list_runs()
+    assert sorted(r["seed"] for r in runs) == [0, 1] and all(len(r["checkpoints"]) == 5 for r in runs)
+    assert len(at.selectbox(key="models.summary.model").options) == 2
+    run_until(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
+    acc = next(m.value for m in at.metric if m.label == "Test accuracy")
+    assert float(acc.rstrip("%")) > 80
+    assert next(m.value for m in at.metric if m.label == "Parameters") == "9,610"
+    home = AppTest.from_file(ROOT_APP, default_timeout=60).run()
+    assert len(home.dataframe[0].value) == 2
+
+
+def test_bad_upload_path_shows_a_message_and_the_page_survives(tmp_path):
+    evil = tmp_path / "notes.pt"
+    evil.write_text("not a model at all" * 10)
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at.radio(key="models.load.source").set_value("A file on this machine").run()
+    at.text_input(key="models.load.path").set_value(str(evil))
+    at.button(key="models.load.run").click().run()
+    assert not at.exception
+    assert any("neither a safetensors file nor a PyTorch file" in e.value for e in at.error)
+
+
+def test_import_a_safetensors_file_by_path(tmp_path):
+    from models.architectures import ArchSpec, build_model
+    from models.data import DataSpec, load_data
+
+    train = load_data(DataSpec(name="digits"), "train")
+    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std)
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in build_model(spec).state_dict().items()}
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(save(state))
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at.radio(key="models.load.source").set_value("A file on this machine").run()
+    at.text_input(key="models.load.path").set_value(str(path))
+    at.selectbox(key="models.load.arch").set_value("mlp")
+    at.button(key="models.load.run").click().run()
+    assert not at.exception and not at.error
+    assert any("Imported" in s.value for s in at.success)
+    assert [r["name"] for r in list_runs()] == [Path(path).stem]
