@@ -142,6 +142,11 @@ class LocalRunner:
         row = self.store.get(job_id)
         return row["error"] if row else None
 
+    def running(self, kind: str | None = None) -> list[str]:
+        """Ids of this runner's queued or running jobs (of one kind), oldest first."""
+        return [i for i, a in list(self._active.items())
+                if a.status in (JobStatus.QUEUED, JobStatus.RUNNING) and (kind is None or a.job.kind == kind)]
+
     def cancel(self, job_id: str) -> None:
         active = self._active.get(job_id)
         if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):

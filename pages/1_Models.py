@@ -25,6 +25,8 @@ with train_tab:
     if request:
         cfg, seeds = request
         st.session_state["models.train_jobs"] = [backend().submit(j) for j in train_jobs(cfg, seeds)]
+    elif not st.session_state.get("models.train_jobs"):  # a refresh or another tab: re-attach
+        st.session_state["models.train_jobs"] = backend().running("train")
     job_panel("models.train_jobs", show_trained)
 with load_tab:
     import_form(spec, key="models.load")

@@ -72,3 +72,20 @@ def test_import_a_safetensors_file_by_path(tmp_path):
     assert not at.exception and not at.error
     assert any("Imported" in s.value for s in at.success)
     assert [r["name"] for r in list_runs()] == [Path(path).stem]
+
+
+def test_second_session_reattaches_to_a_running_training_and_cancels_it():
+    from ui.common import backend
+
+    first = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    first.selectbox(key="models.train.preset").set_value("digits-cnn").run()
+    first.number_input(key="models.train.epochs.digits-cnn").set_value(400)
+    first.button(key="models.train.run").click().run()
+    job_id = first.session_state["models.train_jobs"][0]
+    second = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()  # a refresh: a new session
+    assert second.session_state["models.train_jobs"] == [job_id]
+    assert second.get("progress"), "the running job's progress bar is shown"
+    second.button(key=f"cancel.{job_id}").click().run()
+    assert backend().wait(job_id, 60).value == "CANCELLED"
+    run_until(second, lambda a: any("cancelled" in w.value for w in a.warning))
+    assert list_runs() == []  # nothing partial is kept
