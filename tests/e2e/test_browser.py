@@ -118,3 +118,19 @@ def test_models_page_trains_a_model(page, server, shots):
     _settle(page)
     _no_exception(page)
     page.screenshot(path=str(shots / "models-summary.png"), full_page=True)
+
+
+def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
+    page.goto(f"{server}/Models")
+    _settle(page)
+    page.locator("[data-testid='stSelectbox']").first.click()
+    page.get_by_role("option", name="BlockMNIST (56×28, signal + null block)").click()
+    page.get_by_text("Preview of the data set").click()
+    page.get_by_text("signal top").first.wait_for(timeout=60_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "models-blockmnist-preview.png"), full_page=True)
+    page.get_by_role("tab", name="Import").click()
+    page.get_by_role("button", name="Import").wait_for(timeout=30_000)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "models-import.png"), full_page=True)
