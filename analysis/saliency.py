@@ -1,0 +1,272 @@
+"""Input attributions through Captum, and NullMass@k (Shah, Jain & Netrapalli 2021).
+
+`attribute(model, x, target, config)` returns (N, C, H, W) attributions (Grad-CAM: (N, 1, H, W)),
+computed in eval mode in chunks of `config.batch_size` images (memory is bounded, the answer
+is not changed). A CUDA out-of-memory halves the chunk and retries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.errors import InvalidInputError
+
+METHODS = ("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
+           "guided_backprop", "deeplift", "occlusion", "gradcam", "random")
+METHOD_LABELS = {"gradient": "Gradient (logit)", "loss_gradient": "Gradient (loss)",
+                 "gradient_x_input": "Gradient × input", "smoothgrad": "SmoothGrad", "vargrad": "VarGrad",
+                 "integrated_gradients": "Integrated Gradients", "guided_backprop": "Guided Backprop",
+                 "deeplift": "DeepLift", "occlusion": "Occlusion", "gradcam": "Grad-CAM", "random": "Random"}
+BASELINES = ("zeros", "blurred", "mean")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaliencyConfig:
+    method: str = "gradient"
+    target: Literal["predicted", "true"] | int = "predicted"
+    layer: str | None = None          # Grad-CAM: a named_modules() path of a conv layer
+    n_steps: int = 50                 # IG steps; 50 is Captum's default
+    baseline: str = "zeros"           # IG: zeros (black), blurred copy of the input, or data mean
+    baseline_mean: tuple[float, ...] = ()   # per-channel data mean for baseline="mean"
+    noise_level: float = 0.15         # SmoothGrad/VarGrad noise std, in pixel units ([0, 1] images)
+    n_samples: int = 20               # SmoothGrad/VarGrad samples per image
+    window: int = 4                   # Occlusion window side (pixels)
+    stride: int = 2                   # Occlusion stride
+    batch_size: int = 128             # images per chunk: bounds memory, not the answer
+    seed: int = 0                     # noise of SmoothGrad/VarGrad/random
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidInputError(f"unknown attribution method {self.method!r}; expected one of {METHODS}")
+        if self.method == "gradcam" and not self.layer:
+            raise InvalidInputError("Grad-CAM needs a layer (a named_modules() path); got none")
+        if self.baseline not in BASELINES:
+            raise InvalidInputError(f"IG baseline must be one of {BASELINES}; got {self.baseline!r}")
+        if self.n_steps < 1 or self.n_samples < 1 or self.batch_size < 1 or self.window < 1 or self.stride < 1:
+            raise InvalidInputError(f"steps, samples, batch size, window and stride must be >= 1; got {self}")
+        if isinstance(self.target, str) and self.target not in ("predicted", "true"):
+            raise InvalidInputError(f"target must be 'predicted', 'true' or a class index; got {self.target!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaliencyResult:
+    attributions: np.ndarray          # (N, C, H, W); Grad-CAM (N, 1, H, W)
+    predictions: np.ndarray           # (N,) predicted class
+    confidences: np.ndarray           # (N,) softmax probability of the prediction
+    targets: np.ndarray               # (N,) the class each map explains
+    config: SaliencyConfig
+    delta: np.ndarray | None = None   # IG completeness error per image
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                     config: SaliencyConfig) -> SaliencyResult:
+    """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]."""
+    start = time.perf_counter()
+    model.eval()
+    probs = predict(model, x, config.batch_size)
+    pred = probs.argmax(1)
+    target = resolve_target(config.target, pred, labels, probs.shape[1])
+    attr = attribute(model, x, target, config)
+    delta = _ig_delta(model, x, target, attr, config) if config.method == "integrated_gradients" else None
+    return SaliencyResult(attributions=attr.numpy(), predictions=pred.numpy(),
+                          confidences=probs.max(1).values.numpy(), targets=target.numpy(), config=config,
+                          delta=None if delta is None else delta.numpy(), seconds=time.perf_counter() - start)
+
+
+def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if target == "predicted":
+        return pred.clone()
+    if target == "true":
+        return labels.long().clone()
+    if not 0 <= int(target) < num_classes:
+        raise InvalidInputError(f"target class must be in [0, {num_classes - 1}]; got {target}")
+    return torch.full_like(pred, int(target))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    device = _device(model)
+    return torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:
+    """Attributions in chunks; `target` (N,) is the class each image's map explains."""
+    model.eval()
+    fn, device = _METHOD_FNS[config.method], _device(model)
+    if config.method == "gradcam":
+        _conv_layer(model, config.layer)
+    out, start, size = [], 0, config.batch_size
+    while start < len(x):
+        xb, tb = x[start:start + size].to(device), target[start:start + size].to(device)
+        try:
+            out.append(fn(model, xb, tb, config, start).detach().cpu())
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            continue
+        start += len(xb)
+    return torch.cat(out)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _captum():
+    import captum.attr as ca  # imported late: Captum is heavy and only needed here
+    return ca
+
+
+def _gradient(model, x, t, cfg, start):
+    return _captum().Saliency(model).attribute(x.requires_grad_(True), target=t, abs=False)
+
+
+class _NegLogSoftmax(nn.Module):
+    """Outputs -log p, so the gradient of output t is the gradient of CE(f(x), t)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -F.log_softmax(self.model(x), dim=1)
+
+
+def _loss_gradient(model, x, t, cfg, start):
+    return _captum().Saliency(_NegLogSoftmax(model)).attribute(x.requires_grad_(True), target=t, abs=False)
+
+
+def _gradient_x_input(model, x, t, cfg, start):
+    return _captum().InputXGradient(model).attribute(x.requires_grad_(True), target=t)
+
+
+def _noise_tunnel(kind: str):
+    def run(model, x, t, cfg, start):
+        ca = _captum()
+        torch.manual_seed(cfg.seed + start)
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x.requires_grad_(True), nt_type=kind, nt_samples=cfg.n_samples, stdevs=cfg.noise_level,
+            target=t, abs=False)
+    return run
+
+
+def ig_baseline(x: torch.Tensor, cfg: SaliencyConfig) -> torch.Tensor:
+    if cfg.baseline == "blurred":
+        from torchvision.transforms.functional import gaussian_blur
+        side = max(3, (min(x.shape[-2:]) // 4) | 1)  # an odd kernel about a quarter of the image
+        return gaussian_blur(x, [side, side], [side / 3.0, side / 3.0])
+    if cfg.baseline == "mean":
+        if len(cfg.baseline_mean) != x.shape[1]:
+            raise InvalidInputError(f"baseline 'mean' needs {x.shape[1]} channel means; got {cfg.baseline_mean}")
+        return torch.tensor(cfg.baseline_mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1).expand_as(x)
+    return torch.zeros_like(x)
+
+
+def _integrated_gradients(model, x, t, cfg, start):
+    return _captum().IntegratedGradients(model).attribute(
+        x, baselines=ig_baseline(x, cfg), target=t, n_steps=cfg.n_steps,
+        internal_batch_size=max(cfg.batch_size, len(x)))
+
+
+def _ig_delta(model, x, target, attr, cfg) -> torch.Tensor:
+    """sum(attr) - (f_t(x) - f_t(baseline)), per image: IG's completeness error."""
+    device = _device(model)
+    with torch.no_grad():
+        out = []
+        for i in range(0, len(x), cfg.batch_size):
+            xb, tb = x[i:i + cfg.batch_size].to(device), target[i:i + cfg.batch_size].to(device)
+            f_x = model(xb).gather(1, tb[:, None])[:, 0]
+            f_b = model(ig_baseline(xb, cfg)).gather(1, tb[:, None])[:, 0]
+            out.append((attr[i:i + len(xb)].flatten(1).sum(1).to(device) - (f_x - f_b)).cpu())
+    return torch.cat(out)
+
+
+def _guided_backprop(model, x, t, cfg, start):
+    return _captum().GuidedBackprop(model).attribute(x.requires_grad_(True), target=t)
+
+
+def _deeplift(model, x, t, cfg, start):
+    return _captum().DeepLift(model).attribute(x.requires_grad_(True), baselines=torch.zeros_like(x), target=t)
+
+
+def _occlusion(model, x, t, cfg, start):
+    c = x.shape[1]
+    with torch.no_grad():
+        return _captum().Occlusion(model).attribute(x, sliding_window_shapes=(c, cfg.window, cfg.window),
+                                                    strides=(c, cfg.stride, cfg.stride), target=t, baselines=0.0,
+                                                    perturbations_per_eval=16)
+
+
+def _gradcam(model, x, t, cfg, start):
+    ca = _captum()
+    layer = _conv_layer(model, cfg.layer)
+    cam = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
+    return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+
+def _random(model, x, t, cfg, start):
+    """N(0, 1) per coordinate, drawn per image from (seed, image index): independent of chunking."""
+    return torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start + i))
+                        for i in range(len(x))]).to(x.device)
+
+
+_METHOD_FNS = {"gradient": _gradient, "loss_gradient": _loss_gradient, "gradient_x_input": _gradient_x_input,
+               "smoothgrad": _noise_tunnel("smoothgrad"), "vargrad": _noise_tunnel("vargrad"),
+               "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
+               "deeplift": _deeplift, "occlusion": _occlusion, "gradcam": _gradcam, "random": _random}
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def suggest_gradcam_layer(model: nn.Module) -> str:
+    """The last convolutional layer, which is what Grad-CAM usually explains."""
+    convs = conv_layers(model)
+    if not convs:
+        raise InvalidInputError("Grad-CAM does not apply: this model has no convolutional layer (an MLP?)")
+    return convs[-1]
+
+
+def _conv_layer(model: nn.Module, name: str | None) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise InvalidInputError(f"unknown layer {name!r}; convolutional layers: {conv_layers(model) or 'none'}")
+    if not isinstance(modules[name], nn.Conv2d) and not any(isinstance(m, nn.Conv2d) for m in modules[name].modules()):
+        raise InvalidInputError(f"layer {name!r} is a {type(modules[name]).__name__}, not a convolutional layer; "
+                                f"Grad-CAM needs a (B, C, H, W) activation. Try {conv_layers(model)[-1:] or 'none'}")
+    return modules[name]
+
+
+def to_map(attr: torch.Tensor | np.ndarray, mode: Literal["signed", "abs"] = "abs") -> torch.Tensor:
+    """(N, C, H, W) → (N, H, W): channels summed, signed or as absolute values."""
+    a = torch.as_tensor(attr)
+    return a.abs().sum(1) if mode == "abs" else a.sum(1)
+
+
+def null_mass_at_k(attr: torch.Tensor | np.ndarray, null_mask: torch.Tensor, k: float) -> torch.Tensor:
+    """Share of the top-k |attribution| mass (k a fraction of the C·H·W coordinates, ranked per
+    coordinate as the paper's code does) that lies in the null block. Ties at the k-th value are
+    shared out evenly, so a uniform map gives exactly the null block's share. (N,)"""
+    full = torch.as_tensor(attr)
+    a = full.abs().flatten(1).double()                                # (N, D)
+    null = null_mask.to(full.device).expand_as(full).flatten(1).double()
+    kk = max(1, int(round(k * a.shape[1])))
+    t = a.topk(kk, dim=1).values[:, -1:]                              # (N, 1) the k-th largest value
+    above, tied = (a > t).double(), (a == t).double()
+    rest = kk - above.sum(1)                                          # how many tied coordinates get in
+    num = (a * above * null).sum(1) + rest * t[:, 0] * (tied * null).sum(1) / tied.sum(1)
+    den = (a * above).sum(1) + rest * t[:, 0]
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den)).float()

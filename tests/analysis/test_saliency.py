@@ -1,0 +1,107 @@
+import pytest
+import torch
+from torch import nn
+
+from analysis.saliency import (METHODS, SaliencyConfig, attribute, compute_saliency, null_mass_at_k,
+                               suggest_gradcam_layer, to_map)
+from models.architectures import ArchSpec, build_model
+from models.errors import InvalidInputError
+
+
+class Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.flatten, self.fc = nn.Flatten(), nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.fc(self.flatten(x))
+
+
+@pytest.fixture
+def linear():
+    return Linear().eval()
+
+
+def test_logit_gradient_of_linear_model_is_the_weight_row(linear):
+    x = torch.rand(4, 1, 3, 4)
+    attr = attribute(linear, x, torch.tensor([0, 1, 2, 1]), SaliencyConfig(method="gradient"))
+    for i, t in enumerate([0, 1, 2, 1]):
+        assert torch.allclose(attr[i].flatten(), linear.fc.weight[t], atol=1e-6)
+
+
+def test_integrated_gradients_of_linear_model_is_weight_times_input(linear):
+    x = torch.rand(4, 1, 3, 4)
+    attr = attribute(linear, x, torch.tensor([2, 0, 1, 2]),
+                     SaliencyConfig(method="integrated_gradients", baseline="zeros", n_steps=20))
+    for i, t in enumerate([2, 0, 1, 2]):
+        assert torch.allclose(attr[i].flatten(), linear.fc.weight[t] * x[i].flatten(), atol=1e-5)
+
+
+def test_loss_gradient_equals_autograd_of_cross_entropy(linear):
+    x, y = torch.rand(3, 1, 3, 4), torch.tensor([0, 2, 1])
+    attr = attribute(linear, x, y, SaliencyConfig(method="loss_gradient"))
+    xr = x.clone().requires_grad_(True)
+    nn.functional.cross_entropy(linear(xr), y, reduction="sum").backward()
+    assert torch.allclose(attr, xr.grad, atol=1e-6)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return build_model(ArchSpec(name="cnn", in_shape=(1, 12, 12), num_classes=4, mean=(0.5,), std=(0.3,))).eval()
+
+
+def test_ig_completeness_delta_on_a_small_cnn():
+    model, x = _cnn(), torch.rand(6, 1, 12, 12)
+    result = compute_saliency(model, x, torch.zeros(6, dtype=torch.long),
+                              SaliencyConfig(method="integrated_gradients", n_steps=200, target="predicted"))
+    assert result.delta is not None and float(abs(result.delta).max()) < 1e-3
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "gradcam"])
+def test_batched_equals_unbatched(method):
+    model, x = _cnn(), torch.rand(5, 1, 12, 12)
+    cfg = SaliencyConfig(method=method, n_samples=4, n_steps=8, window=4, stride=4, seed=3)
+    target = torch.tensor([0, 1, 2, 3, 0])
+    full = attribute(model, x, target, cfg)
+    chunks = attribute(model, x, target, SaliencyConfig(**{**cfg.__dict__, "batch_size": 2}))
+    assert full.shape == x.shape
+    if method in ("smoothgrad", "vargrad", "random"):  # noise is drawn per chunk: compare one image alone
+        single = attribute(model, x[:1], target[:1], cfg)
+        assert torch.allclose(single, full[:1], atol=1e-5)
+    else:
+        assert torch.allclose(full, chunks, atol=1e-5)
+
+
+def test_gradcam_layer_checks_and_shape():
+    model = _cnn()
+    assert suggest_gradcam_layer(model) == "conv2"
+    attr = attribute(model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), SaliencyConfig(method="gradcam", layer="conv2"))
+    assert attr.shape == (2, 1, 12, 12)
+    with pytest.raises(InvalidInputError, match="not a convolutional"):
+        attribute(model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), SaliencyConfig(method="gradcam", layer="fc1"))
+    mlp = build_model(ArchSpec(name="mlp", in_shape=(1, 12, 12), num_classes=4, mean=(0.5,), std=(0.3,)))
+    with pytest.raises(InvalidInputError, match="no convolutional layer"):
+        suggest_gradcam_layer(mlp)
+    with pytest.raises(InvalidInputError, match="needs a layer"):
+        SaliencyConfig(method="gradcam")
+
+
+def test_null_mass_known_answers():
+    mask = torch.zeros(3, 1, 8, 4, dtype=torch.bool)
+    mask[:, :, 4:] = True                                   # bottom half is the null block: share 0.5
+    uniform = torch.ones(3, 1, 8, 4)
+    for k in (0.05, 0.3, 1.0):
+        assert torch.allclose(null_mass_at_k(uniform, mask, k), torch.full((3,), 0.5))
+    zero_on_null = torch.rand(3, 1, 8, 4) + 0.1
+    zero_on_null[mask] = 0
+    assert torch.all(null_mass_at_k(zero_on_null, mask, 0.25) == 0)
+    only_null = torch.zeros(3, 1, 8, 4)
+    only_null[mask] = torch.rand(int(mask.sum())) + 0.1
+    assert torch.allclose(null_mass_at_k(only_null, mask, 0.25), torch.ones(3))
+
+
+def test_to_map_signed_and_abs():
+    attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 1.0]]]])     # (1, 2, 1, 2)
+    assert to_map(attr, "signed").tolist() == [[[-2.0, -1.0]]]
+    assert to_map(attr, "abs").tolist() == [[[4.0, 3.0]]]
