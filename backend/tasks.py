@@ -80,3 +80,6 @@ def _check_fits(lm: LoadedModel, data: ImageData) -> None:
     if data.num_classes != lm.arch.num_classes:
         raise InvalidInputError(f"{lm.name} has {lm.arch.num_classes} outputs but {data.spec.label} "
                                 f"has {data.num_classes} classes")
+
+
+import backend.saliency_tasks  # noqa: E402,F401  (registers the saliency job kinds)

@@ -168,15 +168,19 @@ def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m:
         raise
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig, n_train: int):
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * math.ceil(n_train / cfg.batch_size)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
+
+
 def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str) -> dict:
     progress(0.0, f"loading {cfg.data.label}")
     data = prepare_data(cfg)
     torch.manual_seed(cfg.seed)
     spec = cfg.arch_spec(data.train)
     model = build_model(spec).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.epochs * steps_per_epoch, cfg))
+    opt, sched = _optimizer(model, cfg, len(data.train))
     record = _new_record(cfg, spec, data, out_dir.name, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     _checkpoint(out_dir, model, record, epoch=0, metrics=None)
@@ -194,6 +198,20 @@ def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.de
     record["status"] = "complete"
     write_json(out_dir / "run.json", record)
     return record
+
+
+def fit_and_score(cfg: TrainConfig, train: ImageData, test: ImageData, device: torch.device | str = "cpu",
+                  progress: Progress = lambda f, m: None) -> float:
+    """Train a fresh model of cfg's architecture on `train` (nothing saved) and return its best
+    test accuracy over the epochs (ROAR's "predictive power")."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch_spec(train)).to(device)
+    opt, sched = _optimizer(model, cfg, len(train))
+    gen, best = torch.Generator().manual_seed(cfg.seed), 0.0
+    for epoch in range(cfg.epochs):
+        _epoch(model, opt, sched, train, cfg, gen, device, lambda b, m: progress((epoch + b) / cfg.epochs, m))
+        best = max(best, evaluate(model, test, device)[1])
+    return best
 
 
 def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report):

@@ -1,0 +1,184 @@
+"""Saliency jobs: predictions for the image picker, attribution grids, the BlockMNIST null-mass
+check, DiffROAR retraining and the model randomization check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
+from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k, predict
+from analysis.sanity import RandomizationResult, cascading_randomization
+from backend.jobs import Job, JobContext, job_kind
+from models.data import ImageData, load_data, null_block_mask
+from models.errors import InvalidInputError
+from models.training import TrainConfig, fit_and_score
+from models.zoo import LoadedModel, load_model
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef:
+    run_id: str
+    epoch: int
+    fingerprint: str
+
+
+def ref(lm: LoadedModel) -> ModelRef:
+    return ModelRef(run_id=lm.run_id, epoch=lm.epoch, fingerprint=lm.fingerprint)
+
+
+def _load(r: ModelRef, ctx: JobContext) -> tuple[LoadedModel, ImageData]:
+    lm = load_model(r.run_id, r.epoch, device=ctx.device)
+    if lm.data is None:
+        raise InvalidInputError(f"{lm.name} has no data set attached")
+    return lm, load_data(lm.data, "test")
+
+
+@job_kind("predict")
+def predict_job(ctx: JobContext, r: ModelRef) -> np.ndarray:
+    """(N, C) test-set probabilities: what the image picker filters on."""
+    lm, test = _load(r, ctx)
+    ctx.progress(0.1, f"predicting {len(test):,} test images")
+    return predict(lm.model, test.x()).numpy()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridConfig:
+    model: ModelRef
+    indices: tuple[int, ...]
+    methods: tuple[SaliencyConfig, ...]
+
+
+@job_kind("saliency")
+def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
+    lm, test = _load(cfg.model, ctx)
+    idx = torch.tensor(cfg.indices, dtype=torch.long)
+    x, y = test.x(idx), test.labels[idx]
+    out = []
+    for i, m in enumerate(cfg.methods):
+        ctx.progress(i / len(cfg.methods), f"{m.method} on {len(idx)} images")
+        out.append(compute_saliency(lm.model, x, y, m))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class NullMassConfig:
+    models: tuple[ModelRef, ...]
+    methods: tuple[SaliencyConfig, ...]
+    k_grid: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)
+    n_images: int = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class NullMassResult:
+    model_names: list[str]
+    methods: list[str]
+    k_grid: np.ndarray
+    null_mass: np.ndarray         # (models, methods, K, N) per image
+    null_share: float             # the null block's share of the coordinates: a uniform map's value
+    examples: np.ndarray          # (models, methods, E, C, H, W) attributions of the first images
+    example_images: np.ndarray    # (E, C, H, W)
+    example_signal_top: np.ndarray  # (E,)
+
+
+@job_kind("null_mass")
+def null_mass_job(ctx: JobContext, cfg: NullMassConfig) -> NullMassResult:
+    names, masses, examples = [], [], []
+    test = None
+    for i, r in enumerate(cfg.models):
+        lm, test = _load(r, ctx)
+        if test.signal_top is None:
+            raise InvalidInputError(f"{lm.name} was not trained on BlockMNIST: the null-mass check needs to know "
+                                    "which block holds the signal")
+        x, y = test.x(slice(0, cfg.n_images)), test.labels[:cfg.n_images]
+        mask = null_block_mask(test.signal_top[:cfg.n_images])
+        names.append(lm.name)
+        per_method, per_example = [], []
+        for j, m in enumerate(cfg.methods):
+            ctx.progress((i * len(cfg.methods) + j) / (len(cfg.models) * len(cfg.methods)), f"{lm.name}: {m.method}")
+            res = compute_saliency(lm.model, x, y, m)
+            attr = torch.from_numpy(res.attributions)
+            per_method.append(torch.stack([null_mass_at_k(attr, mask, k) for k in cfg.k_grid]).numpy())
+            per_example.append(res.attributions[:4])
+        masses.append(per_method)
+        examples.append(per_example)
+    return NullMassResult(model_names=names, methods=[m.method for m in cfg.methods],
+                          k_grid=np.array(cfg.k_grid), null_mass=np.array(masses), null_share=0.5,
+                          examples=np.array(examples), example_images=test.x(slice(0, 4)).numpy(),
+                          example_signal_top=test.signal_top[:4].numpy())
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffRoarJobConfig:
+    model: ModelRef
+    roar: DiffRoarConfig
+    saliency: SaliencyConfig = SaliencyConfig(target="true")  # the paper ranks by the true label's gradient
+
+
+@job_kind("diffroar")
+def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    if not lm.record.get("config"):
+        raise InvalidInputError(f"{lm.name} was imported, not trained here: DiffROAR retrains its recipe, "
+                                "so it needs a model trained in Lenscape")
+    recipe = TrainConfig.from_dict(lm.record["config"])
+    recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset)
+    train, test = load_data(recipe.data, "train"), load_data(recipe.data, "test")
+    if cfg.roar.train_subset:
+        train = _head(train, cfg.roar.train_subset)
+    fill = int(round(float(train.images.float().mean())))   # the training data's mean pixel
+    methods, roar = cfg.roar.all_methods, cfg.roar
+    acc = np.zeros((2, len(methods), len(roar.k_grid), len(roar.seeds)))
+    done, total = 0, roar.n_trainings
+    for mi, method in enumerate(methods):
+        ctx.progress(done / total, f"attributions: {method}")
+        scfg = replace(cfg.saliency, method=method, seed=roar.attribution_seed)
+        a_train, a_test = (attribute(lm.model, d.x(), d.labels, scfg) for d in (train, test))
+        for ki, k in enumerate(roar.k_grid):
+            for arm, keep in enumerate(("top", "bottom")):
+                tr = _masked(train, keep_mask(a_train, k, keep), fill)
+                te = _masked(test, keep_mask(a_test, k, keep), fill)
+                for si, seed in enumerate(roar.seeds):
+                    ctx.progress(done / total, f"{method} · k={k:g} · {keep}-k · seed {seed} ({done + 1}/{total})")
+                    acc[arm, mi, ki, si] = fit_and_score(replace(recipe, seed=seed), tr, te, ctx.device)
+                    done += 1
+    mean, std = pairwise_differences(acc[0], acc[1])
+    return DiffRoarResult(methods=list(methods), k_grid=np.array(roar.k_grid), acc_top=acc[0], acc_bottom=acc[1],
+                          diff_mean=mean, diff_std=std, config=roar)
+
+
+def _head(data: ImageData, n: int) -> ImageData:
+    return ImageData(data.images[:n], data.labels[:n], data.classes, data.mean, data.std, data.spec, data.split,
+                     None if data.signal_top is None else data.signal_top[:n])
+
+
+def _masked(data: ImageData, mask: torch.Tensor, fill: int) -> ImageData:
+    return ImageData(apply_keep_mask(data.images, mask, fill), data.labels, data.classes, data.mean, data.std,
+                     data.spec, data.split, data.signal_top)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomizationConfig:
+    model: ModelRef
+    indices: tuple[int, ...]
+    methods: tuple[SaliencyConfig, ...]
+    seed: int = 0
+
+
+@job_kind("randomization")
+def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[RandomizationResult]:
+    lm, test = _load(cfg.model, ctx)
+    idx = torch.tensor(cfg.indices, dtype=torch.long)
+    x = test.x(idx)
+    target = predict(lm.model, x).argmax(1)  # the original model's predictions stay the targets
+    out = []
+    for i, m in enumerate(cfg.methods):
+        ctx.progress(i / len(cfg.methods), f"randomizing layers for {m.method}")
+        out.append(cascading_randomization(lm.model, x, target, m, seed=cfg.seed))
+    return out
+
+
+def job(kind: str, cfg, models: tuple[ModelRef, ...], label: str) -> Job:
+    return Job(kind, cfg, fingerprints=tuple(m.fingerprint for m in models), label=label)
