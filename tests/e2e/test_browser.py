@@ -120,6 +120,21 @@ def test_models_page_trains_a_model(page, server, shots):
     page.screenshot(path=str(shots / "models-summary.png"), full_page=True)
 
 
+def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server, shots):
+    page.goto(f"{server}/Saliency")  # the digits MLP trained by the test above is the model
+    _settle(page)
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "saliency-maps.png"), full_page=True)
+    page.get_by_role("tab", name="Randomization check").click()
+    page.get_by_role("button", name="Run the randomization check").click()
+    page.get_by_text("Map strips").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "saliency-randomization.png"), full_page=True)
+
+
 def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)

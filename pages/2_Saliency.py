@@ -1,0 +1,37 @@
+import streamlit as st
+
+from ui.common import page_setup
+from ui.saliency import browse, pick_models
+from ui.saliency_checks import blockmnist_check, diffroar, randomization
+
+page_setup("Saliency")
+st.title("Saliency")
+st.markdown("Which input pixels does a prediction depend on, and can the map be trusted? Maps come from "
+            "Captum; the checks follow Shah, Jain & Netrapalli (2021) and Adebayo et al. (2018).")
+with st.expander("What am I looking at?"):
+    st.markdown(
+        "- **Maps**: each cell overlays one method's attribution on the image. Absolute values show *how much* a "
+        "pixel matters (bright = more); signed values (red/blue) show whether raising it raises or lowers the "
+        "explained class's score.\n"
+        "- **BlockMNIST check**: every image is a digit block plus a fixed, label-free patch block. A map that "
+        "puts its top-k mass on the patch highlights something the label does not depend on (\"feature "
+        "leakage\"): the paper finds this for standard models and not for adversarially trained ones. The dashed "
+        "line is what a uniform map would score.\n"
+        "- **DiffROAR**: retrain on images that keep only the top-k (or only the bottom-k) attributed pixels. If "
+        "the map ranks pixels well, top-k training wins: DiffROAR(k) > 0. A random map scores about 0; below 0 "
+        "means the map ranks the *least* useful pixels first.\n"
+        "- **Randomization check**: re-initialize layers from the output down. Maps that stay the same do not "
+        "depend on what the model learned, so they cannot explain it.")
+
+models = pick_models("sal")
+browse_tab, block_tab, roar_tab, rand_tab = st.tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
+with block_tab:
+    blockmnist_check()
+if not models:
+    st.stop()
+with browse_tab:
+    browse(models)
+with roar_tab:
+    diffroar(models[0])
+with rand_tab:
+    randomization(models[0])

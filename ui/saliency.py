@@ -1,0 +1,167 @@
+"""Saliency page pieces: model choice, method form, image picker and the map grid."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layers
+from backend.saliency_tasks import GridConfig, job, ref
+from models.zoo import LoadedModel
+from ui.common import MODEL_KEY, backend, cached_data, cached_model, model_options, run_safely
+from ui.figures import CONFIG
+from ui.jobs import job_panel
+from ui.saliency_figs import map_grid, reduce_map
+
+DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
+
+
+def pick_models(key: str) -> list[LoadedModel]:
+    """The primary model (the workspace's current one by default) plus any to compare with it:
+    only models with the same data set can share a grid."""
+    runs = {r: rec for r, rec in model_options().items() if rec.get("data")}
+    if not runs:
+        st.info("No models with a data set yet: train one on the **Models** page (a digits MLP takes seconds).")
+        return []
+    ids = list(runs)
+    current = st.session_state.get(MODEL_KEY)
+    primary = st.selectbox("Model", ids, index=ids.index(current) if current in ids else 0, key=f"{key}.primary",
+                           format_func=lambda r: runs[r]["name"])
+    st.session_state[MODEL_KEY] = primary
+    same = [r for r in ids if r != primary and runs[r]["data"] == runs[primary]["data"]]
+    others = st.multiselect("Compare with (same data set)", same, key=f"{key}.others",
+                            format_func=lambda r: runs[r]["name"],
+                            help="e.g. a standard and a PGD-trained copy of the same architecture")
+    out = []
+    for r in [primary, *others]:
+        last = runs[r]["checkpoints"][-1]
+        lm = run_safely(lambda r=r, last=last: cached_model(r, last["epoch"], last["fingerprint"]), "Loading a model")
+        if lm is not None:
+            out.append(lm)
+    return out
+
+
+def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_METHODS,
+                allow_target: bool = True) -> tuple[SaliencyConfig, ...]:
+    methods = st.multiselect("Methods", METHODS, list(default), key=f"{key}.methods",
+                             format_func=METHOD_LABELS.get)
+    target = "predicted"
+    if allow_target:
+        c = st.columns([2, 1])
+        choice = c[0].radio("Explain", ["predicted class", "true class", "a chosen class"], horizontal=True,
+                            key=f"{key}.target")
+        target = {"predicted class": "predicted", "true class": "true"}.get(choice)
+        if target is None:
+            target = int(c[1].selectbox("Class", range(len(lm.classes)), key=f"{key}.cls",
+                                        format_func=lambda i: lm.classes[i]))
+    with st.expander("Method settings"):
+        c = st.columns(4)
+        ig_base = c[0].selectbox("IG baseline", ["zeros", "blurred", "mean"], key=f"{key}.igb")
+        steps = c[0].number_input("IG steps", 4, 512, 50, key=f"{key}.igs")
+        noise = c[1].number_input("SmoothGrad noise σ (pixels)", 0.0, 1.0, 0.15, key=f"{key}.sgn")
+        samples = c[1].number_input("SmoothGrad samples", 1, 200, 20, key=f"{key}.sgs")
+        window = c[2].number_input("Occlusion window (px)", 1, 64, 4, key=f"{key}.ow")
+        stride = c[2].number_input("Occlusion stride (px)", 1, 64, 2, key=f"{key}.os")
+        convs = conv_layers(lm.model)
+        layer = c[3].selectbox("Grad-CAM layer", convs, len(convs) - 1 if convs else None, key=f"{key}.layer",
+                               help="The last convolutional layer is suggested.") if convs else None
+        batch = c[3].number_input("Images per chunk", 1, 4096, 128, key=f"{key}.batch",
+                                  help="Bounds memory; does not change the maps.")
+    if "gradcam" in methods and layer is None:
+        st.warning("Grad-CAM does not apply to this model: it has no convolutional layer (an MLP?). Skipped.")
+        methods = [m for m in methods if m != "gradcam"]
+    mean = tuple(cached_data(lm.data, "train").mean) if lm.data else ()
+    return tuple(SaliencyConfig(method=m, target=target, layer=layer if m == "gradcam" else None, n_steps=int(steps),
+                                baseline=ig_base, baseline_mean=mean, noise_level=float(noise),
+                                n_samples=int(samples), window=int(window), stride=int(stride),
+                                batch_size=int(batch)) for m in methods)
+
+
+def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
+    """Test images by class, correctness, confidence or explicit indices, paged."""
+    r = ref(lm)
+    job_id = backend().submit(job("predict", r, (r,), f"predictions of {lm.name}"))
+    st.session_state[f"{key}.pred_job"] = job_id
+    if backend().status(job_id).value != "DONE":
+        job_panel(f"{key}.pred_job", lambda _: None)
+        return ()
+    probs = backend().result(job_id)
+    labels = cached_data(lm.data, "test").labels.numpy()
+    pred, conf = probs.argmax(1), probs.max(1)
+    c = st.columns([2, 1, 2, 1, 1])
+    classes = c[0].multiselect("Classes (true)", range(len(lm.classes)), key=f"{key}.classes",
+                               format_func=lambda i: lm.classes[i], placeholder="all")
+    which = c[1].selectbox("Predictions", ["all", "correct", "incorrect"], key=f"{key}.which")
+    lo, hi = c[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.01, key=f"{key}.conf")
+    per_page = c[3].number_input("Per page", 1, 32, 6, key=f"{key}.per")
+    typed = st.text_input("Or indices (e.g. 3, 17, 256)", key=f"{key}.idx").strip()
+    keep = (conf >= lo) & (conf <= hi)
+    if classes:
+        keep &= np.isin(labels, classes)
+    if which != "all":
+        keep &= (pred == labels) if which == "correct" else (pred != labels)
+    idx = np.flatnonzero(keep)
+    if typed:
+        try:
+            idx = np.array([int(t) for t in typed.replace(" ", "").split(",") if t])
+        except ValueError:
+            st.error(f"indices look like '3, 17, 256'; got {typed!r}")
+            return ()
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(labels)):
+            st.error(f"indices must be in [0, {len(labels) - 1}]")
+            return ()
+    pages = max(1, -(-len(idx) // int(per_page)))
+    page = c[4].number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}.page")
+    st.caption(f"{len(idx):,} of {len(labels):,} test images match.")
+    return tuple(int(i) for i in idx[(page - 1) * int(per_page): page * int(per_page)])
+
+
+def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
+    lm = models[0]
+    indices = image_picker(lm, key)
+    methods = method_form(lm, key)
+    c = st.columns(3)
+    opacity = c[0].slider("Map opacity", 0.0, 1.0, 0.7, key=f"{key}.opacity")
+    signed = c[1].radio("Values", ["absolute", "signed"], horizontal=True, key=f"{key}.signed") == "signed"
+    shared = c[2].radio("Colour range", ["per image", "shared"], horizontal=True, key=f"{key}.shared") == "shared"
+    if not indices or not methods:
+        st.info("Choose at least one image and one method.")
+        return
+    refs = [ref(m) for m in models]
+    ids = [backend().submit(job("saliency", GridConfig(model=r, indices=indices, methods=methods), (r,),
+                                f"saliency maps of {m.name}")) for r, m in zip(refs, models)]
+    st.session_state[f"{key}.jobs"] = ids
+    job_panel(f"{key}.jobs", lambda results: _draw_grid(models, indices, results, signed, opacity, shared, key))
+
+
+def _draw_grid(models, indices, results, signed, opacity, shared, key) -> None:
+    lm = models[0]
+    test = cached_data(lm.data, "test")
+    images = test.x(list(indices)).numpy()
+    cols = [METHOD_LABELS[r.config.method] for r in results[0]]
+    rows, maps, titles, bases, table = [], [], [], [], []
+    for i, idx in enumerate(indices):
+        for m, res in zip(models, results):
+            first = res[0]
+            name = f"{m.name[:18]} · " if len(models) > 1 else ""
+            titles.append(f"{name}#{idx} {lm.classes[first.predictions[i]]} {first.confidences[i]:.0%}")
+            maps.append([reduce_map(r.attributions[i], signed) for r in res])
+            bases.append(images[i])
+            table.append({"model": m.name, "index": idx, "true": lm.classes[int(test.labels[idx])],
+                          "predicted": lm.classes[first.predictions[i]], "confidence": float(first.confidences[i])})
+    fig = map_grid(np.stack(bases), maps, titles, cols, signed, opacity, shared)
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid")
+    for r in results[0]:
+        if r.delta is not None:
+            st.caption(f"Integrated Gradients completeness error |Σ attr − (f(x) − f(baseline))|: "
+                       f"max {np.abs(r.delta).max():.2e} (more steps make it smaller).")
+    buf = io.BytesIO()
+    np.savez(buf, indices=np.array(indices), **{f"{m.run_id}__{r.config.method}": r.attributions
+                                                for m, res in zip(models, results) for r in res})
+    c = st.columns(2)
+    c[0].download_button("Attributions (.npz)", buf.getvalue(), "attributions.npz", key=f"{key}.npz")
+    c[1].download_button("Predictions (.csv)", pd.DataFrame(table).to_csv(index=False), "predictions.csv",
+                         key=f"{key}.csv")

@@ -1,0 +1,144 @@
+"""Can the maps be trusted? The BlockMNIST null-mass check, DiffROAR and model randomization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.roar import DiffRoarConfig
+from analysis.saliency import METHOD_LABELS, METHODS
+from backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig, job, ref
+from backend.tasks import train_jobs
+from models.data import DataSpec
+from models.training import preset
+from models.zoo import LoadedModel
+from ui.common import backend, cached_data, cached_model, model_options, run_safely
+from ui.figures import CONFIG
+from ui.jobs import job_panel
+from ui.saliency import method_form
+from ui.saliency_figs import diffroar_curves, map_grid, null_mass_boxes, rank_corr_curves, reduce_map
+
+ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
+
+
+def blockmnist_check(key: str = "sal.block") -> None:
+    top = st.toggle("BlockMNIST-Top (signal always on top)", key=f"{key}.top")
+    spec = DataSpec(name="blockmnist", block_top_only=top)
+    runs = {r: rec for r, rec in model_options().items() if rec.get("data") == spec.to_dict()}
+    with st.expander(f"Train the zoo: standard and L2-PGD MLP and CNN on {spec.label}", expanded=not runs):
+        chosen = st.multiselect("Recipes", ZOO, list(ZOO[:2]), key=f"{key}.zoo",
+                                help="The robust ones train with 7-step PGD, about 8x the time of the standard ones.")
+        if st.button("Train", key=f"{key}.train"):
+            st.session_state[f"{key}.train_jobs"] = [backend().submit(j) for name in chosen
+                                                     for j in train_jobs(preset(name, data=spec), [0])]
+        job_panel(f"{key}.train_jobs", lambda recs: st.success(f"Trained {len(recs)} models."))
+    if not runs:
+        st.info(f"No models trained on {spec.label} yet.")
+        return
+    picked = st.multiselect("Models", list(runs), list(runs)[:4], key=f"{key}.models",
+                            format_func=lambda r: runs[r]["name"])
+    if not picked:
+        return
+    models = [cached_model(r, runs[r]["checkpoints"][-1]["epoch"], runs[r]["checkpoints"][-1]["fingerprint"])
+              for r in picked]
+    c = st.columns([3, 2, 1])
+    with c[0]:
+        methods = method_form(models[0], f"{key}.form", default=("gradient",), allow_target=False)
+    k = c[1].select_slider("k (top share of coordinates)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5], 0.05,
+                           key=f"{key}.k", format_func=lambda v: f"{v:.0%}")
+    n = c[2].number_input("Images", 10, 2000, 500, key=f"{key}.n")
+    if not methods:
+        return
+    refs = tuple(ref(m) for m in models)
+    cfg = NullMassConfig(models=refs, methods=methods, k_grid=(float(k),), n_images=int(n))
+    if st.button("Compute null mass", type="primary", key=f"{key}.run"):
+        st.session_state[f"{key}.job"] = backend().submit(job("null_mass", cfg, refs, "BlockMNIST null mass"))
+        st.session_state[f"{key}.k_shown"] = float(k)
+    job_panel(f"{key}.job", lambda res: _show_null_mass(res[0], st.session_state[f"{key}.k_shown"], key))
+
+
+def _show_null_mass(res, k: float, key: str) -> None:
+    st.plotly_chart(null_mass_boxes(res.null_mass[:, :, 0], res.model_names, res.methods, res.null_share, k),
+                    config=CONFIG, key=f"{key}.boxes")
+    rows = [{"model": mname, "method": meth, "k": k, "mean": float(res.null_mass[i, j, 0].mean()),
+             "std": float(res.null_mass[i, j, 0].std())}
+            for i, mname in enumerate(res.model_names) for j, meth in enumerate(res.methods)]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.download_button("Null mass per model and method (.csv)", pd.DataFrame(rows).to_csv(index=False),
+                       "null_mass.csv", key=f"{key}.csv")
+    st.markdown("**Example maps** (|gradient|, the signal block outlined in green)")
+    images, m0 = res.example_images, 0
+    maps = [[reduce_map(res.examples[mi, m0, e], False) for mi in range(len(res.model_names))]
+            for e in range(len(images))]
+    outlines = [(0, 28) if t else (28, 56) for t in res.example_signal_top]
+    cols = [n[:28] for n in res.model_names]
+    st.plotly_chart(map_grid(images, maps, [f"image {e}" for e in range(len(images))], cols, False, 0.8, False,
+                             outlines, cell=110), config=CONFIG, key=f"{key}.examples")
+
+
+def diffroar(lm: LoadedModel, key: str = "sal.roar") -> None:
+    if not lm.record.get("config"):
+        st.warning("DiffROAR retrains the model's own recipe, so it needs a model trained in Lenscape.")
+        return
+    c = st.columns([3, 3, 1, 1, 1])
+    methods = c[0].multiselect("Methods (Random is always added)", [m for m in METHODS if m not in ("random", "gradcam")],
+                               ["gradient"], key=f"{key}.methods", format_func=METHOD_LABELS.get)
+    ks = c[1].multiselect("k: fractions of coordinates kept", [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9],
+                          [0.05, 0.1, 0.2, 0.5], key=f"{key}.k", format_func=lambda v: f"{v:.0%}")
+    seeds = c[2].number_input("Seeds", 1, 5, 2, key=f"{key}.seeds")
+    epochs = c[3].number_input("Epochs", 1, 50, 2, key=f"{key}.epochs")
+    subset = c[4].number_input("Train subset", 0, 100000, 10000, key=f"{key}.subset", help="0 = all")
+    roar = run_safely(lambda: DiffRoarConfig(methods=tuple(methods), k_grid=tuple(sorted(ks)),
+                                             seeds=tuple(range(int(seeds))), epochs=int(epochs),
+                                             train_subset=int(subset)), "DiffROAR settings")
+    if roar is None:
+        return
+    st.info(f"This will train **{roar.n_trainings}** models ({len(roar.all_methods)} methods × {len(roar.k_grid)} k "
+            f"× {len(roar.seeds)} seeds × 2 arms), each for {roar.epochs} epochs of {lm.name}'s recipe.")
+    if st.button("Run DiffROAR", type="primary", key=f"{key}.run"):
+        r = ref(lm)
+        st.session_state[f"{key}.job"] = backend().submit(
+            job("diffroar", DiffRoarJobConfig(model=r, roar=roar), (r,), f"DiffROAR of {lm.name}"))
+    job_panel(f"{key}.job", lambda res: _show_roar(res[0], key))
+
+
+def _show_roar(res, key: str) -> None:
+    st.plotly_chart(diffroar_curves(res.k_grid, res.methods, res.diff_mean, res.diff_std), config=CONFIG,
+                    key=f"{key}.curves")
+    rows = [{"method": m, "k": float(k), "DiffROAR mean": float(res.diff_mean[i, j]),
+             "DiffROAR std": float(res.diff_std[i, j]), "acc top-k": float(res.acc_top[i, j].mean()),
+             "acc bottom-k": float(res.acc_bottom[i, j].mean())}
+            for i, m in enumerate(res.methods) for j, k in enumerate(res.k_grid)]
+    st.download_button("DiffROAR table (.csv)", pd.DataFrame(rows).to_csv(index=False), "diffroar.csv",
+                       key=f"{key}.csv")
+
+
+def randomization(lm: LoadedModel, key: str = "sal.rand") -> None:
+    c = st.columns([4, 1])
+    with c[0]:
+        methods = method_form(lm, f"{key}.form", default=("gradient", "guided_backprop", "integrated_gradients"),
+                              allow_target=False)
+    n = c[1].number_input("Images", 1, 32, 4, key=f"{key}.n")
+    if not methods:
+        return
+    r = ref(lm)
+    cfg = RandomizationConfig(model=r, indices=tuple(range(int(n))), methods=methods)
+    if st.button("Run the randomization check", type="primary", key=f"{key}.run"):
+        st.session_state[f"{key}.job"] = backend().submit(job("randomization", cfg, (r,), f"randomization of {lm.name}"))
+    job_panel(f"{key}.job", lambda res: _show_randomization(lm, res[0], key))
+
+
+def _show_randomization(lm: LoadedModel, results, key: str) -> None:
+    for res in results:
+        if res.flagged:
+            st.warning(f"**{METHOD_LABELS[res.method]}**: its maps barely change even with every layer "
+                       f"re-initialized (rank correlation {res.rank_corr[-1].mean():.2f}); they do not explain "
+                       "this model.")
+    st.plotly_chart(rank_corr_curves(results), config=CONFIG, key=f"{key}.curves")
+    image = cached_data(lm.data, "test").x([0]).numpy()
+    cols = ["original", *[f"+{name}" for name in results[0].layers]]
+    maps = [[res.maps[s, 0] for s in range(len(cols))] for res in results]
+    st.markdown("**Map strips** (first image; each column re-initializes one more layer)")
+    st.plotly_chart(map_grid(np.repeat(image, len(results), 0), maps, [METHOD_LABELS[r.method] for r in results],
+                             cols, False, 0.85, False, cell=110), config=CONFIG, key=f"{key}.strips")
