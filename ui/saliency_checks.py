@@ -25,7 +25,7 @@ ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-
 def blockmnist_check(key: str = "sal.block") -> None:
     top = st.toggle("BlockMNIST-Top (signal always on top)", key=f"{key}.top")
     spec = DataSpec(name="blockmnist", block_top_only=top)
-    runs = {r: rec for r, rec in model_options().items() if rec.get("data") == spec.to_dict()}
+    runs = {r: rec for r, rec in model_options().items() if rec.get("data") and DataSpec.from_dict(rec["data"]) == spec}
     with st.expander(f"Train the zoo: standard and L2-PGD MLP and CNN on {spec.label}", expanded=not runs):
         chosen = st.multiselect("Recipes", ZOO, list(ZOO[:2]), key=f"{key}.zoo",
                                 help="The robust ones train with 7-step PGD, about 8x the time of the standard ones.")

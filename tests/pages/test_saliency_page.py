@@ -1,0 +1,46 @@
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import ROOT, run_until
+from backend.runner import open_backend
+from backend.tasks import train_jobs
+from models.training import preset
+
+SALIENCY = str(ROOT / "pages" / "2_Saliency.py")
+
+
+def _train(*names):
+    runner = open_backend()
+    ids = [runner.submit(j) for n in names for j in train_jobs(preset(n), [0])]
+    for i in ids:
+        assert runner.wait(i, 300).value == "DONE", runner.error(i)
+    runner.shutdown()
+
+
+def test_saliency_page_without_models_says_what_to_do():
+    at = AppTest.from_file(SALIENCY, default_timeout=60).run()
+    assert not at.exception
+    assert any("No models" in i.value for i in at.info)
+
+
+def test_maps_grid_and_gradcam_on_an_mlp_is_explained():
+    _train("digits-mlp")
+    at = AppTest.from_file(SALIENCY, default_timeout=60).run()
+    at.multiselect(key="sal.browse.methods").set_value(["gradient", "gradcam", "occlusion"]).run()
+    assert any("Grad-CAM does not apply" in w.value for w in at.warning)
+    run_until(at, lambda a: len(a.get("download_button")) == 2)
+    assert len(at.get("plotly_chart")) == 1
+    assert not at.exception and not at.error
+    assert [b.label for b in at.get("download_button")] == ["Attributions (.npz)", "Predictions (.csv)"]
+
+
+def test_blockmnist_null_mass_for_standard_and_robust_mlps():
+    _train("blockmnist-mlp", "blockmnist-mlp-robust")
+    at = AppTest.from_file(SALIENCY, default_timeout=120).run()
+    assert len(at.multiselect(key="sal.block.models").value) == 2
+    at.button(key="sal.block.run").click().run()
+    run_until(at, lambda a: len(a.dataframe) > 0, timeout=180)
+    table = at.dataframe[0].value
+    standard = table[~table.model.str.contains("PGD")]["mean"].iloc[0]
+    robust = table[table.model.str.contains("PGD")]["mean"].iloc[0]
+    assert robust < standard / 3, table
+    assert not at.exception
