@@ -125,9 +125,7 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
                                 "so it needs a model trained in Lenscape")
     recipe = TrainConfig.from_dict(lm.record["config"])
     recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset)
-    train, test = load_data(recipe.data, "train"), load_data(recipe.data, "test")
-    if cfg.roar.train_subset:
-        train = _head(train, cfg.roar.train_subset)
+    train, test = load_data(recipe.data, "train").head(cfg.roar.train_subset), load_data(recipe.data, "test")
     fill = int(round(float(train.images.float().mean())))   # the training data's mean pixel
     methods, roar = cfg.roar.all_methods, cfg.roar
     acc = np.zeros((2, len(methods), len(roar.k_grid), len(roar.seeds)))
@@ -149,14 +147,8 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
                           diff_mean=mean, diff_std=std, config=roar)
 
 
-def _head(data: ImageData, n: int) -> ImageData:
-    return ImageData(data.images[:n], data.labels[:n], data.classes, data.mean, data.std, data.spec, data.split,
-                     None if data.signal_top is None else data.signal_top[:n])
-
-
 def _masked(data: ImageData, mask: torch.Tensor, fill: int) -> ImageData:
-    return ImageData(apply_keep_mask(data.images, mask, fill), data.labels, data.classes, data.mean, data.std,
-                     data.spec, data.split, data.signal_top)
+    return data.with_images(apply_keep_mask(data.images, mask, fill))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,9 +39,9 @@ def summary_job(ctx: JobContext, cfg: tuple[str, int, SummaryConfig]) -> ModelSu
     test, train = load_data(lm.data, "test"), _training_set(lm)
     _check_fits(lm, test)
     ctx.progress(0.2, "evaluating on the training set")
-    train_acc = evaluate(lm.model, _head(train, scfg.max_eval), ctx.device)[1]
+    train_acc = evaluate(lm.model, train.head(scfg.max_eval), ctx.device)[1]
     ctx.progress(0.6, "evaluating on the test set")
-    test = _head(test, scfg.max_eval)
+    test = test.head(scfg.max_eval)
     _, test_acc, pred = evaluate(lm.model, test, ctx.device)
     gen = torch.Generator().manual_seed(scfg.seed)
     sample = torch.randperm(len(test), generator=gen)[:scfg.n_samples]
@@ -57,13 +57,6 @@ def summary_job(ctx: JobContext, cfg: tuple[str, int, SummaryConfig]) -> ModelSu
 def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:
     return Job("model_summary", (lm.run_id, lm.epoch, cfg), fingerprints=(lm.fingerprint,), data=lm.data,
                label=f"summary of {lm.name}")
-
-
-def _head(data: ImageData, n: int) -> ImageData:
-    if not n or n >= len(data):
-        return data
-    return ImageData(data.images[:n], data.labels[:n], data.classes, data.mean, data.std, data.spec, data.split,
-                     None if data.signal_top is None else data.signal_top[:n])
 
 
 def _training_set(lm: LoadedModel) -> ImageData:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -116,8 +116,17 @@ class ImageData(Dataset):
         return imgs.float().div_(255.0)  # (B, C, H, W)
 
     def with_labels(self, labels: torch.Tensor) -> ImageData:
-        return ImageData(self.images, labels, self.classes, self.mean, self.std, self.spec,
-                         self.split, self.signal_top, self.extra)
+        return replace(self, labels=labels)
+
+    def with_images(self, images: torch.Tensor) -> ImageData:
+        return replace(self, images=images)
+
+    def head(self, n: int) -> ImageData:
+        """The first n examples (all of them when n is 0 or larger than the split)."""
+        if not n or n >= len(self):
+            return self
+        top = None if self.signal_top is None else self.signal_top[:n]
+        return replace(self, images=self.images[:n], labels=self.labels[:n], signal_top=top)
 
 
 def load_data(spec: DataSpec, split: Split) -> ImageData:

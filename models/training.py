@@ -114,10 +114,7 @@ class PreparedData:
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
     train, test = load_data(cfg.data, "train"), load_data(cfg.data, "test")
-    if cfg.train_subset:
-        n = min(cfg.train_subset, len(train))
-        train = ImageData(train.images[:n], train.labels[:n], train.classes, train.mean, train.std,
-                          train.spec, train.split, None if train.signal_top is None else train.signal_top[:n])
+    train = train.head(cfg.train_subset)
     original, mask = train.labels, None
     if cfg.label_noise:
         noisy, mask = apply_label_noise(train.labels, cfg.label_noise, train.num_classes, cfg.noise_seed)

@@ -12,7 +12,7 @@ from models.errors import InvalidInputError
 from models.loading import model_from_state, read_state_dict, torchvision_pretrained
 from models.zoo import import_model
 from ui.common import MODEL_KEY, cached_data, run_safely
-from ui.training import ARCH_LABELS, _parse_widths
+from ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
 
@@ -55,7 +55,7 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
                 state = torchvision_pretrained(tv_name) if download else _read(raw, filename)
             else:
                 arch = ArchSpec(name=arch_name, in_shape=train.input_shape, num_classes=train.num_classes,
-                                mean=train.mean, std=train.std, widths=_parse_widths(widths), batchnorm=batchnorm)
+                                mean=train.mean, std=train.std, widths=parse_widths(widths), batchnorm=batchnorm)
                 state = _read(raw, filename)
             model = model_from_state(arch, state)
             label = name or Path(filename).stem or tv_name

@@ -34,7 +34,7 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
-def _parse_widths(text: str) -> tuple[int, ...]:
+def parse_widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.replace(" ", "").split(",") if w)
     except ValueError:
@@ -81,7 +81,7 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
         return None
 
     def build() -> tuple[TrainConfig, list[int]]:
-        cfg = replace(base, arch=arch, widths=_parse_widths(widths), batchnorm=batchnorm, epochs=int(epochs),
+        cfg = replace(base, arch=arch, widths=parse_widths(widths), batchnorm=batchnorm, epochs=int(epochs),
                       batch_size=int(batch), lr=float(lr), schedule=schedule, train_subset=int(subset),
                       label_noise=float(noise), p_gen=float(p_gen) if tied else 0.0,
                       p_mem=float(p_mem) if tied else 0.0,
