@@ -135,6 +135,21 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     page.screenshot(path=str(shots / "saliency-randomization.png"), full_page=True)
 
 
+def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, server, shots):
+    page.goto(f"{server}/Saliency")
+    _settle(page)
+    page.get_by_role("tab", name="BlockMNIST check").click()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Trained 2 models").wait_for(timeout=300_000)
+    _settle(page)
+    page.get_by_role("tab", name="BlockMNIST check").click()
+    page.get_by_role("button", name="Compute null mass").click()
+    page.get_by_text("Example maps").wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "saliency-blockmnist.png"), full_page=True)
+
+
 def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)

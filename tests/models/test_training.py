@@ -21,7 +21,7 @@ def test_tiny_mlp_on_digits_learns_in_seconds(tmp_path):
     rec = train_run(TINY, tmp_path / "run")
     seconds = time.perf_counter() - start
     assert rec["metrics"][-1]["test_acc"] >= 0.93, rec["metrics"][-1]
-    assert seconds < 15, seconds
+    assert seconds < 30, seconds  # about 0.3 s on an idle 2-core machine
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
