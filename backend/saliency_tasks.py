@@ -124,7 +124,10 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
         raise InvalidInputError(f"{lm.name} was imported, not trained here: DiffROAR retrains its recipe, "
                                 "so it needs a model trained in Lenscape")
     recipe = TrainConfig.from_dict(lm.record["config"])
-    recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset)
+    # ROAR measures how predictive the kept coordinates are: retrain with plain training, even when
+    # the attributions come from an adversarially trained model
+    recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset,
+                     adversarial=None, p_gen=0.0, p_mem=0.0)
     train, test = load_data(recipe.data, "train").head(cfg.roar.train_subset), load_data(recipe.data, "test")
     fill = int(round(float(train.images.float().mean())))   # the training data's mean pixel
     methods, roar = cfg.roar.all_methods, cfg.roar
