@@ -72,7 +72,7 @@ def _show_null_mass(res, k: float, key: str) -> None:
     maps = [[reduce_map(res.examples[mi, m0, e], False) for mi in range(len(res.model_names))]
             for e in range(len(images))]
     outlines = [(0, 28) if t else (28, 56) for t in res.example_signal_top]
-    cols = [n[:28] for n in res.model_names]
+    cols = [n.split(" · ", 1)[-1] for n in res.model_names]  # the data set is the same for all: drop it
     st.plotly_chart(map_grid(images, maps, [f"image {e}" for e in range(len(images))], cols, False, 0.8, False,
                              outlines, cell=110), config=CONFIG, key=f"{key}.examples")
 
