@@ -1,0 +1,245 @@
+"""Representation similarity: CCA, SVCCA, PWCCA and CKA (linear, RBF, debiased, minibatch).
+
+Every function takes two activation matrices of shape (n_examples, n_features), NumPy arrays or
+torch tensors on the CPU or a GPU (the number of features may differ), and returns a float.
+Computation is in float64 on the input's device. Formulas follow ALGORITHMS.md section 4:
+CKA as in Kornblith et al.'s demo notebook, CCA as google/svcca's cca_core, PWCCA as Morcos et
+al.'s formula (translation invariant), SVCCA with the paper's 99 %-of-variance rule.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from models.errors import InvalidInputError
+
+Array = np.ndarray | torch.Tensor
+
+
+def _pair(x: Array, y: Array) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _matrix(x, "x"), _matrix(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise InvalidInputError(f"x and y must hold the same examples: x has {x.shape[0]} rows, y has {y.shape[0]}")
+    return x, y.to(x.device)
+
+
+def _matrix(a: Array, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a)
+    if t.ndim != 2:
+        raise InvalidInputError(f"{name} must be (n_examples, n_features); got shape {tuple(t.shape)} "
+                                "(flatten or pool convolutional activations first: see conv_to_matrix)")
+    if t.shape[0] < 4:
+        raise InvalidInputError(f"{name} has {t.shape[0]} examples; similarity needs at least 4")
+    t = t.to(torch.float64)
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise InvalidInputError(f"{name} holds {bad} NaN or infinite values; similarity is undefined")
+    return t
+
+
+def _center(t: torch.Tensor) -> torch.Tensor:
+    return t - t.mean(0, keepdim=True)
+
+
+def conv_to_matrix(acts: Array, mode: str = "pool") -> torch.Tensor:
+    """(N, C, H, W) → (N, C) by average pooling ("pool"), or (N·H·W, C) with every spatial
+    position as a data point ("positions"). 2-D input is returned as it is."""
+    t = torch.as_tensor(acts)
+    if t.ndim == 2:
+        return t
+    if t.ndim != 4:
+        raise InvalidInputError(f"expected (N, C, H, W) or (N, D) activations; got {tuple(t.shape)}")
+    if mode == "pool":
+        return t.mean(dim=(2, 3))
+    if mode == "positions":
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    raise InvalidInputError(f"mode must be 'pool' or 'positions'; got {mode!r}")
+
+
+# ---------------------------------------------------------------- CKA
+
+
+def linear_cka(x: Array, y: Array) -> float:
+    """‖YcᵀXc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F), in feature space (O(n·d₁·d₂)) or, when there are
+    more features than examples, through the n×n Gram matrices."""
+    x, y = _pair(x, y)
+    xc, yc = _center(x), _center(y)
+    if max(x.shape[1], y.shape[1]) > x.shape[0]:
+        return _gram_cka(xc @ xc.T, yc @ yc.T, debiased=False)
+    denom = (xc.T @ xc).norm() * (yc.T @ yc).norm()
+    if denom <= 0:
+        raise InvalidInputError("a representation is constant over these examples: CKA is undefined")
+    return float((yc.T @ xc).square().sum() / denom)
+
+
+def rbf_gram(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
+    """exp(−D² / (2·threshold²·median(D²))), the median over the whole distance matrix (as the demo)."""
+    dots = x @ x.T
+    sq = dots.diagonal()
+    d2 = (sq[:, None] + sq[None, :] - 2 * dots).clamp_min(0)
+    return torch.exp(-d2 / (2 * threshold ** 2 * d2.flatten().median().clamp_min(1e-300)))
+
+
+def rbf_cka(x: Array, y: Array, threshold: float = 1.0) -> float:
+    if threshold <= 0:
+        raise InvalidInputError(f"threshold must be positive; got {threshold}")
+    x, y = _pair(x, y)
+    return _gram_cka(rbf_gram(x, threshold), rbf_gram(y, threshold), debiased=False)
+
+
+def debiased_cka(x: Array, y: Array) -> float:
+    """Linear CKA with the unbiased HSIC estimator (Song et al.), ≈ 0 for independent features."""
+    x, y = _pair(x, y)
+    return _gram_cka(x @ x.T, y @ y.T, debiased=True)
+
+
+def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    g = gram.clone()
+    n = g.shape[0]
+    if unbiased:
+        g.fill_diagonal_(0)
+        means = g.sum(0) / (n - 2)
+        means = means - means.sum() / (2 * (n - 1))
+        g = g - means[:, None] - means[None, :]
+        g.fill_diagonal_(0)
+        return g
+    means = g.mean(0)
+    return g - means[:, None] - means[None, :] + means.mean()
+
+
+def _gram_cka(k: torch.Tensor, l: torch.Tensor, debiased: bool) -> float:
+    kc, lc = center_gram(k, debiased), center_gram(l, debiased)
+    denom = kc.norm() * lc.norm()
+    if denom <= 0:
+        raise InvalidInputError("a representation is constant over these examples: CKA is undefined")
+    return float((kc * lc).sum() / denom)
+
+
+class MinibatchCKA:
+    """Streaming debiased linear CKA (Nguyen et al. 2021) between layer lists: accumulates
+    ⟨K̃,L̃⟩, ⟨K̃,K̃⟩, ⟨L̃,L̃⟩ per batch, so memory does not grow with the number of examples.
+    Batches must all have the same size (the 1/(n(n−3)) factor then cancels); `update` refuses
+    others, so drop a partial last batch."""
+
+    def __init__(self) -> None:
+        self.batch_size: int | None = None
+        self.xy = self.xx = self.yy = None
+        self.batches = 0
+
+    def update(self, xs: Array | Sequence[Array], ys: Array | Sequence[Array]) -> None:
+        xs = [xs] if not isinstance(xs, (list, tuple)) else xs
+        ys = [ys] if not isinstance(ys, (list, tuple)) else ys
+        kx = [center_gram(_gram(a), unbiased=True) for a in xs]
+        ly = [center_gram(_gram(b), unbiased=True) for b in ys]
+        n = kx[0].shape[0]
+        if self.batch_size is None:
+            self.batch_size = n
+        if n != self.batch_size or any(k.shape[0] != n for k in kx + ly):
+            raise InvalidInputError(f"every batch must have {self.batch_size} examples; got {n} (drop partial batches)")
+        xy = torch.stack([torch.stack([(k * l).sum() for l in ly]) for k in kx]).cpu()
+        xx = torch.stack([(k * k).sum() for k in kx]).cpu()
+        yy = torch.stack([(l * l).sum() for l in ly]).cpu()
+        self.xy = xy if self.xy is None else self.xy + xy
+        self.xx = xx if self.xx is None else self.xx + xx
+        self.yy = yy if self.yy is None else self.yy + yy
+        self.batches += 1
+
+    def matrix(self) -> np.ndarray:
+        if self.xy is None:
+            raise InvalidInputError("MinibatchCKA has seen no batches")
+        return (self.xy / torch.sqrt(self.xx[:, None] * self.yy[None, :]).clamp_min(1e-300)).numpy()
+
+    def value(self) -> float:
+        return float(self.matrix()[0, 0])
+
+
+def _gram(a: Array) -> torch.Tensor:
+    t = _matrix(torch.as_tensor(a).flatten(1), "batch")
+    return t @ t.T
+
+
+# ---------------------------------------------------------------- CCA family
+
+
+def _drop_constant(t: torch.Tensor, name: str, eps: float = 1e-10) -> torch.Tensor:
+    var = t.var(0)
+    keep = var > eps * var.max().clamp_min(1e-300)
+    if not keep.all():
+        warnings.warn(f"{name}: dropped {int((~keep).sum())} constant features before CCA", stacklevel=3)
+        t = t[:, keep]
+    if t.shape[1] == 0:
+        raise InvalidInputError(f"{name}: every feature is constant over these examples")
+    return t
+
+
+def _inv_sqrt(cov: torch.Tensor, eps: float) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(cov + eps * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
+    vals = vals.clamp_min(1e-12 * vals.max().clamp_min(1e-300))
+    return (vecs * vals.rsqrt()) @ vecs.T
+
+
+def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict[str, torch.Tensor]:
+    """ρ (decreasing), and the canonical variates of both sides, as cca_core computes them."""
+    x, y = _pair(x, y)
+    xc, yc = _center(_drop_constant(x, "x")), _center(_drop_constant(y, "y"))
+    n, d1, d2 = xc.shape[0], xc.shape[1], yc.shape[1]
+    if n <= max(d1, d2):
+        raise InvalidInputError(f"CCA needs more examples than features: n={n}, x has {d1}, y has {d2}; "
+                                "use SVCCA with keep= or more examples")
+    if n < d1 + d2:
+        warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
+    sxx, syy, sxy = xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1)
+    wx, wy = _inv_sqrt(sxx, epsilon), _inv_sqrt(syy, epsilon)
+    u, s, vh = torch.linalg.svd(wx @ sxy @ wy, full_matrices=False)
+    return {"rho": s.clamp(0, 1), "x_variates": xc @ wx @ u, "y_variates": yc @ wy @ vh.T,
+            "x_centered": xc, "y_centered": yc}
+
+
+def cca(x: Array, y: Array, epsilon: float = 0.0) -> float:
+    """Mean canonical correlation (over all min(d₁, d₂) directions)."""
+    return float(canonical_correlations(x, y, epsilon)["rho"].mean())
+
+
+def svd_reduce(t: torch.Tensor, variance: float = 0.99, keep: int | None = None) -> torch.Tensor:
+    """Project centred activations on their top singular directions: the fewest reaching
+    `variance` of Σs² (the paper's rule), or exactly `keep` of them."""
+    tc = _center(t)
+    u, s, _ = torch.linalg.svd(tc, full_matrices=False)
+    if keep is None:
+        share = (s ** 2).cumsum(0) / (s ** 2).sum().clamp_min(1e-300)
+        keep = int((share < variance).sum()) + 1
+    keep = max(1, min(int(keep), len(s)))
+    return u[:, :keep] * s[:keep]
+
+
+def svcca(x: Array, y: Array, variance: float = 0.99, keep: int | None = None) -> float:
+    if not 0 < variance <= 1:
+        raise InvalidInputError(f"variance is a fraction in (0, 1]; got {variance}")
+    x, y = _pair(x, y)
+    return cca(svd_reduce(x, variance, keep), svd_reduce(y, variance, keep), epsilon=1e-10)
+
+
+def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
+    """Projection-weighted CCA (Morcos et al.): ρ weighted by how much of the smaller layer's
+    (centred) activity each canonical direction accounts for.
+
+    Translation invariant, and invariant to any invertible map of the layer that does not supply
+    the weights. The weights themselves are tied to the smaller layer's neuron basis (that is the
+    method's point), so an invertible map of that layer changes them; permuting or uniformly
+    scaling its neurons does not."""
+    x, y = _pair(x, y)
+    if x.shape[1] > y.shape[1]:
+        x, y = y, x  # weights come from the layer with fewer neurons
+    res = canonical_correlations(x, y, epsilon)
+    h, _ = torch.linalg.qr(res["x_variates"])               # (n, k) orthonormal canonical variates
+    alpha = (h.T @ res["x_centered"]).abs().sum(1)          # αᵢ = Σⱼ |⟨hᵢ, zⱼ⟩|
+    rho = res["rho"][: len(alpha)]
+    return float((alpha / alpha.sum()) @ rho)
+
+
+METRICS = {"linear_cka": linear_cka, "rbf_cka": rbf_cka, "debiased_cka": debiased_cka, "cca": cca,
+           "svcca": svcca, "pwcca": pwcca}
