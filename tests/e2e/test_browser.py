@@ -71,6 +71,7 @@ def page(server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 2600})
+        pg.set_default_timeout(90_000)  # a 2-core CI machine training in the background is slow to redraw
         yield pg
         browser.close()
 
