@@ -56,5 +56,6 @@ def home() -> None:
 
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                      st.Page("pages/1_Models.py", title="Models", icon=":material/neurology:"),
-                     st.Page("pages/2_Saliency.py", title="Saliency", icon=":material/gradient:")])
+                     st.Page("pages/2_Saliency.py", title="Saliency", icon=":material/gradient:"),
+                     st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:")])
 nav.run()

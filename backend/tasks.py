@@ -76,3 +76,4 @@ def _check_fits(lm: LoadedModel, data: ImageData) -> None:
 
 
 import backend.saliency_tasks  # noqa: E402,F401  (registers the saliency job kinds)
+import backend.similarity_tasks  # noqa: E402,F401  (registers the similarity job kinds)

@@ -1,0 +1,49 @@
+"""2-D projections of activations: UMAP (umap-learn) and PCA (scikit-learn)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import InvalidInputError
+
+UMAP_METRICS = ("euclidean", "cosine", "correlation", "manhattan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectionConfig:
+    method: str = "umap"          # "umap" or "pca"
+    n_neighbors: int = 15         # UMAP: local vs global structure (umap-learn's default)
+    min_dist: float = 0.1         # UMAP: how tightly points pack (umap-learn's default)
+    metric: str = "euclidean"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("umap", "pca"):
+            raise InvalidInputError(f"projection must be 'umap' or 'pca'; got {self.method!r}")
+        if self.n_neighbors < 2 or not 0 <= self.min_dist <= 1 or self.metric not in UMAP_METRICS:
+            raise InvalidInputError(f"need n_neighbors >= 2, 0 <= min_dist <= 1, metric in {UMAP_METRICS}; got {self}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Projection:
+    coords: np.ndarray            # (N, 2)
+    explained: np.ndarray | None  # PCA: explained-variance ratio of the two axes
+    config: ProjectionConfig
+
+
+def project(acts: np.ndarray, config: ProjectionConfig) -> Projection:
+    a = np.asarray(acts, dtype=np.float32).reshape(len(acts), -1)
+    if len(a) < 5:
+        raise InvalidInputError(f"a projection needs at least 5 examples; got {len(a)}")
+    if not np.isfinite(a).all():
+        raise InvalidInputError("activations hold NaN or infinite values")
+    if config.method == "pca":
+        from sklearn.decomposition import PCA
+        pca = PCA(n_components=2, random_state=config.seed)
+        return Projection(coords=pca.fit_transform(a), explained=pca.explained_variance_ratio_, config=config)
+    import umap  # compiles with numba on first import (~15 s)
+    reducer = umap.UMAP(n_neighbors=min(config.n_neighbors, len(a) - 1), min_dist=config.min_dist,
+                        metric=config.metric, random_state=config.seed, n_components=2)
+    return Projection(coords=reducer.fit_transform(a), explained=None, config=config)

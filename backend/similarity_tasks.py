@@ -1,0 +1,228 @@
+"""Similarity jobs: layer × layer matrices between two models, N × N matrices across seeds,
+convergence over training, all metrics for one pair of layers, and 2-D projections. Every number
+comes with a null baseline: the same comparison against a randomly initialized network of the
+same architecture (and, for one pair, with the examples shuffled)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from analysis.activations import extract
+from analysis.embedding import Projection, ProjectionConfig, project
+from analysis.saliency import predict
+from analysis.similarity import METRICS
+from backend.jobs import JobContext, job_kind
+from backend.saliency_tasks import ModelRef
+from models.architectures import build_model
+from models.data import load_data
+from models.errors import InvalidInputError
+from models.zoo import LoadedModel, load_model
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActSpec:
+    split: str = "test"
+    n_examples: int = 2000            # CCA wants 5-10x more examples than features
+    conv_mode: str = "pool"           # conv layers: "pool" (N, C), "flatten" (N, C·H·W), "positions" (N·H·W, C)
+    seed: int = 0                     # random-network baseline and shuffles
+
+
+def _data_x(lm: LoadedModel, spec: ActSpec) -> torch.Tensor:
+    if lm.data is None:
+        raise InvalidInputError(f"{lm.name} has no data set attached")
+    return load_data(lm.data, spec.split).head(spec.n_examples).x()
+
+
+def _random_twin(lm: LoadedModel, seed: int, device) -> torch.nn.Module:
+    torch.manual_seed(10_000 + seed)
+    return build_model(lm.arch).to(device).eval()
+
+
+def _score(metric: str, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> float:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return METRICS[metric](x, y)
+    except InvalidInputError as exc:
+        if str(exc) not in notes:
+            notes.append(str(exc))
+        return float("nan")
+
+
+def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str) -> np.ndarray:
+    out = np.zeros((len(xs), len(ys)))
+    for i, a in enumerate(xs.values()):
+        ctx.progress(i / len(xs), f"{label}: row {i + 1}/{len(xs)}")
+        for j, b in enumerate(ys.values()):
+            out[i, j] = _score(metric, a, b, notes)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerMatrixConfig:
+    a: ModelRef
+    b: ModelRef
+    layers_a: tuple[str, ...]
+    layers_b: tuple[str, ...]
+    metric: str = "linear_cka"
+    acts: ActSpec = ActSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimilarityMatrix:
+    values: np.ndarray                # (rows, cols)
+    baseline: np.ndarray              # (rows, cols): rows' model vs a random network like the columns' model
+    rows: list[str]
+    cols: list[str]
+    metric: str
+    notes: list[str]
+
+
+@job_kind("layer_similarity")
+def layer_similarity_job(ctx: JobContext, cfg: LayerMatrixConfig) -> SimilarityMatrix:
+    a = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
+    b = load_model(cfg.b.run_id, cfg.b.epoch, device=ctx.device)
+    x = _data_x(a, cfg.acts)
+    xs = extract(a.model, x, cfg.layers_a, cfg.acts.conv_mode)
+    ys = extract(b.model, x, cfg.layers_b, cfg.acts.conv_mode)
+    rs = extract(_random_twin(b, cfg.acts.seed, ctx.device), x, cfg.layers_b, cfg.acts.conv_mode)
+    notes: list[str] = []
+    values = _matrix(cfg.metric, xs, ys, notes, ctx, "models")
+    baseline = _matrix(cfg.metric, xs, rs, notes, ctx, "random baseline")
+    return SimilarityMatrix(values=values, baseline=baseline, rows=[f"{a.name}: {n}" for n in cfg.layers_a],
+                            cols=[f"{b.name}: {n}" for n in cfg.layers_b], metric=cfg.metric, notes=notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedMatrixConfig:
+    models: tuple[ModelRef, ...]
+    layer: str
+    metric: str = "linear_cka"
+    acts: ActSpec = ActSpec()
+
+
+@job_kind("seed_similarity")
+def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMatrix:
+    lms = [load_model(r.run_id, r.epoch, device=ctx.device) for r in cfg.models]
+    x = _data_x(lms[0], cfg.acts)
+    acts = {lm.name + f" ({lm.run_id})": extract(lm.model, x, [cfg.layer], cfg.acts.conv_mode)[cfg.layer] for lm in lms}
+    rand = extract(_random_twin(lms[0], cfg.acts.seed, ctx.device), x, [cfg.layer], cfg.acts.conv_mode)
+    notes: list[str] = []
+    values = _matrix(cfg.metric, acts, acts, notes, ctx, "seeds")
+    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline")
+    return SimilarityMatrix(values=values, baseline=np.repeat(base, len(acts), axis=1),
+                            rows=[lm.name for lm in lms], cols=[lm.name for lm in lms], metric=cfg.metric, notes=notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvergenceConfig:
+    model: ModelRef
+    layers: tuple[str, ...]
+    metric: str = "linear_cka"
+    acts: ActSpec = ActSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Convergence:
+    epochs: list[int]
+    layers: list[str]
+    values: np.ndarray                # (epochs, layers): each layer at epoch e vs its final state
+    baseline: np.ndarray              # (layers,): final state vs a random network
+    metric: str
+    notes: list[str]
+
+
+@job_kind("convergence")
+def convergence_job(ctx: JobContext, cfg: ConvergenceConfig) -> Convergence:
+    final = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    epochs = [c["epoch"] for c in final.record["checkpoints"] if c["epoch"] <= final.epoch]
+    x = _data_x(final, cfg.acts)
+    end = extract(final.model, x, cfg.layers, cfg.acts.conv_mode)
+    notes: list[str] = []
+    values = np.zeros((len(epochs), len(cfg.layers)))
+    for i, e in enumerate(epochs):
+        ctx.progress(i / len(epochs), f"epoch {e}")
+        acts = extract(load_model(cfg.model.run_id, e, device=ctx.device).model, x, cfg.layers, cfg.acts.conv_mode)
+        values[i] = [_score(cfg.metric, acts[n], end[n], notes) for n in cfg.layers]
+    rand = extract(_random_twin(final, cfg.acts.seed, ctx.device), x, cfg.layers, cfg.acts.conv_mode)
+    baseline = np.array([_score(cfg.metric, rand[n], end[n], notes) for n in cfg.layers])
+    return Convergence(epochs=epochs, layers=list(cfg.layers), values=values, baseline=baseline,
+                       metric=cfg.metric, notes=notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairConfig:
+    a: ModelRef
+    b: ModelRef
+    layer_a: str
+    layer_b: str
+    acts: ActSpec = ActSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllMetrics:
+    metrics: list[str]
+    values: np.ndarray                # (M,)
+    random_network: np.ndarray        # (M,) a vs a random network like b
+    shuffled: np.ndarray              # (M,) a vs b with b's examples shuffled
+    notes: list[str]
+
+
+@job_kind("all_metrics")
+def all_metrics_job(ctx: JobContext, cfg: PairConfig) -> AllMetrics:
+    a = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
+    b = load_model(cfg.b.run_id, cfg.b.epoch, device=ctx.device)
+    x = _data_x(a, cfg.acts)
+    xa = extract(a.model, x, [cfg.layer_a], cfg.acts.conv_mode)[cfg.layer_a]
+    xb = extract(b.model, x, [cfg.layer_b], cfg.acts.conv_mode)[cfg.layer_b]
+    xr = extract(_random_twin(b, cfg.acts.seed, ctx.device), x, [cfg.layer_b], cfg.acts.conv_mode)[cfg.layer_b]
+    perm = torch.randperm(len(xb), generator=torch.Generator().manual_seed(cfg.acts.seed))
+    notes: list[str] = []
+    names = list(METRICS)
+    rows = []
+    for i, m in enumerate(names):
+        ctx.progress(i / len(names), m)
+        rows.append([_score(m, xa, y, notes) for y in (xb, xr, xb[perm])])
+    v = np.array(rows)
+    return AllMetrics(metrics=names, values=v[:, 0], random_network=v[:, 1], shuffled=v[:, 2], notes=notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectionJobConfig:
+    model: ModelRef
+    layer: str
+    projection: ProjectionConfig = ProjectionConfig()
+    split: str = "test"
+    n_examples: int = 2000
+    conv_mode: str = "pool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectionResult:
+    projection: Projection
+    indices: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    noisy: np.ndarray                 # (N,) bool: relabelled training examples (the Memorization view's flag)
+
+
+@job_kind("projection")
+def projection_job(ctx: JobContext, cfg: ProjectionJobConfig) -> ProjectionResult:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    data = load_data(lm.data, cfg.split).head(cfg.n_examples)
+    labels, noisy = data.labels.clone(), np.zeros(len(data), dtype=bool)
+    if cfg.split == "train" and lm.noise_mask_indices:
+        idx = np.array(lm.noise_mask_indices)
+        idx = idx[idx < len(data)]
+        noisy[idx] = True
+    ctx.progress(0.1, f"activations of {cfg.layer}")
+    acts = extract(lm.model, data.x(), [cfg.layer], cfg.conv_mode)[cfg.layer]
+    ctx.progress(0.4, f"{cfg.projection.method.upper()} of {len(data):,} × {acts.shape[1]}")
+    proj = project(acts.numpy(), cfg.projection)
+    pred = predict(lm.model, data.x()).argmax(1).numpy()
+    return ProjectionResult(projection=proj, indices=np.arange(len(data)), labels=labels.numpy(),
+                            predictions=pred, noisy=noisy)

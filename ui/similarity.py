@@ -1,0 +1,254 @@
+"""Similarity page pieces: layer × layer, seeds, over training, all metrics, projections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.activations import hidden_layers
+from analysis.embedding import UMAP_METRICS, ProjectionConfig
+from backend.jobs import Job
+from backend.saliency_tasks import ref
+from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
+                                      SeedMatrixConfig)
+from models.zoo import LoadedModel
+from ui.common import backend, cached_data, cached_model, model_options
+from ui.figures import CONFIG
+from ui.jobs import job_panel
+
+METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
+                 "svcca": "SVCCA", "pwcca": "PWCCA"}
+INVARIANCE = {"linear_cka": "orthogonal transforms and isotropic scaling (not arbitrary linear maps)",
+              "rbf_cka": "orthogonal transforms and isotropic scaling; sees non-linear structure",
+              "debiased_cka": "as linear CKA, with the small-sample bias removed (≈ 0 for unrelated features)",
+              "cca": "any invertible linear map; over-fits when examples are few",
+              "svcca": "invertible linear maps, after keeping the top directions (99 % of variance)",
+              "pwcca": "translation and invertible maps of the other layer; weights favour directions that carry the "
+                       "smaller layer's activity"}
+
+
+def models_with_data() -> dict[str, dict]:
+    return {r: rec for r, rec in model_options().items() if rec.get("data")}
+
+
+def load(run_id: str, runs: dict) -> LoadedModel:
+    last = runs[run_id]["checkpoints"][-1]
+    return cached_model(run_id, last["epoch"], last["fingerprint"])
+
+
+def act_spec(key: str) -> ActSpec:
+    c = st.columns(3)
+    n = c[0].number_input("Examples (test set)", 100, 60000, 2000, step=500, key=f"{key}.n",
+                          help="CCA wants 5-10x more examples than features.")
+    mode = c[1].selectbox("Convolutional layers", ["pool", "flatten", "positions"], key=f"{key}.mode",
+                          help="pool: average over positions (N, C); flatten: (N, C·H·W); "
+                               "positions: every position a data point (N·H·W, C)")
+    seed = c[2].number_input("Baseline seed", 0, 10_000, 0, key=f"{key}.seed")
+    return ActSpec(n_examples=int(n), conv_mode=mode, seed=int(seed))
+
+
+def _metric(key: str) -> str:
+    return st.selectbox("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key=f"{key}.metric")
+
+
+def _submit(state: str, kind: str, cfg, refs, label: str) -> None:
+    st.session_state[state] = backend().submit(Job(kind, cfg, fingerprints=tuple(r.fingerprint for r in refs),
+                                                   label=label))
+
+
+def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: list[str], metric: str) -> go.Figure:
+    beaten = np.where(values > baseline, "", "✗")
+    text = np.char.add(np.vectorize(lambda v: f"{v:.2f}")(values), beaten)
+    fig = go.Figure(go.Heatmap(z=values, x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis", text=text,
+                               texttemplate="%{text}", customdata=baseline,
+                               hovertemplate="%{y}<br>%{x}<br>" + METRIC_LABELS[metric] +
+                                             " %{z:.3f}<br>random-network baseline %{customdata:.3f}<extra></extra>",
+                               colorbar=dict(title=METRIC_LABELS[metric])))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=max(350, 60 * len(rows) + 120), margin=dict(l=0, r=0, t=30, b=0))
+    return fig
+
+
+def layer_matrix(key: str = "sim.layers") -> None:
+    runs = models_with_data()
+    ids = list(runs)
+    c = st.columns(2)
+    a_id = c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"])
+    b_id = c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b", format_func=lambda r: runs[r]["name"])
+    a, b = load(a_id, runs), load(b_id, runs)
+    la = c[0].multiselect("Layers of A", [n for n, _ in a.model.named_modules() if n], hidden_layers(a.model),
+                          key=f"{key}.la")
+    lb = c[1].multiselect("Layers of B", [n for n, _ in b.model.named_modules() if n], hidden_layers(b.model),
+                          key=f"{key}.lb")
+    metric, acts = _metric(key), act_spec(key)
+    if runs[a_id]["data"] != runs[b_id]["data"]:
+        st.error("The two models were trained on different data sets: compare models that see the same examples.")
+        return
+    if st.button("Compute", type="primary", key=f"{key}.run", disabled=not (la and lb)):
+        ra, rb = ref(a), ref(b)
+        _submit(f"{key}.job", "layer_similarity", LayerMatrixConfig(a=ra, b=rb, layers_a=tuple(la), layers_b=tuple(lb),
+                                                                    metric=metric, acts=acts), (ra, rb),
+                f"{METRIC_LABELS[metric]}: {a.name} × {b.name}")
+    job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key))
+
+
+def _show_matrix(m, key: str) -> None:
+    st.plotly_chart(heatmap(m.values, m.baseline, m.rows, m.cols, m.metric), config=CONFIG, key=f"{key}.heat")
+    st.caption("✗ marks a value that does not beat its null baseline: the same rows compared with a randomly "
+               "initialized network of the columns' architecture (hover for the baseline).")
+    for note in m.notes:
+        st.warning(note)
+    table = pd.DataFrame(m.values, index=m.rows, columns=m.cols)
+    st.download_button("Matrix (.csv)", table.to_csv(), "similarity.csv", key=f"{key}.csv")
+
+
+def seed_matrix(key: str = "sim.seeds") -> None:
+    runs = models_with_data()
+    picked = st.multiselect("Models (e.g. seeds of one recipe)", list(runs), list(runs)[:3], key=f"{key}.models",
+                            format_func=lambda r: runs[r]["name"])
+    if len(picked) < 2:
+        st.info("Pick at least two models.")
+        return
+    models = [load(r, runs) for r in picked]
+    layer = st.selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer")
+    metric, acts = _metric(key), act_spec(key)
+    if st.button("Compute", type="primary", key=f"{key}.run"):
+        refs = tuple(ref(m) for m in models)
+        _submit(f"{key}.job", "seed_similarity", SeedMatrixConfig(models=refs, layer=layer, metric=metric, acts=acts),
+                refs, f"{METRIC_LABELS[metric]} across {len(refs)} models at {layer}")
+    job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key))
+
+
+def convergence(key: str = "sim.train") -> None:
+    runs = {r: rec for r, rec in models_with_data().items() if len(rec["checkpoints"]) > 1}
+    if not runs:
+        st.info("No model with several checkpoints: train one on the Models page.")
+        return
+    run_id = st.selectbox("Model", list(runs), key=f"{key}.model", format_func=lambda r: runs[r]["name"])
+    lm = load(run_id, runs)
+    layers = st.multiselect("Layers", [n for n, _ in lm.model.named_modules() if n], hidden_layers(lm.model),
+                            key=f"{key}.layers")
+    metric, acts = _metric(key), act_spec(key)
+    if st.button("Compute", type="primary", key=f"{key}.run", disabled=not layers):
+        r = ref(lm)
+        _submit(f"{key}.job", "convergence", ConvergenceConfig(model=r, layers=tuple(layers), metric=metric, acts=acts),
+                (r,), f"convergence of {lm.name}")
+    job_panel(f"{key}.job", lambda res: _show_convergence(res[0], key))
+
+
+def _show_convergence(c, key: str) -> None:
+    fig = go.Figure()
+    palette = px.colors.qualitative.D3
+    for i, layer in enumerate(c.layers):
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=c.epochs, y=c.values[:, i], name=layer, mode="lines+markers", line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=[c.epochs[0], c.epochs[-1]], y=[c.baseline[i]] * 2, mode="lines", showlegend=False,
+                                 line=dict(color=color, dash="dot"), hovertemplate=f"{layer} random baseline %{{y:.3f}}"))
+    fig.update_layout(xaxis_title="epoch (0 = initialization)", yaxis=dict(title=f"{METRIC_LABELS[c.metric]} with the "
+                      "final state", range=[0, 1.02]), height=420, margin=dict(l=0, r=0, t=30, b=0))
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
+    st.caption("Dotted lines: each layer's final state against a randomly initialized network. Layers whose curve "
+               "reaches 1 early have converged early.")
+    table = pd.DataFrame(c.values, index=c.epochs, columns=c.layers)
+    st.download_button("Values (.csv)", table.to_csv(index_label="epoch"), "convergence.csv", key=f"{key}.csv")
+
+
+def all_metrics(key: str = "sim.pair") -> None:
+    runs = models_with_data()
+    ids = list(runs)
+    c = st.columns(2)
+    a = load(c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"]), runs)
+    b = load(c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b",
+                            format_func=lambda r: runs[r]["name"]), runs)
+    la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la")
+    lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb")
+    acts = act_spec(key)
+    if st.button("Compute all metrics", type="primary", key=f"{key}.run"):
+        ra, rb = ref(a), ref(b)
+        _submit(f"{key}.job", "all_metrics", PairConfig(a=ra, b=rb, layer_a=la, layer_b=lb, acts=acts), (ra, rb),
+                f"all metrics: {a.name}:{la} × {b.name}:{lb}")
+    job_panel(f"{key}.job", lambda res: _show_pair(res[0], key))
+
+
+def _show_pair(p, key: str) -> None:
+    labels = [METRIC_LABELS[m] for m in p.metrics]
+    fig = go.Figure([go.Bar(x=labels, y=p.values, name="the two layers"),
+                     go.Bar(x=labels, y=p.random_network, name="vs a random network"),
+                     go.Bar(x=labels, y=p.shuffled, name="examples shuffled")])
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.02], title="similarity"), height=380,
+                      margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.bars")
+    table = pd.DataFrame({"metric": labels, "value": p.values, "random network": p.random_network,
+                          "shuffled": p.shuffled, "beats baselines": (p.values > p.random_network) & (p.values > p.shuffled),
+                          "invariant to": [INVARIANCE[m] for m in p.metrics]})
+    st.dataframe(table, hide_index=True)
+    for note in p.notes:
+        st.warning(note)
+    st.download_button("Table (.csv)", table.to_csv(index=False), "metrics.csv", key=f"{key}.csv")
+
+
+def projection(key: str = "sim.proj") -> None:
+    runs = models_with_data()
+    picked = st.multiselect("Models (side by side)", list(runs), list(runs)[:1], max_selections=2,
+                            key=f"{key}.models", format_func=lambda r: runs[r]["name"])
+    if not picked:
+        return
+    models = [load(r, runs) for r in picked]
+    c = st.columns(4)
+    layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer")
+    method = c[1].radio("Method", ["umap", "pca"], horizontal=True, key=f"{key}.method")
+    split = c[2].radio("Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
+                       help="The training split shows relabelled (memorized) examples where there was label noise.")
+    n = c[3].number_input("Examples", 100, 70000, 2000, step=500, key=f"{key}.n")
+    c = st.columns(4)
+    neighbors = c[0].number_input("UMAP neighbours", 2, 200, 15, key=f"{key}.nn")
+    min_dist = c[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, key=f"{key}.md")
+    metric = c[2].selectbox("UMAP metric", UMAP_METRICS, key=f"{key}.metric")
+    seed = c[3].number_input("Seed", 0, 10_000, 0, key=f"{key}.seed")
+    colour = st.radio("Colour by", ["class", "correct", "memorized"], horizontal=True, key=f"{key}.colour")
+    cfg = ProjectionConfig(method=method, n_neighbors=int(neighbors), min_dist=float(min_dist), metric=metric,
+                           seed=int(seed))
+    if st.button("Project", type="primary", key=f"{key}.run"):
+        st.session_state[f"{key}.jobs"] = [backend().submit(Job(
+            "projection", ProjectionJobConfig(model=ref(m), layer=layer if layer in hidden_layers(m.model)
+                                              else hidden_layers(m.model)[-1], projection=cfg, split=split,
+                                              n_examples=int(n)), fingerprints=(m.fingerprint,),
+            label=f"{method.upper()} of {m.name}")) for m in models]
+        st.session_state[f"{key}.shown"] = (picked, split)
+    job_panel(f"{key}.jobs", lambda res: _show_projections(res, key, colour))
+
+
+def _show_projections(results, key: str, colour: str) -> None:
+    picked, split = st.session_state[f"{key}.shown"]
+    runs = models_with_data()
+    cols = st.columns(len(results))
+    for i, (res, run_id) in enumerate(zip(results, picked)):
+        lm = load(run_id, runs)
+        proj = res.projection
+        frame = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "index": res.indices,
+                              "class": [lm.classes[int(v)] for v in res.labels],
+                              "correct": np.where(res.predictions == res.labels, "correct", "wrong"),
+                              "memorized": np.where(res.noisy, "relabelled", "clean")})
+        axes = ({"x": f"PC1 ({proj.explained[0]:.0%})", "y": f"PC2 ({proj.explained[1]:.0%})"}
+                if proj.explained is not None else {"x": "UMAP 1", "y": "UMAP 2"})
+        fig = px.scatter(frame, x="x", y="y", color=colour, hover_data=["index", "class", "correct"], labels=axes,
+                         render_mode="webgl", opacity=0.7)
+        fig.update_traces(marker_size=4)
+        c = proj.config
+        fig.update_layout(title=f"{lm.name[:60]}", height=480, margin=dict(l=0, r=0, t=40, b=0))
+        with cols[i]:
+            event = st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{i}", on_select="rerun",
+                                    selection_mode="points")
+            st.caption(f"{c.method.upper()} · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · "
+                       f"seed {c.seed}. Click a point to see its image.")
+            points = (event or {}).get("selection", {}).get("points", [])
+            if points:
+                idx = int(frame.iloc[points[0]["point_index"]]["index"]) if "point_index" in points[0] else None
+                if idx is not None:
+                    image = cached_data(lm.data, split).x([idx])[0].permute(1, 2, 0).numpy()
+                    st.image(image.squeeze(), caption=f"#{idx}", width=120, clamp=True)
+            st.download_button("Coordinates (.csv)", frame.to_csv(index=False), f"projection_{i}.csv",
+                               key=f"{key}.csv{i}")
