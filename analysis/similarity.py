@@ -20,14 +20,16 @@ from models.errors import InvalidInputError
 Array = np.ndarray | torch.Tensor
 
 
-def _pair(x: Array, y: Array) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = _matrix(x, "x"), _matrix(y, "y")
+def _pair(x: Array, y: Array, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as float64 matrices on x's device. `check=False` skips the NaN/inf scan (a full pass over
+    the data) for callers that check their result instead and call `_check_finite` only then."""
+    x, y = _matrix(x, "x", check), _matrix(y, "y", check)
     if x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"x and y must hold the same examples: x has {x.shape[0]} rows, y has {y.shape[0]}")
     return x, y.to(x.device)
 
 
-def _matrix(a: Array, name: str) -> torch.Tensor:
+def _matrix(a: Array, name: str, check: bool = True) -> torch.Tensor:
     t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a)
     if t.ndim != 2:
         raise InvalidInputError(f"{name} must be (n_examples, n_features); got shape {tuple(t.shape)} "
@@ -35,10 +37,23 @@ def _matrix(a: Array, name: str) -> torch.Tensor:
     if t.shape[0] < 4:
         raise InvalidInputError(f"{name} has {t.shape[0]} examples; similarity needs at least 4")
     t = t.to(torch.float64)
+    if check:
+        _check_finite(t, name)
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
     if not torch.isfinite(t).all():
         bad = int((~torch.isfinite(t)).sum())
         raise InvalidInputError(f"{name} holds {bad} NaN or infinite values; similarity is undefined")
-    return t
+
+
+def _finite_result(value: float, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Non-finite inputs make a non-finite result: only then find out which side was to blame."""
+    if not np.isfinite(value):
+        _check_finite(x, "x")
+        _check_finite(y, "y")
+    return value
 
 
 def _center(t: torch.Tensor) -> torch.Tensor:
@@ -66,14 +81,19 @@ def conv_to_matrix(acts: Array, mode: str = "pool") -> torch.Tensor:
 def linear_cka(x: Array, y: Array) -> float:
     """‖YcᵀXc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F), in feature space (O(n·d₁·d₂)) or, when there are
     more features than examples, through the n×n Gram matrices."""
-    x, y = _pair(x, y)
+    x, y = _pair(x, y, check=False)
     xc, yc = _center(x), _center(y)
     if max(x.shape[1], y.shape[1]) > x.shape[0]:
-        return _gram_cka(xc @ xc.T, yc @ yc.T, debiased=False)
-    denom = (xc.T @ xc).norm() * (yc.T @ yc).norm()
-    if denom <= 0:
+        return _finite_result(_gram_cka(xc @ xc.T, yc @ yc.T, debiased=False), x, y)
+    if xc.device.type == "cpu":  # NumPy's BLAS uses a symmetric rank-k update for AᵀA: about a third less work
+        a, b = xc.numpy(), yc.numpy()
+        cross, xx, yy = np.linalg.norm(b.T @ a) ** 2, np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
+    else:
+        cross, xx, yy = (yc.T @ xc).square().sum(), (xc.T @ xc).norm(), (yc.T @ yc).norm()
+    _finite_result(float(cross + xx + yy), x, y)
+    if xx * yy <= 0:
         raise InvalidInputError("a representation is constant over these examples: CKA is undefined")
-    return float((yc.T @ xc).square().sum() / denom)
+    return float(cross / (xx * yy))
 
 
 def rbf_gram(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
@@ -183,7 +203,8 @@ def _inv_sqrt(cov: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict[str, torch.Tensor]:
-    """ρ (decreasing), and the canonical variates of both sides, as cca_core computes them."""
+    """ρ (decreasing) and the pieces PWCCA needs, all from the covariance matrices (cca_core's
+    recipe: centre, whiten with Σ^(-1/2), SVD of Σxx^(-1/2) Σxy Σyy^(-1/2))."""
     x, y = _pair(x, y)
     xc, yc = _center(_drop_constant(x, "x")), _center(_drop_constant(y, "y"))
     n, d1, d2 = xc.shape[0], xc.shape[1], yc.shape[1]
@@ -194,9 +215,8 @@ def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict[str
         warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
     sxx, syy, sxy = xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1)
     wx, wy = _inv_sqrt(sxx, epsilon), _inv_sqrt(syy, epsilon)
-    u, s, vh = torch.linalg.svd(wx @ sxy @ wy, full_matrices=False)
-    return {"rho": s.clamp(0, 1), "x_variates": xc @ wx @ u, "y_variates": yc @ wy @ vh.T,
-            "x_centered": xc, "y_centered": yc}
+    u, s, _ = torch.linalg.svd(wx @ sxy @ wy, full_matrices=False)
+    return {"rho": s.clamp(0, 1), "u": u, "wx": wx, "sxx": sxx}
 
 
 def cca(x: Array, y: Array, epsilon: float = 0.0) -> float:
@@ -235,8 +255,10 @@ def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
     if x.shape[1] > y.shape[1]:
         x, y = y, x  # weights come from the layer with fewer neurons
     res = canonical_correlations(x, y, epsilon)
-    h, _ = torch.linalg.qr(res["x_variates"])               # (n, k) orthonormal canonical variates
-    alpha = (h.T @ res["x_centered"]).abs().sum(1)          # αᵢ = Σⱼ |⟨hᵢ, zⱼ⟩|
+    # The canonical variates h = Xc Σxx^(-1/2) u / √(n-1) are already orthonormal, so the QR step
+    # of the paper's code is not needed and hᵀXc = √(n-1) · uᵀ Σxx^(-1/2) Σxx: the weights come from
+    # d×d matrices, without another pass over the n examples.
+    alpha = (res["u"].T @ res["wx"] @ res["sxx"]).abs().sum(1)   # αᵢ ∝ Σⱼ |⟨hᵢ, zⱼ⟩|
     rho = res["rho"][: len(alpha)]
     return float((alpha / alpha.sum()) @ rho)
 

@@ -151,6 +151,22 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     page.screenshot(path=str(shots / "saliency-blockmnist.png"), full_page=True)
 
 
+def test_similarity_page_heatmap(page, server, shots):
+    page.goto(f"{server}/Similarity")
+    _settle(page)
+    page.get_by_role("button", name="Compute").first.click()
+    page.get_by_text("marks a value that does not beat").wait_for()
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "similarity-layers.png"), full_page=True)
+    page.get_by_role("tab", name="Projection").click()
+    page.get_by_role("button", name="Project").click()
+    page.get_by_text("Click a point to see its image").wait_for()
+    _settle(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "similarity-projection.png"), full_page=True)
+
+
 def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)

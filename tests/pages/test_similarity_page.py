@@ -1,0 +1,39 @@
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import ROOT, run_until
+from backend.runner import open_backend
+from backend.tasks import train_jobs
+from models.training import preset
+
+PAGE = str(ROOT / "pages" / "5_Similarity.py")
+
+
+def _two_seeds():
+    runner = open_backend()
+    ids = [runner.submit(j) for j in train_jobs(preset("digits-mlp", epochs=5), [0, 1])]
+    for i in ids:
+        assert runner.wait(i, 300).value == "DONE", runner.error(i)
+    runner.shutdown()
+
+
+def test_without_models_the_page_says_what_to_do():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and any("No models yet" in i.value for i in at.info)
+
+
+def test_layer_heatmap_seed_matrix_metrics_and_pca_projection():
+    _two_seeds()
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception
+    at.number_input(key="sim.layers.n").set_value(300)
+    at.button(key="sim.layers.run").click().run()
+    run_until(at, lambda a: any(b.label == "Matrix (.csv)" for b in a.get("download_button")))
+    at.button(key="sim.pair.run").click().run()
+    run_until(at, lambda a: len(a.dataframe) > 0)
+    table = at.dataframe[0].value
+    assert list(table.metric) == ["Linear CKA", "RBF CKA", "Debiased CKA", "CCA (mean ρ)", "SVCCA", "PWCCA"]
+    assert table["beats baselines"].iloc[:3].all(), table  # CKA; CCA variants are noisy on 360 digits
+    at.radio(key="sim.proj.method").set_value("pca").run()
+    at.button(key="sim.proj.run").click().run()
+    run_until(at, lambda a: any(b.label == "Coordinates (.csv)" for b in a.get("download_button")))
+    assert not at.exception and not at.error
