@@ -90,15 +90,23 @@ def memory() -> None:
     for what, n in (("minibatch", 50_000), ("gram", 10_000)):
         out = subprocess.run([sys.executable, __file__, "--memory", what, "--n", str(n)], capture_output=True,
                              text=True, check=True).stdout.split()
-        print(f"peak RSS, {what:9s} CKA over {n:>6,} examples (64 features): {float(out[-1]):8.0f} MiB")
+        print(f"peak RSS above the start, {what:9s} CKA over {n:>6,} examples (64 features): "
+              f"{float(out[-1]):8.0f} MiB")
     print(f"full-Gram CKA over 50,000 examples would hold two 50,000² float64 Gram matrices: "
           f"{2 * 50_000 ** 2 * 8 / 2 ** 20:,.0f} MiB before centring")
 
 
+def _status_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process (Linux). ru_maxrss would carry the parent's peak across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def measure(what: str, n: int) -> None:
-    import resource
     rng = np.random.default_rng(0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_mib("VmRSS")
     if what == "minibatch":
         mb = MinibatchCKA()
         for i in range(0, n, 500):  # activations arrive batch by batch, as from a data loader
@@ -107,7 +115,7 @@ def measure(what: str, n: int) -> None:
     else:
         a = rng.normal(size=(n, 64))
         numpy_linear_cka(a, a + rng.normal(size=(n, 64)))
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    print(_status_mib("VmHWM") - base)
 
 
 
