@@ -82,14 +82,20 @@ class SimilarityMatrix:
     notes: list[str]
 
 
+def _pair_activations(ctx: JobContext, ra: ModelRef, rb: ModelRef, layers_a, layers_b, spec: ActSpec):
+    """(model A, model B, A's activations, B's, and those of a random network shaped like B), all on
+    the same examples (A's data set)."""
+    a = load_model(ra.run_id, ra.epoch, device=ctx.device)
+    b = load_model(rb.run_id, rb.epoch, device=ctx.device)
+    x = _data_x(a, spec)
+    twin = _random_twin(b, spec.seed, ctx.device)
+    return (a, b, extract(a.model, x, layers_a, spec.conv_mode), extract(b.model, x, layers_b, spec.conv_mode),
+            extract(twin, x, layers_b, spec.conv_mode))
+
+
 @job_kind("layer_similarity")
 def layer_similarity_job(ctx: JobContext, cfg: LayerMatrixConfig) -> SimilarityMatrix:
-    a = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
-    b = load_model(cfg.b.run_id, cfg.b.epoch, device=ctx.device)
-    x = _data_x(a, cfg.acts)
-    xs = extract(a.model, x, cfg.layers_a, cfg.acts.conv_mode)
-    ys = extract(b.model, x, cfg.layers_b, cfg.acts.conv_mode)
-    rs = extract(_random_twin(b, cfg.acts.seed, ctx.device), x, cfg.layers_b, cfg.acts.conv_mode)
+    a, b, xs, ys, rs = _pair_activations(ctx, cfg.a, cfg.b, cfg.layers_a, cfg.layers_b, cfg.acts)
     notes: list[str] = []
     values = _matrix(cfg.metric, xs, ys, notes, ctx, "models")
     baseline = _matrix(cfg.metric, xs, rs, notes, ctx, "random baseline")
@@ -174,12 +180,8 @@ class AllMetrics:
 
 @job_kind("all_metrics")
 def all_metrics_job(ctx: JobContext, cfg: PairConfig) -> AllMetrics:
-    a = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
-    b = load_model(cfg.b.run_id, cfg.b.epoch, device=ctx.device)
-    x = _data_x(a, cfg.acts)
-    xa = extract(a.model, x, [cfg.layer_a], cfg.acts.conv_mode)[cfg.layer_a]
-    xb = extract(b.model, x, [cfg.layer_b], cfg.acts.conv_mode)[cfg.layer_b]
-    xr = extract(_random_twin(b, cfg.acts.seed, ctx.device), x, [cfg.layer_b], cfg.acts.conv_mode)[cfg.layer_b]
+    _, _, xa, xb, xr = _pair_activations(ctx, cfg.a, cfg.b, (cfg.layer_a,), (cfg.layer_b,), cfg.acts)
+    xa, xb, xr = xa[cfg.layer_a], xb[cfg.layer_b], xr[cfg.layer_b]
     perm = torch.randperm(len(xb), generator=torch.Generator().manual_seed(cfg.acts.seed))
     notes: list[str] = []
     names = list(METRICS)
