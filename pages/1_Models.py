@@ -16,7 +16,7 @@ st.markdown("Pick a data set, then train a model on it or import one of your own
 spec = data_picker("models.data")
 if spec is None:
     st.stop()
-with st.expander("Preview of the data set", expanded=False):
+with st.expander("Preview of the data set", expanded=True):
     data_preview(spec)
 
 train_tab, load_tab, summary_tab = st.tabs(["Train", "Import", "Workspace models"])
