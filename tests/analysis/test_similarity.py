@@ -137,3 +137,14 @@ def test_torch_input_matches_numpy(demo):
         warnings.simplefilter("error")
         for name, fn in METRICS.items():
             assert fn(torch.tensor(x, dtype=torch.float32), torch.tensor(y)) == pytest.approx(fn(x, y), abs=1e-5), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_path_equals_cpu_path(demo):
+    x, y = demo
+    for name, fn in METRICS.items():
+        assert fn(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda")) == pytest.approx(fn(x, y), abs=1e-8), name
+    mb_cpu, mb_gpu = MinibatchCKA(), MinibatchCKA()
+    mb_cpu.update(torch.tensor(x), torch.tensor(y))
+    mb_gpu.update(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda"))
+    assert mb_gpu.value() == pytest.approx(mb_cpu.value(), abs=1e-10)
