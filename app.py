@@ -44,7 +44,11 @@ def home() -> None:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         else:
             st.info("No models yet. Go to **Models** to train one in a few seconds on the built-in digits data.")
-        st.page_link("pages/1_Models.py", label="Open the Models page", icon=":material/arrow_forward:")
+        st.page_link("pages/1_Models.py", label="Models: train or import", icon=":material/arrow_forward:")
+        st.page_link("pages/2_Saliency.py", label="Saliency: maps and whether to trust them",
+                     icon=":material/arrow_forward:")
+        st.page_link("pages/5_Similarity.py", label="Similarity: CKA, CCA and projections",
+                     icon=":material/arrow_forward:")
     with right:
         st.subheader("Compute")
         info = describe_device(backend().device)

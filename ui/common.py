@@ -45,13 +45,20 @@ def sidebar() -> None:
         info = describe_device(backend().device)
         mem = f" · {info['memory_gb']} GiB" if info["memory_gb"] else ""
         st.caption(f"**Compute:** {info['kind']} — {info['name']}{mem}")
-        spec = st.session_state.get(DATA_KEY)
-        st.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
+        # a slot, so that a data-set picker further down this run can fill in its fresh choice
+        st.session_state["_sidebar.data_slot"] = st.empty()
+        show_data_set(st.session_state.get(DATA_KEY))
         runs = list_runs()
         current = st.session_state.get(MODEL_KEY)
         names = {r["run_id"]: r["name"] for r in runs}
         st.caption(f"**Models in workspace:** {len(runs)}" +
                    (f" · current: {names[current]}" if current in names else ""))
+
+
+def show_data_set(spec: DataSpec | None) -> None:
+    slot = st.session_state.get("_sidebar.data_slot")
+    if slot is not None:
+        slot.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
 
 
 def run_safely(fn: Callable[[], Any], what: str) -> Any:

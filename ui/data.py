@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from models.data import DataSpec
-from ui.common import DATA_KEY, cached_data, run_safely
+from ui.common import DATA_KEY, cached_data, run_safely, show_data_set
 from ui.figures import CONFIG, image_grid
 
 NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
@@ -42,6 +42,7 @@ def data_picker(key: str = "data") -> DataSpec | None:
     if run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}") is None:
         return None
     st.session_state[DATA_KEY] = spec
+    show_data_set(spec)
     return spec
 
 
