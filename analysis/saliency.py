@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.summary import predict_proba
 from models.errors import InvalidInputError
 
 METHODS = ("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
@@ -72,7 +73,7 @@ def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]."""
     start = time.perf_counter()
     model.eval()
-    probs = predict(model, x, config.batch_size)
+    probs = predict_proba(model, x, config.batch_size)
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
     attr = attribute(model, x, target, config)
@@ -90,13 +91,6 @@ def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes
     if not 0 <= int(target) < num_classes:
         raise InvalidInputError(f"target class must be in [0, {num_classes - 1}]; got {target}")
     return torch.full_like(pred, int(target))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    device = _device(model)
-    return torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1).cpu()
-                      for i in range(0, len(x), batch_size)])
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:

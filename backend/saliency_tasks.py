@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
-from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k, predict
+from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
+from analysis.summary import predict_proba
 from analysis.sanity import RandomizationResult, cascading_randomization
 from backend.jobs import Job, JobContext, job_kind
 from models.data import ImageData, load_data, null_block_mask
@@ -41,7 +42,7 @@ def predict_job(ctx: JobContext, r: ModelRef) -> np.ndarray:
     """(N, C) test-set probabilities: what the image picker filters on."""
     lm, test = _load(r, ctx)
     ctx.progress(0.1, f"predicting {len(test):,} test images")
-    return predict(lm.model, test.x()).numpy()
+    return predict_proba(lm.model, test.x()).numpy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +106,8 @@ def null_mass_job(ctx: JobContext, cfg: NullMassConfig) -> NullMassResult:
         masses.append(per_method)
         examples.append(per_example)
     return NullMassResult(model_names=names, methods=[m.method for m in cfg.methods],
-                          k_grid=np.array(cfg.k_grid), null_mass=np.array(masses), null_share=0.5,
+                          k_grid=np.array(cfg.k_grid), null_mass=np.array(masses),
+                          null_share=float(null_block_mask(test.signal_top[:1]).float().mean()),
                           examples=np.array(examples), example_images=test.x(slice(0, 4)).numpy(),
                           example_signal_top=test.signal_top[:4].numpy())
 
@@ -167,7 +169,7 @@ def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[Randomi
     lm, test = _load(cfg.model, ctx)
     idx = torch.tensor(cfg.indices, dtype=torch.long)
     x = test.x(idx)
-    target = predict(lm.model, x).argmax(1)  # the original model's predictions stay the targets
+    target = predict_proba(lm.model, x).argmax(1)  # the original model's predictions stay the targets
     out = []
     for i, m in enumerate(cfg.methods):
         ctx.progress(i / len(cfg.methods), f"randomizing layers for {m.method}")

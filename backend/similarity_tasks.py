@@ -13,7 +13,7 @@ import torch
 
 from analysis.activations import extract
 from analysis.embedding import Projection, ProjectionConfig, project
-from analysis.saliency import predict
+from analysis.summary import predict_proba
 from analysis.similarity import METRICS
 from backend.jobs import JobContext, job_kind
 from backend.saliency_tasks import ModelRef
@@ -225,6 +225,6 @@ def projection_job(ctx: JobContext, cfg: ProjectionJobConfig) -> ProjectionResul
     acts = extract(lm.model, data.x(), [cfg.layer], cfg.conv_mode)[cfg.layer]
     ctx.progress(0.4, f"{cfg.projection.method.upper()} of {len(data):,} × {acts.shape[1]}")
     proj = project(acts.numpy(), cfg.projection)
-    pred = predict(lm.model, data.x()).argmax(1).numpy()
+    pred = predict_proba(lm.model, data.x()).argmax(1).numpy()
     return ProjectionResult(projection=proj, indices=np.arange(len(data)), labels=labels.numpy(),
                             predictions=pred, noisy=noisy)

@@ -9,9 +9,7 @@ in one run; prints the ratio Lenscape / bare (target <= 1.3) and images per seco
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.saliency import SaliencyConfig, attribute  # noqa: E402
+from timing import median_seconds  # noqa: E402
 from models.architectures import ArchSpec, build_model  # noqa: E402
 
 
@@ -45,20 +44,6 @@ def bare_ig(model, x, t, steps):
     return total * x / steps
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -77,8 +62,8 @@ def main() -> None:
                                                                 batch_size=args.n), lambda: bare_ig(model, x, t, 50))]
     print(f"device {device} · {args.n} images · small CNN · median of {args.repeats}")
     for name, cfg, bare in cases:
-        ours = timed(lambda: attribute(model, x, t, cfg), args.repeats, device)
-        base = timed(bare, args.repeats, device)
+        ours = median_seconds(lambda: attribute(model, x, t, cfg), args.repeats, device)
+        base = median_seconds(bare, args.repeats, device)
         print(f"{name:34s} lenscape {ours * 1e3:8.1f} ms  bare {base * 1e3:8.1f} ms  ratio {ours / base:5.2f}x  "
               f"{args.n / ours:9.0f} images/s")
 

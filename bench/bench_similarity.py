@@ -7,9 +7,7 @@ MinibatchCKA's peak memory against the full-Gram approach.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.similarity import MinibatchCKA, linear_cka, pwcca  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 
 def numpy_linear_cka(x, y):
@@ -50,16 +49,6 @@ def numpy_pwcca(x, y):
     return float((alpha / alpha.sum()) @ s[: len(alpha)])
 
 
-def timed(fn, repeats=3):
-    fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return statistics.median(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -79,7 +68,7 @@ def main() -> None:
                              lambda: numpy_linear_cka_features(x, y)),
                             ("pwcca vs NumPy (with the QR step)", lambda: pwcca(xt, yt), lambda: numpy_pwcca(x, y))):
         assert abs(ours() - ref()) < 1e-6, name
-        t_ours, t_ref = timed(ours), timed(ref)
+        t_ours, t_ref = median_seconds(ours, 3, args.device), median_seconds(ref, 3)
         print(f"{name:38s} lenscape {t_ours * 1e3:8.1f} ms  numpy {t_ref * 1e3:9.1f} ms  ratio {t_ref / t_ours:6.1f}x")
     memory()
 

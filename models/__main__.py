@@ -12,15 +12,7 @@ import time
 
 from models.errors import InvalidInputError
 from models.paths import runs_dir
-from models.training import PRESETS, preset, run_id_for, train_run
-
-
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        seeds.extend(range(int(lo), int(hi or lo) + 1))
-    return seeds
+from models.training import PRESETS, parse_seeds, preset, run_id_for, train_run
 
 
 def main(argv: list[str] | None = None) -> int:

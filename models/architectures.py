@@ -129,7 +129,16 @@ def example_ids(model: nn.Module, ids: torch.Tensor) -> Iterator[None]:
             m.ids = None
 
 
-class MLP(nn.Module):
+class Chain(nn.Module):
+    """A model whose forward pass runs its children in the order they were registered."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.children():
+            x = module(x)
+        return x
+
+
+class MLP(Chain):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.input_norm = InputNorm(spec.mean, spec.std)
@@ -143,13 +152,8 @@ class MLP(nn.Module):
             self.tied_dropout = ExampleTiedDropout(width, spec.p_gen, spec.p_mem)
         self.out = nn.Linear(width, spec.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self.children():
-            x = module(x)
-        return x
 
-
-class SmallCNN(nn.Module):
+class SmallCNN(Chain):
     """conv-[BN]-ReLU-pool twice, then fc-ReLU-fc. Sized for MNIST, digits, BlockMNIST, CIFAR."""
 
     def __init__(self, spec: ArchSpec) -> None:
@@ -170,13 +174,8 @@ class SmallCNN(nn.Module):
         self.relu3 = nn.ReLU()
         self.fc2 = nn.Linear(128, spec.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self.children():
-            x = module(x)
-        return x
 
-
-class LeNet(nn.Module):
+class LeNet(Chain):
     """The CIFAR-10 tutorial network used in Captum's tutorials (keys conv1, conv2, fc1-fc3)."""
 
     def __init__(self, spec: ArchSpec) -> None:
@@ -190,11 +189,6 @@ class LeNet(nn.Module):
         self.fc1, self.relu3 = nn.Linear(16 * h2 * w2, 120), nn.ReLU()
         self.fc2, self.relu4 = nn.Linear(120, 84), nn.ReLU()
         self.fc3 = nn.Linear(84, spec.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self.children():
-            x = module(x)
-        return x
 
 
 def build_model(spec: ArchSpec) -> nn.Module:

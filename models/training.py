@@ -139,6 +139,21 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cp
     return total_loss / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' → [0, 1, 2, 3, 4]; '1, 5, 7' → [1, 5, 7]; at most 20 seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if part:
+                lo, _, hi = part.partition("-")
+                seeds.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InvalidInputError(f"seeds look like '0', '0-4' or '1, 5, 7'; got {text!r}") from None
+    if not seeds or len(seeds) > 20:
+        raise InvalidInputError(f"give between 1 and 20 seeds; got {len(seeds)} from {text!r}")
+    return sorted(set(seeds))
+
+
 def run_id_for(cfg: TrainConfig) -> str:
     """The run folder's name: a hash of the recipe, so the app and the CLI share runs."""
     blob = json.dumps(cfg.to_dict(), sort_keys=True, default=list).encode()

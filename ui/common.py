@@ -77,13 +77,3 @@ def run_safely(fn: Callable[[], Any], what: str) -> Any:
 
 def model_options() -> dict[str, dict]:
     return {r["run_id"]: r for r in list_runs()}
-
-
-def current_model() -> LoadedModel | None:
-    runs = model_options()
-    run_id = st.session_state.get(MODEL_KEY)
-    if run_id not in runs:
-        return None
-    rec = runs[run_id]
-    last = rec["checkpoints"][-1]
-    return cached_model(run_id, last["epoch"], last["fingerprint"])

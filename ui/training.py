@@ -9,29 +9,12 @@ import streamlit as st
 from models.attacks import PGDConfig
 from models.data import DataSpec
 from models.errors import InvalidInputError
-from models.training import PRESETS, SCHEDULES, TrainConfig
+from models.training import PRESETS, SCHEDULES, TrainConfig, parse_seeds
 from ui.common import run_safely
 from ui.figures import CONFIG, training_curves
 
 ARCH_LABELS = {"mlp": "MLP", "cnn": "Small CNN", "resnet18": "ResNet-18 (CIFAR)", "resnet9": "ResNet-9",
                "lenet": "LeNet (Captum tutorial)"}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' → [0, 1, 2, 3, 4]; '1, 5, 7' → [1, 5, 7]."""
-    seeds: list[int] = []
-    try:
-        for part in text.replace(" ", "").split(","):
-            if "-" in part:
-                lo, hi = map(int, part.split("-"))
-                seeds.extend(range(lo, hi + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise InvalidInputError(f"seeds look like '0', '0-4' or '1, 5, 7'; got {text!r}") from None
-    if not seeds or len(seeds) > 20:
-        raise InvalidInputError(f"give between 1 and 20 seeds; got {len(seeds)} from {text!r}")
-    return sorted(set(seeds))
 
 
 def parse_widths(text: str) -> tuple[int, ...]:

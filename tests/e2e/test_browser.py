@@ -97,13 +97,19 @@ def _no_exception(pg) -> None:
     assert errors.count() == 0, errors.first.inner_text()
 
 
+def _snap(pg, shots: Path, name: str) -> None:
+    """Settled, no exception on the page, screenshot saved."""
+    _settle(pg)
+    _no_exception(pg)
+    pg.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
 def test_home_page(page, server, shots):
     page.goto(server)
     _settle(page)
     page.get_by_text("What each view answers").wait_for(timeout=30_000)
     assert page.get_by_text("Compute").first.is_visible()
-    _no_exception(page)
-    page.screenshot(path=str(shots / "home.png"), full_page=True)
+    _snap(page, shots, "home")
 
 
 def test_models_page_trains_a_model(page, server, shots):
@@ -111,29 +117,21 @@ def test_models_page_trains_a_model(page, server, shots):
     _settle(page)
     page.get_by_role("button", name="Train").click()
     page.get_by_text("Trained 1 model").wait_for(timeout=120_000)
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "models-train.png"), full_page=True)
+    _snap(page, shots, "models-train")
     page.get_by_role("tab", name="Workspace models").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "models-summary.png"), full_page=True)
+    _snap(page, shots, "models-summary")
 
 
 def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server, shots):
     page.goto(f"{server}/Saliency")  # the digits MLP trained by the test above is the model
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "saliency-maps.png"), full_page=True)
+    _snap(page, shots, "saliency-maps")
     page.get_by_role("tab", name="Randomization check").click()
     page.get_by_role("button", name="Run the randomization check").click()
     page.get_by_text("Map strips").wait_for(timeout=120_000)
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "saliency-randomization.png"), full_page=True)
+    _snap(page, shots, "saliency-randomization")
 
 
 def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, server, shots):
@@ -146,9 +144,7 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     page.get_by_role("tab", name="BlockMNIST check").click()
     page.get_by_role("button", name="Compute null mass").click()
     page.get_by_text("Example maps").wait_for(timeout=120_000)
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "saliency-blockmnist.png"), full_page=True)
+    _snap(page, shots, "saliency-blockmnist")
 
 
 def test_similarity_page_heatmap(page, server, shots):
@@ -156,15 +152,11 @@ def test_similarity_page_heatmap(page, server, shots):
     _settle(page)
     page.get_by_role("button", name="Compute").first.click()
     page.get_by_text("marks a value that does not beat").wait_for()
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "similarity-layers.png"), full_page=True)
+    _snap(page, shots, "similarity-layers")
     page.get_by_role("tab", name="Projection").click()
     page.get_by_role("button", name="Project").click()
     page.get_by_text("Click a point to see its image").wait_for()
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "similarity-projection.png"), full_page=True)
+    _snap(page, shots, "similarity-projection")
 
 
 def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
@@ -181,10 +173,7 @@ def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.get_by_role("option", name="BlockMNIST (56×28, signal + null block)").click()
     page.get_by_text("12,665 training and 2,115 test images").wait_for()  # the preview is open by default
     page.get_by_text("signal top").first.wait_for()
-    _settle(page)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "models-blockmnist-preview.png"), full_page=True)
+    _snap(page, shots, "models-blockmnist-preview")
     page.get_by_role("tab", name="Import").click()
     page.get_by_role("button", name="Import").wait_for(timeout=30_000)
-    _no_exception(page)
-    page.screenshot(path=str(shots / "models-import.png"), full_page=True)
+    _snap(page, shots, "models-import")
