@@ -57,7 +57,20 @@ def _finite_result(value: float, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _center(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type == "cpu":  # NumPy's pass is about twice as fast as torch's here (2 cores, float64)
+        a = t.numpy()
+        return torch.from_numpy(a - a.mean(0))
     return t - t.mean(0, keepdim=True)
+
+
+def _products(xc: torch.Tensor, yc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """XcᵀXc, YcᵀYc and XcᵀYc. On the CPU through NumPy: its BLAS call for AᵀA is a symmetric
+    rank-k update (half the work of a general product) and its float64 GEMM is faster than
+    torch's on this kind of machine; on a GPU through torch."""
+    if xc.device.type == "cpu":
+        a, b = xc.numpy(), yc.numpy()
+        return torch.from_numpy(a.T @ a), torch.from_numpy(b.T @ b), torch.from_numpy(a.T @ b)
+    return xc.T @ xc, yc.T @ yc, xc.T @ yc
 
 
 def conv_to_matrix(acts: Array, mode: str = "pool") -> torch.Tensor:
@@ -85,11 +98,9 @@ def linear_cka(x: Array, y: Array) -> float:
     xc, yc = _center(x), _center(y)
     if max(x.shape[1], y.shape[1]) > x.shape[0]:
         return _finite_result(_gram_cka(xc @ xc.T, yc @ yc.T, debiased=False), x, y)
-    if xc.device.type == "cpu":  # NumPy's BLAS uses a symmetric rank-k update for AᵀA: about a third less work
-        a, b = xc.numpy(), yc.numpy()
-        cross, xx, yy = np.linalg.norm(b.T @ a) ** 2, np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
-    else:
-        cross, xx, yy = (yc.T @ xc).square().sum(), (xc.T @ xc).norm(), (yc.T @ yc).norm()
+    sxx, syy, sxy = (p.numpy() if p.device.type == "cpu" else p for p in _products(xc, yc))
+    norm = np.linalg.norm if isinstance(sxx, np.ndarray) else torch.linalg.norm
+    cross, xx, yy = norm(sxy) ** 2, norm(sxx), norm(syy)
     _finite_result(float(cross + xx + yy), x, y)
     if xx * yy <= 0:
         raise InvalidInputError("a representation is constant over these examples: CKA is undefined")
@@ -185,38 +196,63 @@ def _gram(a: Array) -> torch.Tensor:
 # ---------------------------------------------------------------- CCA family
 
 
-def _drop_constant(t: torch.Tensor, name: str, eps: float = 1e-10) -> torch.Tensor:
-    var = t.var(0)
-    keep = var > eps * var.max().clamp_min(1e-300)
+def _nonconstant(sq: torch.Tensor, name: str, eps: float = 1e-10) -> torch.Tensor:
+    """Mask of the features whose spread (diagonal of XcᵀXc) is not negligible; warns on drops."""
+    keep = sq > eps * sq.max().clamp_min(1e-300)
     if not keep.all():
-        warnings.warn(f"{name}: dropped {int((~keep).sum())} constant features before CCA", stacklevel=3)
-        t = t[:, keep]
-    if t.shape[1] == 0:
+        warnings.warn(f"{name}: dropped {int((~keep).sum())} constant features before CCA", stacklevel=4)
+    if not keep.any():
         raise InvalidInputError(f"{name}: every feature is constant over these examples")
-    return t
+    return keep
 
 
-def _inv_sqrt(cov: torch.Tensor, eps: float) -> torch.Tensor:
-    vals, vecs = torch.linalg.eigh(cov + eps * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
-    vals = vals.clamp_min(1e-12 * vals.max().clamp_min(1e-300))
-    return (vecs * vals.rsqrt()) @ vecs.T
+def _checked_products(x: torch.Tensor, y: torch.Tensor):
+    """Centre, form the three products, and only if they are not finite look for the culprit (so
+    clean input costs no extra pass over the data)."""
+    xc, yc = _center(x), _center(y)
+    prods = _products(xc, yc)
+    if not all(bool(torch.isfinite(p).all()) for p in prods):
+        _check_finite(x, "x")
+        _check_finite(y, "y")
+        raise InvalidInputError("activations too large: their products overflow float64; rescale them")
+    return prods
 
 
-def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict[str, torch.Tensor]:
+def _eigh(a):
+    return np.linalg.eigh(a) if isinstance(a, np.ndarray) else torch.linalg.eigh(a)
+
+
+def _inv_sqrt(cov, eps: float):
+    eye = np.eye(len(cov)) if isinstance(cov, np.ndarray) else torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+    vals, vecs = _eigh(cov + eps * eye)
+    vals = vals.clip(min=1e-12 * max(float(vals.max()), 1e-300))
+    return (vecs * vals ** -0.5) @ vecs.T
+
+
+def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
     """ρ (decreasing) and the pieces PWCCA needs, all from the covariance matrices (cca_core's
-    recipe: centre, whiten with Σ^(-1/2), SVD of Σxx^(-1/2) Σxy Σyy^(-1/2))."""
-    x, y = _pair(x, y)
-    xc, yc = _center(_drop_constant(x, "x")), _center(_drop_constant(y, "y"))
-    n, d1, d2 = xc.shape[0], xc.shape[1], yc.shape[1]
+    recipe: centre, whiten with Σ^(-1/2), singular values of Σxx^(-1/2) Σxy Σyy^(-1/2)).
+    The d×d algebra is NumPy on the CPU (handing work back and forth between torch's and NumPy's
+    thread pools costs more than it does) and torch on a GPU; values come back as that type."""
+    x, y = _pair(x, y, check=False)
+    sxx, syy, sxy = _checked_products(x, y)
+    kx, ky = _nonconstant(sxx.diagonal(), "x"), _nonconstant(syy.diagonal(), "y")
+    if not (kx.all() and ky.all()):
+        sxx, syy, sxy = sxx[kx][:, kx], syy[ky][:, ky], sxy[kx][:, ky]
+    n, d1, d2 = x.shape[0], len(sxx), len(syy)
     if n <= max(d1, d2):
         raise InvalidInputError(f"CCA needs more examples than features: n={n}, x has {d1}, y has {d2}; "
                                 "use SVCCA with keep= or more examples")
     if n < d1 + d2:
         warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
-    sxx, syy, sxy = xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1)
+    sxx, syy, sxy = ((p / (n - 1)).numpy() if p.device.type == "cpu" else p / (n - 1) for p in (sxx, syy, sxy))
     wx, wy = _inv_sqrt(sxx, epsilon), _inv_sqrt(syy, epsilon)
-    u, s, _ = torch.linalg.svd(wx @ sxy @ wy, full_matrices=False)
-    return {"rho": s.clamp(0, 1), "u": u, "wx": wx, "sxx": sxx}
+    m = wx @ sxy @ wy
+    # ρ² and the left singular vectors of m from the d₁×d₁ eigenproblem of m mᵀ: half the time of
+    # an SVD; ρ loses nothing that matters here (absolute error ~1e-8 only for ρ near 0).
+    rho2, u = _eigh(m @ m.T)
+    top = list(range(d1 - 1, d1 - 1 - min(d1, d2), -1))  # eigh sorts ascending
+    return {"rho": rho2[top].clip(0, 1) ** 0.5, "u": u[:, top], "wx": wx, "sxx": sxx}
 
 
 def cca(x: Array, y: Array, epsilon: float = 0.0) -> float:
@@ -247,18 +283,19 @@ def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
     """Projection-weighted CCA (Morcos et al.): ρ weighted by how much of the smaller layer's
     (centred) activity each canonical direction accounts for.
 
+    The weights come from the layer with fewer neurons (from x when both have as many).
     Translation invariant, and invariant to any invertible map of the layer that does not supply
     the weights. The weights themselves are tied to the smaller layer's neuron basis (that is the
     method's point), so an invertible map of that layer changes them; permuting or uniformly
     scaling its neurons does not."""
-    x, y = _pair(x, y)
+    x, y = _pair(x, y, check=False)
     if x.shape[1] > y.shape[1]:
         x, y = y, x  # weights come from the layer with fewer neurons
     res = canonical_correlations(x, y, epsilon)
     # The canonical variates h = Xc Σxx^(-1/2) u / √(n-1) are already orthonormal, so the QR step
     # of the paper's code is not needed and hᵀXc = √(n-1) · uᵀ Σxx^(-1/2) Σxx: the weights come from
     # d×d matrices, without another pass over the n examples.
-    alpha = (res["u"].T @ res["wx"] @ res["sxx"]).abs().sum(1)   # αᵢ ∝ Σⱼ |⟨hᵢ, zⱼ⟩|
+    alpha = abs(res["u"].T @ res["wx"] @ res["sxx"]).sum(1)   # αᵢ ∝ Σⱼ |⟨hᵢ, zⱼ⟩|
     rho = res["rho"][: len(alpha)]
     return float((alpha / alpha.sum()) @ rho)
 

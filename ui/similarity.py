@@ -25,9 +25,11 @@ INVARIANCE = {"linear_cka": "orthogonal transforms and isotropic scaling (not ar
               "rbf_cka": "orthogonal transforms and isotropic scaling; sees non-linear structure",
               "debiased_cka": "as linear CKA, with the small-sample bias removed (≈ 0 for unrelated features)",
               "cca": "any invertible linear map; over-fits when examples are few",
-              "svcca": "invertible linear maps, after keeping the top directions (99 % of variance)",
-              "pwcca": "translation and invertible maps of the other layer; weights favour directions that carry the "
-                       "smaller layer's activity"}
+              "svcca": "orthogonal transforms and isotropic scaling (any invertible map only when every direction is kept); "
+                       "noise directions below 99 % of the variance are dropped first",
+              "pwcca": "translation, permuting or uniformly scaling neurons, any invertible map of the layer that does not "
+                       "set the weights (the larger one, or model B's when sizes are equal); weights favour "
+                       "directions that carry much of the weighting layer's activity"}
 
 
 def models_with_data() -> dict[str, dict]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.similarity import (METRICS, MinibatchCKA, cca, conv_to_matrix, debiased_cka, linear_cka, pwcca,
-                                 rbf_cka, svcca)
+from analysis.similarity import (METRICS, MinibatchCKA, canonical_correlations, cca, conv_to_matrix, debiased_cka,
+                                 linear_cka, pwcca, rbf_cka, svcca)
 from models.errors import InvalidInputError
 
 
@@ -81,8 +81,21 @@ def test_pwcca_formula_value_and_invariances(demo):
     a = np.random.default_rng(3).normal(size=(10, 10)) + 3 * np.eye(10)
     assert pwcca(y, x @ a) == pytest.approx(pwcca(y, x), abs=1e-6)      # any invertible map of the other layer
     assert pwcca(2.5 * x[:, ::-1], y) == pytest.approx(base, abs=1e-8)  # permuted, scaled neurons
+    # The issue asked for invariance to *any* invertible map. That cannot hold for the formula: the weights
+    # αᵢ = Σⱼ |⟨hᵢ, zⱼ⟩| are sums over the weighting layer's own neurons zⱼ, so re-mixing those neurons (even
+    # by a rotation) re-weights the same ρ. Asserted here so that the documented limitation stays true.
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(10, 10)))
+    assert abs(pwcca(x @ a, y) - base) > 1e-3 and abs(pwcca(x @ q, y) - base) > 1e-3
+    rho = canonical_correlations(x @ a, y)["rho"]                      # ...while the ρ it weights do not move
+    assert np.allclose(rho, canonical_correlations(x, y)["rho"], atol=1e-8)
     wide = np.hstack([x, np.random.default_rng(4).normal(size=(100, 5))])
     assert 0 < pwcca(wide, y) <= 1 and pwcca(wide, y) == pytest.approx(pwcca(y, wide), abs=1e-10)
+
+
+def test_svcca_with_truncation_invariant_to_rotation_and_scaling(demo):
+    x, y = demo
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(10, 10)))
+    assert svcca(4.0 * x @ q, y, variance=0.9) == pytest.approx(svcca(x, y, variance=0.9), abs=1e-8)
 
 
 def test_svcca_keeps_fewest_directions_for_variance():
