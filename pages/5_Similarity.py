@@ -17,7 +17,8 @@ with st.expander("What am I looking at?"):
         "a value that does not beat it (✗) says nothing about learning.\n"
         "- **Over training**: each layer's similarity to its own final state. Layers that reach 1 early converged "
         "early (SVCCA found lower layers converge first).\n"
-        "- **Projection**: UMAP or PCA of one layer's activations; points close together are represented alike.")
+        "- **Projection**: UMAP or PCA of one layer's activations; points close together are represented alike. "
+        "Hover a point to see its image; with two models side by side, the same example is marked in the other.")
 if not models_with_data():
     st.info("No models yet: train two seeds of one recipe on the **Models** page (seeds '0-1').")
     st.stop()

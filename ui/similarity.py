@@ -17,6 +17,7 @@ from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixCon
 from models.zoo import LoadedModel
 from ui.common import backend, cached_data, cached_model, model_options
 from ui.figures import CONFIG
+from ui.hover_scatter import MAX_IMAGES, Panel, Sprite, hover_scatter, sprite_sheet
 from ui.jobs import job_panel
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
@@ -223,11 +224,19 @@ def projection(key: str = "sim.proj") -> None:
     job_panel(f"{key}.jobs", lambda res: _show_projections(res, key, colour))
 
 
+@st.cache_resource(show_spinner="Preparing thumbnails…", max_entries=8)
+def _sprite(spec, split: str, n: int) -> Sprite:
+    """Thumbnails of the first n examples of a split (the projection job takes the split's head)."""
+    data = cached_data(spec, split)
+    keep = np.arange(min(n, len(data), MAX_IMAGES))
+    return sprite_sheet(data.images[keep].numpy(), keep)
+
+
 def _show_projections(results, key: str, colour: str) -> None:
     picked, split = st.session_state[f"{key}.shown"]
     runs = models_with_data()
-    cols = st.columns(len(results))
-    for i, (res, run_id) in enumerate(zip(results, picked)):
+    panels, frames, configs = [], [], []
+    for res, run_id in zip(results, picked):
         lm = load(run_id, runs)
         proj = res.projection
         frame = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "index": res.indices,
@@ -236,21 +245,28 @@ def _show_projections(results, key: str, colour: str) -> None:
                               "memorized": np.where(res.noisy, "relabelled", "clean")})
         axes = ({"x": f"PC1 ({proj.explained[0]:.0%})", "y": f"PC2 ({proj.explained[1]:.0%})"}
                 if proj.explained is not None else {"x": "UMAP 1", "y": "UMAP 2"})
-        fig = px.scatter(frame, x="x", y="y", color=colour, hover_data=["index", "class", "correct"], labels=axes,
-                         render_mode="webgl", opacity=0.7)
-        fig.update_traces(marker_size=4)
-        c = proj.config
-        fig.update_layout(title=f"{lm.name[:60]}", height=480, margin=dict(l=0, r=0, t=40, b=0))
+        fig = px.scatter(frame, x="x", y="y", color=colour, custom_data=["index"],
+                         hover_data={"index": True, "class": True, "correct": True, "x": False, "y": False},
+                         labels=axes, render_mode="webgl", opacity=0.7, template="plotly_white",
+                         category_orders={"class": list(lm.classes), "correct": ["correct", "wrong"],
+                                          "memorized": ["clean", "relabelled"]},
+                         color_discrete_sequence=px.colors.qualitative.T10 if colour == "class" else ["#9aa5b8", "#e4572e"])
+        fig.update_traces(marker_size=4 if colour == "class" else 5)
+        fig.update_layout(title=dict(text=f"{lm.name[:60]}", font_size=15), margin=dict(l=0, r=0, t=40, b=0),
+                          legend_title_text=colour, font_family="Source Sans Pro, sans-serif")
+        predicted = [lm.classes[int(v)] for v in res.predictions]
+        captions = [f"#{i} · class {c} · predicted {q}" + (" · relabelled" if m == "relabelled" else "")
+                    for i, c, q, m in zip(frame["index"], frame["class"], predicted, frame["memorized"])]
+        panels.append(Panel(figure=fig, index=res.indices, xy=proj.coords, captions=captions,
+                            sprite=_sprite(lm.data, split, len(res.indices)), dataset=f"{lm.data}/{split}"))
+        frames.append(frame)
+        configs.append(proj.config)
+    hover_scatter(panels, key=f"{key}.scatter")
+    cols = st.columns(len(results))
+    for i, (frame, c) in enumerate(zip(frames, configs)):
         with cols[i]:
-            event = st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{i}", on_select="rerun",
-                                    selection_mode="points")
             st.caption(f"{c.method.upper()} · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · "
-                       f"seed {c.seed}. Click a point to see its image.")
-            points = (event or {}).get("selection", {}).get("points", [])
-            if points:
-                idx = int(frame.iloc[points[0]["point_index"]]["index"]) if "point_index" in points[0] else None
-                if idx is not None:
-                    image = cached_data(lm.data, split).x([idx])[0].permute(1, 2, 0).numpy()
-                    st.image(image.squeeze(), caption=f"#{idx}", width=120, clamp=True)
+                       f"seed {c.seed}" + (f" · images kept for the first {MAX_IMAGES:,} examples"
+                                           if len(frame) > MAX_IMAGES else ""))
             st.download_button("Coordinates (.csv)", frame.to_csv(index=False), f"projection_{i}.csv",
                                key=f"{key}.csv{i}")

@@ -115,8 +115,12 @@ def test_home_page(page, server, shots):
 def test_models_page_trains_a_model(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)
+    seeds = page.get_by_label("Seeds (e.g. 0 or 0-4)")
+    seeds.fill("0-1")
+    seeds.press("Enter")
+    _settle(page)
     page.get_by_role("button", name="Train").click()
-    page.get_by_text("Trained 1 model").wait_for(timeout=120_000)
+    page.get_by_text("Trained 2 models").wait_for(timeout=180_000)
     _snap(page, shots, "models-train")
     page.get_by_role("tab", name="Workspace models").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
@@ -154,8 +158,33 @@ def test_similarity_page_heatmap(page, server, shots):
     page.get_by_text("marks a value that does not beat").wait_for()
     _snap(page, shots, "similarity-layers")
     page.get_by_role("tab", name="Projection").click()
+    # add the second seed: two panels side by side
+    page.locator("[data-testid='stMultiSelect']").filter(has_text="Models (side by side)").locator("input").click()
+    page.get_by_role("option", name="seed").first.click()
+    page.keyboard.press("Escape")
+    _settle(page)
     page.get_by_role("button", name="Project").click()
-    page.get_by_text("Click a point to see its image").wait_for()
+    page.get_by_text("neighbours 15").nth(1).wait_for()
+    _settle(page)
+    # Hover a real point with the mouse: its image must appear under the plot.
+    iframe = page.locator("iframe[src*='hover_scatter']")
+    frame = page.frame_locator("iframe[src*='hover_scatter']")
+    frame.locator(".plot .main-svg").first.wait_for()
+    x, y = frame.locator(".plot").first.evaluate("""gd => {
+        const fl = gd._fullLayout, tr = gd._fullData[0], r = gd.getBoundingClientRect();
+        return [r.left + fl._size.l + fl.xaxis.l2p(tr.x[0]), r.top + fl._size.t + fl.yaxis.l2p(tr.y[0])];
+    }""")
+    box = iframe.bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    preview = frame.locator(".preview[data-panel='0'][data-example]")
+    preview.wait_for(timeout=10_000)  # the nearest point is point 0 or one drawn on top of it
+    shown = preview.get_attribute("data-example")
+    assert f"#{shown} · class" in preview.inner_text()
+    assert "data:image/png;base64" in preview.locator(".tile").evaluate("el => el.style.backgroundImage")
+    # The other seed's panel shows the same example (same data set) and marks it with an arrow.
+    linked = frame.locator(f".preview[data-panel='1'][data-example='{shown}']")
+    linked.wait_for(timeout=10_000)
+    assert frame.locator(".plot").nth(1).locator(f"text=#{shown}").count() >= 1
     _snap(page, shots, "similarity-projection")
 
 

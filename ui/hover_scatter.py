@@ -1,0 +1,104 @@
+"""Scatter plots that show the hovered example's image (a Streamlit custom component).
+
+Plotly's hover labels hold text only, so the projection view draws its scatter plots in a small
+component of our own (`assets/hover_scatter/index.html`): Plotly.js draws the points, and one
+sprite sheet per panel (a PNG or JPEG of all kept thumbnails) supplies the image under the plot.
+Plotly.js is copied from the installed plotly package into the component's folder, so the
+browser needs no network and caches the 4.8 MB script after the first view.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly
+import plotly.graph_objects as go
+import streamlit as st
+import streamlit.components.v1 as components
+from PIL import Image
+
+from models.paths import cache_dir
+
+SOURCE = Path(__file__).resolve().parents[1] / "assets" / "hover_scatter" / "index.html"
+MAX_IMAGES = 5000          # thumbnails kept per panel; beyond this hovering shows the caption only
+
+
+@dataclass(frozen=True)
+class Sprite:
+    url: str                    # data: URL of the sheet
+    columns: int
+    tile: tuple[int, int]       # (width, height) of one thumbnail in pixels
+    indices: list[int]          # example index of each tile, in sheet order
+
+
+def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
+    """Tile uint8 images (N, C, H, W), C = 1 or 3, into one sheet, as square as it goes: PNG for
+    grey images (small and exact), JPEG at quality 90 for colour (PNG would be ~5x larger)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, 1 or 3, H, W); got {images.dtype} {images.shape}")
+    n, c, h, w = images.shape
+    if n == 0:
+        raise ValueError("no images to tile")
+    columns = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    sheet = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, columns)
+        sheet[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[k].transpose(1, 2, 0)
+    buf = io.BytesIO()
+    if c == 1:
+        Image.fromarray(sheet[..., 0], mode="L").save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    else:
+        Image.fromarray(sheet, mode="RGB").save(buf, format="JPEG", quality=90)
+        mime = "image/jpeg"
+    url = f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+    return Sprite(url=url, columns=columns, tile=(w, h), indices=[int(i) for i in indices])
+
+
+@dataclass(frozen=True)
+class Panel:
+    figure: go.Figure           # the scatter; customdata[0] of every trace must be the example index
+    index: np.ndarray           # (N,) example index of each point
+    xy: np.ndarray              # (N, 2) its coordinates
+    captions: list[str]         # one line of text per point (plain text; escaped here)
+    sprite: Sprite
+    dataset: str                # panels with the same data set link their hovers
+
+
+def _component_dir() -> Path:
+    """The component's folder: our index.html plus plotly.min.js from the installed plotly
+    (Streamlit serves only files inside the folder, so a symlink would not do)."""
+    folder = cache_dir("components", "hover_scatter")
+    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    for src in (SOURCE, js):
+        dst = folder / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size or dst.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dst)
+    return folder
+
+
+@st.cache_resource(show_spinner=False)
+def _declare(folder: str):
+    return components.declare_component("lenscape_hover_scatter", path=folder)
+
+
+def hover_scatter(panels: list[Panel], key: str, height: int = 480, hint: str = "Hover a point to see its image.") -> None:
+    specs = [{"figure": json.loads(p.figure.to_json()),
+              "points": {"index": [int(i) for i in p.index], "x": p.xy[:, 0].round(5).tolist(),
+                         "y": p.xy[:, 1].round(5).tolist(), "caption": [html.escape(c) for c in p.captions]},
+              "sprite": {"url": p.sprite.url, "columns": p.sprite.columns, "tile": list(p.sprite.tile),
+                         "indices": p.sprite.indices},
+              "dataset": p.dataset, "hint": html.escape(hint)} for p in panels]
+    digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:16]
+    # `signature` lets the page skip redrawing (and losing zoom) when a rerun sends the same figures.
+    _declare(str(_component_dir()))(panels=specs, height=height, signature=digest, key=key, default=None)
