@@ -68,6 +68,7 @@ def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
 @dataclass(frozen=True)
 class Panel:
     figure: go.Figure           # the scatter; customdata[0] of every trace must be the example index
+    title: str                  # shown above the plot (plain text; escaped here)
     index: np.ndarray           # (N,) example index of each point
     xy: np.ndarray              # (N, 2) its coordinates
     captions: list[str]         # one line of text per point (plain text; escaped here)
@@ -98,7 +99,7 @@ def hover_scatter(panels: list[Panel], key: str, height: int = 480, hint: str = 
                          "y": p.xy[:, 1].round(5).tolist(), "caption": [html.escape(c) for c in p.captions]},
               "sprite": {"url": p.sprite.url, "columns": p.sprite.columns, "tile": list(p.sprite.tile),
                          "indices": p.sprite.indices},
-              "dataset": p.dataset, "hint": html.escape(hint)} for p in panels]
+              "dataset": p.dataset, "hint": html.escape(hint), "title": html.escape(p.title)} for p in panels]
     digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:16]
     # `signature` lets the page skip redrawing (and losing zoom) when a rerun sends the same figures.
     _declare(str(_component_dir()))(panels=specs, height=height, signature=digest, key=key, default=None)

@@ -252,12 +252,12 @@ def _show_projections(results, key: str, colour: str) -> None:
                                           "memorized": ["clean", "relabelled"]},
                          color_discrete_sequence=px.colors.qualitative.T10 if colour == "class" else ["#9aa5b8", "#e4572e"])
         fig.update_traces(marker_size=4 if colour == "class" else 5)
-        fig.update_layout(title=dict(text=f"{lm.name[:60]}", font_size=15), margin=dict(l=0, r=0, t=40, b=0),
+        fig.update_layout(margin=dict(l=0, r=0, t=36, b=0),
                           legend_title_text=colour, font_family="Source Sans Pro, sans-serif")
         predicted = [lm.classes[int(v)] for v in res.predictions]
         captions = [f"#{i} · class {c} · predicted {q}" + (" · relabelled" if m == "relabelled" else "")
                     for i, c, q, m in zip(frame["index"], frame["class"], predicted, frame["memorized"])]
-        panels.append(Panel(figure=fig, index=res.indices, xy=proj.coords, captions=captions,
+        panels.append(Panel(figure=fig, title=lm.name, index=res.indices, xy=proj.coords, captions=captions,
                             sprite=_sprite(lm.data, split, len(res.indices)), dataset=f"{lm.data}/{split}"))
         frames.append(frame)
         configs.append(proj.config)
