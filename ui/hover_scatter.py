@@ -9,7 +9,6 @@ browser needs no network and caches the 4.8 MB script after the first view.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import io
@@ -33,7 +32,8 @@ MAX_IMAGES = 5000          # thumbnails kept per panel; beyond this hovering sho
 
 @dataclass(frozen=True)
 class Sprite:
-    url: str                    # data: URL of the sheet
+    data: bytes                 # the encoded sheet
+    suffix: str                 # ".png" or ".jpg"
     columns: int
     tile: tuple[int, int]       # (width, height) of one thumbnail in pixels
     indices: list[int]          # example index of each tile, in sheet order
@@ -57,12 +57,11 @@ def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
     buf = io.BytesIO()
     if c == 1:
         Image.fromarray(sheet[..., 0], mode="L").save(buf, format="PNG", optimize=True)
-        mime = "image/png"
+        suffix = ".png"
     else:
         Image.fromarray(sheet, mode="RGB").save(buf, format="JPEG", quality=90)
-        mime = "image/jpeg"
-    url = f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
-    return Sprite(url=url, columns=columns, tile=(w, h), indices=[int(i) for i in indices])
+        suffix = ".jpg"
+    return Sprite(data=buf.getvalue(), suffix=suffix, columns=columns, tile=(w, h), indices=[int(i) for i in indices])
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,45 @@ def _component_dir() -> Path:
     return folder
 
 
+KEEP_FILES = 200           # panel files kept in the component folder (oldest removed first)
+
+
+def _publish(folder: Path, data: bytes, suffix: str) -> str:
+    """Write `data` under its hash in folder/files (once) and return the name the page fetches."""
+    name = f"files/{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+    path = folder / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    else:
+        path.touch()  # recently used: pruned last
+    return name
+
+
+def _prune(folder: Path, keep: int = KEEP_FILES) -> None:
+    files = sorted((folder / "files").glob("*"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
 @st.cache_resource(show_spinner=False)
 def _declare(folder: str):
     return components.declare_component("lenscape_hover_scatter", path=folder)
 
 
 def hover_scatter(panels: list[Panel], key: str, height: int = 480, hint: str = "Hover a point to see its image.") -> None:
-    specs = [{"figure": json.loads(p.figure.to_json()),
-              "points": {"index": [int(i) for i in p.index], "x": p.xy[:, 0].round(5).tolist(),
-                         "y": p.xy[:, 1].round(5).tolist(), "caption": [html.escape(c) for c in p.captions]},
-              "sprite": {"url": p.sprite.url, "columns": p.sprite.columns, "tile": list(p.sprite.tile),
-                         "indices": p.sprite.indices},
-              "dataset": p.dataset, "hint": html.escape(hint), "title": html.escape(p.title)} for p in panels]
-    digest = hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:16]
-    # `signature` lets the page skip redrawing (and losing zoom) when a rerun sends the same figures.
-    _declare(str(_component_dir()))(panels=specs, height=height, signature=digest, key=key, default=None)
+    folder = _component_dir()
+    names = []
+    for p in panels:
+        spec = {"figure": json.loads(p.figure.to_json()),
+                "points": {"index": [int(i) for i in p.index], "x": p.xy[:, 0].round(5).tolist(),
+                           "y": p.xy[:, 1].round(5).tolist(), "caption": [html.escape(c) for c in p.captions]},
+                "sprite": {"url": _publish(folder, p.sprite.data, p.sprite.suffix), "columns": p.sprite.columns,
+                           "tile": list(p.sprite.tile), "indices": p.sprite.indices},
+                "dataset": p.dataset, "hint": html.escape(hint), "title": html.escape(p.title)}
+        names.append(_publish(folder, json.dumps(spec).encode(), ".json"))
+    _prune(folder)
+    # The names are content hashes, so the page redraws (and loses its zoom) only when a panel changed.
+    _declare(str(folder))(panels=names, height=height, key=key, default=None)

@@ -186,7 +186,8 @@ def test_similarity_page_heatmap(page, server, shots):
     preview.wait_for(timeout=10_000)  # the nearest point is point 0 or one drawn on top of it
     shown = preview.get_attribute("data-example")
     assert f"#{shown} · class" in preview.inner_text()
-    assert "data:image/png;base64" in preview.locator(".tile").evaluate("el => el.style.backgroundImage")
+    sprite = preview.locator(".tile").evaluate("el => el.style.backgroundImage")
+    assert "files/" in sprite and ".png" in sprite, sprite
     # The other seed's panel shows the same example (same data set) and marks it with an arrow.
     linked = frame.locator(f".preview[data-panel='1'][data-example='{shown}']")
     linked.wait_for(timeout=10_000)
