@@ -45,7 +45,8 @@ def load(run_id: str, runs: dict) -> LoadedModel:
 def act_spec(key: str) -> ActSpec:
     c = st.columns(3)
     n = c[0].number_input("Examples (test set)", 100, 60000, 2000, step=500, key=f"{key}.n",
-                          help="CCA wants 5-10x more examples than features.")
+                          help="The first n test images (all of them if the test set is smaller). "
+                               "CCA wants 5-10x more examples than features.")
     mode = c[1].selectbox("Convolutional layers", ["pool", "flatten", "positions"], key=f"{key}.mode",
                           help="pool: average over positions (N, C); flatten: (N, C·H·W); "
                                "positions: every position a data point (N·H·W, C)")
@@ -62,7 +63,19 @@ def _submit(state: str, kind: str, cfg, refs, label: str) -> None:
                                                    label=label))
 
 
+def shorten(labels: list[str], sep: str = " · ") -> tuple[list[str], str]:
+    """Drop the leading " · "-separated parts that every label shares (the common recipe of a set of
+    seeds), so that axes show what differs; returns the short labels and the shared part."""
+    parts = [label.split(sep) for label in labels]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    return [sep.join(p[common:]) for p in parts], sep.join(parts[0][:common]) if parts else ""
+
+
 def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: list[str], metric: str) -> go.Figure:
+    short, shared = shorten(list(rows) + list(cols))
+    rows, cols = short[:len(rows)], short[len(rows):]
     beaten = np.where(values > baseline, "", "✗")
     text = np.char.add(np.vectorize(lambda v: f"{v:.2f}")(values), beaten)
     fig = go.Figure(go.Heatmap(z=values, x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis", text=text,
@@ -71,7 +84,8 @@ def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: lis
                                              " %{z:.3f}<br>random-network baseline %{customdata:.3f}<extra></extra>",
                                colorbar=dict(title=METRIC_LABELS[metric])))
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=max(350, 60 * len(rows) + 120), margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_layout(height=max(350, 60 * len(rows) + 120), margin=dict(l=0, r=0, t=40, b=0),
+                      title=dict(text=shared, font_size=14) if shared else None)
     return fig
 
 

@@ -37,3 +37,11 @@ def test_layer_heatmap_seed_matrix_metrics_and_pca_projection():
     at.button(key="sim.proj.run").click().run()
     run_until(at, lambda a: any(b.label == "Coordinates (.csv)" for b in a.get("download_button")))
     assert not at.exception and not at.error
+
+
+def test_shorten_keeps_what_differs():
+    from ui.similarity import shorten
+    short, shared = shorten(["Digits · MLP 128 · seed 0: relu1", "Digits · MLP 128 · seed 1: relu1"])
+    assert short == ["seed 0: relu1", "seed 1: relu1"] and shared == "Digits · MLP 128"
+    assert shorten(["a · b", "c · b"]) == (["a · b", "c · b"], "")
+    assert shorten(["same · x", "same · x"]) == (["x", "x"], "same")  # one part is always kept
