@@ -201,7 +201,10 @@ def _show_pair(p, key: str) -> None:
     table = pd.DataFrame({"metric": labels, "value": p.values, "random network": p.random_network,
                           "shuffled": p.shuffled, "beats baselines": (p.values > p.random_network) & (p.values > p.shuffled),
                           "invariant to": [INVARIANCE[m] for m in p.metrics]})
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table.drop(columns="invariant to"), hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in ("value", "random network", "shuffled")})
+    st.markdown("**What each metric ignores** (a difference of that kind between the layers does not lower it):\n" +
+                "\n".join(f"- **{METRIC_LABELS[m]}**: {INVARIANCE[m]}" for m in p.metrics))
     for note in p.notes:
         st.warning(note)
     st.download_button("Table (.csv)", table.to_csv(index=False), "metrics.csv", key=f"{key}.csv")
