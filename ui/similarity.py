@@ -124,13 +124,23 @@ def _show_matrix(m, key: str) -> None:
 
 def seed_matrix(key: str = "sim.seeds") -> None:
     runs = models_with_data()
-    picked = st.multiselect("Models (e.g. seeds of one recipe)", list(runs), list(runs)[:3], key=f"{key}.models",
+    first = next(iter(runs.values()))["data"]
+    same_data = [r for r, rec in runs.items() if rec["data"] == first]  # default: the newest models of one data set
+    picked = st.multiselect("Models (e.g. seeds of one recipe)", list(runs), same_data[:3], key=f"{key}.models",
                             format_func=lambda r: runs[r]["name"])
     if len(picked) < 2:
         st.info("Pick at least two models.")
         return
+    if len({str(runs[r]["data"]) for r in picked}) > 1:
+        st.error("These models were trained on different data sets: pick models that see the same examples.")
+        return
     models = [load(r, runs) for r in picked]
-    layer = st.selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer")
+    shared = [n for n in hidden_layers(models[0].model) if all(n in dict(m.model.named_modules()) for m in models[1:])]
+    if not shared:
+        st.error("These models have no layer name in common: compare seeds or variants of one architecture here, "
+                 "or use the Layers × layers tab.")
+        return
+    layer = st.selectbox("Layer", shared, key=f"{key}.layer")
     metric, acts = _metric(key), act_spec(key)
     if st.button("Compute", type="primary", key=f"{key}.run"):
         refs = tuple(ref(m) for m in models)
@@ -183,6 +193,9 @@ def all_metrics(key: str = "sim.pair") -> None:
     la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la")
     lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb")
     acts = act_spec(key)
+    if a.data != b.data:
+        st.error("The two models were trained on different data sets: compare models that see the same examples.")
+        return
     if st.button("Compute all metrics", type="primary", key=f"{key}.run"):
         ra, rb = ref(a), ref(b)
         _submit(f"{key}.job", "all_metrics", PairConfig(a=ra, b=rb, layer_a=la, layer_b=lb, acts=acts), (ra, rb),

@@ -45,3 +45,22 @@ def test_shorten_keeps_what_differs():
     assert short == ["seed 0: relu1", "seed 1: relu1"] and shared == "Digits · MLP 128"
     assert shorten(["a · b", "c · b"]) == (["a · b", "c · b"], "")
     assert shorten(["same · x", "same · x"]) == (["x", "x"], "same")  # one part is always kept
+
+
+def test_seeds_tab_refuses_models_of_different_data_sets():
+    from models.architectures import ArchSpec, build_model
+    from models.data import DataSpec
+    from models.zoo import import_model
+
+    _two_seeds()
+    arch = ArchSpec(name="mlp", in_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.31,), widths=(16,))
+    import_model(build_model(arch), arch, "mnist stranger", DataSpec(name="mnist"), tuple("0123456789"), "test")
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception
+    seeds = at.multiselect(key="sim.seeds.models")
+    assert len(seeds.value) == 1  # the default holds models of one data set: the newest model only here
+    runs = seeds.options
+    at.multiselect(key="sim.seeds.models").set_value(list(seeds.value) + [r for r in runs if r not in seeds.value][:1])
+    at.run()
+    assert any("different data sets" in e.value for e in at.error)
+    assert not at.exception
