@@ -295,8 +295,11 @@ def _show_projections(results, key: str, colour: str) -> None:
     cols = st.columns(len(results))
     for i, (frame, c) in enumerate(zip(frames, configs)):
         with cols[i]:
-            st.caption(f"{c.method.upper()} · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · "
-                       f"seed {c.seed}" + (f" · images kept for the first {MAX_IMAGES:,} examples"
-                                           if len(frame) > MAX_IMAGES else ""))
-            st.download_button("Coordinates (.csv)", frame.to_csv(index=False), f"projection_{i}.csv",
+            shown = (f"UMAP · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · seed {c.seed}"
+                     if c.method == "umap" else "PCA · axes: the two directions of largest variance (share in the axis titles)")
+            st.caption(f"{shown} · {len(frame):,} examples" + (f" · images kept for the first {MAX_IMAGES:,}"
+                                                                if len(frame) > MAX_IMAGES else ""))
+            params = (f"{c.method}_nn{c.n_neighbors}_md{c.min_dist}_{c.metric}_seed{c.seed}" if c.method == "umap"
+                      else f"pca_seed{c.seed}")
+            st.download_button("Coordinates (.csv)", frame.to_csv(index=False), f"projection_{i}_{params}.csv",
                                key=f"{key}.csv{i}")
