@@ -17,7 +17,7 @@ from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixCon
 from models.zoo import LoadedModel
 from ui.common import backend, cached_data, cached_model, model_options
 from ui.figures import CONFIG
-from ui.hover_scatter import MAX_IMAGES, Panel, Sprite, hover_scatter, sprite_sheet
+from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
 from ui.jobs import job_panel
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
@@ -258,7 +258,7 @@ def projection(key: str = "sim.proj") -> None:
 def _sprite(spec, split: str, n: int) -> Sprite:
     """Thumbnails of the first n examples of a split (the projection job takes the split's head)."""
     data = cached_data(spec, split)
-    keep = np.arange(min(n, len(data), MAX_IMAGES))
+    keep = np.arange(min(n, len(data), images_to_keep(tuple(data.images.shape[1:]))))
     return sprite_sheet(data.images[keep].numpy(), keep)
 
 
@@ -290,15 +290,15 @@ def _show_projections(results, key: str, colour: str) -> None:
         panels.append(Panel(figure=fig, title=lm.name, index=res.indices, xy=proj.coords, captions=captions,
                             sprite=_sprite(lm.data, split, len(res.indices)), dataset=f"{lm.data}/{split}"))
         frames.append(frame)
-        configs.append(proj.config)
+        configs.append((proj.config, len(panels[-1].sprite.indices)))
     hover_scatter(panels, key=f"{key}.scatter")
     cols = st.columns(len(results))
-    for i, (frame, c) in enumerate(zip(frames, configs)):
+    for i, (frame, (c, kept)) in enumerate(zip(frames, configs)):
         with cols[i]:
             shown = (f"UMAP · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · seed {c.seed}"
                      if c.method == "umap" else "PCA · axes: the two directions of largest variance (share in the axis titles)")
-            st.caption(f"{shown} · {len(frame):,} examples" + (f" · images kept for the first {MAX_IMAGES:,}"
-                                                                if len(frame) > MAX_IMAGES else ""))
+            st.caption(f"{shown} · {len(frame):,} examples" + (f" · images kept for the first {kept:,}"
+                                                                if len(frame) > kept else ""))
             params = (f"{c.method}_nn{c.n_neighbors}_md{c.min_dist}_{c.metric}_seed{c.seed}" if c.method == "umap"
                       else f"pca_seed{c.seed}")
             st.download_button("Coordinates (.csv)", frame.to_csv(index=False), f"projection_{i}_{params}.csv",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui.hover_scatter import _component_dir, _prune, _publish, sprite_sheet
+from ui.hover_scatter import _component_dir, _prune, _publish, images_to_keep, sprite_sheet
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -59,3 +59,8 @@ def test_panel_files_are_content_addressed_and_pruned_oldest_first(tmp_path):
         os.utime(folder / name, (1e9 - age * 100, 1e9 - age * 100))
     _prune(folder, keep=2)
     assert sorted(p.name for p in (folder / "files").iterdir()) == sorted(n.split("/")[1] for n in names[-2:])
+
+
+def test_thumbnail_budget_scales_with_image_size():
+    assert images_to_keep((1, 28, 28)) > 20_000 > images_to_keep((1, 56, 28)) > 10_000   # MNIST, BlockMNIST
+    assert 5_000 < images_to_keep((3, 32, 32)) < 5_300 and images_to_keep((3, 4000, 4000)) == 1
