@@ -4,7 +4,9 @@ Plotly's hover labels hold text only, so the projection view draws its scatter p
 component of our own (`assets/hover_scatter/index.html`): Plotly.js draws the points, and one
 sprite sheet per panel (a PNG or JPEG of all kept thumbnails) supplies the image under the plot.
 Plotly.js is copied from the installed plotly package into the component's folder, so the
-browser needs no network and caches the 4.8 MB script after the first view.
+browser needs no network. Each panel's points and sprite are written there too, under names made
+of their hash, and the page fetches them by name: a rerun sends a few file names, not megabytes,
+and the page redraws (losing its zoom) only when a panel changed.
 """
 
 from __future__ import annotations
