@@ -36,7 +36,7 @@ def _matrix(a: Array, name: str, check: bool = True) -> torch.Tensor:
                                 "(flatten or pool convolutional activations first: see conv_to_matrix)")
     if t.shape[0] < 4:
         raise InvalidInputError(f"{name} has {t.shape[0]} examples; similarity needs at least 4")
-    t = t.to(torch.float64)
+    t = t.detach().to(torch.float64)
     if check:
         _check_finite(t, name)
     return t

@@ -161,3 +161,9 @@ def test_cuda_path_equals_cpu_path(demo):
     mb_cpu.update(torch.tensor(x), torch.tensor(y))
     mb_gpu.update(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda"))
     assert mb_gpu.value() == pytest.approx(mb_cpu.value(), abs=1e-10)
+
+
+def test_tensors_that_require_grad_are_accepted(demo):
+    x, y = (torch.tensor(a, requires_grad=True) for a in demo)
+    for name, fn in METRICS.items():
+        assert fn(x, y) == pytest.approx(fn(*demo), abs=1e-10), name
