@@ -64,15 +64,20 @@ def _center(t: torch.Tensor) -> torch.Tensor:
     return t - t.mean(0, keepdim=True)
 
 
-def _products(xc: torch.Tensor, yc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """XcᵀXc, YcᵀYc and XcᵀYc. On the CPU through NumPy: its BLAS call for AᵀA is a symmetric
-    rank-k update (half the work of a general product) and its float64 GEMM is faster than
-    torch's on this kind of machine; on a GPU through torch."""
+def _products(xc: torch.Tensor, yc: torch.Tensor) -> tuple:
+    """XcᵀXc, YcᵀYc and XcᵀYc: NumPy arrays on the CPU, where NumPy's BLAS call for AᵀA is a
+    symmetric rank-k update (half the work of a general product) and its float64 GEMM beats
+    torch's on this kind of machine; torch tensors on a GPU. The d×d work that follows stays in
+    the same library (handing work between torch's and NumPy's thread pools costs more than it does)."""
     if xc.device.type == "cpu":
         a, b = xc.numpy(), yc.numpy()
         with np.errstate(invalid="ignore", over="ignore"):
-            return torch.from_numpy(a.T @ a), torch.from_numpy(b.T @ b), torch.from_numpy(a.T @ b)
+            return a.T @ a, b.T @ b, a.T @ b
     return xc.T @ xc, yc.T @ yc, xc.T @ yc
+
+
+def _all_finite(a) -> bool:
+    return bool(np.isfinite(a).all()) if isinstance(a, np.ndarray) else bool(torch.isfinite(a).all())
 
 
 def conv_to_matrix(acts: Array, mode: str = "pool") -> torch.Tensor:
@@ -100,7 +105,7 @@ def linear_cka(x: Array, y: Array) -> float:
     xc, yc = _center(x), _center(y)
     if max(x.shape[1], y.shape[1]) > x.shape[0]:
         return _finite_result(_gram_cka(xc @ xc.T, yc @ yc.T, debiased=False), x, y)
-    sxx, syy, sxy = (p.numpy() if p.device.type == "cpu" else p for p in _products(xc, yc))
+    sxx, syy, sxy = _products(xc, yc)
     norm = np.linalg.norm if isinstance(sxx, np.ndarray) else torch.linalg.norm
     cross, xx, yy = norm(sxy) ** 2, norm(sxx), norm(syy)
     _finite_result(float(cross + xx + yy), x, y)
@@ -198,9 +203,9 @@ def _gram(a: Array) -> torch.Tensor:
 # ---------------------------------------------------------------- CCA family
 
 
-def _nonconstant(sq: torch.Tensor, name: str, eps: float = 1e-10) -> torch.Tensor:
+def _nonconstant(sq, name: str, eps: float = 1e-10):
     """Mask of the features whose spread (diagonal of XcᵀXc) is not negligible; warns on drops."""
-    keep = sq > eps * sq.max().clamp_min(1e-300)
+    keep = sq > eps * max(float(sq.max()), 1e-300)
     if not keep.all():
         warnings.warn(f"{name}: dropped {int((~keep).sum())} constant features before CCA", stacklevel=4)
     if not keep.any():
@@ -213,7 +218,7 @@ def _checked_products(x: torch.Tensor, y: torch.Tensor):
     clean input costs no extra pass over the data)."""
     xc, yc = _center(x), _center(y)
     prods = _products(xc, yc)
-    if not all(bool(torch.isfinite(p).all()) for p in prods):
+    if not all(_all_finite(p) for p in prods):
         _check_finite(x, "x")
         _check_finite(y, "y")
         raise InvalidInputError("activations too large: their products overflow float64; rescale them")
@@ -234,8 +239,7 @@ def _inv_sqrt(cov, eps: float):
 def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
     """ρ (decreasing) and the pieces PWCCA needs, all from the covariance matrices (cca_core's
     recipe: centre, whiten with Σ^(-1/2), singular values of Σxx^(-1/2) Σxy Σyy^(-1/2)).
-    The d×d algebra is NumPy on the CPU (handing work back and forth between torch's and NumPy's
-    thread pools costs more than it does) and torch on a GPU; values come back as that type."""
+    NumPy arrays on the CPU, torch tensors on a GPU (see `_products`)."""
     x, y = _pair(x, y, check=False)
     sxx, syy, sxy = _checked_products(x, y)
     kx, ky = _nonconstant(sxx.diagonal(), "x"), _nonconstant(syy.diagonal(), "y")
@@ -247,7 +251,7 @@ def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
                                 "use SVCCA with keep= or more examples")
     if n < d1 + d2:
         warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
-    sxx, syy, sxy = ((p / (n - 1)).numpy() if p.device.type == "cpu" else p / (n - 1) for p in (sxx, syy, sxy))
+    sxx, syy, sxy = sxx / (n - 1), syy / (n - 1), sxy / (n - 1)
     wx, wy = _inv_sqrt(sxx, epsilon), _inv_sqrt(syy, epsilon)
     m = wx @ sxy @ wy
     # ρ² and the left singular vectors of m from the d₁×d₁ eigenproblem of m mᵀ: half the time of
