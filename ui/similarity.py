@@ -37,6 +37,14 @@ def models_with_data() -> dict[str, dict]:
     return {r: rec for r, rec in model_options().items() if rec.get("data")}
 
 
+def one_data_set(specs: list) -> bool:
+    """True if all models saw the same data set; otherwise says so on the page."""
+    if len({str(spec) for spec in specs}) > 1:
+        st.error("These models were trained on different data sets: compare models that see the same examples.")
+        return False
+    return True
+
+
 def load(run_id: str, runs: dict) -> LoadedModel:
     last = runs[run_id]["checkpoints"][-1]
     return cached_model(run_id, last["epoch"], last["fingerprint"])
@@ -101,8 +109,7 @@ def layer_matrix(key: str = "sim.layers") -> None:
     lb = c[1].multiselect("Layers of B", [n for n, _ in b.model.named_modules() if n], hidden_layers(b.model),
                           key=f"{key}.lb")
     metric, acts = _metric(key), act_spec(key)
-    if runs[a_id]["data"] != runs[b_id]["data"]:
-        st.error("The two models were trained on different data sets: compare models that see the same examples.")
+    if not one_data_set([a.data, b.data]):
         return
     if st.button("Compute", type="primary", key=f"{key}.run", disabled=not (la and lb)):
         ra, rb = ref(a), ref(b)
@@ -131,11 +138,11 @@ def seed_matrix(key: str = "sim.seeds") -> None:
     if len(picked) < 2:
         st.info("Pick at least two models.")
         return
-    if len({str(runs[r]["data"]) for r in picked}) > 1:
-        st.error("These models were trained on different data sets: pick models that see the same examples.")
-        return
     models = [load(r, runs) for r in picked]
-    shared = [n for n in hidden_layers(models[0].model) if all(n in dict(m.model.named_modules()) for m in models[1:])]
+    if not one_data_set([m.data for m in models]):
+        return
+    names = [{n for n, _ in m.model.named_modules()} for m in models[1:]]
+    shared = [n for n in hidden_layers(models[0].model) if all(n in these for these in names)]
     if not shared:
         st.error("These models have no layer name in common: compare seeds or variants of one architecture here, "
                  "or use the Layers × layers tab.")
@@ -193,8 +200,7 @@ def all_metrics(key: str = "sim.pair") -> None:
     la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la")
     lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb")
     acts = act_spec(key)
-    if a.data != b.data:
-        st.error("The two models were trained on different data sets: compare models that see the same examples.")
+    if not one_data_set([a.data, b.data]):
         return
     if st.button("Compute all metrics", type="primary", key=f"{key}.run"):
         ra, rb = ref(a), ref(b)
@@ -265,7 +271,7 @@ def _sprite(spec, split: str, n: int) -> Sprite:
 def _show_projections(results, key: str, colour: str) -> None:
     picked, split = st.session_state[f"{key}.shown"]
     runs = models_with_data()
-    panels, frames, configs = [], [], []
+    panels, frames = [], []
     for res, run_id in zip(results, picked):
         lm = load(run_id, runs)
         proj = res.projection
@@ -290,10 +296,10 @@ def _show_projections(results, key: str, colour: str) -> None:
         panels.append(Panel(figure=fig, title=lm.name, index=res.indices, xy=proj.coords, captions=captions,
                             sprite=_sprite(lm.data, split, len(res.indices)), dataset=f"{lm.data}/{split}"))
         frames.append(frame)
-        configs.append((proj.config, len(panels[-1].sprite.indices)))
     hover_scatter(panels, key=f"{key}.scatter")
     cols = st.columns(len(results))
-    for i, (frame, (c, kept)) in enumerate(zip(frames, configs)):
+    for i, (frame, panel, res) in enumerate(zip(frames, panels, results)):
+        c, kept = res.projection.config, len(panel.sprite.indices)
         with cols[i]:
             shown = (f"UMAP · neighbours {c.n_neighbors} · min_dist {c.min_dist} · {c.metric} · seed {c.seed}"
                      if c.method == "umap" else "PCA · axes: the two directions of largest variance (share in the axis titles)")
