@@ -119,7 +119,14 @@ def rbf_gram(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     dots = x @ x.T
     sq = dots.diagonal()
     d2 = (sq[:, None] + sq[None, :] - 2 * dots).clamp_min(0)
-    return torch.exp(-d2 / (2 * threshold ** 2 * d2.flatten().median().clamp_min(1e-300)))
+    return torch.exp(-d2 / (2 * threshold ** 2 * _median(d2).clamp_min(1e-300)))
+
+
+def _median(t: torch.Tensor) -> torch.Tensor:
+    """NumPy's median: the mean of the two middle values for an even count (torch's is the lower one)."""
+    flat = t.flatten()
+    n = flat.numel()
+    return (flat.kthvalue((n + 1) // 2).values + flat.kthvalue(n // 2 + 1).values) / 2
 
 
 def rbf_cka(x: Array, y: Array, threshold: float = 1.0) -> float:
@@ -251,7 +258,10 @@ def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
                                 "use SVCCA with keep= or more examples")
     if n < d1 + d2:
         warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
-    sxx, syy, sxy = sxx / (n - 1), syy / (n - 1), sxy / (n - 1)
+    # cca_core's rescaling: each covariance divided by its largest entry, so that ε is relative to
+    # the activations' scale and ρ does not depend on it
+    xmax, ymax = float(abs(sxx).max()), float(abs(syy).max())
+    sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / (xmax * ymax) ** 0.5
     wx, wy = _inv_sqrt(sxx, epsilon), _inv_sqrt(syy, epsilon)
     m = wx @ sxy @ wy
     # ρ² and the left singular vectors of m from the d₁×d₁ eigenproblem of m mᵀ: half the time of

@@ -119,8 +119,10 @@ def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMat
     rand = extract(_random_twin(lms[0], cfg.acts.seed, ctx.device), x, [cfg.layer], cfg.acts.conv_mode)
     notes: list[str] = []
     values = _matrix(cfg.metric, acts, acts, notes, ctx, "seeds")
-    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline")
-    return SimilarityMatrix(values=values, baseline=np.repeat(base, len(acts), axis=1),
+    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline")[:, 0]
+    # a pair beats chance only if it beats both models' own random-network values: one symmetric
+    # baseline per pair, so a cell and its mirror always agree
+    return SimilarityMatrix(values=values, baseline=np.maximum(base[:, None], base[None, :]),
                             rows=[lm.name for lm in lms], cols=[lm.name for lm in lms], metric=cfg.metric, notes=notes)
 
 

@@ -119,10 +119,15 @@ def layer_matrix(key: str = "sim.layers") -> None:
     job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key))
 
 
-def _show_matrix(m, key: str) -> None:
+LAYER_BASELINE = ("the same rows compared with a randomly initialized network of the columns' architecture "
+                  "(hover for the baseline)")
+SEED_BASELINE = ("the larger of the two models' values against a randomly initialized network of the same "
+                 "architecture, so a cell and its mirror agree (hover for the baseline)")
+
+
+def _show_matrix(m, key: str, baseline: str = LAYER_BASELINE) -> None:
     st.plotly_chart(heatmap(m.values, m.baseline, m.rows, m.cols, m.metric), config=CONFIG, key=f"{key}.heat")
-    st.caption("✗ marks a value that does not beat its null baseline: the same rows compared with a randomly "
-               "initialized network of the columns' architecture (hover for the baseline).")
+    st.caption(f"✗ marks a value that does not beat its null baseline: {baseline}.")
     for note in m.notes:
         st.warning(note)
     table = pd.DataFrame(m.values, index=m.rows, columns=m.cols)
@@ -153,7 +158,7 @@ def seed_matrix(key: str = "sim.seeds") -> None:
         refs = tuple(ref(m) for m in models)
         _submit(f"{key}.job", "seed_similarity", SeedMatrixConfig(models=refs, layer=layer, metric=metric, acts=acts),
                 refs, f"{METRIC_LABELS[metric]} across {len(refs)} models at {layer}")
-    job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key))
+    job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key, SEED_BASELINE))
 
 
 def convergence(key: str = "sim.train") -> None:
