@@ -11,7 +11,7 @@ import torch
 from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
 from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
 from analysis.summary import predict_proba
-from analysis.sanity import RandomizationResult, cascading_randomization
+from analysis.sanity import RandomizationResult, model_randomization
 from backend.jobs import Job, JobContext, job_kind
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
@@ -161,7 +161,14 @@ class RandomizationConfig:
     model: ModelRef
     indices: tuple[int, ...]
     methods: tuple[SaliencyConfig, ...]
+    order: str = "cascading"          # or "independent": one layer at a time (Adebayo et al. report both)
+    map_mode: str = "abs"             # or "signed"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.indices) < 2:
+            raise InvalidInputError(f"the randomization check needs at least 2 images (maps of different images "
+                                    f"are one of its baselines); got {len(self.indices)}")
 
 
 @job_kind("randomization")
@@ -172,8 +179,9 @@ def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[Randomi
     target = predict_proba(lm.model, x).argmax(1)  # the original model's predictions stay the targets
     out = []
     for i, m in enumerate(cfg.methods):
-        ctx.progress(i / len(cfg.methods), f"randomizing layers for {m.method}")
-        out.append(cascading_randomization(lm.model, x, target, m, seed=cfg.seed))
+        ctx.progress(i / len(cfg.methods), f"randomizing layers ({cfg.order}) for {m.method}")
+        out.append(model_randomization(lm.model, x, target, m, order=cfg.order, map_mode=cfg.map_mode,
+                                       seed=cfg.seed))
     return out
 
 

@@ -20,8 +20,14 @@ with st.expander("What am I looking at?"):
         "- **DiffROAR**: retrain on images that keep only the top-k (or only the bottom-k) attributed pixels. If "
         "the map ranks pixels well, top-k training wins: DiffROAR(k) > 0. A random map scores about 0; below 0 "
         "means the map ranks the *least* useful pixels first.\n"
-        "- **Randomization check**: re-initialize layers from the output down. Maps that stay the same do not "
-        "depend on what the model learned, so they cannot explain it.")
+        "- **Randomization check** (Adebayo et al. 2018): re-initialize layers from the output down, all of them "
+        "cumulatively or one at a time. Maps that stay the same do not depend on what the model learned, so they "
+        "cannot explain it. \"The same\" is judged against two baselines measured in the same run: how much maps "
+        "of *different* images already agree, and how much two random networks' maps agree.\n"
+        "- **Why mostly-zero maps score ρ near 1**: Integrated Gradients from a black baseline is zero wherever the "
+        "image is black (most of an MNIST digit's background), whatever the weights. Those pixels tie at the lowest "
+        "rank in every map, original or randomized, so the rank correlation stays high. Read such a method's "
+        "curve against its baselines, or choose a non-black baseline.")
 
 models = pick_models("sal")
 browse_tab, block_tab, roar_tab, rand_tab = st.tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])

@@ -8,6 +8,7 @@ import streamlit as st
 
 from analysis.roar import DiffRoarConfig
 from analysis.saliency import METHOD_LABELS, METHODS
+from analysis.sanity import MAP_MODES, MARGIN, ORDERS
 from backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig, job, ref
 from backend.tasks import train_jobs
 from models.data import DataSpec
@@ -119,26 +120,48 @@ def randomization(lm: LoadedModel, key: str = "sal.rand") -> None:
     with c[0]:
         methods = method_form(lm, f"{key}.form", default=("gradient", "guided_backprop", "integrated_gradients"),
                               allow_target=False)
-    n = c[1].number_input("Images", 1, 32, 4, key=f"{key}.n")
+    n = c[1].number_input("Images", 2, 32, 4, key=f"{key}.n", help="At least 2: maps of different images are "
+                          "one of the baselines.")
+    c = st.columns(2)
+    order = c[0].radio("Order", ORDERS, horizontal=True, key=f"{key}.order",
+                       format_func={"cascading": "cascading (top layer, then the top two, ...)",
+                                    "independent": "independent (one layer at a time)"}.get)
+    map_mode = c[1].radio("Maps compared", MAP_MODES, horizontal=True, key=f"{key}.mapmode",
+                          format_func={"abs": "absolute values", "signed": "signed values"}.get)
     if not methods:
         return
     r = ref(lm)
-    cfg = RandomizationConfig(model=r, indices=tuple(range(int(n))), methods=methods)
-    if st.button("Run the randomization check", type="primary", key=f"{key}.run"):
+    cfg = run_safely(lambda: RandomizationConfig(model=r, indices=tuple(range(int(n))), methods=methods,
+                                                 order=order, map_mode=map_mode), "Randomization settings")
+    if cfg and st.button("Run the randomization check", type="primary", key=f"{key}.run"):
         st.session_state[f"{key}.job"] = backend().submit(job("randomization", cfg, (r,), f"randomization of {lm.name}"))
     job_panel(f"{key}.job", lambda res: _show_randomization(lm, res[0], key))
 
 
 def _show_randomization(lm: LoadedModel, results, key: str) -> None:
     for res in results:
+        name, end = METHOD_LABELS[res.method], ("with every layer re-initialized" if res.order == "cascading"
+                                                 else "whichever single layer is re-initialized")
+        verdict = (f"**{name}**: {end}, its maps keep a rank correlation of {res.least_changed:.2f} with the "
+                   f"original; maps of two *different* images under the trained model correlate at {res.floor:.2f}, "
+                   f"and two random networks' maps at {np.nanmean(res.between_random):.2f}.")
         if res.flagged:
-            st.warning(f"**{METHOD_LABELS[res.method]}**: its maps barely change even with every layer "
-                       f"re-initialized (rank correlation {res.rank_corr[-1].mean():.2f}); they do not explain "
-                       "this model.")
+            st.warning(verdict + f" That is above {res.bar:.2f} (the different-images level, or 0 if it is "
+                       f"negative, plus {MARGIN}): the maps do not depend on what the model learned, so they do not "
+                       "explain it.")
+        else:
+            st.success(verdict + " The randomized maps are no more alike than unrelated maps: the method "
+                       "depends on the weights.")
     st.plotly_chart(rank_corr_curves(results), config=CONFIG, key=f"{key}.curves")
+    st.caption("Dotted: maps of different images under the trained model (what unrelated maps share). Dashed: "
+               "the same image under two independently randomized networks (what the input and architecture "
+               "alone give). Ranks of tied values are averaged; a constant map has no ranking and is left out.")
     image = cached_data(lm.data, "test").x([0]).numpy()
-    cols = ["original", *[f"+{name}" for name in results[0].layers]]
+    prefix = "+" if results[0].order == "cascading" else "only "
+    cols = ["original", *[f"{prefix}{name}" for name in results[0].layers]]
     maps = [[res.maps[s, 0] for s in range(len(cols))] for res in results]
-    st.markdown("**Map strips** (first image; each column re-initializes one more layer)")
+    st.markdown("**Map strips** (first image; each column re-initializes "
+                f"{'one more layer' if results[0].order == 'cascading' else 'one layer'})")
     st.plotly_chart(map_grid(np.repeat(image, len(results), 0), maps, [METHOD_LABELS[r.method] for r in results],
-                             cols, False, 0.85, False, cell=110), config=CONFIG, key=f"{key}.strips")
+                             cols, results[0].map_mode == "signed", 0.85, False, cell=110), config=CONFIG,
+                    key=f"{key}.strips")

@@ -92,13 +92,23 @@ def diffroar_curves(k: np.ndarray, methods: list[str], mean: np.ndarray, std: np
 
 
 def rank_corr_curves(results) -> go.Figure:
+    """Mean ρ with the original map per step, with each method's two measured baselines as dotted
+    (different images) and dashed (two random networks) lines in its colour."""
     fig = go.Figure()
+    order = results[0].order
     for i, res in enumerate(results):
-        xs = ["original", *[f"+ {name}" for name in res.layers]]
-        ys = [1.0, *res.rank_corr.mean(1).tolist()]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=METHOD_LABELS.get(res.method, res.method),
-                                 line=dict(color=PALETTE[i % len(PALETTE)])))
-    fig.update_layout(xaxis=dict(title="layers re-initialized (cumulative, from the top)"),
-                      yaxis=dict(title="rank correlation with the original map", range=[-0.2, 1.05]),
+        color, label = PALETTE[i % len(PALETTE)], METHOD_LABELS.get(res.method, res.method)
+        xs = ["original", *[("+ " if order == "cascading" else "only ") + name for name in res.layers]]
+        ys = [1.0, *[float(np.nanmean(r)) if np.isfinite(r).any() else None for r in res.rank_corr]]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=color)))
+        for value, dash, what in ((res.floor, "dot", "different images, trained model"),
+                                  (float(np.nanmean(res.between_random)), "dash", "two random networks")):
+            fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[value, value], mode="lines", showlegend=False,
+                                     line=dict(color=color, dash=dash, width=1),
+                                     hovertemplate=f"{label}: {what} %{{y:.3f}}<extra></extra>"))
+    title = ("layers re-initialized (cumulative, from the top)" if order == "cascading"
+             else "layer re-initialized (one at a time, the rest trained)")
+    fig.update_layout(xaxis=dict(title=title), yaxis=dict(title="rank correlation with the original map",
+                                                          range=[-0.3, 1.05]),
                       height=380, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
     return fig

@@ -44,3 +44,18 @@ def test_blockmnist_null_mass_for_standard_and_robust_mlps():
     robust = table[table.model.str.contains("PGD")]["mean"].iloc[0]
     assert robust < standard / 3, table
     assert not at.exception
+
+
+def test_randomization_check_judges_against_measured_baselines_in_both_orders():
+    _train("digits-mlp")
+    at = AppTest.from_file(SALIENCY, default_timeout=60).run()
+    at.multiselect(key="sal.rand.form.methods").set_value(["gradient", "random"]).run()
+    for order in ("cascading", "independent"):
+        at.radio(key="sal.rand.order").set_value(order)
+        at.radio(key="sal.rand.mapmode").set_value("signed").run()
+        at.button(key="sal.rand.run").click().run()
+        run_until(at, lambda a: any("Random" in w.value for w in a.warning) and
+                  any("Gradient (logit)" in s.value for s in a.success), timeout=120)
+        verdicts = " ".join(x.value for x in [*at.warning, *at.success])
+        assert "different* images" in verdicts and "two random networks" in verdicts
+        assert not at.exception and not at.error
