@@ -59,10 +59,16 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
                                         format_func=lambda i: lm.classes[i]))
     with st.expander("Method settings"):
         c = st.columns(4)
-        ig_base = c[0].selectbox("IG baseline", ["zeros", "blurred", "mean"], key=f"{key}.igb")
+        ig_base = c[0].selectbox("Baseline (IG and DeepLift)", ["zeros", "blurred", "mean"], key=f"{key}.igb",
+                                 format_func={"zeros": "black (zeros)", "blurred": "blurred copy of the image",
+                                              "mean": "data-set mean colour"}.get,
+                                 help="The reference image both methods attribute against: a map explains "
+                                      "f(image) - f(baseline).")
         steps = c[0].number_input("IG steps", 4, 512, 50, key=f"{key}.igs")
-        noise = c[1].number_input("SmoothGrad noise σ (pixels)", 0.0, 1.0, 0.15, key=f"{key}.sgn")
-        samples = c[1].number_input("SmoothGrad samples", 1, 200, 20, key=f"{key}.sgs")
+        noise = c[1].number_input("SmoothGrad/VarGrad noise σ (pixels)", 0.0, 1.0, 0.15, key=f"{key}.sgn")
+        samples = c[1].number_input("SmoothGrad/VarGrad samples", 1, 200, 20, key=f"{key}.sgs",
+                                    help="Each image's noise is fixed by the seed and its index, so maps do "
+                                         "not change with the chunk size or the device.")
         window = c[2].number_input("Occlusion window (px)", 1, 64, 4, key=f"{key}.ow")
         stride = c[2].number_input("Occlusion stride (px)", 1, 64, 2, key=f"{key}.os")
         convs = conv_layers(lm.model)
