@@ -104,10 +104,12 @@ def layer_matrix(key: str = "sim.layers") -> None:
     a_id = c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"])
     b_id = c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b", format_func=lambda r: runs[r]["name"])
     a, b = load(a_id, runs), load(b_id, runs)
+    # layer pickers are keyed by model: under a fixed key Streamlit keeps the previous model's choice,
+    # cut down to the layer names both models happen to share
     la = c[0].multiselect("Layers of A", [n for n, _ in a.model.named_modules() if n], hidden_layers(a.model),
-                          key=f"{key}.la")
+                          key=f"{key}.la.{a_id}")
     lb = c[1].multiselect("Layers of B", [n for n, _ in b.model.named_modules() if n], hidden_layers(b.model),
-                          key=f"{key}.lb")
+                          key=f"{key}.lb.{b_id}")
     metric, acts = _metric(key), act_spec(key)
     if not one_data_set([a.data, b.data]):
         return
@@ -152,7 +154,7 @@ def seed_matrix(key: str = "sim.seeds") -> None:
         st.error("These models have no layer name in common: compare seeds or variants of one architecture here, "
                  "or use the Layers × layers tab.")
         return
-    layer = st.selectbox("Layer", shared, key=f"{key}.layer")
+    layer = st.selectbox("Layer", shared, key=f"{key}.layer.{'.'.join(shared)}")
     metric, acts = _metric(key), act_spec(key)
     if st.button("Compute", type="primary", key=f"{key}.run"):
         refs = tuple(ref(m) for m in models)
@@ -169,7 +171,7 @@ def convergence(key: str = "sim.train") -> None:
     run_id = st.selectbox("Model", list(runs), key=f"{key}.model", format_func=lambda r: runs[r]["name"])
     lm = load(run_id, runs)
     layers = st.multiselect("Layers", [n for n, _ in lm.model.named_modules() if n], hidden_layers(lm.model),
-                            key=f"{key}.layers")
+                            key=f"{key}.layers.{run_id}")
     metric, acts = _metric(key), act_spec(key)
     if st.button("Compute", type="primary", key=f"{key}.run", disabled=not layers):
         r = ref(lm)
@@ -202,8 +204,8 @@ def all_metrics(key: str = "sim.pair") -> None:
     a = load(c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"]), runs)
     b = load(c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b",
                             format_func=lambda r: runs[r]["name"]), runs)
-    la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la")
-    lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb")
+    la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la.{a.run_id}")
+    lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb.{b.run_id}")
     acts = act_spec(key)
     if not one_data_set([a.data, b.data]):
         return
@@ -242,7 +244,7 @@ def projection(key: str = "sim.proj") -> None:
         return
     models = [load(r, runs) for r in picked]
     c = st.columns(4)
-    layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer")
+    layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer.{models[0].run_id}")
     method = c[1].radio("Method", ["umap", "pca"], horizontal=True, key=f"{key}.method")
     split = c[2].radio("Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
                        help="The training split shows relabelled (memorized) examples where there was label noise.")

@@ -64,3 +64,21 @@ def test_seeds_tab_refuses_models_of_different_data_sets():
     at.run()
     assert any("different data sets" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_layer_pickers_follow_the_model_when_it_changes():
+    runner = open_backend()
+    ids = [runner.submit(j) for name in ("digits-mlp", "digits-cnn") for j in train_jobs(preset(name, epochs=2), [0])]
+    for i in ids:
+        assert runner.wait(i, 300).value == "DONE", runner.error(i)
+    mlp, cnn = (runner.result(i)["run_id"] for i in ids)
+    runner.shutdown()
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.selectbox(key="sim.train.model").set_value(mlp).run()
+    assert at.multiselect(key=f"sim.train.layers.{mlp}").value == ["relu1", "out"]
+    at.selectbox(key="sim.train.model").set_value(cnn).run()
+    assert at.multiselect(key=f"sim.train.layers.{cnn}").value == ["relu1", "relu2", "relu3", "fc2"]
+    at.selectbox(key="sim.layers.a").set_value(mlp).run()
+    at.selectbox(key="sim.layers.a").set_value(cnn).run()
+    assert at.multiselect(key=f"sim.layers.la.{cnn}").value == ["relu1", "relu2", "relu3", "fc2"]
+    assert not at.exception
