@@ -64,6 +64,25 @@ class ArchSpec:
         return self.p_gen > 0
 
 
+# Normalizations that architectures were published with, where they are not the data set's own
+# statistics: the Captum/PyTorch CIFAR-10 tutorial LeNet was trained on (x - 0.5) / 0.5.
+KNOWN_NORMALIZATION = {"lenet": (0.5, 0.5)}
+
+
+def default_normalization(name: str, data_mean: tuple[float, ...],
+                          data_std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) an imported model of architecture `name` most likely expects: the recipe it
+    is known by, ImageNet's for torchvision classifiers on RGB, else the data set's statistics
+    (what Lenscape's own training uses)."""
+    c = len(data_mean)
+    if name in KNOWN_NORMALIZATION:
+        m, s = KNOWN_NORMALIZATION[name]
+        return (m,) * c, (s,) * c
+    if name == "torchvision" and c == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(data_mean), tuple(data_std)
+
+
 class InputNorm(nn.Module):
     """(x - mean) / std per channel. Buffers are not persistent, so state_dicts stay portable."""
 

@@ -30,7 +30,10 @@ def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    return state_fingerprint(model.state_dict())
+    """The state_dict and every buffer, the non-persistent ones too: the input normalization lives in
+    such buffers, and the same weights under another mean/std are another model (and must not share
+    cached results)."""
+    return state_fingerprint({**model.state_dict(), **{f"{k} (buffer)": v for k, v in model.named_buffers()}})
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict) -> None:

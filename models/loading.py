@@ -96,6 +96,37 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch_label:
     model.load_state_dict(state, strict=True)
 
 
+def suggest_architecture(state: dict[str, torch.Tensor], in_shape: tuple[int, int, int],
+                         num_classes: int) -> dict | None:
+    """The built-in architecture (as ArchSpec fields: name and, where they vary, widths, channels,
+    batchnorm) whose state_dict has exactly the keys and shapes of `state` for these inputs, or None."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    c = in_shape[0]
+    for fields in _candidates(state):
+        try:
+            model = build_model(ArchSpec(**fields, in_shape=in_shape, num_classes=num_classes, mean=(0.0,) * c,
+                                         std=(1.0,) * c))
+        except (InvalidInputError, RuntimeError):
+            continue
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+            return fields
+    return None
+
+
+def _candidates(state: dict[str, torch.Tensor]) -> list[dict]:
+    out: list[dict] = [{"name": "lenet"}]
+    if "conv1.weight" in state and "conv2.weight" in state:
+        channels = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
+        out += [{"name": "cnn", "channels": channels, "batchnorm": bn} for bn in (False, True)]
+    widths, i = [], 1
+    while f"fc{i}.weight" in state:
+        widths.append(state[f"fc{i}.weight"].shape[0])
+        i += 1
+    if widths and "out.weight" in state:
+        out.append({"name": "mlp", "widths": tuple(widths)})
+    return out + [{"name": "resnet9"}, {"name": "resnet18"}]
+
+
 def model_from_state(spec: ArchSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     model = build_model(spec)
     fit_state_dict(model, state, spec.torchvision_name or spec.name)

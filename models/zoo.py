@@ -74,12 +74,26 @@ def load_model(run_id: str, epoch: int | None = None, root: Path | None = None,
                        ckpts[epoch]["fingerprint"], epoch, rec)
 
 
+class AlreadyImported(InvalidInputError):
+    """These weights, with this normalization, are in the workspace already (under `record["name"]`)."""
+
+    def __init__(self, record: dict) -> None:
+        super().__init__(f"these weights (with this input normalization) are already in the workspace as "
+                         f"{record['name']!r}; nothing was imported again")
+        self.record = record
+
+
 def import_model(model: nn.Module, arch: ArchSpec, name: str, data: DataSpec | None,
                  classes: tuple[str, ...], source: str, root: Path | None = None) -> dict:
-    """Keep an uploaded or downloaded model in the workspace as a one-checkpoint run."""
+    """Keep an uploaded or downloaded model in the workspace as a one-checkpoint run. The same model
+    imported again raises AlreadyImported instead of renaming the one there (its jobs keep its name)."""
     fp = model_fingerprint(model)
     run_id = f"import-{fp}"
     folder = (root or runs_dir()) / run_id
+    if (folder / "run.json").exists():
+        existing = read_json(folder / "run.json")
+        if existing.get("status") == "complete":
+            raise AlreadyImported(existing)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / "epoch_000.safetensors", model, {"arch": arch.to_dict(), "epoch": 0, "run_id": run_id})
     record = {"run_id": run_id, "name": name, "source": source, "created": time.time(), "arch": arch.to_dict(),

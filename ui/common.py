@@ -45,20 +45,51 @@ def sidebar() -> None:
         info = describe_device(backend().device)
         mem = f" · {info['memory_gb']} GiB" if info["memory_gb"] else ""
         st.caption(f"**Compute:** {info['kind']} — {info['name']}{mem}")
-        # a slot, so that a data-set picker further down this run can fill in its fresh choice
+        # slots, so that a picker further down this run can show its fresh choice here
         st.session_state["_sidebar.data_slot"] = st.empty()
-        show_data_set(st.session_state.get(DATA_KEY))
-        runs = list_runs()
-        current = st.session_state.get(MODEL_KEY)
-        names = {r["run_id"]: r["name"] for r in runs}
-        st.caption(f"**Models in workspace:** {len(runs)}" +
-                   (f" · current: {names[current]}" if current in names else ""))
+        st.session_state["_sidebar.model_slot"] = st.empty()
+    show_workspace()
+
+
+def show_workspace() -> None:
+    """Fill the sidebar's data-set and model lines from the session's current choices."""
+    runs = model_options()
+    current = runs.get(st.session_state.get(MODEL_KEY) or "")
+    spec = st.session_state.get(DATA_KEY)
+    if spec is None and current and current.get("data"):
+        spec = DataSpec.from_dict(current["data"])
+    if (slot := st.session_state.get("_sidebar.data_slot")) is not None:
+        slot.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
+    if (slot := st.session_state.get("_sidebar.model_slot")) is not None:
+        slot.caption(f"**Models in workspace:** {len(runs)}" + (f" · current: {current['name']}" if current else ""))
 
 
 def show_data_set(spec: DataSpec | None) -> None:
-    slot = st.session_state.get("_sidebar.data_slot")
-    if slot is not None:
-        slot.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
+    st.session_state[DATA_KEY] = spec
+    show_workspace()
+
+
+def adopt_model(record: dict) -> None:
+    """Make a run the workspace's current model (and its data set the current one), everywhere:
+    the sidebar now, and every model picker bound with `current_model_select` from here on."""
+    st.session_state[MODEL_KEY] = record["run_id"]
+    if record.get("data"):
+        st.session_state[DATA_KEY] = DataSpec.from_dict(record["data"])
+    show_workspace()
+
+
+def current_model_select(label: str, runs: dict[str, dict], key: str, **kwargs) -> str:
+    """A selectbox over `runs` bound both ways to the current model: it shows the current model
+    (whoever set it: an import, a finished training, another page) and choosing in it sets it."""
+    ids = list(runs)
+    if st.session_state.get(MODEL_KEY) in ids:
+        st.session_state[key] = st.session_state[MODEL_KEY]
+    elif st.session_state.get(key) not in ids:
+        st.session_state.pop(key, None)
+    choice = st.selectbox(label, ids, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
+                          **kwargs)
+    adopt_model(runs[choice])
+    return choice
 
 
 def run_safely(fn: Callable[[], Any], what: str) -> Any:

@@ -41,7 +41,6 @@ def data_picker(key: str = "data") -> DataSpec | None:
         return None
     if run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}") is None:
         return None
-    st.session_state[DATA_KEY] = spec
     show_data_set(spec)
     return spec
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from models.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
+from models.architectures import ArchSpec, default_normalization
 from models.data import DataSpec
 from models.errors import InvalidInputError
-from models.loading import model_from_state, read_state_dict, torchvision_pretrained
-from models.zoo import import_model
-from ui.common import MODEL_KEY, cached_data, run_safely
+from models.loading import model_from_state, read_state_dict, suggest_architecture, torchvision_pretrained
+from models.zoo import AlreadyImported, import_model
+from ui.common import adopt_model, cached_data, run_safely
 from ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
@@ -36,34 +36,88 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
                               key=f"{key}.tvw") == "download torchvision's"
         if not download:
             filename = st.text_input("Weights file path", key=f"{key}.tvpath").strip()
-    arch_name, widths, batchnorm = "torchvision", "", False
+    train = run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}")
+    if train is None:
+        return
+    arch_name, fields, widths, readable = "torchvision", {"name": "torchvision"}, "", True
     if not tv_name:
+        found = _suggestion(raw, filename, train.input_shape, train.num_classes)
+        readable, fields = found is not False, found or {}
+        names = list(ARCH_LABELS)
         c = st.columns(3)
-        arch_name = c[0].selectbox("Architecture", list(ARCH_LABELS), format_func=ARCH_LABELS.get, key=f"{key}.arch")
-        widths = c[1].text_input("MLP widths", "256, 256", key=f"{key}.widths")
-        batchnorm = c[2].checkbox("CNN with BatchNorm", key=f"{key}.bn")
+        arch_name = c[0].selectbox("Architecture", names, names.index(fields["name"]) if fields else 0,
+                                   format_func=ARCH_LABELS.get, key=f"{key}.arch.{fields.get('name', '')}")
+        if arch_name != fields.get("name"):
+            fields = {"name": arch_name}
+        if arch_name == "mlp":
+            shown = ", ".join(map(str, fields.get("widths", (256, 256))))
+            widths = c[1].text_input("MLP widths", shown, key=f"{key}.widths.{shown}")
+        if arch_name == "cnn":
+            fields["batchnorm"] = c[2].checkbox("CNN with BatchNorm", fields.get("batchnorm", False),
+                                                key=f"{key}.bn.{fields.get('batchnorm', '')}")
+    mean, std = _normalization_fields(arch_name, train, key)
     name = st.text_input("Name in the workspace", key=f"{key}.name",
                          placeholder=Path(filename).stem or tv_name or "my model")
-    if st.button("Import", type="primary", key=f"{key}.run"):
+    if st.button("Import", type="primary", key=f"{key}.run", disabled=not readable):
         def run() -> dict:
-            train = cached_data(spec, "train")
-            if tv_name:
-                rgb = train.input_shape[0] == 3  # torchvision's weights expect ImageNet normalization
-                arch = ArchSpec(name="torchvision", torchvision_name=tv_name, in_shape=train.input_shape,
-                                num_classes=train.num_classes, mean=IMAGENET_MEAN if rgb else train.mean,
-                                std=IMAGENET_STD if rgb else train.std)
-                state = torchvision_pretrained(tv_name) if download else _read(raw, filename)
-            else:
-                arch = ArchSpec(name=arch_name, in_shape=train.input_shape, num_classes=train.num_classes,
-                                mean=train.mean, std=train.std, widths=parse_widths(widths), batchnorm=batchnorm)
-                state = _read(raw, filename)
-            model = model_from_state(arch, state)
+            extra = {"widths": parse_widths(widths)} if widths else {}
+            arch = ArchSpec(**{**fields, **extra}, in_shape=train.input_shape, num_classes=train.num_classes,
+                            mean=mean, std=std, torchvision_name=tv_name)
+            state = torchvision_pretrained(tv_name) if tv_name and download else _read(raw, filename)
             label = name or Path(filename).stem or tv_name
-            return import_model(model, arch, label, spec, train.classes, source="imported")
+            try:
+                return import_model(model_from_state(arch, state), arch, label, spec, train.classes, source="imported")
+            except AlreadyImported as exc:
+                st.info(f"{exc}; it is now the current model.")
+                return exc.record
         rec = run_safely(run, "Import")
         if rec:
-            st.session_state[MODEL_KEY] = rec["run_id"]
-            st.success(f"Imported **{rec['name']}** ({rec['run_id']}); it is now the current model.")
+            adopt_model(rec)
+            st.success(f"**{rec['name']}** ({rec['run_id']}) is the current model: see its accuracy under "
+                       "**Workspace models**, or open a view.")
+
+
+def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) -> dict | None | bool:
+    """Read the chosen file (if any) and say which built-in architecture its keys and shapes fit:
+    their ArchSpec fields, None (no file, or no match), or False (the file cannot be read; said why)."""
+    if raw is None and not (filename and Path(filename).expanduser().is_file()):
+        return None
+    try:
+        fields = _match(raw or Path(filename).expanduser().read_bytes(), Path(filename).name or "upload",
+                        tuple(in_shape), num_classes)
+    except InvalidInputError as exc:
+        st.error(f"Import: {exc}")
+        return False
+    if fields:
+        st.caption(f"The file's tensors match **{ARCH_LABELS[fields['name']]}** for "
+                   f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes; it is preselected.")
+    else:
+        st.warning(f"The file's names and shapes match none of the built-in architectures for "
+                   f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes: pick one, and the import "
+                   "will list what does not fit.")
+    return fields
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the file…")
+def _match(raw: bytes, name: str, in_shape: tuple, num_classes: int) -> dict | None:
+    return suggest_architecture(read_state_dict(raw, name), in_shape, num_classes)
+
+
+def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std the model expects, defaulting to the architecture's known recipe."""
+    mean, std = default_normalization(arch_name, tuple(train.mean), tuple(train.std))
+    fmt = lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
+    c = st.columns(2)
+    help_ = ("What the model was trained with, applied inside it to [0, 1] pixels. Defaults: the recipe the "
+             "architecture is known by (the tutorial LeNet: 0.5 and 0.5), ImageNet's for torchvision models, "
+             "else this data set's statistics (what Lenscape's own training uses). A wrong value costs accuracy.")
+    texts = (c[0].text_input("Input mean (per channel)", fmt(mean), key=f"{key}.mean.{arch_name}", help=help_),
+             c[1].text_input("Input std (per channel)", fmt(std), key=f"{key}.std.{arch_name}", help=help_))
+    try:
+        return tuple(tuple(float(v) for v in t.replace(" ", "").split(",") if v) for t in texts)
+    except ValueError:
+        st.error(f"mean and std look like '0.5, 0.5, 0.5'; got {texts[0]!r} and {texts[1]!r}")
+        return mean, std
 
 
 def _read(raw: bytes | None, filename: str):

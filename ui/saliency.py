@@ -11,7 +11,7 @@ import streamlit as st
 from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layers
 from backend.saliency_tasks import GridConfig, job, ref
 from models.zoo import LoadedModel
-from ui.common import MODEL_KEY, backend, cached_data, cached_model, model_options, run_safely
+from ui.common import backend, cached_data, cached_model, current_model_select, model_options, run_safely
 from ui.figures import CONFIG
 from ui.jobs import job_panel
 from ui.saliency_figs import map_grid, reduce_map
@@ -27,10 +27,7 @@ def pick_models(key: str) -> list[LoadedModel]:
         st.info("No models with a data set yet: train one on the **Models** page (a digits MLP takes seconds).")
         return []
     ids = list(runs)
-    current = st.session_state.get(MODEL_KEY)
-    primary = st.selectbox("Model", ids, index=ids.index(current) if current in ids else 0, key=f"{key}.primary",
-                           format_func=lambda r: runs[r]["name"])
-    st.session_state[MODEL_KEY] = primary
+    primary = current_model_select("Model", runs, f"{key}.primary", format_func=lambda r: runs[r]["name"])
     same = [r for r in ids if r != primary and runs[r]["data"] == runs[primary]["data"]]
     others = st.multiselect("Compare with (same data set)", same, key=f"{key}.others",
                             format_func=lambda r: runs[r]["name"],

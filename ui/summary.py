@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, backend, cached_data, cached_model, model_options, run_safely
+from ui.common import MODEL_KEY, backend, cached_data, cached_model, current_model_select, model_options, run_safely
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
 from ui.jobs import job_panel
 
@@ -20,11 +20,7 @@ def model_picker(key: str = "summary") -> LoadedModel | None:
     if not runs:
         st.info("No models yet: train one above, or import one.")
         return None
-    ids = list(runs)
-    current = st.session_state.get(MODEL_KEY)
-    run_id = st.selectbox("Model", ids, index=ids.index(current) if current in ids else 0,
-                          format_func=lambda r: f"{runs[r]['name']}  ({r})", key=f"{key}.model")
-    st.session_state[MODEL_KEY] = run_id
+    run_id = current_model_select("Model", runs, f"{key}.model", format_func=lambda r: f"{runs[r]['name']}  ({r})")
     last = runs[run_id]["checkpoints"][-1]
     return run_safely(lambda: cached_model(run_id, last["epoch"], last["fingerprint"]), "Loading the model")
 

@@ -132,3 +132,47 @@ def test_torchvision_by_name_without_network_says_what_to_do():
     if os.environ.get("LENSCAPE_OFFLINE"):
         with pytest.raises(InvalidInputError, match="upload a weights file"):
             torchvision_pretrained("resnet18")
+
+
+@pytest.mark.parametrize("fields", [{"name": "lenet"}, {"name": "cnn", "channels": (8, 16), "batchnorm": True},
+                                    {"name": "cnn", "channels": (32, 64), "batchnorm": False},
+                                    {"name": "mlp", "widths": (40, 20)}, {"name": "resnet9"}])
+def test_the_architecture_whose_keys_and_shapes_match_is_suggested(fields):
+    from models.loading import suggest_architecture
+    shape = (3, 32, 32)
+    model = build_model(ArchSpec(**fields, in_shape=shape, num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3))
+    assert suggest_architecture(model.state_dict(), shape, 10) == fields
+    assert suggest_architecture(model.state_dict(), shape, 7) is None          # other output size: no match
+    assert suggest_architecture({"weight": torch.zeros(3)}, shape, 10) is None
+
+
+@pytest.mark.skipif(not LENET.exists(), reason="needs shared/data")
+def test_the_tutorial_lenet_is_recognized_and_gets_its_own_normalization():
+    from models.architectures import default_normalization
+    from models.loading import suggest_architecture
+    assert suggest_architecture(read_state_dict(LENET.read_bytes()), (3, 32, 32), 10) == {"name": "lenet"}
+    data_mean, data_std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    assert default_normalization("lenet", data_mean, data_std) == ((0.5,) * 3, (0.5,) * 3)
+    assert default_normalization("cnn", data_mean, data_std) == (data_mean, data_std)
+    assert default_normalization("torchvision", data_mean, data_std)[0] == (0.485, 0.456, 0.406)
+
+
+def test_fingerprint_sees_the_input_normalization():
+    a = build_model(SPEC)
+    b = model_from_state(ArchSpec(**{**SPEC.to_dict(), "mean": (0.5,), "std": (0.5,)}), a.state_dict())
+    assert model_fingerprint(a) != model_fingerprint(b)
+    assert model_fingerprint(a) == model_fingerprint(model_from_state(SPEC, a.state_dict()))
+
+
+def test_importing_the_same_model_again_does_not_rename_it(tmp_path):
+    from models.zoo import AlreadyImported, get_run, import_model
+    model = build_model(SPEC)
+    first = import_model(model, SPEC, "first name", None, tuple("0123456789"), "imported", root=tmp_path)
+    with pytest.raises(AlreadyImported, match="already in the workspace as 'first name'") as info:
+        import_model(model, SPEC, "second name", None, tuple("0123456789"), "imported", root=tmp_path)
+    assert info.value.record["run_id"] == first["run_id"]
+    assert get_run(first["run_id"], root=tmp_path)["name"] == "first name"
+    other = ArchSpec(**{**SPEC.to_dict(), "mean": (0.5,), "std": (0.5,)})
+    again = import_model(model_from_state(other, model.state_dict()), other, "other normalization", None,
+                         tuple("0123456789"), "imported", root=tmp_path)
+    assert again["run_id"] != first["run_id"]

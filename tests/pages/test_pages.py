@@ -13,7 +13,9 @@ def test_home_shows_views_workspace_and_device():
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "Compute" in " ".join(h.value for h in at.subheader)
-    assert "CPU" in text
+    from backend.device import describe_device
+    from ui.common import backend
+    assert describe_device(backend().device)["kind"] in text     # "CPU" here, "CUDA" under LENSCAPE_DEVICE=cuda
     views = at.table[0].value
     assert list(views.index) == ["Saliency", "Level sets", "Memorization", "Similarity", "Loss landscape"]
     assert any("No models yet" in i.value for i in at.info)
@@ -54,24 +56,57 @@ def test_bad_upload_path_shows_a_message_and_the_page_survives(tmp_path):
     assert any("neither a safetensors file nor a PyTorch file" in e.value for e in at.error)
 
 
-def test_import_a_safetensors_file_by_path(tmp_path):
+def _sidebar(at: AppTest) -> str:
+    return " ".join(c.value for c in at.sidebar.caption).replace("**", "")
+
+
+def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_renamed(tmp_path):
     from models.architectures import ArchSpec, build_model
     from models.data import DataSpec, load_data
 
     train = load_data(DataSpec(name="digits"), "train")
-    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std)
+    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std,
+                    widths=(48, 24))
     torch.manual_seed(0)
     state = {k: v.contiguous() for k, v in build_model(spec).state_dict().items()}
     path = tmp_path / "mine.safetensors"
     path.write_bytes(save(state))
-    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at = _train_tiny(AppTest.from_file(MODELS_PAGE, default_timeout=60).run())
+    trained = at.session_state["workspace.model"]
+    assert "current: Digits" in _sidebar(at)                             # the finished training is current
     at.radio(key="models.load.source").set_value("A file on this machine").run()
-    at.text_input(key="models.load.path").set_value(str(path))
-    at.selectbox(key="models.load.arch").set_value("mlp")
+    at.text_input(key="models.load.path").set_value(str(path)).run()
+    assert any("match **MLP**" in c.value for c in at.caption)            # suggested from keys and shapes
+    assert at.text_input(key="models.load.widths.48, 24").value == "48, 24"
+    assert at.text_input(key="models.load.mean.mlp").value == f"{train.mean[0]:.4g}"
     at.button(key="models.load.run").click().run()
     assert not at.exception and not at.error
-    assert any("Imported" in s.value for s in at.success)
-    assert [r["name"] for r in list_runs()] == [Path(path).stem]
+    imported = at.session_state["workspace.model"]
+    assert imported != trained and imported.startswith("import-")
+    assert at.selectbox(key="models.summary.model").value == imported    # the picker follows, not the old value
+    assert "current: mine" in _sidebar(at) and "Data set: Digits" in _sidebar(at)
+    at.run()
+    assert at.session_state["workspace.model"] == imported               # and stays on later reruns
+    at.text_input(key="models.load.name").set_value("a new name")
+    at.button(key="models.load.run").click().run()
+    assert any("already in the workspace as 'mine'" in i.value for i in at.info)
+    assert {r["name"] for r in list_runs() if r["run_id"] == imported} == {"mine"}
+    at.selectbox(key="models.summary.model").set_value(trained).run()
+    assert at.session_state["workspace.model"] == trained and "current: Digits" in _sidebar(at)
+
+
+def test_views_show_the_current_models_data_set():
+    from models.architectures import ArchSpec, build_model
+    from models.data import DataSpec
+    from models.zoo import import_model
+
+    arch = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))
+    rec = import_model(build_model(arch), arch, "tiny", DataSpec(name="digits"), tuple("0123456789"), "test")
+    for page in ("2_Saliency.py", "5_Similarity.py"):
+        at = AppTest.from_file(str(Path(MODELS_PAGE).parent / page), default_timeout=60)
+        at.session_state["workspace.model"] = rec["run_id"]
+        at.run()
+        assert "Data set: Digits" in _sidebar(at) and "none chosen" not in _sidebar(at), page
 
 
 def test_second_session_reattaches_to_a_running_training_and_cancels_it():
