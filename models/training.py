@@ -122,21 +122,42 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     return PreparedData(train, test, mask, original)
 
 
+ON_DEVICE_BYTES = 2 << 30  # data sets up to this size (as uint8) are copied to the device once per run
+
+
+def on_device(data: ImageData, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images, labels) where batches are cheapest to gather: on the device when they fit the
+    budget (no per-batch host gather and copy), else in pinned host memory for asynchronous copies."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return data.images, data.labels
+    if data.images.numel() <= ON_DEVICE_BYTES:
+        return data.images.to(device), data.labels.to(device)
+    return data.images.pin_memory(), data.labels.pin_memory()
+
+
+def _batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float images in [0, 1] and labels of `idx`, on `device`."""
+    idx = idx.to(images.device)
+    x = images[idx].to(device, non_blocking=True).float().div_(255.0)   # (B, C, H, W)
+    return x, labels[idx].to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cpu",
              batch_size: int = 1000, labels: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
     """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels."""
     model.eval()
     labels = data.labels if labels is None else labels
-    total_loss, preds = 0.0, []
+    images, dev_labels = on_device(data.with_labels(labels), device)
+    total_loss, preds = torch.zeros((), device=device), []
     for start in range(0, len(data), batch_size):
-        x = data.x(slice(start, start + batch_size)).to(device)
-        y = labels[start:start + batch_size].to(device)
+        x, y = _batch(images, dev_labels, torch.arange(start, min(start + batch_size, len(data))), device)
         logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        preds.append(logits.argmax(1).cpu())
-    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
-    return total_loss / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
+        total_loss += F.cross_entropy(logits, y, reduction="sum")   # summed on the device: no sync per batch
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
+    return float(total_loss) / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -228,12 +249,13 @@ def fit_and_score(cfg: TrainConfig, train: ImageData, test: ImageData, device: t
 
 def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report):
     model.train()
+    images, labels = on_device(data, device)
     perm = torch.randperm(len(data), generator=gen)
     n_batches = math.ceil(len(perm) / cfg.batch_size)
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
     for b in range(n_batches):
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        x, y = data.x(idx).to(device), data.labels[idx].to(device)  # (B, C, H, W), (B,)
+        x, y = _batch(images, labels, idx, device)                         # (B, C, H, W), (B,)
         with example_ids(model, idx):
             if cfg.adversarial:
                 x = x + pgd_perturbation(model, x, y, cfg.adversarial)
@@ -243,13 +265,14 @@ def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Gene
         loss.backward()
         opt.step()
         sched.step()
-        total_loss += float(loss.detach()) * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
+        # running sums stay on the device; they are read (a sync) only when progress is reported
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
         if b % 10 == 0 or b == n_batches - 1:
-            report((b + 1) / n_batches, f"batch {b + 1}/{n_batches} · loss {total_loss / seen:.3f} · "
-                                        f"acc {correct / seen:.1%}")
-    return total_loss / seen, correct / seen
+            seen = min((b + 1) * cfg.batch_size, len(perm))
+            report((b + 1) / n_batches, f"batch {b + 1}/{n_batches} · loss {float(total_loss) / seen:.3f} · "
+                                        f"acc {int(correct) / seen:.1%}")
+    return float(total_loss) / len(perm), int(correct) / len(perm)
 
 
 def _new_record(cfg: TrainConfig, spec: ArchSpec, data: PreparedData, run_id: str, name: str) -> dict:
