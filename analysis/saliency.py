@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -179,18 +180,18 @@ def noise_for(cfg: SaliencyConfig, index: int, shape: tuple[int, ...], dtype=tor
     return torch.randn((cfg.n_samples, *shape), generator=_generator(cfg, index), dtype=dtype) * cfg.noise_level
 
 
-def _noise_tunnel(kind: str):
+def _noise_tunnel(kind: str, model, x, t, cfg, start):
     """SmoothGrad (mean) or VarGrad (variance) of the gradient over noisy copies, as Captum's
     NoiseTunnel computes them, but with each image's noise drawn from its own seeded generator
     (NoiseTunnel draws from the global RNG, so its maps changed with the chunk size)."""
-    def run(model, x, t, cfg, start):
-        b, s = len(x), cfg.n_samples
-        noise = torch.stack([noise_for(cfg, start + i, tuple(x.shape[1:]), x.dtype) for i in range(b)])
-        noisy = (x.detach()[:, None] + noise.to(x.device)).flatten(0, 1)                # (B·S, C, H, W)
-        grads = _gradient(model, noisy, t.repeat_interleave(s), cfg, start).view(b, s, *x.shape[1:])
-        mean = grads.mean(1)
-        return mean if kind == "smoothgrad" else (grads ** 2).mean(1) - mean ** 2
-    return run
+    b, s = len(x), cfg.n_samples
+    noise = torch.stack([noise_for(cfg, start + i, tuple(x.shape[1:]), x.dtype) for i in range(b)])
+    noisy = (x.detach()[:, None] + noise.to(x.device)).flatten(0, 1)                # (B·S, C, H, W)
+    grads = _gradient(model, noisy, t.repeat_interleave(s), cfg, start).view(b, s, *x.shape[1:])
+    mean = grads.mean(1)
+    return mean if kind == "smoothgrad" else (grads ** 2).mean(1) - mean ** 2
+
+
 def ig_baseline(x: torch.Tensor, cfg: SaliencyConfig) -> torch.Tensor:
     if cfg.baseline == "blurred":
         from torchvision.transforms.functional import gaussian_blur
@@ -254,7 +255,7 @@ def _random(model, x, t, cfg, start):
 
 
 _METHOD_FNS = {"gradient": _gradient, "loss_gradient": _loss_gradient, "gradient_x_input": _gradient_x_input,
-               "smoothgrad": _noise_tunnel("smoothgrad"), "vargrad": _noise_tunnel("vargrad"),
+               "smoothgrad": partial(_noise_tunnel, "smoothgrad"), "vargrad": partial(_noise_tunnel, "vargrad"),
                "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
                "deeplift": _deeplift, "occlusion": _occlusion, "gradcam": _gradcam, "random": _random}
 

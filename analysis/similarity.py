@@ -173,7 +173,6 @@ class MinibatchCKA:
     def __init__(self) -> None:
         self.batch_size: int | None = None
         self.xy = self.xx = self.yy = None
-        self.batches = 0
 
     def update(self, xs: Array | Sequence[Array], ys: Array | Sequence[Array]) -> None:
         xs = [xs] if not isinstance(xs, (list, tuple)) else xs
@@ -191,7 +190,6 @@ class MinibatchCKA:
         self.xy = xy if self.xy is None else self.xy + xy
         self.xx = xx if self.xx is None else self.xx + xx
         self.yy = yy if self.yy is None else self.yy + yy
-        self.batches += 1
 
     def matrix(self) -> np.ndarray:
         if self.xy is None:
