@@ -244,7 +244,9 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
     path.fill(str(lenet))
     path.press("Enter")
     page.get_by_text("match LeNet (Captum tutorial)").wait_for()     # suggested from the file's keys and shapes
-    assert page.get_by_label("Input mean (per channel)").input_value() == "0.5, 0.5, 0.5"
+    _settle(page)
+    mean = page.locator("input[aria-label='Input mean (per channel)']").filter(visible=True)
+    assert [mean.nth(i).input_value() for i in range(mean.count())] == ["0.5, 0.5, 0.5"]
     page.get_by_role("button", name="Import", exact=True).click()
     page.get_by_text("is the current model").wait_for()
     _snap(page, shots, "models-import-lenet")
