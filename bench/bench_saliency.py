@@ -89,7 +89,7 @@ def main() -> None:
                    (f"IG ({args.ig_steps} steps)", SaliencyConfig(method="integrated_gradients", n_steps=args.ig_steps,
                                                                   batch_size=n),
                     lambda: bare_ig(model, x, t, args.ig_steps))]
-        for name, cfg, bare in methods:
+        for name, cfg, bare in methods[:1 if args.ig_steps == 0 else 2]:  # --ig-steps 0: gradient only
             ours = lambda cfg=cfg: attribute(model, x, t, cfg)  # noqa: E731
             base = median_seconds(bare, args.repeats, device)
             t_ours = median_seconds(ours, args.repeats, device)
