@@ -145,7 +145,7 @@ def _draw_grid(models, indices, results, signed, opacity, shared, key) -> None:
     test = cached_data(lm.data, "test")
     images = test.x(list(indices)).numpy()
     cols = [METHOD_LABELS[r.config.method] for r in results[0]]
-    rows, maps, titles, bases, table = [], [], [], [], []
+    maps, titles, bases, table = [], [], [], []
     for i, idx in enumerate(indices):
         for m, res in zip(models, results):
             first = res[0]
