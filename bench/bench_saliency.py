@@ -85,11 +85,12 @@ def main() -> None:
         model, x = model_for(data, arch).to(device), images(data, n).to(device)
         with torch.no_grad():
             t = model(x).argmax(1)
-        methods = [("gradient", SaliencyConfig(method="gradient", batch_size=n), lambda: bare_gradient(model, x, t)),
-                   (f"IG ({args.ig_steps} steps)", SaliencyConfig(method="integrated_gradients", n_steps=args.ig_steps,
-                                                                  batch_size=n),
-                    lambda: bare_ig(model, x, t, args.ig_steps))]
-        for name, cfg, bare in methods[:1 if args.ig_steps == 0 else 2]:  # --ig-steps 0: gradient only
+        methods = [("gradient", SaliencyConfig(method="gradient", batch_size=n), lambda: bare_gradient(model, x, t))]
+        if args.ig_steps:  # --ig-steps 0: the gradient only
+            methods.append((f"IG ({args.ig_steps} steps)", SaliencyConfig(method="integrated_gradients", batch_size=n,
+                                                                          n_steps=args.ig_steps),
+                            lambda: bare_ig(model, x, t, args.ig_steps)))
+        for name, cfg, bare in methods:
             ours = lambda cfg=cfg: attribute(model, x, t, cfg)  # noqa: E731
             base = median_seconds(bare, args.repeats, device)
             t_ours = median_seconds(ours, args.repeats, device)
