@@ -39,7 +39,6 @@ class RandomizationResult:
     rank_corr: np.ndarray         # (L, N) Spearman ρ with the original map; NaN where a map is constant
     between_images: np.ndarray    # (N,) ρ of image i's map with image i+1's under the trained model
     between_random: np.ndarray    # (N,) ρ of two independently randomized networks' maps of image i
-    flagged: bool                 # the maps stay similar however the weights are randomized
 
     @property
     def floor(self) -> float:
@@ -53,13 +52,28 @@ class RandomizationResult:
         return max(self.floor, 0.0) + MARGIN
 
     @property
+    def random_level(self) -> float:
+        """Mean ρ between two independently randomized networks' maps: what input and architecture give."""
+        return _nanmean(self.between_random)
+
+    @property
+    def layer_means(self) -> list[float]:
+        """Mean ρ with the original map after each step (NaN where every map was constant)."""
+        return [_nanmean(r) for r in self.rank_corr]
+
+    @property
     def least_changed(self) -> float:
         """Cascading: mean ρ with every layer randomized. Independent: the lowest mean ρ over the
         layers, i.e. the layer whose randomization moves the map most."""
-        means = [_nanmean(r) for r in self.rank_corr]
+        means = self.layer_means
         if not means:
             return float("nan")
         return means[-1] if self.order == "cascading" else float(np.nanmin(means))
+
+    @property
+    def flagged(self) -> bool:
+        """The maps stay similar however the weights are randomized."""
+        return bool(self.least_changed > self.bar)
 
 
 def _nanmean(a) -> float:
@@ -112,11 +126,9 @@ def model_randomization(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     twins = [randomized(trained, seed + 10_000 * k) for k in (1, 2)]
     between_random = spearman(maps_of(twins[0]), maps_of(twins[1]))
     rank_corr = torch.stack(corr).numpy() if corr else np.zeros((0, len(x)))
-    result = dict(method=config.method, order=order, map_mode=map_mode, layers=layers,
-                  maps=torch.stack(maps).numpy(), rank_corr=rank_corr, between_images=between_images.numpy(),
-                  between_random=between_random.numpy())
-    probe = RandomizationResult(**result, flagged=False)
-    return RandomizationResult(**result, flagged=bool(probe.least_changed > probe.bar))
+    return RandomizationResult(method=config.method, order=order, map_mode=map_mode, layers=layers,
+                               maps=torch.stack(maps).numpy(), rank_corr=rank_corr,
+                               between_images=between_images.numpy(), between_random=between_random.numpy())
 
 
 def randomized(model: nn.Module, seed: int) -> nn.Module:

@@ -144,11 +144,11 @@ def _show_randomization(lm: LoadedModel, results, key: str) -> None:
                                                  else "whichever single layer is re-initialized")
         verdict = (f"**{name}**: {end}, its maps keep a rank correlation of {res.least_changed:.2f} with the "
                    f"original; maps of two *different* images under the trained model correlate at {res.floor:.2f}, "
-                   f"and two random networks' maps at {np.nanmean(res.between_random):.2f}.")
+                   f"and two random networks' maps at {res.random_level:.2f}.")
         if res.flagged:
             input_driven = (" Two random networks agree this much too: the input, not any weights, shapes these maps "
                             "(IG from a black baseline is zero wherever the image is black; see \"Why mostly-zero "
-                            "maps score ρ near 1\" above)." if np.nanmean(res.between_random) > 0.8 else "")
+                            "maps score ρ near 1\" above)." if res.random_level > 0.8 else "")
             st.warning(verdict + f" That is above {res.bar:.2f} (the different-images level, or 0 if it is "
                        f"negative, plus {MARGIN}): the maps do not depend on what the model learned, so they do not "
                        "explain it." + input_driven)

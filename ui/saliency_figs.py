@@ -99,10 +99,10 @@ def rank_corr_curves(results) -> go.Figure:
     for i, res in enumerate(results):
         color, label = PALETTE[i % len(PALETTE)], METHOD_LABELS.get(res.method, res.method)
         xs = ["original", *[("+ " if order == "cascading" else "only ") + name for name in res.layers]]
-        ys = [1.0, *[float(np.nanmean(r)) if np.isfinite(r).any() else None for r in res.rank_corr]]
+        ys = [1.0, *[None if np.isnan(m) else m for m in res.layer_means]]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=color)))
         for value, dash, what in ((res.floor, "dot", "different images, trained model"),
-                                  (float(np.nanmean(res.between_random)), "dash", "two random networks")):
+                                  (res.random_level, "dash", "two random networks")):
             fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[value, value], mode="lines", showlegend=False,
                                      line=dict(color=color, dash=dash, width=1),
                                      hovertemplate=f"{label}: {what} %{{y:.3f}}<extra></extra>"))

@@ -111,9 +111,9 @@ def test_anticorrelated_unrelated_maps_do_not_make_no_correlation_look_similar()
     from analysis.sanity import RandomizationResult
     common = dict(method="gradient", order="cascading", map_mode="signed", layers=["fc"], maps=np.zeros((2, 2, 1, 1)))
     res = RandomizationResult(**common, rank_corr=np.array([[0.05, 0.05]]), between_images=np.array([-0.3, -0.2]),
-                              between_random=np.array([0.0, 0.0]), flagged=False)
+                              between_random=np.array([0.0, 0.0]))
     assert res.floor == pytest.approx(-0.25) and res.bar == pytest.approx(MARGIN)
     assert res.least_changed == pytest.approx(0.05) and res.least_changed < res.bar
     res = RandomizationResult(**common, rank_corr=np.array([[0.7, np.nan]]), between_images=np.array([0.5, 0.5]),
-                              between_random=np.array([0.0, 0.0]), flagged=False)
+                              between_random=np.array([0.0, 0.0]))
     assert res.bar == pytest.approx(0.5 + MARGIN) and res.least_changed == pytest.approx(0.7)
