@@ -80,11 +80,15 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
 def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) -> dict | None | bool:
     """Read the chosen file (if any) and say which built-in architecture its keys and shapes fit:
     their ArchSpec fields, None (no file, or no match), or False (the file cannot be read; said why)."""
-    if raw is None and not (filename and Path(filename).expanduser().is_file()):
+    path = Path(filename).expanduser() if filename else None
+    if raw is None and not (path and path.is_file()):
         return None
     try:
-        fields = _match(raw or Path(filename).expanduser().read_bytes(), Path(filename).name or "upload",
-                        tuple(in_shape), num_classes)
+        if raw is not None:
+            fields = _match(raw, Path(filename).name or "upload", tuple(in_shape), num_classes)
+        else:  # keyed by path, time and size: the file is read once, not on every rerun
+            stat = path.stat()
+            fields = _match_file(str(path), stat.st_mtime_ns, stat.st_size, tuple(in_shape), num_classes)
     except InvalidInputError as exc:
         st.error(f"Import: {exc}")
         return False
@@ -101,6 +105,11 @@ def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) ->
 @st.cache_data(max_entries=4, show_spinner="Reading the file…")
 def _match(raw: bytes, name: str, in_shape: tuple, num_classes: int) -> dict | None:
     return suggest_architecture(read_state_dict(raw, name), in_shape, num_classes)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the file…")
+def _match_file(path: str, mtime_ns: int, size: int, in_shape: tuple, num_classes: int) -> dict | None:
+    return suggest_architecture(read_state_dict(Path(path).read_bytes(), Path(path).name), in_shape, num_classes)
 
 
 def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
