@@ -23,6 +23,7 @@ from torch import nn
 
 from analysis.saliency import SaliencyConfig, attribute, to_map
 from models.errors import InvalidInputError
+from models.seeding import generator, init_parameters
 
 ORDERS = ("cascading", "independent")
 MAP_MODES = ("abs", "signed")
@@ -141,12 +142,6 @@ def randomized(model: nn.Module, seed: int) -> nn.Module:
 
 
 def _reinit(module: nn.Module, seed: int) -> None:
-    """Re-draw the module's parameters from its own initializer, seeded, leaving the global RNG as it was."""
-    device = next(module.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        else:  # a container owning raw parameters: redraw them
-            for p in module.parameters(recurse=False):
-                nn.init.normal_(p, std=0.02)
+    """Re-draw the module's parameters from their default initialization with a generator seeded
+    `seed` (the global RNG, shared with other jobs, is neither used nor changed)."""
+    init_parameters(module, generator(seed))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from analysis.hooks import run_with_cache
+from models.errors import InvalidInputError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,6 +17,10 @@ class SummaryConfig:
     n_samples: int = 24          # sample predictions shown in the grid
     max_eval: int = 0            # evaluate on at most this many examples per split (0 = all)
     seed: int = 0                # which test images are sampled
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 0 or self.max_eval < 0:
+            raise InvalidInputError(f"n_samples and max_eval are 0 or more; got {self.n_samples}, {self.max_eval}")
 
 
 @dataclass(frozen=True, kw_only=True)

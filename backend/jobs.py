@@ -1,27 +1,59 @@
 """Jobs: what to compute (kind + config + model fingerprints + data) and the key that names it.
 
-A job kind is a plain function `fn(ctx, config) -> result` registered with `@job_kind`. The
-key hashes the kind, the source code of the function's module (so a code change recomputes),
-the model fingerprints, the data selection and the config.
+How to add a job kind
+---------------------
+A job kind is a plain function ``fn(ctx: JobContext, config: MyConfig) -> MyResult``. Four rules,
+each checked by ``Registry.register`` (and by tests/backend/test_job_kinds.py for every kind the app
+ships):
+
+1. **Decorate it** with ``@job_kind("name")`` (``lane="long"`` for work of minutes, such as training,
+   so it never holds up the short jobs a page waits on).
+2. **Register it explicitly**: add it to ``KINDS`` in ``backend/kinds.py``. Nothing registers by being
+   imported.
+3. **Its config is a frozen dataclass of JSON-able fields** (numbers, strings, booleans, None, tuples,
+   nested frozen dataclasses such as ``ModelRef``) that **validates itself in ``__post_init__``**, raising
+   ``InvalidInputError`` with a message a user can act on. The config is hashed into the job's key, so
+   equal configs must mean equal work; refer to models with ``ModelRef`` (``ref(lm)``), never with a
+   loaded model.
+4. **Its result is storable**, and its return annotation says so: arrays, tensors, numbers, strings,
+   lists, tuples, dicts, or dataclasses defined in ``analysis``, ``models`` or ``backend`` made of these.
+   Results are written with ``backend.codec`` (never pickled) and read back in a later process.
+
+Inside, report progress with ``ctx.progress(fraction, message)`` (it raises ``JobCancelled`` when the
+user cancels, which is how a job stops), run on ``ctx.device``, draw random numbers only from a
+``torch.Generator`` seeded from the config (concurrent jobs share the global RNG), and raise
+``InvalidInputError`` for bad input.
+
+Submit it with ``job("name", config, models=(ref,...), label="what the user sees")`` and
+``runner.submit(...)`` (pages use ``ui.jobs.submit``). The key hashes the kind, the source of every
+Lenscape module the kind's module imports (directly or not: a change in ``analysis/`` recomputes), the
+model fingerprints, the data selection and the config.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
 import hashlib
+import importlib.util
 import inspect
 import json
-import sys
 import threading
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 
-from backend.codec import to_jsonable
+from backend.codec import OWN_PACKAGES, to_jsonable
+from models.errors import InvalidInputError
 
-JOB_KINDS: dict[str, Callable[[JobContext, Any], Any]] = {}
+LANES = ("short", "long")
 
 
 class JobStatus(str, Enum):
@@ -54,17 +86,216 @@ class UnknownJob(KeyError):
     """No job with this id was submitted or stored."""
 
 
-def job_kind(name: str) -> Callable:
-    def register(fn: Callable) -> Callable:
-        JOB_KINDS[name] = fn
+# ---------------------------------------------------------------------------------------------
+# Models in configs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef:
+    """A model as a job config names it: a run, one of its checkpoints, and that checkpoint's
+    fingerprint (so new weights under an old name never share results)."""
+
+    run_id: str
+    epoch: int
+    fingerprint: str
+
+    def __post_init__(self) -> None:
+        if not self.run_id or not self.fingerprint:
+            raise InvalidInputError(f"a model reference needs a run id and a fingerprint; got {self}")
+        if int(self.epoch) < 0:
+            raise InvalidInputError(f"a checkpoint's epoch is 0 or more; got {self.epoch}")
+
+
+def ref(lm: Any) -> ModelRef:
+    """The reference of a loaded model (a models.zoo.LoadedModel)."""
+    return ModelRef(run_id=lm.run_id, epoch=lm.epoch, fingerprint=lm.fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Job kinds and their registry
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    fn: Callable[[JobContext, Any], Any]
+    config_type: type
+    result_type: Any
+    lane: str
+    module: str
+
+
+def job_kind(name: str, *, lane: str = "short") -> Callable:
+    """Mark `fn(ctx, config) -> result` as the job kind `name`. It does not register it: add it
+    to backend/kinds.py's KINDS."""
+    if lane not in LANES:
+        raise ValueError(f"lane must be one of {LANES}; got {lane!r}")
+
+    def mark(fn: Callable) -> Callable:
+        fn.__job_kind__ = (name, lane)
         return fn
-    return register
+    return mark
 
 
+class Registry:
+    """The job kinds a runner knows, by name."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, JobKind] = {}
+        self._lock = threading.Lock()
+
+    def register(self, *fns: Callable) -> None:
+        for fn in fns:
+            kind = describe_kind(fn)
+            with self._lock:
+                known = self._kinds.get(kind.name)
+                if known and known.fn is not fn and known.module != kind.module:
+                    raise ValueError(f"job kind {kind.name!r} is taken by {known.module}.{known.fn.__name__}")
+                self._kinds[kind.name] = kind
+
+    def __getitem__(self, name: str) -> JobKind:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise KeyError(f"unknown job kind {name!r}; registered: {sorted(self._kinds)} "
+                           "(add it to backend/kinds.py)") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._kinds
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+
+REGISTRY = Registry()
+
+
+def describe_kind(fn: Callable) -> JobKind:
+    """Check the four rules (module docstring) and describe the kind; raises TypeError on a breach."""
+    mark = getattr(fn, "__job_kind__", None)
+    where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+    if not mark:
+        raise TypeError(f"{where} is not decorated with @job_kind(name)")
+    name, lane = mark
+    params = list(inspect.signature(fn).parameters)
+    if len(params) != 2:
+        raise TypeError(f"job kind {name!r} ({where}) must take (ctx, config); it takes {params}")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise TypeError(f"job kind {name!r}: its annotations do not resolve ({exc})") from None
+    cfg_type, result_type = hints.get(params[1]), hints.get("return")
+    if not (isinstance(cfg_type, type) and dataclasses.is_dataclass(cfg_type)
+            and cfg_type.__dataclass_params__.frozen):
+        raise TypeError(f"job kind {name!r}: its config must be annotated as a frozen dataclass; got {cfg_type!r}")
+    problems = _jsonable_type_problems(cfg_type, f"{cfg_type.__name__}")
+    if problems:
+        raise TypeError(f"job kind {name!r}: the config has fields that are not JSON-able: {problems}")
+    if result_type is None:
+        raise TypeError(f"job kind {name!r}: annotate the result type (-> ...) so it can be checked as storable")
+    problems = _storable_type_problems(result_type, "result")
+    if problems:
+        raise TypeError(f"job kind {name!r}: the result cannot be stored safely: {problems}")
+    return JobKind(name, fn, cfg_type, result_type, lane, fn.__module__)
+
+
+_JSON_SCALARS = (int, float, str, bool, type(None))
+
+
+def _jsonable_type_problems(tp: Any, where: str) -> list[str]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _JSON_SCALARS:
+        return []
+    if origin is typing.Literal:
+        return [] if all(isinstance(a, _JSON_SCALARS) for a in args) else [f"{where}: {tp}"]
+    if origin in (typing.Union, types.UnionType) or origin is tuple:
+        return [p for a in args if a is not Ellipsis for p in _jsonable_type_problems(a, where)]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not tp.__dataclass_params__.frozen:
+            return [f"{where}: {tp.__name__} is not frozen"]
+        hints = typing.get_type_hints(tp)
+        return [p for f in dataclasses.fields(tp) for p in _jsonable_type_problems(hints[f.name], f"{where}.{f.name}")]
+    return [f"{where}: {tp!r}"]
+
+
+def _storable_type_problems(tp: Any, where: str) -> list[str]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _JSON_SCALARS or tp in (np.ndarray, torch.Tensor):
+        return []
+    if origin is typing.Literal:
+        return []
+    if origin in (typing.Union, types.UnionType, tuple, list, dict) or tp in (list, tuple, dict):
+        return [p for a in args if a is not Ellipsis for p in _storable_type_problems(a, where)]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if tp.__module__.split(".")[0] not in OWN_PACKAGES:
+            return [f"{where}: {tp.__module__}.{tp.__name__} is not a Lenscape type"]
+        hints = typing.get_type_hints(tp)
+        return [p for f in dataclasses.fields(tp) for p in _storable_type_problems(hints[f.name], f"{where}.{f.name}")]
+    return [f"{where}: {tp!r}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Code versions
+
+
+@functools.lru_cache(maxsize=None)
 def code_version(kind: str) -> str:
-    fn = JOB_KINDS[kind]
-    source = inspect.getsource(sys.modules[fn.__module__])
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
+    """A hash of the source of every Lenscape module the kind's module imports, transitively.
+    Computed once per process: the code that runs is the code that was imported."""
+    modules = module_closure(REGISTRY[kind].module)
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        h.update(f"{name}\n".encode())
+        h.update(modules[name])
+    return h.hexdigest()[:12]
+
+
+def module_closure(module: str) -> dict[str, bytes]:
+    """{module name: source bytes} of `module` and every Lenscape module it imports (at the top or
+    inside functions), followed transitively."""
+    seen: dict[str, bytes] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _source_path(name)
+        if path is None:
+            continue
+        source = open(path, "rb").read()
+        seen[name] = source
+        todo.extend(m for m in _own_imports(source, name) if m not in seen)
+    return seen
+
+
+def _source_path(module: str) -> str | None:
+    if module.split(".")[0] not in OWN_PACKAGES and module.split(".")[0] != "tests":
+        return None
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _own_imports(source: bytes, module: str) -> set[str]:
+    out: set[str] = set()
+    package = module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parts, base] if p)
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}   # `from analysis import saliency`
+    return {m for m in out if m.split(".")[0] in OWN_PACKAGES}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
 
 
 @dataclass(frozen=True)
@@ -76,13 +307,24 @@ class Job:
     label: str = ""                   # what the user sees in job lists
 
     def __post_init__(self) -> None:
-        if self.kind not in JOB_KINDS:
-            raise KeyError(f"unknown job kind {self.kind!r}; known: {sorted(JOB_KINDS)}")
+        spec = REGISTRY[self.kind]
+        if not isinstance(self.config, spec.config_type):
+            raise TypeError(f"job kind {self.kind!r} takes a {spec.config_type.__name__} config; "
+                            f"got {type(self.config).__name__}")
+
+    @property
+    def lane(self) -> str:
+        return REGISTRY[self.kind].lane
 
     def key(self) -> str:
         payload = {"kind": self.kind, "code": code_version(self.kind), "fingerprints": list(self.fingerprints),
                    "data": to_jsonable(self.data), "config": to_jsonable(self.config)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def job(kind: str, config: Any, models: tuple[ModelRef, ...] = (), label: str = "", data: Any = None) -> Job:
+    """A job over `models` (their fingerprints go into the key)."""
+    return Job(kind, config, fingerprints=tuple(m.fingerprint for m in models), data=data, label=label or kind)
 
 
 @dataclass

@@ -2,16 +2,24 @@
 
 Contract (every runner): submit(job) -> id, attaching to a running job or returning a stored
 result at once; status, progress, result (raises NotReady, JobFailed, JobCancelled), cancel.
+
+Two lanes, each with its own workers: "long" jobs (training, DiffROAR) never hold up the "short"
+ones a page waits on. A stored result that cannot be read back (bad checksum, or a format today's
+code refuses) is a miss: it is dropped, logged, and computed again. Submitting with a `watcher`
+(a page's session and widget) ties the job to it: `release(job_id, watcher)` cancels a job nobody
+watches any more (a superseded auto-submitted job), while anonymous submissions are never released.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +28,7 @@ from typing import Any
 import torch
 
 from backend.codec import to_jsonable
-from backend.jobs import (JOB_KINDS, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
+from backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
                           UnknownJob)
 from backend.store import CorruptResult, ResultStore
 
@@ -33,6 +41,10 @@ class _Active:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
+    watchers: set = field(default_factory=set)
+
+ANONYMOUS = "<anonymous>"
+log = logging.getLogger("lenscape.runner")
 
 
 def library_versions() -> dict:
@@ -42,15 +54,20 @@ def library_versions() -> dict:
 
 
 class LocalRunner:
-    def __init__(self, store: ResultStore, device: torch.device | None = None, workers: int = 1) -> None:
+    def __init__(self, store: ResultStore, device: torch.device | None = None, workers: int = 1,
+                 long_workers: int = 1, cache_entries: int = 64) -> None:
         from backend.device import choose_device
 
         self.store = store
         self.device = device or choose_device()
         self._owner = f"{platform.node()}:{os.getpid()}"
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lenscape-job")
-        self._lock = threading.Lock()
+        self._pools = {lane: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"lenscape-{lane}")
+                       for lane, n in zip(LANES, (workers, long_workers))}
+        self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
+        self._jobs: dict[str, Job] = {}                          # every job submitted here: to recompute
+        self._results: OrderedDict[str, tuple[str, Any]] = OrderedDict()   # id -> (checksum, decoded)
+        self._cache_entries = cache_entries
         self._mark_interrupted()
 
     def _mark_interrupted(self) -> None:
@@ -59,21 +76,60 @@ class LocalRunner:
             if row["status"] in ("QUEUED", "RUNNING") and not _owner_alive(row.get("owner") or ""):
                 self.store.upsert(row["id"], status="FAILED", error="interrupted: the app stopped while it ran")
 
-    def submit(self, job: Job) -> str:
+    def submit(self, job: Job, watcher: str | None = None) -> str:
+        """The job's id; computes it unless it is running or stored (and readable)."""
         job_id = job.key()
         with self._lock:
+            self._jobs[job_id] = job
             active = self._active.get(job_id)
             if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                active.watchers.add(watcher or ANONYMOUS)
                 return job_id
-            if self.store.has_valid_result(job_id):
+            if self._stored(job_id):
                 return job_id
-            active = self._active[job_id] = _Active(job)
+            active = self._active[job_id] = _Active(job, watchers={watcher or ANONYMOUS})
             self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
                               fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
                               message="", created=time.time(), started=None, finished=None, error=None,
                               device=str(self.device), versions=library_versions(), owner=self._owner)
-        self._pool.submit(self._run, job_id, active)
+            self._pools[job.lane].submit(self._run, job_id, active)
         return job_id
+
+    def _stored(self, job_id: str) -> bool:
+        """True if a readable result is stored; an unreadable one is dropped (and logged)."""
+        row = self.store.get(job_id)
+        if not row or row["status"] != "DONE":
+            return False
+        try:
+            self._load(job_id)
+            return True
+        except CorruptResult as exc:
+            log.warning("recomputing: %s", exc)
+            return False
+
+    def _load(self, job_id: str) -> Any:
+        row = self.store.get(job_id) or {}
+        with self._lock:
+            hit = self._results.get(job_id)
+            if hit and hit[0] == row.get("checksum"):
+                self._results.move_to_end(job_id)
+                return hit[1]
+        value = self.store.get_result(job_id)     # raises CorruptResult (dropped) if unreadable
+        with self._lock:
+            self._results[job_id] = (row.get("checksum"), value)
+            while len(self._results) > self._cache_entries:
+                self._results.popitem(last=False)
+        return value
+
+    def release(self, job_id: str, watcher: str) -> None:
+        """`watcher` no longer wants this job; cancel it if nobody else does."""
+        with self._lock:
+            active = self._active.get(job_id)
+            if not active or active.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return
+            active.watchers.discard(watcher)
+            if not active.watchers:
+                active.cancel.set()
 
     def _run(self, job_id: str, active: _Active) -> None:
         workdir = self.store.root / "work" / job_id
@@ -83,7 +139,7 @@ class LocalRunner:
             ctx.check_cancelled()
             active.status = JobStatus.RUNNING
             self.store.upsert(job_id, status="RUNNING", started=started)
-            result = JOB_KINDS[active.job.kind](ctx, active.job.config)
+            result = REGISTRY[active.job.kind].fn(ctx, active.job.config)
             ctx.check_cancelled()
             self.store.put_result(job_id, result)
             self._finish(job_id, active, JobStatus.DONE, started)
@@ -133,10 +189,16 @@ class LocalRunner:
         if status == JobStatus.FAILED:
             raise JobFailed((self.store.get(job_id) or {}).get("error") or "the job failed")
         try:
-            return self.store.get_result(job_id)
+            return self._load(job_id)
         except CorruptResult as exc:
-            self._active.pop(job_id, None)
-            raise JobFailed(str(exc)) from None
+            log.warning("recomputing: %s", exc)
+            with self._lock:
+                self._active.pop(job_id, None)
+                job = self._jobs.get(job_id)
+            if job is None:
+                raise JobFailed(str(exc)) from None
+            self.submit(job)
+            raise NotReady(job_id) from None
 
     def error(self, job_id: str) -> str | None:
         row = self.store.get(job_id)
@@ -162,7 +224,8 @@ class LocalRunner:
     def shutdown(self) -> None:
         for active in self._active.values():
             active.cancel.set()
-        self._pool.shutdown(wait=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
 
 
 def _owner_alive(owner: str) -> bool:
@@ -177,8 +240,9 @@ def _owner_alive(owner: str) -> bool:
 
 
 def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
-    """The runner over the workspace's store (LENSCAPE_HOME/store), with the job kinds loaded."""
-    import backend.tasks  # noqa: F401  (registers the job kinds)
+    """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds registered."""
+    from backend.kinds import register_all
     from models.paths import home_dir
 
+    register_all()
     return LocalRunner(ResultStore(root or home_dir() / "store"), workers=workers)

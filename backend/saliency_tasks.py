@@ -11,23 +11,12 @@ import torch
 from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
 from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
 from analysis.summary import predict_proba
-from analysis.sanity import RandomizationResult, model_randomization
-from backend.jobs import Job, JobContext, job_kind
+from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
+from backend.jobs import JobContext, ModelRef, job_kind
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
 from models.training import TrainConfig, fit_and_score
 from models.zoo import LoadedModel, load_model
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelRef:
-    run_id: str
-    epoch: int
-    fingerprint: str
-
-
-def ref(lm: LoadedModel) -> ModelRef:
-    return ModelRef(run_id=lm.run_id, epoch=lm.epoch, fingerprint=lm.fingerprint)
 
 
 def _load(r: ModelRef, ctx: JobContext) -> tuple[LoadedModel, ImageData]:
@@ -51,6 +40,18 @@ class GridConfig:
     indices: tuple[int, ...]
     methods: tuple[SaliencyConfig, ...]
 
+    def __post_init__(self) -> None:
+        _check_indices(self.indices)
+        if not self.methods:
+            raise InvalidInputError("choose at least one saliency method")
+
+
+def _check_indices(indices: tuple[int, ...]) -> None:
+    if not indices:
+        raise InvalidInputError("choose at least one image")
+    if min(indices) < 0:
+        raise InvalidInputError(f"image indices are 0 or more; got {min(indices)}")
+
 
 @job_kind("saliency")
 def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
@@ -70,6 +71,14 @@ class NullMassConfig:
     methods: tuple[SaliencyConfig, ...]
     k_grid: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)
     n_images: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.methods:
+            raise InvalidInputError("the null-mass check needs at least one model and one method")
+        if not self.k_grid or not all(0 < k <= 1 for k in self.k_grid):
+            raise InvalidInputError(f"k values are fractions in (0, 1]; got {self.k_grid}")
+        if self.n_images < 1:
+            raise InvalidInputError(f"the null-mass check needs at least one image; got {self.n_images}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,8 +127,12 @@ class DiffRoarJobConfig:
     roar: DiffRoarConfig
     saliency: SaliencyConfig = SaliencyConfig(target="true")  # the paper ranks by the true label's gradient
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.roar, DiffRoarConfig) or not isinstance(self.saliency, SaliencyConfig):
+            raise InvalidInputError(f"DiffROAR needs a DiffRoarConfig and a SaliencyConfig; got {self}")
 
-@job_kind("diffroar")
+
+@job_kind("diffroar", lane="long")
 def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     if not lm.record.get("config"):
@@ -169,6 +182,12 @@ class RandomizationConfig:
         if len(self.indices) < 2:
             raise InvalidInputError(f"the randomization check needs at least 2 images (maps of different images "
                                     f"are one of its baselines); got {len(self.indices)}")
+        _check_indices(self.indices)
+        if not self.methods:
+            raise InvalidInputError("choose at least one saliency method")
+        if self.order not in ORDERS or self.map_mode not in MAP_MODES:
+            raise InvalidInputError(f"order must be one of {ORDERS} and map_mode one of {MAP_MODES}; "
+                                    f"got {self.order!r}, {self.map_mode!r}")
 
 
 @job_kind("randomization")
@@ -183,7 +202,3 @@ def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[Randomi
         out.append(model_randomization(lm.model, x, target, m, order=cfg.order, map_mode=cfg.map_mode,
                                        seed=cfg.seed))
     return out
-
-
-def job(kind: str, cfg, models: tuple[ModelRef, ...], label: str) -> Job:
-    return Job(kind, cfg, fingerprints=tuple(m.fingerprint for m in models), label=label)

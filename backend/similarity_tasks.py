@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.activations import extract
+from analysis.activations import CONV_MODES, extract
 from analysis.embedding import Projection, ProjectionConfig, project
 from analysis.summary import predict_proba
 from analysis.similarity import METRICS
-from backend.jobs import JobContext, job_kind
-from backend.saliency_tasks import ModelRef
+from backend.jobs import JobContext, ModelRef, job_kind
 from models.architectures import build_model
 from models.data import load_data
 from models.errors import InvalidInputError
@@ -30,6 +29,19 @@ class ActSpec:
     conv_mode: str = "pool"           # conv layers: "pool" (N, C), "flatten" (N, C·H·W), "positions" (N·H·W, C)
     seed: int = 0                     # random-network baseline and shuffles
 
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise InvalidInputError(f"split must be 'train' or 'test'; got {self.split!r}")
+        if self.n_examples < 2:
+            raise InvalidInputError(f"similarity needs at least 2 examples; got {self.n_examples}")
+        if self.conv_mode not in CONV_MODES:
+            raise InvalidInputError(f"conv_mode must be one of {CONV_MODES}; got {self.conv_mode!r}")
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown metric {metric!r}; expected one of {list(METRICS)}")
+
 
 def _data_x(lm: LoadedModel, spec: ActSpec) -> torch.Tensor:
     if lm.data is None:
@@ -38,8 +50,7 @@ def _data_x(lm: LoadedModel, spec: ActSpec) -> torch.Tensor:
 
 
 def _random_twin(lm: LoadedModel, seed: int, device) -> torch.nn.Module:
-    torch.manual_seed(10_000 + seed)
-    return build_model(lm.arch).to(device).eval()
+    return build_model(lm.arch, seed=10_000 + seed).to(device).eval()
 
 
 def _score(metric: str, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> float:
@@ -70,6 +81,11 @@ class LayerMatrixConfig:
     layers_b: tuple[str, ...]
     metric: str = "linear_cka"
     acts: ActSpec = ActSpec()
+
+    def __post_init__(self) -> None:
+        if not self.layers_a or not self.layers_b:
+            raise InvalidInputError("choose at least one layer of each model")
+        _check_metric(self.metric)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +126,11 @@ class SeedMatrixConfig:
     metric: str = "linear_cka"
     acts: ActSpec = ActSpec()
 
+    def __post_init__(self) -> None:
+        if len(self.models) < 2:
+            raise InvalidInputError(f"compare at least two models; got {len(self.models)}")
+        _check_metric(self.metric)
+
 
 @job_kind("seed_similarity")
 def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMatrix:
@@ -132,6 +153,11 @@ class ConvergenceConfig:
     layers: tuple[str, ...]
     metric: str = "linear_cka"
     acts: ActSpec = ActSpec()
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise InvalidInputError("choose at least one layer")
+        _check_metric(self.metric)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +196,10 @@ class PairConfig:
     layer_b: str
     acts: ActSpec = ActSpec()
 
+    def __post_init__(self) -> None:
+        if not self.layer_a or not self.layer_b:
+            raise InvalidInputError("choose a layer of each model")
+
 
 @dataclass(frozen=True, kw_only=True)
 class AllMetrics:
@@ -203,6 +233,9 @@ class ProjectionJobConfig:
     split: str = "test"
     n_examples: int = 2000
     conv_mode: str = "pool"
+
+    def __post_init__(self) -> None:
+        ActSpec(split=self.split, n_examples=self.n_examples, conv_mode=self.conv_mode)   # same rules
 
 
 @dataclass(frozen=True, kw_only=True)

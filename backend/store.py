@@ -23,7 +23,7 @@ COLUMNS = ("id", "kind", "label", "config", "fingerprints", "data", "status", "m
 
 
 class CorruptResult(Exception):
-    """A stored result is missing or fails its checksum; it has been dropped."""
+    """A stored result is missing, fails its checksum or cannot be decoded; it has been dropped."""
 
 
 class ResultStore:
@@ -87,7 +87,13 @@ class ResultStore:
             return False
 
     def get_result(self, job_id: str) -> Any:
-        return decode(self._verified_bytes(job_id))
+        """The stored result; CorruptResult (and the entry dropped) if it is missing, fails its
+        checksum, or cannot be decoded by today's code (a config it now refuses, a type it lost)."""
+        raw = self._verified_bytes(job_id)
+        try:
+            return decode(raw)
+        except Exception as exc:
+            self._drop(job_id, f"the stored result could not be read back ({type(exc).__name__}: {exc})")
 
     def _verified_bytes(self, job_id: str) -> bytes:
         row = self.get(job_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table, predict_proba
-from backend.jobs import Job, JobContext, job_kind
+from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref
 from models.data import ImageData, load_data
 from models.errors import InvalidInputError
 from models.paths import runs_dir
@@ -13,7 +15,7 @@ from models.training import TrainConfig, evaluate, prepare_data, run_id_for, tra
 from models.zoo import LoadedModel, load_model
 
 
-@job_kind("train")
+@job_kind("train", lane="long")
 def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
     return train_run(cfg, runs_dir() / run_id_for(cfg), progress=ctx.progress, device=ctx.device)
 
@@ -26,10 +28,20 @@ def train_jobs(cfg: TrainConfig, seeds: list[int]) -> list[Job]:
             for s in seeds]
 
 
+@dataclass(frozen=True, kw_only=True)
+class SummaryJobConfig:
+    model: ModelRef
+    summary: SummaryConfig = SummaryConfig()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelRef) or not isinstance(self.summary, SummaryConfig):
+            raise InvalidInputError(f"a summary needs a ModelRef and a SummaryConfig; got {self}")
+
+
 @job_kind("model_summary")
-def summary_job(ctx: JobContext, cfg: tuple[str, int, SummaryConfig]) -> ModelSummary:
-    run_id, epoch, scfg = cfg
-    lm = load_model(run_id, epoch, device=ctx.device)
+def summary_job(ctx: JobContext, cfg: SummaryJobConfig) -> ModelSummary:
+    scfg = cfg.summary
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     ctx.progress(0.05, "layer table")
     layers = layer_table(lm.model, lm.arch.in_shape)
     n_params = sum(p.numel() for p in lm.model.parameters())
@@ -55,8 +67,8 @@ def summary_job(ctx: JobContext, cfg: tuple[str, int, SummaryConfig]) -> ModelSu
 
 
 def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:
-    return Job("model_summary", (lm.run_id, lm.epoch, cfg), fingerprints=(lm.fingerprint,), data=lm.data,
-               label=f"summary of {lm.name}")
+    r = ref(lm)
+    return job("model_summary", SummaryJobConfig(model=r, summary=cfg), (r,), f"summary of {lm.name}", data=lm.data)
 
 
 def _training_set(lm: LoadedModel) -> ImageData:
@@ -73,7 +85,3 @@ def _check_fits(lm: LoadedModel, data: ImageData) -> None:
     if data.num_classes != lm.arch.num_classes:
         raise InvalidInputError(f"{lm.name} has {lm.arch.num_classes} outputs but {data.spec.label} "
                                 f"has {data.num_classes} classes")
-
-
-import backend.saliency_tasks  # noqa: E402,F401  (registers the saliency job kinds)
-import backend.similarity_tasks  # noqa: E402,F401  (registers the similarity job kinds)

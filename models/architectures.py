@@ -210,13 +210,22 @@ class LeNet(Chain):
         self.fc3 = nn.Linear(84, spec.num_classes)
 
 
-def build_model(spec: ArchSpec) -> nn.Module:
-    """A freshly initialized model for `spec` (seed the global RNG first for reproducibility)."""
+def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
+    """A freshly initialized model for `spec`: with `seed`, its initial weights depend on the seed
+    alone (drawn from a generator, not the global RNG other jobs share; see models.seeding)."""
     from models.resnets import ResNet9, ResNet18, torchvision_classifier
+    from models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
 
     builders = {"mlp": MLP, "cnn": SmallCNN, "lenet": LeNet, "resnet18": ResNet18,
                 "resnet9": ResNet9, "torchvision": torchvision_classifier}
-    model = builders[spec.name](spec)
+    if spec.name == "torchvision" and seed is not None:   # keeps torchvision's own initialization
+        with global_seed(seed):
+            model = builders[spec.name](spec)
+    else:
+        with _GLOBAL_RNG:            # constructors draw from the global RNG: never inside another's seeded window
+            model = builders[spec.name](spec)
+        if seed is not None:
+            init_parameters(model, generator(seed))
     check_io(model, spec)
     return model
 

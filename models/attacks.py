@@ -34,15 +34,19 @@ class PGDConfig:
         return asdict(self)
 
 
-def pgd_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig) -> torch.Tensor:
+def pgd_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """delta maximizing CE(model(x + delta), y) within the eps-ball, with x + delta in [0, 1].
 
     Runs in whatever mode the model is in (adversarial training computes delta in train mode).
-    Parameter gradients are left untouched.
+    Parameter gradients are left untouched. A random start draws from `generator` (a CPU
+    generator; a fixed seed when none is given), never from the global RNG.
     """
     delta = torch.zeros_like(x)
     if cfg.random_start:
-        delta = _project(torch.empty_like(x).uniform_(-cfg.eps, cfg.eps), cfg)
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        start = torch.rand(x.shape, generator=gen, dtype=x.dtype).mul_(2 * cfg.eps).sub_(cfg.eps)
+        delta = _project(start.to(x.device), cfg)
     for _ in range(cfg.steps):
         delta.requires_grad_(True)
         loss = F.cross_entropy(model(x + delta), y)

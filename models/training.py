@@ -210,9 +210,8 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, n_train: int):
 def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str) -> dict:
     progress(0.0, f"loading {cfg.data.label}")
     data = prepare_data(cfg)
-    torch.manual_seed(cfg.seed)
     spec = cfg.arch_spec(data.train)
-    model = build_model(spec).to(device)
+    model = build_model(spec, seed=cfg.seed).to(device)
     opt, sched = _optimizer(model, cfg, len(data.train))
     record = _new_record(cfg, spec, data, out_dir.name, name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +236,7 @@ def fit_and_score(cfg: TrainConfig, train: ImageData, test: ImageData, device: t
                   progress: Progress = lambda f, m: None) -> float:
     """Train a fresh model of cfg's architecture on `train` (nothing saved) and return its best
     test accuracy over the epochs (ROAR's "predictive power")."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch_spec(train)).to(device)
+    model = build_model(cfg.arch_spec(train), seed=cfg.seed).to(device)
     opt, sched = _optimizer(model, cfg, len(train))
     gen, best = torch.Generator().manual_seed(cfg.seed), 0.0
     for epoch in range(cfg.epochs):
@@ -258,7 +256,7 @@ def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Gene
         x, y = _batch(images, labels, idx, device)                         # (B, C, H, W), (B,)
         with example_ids(model, idx):
             if cfg.adversarial:
-                x = x + pgd_perturbation(model, x, y, cfg.adversarial)
+                x = x + pgd_perturbation(model, x, y, cfg.adversarial, generator=gen)
             logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)

@@ -24,3 +24,46 @@ def has_data(name: str) -> bool:
     root = Path(os.environ.get("LENSCAPE_DATA", ""))
     return {"mnist": root / "MNIST" / "raw" / "train-images-idx3-ubyte",
             "cifar10": root / "cifar10-jpg" / "test"}[name].exists()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def job_kinds():
+    """The app's job kinds, registered as open_backend() registers them."""
+    from backend.kinds import register_all
+    return register_all()
+
+
+@pytest.fixture
+def runner(lenscape_home):
+    """The real backend (local runner and on-disk store) over the test's workspace."""
+    from backend.runner import open_backend
+    r = open_backend()
+    yield r
+    r.shutdown()
+
+
+@pytest.fixture
+def wait_for_job(runner):
+    """wait_for_job(job_id) -> its result; fails the test with the job's error if it did not finish."""
+    from backend.jobs import JobStatus
+
+    def wait(job_id: str, timeout: float = 900):
+        status = runner.wait(job_id, timeout)
+        assert status == JobStatus.DONE, f"job {job_id} ended {status.value}: {runner.error(job_id)}"
+        return runner.result(job_id)
+    return wait
+
+
+@pytest.fixture
+def trained_run(runner, wait_for_job):
+    """trained_run(recipe="digits-mlp", seeds=(0,), **overrides) -> the run records, trained by the
+    backend's train jobs into the test's workspace. `recipe` is a preset name or a TrainConfig."""
+    from dataclasses import replace
+
+    from backend.tasks import train_jobs
+    from models.training import preset
+
+    def train(recipe="digits-mlp", seeds=(0,), **overrides) -> list[dict]:
+        cfg = preset(recipe, **overrides) if isinstance(recipe, str) else replace(recipe, **overrides)
+        return [wait_for_job(runner.submit(j)) for j in train_jobs(cfg, list(seeds))]
+    return train

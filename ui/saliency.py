@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layers
-from backend.saliency_tasks import GridConfig, job, ref
+from backend.jobs import job, ref
+from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
 from ui.common import backend, cached_data, cached_model, current_model_select, model_options, run_safely
 from ui.figures import CONFIG

@@ -9,7 +9,8 @@ import streamlit as st
 from analysis.roar import DiffRoarConfig
 from analysis.saliency import METHOD_LABELS, METHODS
 from analysis.sanity import MAP_MODES, MARGIN, ORDERS
-from backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig, job, ref
+from backend.jobs import job, ref
+from backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig
 from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset

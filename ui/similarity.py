@@ -10,8 +10,7 @@ import streamlit as st
 
 from analysis.activations import hidden_layers
 from analysis.embedding import UMAP_METRICS, ProjectionConfig
-from backend.jobs import Job
-from backend.saliency_tasks import ref
+from backend.jobs import Job, ref
 from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
 from models.zoo import LoadedModel

@@ -8,9 +8,8 @@ import torch
 
 from analysis.roar import DiffRoarConfig, keep_mask, pairwise_differences
 from analysis.saliency import SaliencyConfig, attribute, null_mass_at_k
-from backend.jobs import JobStatus
-from backend.runner import open_backend
-from backend.saliency_tasks import DiffRoarJobConfig, ModelRef, job
+from backend.jobs import job, ref
+from backend.saliency_tasks import DiffRoarJobConfig
 from conftest import has_data
 from models.attacks import PGDConfig
 from models.data import DataSpec, load_data, null_block_mask
@@ -18,7 +17,7 @@ from models.paths import runs_dir
 from models.training import TrainConfig, run_id_for, train_run
 from models.zoo import load_model
 
-pytestmark = pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")
+pytestmark = [pytest.mark.paper, pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")]
 BLOCK = DataSpec(name="blockmnist")
 STANDARD = TrainConfig(data=BLOCK, arch="mlp", widths=(256, 256), epochs=3, lr=0.05)
 ROBUST = TrainConfig(data=BLOCK, arch="mlp", widths=(256, 256), epochs=3, lr=0.05,
@@ -44,20 +43,14 @@ def test_robust_mlp_puts_clearly_less_topk_mass_in_the_null_block():
     assert robust < standard / 3     # the robust model's gradient stays on the signal
 
 
-def test_diffroar_of_random_attribution_is_near_zero():
-    rec = train_run(STANDARD, runs_dir() / run_id_for(STANDARD))
-    lm = load_model(rec["run_id"])
-    runner = open_backend()
+def test_diffroar_of_random_attribution_is_near_zero(runner, trained_run, wait_for_job):
+    model = ref(load_model(trained_run(STANDARD)[0]["run_id"]))
     roar = DiffRoarConfig(methods=("gradient",), k_grid=(0.05, 0.2), seeds=(0, 1), epochs=1, train_subset=4000)
-    model = ModelRef(run_id=lm.run_id, epoch=lm.epoch, fingerprint=lm.fingerprint)
-    job_id = runner.submit(job("diffroar", DiffRoarJobConfig(model=model, roar=roar), (model,), "diffroar"))
-    assert runner.wait(job_id, 600) == JobStatus.DONE, runner.error(job_id)
-    res = runner.result(job_id)
+    res = wait_for_job(runner.submit(job("diffroar", DiffRoarJobConfig(model=model, roar=roar), (model,), "diffroar")))
     print("\nDiffROAR", dict(zip(res.methods, res.diff_mean.round(3).tolist())))
     random = res.methods.index("random")
     assert np.all(np.abs(res.diff_mean[random]) <= 0.05)
     assert res.acc_top.shape == (2, 2, 2)
-    runner.shutdown()
 
 
 def test_keep_mask_counts_and_pairwise_differences():

@@ -5,31 +5,22 @@ import numpy as np
 import pytest
 
 from analysis.activations import hidden_layers
-from backend.jobs import Job, JobStatus
-from backend.runner import open_backend
-from backend.saliency_tasks import ref
+from backend.jobs import job, ref
 from backend.similarity_tasks import ActSpec, LayerMatrixConfig, PairConfig
-from backend.tasks import train_jobs
 from conftest import has_data
 from models.data import DataSpec
 from models.training import TrainConfig
 from models.zoo import load_model
 
-pytestmark = pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")
+pytestmark = [pytest.mark.paper, pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")]
 RECIPE = TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=2, lr=0.05, train_subset=12000)
 
 
-def _run(runner, kind, cfg, refs):
-    job_id = runner.submit(Job(kind, cfg, fingerprints=tuple(r.fingerprint for r in refs)))
-    assert runner.wait(job_id, 600) == JobStatus.DONE, runner.error(job_id)
-    return runner.result(job_id)
+def test_two_seeds_diagonal_dominates_and_beats_baselines(runner, trained_run, wait_for_job):
+    def _run(runner, kind, cfg, refs):
+        return wait_for_job(runner.submit(job(kind, cfg, refs)))
 
-
-def test_two_seeds_diagonal_dominates_and_beats_baselines():
-    runner = open_backend()
-    ids = [runner.submit(j) for j in train_jobs(RECIPE, [0, 1])]
-    assert all(runner.wait(i, 600) == JobStatus.DONE for i in ids)
-    a, b = (ref(load_model(runner.result(i)["run_id"])) for i in ids)
+    a, b = (ref(load_model(r["run_id"])) for r in trained_run(RECIPE, seeds=(0, 1)))
     layers = tuple(hidden_layers(load_model(a.run_id).model))
     assert layers == ("relu1", "relu2", "relu3", "fc2")
     acts = ActSpec(n_examples=5000)
@@ -45,4 +36,3 @@ def test_two_seeds_diagonal_dominates_and_beats_baselines():
     cka = [pair.metrics.index(m) for m in ("linear_cka", "rbf_cka", "debiased_cka")]
     assert np.all(pair.values[cka] > pair.random_network[cka] + 0.25), pair
     assert np.all(pair.values > pair.shuffled + 0.3), pair
-    runner.shutdown()

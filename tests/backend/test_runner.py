@@ -1,12 +1,15 @@
 """The runner contract, against the real local runner and a real on-disk store."""
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
+from analysis.summary import SummaryConfig
+from backend.codec import encode
+from backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
 from backend.runner import LocalRunner
 from backend.store import ResultStore
 
@@ -32,7 +35,7 @@ class SlowConfig:
 
 
 @job_kind("test_slow")
-def slow_job(ctx, cfg: SlowConfig):
+def slow_job(ctx, cfg: SlowConfig) -> dict:
     CALLS[cfg.name] = CALLS.get(cfg.name, 0) + 1
     gate = GATES.get(cfg.name)
     for i in range(cfg.steps):
@@ -44,6 +47,20 @@ def slow_job(ctx, cfg: SlowConfig):
         time.sleep(0.01)
     import numpy as np
     return {"name": cfg.name, "squares": np.arange(cfg.steps) ** 2}
+
+
+@job_kind("test_training", lane="long")
+def long_job(ctx, cfg: SlowConfig) -> dict:
+    return slow_job(ctx, cfg)
+
+
+@job_kind("test_summary_config")
+def config_job(ctx, cfg: SlowConfig) -> SummaryConfig:
+    CALLS[cfg.name] = CALLS.get(cfg.name, 0) + 1
+    return SummaryConfig(n_samples=cfg.steps)
+
+
+REGISTRY.register(slow_job, long_job, config_job)
 
 
 @pytest.fixture
@@ -176,3 +193,87 @@ def test_real_training_job_end_to_end(tmp_path, monkeypatch):
     assert summary.confusion.sum() == 360 and summary.test_acc > 0.85
     assert summary.test_acc == pytest.approx(runner.result(ids[0])["metrics"][-1]["test_acc"])
     runner.shutdown()
+
+
+def test_a_stored_result_that_todays_code_refuses_is_a_miss(runner, store):
+    """A result stored by older code whose config today's validation refuses (here n_samples=-1)
+    is recomputed, by result() and by submit(), instead of raising out of the page."""
+    CALLS.pop("refused", None)
+    job = Job("test_summary_config", SlowConfig("refused", steps=3))
+    job_id = runner.submit(job)
+    assert runner.wait(job_id, 10) == JobStatus.DONE and runner.result(job_id) == SummaryConfig(n_samples=3)
+
+    def store_refused():
+        raw = encode(SummaryConfig(n_samples=3)).replace(b'"n_samples": 3', b'"n_samples": -1')
+        assert b'"n_samples": -1' in raw
+        store.path(job_id).write_bytes(raw)
+        store.upsert(job_id, checksum=hashlib.sha256(raw).hexdigest())   # a valid file, checksum and all
+
+    store_refused()
+    with pytest.raises(NotReady):          # dropped and recomputing
+        runner.result(job_id)
+    assert runner.wait(job_id, 10) == JobStatus.DONE
+    assert runner.result(job_id) == SummaryConfig(n_samples=3) and CALLS["refused"] == 2
+    store_refused()
+    other = LocalRunner(store)             # another process: knows nothing of the job until it submits it
+    assert other.submit(job) == job_id     # reads it, refuses it, recomputes
+    assert other.wait(job_id, 10) == JobStatus.DONE and CALLS["refused"] == 3
+    assert other.result(job_id) == SummaryConfig(n_samples=3)
+    other.shutdown()
+
+
+def test_short_jobs_do_not_wait_behind_a_long_one(store):
+    runner = LocalRunner(store, workers=1, long_workers=1)
+    GATES["long"] = gate = threading.Event()
+    CALLS.pop("long", None)
+    long_id = runner.submit(Job("test_training", SlowConfig("long")))
+    short_id = runner.submit(_job("short"))
+    assert runner.wait(short_id, 10) == JobStatus.DONE          # while the long one is still held
+    assert runner.status(long_id) == JobStatus.RUNNING
+    gate.set()
+    assert runner.wait(long_id, 10) == JobStatus.DONE
+    runner.shutdown()
+
+
+def test_release_cancels_a_job_only_when_nobody_watches_it(runner):
+    GATES["watched"] = gate = threading.Event()
+    job = _job("watched", steps=3)
+    job_id = runner.submit(job, watcher="session-a")
+    runner.submit(job, watcher="session-b")
+    runner.release(job_id, "session-a")
+    assert runner.status(job_id) in (JobStatus.QUEUED, JobStatus.RUNNING)
+    runner.release(job_id, "session-b")
+    gate.set()
+    assert runner.wait(job_id, 10) == JobStatus.CANCELLED
+    GATES["anon"] = gate = threading.Event()
+    anon = runner.submit(_job("anon", steps=2))              # submitted without a watcher: never released
+    runner.release(anon, "session-a")
+    gate.set()
+    assert runner.wait(anon, 10) == JobStatus.DONE
+
+
+def test_a_burst_of_submissions_from_many_threads_computes_each_job_once(runner):
+    names = [f"burst{i % 5}" for i in range(20)]
+    for n in set(names):
+        CALLS.pop(n, None)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def go(name):
+        job_id = runner.submit(_job_keep(name), watcher=f"thread-{name}")
+        with lock:
+            ids.append(job_id)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 20 and len(set(ids)) == 5
+    assert all(runner.wait(i, 20) == JobStatus.DONE for i in set(ids))
+    assert all(CALLS[n] == 1 for n in set(names))
+    assert sorted(runner.result(i)["name"] for i in set(ids)) == sorted(set(names))
+
+
+def _job_keep(name):
+    return Job("test_slow", SlowConfig(name), fingerprints=("abc",), label=name)

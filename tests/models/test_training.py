@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 import torch
@@ -16,12 +15,10 @@ from models.zoo import list_runs, load_model
 TINY = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(64,), epochs=8, batch_size=64, lr=0.1)
 
 
-def test_tiny_mlp_on_digits_learns_in_seconds(tmp_path):
-    start = time.perf_counter()
+def test_tiny_mlp_on_digits_learns(tmp_path):
     rec = train_run(TINY, tmp_path / "run")
-    seconds = time.perf_counter() - start
     assert rec["metrics"][-1]["test_acc"] >= 0.93, rec["metrics"][-1]
-    assert seconds < 30, seconds  # about 0.3 s on an idle 2-core machine
+    assert all(m["seconds"] > 0 for m in rec["metrics"])   # timings are recorded (bench/ compares them)
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):

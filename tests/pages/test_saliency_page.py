@@ -1,19 +1,8 @@
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, run_until
-from backend.runner import open_backend
-from backend.tasks import train_jobs
-from models.training import preset
 
 SALIENCY = str(ROOT / "pages" / "2_Saliency.py")
-
-
-def _train(*names):
-    runner = open_backend()
-    ids = [runner.submit(j) for n in names for j in train_jobs(preset(n), [0])]
-    for i in ids:
-        assert runner.wait(i, 300).value == "DONE", runner.error(i)
-    runner.shutdown()
 
 
 def test_saliency_page_without_models_says_what_to_do():
@@ -22,8 +11,8 @@ def test_saliency_page_without_models_says_what_to_do():
     assert any("No models" in i.value for i in at.info)
 
 
-def test_maps_grid_and_gradcam_on_an_mlp_is_explained():
-    _train("digits-mlp")
+def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
+    trained_run("digits-mlp")
     at = AppTest.from_file(SALIENCY, default_timeout=60).run()
     at.multiselect(key="sal.browse.methods").set_value(["gradient", "gradcam", "occlusion"]).run()
     assert any("Grad-CAM does not apply" in w.value for w in at.warning)
@@ -33,8 +22,8 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained():
     assert [b.label for b in at.get("download_button")] == ["Attributions (.npz)", "Predictions (.csv)"]
 
 
-def test_blockmnist_null_mass_for_standard_and_robust_mlps():
-    _train("blockmnist-mlp", "blockmnist-mlp-robust")
+def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
+    trained_run("blockmnist-mlp"); trained_run("blockmnist-mlp-robust")
     at = AppTest.from_file(SALIENCY, default_timeout=120).run()
     assert len(at.multiselect(key="sal.block.models").value) == 2
     at.button(key="sal.block.run").click().run()
@@ -46,8 +35,8 @@ def test_blockmnist_null_mass_for_standard_and_robust_mlps():
     assert not at.exception
 
 
-def test_randomization_check_judges_against_measured_baselines_in_both_orders():
-    _train("digits-mlp")
+def test_randomization_check_judges_against_measured_baselines_in_both_orders(trained_run):
+    trained_run("digits-mlp")
     at = AppTest.from_file(SALIENCY, default_timeout=60).run()
     at.multiselect(key="sal.rand.form.methods").set_value(["gradient", "random"]).run()
     for order in ("cascading", "independent"):

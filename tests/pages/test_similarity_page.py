@@ -1,19 +1,8 @@
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, run_until
-from backend.runner import open_backend
-from backend.tasks import train_jobs
-from models.training import preset
 
 PAGE = str(ROOT / "pages" / "5_Similarity.py")
-
-
-def _two_seeds():
-    runner = open_backend()
-    ids = [runner.submit(j) for j in train_jobs(preset("digits-mlp", epochs=5), [0, 1])]
-    for i in ids:
-        assert runner.wait(i, 300).value == "DONE", runner.error(i)
-    runner.shutdown()
 
 
 def test_without_models_the_page_says_what_to_do():
@@ -21,8 +10,8 @@ def test_without_models_the_page_says_what_to_do():
     assert not at.exception and any("No models yet" in i.value for i in at.info)
 
 
-def test_layer_heatmap_seed_matrix_metrics_and_pca_projection():
-    _two_seeds()
+def test_layer_heatmap_seed_matrix_metrics_and_pca_projection(trained_run):
+    trained_run("digits-mlp", seeds=(0, 1), epochs=5)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception
     at.number_input(key="sim.layers.n").set_value(300)
@@ -47,12 +36,12 @@ def test_shorten_keeps_what_differs():
     assert shorten(["same · x", "same · x"]) == (["x", "x"], "same")  # one part is always kept
 
 
-def test_seeds_tab_refuses_models_of_different_data_sets():
+def test_seeds_tab_refuses_models_of_different_data_sets(trained_run):
     from models.architectures import ArchSpec, build_model
     from models.data import DataSpec
     from models.zoo import import_model
 
-    _two_seeds()
+    trained_run("digits-mlp", seeds=(0, 1), epochs=5)
     arch = ArchSpec(name="mlp", in_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.31,), widths=(16,))
     import_model(build_model(arch), arch, "mnist stranger", DataSpec(name="mnist"), tuple("0123456789"), "test")
     at = AppTest.from_file(PAGE, default_timeout=120).run()
@@ -66,13 +55,8 @@ def test_seeds_tab_refuses_models_of_different_data_sets():
     assert not at.exception
 
 
-def test_layer_pickers_follow_the_model_when_it_changes():
-    runner = open_backend()
-    ids = [runner.submit(j) for name in ("digits-mlp", "digits-cnn") for j in train_jobs(preset(name, epochs=2), [0])]
-    for i in ids:
-        assert runner.wait(i, 300).value == "DONE", runner.error(i)
-    mlp, cnn = (runner.result(i)["run_id"] for i in ids)
-    runner.shutdown()
+def test_layer_pickers_follow_the_model_when_it_changes(trained_run):
+    (mlp,), (cnn,) = ([r["run_id"] for r in trained_run(name, epochs=2)] for name in ("digits-mlp", "digits-cnn"))
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     at.selectbox(key="sim.train.model").set_value(mlp).run()
     assert at.multiselect(key=f"sim.train.layers.{mlp}").value == ["relu1", "out"]

@@ -1,0 +1,19 @@
+"""Every job kind the app ships, registered explicitly (see backend/jobs.py for the four rules)."""
+
+from __future__ import annotations
+
+from backend import saliency_tasks, similarity_tasks, tasks
+from backend.jobs import REGISTRY, Registry
+
+KINDS = (
+    tasks.train_job, tasks.summary_job,
+    saliency_tasks.predict_job, saliency_tasks.saliency_job, saliency_tasks.null_mass_job,
+    saliency_tasks.diffroar_job, saliency_tasks.randomization_job,
+    similarity_tasks.layer_similarity_job, similarity_tasks.seed_similarity_job,
+    similarity_tasks.convergence_job, similarity_tasks.all_metrics_job, similarity_tasks.projection_job,
+)
+
+
+def register_all(registry: Registry = REGISTRY) -> Registry:
+    registry.register(*KINDS)
+    return registry

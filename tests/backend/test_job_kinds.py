@@ -1,0 +1,181 @@
+"""The job API's rules (backend/jobs.py's docstring), checked for every kind the app ships, and
+code versions that follow every Lenscape module a kind uses."""
+
+import ast
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.jobs import REGISTRY, Job, ModelRef, Registry, code_version, describe_kind, job_kind, module_closure
+from backend.kinds import KINDS, register_all
+from models.errors import InvalidInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _decorated_kinds() -> set[str]:
+    """Every function in backend/ decorated with @job_kind, found in the source (not by importing)."""
+    found = set()
+    for path in (ROOT / "backend").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for d in node.decorator_list:
+                    if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "job_kind":
+                        found.add(d.args[0].value)
+    return found
+
+
+def test_every_decorated_kind_is_registered_explicitly_and_follows_the_rules():
+    registry = register_all(Registry())
+    assert set(registry.names()) == _decorated_kinds()
+    assert len(KINDS) == len(registry.names())
+    for fn in KINDS:
+        kind = describe_kind(fn)                     # raises on a broken rule
+        assert "__post_init__" in vars(kind.config_type) or kind.config_type is ModelRef, \
+            f"{kind.name}: {kind.config_type.__name__} does not validate itself"
+    assert {k for k in registry.names() if registry[k].lane == "long"} == {"train", "diffroar"}
+
+
+def test_nothing_registers_by_import():
+    fresh = Registry()
+    import backend.saliency_tasks  # noqa: F401
+    assert fresh.names() == []
+    with pytest.raises(KeyError, match="backend/kinds.py"):
+        fresh["saliency"]
+
+
+@dataclass(frozen=True)
+class GoodConfig:
+    n: int = 1
+    ref: ModelRef | None = None
+    names: tuple[str, ...] = ()
+
+
+@dataclass
+class Mutable:
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class HoldsArray:
+    a: np.ndarray
+
+
+def test_broken_rules_are_refused_with_the_rule_named():
+    def undecorated(ctx, cfg: GoodConfig) -> dict:
+        return {}
+
+    with pytest.raises(TypeError, match="not decorated"):
+        describe_kind(undecorated)
+
+    @job_kind("t_tuple")
+    def bare_tuple(ctx, cfg: tuple) -> dict:
+        return {}
+
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        describe_kind(bare_tuple)
+
+    @job_kind("t_mutable")
+    def mutable(ctx, cfg: Mutable) -> dict:
+        return {}
+
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        describe_kind(mutable)
+
+    @job_kind("t_array_config")
+    def array_config(ctx, cfg: HoldsArray) -> dict:
+        return {}
+
+    with pytest.raises(TypeError, match="not JSON-able"):
+        describe_kind(array_config)
+
+    @job_kind("t_no_result")
+    def no_result(ctx, cfg: GoodConfig):
+        return {}
+
+    with pytest.raises(TypeError, match="annotate the result"):
+        describe_kind(no_result)
+
+    @job_kind("t_foreign_result")
+    def foreign(ctx, cfg: GoodConfig) -> Path:
+        return Path()
+
+    with pytest.raises(TypeError, match="cannot be stored"):
+        describe_kind(foreign)
+
+    @job_kind("t_good")
+    def good(ctx, cfg: GoodConfig) -> list[np.ndarray]:
+        return []
+
+    assert describe_kind(good).config_type is GoodConfig
+
+
+def test_a_job_refuses_a_config_of_another_type():
+    register_all()
+    from backend.saliency_tasks import GridConfig
+    from backend.similarity_tasks import ActSpec
+
+    with pytest.raises(TypeError, match="GridConfig"):
+        Job("saliency", ActSpec())
+    with pytest.raises(KeyError):
+        Job("no_such_kind", ActSpec())
+    r = ModelRef(run_id="run-x", epoch=1, fingerprint="f")
+    with pytest.raises(InvalidInputError, match="at least one image"):
+        GridConfig(model=r, indices=(), methods=())
+    with pytest.raises(InvalidInputError):
+        ActSpec(conv_mode="nope")
+    with pytest.raises(InvalidInputError):
+        ModelRef(run_id="run-x", epoch=-1, fingerprint="f")
+
+
+def test_code_version_covers_every_module_a_kind_imports():
+    register_all()
+    covered = set(module_closure(REGISTRY["saliency"].module))
+    assert {"backend.saliency_tasks", "analysis.saliency", "analysis.roar", "models.zoo", "models.training",
+            "backend.jobs", "backend.codec"} <= covered
+    assert "analysis.hooks" in covered                     # only through analysis.saliency / summary
+    assert "ui.common" not in covered and "backend.similarity_tasks" not in covered
+
+
+def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_path, monkeypatch):
+    """A package of our own (under a name code versions follow) whose job module imports a helper
+    that imports another: editing the last one changes the kind's version."""
+    pkg = tmp_path / "backend" / "_probe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "leaf.py").write_text("VALUE = 1\n")
+    (pkg / "middle.py").write_text("from backend._probe import leaf\n")
+    (pkg / "kind.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from backend.jobs import job_kind
+
+
+        @dataclass(frozen=True)
+        class Cfg:
+            n: int = 0
+
+
+        @job_kind("t_probe")
+        def probe(ctx, cfg: Cfg) -> int:
+            from backend._probe import middle  # imported inside the function: still followed
+            return 0
+        '''))
+    import backend
+    monkeypatch.setattr(backend, "__path__", [*backend.__path__, str(tmp_path / "backend")])
+    for m in [m for m in sys.modules if m.startswith("backend._probe")]:
+        monkeypatch.delitem(sys.modules, m)
+    from backend._probe.kind import probe
+
+    registry = REGISTRY
+    registry.register(probe)
+    code_version.cache_clear()
+    before = code_version("t_probe")
+    assert set(module_closure("backend._probe.kind")) >= {"backend._probe.middle", "backend._probe.leaf"}
+    (pkg / "leaf.py").write_text("VALUE = 2\n")
+    code_version.cache_clear()
+    assert code_version("t_probe") != before
+    code_version.cache_clear()
