@@ -3,7 +3,7 @@ import streamlit as st
 from backend.tasks import train_jobs
 from ui.common import backend, page_setup
 from ui.data import data_picker, data_preview
-from ui.jobs import job_panel
+from ui.jobs import job_panel, submit
 from ui.loading import import_form
 from ui.summary import model_picker, show_model
 from ui.training import show_trained, train_form
@@ -24,7 +24,7 @@ with train_tab:
     request = train_form(spec, key="models.train")
     if request:
         cfg, seeds = request
-        st.session_state["models.train_jobs"] = [backend().submit(j) for j in train_jobs(cfg, seeds)]
+        submit("models.train_jobs", train_jobs(cfg, seeds), keep_replaced=True)
     elif not st.session_state.get("models.train_jobs"):  # a refresh or another tab: re-attach
         st.session_state["models.train_jobs"] = backend().running("train")
     job_panel("models.train_jobs", show_trained)

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from backend.jobs import JobCancelled, JobFailed, JobStatus
+from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady
 from ui.common import backend
 
 RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -20,6 +20,27 @@ RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
 def job_ids(state_key: str) -> list[str]:
     ids = st.session_state.get(state_key) or []
     return [ids] if isinstance(ids, str) else list(ids)
+
+
+def _watcher(state_key: str) -> str:
+    """Who waits on the jobs under `state_key`: this browser session's widget."""
+    import uuid
+
+    session = st.session_state.setdefault("_lenscape.session", uuid.uuid4().hex)
+    return f"{session}:{state_key}"
+
+
+def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -> list[str]:
+    """Submit `jobs` for the widget under `state_key` and remember their ids there. The jobs they
+    replace are released: cancelled unless another session waits on them too, or `keep_replaced`
+    (minutes of work a user started on purpose, like training)."""
+    runner, watcher = backend(), _watcher(state_key)
+    ids = [runner.submit(j, watcher=watcher) for j in ([jobs] if isinstance(jobs, Job) else jobs)]
+    if not keep_replaced:
+        for old in set(job_ids(state_key)) - set(ids):
+            runner.release(old, watcher)
+    st.session_state[state_key] = ids
+    return ids
 
 
 def any_running(state_key: str) -> bool:
@@ -57,6 +78,10 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
                 continue
             try:
                 results.append(runner.result(job_id))
+            except NotReady:            # its stored result could not be read back: computing it again
+                running = True
+                st.progress(0.0, text=f"{label} — computing again (the stored result could not be read)")
+                continue
             except JobCancelled:
                 st.warning(f"{label}: cancelled; nothing was kept.")
             except JobFailed as exc:

@@ -14,7 +14,7 @@ from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
 from ui.common import backend, cached_data, cached_model, current_model_select, model_options, run_safely
 from ui.figures import CONFIG
-from ui.jobs import job_panel
+from ui.jobs import job_panel, submit
 from ui.saliency_figs import map_grid, reduce_map
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
@@ -87,8 +87,7 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
 def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
     """Test images by class, correctness, confidence or explicit indices, paged."""
     r = ref(lm)
-    job_id = backend().submit(job("predict", r, (r,), f"predictions of {lm.name}"))
-    st.session_state[f"{key}.pred_job"] = job_id
+    (job_id,) = submit(f"{key}.pred_job", job("predict", r, (r,), f"predictions of {lm.name}"))
     if backend().status(job_id).value != "DONE":
         job_panel(f"{key}.pred_job", lambda _: None)
         return ()
@@ -135,9 +134,8 @@ def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
         st.info("Choose at least one image and one method.")
         return
     refs = [ref(m) for m in models]
-    ids = [backend().submit(job("saliency", GridConfig(model=r, indices=indices, methods=methods), (r,),
-                                f"saliency maps of {m.name}")) for r, m in zip(refs, models)]
-    st.session_state[f"{key}.jobs"] = ids
+    submit(f"{key}.jobs", [job("saliency", GridConfig(model=r, indices=indices, methods=methods), (r,),
+                               f"saliency maps of {m.name}") for r, m in zip(refs, models)])
     job_panel(f"{key}.jobs", lambda results: _draw_grid(models, indices, results, signed, opacity, shared, key))
 
 

@@ -15,9 +15,9 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import backend, cached_data, cached_model, model_options, run_safely
+from ui.common import cached_data, cached_model, model_options, run_safely
 from ui.figures import CONFIG
-from ui.jobs import job_panel
+from ui.jobs import job_panel, submit
 from ui.saliency import method_form
 from ui.saliency_figs import diffroar_curves, map_grid, null_mass_boxes, rank_corr_curves, reduce_map
 
@@ -32,8 +32,8 @@ def blockmnist_check(key: str = "sal.block") -> None:
         chosen = st.multiselect("Recipes", ZOO, list(ZOO[:2]), key=f"{key}.zoo",
                                 help="The robust ones train with 7-step PGD, about 8x the time of the standard ones.")
         if st.button("Train", key=f"{key}.train"):
-            st.session_state[f"{key}.train_jobs"] = [backend().submit(j) for name in chosen
-                                                     for j in train_jobs(preset(name, data=spec), [0])]
+            submit(f"{key}.train_jobs", [j for name in chosen for j in train_jobs(preset(name, data=spec), [0])],
+                   keep_replaced=True)
         job_panel(f"{key}.train_jobs", lambda recs: st.success(f"Trained {len(recs)} models."))
     if not runs:
         st.info(f"No models trained on {spec.label} yet.")
@@ -55,7 +55,7 @@ def blockmnist_check(key: str = "sal.block") -> None:
     refs = tuple(ref(m) for m in models)
     cfg = NullMassConfig(models=refs, methods=methods, k_grid=(float(k),), n_images=int(n))
     if st.button("Compute null mass", type="primary", key=f"{key}.run"):
-        st.session_state[f"{key}.job"] = backend().submit(job("null_mass", cfg, refs, "BlockMNIST null mass"))
+        submit(f"{key}.job", job("null_mass", cfg, refs, "BlockMNIST null mass"))
         st.session_state[f"{key}.k_shown"] = float(k)
     job_panel(f"{key}.job", lambda res: _show_null_mass(res[0], st.session_state[f"{key}.k_shown"], key))
 
@@ -100,8 +100,8 @@ def diffroar(lm: LoadedModel, key: str = "sal.roar") -> None:
             f"× {len(roar.seeds)} seeds × 2 arms), each for {roar.epochs} epochs of {lm.name}'s recipe.")
     if st.button("Run DiffROAR", type="primary", key=f"{key}.run"):
         r = ref(lm)
-        st.session_state[f"{key}.job"] = backend().submit(
-            job("diffroar", DiffRoarJobConfig(model=r, roar=roar), (r,), f"DiffROAR of {lm.name}"))
+        submit(f"{key}.job", job("diffroar", DiffRoarJobConfig(model=r, roar=roar), (r,), f"DiffROAR of {lm.name}"),
+               keep_replaced=True)
     job_panel(f"{key}.job", lambda res: _show_roar(res[0], key))
 
 
@@ -135,7 +135,7 @@ def randomization(lm: LoadedModel, key: str = "sal.rand") -> None:
     cfg = run_safely(lambda: RandomizationConfig(model=r, indices=tuple(range(int(n))), methods=methods,
                                                  order=order, map_mode=map_mode), "Randomization settings")
     if cfg and st.button("Run the randomization check", type="primary", key=f"{key}.run"):
-        st.session_state[f"{key}.job"] = backend().submit(job("randomization", cfg, (r,), f"randomization of {lm.name}"))
+        submit(f"{key}.job", job("randomization", cfg, (r,), f"randomization of {lm.name}"))
     job_panel(f"{key}.job", lambda res: _show_randomization(lm, res[0], key))
 
 

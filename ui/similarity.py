@@ -10,14 +10,14 @@ import streamlit as st
 
 from analysis.activations import hidden_layers
 from analysis.embedding import UMAP_METRICS, ProjectionConfig
-from backend.jobs import Job, ref
+from backend.jobs import job, ref
 from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
 from models.zoo import LoadedModel
-from ui.common import backend, cached_data, cached_model, model_options
+from ui.common import cached_data, cached_model, model_options
 from ui.figures import CONFIG
 from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
-from ui.jobs import job_panel
+from ui.jobs import job_panel, submit
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
                  "svcca": "SVCCA", "pwcca": "PWCCA"}
@@ -66,8 +66,7 @@ def _metric(key: str) -> str:
 
 
 def _submit(state: str, kind: str, cfg, refs, label: str) -> None:
-    st.session_state[state] = backend().submit(Job(kind, cfg, fingerprints=tuple(r.fingerprint for r in refs),
-                                                   label=label))
+    submit(state, job(kind, cfg, tuple(refs), label))
 
 
 def shorten(labels: list[str], sep: str = " · ") -> tuple[list[str], str]:
@@ -257,11 +256,11 @@ def projection(key: str = "sim.proj") -> None:
     cfg = ProjectionConfig(method=method, n_neighbors=int(neighbors), min_dist=float(min_dist), metric=metric,
                            seed=int(seed))
     if st.button("Project", type="primary", key=f"{key}.run"):
-        st.session_state[f"{key}.jobs"] = [backend().submit(Job(
+        submit(f"{key}.jobs", [job(
             "projection", ProjectionJobConfig(model=ref(m), layer=layer if layer in hidden_layers(m.model)
                                               else hidden_layers(m.model)[-1], projection=cfg, split=split,
-                                              n_examples=int(n)), fingerprints=(m.fingerprint,),
-            label=f"{method.upper()} of {m.name}")) for m in models]
+                                              n_examples=int(n)), (ref(m),),
+            f"{method.upper()} of {m.name}") for m in models])
         st.session_state[f"{key}.shown"] = (picked, split)
     job_panel(f"{key}.jobs", lambda res: _show_projections(res, key, colour))
 

@@ -8,9 +8,9 @@ import streamlit as st
 from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, backend, cached_data, cached_model, current_model_select, model_options, run_safely
+from ui.common import MODEL_KEY, cached_data, cached_model, current_model_select, model_options, run_safely
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
-from ui.jobs import job_panel
+from ui.jobs import job_panel, submit
 
 JOB_KEY = "models.summary_job"
 
@@ -39,7 +39,7 @@ def show_model(lm: LoadedModel) -> None:
     if rec.get("metrics"):
         st.plotly_chart(training_curves(rec["metrics"], "Training curves"), config=CONFIG, key=f"tc.{lm.run_id}")
     if lm.data is not None:
-        st.session_state[JOB_KEY] = backend().submit(summary_job_for(lm))
+        submit(JOB_KEY, summary_job_for(lm))
         job_panel(JOB_KEY, lambda results: _show_summary(lm, results[0]))
     with st.expander("Delete this model"):
         if st.button("Delete it from the workspace (checkpoints included)", key=f"delete.{lm.run_id}"):

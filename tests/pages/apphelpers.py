@@ -19,3 +19,28 @@ def run_until(at: AppTest, done, timeout: float = 120) -> AppTest:
             return at
         time.sleep(0.3)
     raise AssertionError(f"timed out; errors: {[e.value for e in at.error]}")
+
+
+# A job kind for page tests: it waits at a gate until the test opens it.
+import threading  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from backend.jobs import REGISTRY, job_kind  # noqa: E402
+
+GATES: dict[str, threading.Event] = {}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    name: str
+
+
+@job_kind("test_gated")
+def gated_job(ctx, cfg: GateConfig) -> str:
+    gate = GATES.setdefault(cfg.name, threading.Event())
+    while not gate.wait(0.02):
+        ctx.progress(0.5, "waiting at the gate")      # raises JobCancelled once cancelled
+    return cfg.name
+
+
+REGISTRY.register(gated_job)
