@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.evaluation import in_chunks
 from analysis.summary import predict_proba
 from models.errors import InvalidInputError
 
@@ -100,18 +101,8 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: S
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
         _conv_layer(model, config.layer)
-    out, start, size = [], 0, config.batch_size
-    while start < len(x):
-        xb, tb = x[start:start + size].to(device), target[start:start + size].to(device)
-        try:
-            out.append(fn(model, xb, tb, config, start).detach().cpu())
-        except torch.cuda.OutOfMemoryError:
-            if size == 1:
-                raise
-            size = max(1, size // 2)
-            torch.cuda.empty_cache()
-            continue
-        start += len(xb)
+    out = in_chunks(len(x), config.batch_size, lambda start, stop: fn(
+        model, x[start:stop].to(device), target[start:stop].to(device), config, start).detach().cpu())
     return torch.cat(out)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.evaluation import evaluate
 from analysis.hooks import run_with_cache
 from models.errors import InvalidInputError
 
@@ -65,10 +66,6 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int)
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
 
 
-@torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Softmax probabilities in eval mode, in batches. x: (N, C, H, W) in [0, 1]."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = [torch.softmax(model(x[i:i + batch_size].to(device)), dim=1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
+    """Softmax probabilities in eval mode, in batches. x: (N, C, H, W) in [0, 1] (or uint8)."""
+    return evaluate(model, x, batch_size=batch_size, probabilities=True).probabilities

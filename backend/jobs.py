@@ -327,6 +327,13 @@ def job(kind: str, config: Any, models: tuple[ModelRef, ...] = (), label: str = 
     return Job(kind, config, fingerprints=tuple(m.fingerprint for m in models), data=data, label=label or kind)
 
 
+def stage(ctx: JobContext, lo: float, hi: float, what: str = "") -> Callable[[float, str], None]:
+    """A progress callback for one stage of a job: its [0, 1] maps to [lo, hi] of the job's bar."""
+    def report(fraction: float, message: str = "") -> None:
+        ctx.progress(lo + (hi - lo) * fraction, f"{what}: {message}" if what else message)
+    return report
+
+
 @dataclass
 class JobContext:
     """Handed to a running job: where to report progress, and how it learns of a cancel."""

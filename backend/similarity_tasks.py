@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.activations import CONV_MODES, extract
+from analysis.activations import extract
+from analysis.evaluation import CONV_MODES, evaluate
 from analysis.embedding import Projection, ProjectionConfig, project
-from analysis.summary import predict_proba
 from analysis.similarity import METRICS
-from backend.jobs import JobContext, ModelRef, job_kind
+from backend.jobs import JobContext, ModelRef, job_kind, stage
 from models.architectures import build_model
 from models.data import load_data
 from models.errors import InvalidInputError
-from models.zoo import LoadedModel, load_model
+from models.zoo import LoadedModel, iter_states, load_model, training_data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,9 +178,12 @@ def convergence_job(ctx: JobContext, cfg: ConvergenceConfig) -> Convergence:
     end = extract(final.model, x, cfg.layers, cfg.acts.conv_mode)
     notes: list[str] = []
     values = np.zeros((len(epochs), len(cfg.layers)))
-    for i, e in enumerate(epochs):
+    model = final.model   # one model; each checkpoint's weights are loaded into it in turn
+    states = ((e, s) for e, s in iter_states(cfg.model.run_id) if e in epochs)
+    for i, (e, state) in enumerate(states):
         ctx.progress(i / len(epochs), f"epoch {e}")
-        acts = extract(load_model(cfg.model.run_id, e, device=ctx.device).model, x, cfg.layers, cfg.acts.conv_mode)
+        model.load_state_dict(state)
+        acts = extract(model, x, cfg.layers, cfg.acts.conv_mode)
         values[i] = [_score(cfg.metric, acts[n], end[n], notes) for n in cfg.layers]
     rand = extract(_random_twin(final, cfg.acts.seed, ctx.device), x, cfg.layers, cfg.acts.conv_mode)
     baseline = np.array([_score(cfg.metric, rand[n], end[n], notes) for n in cfg.layers])
@@ -250,16 +253,19 @@ class ProjectionResult:
 @job_kind("projection")
 def projection_job(ctx: JobContext, cfg: ProjectionJobConfig) -> ProjectionResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
-    data = load_data(lm.data, cfg.split).head(cfg.n_examples)
-    labels, noisy = data.labels.clone(), np.zeros(len(data), dtype=bool)
-    if cfg.split == "train" and lm.noise_mask_indices:
-        idx = np.array(lm.noise_mask_indices)
-        idx = idx[idx < len(data)]
-        noisy[idx] = True
-    ctx.progress(0.1, f"activations of {cfg.layer}")
-    acts = extract(lm.model, data.x(), [cfg.layer], cfg.conv_mode)[cfg.layer]
+    if cfg.split == "train":   # the examples it was trained on: relabelled ones flagged, true labels shown
+        prepared = training_data(lm)
+        data = prepared.train.head(cfg.n_examples)
+        labels = prepared.original_labels[:len(data)]
+        mask = prepared.noise_mask
+        noisy = mask[:len(data)].numpy() if mask is not None else np.zeros(len(data), dtype=bool)
+    else:
+        data = load_data(lm.data, "test").head(cfg.n_examples)
+        labels, noisy = data.labels, np.zeros(len(data), dtype=bool)
+    ev = evaluate(lm.model, data.images, layers=[cfg.layer], conv_mode=cfg.conv_mode,
+                  progress=stage(ctx, 0.0, 0.4, f"activations of {cfg.layer}"))
+    acts = ev.activations[cfg.layer]
     ctx.progress(0.4, f"{cfg.projection.method.upper()} of {len(data):,} × {acts.shape[1]}")
     proj = project(acts.numpy(), cfg.projection)
-    pred = predict_proba(lm.model, data.x()).argmax(1).numpy()
     return ProjectionResult(projection=proj, indices=np.arange(len(data)), labels=labels.numpy(),
-                            predictions=pred, noisy=noisy)
+                            predictions=ev.predictions.numpy(), noisy=noisy)

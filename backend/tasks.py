@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table, predict_proba
-from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref
-from models.data import ImageData, load_data
+from analysis.evaluation import evaluate
+from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
+from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
+from models.data import ImageData
 from models.errors import InvalidInputError
 from models.paths import runs_dir
-from models.training import TrainConfig, evaluate, prepare_data, run_id_for, train_run
-from models.zoo import LoadedModel, load_model
+from models.seeding import generator
+from models.training import TrainConfig, run_id_for, train_run
+from models.zoo import LoadedModel, load_model, training_data
 
 
 @job_kind("train", lane="long")
@@ -48,20 +50,18 @@ def summary_job(ctx: JobContext, cfg: SummaryJobConfig) -> ModelSummary:
     if lm.data is None:
         raise InvalidInputError(f"{lm.name} has no data set attached; import it with one to evaluate it")
     ctx.progress(0.1, f"loading {lm.data.label}")
-    test, train = load_data(lm.data, "test"), _training_set(lm)
+    prepared = training_data(lm)
+    test, train = prepared.test, prepared.train
     _check_fits(lm, test)
-    ctx.progress(0.2, "evaluating on the training set")
-    train_acc = evaluate(lm.model, train.head(scfg.max_eval), ctx.device)[1]
-    ctx.progress(0.6, "evaluating on the test set")
-    test = test.head(scfg.max_eval)
-    _, test_acc, pred = evaluate(lm.model, test, ctx.device)
-    gen = torch.Generator().manual_seed(scfg.seed)
-    sample = torch.randperm(len(test), generator=gen)[:scfg.n_samples]
-    probs = predict_proba(lm.model, test.x(sample))
+    train, test = train.head(scfg.max_eval), test.head(scfg.max_eval)
+    on_train = evaluate(lm.model, train.images, train.labels, progress=stage(ctx, 0.2, 0.6, "training set"))
+    on_test = evaluate(lm.model, test.images, test.labels, probabilities=True,
+                       progress=stage(ctx, 0.6, 0.95, "test set"))
+    sample = torch.randperm(len(test), generator=generator(scfg.seed))[:scfg.n_samples]
     ctx.progress(1.0, "done")
-    return ModelSummary(layers=layers, n_params=n_params, train_acc=train_acc, test_acc=test_acc,
-                        confusion=confusion_matrix(pred, test.labels, test.num_classes),
-                        sample_index=sample.numpy(), sample_probs=probs.numpy(),
+    return ModelSummary(layers=layers, n_params=n_params, train_acc=on_train.accuracy, test_acc=on_test.accuracy,
+                        confusion=confusion_matrix(on_test.predictions, test.labels, test.num_classes),
+                        sample_index=sample.numpy(), sample_probs=on_test.probabilities[sample].numpy(),
                         sample_labels=test.labels[sample].numpy(), classes=list(test.classes),
                         fingerprint=lm.fingerprint)
 
@@ -69,13 +69,6 @@ def summary_job(ctx: JobContext, cfg: SummaryJobConfig) -> ModelSummary:
 def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:
     r = ref(lm)
     return job("model_summary", SummaryJobConfig(model=r, summary=cfg), (r,), f"summary of {lm.name}", data=lm.data)
-
-
-def _training_set(lm: LoadedModel) -> ImageData:
-    """The exact training set (subset and noisy labels included) for trained runs."""
-    if lm.record.get("config"):
-        return prepare_data(TrainConfig.from_dict(lm.record["config"])).train
-    return load_data(lm.data, "train")
 
 
 def _check_fits(lm: LoadedModel, data: ImageData) -> None:

@@ -143,21 +143,18 @@ def _batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, device
     return x, labels[idx].to(device, non_blocking=True)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cpu",
              batch_size: int = 1000, labels: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
-    """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels."""
-    model.eval()
+    """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels.
+    The data go to the device once (see on_device); analysis.evaluation does the batching."""
+    from analysis.evaluation import evaluate as batched
+
     labels = data.labels if labels is None else labels
+    if not len(data):
+        return 0.0, 0.0, torch.zeros(0, dtype=torch.long)
     images, dev_labels = on_device(data.with_labels(labels), device)
-    total_loss, preds = torch.zeros((), device=device), []
-    for start in range(0, len(data), batch_size):
-        x, y = _batch(images, dev_labels, torch.arange(start, min(start + batch_size, len(data))), device)
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum")   # summed on the device: no sync per batch
-        preds.append(logits.argmax(1))
-    pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
-    return float(total_loss) / max(len(data), 1), float((pred == labels).float().mean()) if len(pred) else 0.0, pred
+    ev = batched(model, images, dev_labels, batch_size=batch_size)
+    return ev.loss, ev.accuracy, ev.predictions
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from torch import nn
 
 from models.architectures import ArchSpec
 from models.checkpoints import load_checkpoint, model_fingerprint, read_json, save_checkpoint, write_json
-from models.data import DataSpec
+from models.data import DataSpec, load_data
 from models.errors import InvalidInputError
 from models.loading import model_from_state
 from models.paths import runs_dir
+from models.training import PreparedData, TrainConfig, prepare_data
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,54 @@ def get_run(run_id: str, root: Path | None = None) -> dict:
     return read_json(path)
 
 
+def _checkpoint(rec: dict, epoch: int | None) -> dict:
+    ckpts = {c["epoch"]: c for c in rec["checkpoints"]}
+    if not ckpts:
+        raise InvalidInputError(f"{rec['run_id']} has no checkpoints")
+    epoch = max(ckpts) if epoch is None else epoch
+    if epoch not in ckpts:
+        raise InvalidInputError(f"{rec['run_id']} has checkpoints for epochs {sorted(ckpts)}; got {epoch}")
+    return ckpts[epoch]
+
+
+def load_state(run_id: str, epoch: int | None = None, root: Path | None = None) -> dict[str, torch.Tensor]:
+    """The run's weights at `epoch` (default: the last checkpoint) as a state_dict on the CPU,
+    without building a model (safetensors: nothing is unpickled)."""
+    rec = get_run(run_id, root)
+    state, _ = load_checkpoint((root or runs_dir()) / run_id / _checkpoint(rec, epoch)["file"])
+    return state
+
+
+def iter_states(run_id: str, root: Path | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """(epoch, state_dict) of every checkpoint of the run, in epoch order, one at a time."""
+    rec = get_run(run_id, root)
+    for c in sorted(rec["checkpoints"], key=lambda c: c["epoch"]):
+        yield c["epoch"], load_checkpoint((root or runs_dir()) / run_id / c["file"])[0]
+
+
 def load_model(run_id: str, epoch: int | None = None, root: Path | None = None,
                device: torch.device | str = "cpu") -> LoadedModel:
     """The run's model at `epoch` (default: the last checkpoint)."""
     rec = get_run(run_id, root)
-    ckpts = {c["epoch"]: c for c in rec["checkpoints"]}
-    epoch = max(ckpts) if epoch is None else epoch
-    if epoch not in ckpts:
-        raise InvalidInputError(f"{run_id} has checkpoints for epochs {sorted(ckpts)}; got {epoch}")
-    state, _ = load_checkpoint((root or runs_dir()) / run_id / ckpts[epoch]["file"])
+    entry = _checkpoint(rec, epoch)
+    state, _ = load_checkpoint((root or runs_dir()) / run_id / entry["file"])
     arch = ArchSpec.from_dict(rec["arch"])
     model = model_from_state(arch, state).to(device)
     data = DataSpec.from_dict(rec["data"]) if rec.get("data") else None
     return LoadedModel(run_id, rec["name"], model, arch, data, tuple(rec.get("classes", ())),
-                       ckpts[epoch]["fingerprint"], epoch, rec)
+                       entry["fingerprint"], entry["epoch"], rec)
+
+
+def training_data(lm: LoadedModel) -> PreparedData:
+    """The data the model was trained on, exactly: for a run trained here its recipe's subset and
+    flipped labels, with the noise mask (True = relabelled) and the original labels; for an
+    imported model its data set's splits, with no mask."""
+    if lm.record.get("config"):
+        return prepare_data(TrainConfig.from_dict(lm.record["config"]))
+    if lm.data is None:
+        raise InvalidInputError(f"{lm.name} has no data set attached; import it with one")
+    train = load_data(lm.data, "train")
+    return PreparedData(train, load_data(lm.data, "test"), None, train.labels)
 
 
 class AlreadyImported(InvalidInputError):
