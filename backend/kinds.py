@@ -6,7 +6,7 @@ from backend import saliency_tasks, similarity_tasks, tasks
 from backend.jobs import REGISTRY, Registry
 
 KINDS = (
-    tasks.train_job, tasks.summary_job,
+    tasks.train_job, tasks.summary_job, tasks.prepare_data_job,
     saliency_tasks.predict_job, saliency_tasks.saliency_job, saliency_tasks.null_mass_job,
     saliency_tasks.diffroar_job, saliency_tasks.randomization_job,
     similarity_tasks.layer_similarity_job, similarity_tasks.seed_similarity_job,

@@ -9,7 +9,7 @@ import torch
 from analysis.evaluation import evaluate
 from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
 from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
-from models.data import ImageData
+from models.data import DataSpec, ImageData, prepare
 from models.errors import InvalidInputError
 from models.paths import runs_dir
 from models.seeding import generator
@@ -64,6 +64,25 @@ def summary_job(ctx: JobContext, cfg: SummaryJobConfig) -> ModelSummary:
                         sample_index=sample.numpy(), sample_probs=on_test.probabilities[sample].numpy(),
                         sample_labels=test.labels[sample].numpy(), classes=list(test.classes),
                         fingerprint=lm.fingerprint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareDataConfig:
+    data: DataSpec
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, DataSpec):
+            raise InvalidInputError(f"prepare_data needs a DataSpec; got {self.data!r}")
+
+
+@job_kind("prepare_data")
+def prepare_data_job(ctx: JobContext, cfg: PrepareDataConfig) -> dict:
+    """Decode a data set's image folders once into the cache, off the page's thread."""
+    return prepare(cfg.data, ctx.progress)
+
+
+def prepare_data_job_for(spec: DataSpec) -> Job:
+    return job("prepare_data", PrepareDataConfig(data=spec), label=f"decoding the images of {spec.label} (once)")
 
 
 def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:

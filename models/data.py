@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -129,6 +130,41 @@ class ImageData(Dataset):
         return replace(self, images=self.images[:n], labels=self.labels[:n], signal_top=top)
 
 
+def is_prepared(spec: DataSpec) -> bool:
+    """True when loading `spec` is quick: nothing to decode (image folders are decoded once into
+    the cache; `prepare` does that, with progress)."""
+    folders = _folders(spec)
+    return all(_folder_cache(root, size, key).exists() for root, size, key in folders)
+
+
+def _folders(spec: DataSpec) -> list[tuple[Path, int, str | None]]:
+    """The image folders `spec` reads, as (root, size, cache key)."""
+    root = data_root()
+    if spec.name == "cifar10":
+        if (root / "cifar-10-batches-py").is_dir() or not (root / "cifar10-jpg" / "train").is_dir():
+            return []
+        return [(root / "cifar10-jpg" / s, 0, f"cifar10-jpg-{s}") for s in ("train", "test")]
+    if spec.name == "imagefolder":
+        folder = Path(spec.folder).expanduser()
+        if not folder.is_dir():
+            return []
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            return [(folder / s, spec.image_size, None) for s in ("train", "test")]
+        return [(folder, spec.image_size, None)]
+    return []
+
+
+def prepare(spec: DataSpec, progress=None) -> dict:
+    """Decode every image folder of `spec` into the cache (progress(fraction, message)); returns
+    the number of images per folder."""
+    folders = _folders(spec)
+    out = {}
+    for i, (root, size, key) in enumerate(folders):
+        report = None if progress is None else (lambda f, m, i=i: progress((i + f) / len(folders), m))
+        out[str(root)] = len(_folder_tensors(root, size, key, report)[1])
+    return out
+
+
 def load_data(spec: DataSpec, split: Split) -> ImageData:
     if split not in ("train", "test"):
         raise InvalidInputError(f"split must be 'train' or 'test'; got {split!r}")
@@ -203,22 +239,40 @@ def _cifar10(spec: DataSpec, split: str) -> ImageData:
     return ImageData(images, labels, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, spec, split)
 
 
-def _folder_tensors(root: Path, size: int, cache_key: str | None = None):
-    """Read an ImageFolder tree into uint8 tensors; cached by file list and mtimes."""
+def _folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
+    """Where the decoded tensors of an ImageFolder tree are kept. The name stamps each class
+    folder's name, modification time and number of entries (adding, removing or renaming an image
+    changes them) without a stat of every file: checking the cache costs milliseconds."""
+    try:
+        dirs = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the folder {root} ({exc})") from None
+    parts = [str(Path(root).resolve())] + [f"{d.name}:{d.stat().st_mtime_ns}:{len(os.listdir(d.path))}" for d in dirs]
+    stamp = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    return cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp}.npz"
+
+
+def _folder_tensors(root: Path, size: int, cache_key: str | None = None, progress=None):
+    """Read an ImageFolder tree into uint8 tensors, decoding the images once: afterwards they come
+    from a tensor file in the cache (see _folder_cache)."""
     import torchvision
     from PIL import Image
 
+    cache = _folder_cache(root, size, cache_key)
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
+        except (OSError, ValueError, KeyError):      # a damaged cache file: decode again
+            cache.unlink(missing_ok=True)
     try:
         ds = torchvision.datasets.ImageFolder(str(root))
     except (FileNotFoundError, OSError) as exc:
         raise InvalidInputError(f"no images found in {root}: expected {root}/<class>/<image>.png|jpg ({exc})") from None
-    stamp = hashlib.sha256(json.dumps([(p, Path(p).stat().st_mtime_ns) for p, _ in ds.samples]).encode())
-    cache = cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp.hexdigest()[:16]}.npz"
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
     arrays, mode = [], "L" if _all_grayscale(ds.samples[:32]) else "RGB"
-    for path, _ in ds.samples:
+    for i, (path, _) in enumerate(ds.samples):
+        if progress is not None and i % 1000 == 0:
+            progress(i / len(ds.samples), f"decoding {root.name}: {i:,}/{len(ds.samples):,} images")
         with Image.open(path) as im:
             im = im.convert(mode)
             if size:
@@ -231,7 +285,9 @@ def _folder_tensors(root: Path, size: int, cache_key: str | None = None):
     stack = np.stack(arrays)
     images = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
     labels = np.array([t for _, t in ds.samples], dtype=np.int64)
-    np.savez(cache, images=images, labels=labels, classes=np.array(ds.classes))
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, labels=labels, classes=np.array(ds.classes))
+    os.replace(tmp, cache)                      # atomic: a reader never sees half a cache file
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), tuple(ds.classes)
 
 

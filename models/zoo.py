@@ -4,6 +4,7 @@ folder (safetensors checkpoints + run.json), so a restart lists the same models.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,15 +41,34 @@ class LoadedModel:
         return (self.record.get("noise") or {}).get("indices", [])
 
 
+_RECORDS: dict[Path, tuple[tuple[int, int], dict | None]] = {}
+_RECORDS_LOCK = threading.Lock()
+
+
 def list_runs(root: Path | None = None) -> list[dict]:
-    """Run records, newest first. Folders of unfinished or broken runs are skipped."""
+    """Run records, newest first. Folders of unfinished or broken runs are skipped.
+
+    A run.json is read again only when its size or modification time changed, so pages may call
+    this on every rerun. The records are shared: treat them as read-only."""
     records = []
     for path in (root or runs_dir()).glob("*/run.json"):
         try:
-            rec = read_json(path)
-        except (OSError, ValueError):
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            with _RECORDS_LOCK:
+                hit = _RECORDS.get(path)
+            if hit and hit[0] == stamp:
+                rec = hit[1]
+            else:
+                try:
+                    rec = read_json(path)
+                except ValueError:          # half-written or damaged: skipped until it changes
+                    rec = None
+                with _RECORDS_LOCK:
+                    _RECORDS[path] = (stamp, rec)
+        except OSError:
             continue
-        if rec.get("status") == "complete":
+        if rec and rec.get("status") == "complete":
             records.append(rec)
     return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
 

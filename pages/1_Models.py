@@ -19,18 +19,23 @@ if spec is None:
 with st.expander("Preview of the data set", expanded=True):
     data_preview(spec)
 
-train_tab, load_tab, summary_tab = st.tabs(["Train", "Import", "Workspace models"])
-with train_tab:
-    request = train_form(spec, key="models.train")
-    if request:
-        cfg, seeds = request
-        submit("models.train_jobs", train_jobs(cfg, seeds), keep_replaced=True)
-    elif not st.session_state.get("models.train_jobs"):  # a refresh or another tab: re-attach
-        st.session_state["models.train_jobs"] = backend().running("train")
-    job_panel("models.train_jobs", show_trained)
-with load_tab:
-    import_form(spec, key="models.load")
-with summary_tab:
-    model = model_picker("models.summary")
-    if model is not None:
-        show_model(model)
+# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
+train_tab, load_tab, summary_tab = st.tabs(["Train", "Import", "Workspace models"], key="tab", on_change="rerun",
+                                           bind="query-params")
+if train_tab.open:
+    with train_tab:
+        request = train_form(spec, key="models.train")
+        if request:
+            cfg, seeds = request
+            submit("models.train_jobs", train_jobs(cfg, seeds), keep_replaced=True)
+        elif not st.session_state.get("models.train_jobs"):  # a refresh or another tab: re-attach
+            st.session_state["models.train_jobs"] = backend().running("train")
+        job_panel("models.train_jobs", show_trained)
+if load_tab.open:
+    with load_tab:
+        import_form(spec, key="models.load")
+if summary_tab.open:
+    with summary_tab:
+        model = model_picker("models.summary")
+        if model is not None:
+            show_model(model)

@@ -30,14 +30,20 @@ with st.expander("What am I looking at?"):
         "curve against its baselines, or choose a non-black baseline.")
 
 models = pick_models("sal")
-browse_tab, block_tab, roar_tab, rand_tab = st.tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
-with block_tab:
-    blockmnist_check()
+# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
+browse_tab, block_tab, roar_tab, rand_tab = st.tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"],
+                                                    key="tab", on_change="rerun", bind="query-params")
+if block_tab.open:
+    with block_tab:
+        blockmnist_check()
 if not models:
     st.stop()
-with browse_tab:
-    browse(models)
-with roar_tab:
-    diffroar(models[0])
-with rand_tab:
-    randomization(models[0])
+if browse_tab.open:
+    with browse_tab:
+        browse(models)
+if roar_tab.open:
+    with roar_tab:
+        diffroar(models[0])
+if rand_tab.open:
+    with rand_tab:
+        randomization(models[0])

@@ -22,14 +22,10 @@ with st.expander("What am I looking at?"):
 if not models_with_data():
     st.info("No models yet: train two seeds of one recipe on the **Models** page (seeds '0-1').")
     st.stop()
-tabs = st.tabs(["Layers × layers", "Seeds (N × N)", "Over training", "All metrics", "Projection"])
-with tabs[0]:
-    layer_matrix()
-with tabs[1]:
-    seed_matrix()
-with tabs[2]:
-    convergence()
-with tabs[3]:
-    all_metrics()
-with tabs[4]:
-    projection()
+# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
+tabs = st.tabs(["Layers × layers", "Seeds (N × N)", "Over training", "All metrics", "Projection"], key="tab",
+               on_change="rerun", bind="query-params")
+for tab, draw in zip(tabs, (layer_matrix, seed_matrix, convergence, all_metrics, projection)):
+    if tab.open:
+        with tab:
+            draw()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from backend.device import describe_device
 from backend.runner import LocalRunner, open_backend
-from models.data import DataSpec, ImageData, load_data
+from models.data import DataSpec, ImageData, is_prepared, load_data
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, list_runs, load_model
 
@@ -25,8 +25,32 @@ def backend() -> LocalRunner:
 
 
 @st.cache_resource(show_spinner="Loading data…", max_entries=6)
-def cached_data(spec: DataSpec, split: str) -> ImageData:
+def _cached_data(spec: DataSpec, split: str) -> ImageData:
     return load_data(spec, split)
+
+
+def cached_data(spec: DataSpec, split: str) -> ImageData:
+    """A data set's split, loaded once per process. Image folders not decoded yet are decoded by a
+    job (progress bar, the page waits for it and reruns); nothing heavy runs on the page's thread."""
+    if not is_prepared(spec):
+        _prepare(spec)
+    return _cached_data(spec, split)
+
+
+def _prepare(spec: DataSpec) -> None:
+    from backend.jobs import JobStatus
+    from backend.tasks import prepare_data_job_for
+    from ui.jobs import job_panel, submit
+
+    key = f"data.prepare.{spec.key()}"
+    (job_id,) = submit(key, prepare_data_job_for(spec))
+    if backend().status(job_id) == JobStatus.DONE and not is_prepared(spec):
+        backend().store.delete(job_id)          # the cache was removed since: decode again
+        submit(key, prepare_data_job_for(spec))
+    st.info(f"{spec.label}: its images are decoded once into a tensor file, so later loads take a fraction "
+            "of a second. The page continues when this is done.")
+    job_panel(key, lambda results: None)
+    st.stop()
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
@@ -108,3 +132,71 @@ def run_safely(fn: Callable[[], Any], what: str) -> Any:
 
 def model_options() -> dict[str, dict]:
     return {r["run_id"]: r for r in list_runs()}
+
+
+def eligible_runs(needs_data: bool = True, min_checkpoints: int = 1, data: dict | None = None) -> dict[str, dict]:
+    """Workspace runs, newest first, that have a data set (if asked), enough checkpoints, and
+    (if given) the data set `data`."""
+    return {r: rec for r, rec in model_options().items()
+            if (not needs_data or rec.get("data")) and len(rec.get("checkpoints", ())) >= min_checkpoints
+            and (data is None or rec.get("data") == data)}
+
+
+def run_model(rec: dict, epoch: int | None = None) -> LoadedModel | None:
+    """A run's model at `epoch` (default: its last checkpoint), loaded once per process and keyed
+    by the checkpoint's fingerprint; a load failure is shown, not raised."""
+    ckpts = {c["epoch"]: c for c in rec["checkpoints"]}
+    entry = ckpts[max(ckpts)] if epoch is None or epoch not in ckpts else ckpts[epoch]
+    return run_safely(lambda: cached_model(rec["run_id"], entry["epoch"], entry["fingerprint"]),
+                      f"Loading {rec['name']}")
+
+
+def _run_label(runs: dict[str, dict]) -> Callable[[str], str]:
+    return lambda r: f"{runs[r]['name']}  ·  {r}"
+
+
+def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min_checkpoints: int = 1,
+                 pick_epoch: bool = False, data: dict | None = None, current: bool = True,
+                 index: int = 0, empty: str = "") -> LoadedModel | None:
+    """Pick a workspace model (and, with `pick_epoch`, one of its checkpoints) and load it.
+
+    `current` binds the picker to the workspace's current model both ways (see
+    current_model_select); `data` keeps only models of that data set; a model with fewer than
+    `min_checkpoints` checkpoints is not offered. Returns None (with a message) when none fits."""
+    runs = eligible_runs(needs_data, min_checkpoints, data)
+    if not runs:
+        st.info(empty or ("No model fits here yet: train one on the **Models** page" +
+                             (f" (this needs {min_checkpoints} checkpoints or more)." if min_checkpoints > 1 else ".")))
+        return None
+    fmt = _run_label(runs)
+    if current:
+        run_id = current_model_select(label, runs, key, format_func=fmt)
+    else:
+        ids = list(runs)
+        if st.session_state.get(key) not in ids:
+            st.session_state.pop(key, None)
+        run_id = st.selectbox(label, ids, index=min(index, len(ids) - 1), key=key, format_func=fmt)
+    epoch = None
+    if pick_epoch:
+        epochs = [c["epoch"] for c in runs[run_id]["checkpoints"]]
+        if len(epochs) > 1:
+            epoch = st.select_slider(f"{label}: checkpoint (epoch; 0 = initialization)", epochs, epochs[-1],
+                                        key=f"{key}.epoch.{run_id}")
+    return run_model(runs[run_id], epoch)
+
+
+def models_select(key: str, label: str = "Models", *, default: int = 1, max_selections: int | None = None,
+                  same_data: bool = True, needs_data: bool = True) -> list[LoadedModel]:
+    """Pick several workspace models and load them at their last checkpoints. The default is the
+    newest `default` models (of the newest model's data set, unless `same_data` is False); pages
+    check that the picked ones share a data set where they must."""
+    runs = eligible_runs(needs_data)
+    if not runs:
+        st.info("No models yet: train one on the **Models** page.")
+        return []
+    first = next(iter(runs.values())).get("data")
+    preferred = [r for r, rec in runs.items() if not same_data or rec.get("data") == first][:default]
+    picked = st.multiselect(label, list(runs), preferred, key=key, format_func=_run_label(runs),
+                            max_selections=max_selections)
+    return [lm for r in picked if (lm := run_model(runs[r])) is not None]
+

@@ -12,7 +12,7 @@ from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layer
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
-from ui.common import backend, cached_data, cached_model, current_model_select, model_options, run_safely
+from ui.common import backend, cached_data, eligible_runs, model_select, run_model
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.saliency_figs import map_grid, reduce_map
@@ -23,23 +23,15 @@ DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 def pick_models(key: str) -> list[LoadedModel]:
     """The primary model (the workspace's current one by default) plus any to compare with it:
     only models with the same data set can share a grid."""
-    runs = {r: rec for r, rec in model_options().items() if rec.get("data")}
-    if not runs:
-        st.info("No models with a data set yet: train one on the **Models** page (a digits MLP takes seconds).")
+    primary = model_select(f"{key}.primary", empty="No models with a data set yet: train one on the **Models** "
+                                                    "page (a digits MLP takes seconds).")
+    if primary is None:
         return []
-    ids = list(runs)
-    primary = current_model_select("Model", runs, f"{key}.primary", format_func=lambda r: runs[r]["name"])
-    same = [r for r in ids if r != primary and runs[r]["data"] == runs[primary]["data"]]
-    others = st.multiselect("Compare with (same data set)", same, key=f"{key}.others",
-                            format_func=lambda r: runs[r]["name"],
+    same = {r: rec for r, rec in eligible_runs(data=primary.record["data"]).items() if r != primary.run_id}
+    others = st.multiselect("Compare with (same data set)", list(same), key=f"{key}.others",
+                            format_func=lambda r: same[r]["name"],
                             help="e.g. a standard and a PGD-trained copy of the same architecture")
-    out = []
-    for r in [primary, *others]:
-        last = runs[r]["checkpoints"][-1]
-        lm = run_safely(lambda r=r, last=last: cached_model(r, last["epoch"], last["fingerprint"]), "Loading a model")
-        if lm is not None:
-            out.append(lm)
-    return out
+    return [primary, *[lm for r in others if (lm := run_model(same[r])) is not None]]
 
 
 def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_METHODS,

@@ -15,7 +15,7 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import cached_data, cached_model, model_options, run_safely
+from ui.common import cached_data, model_options, run_model, run_safely
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.saliency import method_form
@@ -42,8 +42,9 @@ def blockmnist_check(key: str = "sal.block") -> None:
                             format_func=lambda r: runs[r]["name"])
     if not picked:
         return
-    models = [cached_model(r, runs[r]["checkpoints"][-1]["epoch"], runs[r]["checkpoints"][-1]["fingerprint"])
-              for r in picked]
+    models = [lm for r in picked if (lm := run_model(runs[r])) is not None]
+    if not models:
+        return
     c = st.columns([3, 2, 1])
     with c[0]:
         methods = method_form(models[0], f"{key}.form", default=("gradient",), allow_target=False)

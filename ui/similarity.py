@@ -13,8 +13,7 @@ from analysis.embedding import UMAP_METRICS, ProjectionConfig
 from backend.jobs import job, ref
 from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
-from models.zoo import LoadedModel
-from ui.common import cached_data, cached_model, model_options
+from ui.common import cached_data, model_options, model_select, models_select, run_model
 from ui.figures import CONFIG
 from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
 from ui.jobs import job_panel, submit
@@ -42,11 +41,6 @@ def one_data_set(specs: list) -> bool:
         st.error("These models were trained on different data sets: compare models that see the same examples.")
         return False
     return True
-
-
-def load(run_id: str, runs: dict) -> LoadedModel:
-    last = runs[run_id]["checkpoints"][-1]
-    return cached_model(run_id, last["epoch"], last["fingerprint"])
 
 
 def act_spec(key: str) -> ActSpec:
@@ -96,12 +90,14 @@ def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: lis
 
 
 def layer_matrix(key: str = "sim.layers") -> None:
-    runs = models_with_data()
-    ids = list(runs)
     c = st.columns(2)
-    a_id = c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"])
-    b_id = c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b", format_func=lambda r: runs[r]["name"])
-    a, b = load(a_id, runs), load(b_id, runs)
+    with c[0]:
+        a = model_select(f"{key}.a", "Model A", pick_epoch=True)
+    with c[1]:
+        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, index=1)
+    if a is None or b is None:
+        return
+    a_id, b_id = a.run_id, b.run_id
     # layer pickers are keyed by model: under a fixed key Streamlit keeps the previous model's choice,
     # cut down to the layer names both models happen to share
     la = c[0].multiselect("Layers of A", [n for n, _ in a.model.named_modules() if n], hidden_layers(a.model),
@@ -135,15 +131,11 @@ def _show_matrix(m, key: str, baseline: str = LAYER_BASELINE) -> None:
 
 
 def seed_matrix(key: str = "sim.seeds") -> None:
-    runs = models_with_data()
-    first = next(iter(runs.values()))["data"]
-    same_data = [r for r, rec in runs.items() if rec["data"] == first]  # default: the newest models of one data set
-    picked = st.multiselect("Models (e.g. seeds of one recipe)", list(runs), same_data[:3], key=f"{key}.models",
-                            format_func=lambda r: runs[r]["name"])
-    if len(picked) < 2:
+    # default: the newest models of one data set
+    models = models_select(f"{key}.models", "Models (e.g. seeds of one recipe)", default=3)
+    if len(models) < 2:
         st.info("Pick at least two models.")
         return
-    models = [load(r, runs) for r in picked]
     if not one_data_set([m.data for m in models]):
         return
     names = [{n for n, _ in m.model.named_modules()} for m in models[1:]]
@@ -162,12 +154,11 @@ def seed_matrix(key: str = "sim.seeds") -> None:
 
 
 def convergence(key: str = "sim.train") -> None:
-    runs = {r: rec for r, rec in models_with_data().items() if len(rec["checkpoints"]) > 1}
-    if not runs:
-        st.info("No model with several checkpoints: train one on the Models page.")
+    lm = model_select(f"{key}.model", min_checkpoints=2, current=False,
+                      empty="No model with several checkpoints: train one on the Models page.")
+    if lm is None:
         return
-    run_id = st.selectbox("Model", list(runs), key=f"{key}.model", format_func=lambda r: runs[r]["name"])
-    lm = load(run_id, runs)
+    run_id = lm.run_id
     layers = st.multiselect("Layers", [n for n, _ in lm.model.named_modules() if n], hidden_layers(lm.model),
                             key=f"{key}.layers.{run_id}")
     metric, acts = _metric(key), act_spec(key)
@@ -196,12 +187,13 @@ def _show_convergence(c, key: str) -> None:
 
 
 def all_metrics(key: str = "sim.pair") -> None:
-    runs = models_with_data()
-    ids = list(runs)
     c = st.columns(2)
-    a = load(c[0].selectbox("Model A", ids, key=f"{key}.a", format_func=lambda r: runs[r]["name"]), runs)
-    b = load(c[1].selectbox("Model B", ids, min(1, len(ids) - 1), key=f"{key}.b",
-                            format_func=lambda r: runs[r]["name"]), runs)
+    with c[0]:
+        a = model_select(f"{key}.a", "Model A", pick_epoch=True)
+    with c[1]:
+        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, index=1)
+    if a is None or b is None:
+        return
     la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la.{a.run_id}")
     lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb.{b.run_id}")
     acts = act_spec(key)
@@ -235,12 +227,10 @@ def _show_pair(p, key: str) -> None:
 
 
 def projection(key: str = "sim.proj") -> None:
-    runs = models_with_data()
-    picked = st.multiselect("Models (side by side)", list(runs), list(runs)[:1], max_selections=2,
-                            key=f"{key}.models", format_func=lambda r: runs[r]["name"])
-    if not picked:
+    models = models_select(f"{key}.models", "Models (side by side)", default=1, max_selections=2)
+    if not models:
         return
-    models = [load(r, runs) for r in picked]
+    picked = [m.run_id for m in models]
     c = st.columns(4)
     layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer.{models[0].run_id}")
     method = c[1].radio("Method", ["umap", "pca"], horizontal=True, key=f"{key}.method")
@@ -278,7 +268,10 @@ def _show_projections(results, key: str, colour: str) -> None:
     runs = models_with_data()
     panels, frames = [], []
     for res, run_id in zip(results, picked):
-        lm = load(run_id, runs)
+        lm = run_model(runs[run_id]) if run_id in runs else None
+        if lm is None:
+            st.warning(f"{run_id} is no longer in the workspace.")
+            return
         proj = res.projection
         frame = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "index": res.indices,
                               "class": [lm.classes[int(v)] for v in res.labels],

@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, cached_data, cached_model, current_model_select, model_options, run_safely
+from ui.common import MODEL_KEY, cached_data, model_select, run_safely
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
 from ui.jobs import job_panel, submit
 
@@ -16,13 +16,8 @@ JOB_KEY = "models.summary_job"
 
 
 def model_picker(key: str = "summary") -> LoadedModel | None:
-    runs = model_options()
-    if not runs:
-        st.info("No models yet: train one above, or import one.")
-        return None
-    run_id = current_model_select("Model", runs, f"{key}.model", format_func=lambda r: f"{runs[r]['name']}  ({r})")
-    last = runs[run_id]["checkpoints"][-1]
-    return run_safely(lambda: cached_model(run_id, last["epoch"], last["fingerprint"]), "Loading the model")
+    return model_select(f"{key}.model", needs_data=False, pick_epoch=True,
+                        empty="No models yet: train one above, or import one.")
 
 
 def show_model(lm: LoadedModel) -> None:

@@ -105,3 +105,21 @@ def test_missing_mnist_names_the_files(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError) as err:
         load_data(DataSpec(name="mnist"), "train")
     assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in str(err.value)
+
+
+def test_image_folders_are_decoded_once_and_a_new_image_is_noticed(tmp_path):
+    from models.data import is_prepared, prepare
+
+    _write_folder(tmp_path / "imgs", [("cat", 12), ("dog", 12)])
+    spec = DataSpec(name="imagefolder", folder=str(tmp_path / "imgs"))
+    assert not is_prepared(spec)
+    seen = []
+    assert prepare(spec, lambda f, m: seen.append((f, m))) == {str(tmp_path / "imgs"): 10}
+    assert seen and seen[0][0] == 0.0 and "decoding imgs" in seen[0][1]
+    assert is_prepared(spec)
+    first = load_data(spec, "train")
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "dog" / "new.png")
+    assert not is_prepared(spec)                        # a new image: decoded again
+    prepare(spec)
+    assert len(load_data(spec, "train")) + len(load_data(spec, "test")) == 11 and len(first) == 8
+    assert is_prepared(DataSpec(name="digits"))         # nothing to decode

@@ -28,3 +28,27 @@ def test_states_match_the_checkpoints_and_training_data_has_the_noise_mask(train
     assert (data.train.labels[flipped] != data.original_labels[flipped]).all()
     clean = ~data.noise_mask
     assert torch.equal(data.train.labels[clean], data.original_labels[clean])
+
+
+def test_list_runs_reads_a_record_again_only_when_it_changed(trained_run, monkeypatch):
+    import json
+
+    import models.zoo as zoo
+    from models.paths import runs_dir
+
+    (rec,) = trained_run("digits-mlp", epochs=1)
+    reads = []
+    real = zoo.read_json
+    monkeypatch.setattr(zoo, "read_json", lambda p: reads.append(p) or real(p))
+    zoo.list_runs()
+    n = len(reads)
+    for _ in range(8):
+        assert [r["run_id"] for r in zoo.list_runs()] == [rec["run_id"]]
+    assert len(reads) == n                                       # eight reruns, no more reads
+    path = runs_dir() / rec["run_id"] / "run.json"
+    data = json.loads(path.read_text())
+    data["name"] = "renamed on disk, longer than before"
+    path.write_text(json.dumps(data))
+    assert zoo.list_runs()[0]["name"] == "renamed on disk, longer than before"
+    path.write_text("{ half a file")
+    assert zoo.list_runs() == []                                 # broken: skipped, not an error

@@ -44,3 +44,9 @@ def gated_job(ctx, cfg: GateConfig) -> str:
 
 
 REGISTRY.register(gated_job)
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Open a page's tab (pages render only the open one), as a click on it would."""
+    at.session_state["tab"] = label
+    return at.run()

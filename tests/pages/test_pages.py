@@ -5,7 +5,7 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from models.zoo import list_runs
-from apphelpers import MODELS_PAGE, ROOT_APP, run_until
+from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until
 
 
 def test_home_shows_views_workspace_and_device():
@@ -36,6 +36,7 @@ def test_train_two_seeds_through_the_ui_then_see_them_listed_and_summarized():
     assert not at.exception and not at.error
     runs = list_runs()
     assert sorted(r["seed"] for r in runs) == [0, 1] and all(len(r["checkpoints"]) == 5 for r in runs)
+    open_tab(at, "Workspace models")
     assert len(at.selectbox(key="models.summary.model").options) == 2
     run_until(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
     acc = next(m.value for m in at.metric if m.label == "Test accuracy")
@@ -48,7 +49,7 @@ def test_train_two_seeds_through_the_ui_then_see_them_listed_and_summarized():
 def test_bad_upload_path_shows_a_message_and_the_page_survives(tmp_path):
     evil = tmp_path / "notes.pt"
     evil.write_text("not a model at all" * 10)
-    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at = open_tab(AppTest.from_file(MODELS_PAGE, default_timeout=60).run(), "Import")
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(evil))
     at.button(key="models.load.run").click().run()
@@ -74,6 +75,7 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
     at = _train_tiny(AppTest.from_file(MODELS_PAGE, default_timeout=60).run())
     trained = at.session_state["workspace.model"]
     assert "current: Digits" in _sidebar(at)                             # the finished training is current
+    open_tab(at, "Import")
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(path)).run()
     assert any("match **MLP**" in c.value for c in at.caption)            # suggested from keys and shapes
@@ -83,14 +85,19 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
     assert not at.exception and not at.error
     imported = at.session_state["workspace.model"]
     assert imported != trained and imported.startswith("import-")
+    open_tab(at, "Workspace models")
     assert at.selectbox(key="models.summary.model").value == imported    # the picker follows, not the old value
     assert "current: mine" in _sidebar(at) and "Data set: Digits" in _sidebar(at)
     at.run()
     assert at.session_state["workspace.model"] == imported               # and stays on later reruns
+    open_tab(at, "Import")
+    at.radio(key="models.load.source").set_value("A file on this machine").run()
+    at.text_input(key="models.load.path").set_value(str(path)).run()
     at.text_input(key="models.load.name").set_value("a new name")
     at.button(key="models.load.run").click().run()
     assert any("already in the workspace as 'mine'" in i.value for i in at.info)
     assert {r["name"] for r in list_runs() if r["run_id"] == imported} == {"mine"}
+    open_tab(at, "Workspace models")
     at.selectbox(key="models.summary.model").set_value(trained).run()
     assert at.session_state["workspace.model"] == trained and "current: Digits" in _sidebar(at)
 
@@ -124,3 +131,21 @@ def test_second_session_reattaches_to_a_running_training_and_cancels_it():
     assert backend().wait(job_id, 60).value == "CANCELLED"
     run_until(second, lambda a: any("cancelled" in w.value for w in a.warning))
     assert list_runs() == []  # nothing partial is kept
+
+
+def test_an_image_folder_is_decoded_by_a_job_not_on_the_page(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((10, 10, 3), 30 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at.selectbox(key="models.data.name").set_value("imagefolder").run()
+    at.text_input(key="models.data.folder").set_value(str(tmp_path / "imgs")).run()
+    assert any("decoded once" in i.value for i in at.info)          # the page waits on a job
+    run_until(at, lambda a: not any("decoded once" in i.value for i in a.info))
+    assert not at.exception and not at.error
+    at.run()
+    assert not any("decoded once" in i.value for i in at.info)      # decoded: later loads are quick

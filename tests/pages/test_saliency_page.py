@@ -1,6 +1,6 @@
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT, run_until
+from apphelpers import ROOT, open_tab, run_until
 
 SALIENCY = str(ROOT / "pages" / "2_Saliency.py")
 
@@ -24,7 +24,7 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
 
 def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
     trained_run("blockmnist-mlp"); trained_run("blockmnist-mlp-robust")
-    at = AppTest.from_file(SALIENCY, default_timeout=120).run()
+    at = open_tab(AppTest.from_file(SALIENCY, default_timeout=120).run(), "BlockMNIST check")
     assert len(at.multiselect(key="sal.block.models").value) == 2
     at.button(key="sal.block.run").click().run()
     run_until(at, lambda a: len(a.dataframe) > 0, timeout=180)
@@ -37,7 +37,7 @@ def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
 
 def test_randomization_check_judges_against_measured_baselines_in_both_orders(trained_run):
     trained_run("digits-mlp")
-    at = AppTest.from_file(SALIENCY, default_timeout=60).run()
+    at = open_tab(AppTest.from_file(SALIENCY, default_timeout=60).run(), "Randomization check")
     at.multiselect(key="sal.rand.form.methods").set_value(["gradient", "random"]).run()
     for order in ("cascading", "independent"):
         at.radio(key="sal.rand.order").set_value(order)
