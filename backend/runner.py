@@ -245,4 +245,27 @@ def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
     from models.paths import home_dir
 
     register_all()
+    check_writable(root)
     return LocalRunner(ResultStore(root or home_dir() / "store"), workers=workers)
+
+
+def check_writable(root: Path | None = None) -> None:
+    """Raise WorkspaceNotWritable, saying what to do, when the workspace cannot be written."""
+    import sqlite3
+    import tempfile
+
+    from models.errors import WorkspaceNotWritable
+    from models.paths import home_dir
+
+    try:
+        where = root or home_dir() / "store"
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".probe-"):
+            pass
+        with sqlite3.connect(where / "index.sqlite", timeout=5) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+            con.execute("DROP TABLE probe")
+    except (OSError, sqlite3.Error) as exc:
+        raise WorkspaceNotWritable(
+            f"Lenscape cannot write to its workspace {where} ({type(exc).__name__}: {exc}). Models, results and "
+            "caches live there: set LENSCAPE_HOME to a folder you can write to and restart the app.") from None

@@ -5,5 +5,9 @@ class InvalidInputError(ValueError):
     """Bad input from a user (file, data set, config). Pages show it with st.error."""
 
 
+class WorkspaceNotWritable(InvalidInputError):
+    """LENSCAPE_HOME cannot be written: nothing can be trained, imported or cached."""
+
+
 class DataUnavailableError(InvalidInputError):
     """A data set's files are missing and cannot be downloaded here."""

@@ -11,7 +11,7 @@ import streamlit as st
 from backend.device import describe_device
 from backend.runner import LocalRunner, open_backend
 from models.data import DataSpec, ImageData, is_prepared, load_data
-from models.errors import InvalidInputError
+from models.errors import InvalidInputError, WorkspaceNotWritable
 from models.zoo import LoadedModel, list_runs, load_model
 
 MODEL_KEY = "workspace.model"
@@ -61,6 +61,12 @@ def cached_model(run_id: str, epoch: int | None, fingerprint: str) -> LoadedMode
 
 def page_setup(title: str, icon: str = ":material/lens_blur:") -> None:
     st.set_page_config(page_title=f"{title} · Lenscape", page_icon=icon, layout="wide")
+    try:
+        backend()
+    except WorkspaceNotWritable as exc:   # nothing works without a workspace: say so and stop here
+        st.title("Lenscape")
+        st.error(str(exc))
+        st.stop()
     sidebar()
 
 

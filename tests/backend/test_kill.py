@@ -1,0 +1,67 @@
+"""A server killed with kill -9 in the middle of a training, then started again: the job is
+reported as interrupted, the half-written run is not offered as a model, and submitting the same
+training again runs it to the end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from backend.jobs import JobStatus
+from backend.runner import open_backend
+from backend.tasks import train_jobs
+from models.paths import runs_dir
+from models.training import preset
+from models.zoo import list_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 400
+SERVER = f"""
+import time
+from backend.runner import open_backend
+from backend.tasks import train_jobs
+from models.training import preset
+runner = open_backend()
+(job,) = train_jobs(preset("digits-mlp", epochs={EPOCHS}), [0])
+print(runner.submit(job), flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_kill_9_mid_training_then_restart(lenscape_home):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        job_id = server.stdout.readline().strip()
+        assert job_id, "the server did not start"
+        deadline = time.monotonic() + 300
+        ckpt = None
+        while time.monotonic() < deadline and server.poll() is None:
+            ckpts = list(runs_dir().glob("*/epoch_003.safetensors"))
+            if ckpts:
+                ckpt = ckpts[0]
+                break
+            time.sleep(0.05)
+        assert ckpt is not None, "training never reached epoch 3"
+        os.kill(server.pid, signal.SIGKILL)                     # mid-training, no chance to clean up
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not (ckpt.parent / f"epoch_{EPOCHS:03d}.safetensors").exists()   # it really was cut short
+
+    runner = open_backend()                                     # the restarted server
+    try:
+        assert runner.status(job_id) == JobStatus.FAILED
+        assert "interrupted" in runner.error(job_id)
+        assert list_runs() == []                                # the half-written run is not a model
+        (job,) = train_jobs(preset("digits-mlp", epochs=EPOCHS), [0])
+        assert runner.submit(job) == job_id                     # the same work, submitted again
+        assert runner.wait(job_id, 600) == JobStatus.DONE, runner.error(job_id)
+        (rec,) = list_runs()
+        assert len(rec["checkpoints"]) == EPOCHS + 1 and rec["status"] == "complete"
+    finally:
+        runner.shutdown()
