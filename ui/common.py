@@ -112,6 +112,9 @@ def current_model_select(label: str, runs: dict[str, dict], key: str, **kwargs) 
     """A selectbox over `runs` bound both ways to the current model: it shows the current model
     (whoever set it: an import, a finished training, another page) and choosing in it sets it."""
     ids = list(runs)
+    url = st.query_params.get("model")
+    if url in ids and st.session_state.get("_url.model") != url:   # a shared link names the model: once
+        st.session_state[MODEL_KEY] = st.session_state["_url.model"] = url
     if st.session_state.get(MODEL_KEY) in ids:
         st.session_state[key] = st.session_state[MODEL_KEY]
     elif st.session_state.get(key) not in ids:
@@ -119,6 +122,8 @@ def current_model_select(label: str, runs: dict[str, dict], key: str, **kwargs) 
     choice = st.selectbox(label, ids, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
                           **kwargs)
     adopt_model(runs[choice])
+    if st.query_params.get("model") != choice:       # the link in the address bar reopens this model
+        st.query_params["model"] = st.session_state["_url.model"] = choice
     return choice
 
 
@@ -158,17 +163,19 @@ def run_model(rec: dict, epoch: int | None = None) -> LoadedModel | None:
 
 
 def _run_label(runs: dict[str, dict]) -> Callable[[str], str]:
-    return lambda r: f"{runs[r]['name']}  ·  {r}"
+    return lambda r: runs[r]["name"]
 
 
 def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min_checkpoints: int = 1,
                  pick_epoch: bool = False, data: dict | None = None, current: bool = True,
-                 index: int = 0, empty: str = "") -> LoadedModel | None:
+                 like: LoadedModel | None = None, empty: str = "") -> LoadedModel | None:
     """Pick a workspace model (and, with `pick_epoch`, one of its checkpoints) and load it.
 
     `current` binds the picker to the workspace's current model both ways (see
-    current_model_select); `data` keeps only models of that data set; a model with fewer than
-    `min_checkpoints` checkpoints is not offered. Returns None (with a message) when none fits."""
+    current_model_select); otherwise the default is the current model where it fits, or, given
+    `like`, the newest other model of `like`'s data set (model B of a pair). `data` keeps only
+    models of that data set; a model with fewer than `min_checkpoints` checkpoints is not offered.
+    Returns None (with a message) when none fits."""
     runs = eligible_runs(needs_data, min_checkpoints, data)
     if not runs:
         st.info(empty or ("No model fits here yet: train one on the **Models** page" +
@@ -181,7 +188,11 @@ def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min
         ids = list(runs)
         if st.session_state.get(key) not in ids:
             st.session_state.pop(key, None)
-        run_id = st.selectbox(label, ids, index=min(index, len(ids) - 1), key=key, format_func=fmt)
+        default = st.session_state.get(MODEL_KEY) if st.session_state.get(MODEL_KEY) in ids else ids[0]
+        if like is not None:
+            same = [r for r in ids if r != like.run_id and runs[r].get("data") == like.record.get("data")]
+            default = same[0] if same else next((r for r in ids if r != like.run_id), ids[0])
+        run_id = st.selectbox(label, ids, index=ids.index(default), key=key, format_func=fmt)
     epoch = None
     if pick_epoch:
         epochs = [c["epoch"] for c in runs[run_id]["checkpoints"]]
@@ -200,8 +211,10 @@ def models_select(key: str, label: str = "Models", *, default: int = 1, max_sele
     if not runs:
         st.info("No models yet: train one on the **Models** page.")
         return []
-    first = next(iter(runs.values())).get("data")
-    preferred = [r for r, rec in runs.items() if not same_data or rec.get("data") == first][:default]
+    current = st.session_state.get(MODEL_KEY)
+    order = [current, *[r for r in runs if r != current]] if current in runs else list(runs)
+    first = runs[order[0]].get("data")             # the current model's data set, else the newest model's
+    preferred = [r for r in order if not same_data or runs[r].get("data") == first][:default]
     picked = st.multiselect(label, list(runs), preferred, key=key, format_func=_run_label(runs),
                             max_selections=max_selections)
     return [lm for r in picked if (lm := run_model(runs[r])) is not None]

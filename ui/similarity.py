@@ -93,9 +93,11 @@ def layer_matrix(key: str = "sim.layers") -> None:
     c = st.columns(2)
     with c[0]:
         a = model_select(f"{key}.a", "Model A", pick_epoch=True)
+    if a is None:
+        return
     with c[1]:
-        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, index=1)
-    if a is None or b is None:
+        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
+    if b is None:
         return
     a_id, b_id = a.run_id, b.run_id
     # layer pickers are keyed by model: under a fixed key Streamlit keeps the previous model's choice,
@@ -190,9 +192,11 @@ def all_metrics(key: str = "sim.pair") -> None:
     c = st.columns(2)
     with c[0]:
         a = model_select(f"{key}.a", "Model A", pick_epoch=True)
+    if a is None:
+        return
     with c[1]:
-        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, index=1)
-    if a is None or b is None:
+        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
+    if b is None:
         return
     la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la.{a.run_id}")
     lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb.{b.run_id}")

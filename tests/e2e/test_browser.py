@@ -1,7 +1,9 @@
 """A real `streamlit run` server visited by headless Chromium (Debian's, driven by Playwright).
 
-Every page is opened, one action is run on the Models page (training a tiny model), no
-exception element may appear, and a screenshot of each page is saved into the folder printed.
+Every page is opened and used as a user would, no exception element may appear, and a screenshot
+of each page is saved into the folder printed. The workspace is trained from the command line
+before the server starts (two digits MLP seeds), and each test opens the model it needs by link
+(`?model=<run id>`), so the tests pass in any order and alone.
 """
 
 from __future__ import annotations
@@ -35,10 +37,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PRETRAINED = ("digits-mlp", 4, (0, 1))     # preset, epochs, seeds: trained before the server starts
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def seeds() -> list[str]:
+    """Run ids of the pre-trained digits MLP seeds."""
+    from models.training import preset, run_id_for
+
+    name, epochs, which = PRETRAINED
+    return [run_id_for(preset(name, epochs=epochs, seed=s)) for s in which]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, seeds):
     port, home = _free_port(), tmp_path_factory.mktemp("e2e-home")
     env = {**os.environ, "LENSCAPE_HOME": str(home)}
+    name, epochs, which = PRETRAINED
+    subprocess.run([sys.executable, "-m", "models", "train", "--preset", name, "--epochs", str(epochs),
+                    "--seeds", ",".join(map(str, which))], cwd=ROOT, env=env, check=True, capture_output=True)
+    assert all((home / "runs" / r / "run.json").exists() for r in seeds)
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1"],
@@ -127,8 +145,8 @@ def test_models_page_trains_a_model(page, server, shots):
     _snap(page, shots, "models-summary")
 
 
-def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server, shots):
-    page.goto(f"{server}/Saliency")  # the digits MLP trained by the test above is the model
+def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server, shots, seeds):
+    page.goto(f"{server}/Saliency?model={seeds[0]}")
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
     _snap(page, shots, "saliency-maps")
@@ -151,8 +169,8 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     _snap(page, shots, "saliency-blockmnist")
 
 
-def test_similarity_page_heatmap(page, server, shots):
-    page.goto(f"{server}/Similarity")
+def test_similarity_page_heatmap(page, server, shots, seeds):
+    page.goto(f"{server}/Similarity?model={seeds[0]}")   # model B: the newest other digits model
     _settle(page)
     page.get_by_role("button", name="Compute").first.click()
     page.get_by_text("marks a value that does not beat").wait_for()
@@ -207,8 +225,8 @@ def test_similarity_page_heatmap(page, server, shots):
     _snap(page, shots, "similarity-projection")
 
 
-def test_similarity_seeds_training_and_all_metrics_tabs(page, server, shots):
-    page.goto(f"{server}/Similarity")
+def test_similarity_seeds_training_and_all_metrics_tabs(page, server, shots, seeds):
+    page.goto(f"{server}/Similarity?model={seeds[0]}")
     _settle(page)
     for tab, button, done, name in (
             ("Seeds (N × N)", "Compute", "marks a value that does not beat", "similarity-seeds"),
@@ -272,3 +290,26 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
     sidebar.get_by_text("current: cifar10_lenet_captum_tutorial").wait_for()
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
     _snap(page, shots, "saliency-lenet")
+
+
+def test_a_pickle_that_would_run_code_is_refused_at_upload(page, server, shots, tmp_path):
+    import io
+
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    buf = io.BytesIO()
+    torch.save({"fc1.weight": torch.zeros(2), "x": Payload()}, buf)
+    page.goto(f"{server}/Models?tab=Import")
+    _settle(page)
+    page.get_by_role("tab", name="Import").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        files=[{"name": "evil.pt", "mimeType": "application/octet-stream", "buffer": buf.getvalue()}])
+    page.get_by_text("was refused").first.wait_for(timeout=60_000)
+    _snap(page, shots, "models-import-pickle-refused")
+    assert not marker.exists()                      # the server never ran the pickle's code
