@@ -89,16 +89,24 @@ def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: lis
     return fig
 
 
-def layer_matrix(key: str = "sim.layers") -> None:
+def _pick_pair(key: str):
+    """(the two columns, model A, model B) or None: A is the current model, B by default the newest
+    other model of A's data set; each with a checkpoint picker."""
     c = st.columns(2)
     with c[0]:
         a = model_select(f"{key}.a", "Model A", pick_epoch=True)
     if a is None:
-        return
+        return None
     with c[1]:
         b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
-    if b is None:
+    return None if b is None else (c, a, b)
+
+
+def layer_matrix(key: str = "sim.layers") -> None:
+    pair = _pick_pair(key)
+    if pair is None:
         return
+    c, a, b = pair
     a_id, b_id = a.run_id, b.run_id
     # layer pickers are keyed by model: under a fixed key Streamlit keeps the previous model's choice,
     # cut down to the layer names both models happen to share
@@ -189,15 +197,10 @@ def _show_convergence(c, key: str) -> None:
 
 
 def all_metrics(key: str = "sim.pair") -> None:
-    c = st.columns(2)
-    with c[0]:
-        a = model_select(f"{key}.a", "Model A", pick_epoch=True)
-    if a is None:
+    pair = _pick_pair(key)
+    if pair is None:
         return
-    with c[1]:
-        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
-    if b is None:
-        return
+    c, a, b = pair
     la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la.{a.run_id}")
     lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb.{b.run_id}")
     acts = act_spec(key)

@@ -126,3 +126,21 @@ def test_random_subset_is_seeded_distinct_sorted_and_complete_when_asked_for_all
     assert len(set(a.tolist())) == 10 and torch.equal(a, a.sort().values) and a.max() < 100
     assert torch.equal(random_subset(5, 0, torch.Generator()), torch.arange(5))
     assert torch.equal(random_subset(5, 9, torch.Generator()), torch.arange(5))
+
+
+def test_out_of_memory_goes_down_to_one_example_before_giving_up():
+    images, labels = _data(5)
+    picky = _Picky(limit=1)
+    assert len(evaluate(picky, images, labels, batch_size=4).predictions) == 5
+    assert picky.sizes[:3] == [4, 2, 1]
+    with pytest.raises(InvalidInputError, match="batch size must be at least 1; got 0"):
+        in_chunks(3, 0, lambda a, b: None)
+
+
+def test_summary_config_refuses_negative_counts_and_allows_zero():
+    from analysis.summary import SummaryConfig
+
+    assert SummaryConfig(n_samples=0, max_eval=0).max_eval == 0
+    for bad in ({"n_samples": -1}, {"max_eval": -1}):
+        with pytest.raises(InvalidInputError, match="0 or more; got"):
+            SummaryConfig(**bad)
