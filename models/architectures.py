@@ -222,7 +222,9 @@ def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
         with global_seed(seed):
             model = builders[spec.name](spec)
     else:
-        with _GLOBAL_RNG:            # constructors draw from the global RNG: never inside another's seeded window
+        # constructors draw from the global RNG: never inside another's seeded window, and the
+        # global state is left as it was (a build neither reads nor moves it for anyone else)
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             model = builders[spec.name](spec)
         if seed is not None:
             init_parameters(model, generator(seed))

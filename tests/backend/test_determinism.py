@@ -110,3 +110,39 @@ def test_randomization_check_is_the_same_while_the_global_rng_is_in_use():
     with global_rng_hammered():
         second = model_randomization(model, x, target, cfg, seed=5)
     assert (first.maps == second.maps).all() and (first.between_random == second.between_random).all()
+
+
+def test_training_neither_reads_nor_moves_the_global_rng(tmp_path):
+    """Deterministic counterpart of the side-by-side test: a job that leaves the global generator as
+    it found it, and whose result does not depend on it, cannot disturb or be disturbed by another."""
+    from models.training import fit_and_score, prepare_data, train_run
+
+    cfg = preset("digits-mlp", epochs=2)
+    fingerprints = []
+    for i, global_seed in enumerate((123, 456)):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        rec = train_run(cfg, tmp_path / f"run{i}")
+        assert torch.equal(torch.get_rng_state(), before)
+        fingerprints.append([c["fingerprint"] for c in rec["checkpoints"]])
+    assert fingerprints[0] == fingerprints[1]
+    data = prepare_data(cfg)
+    scores = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        scores.append(fit_and_score(cfg, data.train, data.test))
+        assert torch.equal(torch.get_rng_state(), before)
+    assert scores[0] == scores[1]
+
+
+def test_the_randomization_check_and_random_twins_leave_the_global_rng_alone():
+    spec = SPECS[1]
+    model = build_model(spec, seed=0).eval()
+    x = torch.rand(2, 3, 16, 16, generator=generator(0))
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    model_randomization(model, x, torch.tensor([0, 1]), SaliencyConfig(method="gradient"), seed=1)
+    build_model(spec, seed=3)
+    build_model(spec)
+    assert torch.equal(torch.get_rng_state(), before)
