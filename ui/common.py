@@ -145,12 +145,13 @@ def model_options() -> dict[str, dict]:
     return {r["run_id"]: r for r in list_runs()}
 
 
-def eligible_runs(needs_data: bool = True, min_checkpoints: int = 1, data: dict | None = None) -> dict[str, dict]:
+def eligible_runs(needs_data: bool = True, min_checkpoints: int = 1, data: dict | DataSpec | None = None) -> dict[str, dict]:
     """Workspace runs, newest first, that have a data set (if asked), enough checkpoints, and
-    (if given) the data set `data`."""
+    (if given) the data set `data` (a run record's "data" or a DataSpec)."""
+    want = data if data is None or isinstance(data, DataSpec) else DataSpec.from_dict(data)
     return {r: rec for r, rec in model_options().items()
             if (not needs_data or rec.get("data")) and len(rec.get("checkpoints", ())) >= min_checkpoints
-            and (data is None or rec.get("data") == data)}
+            and (want is None or (rec.get("data") and DataSpec.from_dict(rec["data"]) == want))}
 
 
 def run_model(rec: dict, epoch: int | None = None) -> LoadedModel | None:
@@ -203,13 +204,13 @@ def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min
 
 
 def models_select(key: str, label: str = "Models", *, default: int = 1, max_selections: int | None = None,
-                  same_data: bool = True, needs_data: bool = True) -> list[LoadedModel]:
+                  same_data: bool = True, needs_data: bool = True, data: DataSpec | None = None) -> list[LoadedModel]:
     """Pick several workspace models and load them at their last checkpoints. The default is the
     newest `default` models (of the newest model's data set, unless `same_data` is False); pages
     check that the picked ones share a data set where they must."""
-    runs = eligible_runs(needs_data)
+    runs = eligible_runs(needs_data, data=data)
     if not runs:
-        st.info("No models yet: train one on the **Models** page.")
+        st.info(f"No models {'trained on ' + data.label + ' ' if data else ''}yet: train one on the **Models** page.")
         return []
     current = st.session_state.get(MODEL_KEY)
     order = [current, *[r for r in runs if r != current]] if current in runs else list(runs)

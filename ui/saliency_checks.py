@@ -15,7 +15,7 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import cached_data, model_options, run_model, run_safely
+from ui.common import cached_data, eligible_runs, models_select, run_safely
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.saliency import method_form
@@ -27,7 +27,7 @@ ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-
 def blockmnist_check(key: str = "sal.block") -> None:
     top = st.toggle("BlockMNIST-Top (signal always on top)", key=f"{key}.top")
     spec = DataSpec(name="blockmnist", block_top_only=top)
-    runs = {r: rec for r, rec in model_options().items() if rec.get("data") and DataSpec.from_dict(rec["data"]) == spec}
+    runs = eligible_runs(data=spec)
     with st.expander(f"Train the zoo: standard and L2-PGD MLP and CNN on {spec.label}", expanded=not runs):
         chosen = st.multiselect("Recipes", ZOO, list(ZOO[:2]), key=f"{key}.zoo",
                                 help="The robust ones train with 7-step PGD, about 8x the time of the standard ones.")
@@ -35,14 +35,9 @@ def blockmnist_check(key: str = "sal.block") -> None:
             submit(f"{key}.train_jobs", [j for name in chosen for j in train_jobs(preset(name, data=spec), [0])],
                    keep_replaced=True)
         job_panel(f"{key}.train_jobs", lambda recs: st.success(f"Trained {len(recs)} models."))
+    models = models_select(f"{key}.models", "Models", default=4, data=spec) if runs else []
     if not runs:
         st.info(f"No models trained on {spec.label} yet.")
-        return
-    picked = st.multiselect("Models", list(runs), list(runs)[:4], key=f"{key}.models",
-                            format_func=lambda r: runs[r]["name"])
-    if not picked:
-        return
-    models = [lm for r in picked if (lm := run_model(runs[r])) is not None]
     if not models:
         return
     c = st.columns([3, 2, 1])
