@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.roar import DiffRoarConfig, keep_mask, pairwise_differences
+from analysis.roar import DiffRoarConfig
 from analysis.saliency import SaliencyConfig, attribute, null_mass_at_k
 from backend.jobs import job, ref
 from backend.saliency_tasks import DiffRoarJobConfig
@@ -51,11 +51,3 @@ def test_diffroar_of_random_attribution_is_near_zero(runner, trained_run, wait_f
     random = res.methods.index("random")
     assert np.all(np.abs(res.diff_mean[random]) <= 0.05)
     assert res.acc_top.shape == (2, 2, 2)
-
-
-def test_keep_mask_counts_and_pairwise_differences():
-    attr = torch.arange(24.0).view(1, 2, 3, 4)
-    top, bottom = keep_mask(attr, 0.25, "top"), keep_mask(attr, 0.25, "bottom")
-    assert int(top.sum()) == 6 and top.flatten()[-6:].all() and bottom.flatten()[:6].all()
-    mean, std = pairwise_differences(np.array([[0.9, 0.8]]), np.array([[0.5, 0.7]]))
-    assert mean.tolist() == pytest.approx([(0.4 + 0.2 + 0.3 + 0.1) / 4]) and std[0] > 0
