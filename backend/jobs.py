@@ -269,7 +269,7 @@ def module_closure(module: str) -> dict[str, bytes]:
 
 
 def _source_path(module: str) -> str | None:
-    if module.split(".")[0] not in OWN_PACKAGES and module.split(".")[0] != "tests":
+    if module.split(".")[0] not in OWN_PACKAGES:
         return None
     try:
         spec = importlib.util.find_spec(module)
