@@ -1,0 +1,235 @@
+"""Loss landscapes (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets"; ALGORITHMS.md
+section 5): random directions with filter normalization, 1-D and 2-D surfaces around a model,
+interpolation between checkpoints (BatchNorm statistics included), the PCA trajectory of training,
+and the top Hessian eigenvalues by Hessian-vector products.
+
+Directions are dicts {parameter name: tensor} over `model.named_parameters()` (the paper's
+`dir_type=weights`): BatchNorm running statistics stay at the model's own values on a surface, and
+are interpolated with everything else between two checkpoints (`dir_type=states`). Every function
+leaves the model's parameters and buffers bit-identical to what they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.evaluation import Progress, _no_progress, evaluate
+from models.errors import InvalidInputError
+
+NORMS = ("filter", "layer", "none")
+Direction = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectionConfig:
+    norm: str = "filter"          # "filter" (the paper's), "layer", or "none"
+    ignore_biasbn: bool = True    # 1-D parameters (biases, BatchNorm γ/β) are zero in the direction
+    seed: int = 123               # the paper's code seeds with 123
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise InvalidInputError(f"direction normalization must be one of {NORMS}; got {self.norm!r}")
+
+
+def random_directions(model: nn.Module, n: int, config: DirectionConfig = DirectionConfig()) -> list[Direction]:
+    """`n` Gaussian directions N(0, I) in parameter space, normalized as `config` says:
+
+    - "filter": every slice along dim 0 of a tensor with 2+ dims (a conv filter, a linear layer's row)
+      is rescaled to the norm of the same slice of the weights, d_i ← d_i·‖θ_i‖/(‖d_i‖ + 1e-10);
+    - "layer": every tensor is rescaled to the norm of its weights;
+    - "none": left as drawn.
+
+    1-D parameters are zero with `ignore_biasbn` (the paper's setting); otherwise they are normalized
+    as one slice (the official code copies θ into the direction instead, which is not the method)."""
+    gen = torch.Generator().manual_seed(int(config.seed))
+    out = []
+    for _ in range(n):
+        d: Direction = {}
+        for name, p in model.named_parameters():
+            w = p.detach()
+            r = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+            if w.ndim <= 1 and config.ignore_biasbn:
+                r = torch.zeros_like(r)
+            elif config.norm == "filter" and w.ndim > 1:
+                r = _rescale(r.flatten(1), w.float().cpu().flatten(1), dim=1).view_as(r)
+            elif config.norm == "layer" or (config.norm == "filter" and w.ndim <= 1):
+                r = _rescale(r.reshape(1, -1), w.float().cpu().reshape(1, -1), dim=1).view_as(r)
+            d[name] = r.to(device=w.device, dtype=w.dtype)
+        out.append(d)
+    return out
+
+
+def _rescale(d: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
+    return d * (w.norm(dim=dim, keepdim=True) / (d.norm(dim=dim, keepdim=True) + 1e-10))
+
+
+@contextmanager
+def _moved(model: nn.Module):
+    """Yields `move(point)` that sets the parameters to θ* + Σ cᵢ·dᵢ; θ* is restored exactly after."""
+    params = dict(model.named_parameters())
+    origin = {k: p.detach().clone() for k, p in params.items()}
+
+    def move(directions: Sequence[Direction], coefs: Sequence[float]) -> None:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(origin[k])
+                for d, c in zip(directions, coefs):
+                    if c:
+                        p.add_(d[k], alpha=float(c))
+    try:
+        yield move
+    finally:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(origin[k])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Surface:
+    xs: np.ndarray               # (nx,)
+    ys: np.ndarray               # (ny,); [0.0] for a 1-D line
+    loss: np.ndarray             # (ny, nx) mean cross-entropy, Plotly's orientation (z[iy, ix])
+    accuracy: np.ndarray         # (ny, nx)
+
+
+def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
+            images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+            progress: Progress = _no_progress) -> Surface:
+    """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid, in eval mode (BatchNorm uses the
+    model's running statistics). One direction and `ys=None` give a line."""
+    if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
+        raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
+    xs = np.asarray(xs, dtype=float)
+    ys = np.zeros(1) if ys is None else np.asarray(ys, dtype=float)
+    loss, acc = np.zeros((len(ys), len(xs))), np.zeros((len(ys), len(xs)))
+    total = loss.size
+    with _moved(model) as move:
+        for iy, y in enumerate(ys):
+            for ix, x in enumerate(xs):
+                move(directions, (x, y)[:len(directions)])
+                ev = evaluate(model, images, labels, batch_size=batch_size)
+                loss[iy, ix], acc[iy, ix] = ev.loss, ev.accuracy
+                done = iy * len(xs) + ix + 1
+                progress(done / total, f"point {done}/{total}")
+    return Surface(xs=xs, ys=ys, loss=loss, accuracy=acc)
+
+
+def interpolate_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """θ(α) = θa + α(θb − θa) for every floating-point entry of two state dicts (BatchNorm running
+    statistics included); integer entries (num_batches_tracked) are taken from the nearer end."""
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        diff = sorted(set(a) ^ set(b)) or [k for k in a if a[k].shape != b[k].shape]
+        raise InvalidInputError(f"the two checkpoints are of different architectures (they differ at {diff[:4]})")
+    return {k: a[k] + alpha * (b[k] - a[k]) if a[k].is_floating_point() else (a[k] if alpha < 0.5 else b[k]).clone()
+            for k in a}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Curve:
+    alphas: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+
+
+def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alphas: Sequence[float],
+                  images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+                  progress: Progress = _no_progress) -> Curve:
+    """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
+    with `model` (an instance of their architecture, restored afterwards)."""
+    alphas = np.asarray(alphas, dtype=float)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    loss, acc = np.zeros(len(alphas)), np.zeros(len(alphas))
+    try:
+        for i, alpha in enumerate(alphas):
+            model.load_state_dict(interpolate_states(a, b, float(alpha)))
+            ev = evaluate(model, images, labels, batch_size=batch_size)
+            loss[i], acc[i] = ev.loss, ev.accuracy
+            progress((i + 1) / len(alphas), f"α = {alpha:.2f}")
+    finally:
+        model.load_state_dict(saved)
+    return Curve(alphas=alphas, loss=loss, accuracy=acc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trajectory:
+    directions: list[Direction]   # the two unit principal directions (state-dict entries with 2+ dims)
+    coords: np.ndarray            # (E, 2) each checkpoint's ⟨θ_e − θ_final, d⟩
+    explained: np.ndarray         # (2,) explained-variance ratio of each axis
+
+
+def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
+    """PCA of θ_e − θ_final over the checkpoints (the last one is θ_final), over parameters with 2+
+    dimensions (biases and BatchNorm entries ignored, as the paper's `ignore=biasbn`)."""
+    if len(states) < 3:
+        raise InvalidInputError(f"a trajectory needs at least 3 checkpoints; got {len(states)}")
+    final = states[-1]
+    keys = [k for k, v in final.items() if v.is_floating_point() and v.ndim > 1]
+    rows = np.stack([torch.cat([(s[k] - final[k]).double().flatten().cpu() for k in keys]).numpy() for s in states])
+    from sklearn.decomposition import PCA  # scikit-learn's PCA: centred, two unit components
+
+    pca = PCA(n_components=2, svd_solver="full").fit(rows)
+    comps = pca.components_                                      # (2, P), unit rows
+    coords = rows @ comps.T                                      # the final row is zero: (0, 0)
+    sizes = [final[k].numel() for k in keys]
+    directions = []
+    for c in comps:
+        parts = np.split(c, np.cumsum(sizes)[:-1])
+        directions.append({k: torch.from_numpy(p.copy()).view_as(final[k]).to(final[k].dtype)
+                           for k, p in zip(keys, parts)})
+    return Trajectory(directions=directions, coords=coords, explained=pca.explained_variance_ratio_.copy())
+
+
+@dataclass(frozen=True, kw_only=True)
+class HessianEigs:
+    values: np.ndarray            # (restarts, k): the k eigenvalues of largest magnitude, per restart
+    iterations: np.ndarray        # (restarts, k) power iterations used
+
+
+def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: int = 1,
+                            iters: int = 100, restarts: int = 3, seed: int = 0, tol: float = 1e-6) -> HessianEigs:
+    """The k Hessian eigenvalues of largest magnitude of `loss_fn(model)` with respect to the
+    parameters, by power iteration on Hessian-vector products with deflation, from `restarts`
+    seeded random starts (their spread shows how well it converged). The model is not changed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = loss_fn(model)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        dot = sum((g * x).sum() for g, x in zip(grads, v))
+        return [h.detach() for h in torch.autograd.grad(dot, params, retain_graph=True)]
+
+    def inner(a, b) -> float:
+        return float(sum((x * y).sum() for x, y in zip(a, b)))
+
+    values, used = np.zeros((restarts, k)), np.zeros((restarts, k), dtype=int)
+    for r in range(restarts):
+        found: list[tuple[float, list[torch.Tensor]]] = []
+        for j in range(k):
+            v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+            norm = inner(v, v) ** 0.5
+            v = [x / norm for x in v]
+            lam = 0.0
+            for it in range(1, iters + 1):
+                w = hvp(v)
+                for lam_i, u in found:                           # deflate the eigenvalues already found
+                    c = lam_i * inner(u, v)
+                    w = [a - c * b for a, b in zip(w, u)]
+                new = inner(v, w)
+                norm = inner(w, w) ** 0.5
+                if norm == 0:
+                    break
+                v = [x / norm for x in w]
+                converged = abs(new - lam) <= tol * max(1.0, abs(new))
+                lam = new
+                if converged:
+                    break
+            found.append((lam, v))
+            values[r, j], used[r, j] = lam, it
+    return HessianEigs(values=values, iterations=used)

@@ -1,0 +1,165 @@
+"""Loss landscapes (Li et al. 2018, ALGORITHMS.md section 5): known answers written here first."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.evaluation import evaluate
+from analysis.landscape import (DirectionConfig, hessian_top_eigenvalues, interpolate_states, interpolation,
+                                random_directions, surface, trajectory)
+from models.architectures import ArchSpec, build_model
+from models.errors import InvalidInputError
+
+CNN_BN = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), channels=(4, 6),
+                  batchnorm=True)
+
+
+def _data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8), torch.randint(0, 3, (n,), generator=g)
+
+
+def _trained(seed=0, steps=30):
+    """A BatchNorm CNN after a few SGD steps in train mode (running statistics away from 0/1)."""
+    model = build_model(CNN_BN, seed=seed)
+    images, labels = _data(seed=seed + 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(images.float() / 255), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_centre_of_the_surface_is_the_models_own_loss_and_the_model_is_untouched():
+    model, (images, labels) = _trained(), _data()
+    before = _snapshot(model)
+    dirs = random_directions(model, 2, DirectionConfig(seed=1))
+    res = surface(model, dirs, np.linspace(-1, 1, 5), np.linspace(-1, 1, 3), images, labels, batch_size=16)
+    assert res.loss.shape == (3, 5) and res.accuracy.shape == (3, 5)
+    own = evaluate(model, images, labels)
+    assert res.loss[1, 2] == pytest.approx(own.loss, rel=1e-5)
+    assert res.accuracy[1, 2] == pytest.approx(own.accuracy)
+    assert _same(before, model.state_dict())
+    assert not np.allclose(res.loss, res.loss[1, 2])             # it does move away from the centre
+
+
+def test_filter_normalized_directions_have_the_norm_of_each_filter_and_skip_biases_and_bn():
+    model = _trained()
+    (d,) = random_directions(model, 1, DirectionConfig(norm="filter", seed=3))
+    params = dict(model.named_parameters())
+    for name, t in d.items():
+        w = params[name]
+        if w.ndim <= 1:
+            assert torch.count_nonzero(t) == 0, name             # biases and BN γ/β: zero in the direction
+        else:
+            assert torch.allclose(t.flatten(1).norm(dim=1), w.flatten(1).norm(dim=1), rtol=1e-5), name
+    (layer,) = random_directions(model, 1, DirectionConfig(norm="layer", seed=3))
+    for name, t in layer.items():
+        if params[name].ndim > 1:
+            assert t.norm() == pytest.approx(float(params[name].norm()), rel=1e-5)
+
+
+def test_two_random_directions_are_nearly_orthogonal_gaussians():
+    model = build_model(ArchSpec(name="mlp", in_shape=(1, 16, 16), num_classes=10, mean=(0.5,), std=(0.5,),
+                                 widths=(256,)), seed=0)
+    a, b = random_directions(model, 2, DirectionConfig(norm="none", seed=0))
+    va, vb = (torch.cat([t.flatten() for t in d.values()]) for d in (a, b))
+    n = va.numel()
+    assert abs(float(F.cosine_similarity(va, vb, dim=0))) < 3 / math.sqrt(n)
+    weights = torch.cat([t.flatten() for name, t in a.items() if t.ndim > 1])
+    assert abs(float(weights.mean())) < 4 / math.sqrt(weights.numel())   # zero mean: Gaussian, not U[0, 1]
+    assert float(weights.std()) == pytest.approx(1.0, abs=0.02)
+    again, _ = random_directions(model, 2, DirectionConfig(norm="none", seed=0))
+    assert all(torch.equal(again[k], a[k]) for k in a)                     # seeded
+
+
+def test_scale_invariance_under_batchnorm_holds_for_filter_normalization_only():
+    model, (images, labels) = _trained(), _data()
+    scaled = _trained()
+    with torch.no_grad():                            # conv1 feeds bn1: ×10 with the running statistics
+        scaled.conv1.weight.mul_(10)                 # scaled alike (eval mode uses them) is the same function
+        scaled.conv1.bias.mul_(10)
+        scaled.bn1.running_mean.mul_(10)
+        scaled.bn1.running_var.mul_(100)
+    assert evaluate(scaled, images, labels).loss == pytest.approx(evaluate(model, images, labels).loss, rel=1e-4)
+    xs = np.linspace(-0.5, 0.5, 5)
+
+    def line(m, norm):
+        (d,) = random_directions(m, 1, DirectionConfig(norm=norm, seed=7))
+        return surface(m, [d], xs, None, images, labels).loss[0]
+
+    assert np.allclose(line(model, "filter"), line(scaled, "filter"), rtol=1e-3, atol=1e-5)
+    assert not np.allclose(line(model, "none"), line(scaled, "none"), rtol=1e-2)
+
+
+def test_interpolation_reproduces_both_endpoints_batchnorm_statistics_included():
+    a, b, (images, labels) = _trained(seed=0), _trained(seed=5), _data()
+    sa, sb = _snapshot(a), _snapshot(b)
+    assert not torch.equal(sa["bn1.running_mean"], sb["bn1.running_mean"])
+    work = build_model(CNN_BN, seed=9).eval()
+    curve = interpolation(work, sa, sb, np.array([0.0, 0.5, 1.0]), images, labels)
+    assert curve.loss[0] == pytest.approx(evaluate(a, images, labels).loss, rel=1e-5)
+    assert curve.loss[2] == pytest.approx(evaluate(b, images, labels).loss, rel=1e-5)
+    mid = interpolate_states(sa, sb, 0.5)
+    assert torch.allclose(mid["bn1.running_var"], (sa["bn1.running_var"] + sb["bn1.running_var"]) / 2)
+    assert mid["bn1.num_batches_tracked"].dtype == torch.long
+    with pytest.raises(InvalidInputError, match="architecture"):
+        interpolate_states(sa, {k: v for k, v in sb.items() if k != "fc2.bias"}, 0.5)
+
+
+def test_trajectory_ends_at_the_origin_and_labels_its_explained_variance():
+    model = _trained()
+    states = []
+    g = torch.Generator().manual_seed(0)
+    final = _snapshot(model)
+    for e in range(6):                               # a path that shrinks toward the final weights
+        states.append({k: (v + (5 - e) * 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v)
+                       for k, v in final.items()})
+    states[-1] = final
+    res = trajectory(states)
+    assert res.coords.shape == (6, 2)
+    assert np.allclose(res.coords[-1], 0.0, atol=1e-6)
+    assert 0 < res.explained[1] <= res.explained[0] <= 1
+    d1, d2 = (torch.cat([t.flatten() for t in d.values()]) for d in res.directions)
+    assert float(d1.norm()) == pytest.approx(1.0, rel=1e-5) and abs(float(d1 @ d2)) < 1e-5
+    with pytest.raises(InvalidInputError, match="at least 3"):
+        trajectory(states[:2])
+
+
+class Quadratic(nn.Module):
+    """loss(θ) = ½ θᵀAθ: the Hessian is A."""
+
+    def __init__(self, a: torch.Tensor):
+        super().__init__()
+        self.a = a
+        self.theta = nn.Parameter(torch.ones(a.shape[0]))
+
+    def loss(self):
+        return 0.5 * self.theta @ self.a @ self.theta
+
+
+def test_top_hessian_eigenvalues_of_a_quadratic_are_the_analytic_ones():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
+    eig = torch.tensor([5.0, 3.0, 1.5, 0.5, -0.2, -2.0])
+    model = Quadratic(q @ torch.diag(eig) @ q.T)
+    before = model.theta.detach().clone()
+    res = hessian_top_eigenvalues(model, lambda m: m.loss(), k=2, iters=200, restarts=3, seed=0)
+    assert res.values[:, 0] == pytest.approx([5.0] * 3, rel=1e-3)
+    assert res.values[:, 1] == pytest.approx([3.0] * 3, rel=1e-3)
+    assert torch.equal(model.theta.detach(), before)
