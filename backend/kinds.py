@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend import saliency_tasks, similarity_tasks, tasks
+from backend import landscape_tasks, saliency_tasks, similarity_tasks, tasks
 from backend.jobs import REGISTRY, Registry
 
 KINDS = (
@@ -11,6 +11,8 @@ KINDS = (
     saliency_tasks.diffroar_job, saliency_tasks.randomization_job,
     similarity_tasks.layer_similarity_job, similarity_tasks.seed_similarity_job,
     similarity_tasks.convergence_job, similarity_tasks.all_metrics_job, similarity_tasks.projection_job,
+    landscape_tasks.surface_job, landscape_tasks.interpolation_job, landscape_tasks.trajectory_job,
+    landscape_tasks.hessian_job,
 )
 
 

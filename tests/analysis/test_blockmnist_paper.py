@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from analysis.roar import DiffRoarConfig
 from analysis.saliency import SaliencyConfig, attribute, null_mass_at_k

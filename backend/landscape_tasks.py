@@ -1,0 +1,176 @@
+"""Loss-landscape jobs: a 1-D or 2-D surface around a model, the interpolation between two
+checkpoints, the training trajectory over the plane of its two principal directions, and the top
+Hessian eigenvalues (analysis/landscape.py does the maths)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, hessian_top_eigenvalues,
+                                interpolation, random_directions, surface, trajectory)
+from backend.jobs import JobContext, ModelRef, job_kind, stage
+from models.data import load_data
+from models.errors import InvalidInputError
+from models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSet:
+    split: str = "test"
+    n_examples: int = 2000            # the first n examples of the split (0 = all)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise InvalidInputError(f"split must be 'train' or 'test'; got {self.split!r}")
+        if self.n_examples < 0:
+            raise InvalidInputError(f"n_examples is 0 (all) or more; got {self.n_examples}")
+
+
+def _examples(lm: LoadedModel, data: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and labels: the training split as the model was trained on it (its labels)."""
+    if lm.data is None:
+        raise InvalidInputError(f"{lm.name} has no data set attached")
+    split = training_data(lm).train if data.split == "train" else load_data(lm.data, "test")
+    split = split.head(data.n_examples)
+    return split.images, split.labels
+
+
+def _grid(lo: float, hi: float, n: int) -> np.ndarray:
+    return np.linspace(lo, hi, n)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurfaceConfig:
+    model: ModelRef
+    directions: DirectionConfig = DirectionConfig()
+    dims: int = 2
+    lo: float = -1.0
+    hi: float = 1.0
+    resolution: int = 21
+    data: EvalSet = EvalSet()
+
+    def __post_init__(self) -> None:
+        if self.dims not in (1, 2):
+            raise InvalidInputError(f"a surface has 1 or 2 directions; got {self.dims}")
+        if not self.lo < self.hi:
+            raise InvalidInputError(f"the range needs lo < hi; got [{self.lo}, {self.hi}]")
+        if not 2 <= self.resolution <= 201:
+            raise InvalidInputError(f"resolution must be between 2 and 201 points per axis; got {self.resolution}")
+
+
+@job_kind("landscape_surface")
+def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    images, labels = _examples(lm, cfg.data)
+    dirs = random_directions(lm.model, cfg.dims, cfg.directions)
+    xs = _grid(cfg.lo, cfg.hi, cfg.resolution)
+    return surface(lm.model, dirs, xs, xs if cfg.dims == 2 else None, images, labels, progress=ctx.progress)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterpolationConfig:
+    a: ModelRef
+    b: ModelRef
+    lo: float = -0.5
+    hi: float = 1.5
+    points: int = 21
+    n_examples: int = 2000            # of each split
+
+    def __post_init__(self) -> None:
+        if not self.lo < self.hi or not 2 <= self.points <= 401:
+            raise InvalidInputError(f"need lo < hi and 2 to 401 points; got [{self.lo}, {self.hi}], {self.points}")
+        if self.n_examples < 0:
+            raise InvalidInputError(f"n_examples is 0 (all) or more; got {self.n_examples}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterpolationResult:
+    train: Curve
+    test: Curve
+
+
+@job_kind("landscape_interpolation")
+def interpolation_job(ctx: JobContext, cfg: InterpolationConfig) -> InterpolationResult:
+    ra, rb = get_run(cfg.a.run_id), get_run(cfg.b.run_id)
+    if ra["arch"] != rb["arch"]:
+        raise InvalidInputError(f"{ra['name']} and {rb['name']} are of different architectures: "
+                                "interpolate between checkpoints of one architecture")
+    if ra.get("data") != rb.get("data"):
+        raise InvalidInputError(f"{ra['name']} and {rb['name']} were trained on different data sets")
+    lm = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
+    sa = {k: v.to(ctx.device) for k, v in load_state(cfg.a.run_id, cfg.a.epoch).items()}
+    sb = {k: v.to(ctx.device) for k, v in load_state(cfg.b.run_id, cfg.b.epoch).items()}
+    alphas = _grid(cfg.lo, cfg.hi, cfg.points)
+    curves = {}
+    for i, split in enumerate(("train", "test")):
+        images, labels = _examples(lm, EvalSet(split=split, n_examples=cfg.n_examples))
+        curves[split] = interpolation(lm.model, sa, sb, alphas, images, labels,
+                                      progress=stage(ctx, i / 2, (i + 1) / 2, f"{split} set"))
+    return InterpolationResult(**curves)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrajectoryConfig:
+    model: ModelRef                   # the run; its checkpoints up to this epoch make the path
+    resolution: int = 15
+    margin: float = 0.25              # the plane extends this share beyond the path on each side
+    data: EvalSet = EvalSet()
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.resolution <= 101 or self.margin < 0:
+            raise InvalidInputError(f"need 2 to 101 points per axis and margin >= 0; got {self.resolution}, {self.margin}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrajectoryResult:
+    epochs: list[int]
+    path: Trajectory
+    plane: Surface                    # the loss over the plane of the two principal directions
+
+
+@job_kind("landscape_trajectory")
+def trajectory_job(ctx: JobContext, cfg: TrajectoryConfig) -> TrajectoryResult:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    pairs = [(e, s) for e, s in iter_states(cfg.model.run_id) if e <= lm.epoch]
+    if len(pairs) < 3:
+        raise InvalidInputError(f"{lm.name} has {len(pairs)} checkpoints up to epoch {lm.epoch}; a trajectory "
+                                "needs at least 3 (train it for 2 epochs or more)")
+    ctx.progress(0.02, f"PCA of {len(pairs)} checkpoints")
+    path = trajectory([s for _, s in pairs])
+    params = dict(lm.model.named_parameters())
+    dirs = [{k: d[k].to(p.device, p.dtype) if k in d else torch.zeros_like(p) for k, p in params.items()}
+            for d in path.directions]
+    span = [(float(c.min()), float(c.max())) for c in path.coords.T]
+    axes = [_grid(lo - cfg.margin * (hi - lo or 1), hi + cfg.margin * (hi - lo or 1), cfg.resolution) for lo, hi in span]
+    images, labels = _examples(lm, cfg.data)
+    plane = surface(lm.model, dirs, axes[0], axes[1], images, labels, progress=stage(ctx, 0.05, 1.0, "plane"))
+    return TrajectoryResult(epochs=[e for e, _ in pairs], path=path, plane=plane)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HessianConfig:
+    model: ModelRef
+    k: int = 3
+    iters: int = 50
+    restarts: int = 3
+    seed: int = 0
+    data: EvalSet = EvalSet(split="train", n_examples=500)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 10 or self.iters < 1 or self.restarts < 1:
+            raise InvalidInputError(f"need 1 <= k <= 10, iters >= 1, restarts >= 1; got {self}")
+
+
+@job_kind("landscape_hessian")
+def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    images, labels = _examples(lm, cfg.data)
+    x, y = images.to(ctx.device).float().div_(255), labels.to(ctx.device)
+    lm.model.eval()
+    ctx.progress(0.05, f"power iteration on {len(x):,} examples")
+    return hessian_top_eigenvalues(lm.model, lambda m: F.cross_entropy(m(x), y), k=cfg.k, iters=cfg.iters,
+                                   restarts=cfg.restarts, seed=cfg.seed)
