@@ -49,6 +49,8 @@ def home() -> None:
                      icon=":material/arrow_forward:")
         st.page_link("pages/5_Similarity.py", label="Similarity: CKA, CCA and projections",
                      icon=":material/arrow_forward:")
+        st.page_link("pages/6_Loss_landscape.py", label="Loss landscape: surfaces, interpolation, trajectory",
+                     icon=":material/arrow_forward:")
     with right:
         st.subheader("Compute")
         info = describe_device(backend().device)
@@ -61,5 +63,6 @@ def home() -> None:
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                      st.Page("pages/1_Models.py", title="Models", icon=":material/neurology:"),
                      st.Page("pages/2_Saliency.py", title="Saliency", icon=":material/gradient:"),
-                     st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:")])
+                     st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:"),
+                     st.Page("pages/6_Loss_landscape.py", title="Loss landscape", icon=":material/landscape:")])
 nav.run()

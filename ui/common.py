@@ -169,7 +169,7 @@ def _run_label(runs: dict[str, dict]) -> Callable[[str], str]:
 
 def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min_checkpoints: int = 1,
                  pick_epoch: bool = False, data: dict | None = None, current: bool = True,
-                 like: LoadedModel | None = None, empty: str = "") -> LoadedModel | None:
+                 like: LoadedModel | None = None, first_epoch: bool = False, empty: str = "") -> LoadedModel | None:
     """Pick a workspace model (and, with `pick_epoch`, one of its checkpoints) and load it.
 
     `current` binds the picker to the workspace's current model both ways (see
@@ -198,8 +198,8 @@ def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min
     if pick_epoch:
         epochs = [c["epoch"] for c in runs[run_id]["checkpoints"]]
         if len(epochs) > 1:
-            epoch = st.select_slider(f"{label}: checkpoint (epoch; 0 = initialization)", epochs, epochs[-1],
-                                        key=f"{key}.epoch.{run_id}")
+            epoch = st.select_slider(f"{label}: checkpoint (epoch; 0 = initialization)", epochs,
+                                     epochs[0] if first_epoch else epochs[-1], key=f"{key}.epoch.{run_id}")
     return run_model(runs[run_id], epoch)
 
 

@@ -313,3 +313,25 @@ def test_a_pickle_that_would_run_code_is_refused_at_upload(page, server, shots, 
     page.get_by_text("was refused").first.wait_for(timeout=60_000)
     _snap(page, shots, "models-import-pickle-refused")
     assert not marker.exists()                      # the server never ran the pickle's code
+
+
+def test_loss_landscape_surface_in_3d_and_trajectory(page, server, shots, seeds):
+    page.goto(f"{server}/Loss_landscape?model={seeds[0]}")
+    _settle(page)
+    page.get_by_label("Points per axis").fill("9")
+    page.get_by_label("Points per axis").press("Enter")
+    _settle(page)
+    page.get_by_label("Examples (0 = all)").fill("360")
+    page.get_by_label("Examples (0 = all)").press("Enter")
+    _settle(page)
+    page.get_by_text("forward passes").first.wait_for()
+    page.get_by_role("button", name="Compute surface").click()
+    page.get_by_text("Loss at the model").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)                      # the WebGL surface draws after the plot's frame
+    _snap(page, shots, "landscape-surface-3d")
+    page.get_by_role("tab", name="Trajectory").click()
+    _settle(page)
+    page.get_by_role("button", name="Compute trajectory").click()
+    page.get_by_text("1st PC").first.wait_for(timeout=180_000)
+    _snap(page, shots, "landscape-trajectory")

@@ -1,0 +1,55 @@
+"""The Loss-landscape page on a digits MLP: each tab computes and draws, with exports."""
+
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import ROOT, open_tab, run_until
+
+PAGE = str(ROOT / "pages" / "6_Loss_landscape.py")
+
+
+def test_without_models_the_page_says_what_to_do():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and any("No models yet" in i.value for i in at.info)
+
+
+def _downloads(at):
+    return [b.label for b in at.get("download_button")]
+
+
+def test_every_tab_computes_and_draws(trained_run):
+    trained_run("digits-mlp", epochs=4)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception
+    at.number_input(key="land.dirs.res.2").set_value(5)
+    at.number_input(key="land.dirs.n").set_value(200).run()
+    assert any("forward passes" in c.value for c in at.caption)          # the cost, before it runs
+    at.button(key="land.dirs.run").click().run()
+    run_until(at, lambda a: "Surface (.npz)" in _downloads(a))
+    assert "Figure (.html)" in _downloads(at) and len(at.get("plotly_chart")) == 1
+    at.radio(key="land.dirs.view").set_value("contour").run()
+    assert not at.exception
+
+    at.number_input(key="land.dirs.limit").set_value(10)
+    at.number_input(key="land.dirs.res.2").set_value(201).run()
+    assert any("over the limit" in w.value for w in at.warning) and at.button(key="land.dirs.run").disabled
+
+    open_tab(at, "Interpolation")
+    at.number_input(key="land.interp.points").set_value(5)
+    at.number_input(key="land.interp.n").set_value(200).run()
+    at.button(key="land.interp.run").click().run()
+    run_until(at, lambda a: "Curves (.csv)" in _downloads(a))
+
+    open_tab(at, "Trajectory")
+    at.number_input(key="land.traj.res").set_value(4)
+    at.number_input(key="land.traj.n").set_value(200).run()
+    at.button(key="land.traj.run").click().run()
+    run_until(at, lambda a: "Path (.csv)" in _downloads(a))
+    assert any("1st PC" in c.proto.spec for c in at.get("plotly_chart"))   # explained variance in the axis
+
+    open_tab(at, "Curvature")
+    at.number_input(key="land.hess.iters").set_value(10)
+    at.number_input(key="land.hess.n").set_value(100).run()
+    at.button(key="land.hess.run").click().run()
+    run_until(at, lambda a: "Eigenvalues (.csv)" in _downloads(a))
+    assert any("λ1 =" in c.value for c in at.caption)
+    assert not at.exception and not at.error

@@ -1,0 +1,245 @@
+"""Loss-landscape page pieces: interpolation, random-direction surfaces (two models side by side on
+one colour scale), the training trajectory and curvature."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.landscape import NORMS, DirectionConfig
+from backend.jobs import job, ref
+from backend.landscape_tasks import EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig, TrajectoryConfig
+from models.zoo import LoadedModel
+from ui.common import model_select
+from ui.figures import CONFIG
+from ui.jobs import job_panel, submit
+from ui.landscape_figs import contour, curves, heatmap, surface3d
+
+TEACHING = """
+- **Why filter-normalized directions?** A network with BatchNorm (or ReLUs) computes the same function when
+  a layer's weights are scaled up by 10: the loss surface around the bigger weights looks 10× flatter along a
+  random direction of fixed size, which says nothing about the function. Scaling each filter of the direction
+  to the norm of the weight filter it perturbs removes that scale, so surfaces of different models can be
+  compared (Li et al. 2018). Biases and BatchNorm parameters are left out of the direction.
+- **What a 2-D slice shows**: the loss on one plane through millions of dimensions. A smooth bowl says the
+  minimum is not chaotic along those directions; it does not prove convexity (the curvature tab shows the
+  Hessian's most negative and positive eigenvalues for that). Random planes also miss the path training
+  took: the trajectory tab uses the path's own principal directions instead.
+- **Interpolation** between two checkpoints (BatchNorm statistics included) shows whether a straight line
+  connects them at low loss (the same basin) or crosses a barrier.
+"""
+
+
+def _eval_set(key: str, default_split: str = "test") -> EvalSet:
+    c = st.columns(2)
+    split = c[0].radio("Evaluated on", ["test", "train"], index=["test", "train"].index(default_split),
+                       horizontal=True, key=f"{key}.split", help="train: the examples and labels it was trained on")
+    n = c[1].number_input("Examples (0 = all)", 0, 60000, 1000, step=500, key=f"{key}.n")
+    return EvalSet(split=split, n_examples=int(n))
+
+
+def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float | None:
+    """Seconds for `points` evaluations of `n_examples`, from this model's own training speed
+    (an epoch's forward and backward pass ≈ 3 forward passes); None for an imported model."""
+    metrics = lm.record.get("metrics") or []
+    n_train = lm.record.get("n_train")
+    if not metrics or not n_train:
+        return None
+    per_example = np.median([m["seconds"] for m in metrics]) / (3 * n_train)
+    return points * max(n_examples, 1) * per_example
+
+
+def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str) -> bool:
+    """Show the cost; False (button disabled) when the estimate exceeds the user's limit."""
+    n = data.n_examples or 10_000
+    est = _estimate(lm, points, n)
+    limit = st.number_input("Time limit (s)", 10, 36_000, 600, step=60, key=f"{key}.limit",
+                            help="Grids estimated to take longer are not started; raise it if you mean it.")
+    if est is None:
+        st.caption(f"{points:,} points × {n:,} examples = {points * n:,} forward passes (no timing known for an "
+                   "imported model).")
+        return True
+    shown = f"{est:,.0f}" if est >= 10 else f"{est:.1f}"
+    st.caption(f"{points:,} points × {n:,} examples = {points * n:,} forward passes, about **{shown} s** on "
+               "this device (estimated from this model's training speed).")
+    if est > limit:
+        st.warning(f"Estimated {est:,.0f} s is over the limit of {limit:,} s: lower the resolution or the number "
+                   "of examples, or raise the limit.")
+        return False
+    return True
+
+
+def interpolation_tab(key: str = "land.interp") -> None:
+    c = st.columns(2)
+    with c[0]:
+        a = model_select(f"{key}.a", "Model A", pick_epoch=True, first_epoch=True)
+    if a is None:
+        return
+    with c[1]:
+        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
+    if b is None:
+        return
+    c = st.columns(4)
+    lo = c[0].number_input("α from", -5.0, 5.0, -0.5, 0.1, key=f"{key}.lo")
+    hi = c[1].number_input("α to", -5.0, 5.0, 1.5, 0.1, key=f"{key}.hi")
+    points = c[2].number_input("Points", 3, 401, 21, key=f"{key}.points")
+    n = c[3].number_input("Examples per split (0 = all)", 0, 60000, 1000, step=500, key=f"{key}.n")
+    if a.data != b.data:
+        st.error("These models were trained on different data sets: interpolate between checkpoints of one data set.")
+        return
+    if st.button("Interpolate", type="primary", key=f"{key}.run", disabled=lo >= hi):
+        cfg = InterpolationConfig(a=ref(a), b=ref(b), lo=float(lo), hi=float(hi), points=int(points), n_examples=int(n))
+        submit(f"{key}.job", job("landscape_interpolation", cfg, (ref(a), ref(b)),
+                                 f"interpolation {a.name} @{a.epoch} → {b.name} @{b.epoch}"))
+    job_panel(f"{key}.job", lambda res: _show_interpolation(res[0], key))
+
+
+def _show_interpolation(res, key: str) -> None:
+    st.plotly_chart(curves(res.train.alphas, res.train, res.test), config=CONFIG, key=f"{key}.fig")
+    st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1); "
+               "BatchNorm running statistics are interpolated too.")
+    table = pd.DataFrame({"alpha": res.train.alphas, "train_loss": res.train.loss, "train_acc": res.train.accuracy,
+                          "test_loss": res.test.loss, "test_acc": res.test.accuracy})
+    st.download_button("Curves (.csv)", table.to_csv(index=False), "interpolation.csv", key=f"{key}.csv")
+
+
+def directions_tab(key: str = "land.dirs") -> None:
+    a = model_select(f"{key}.a", "Model", pick_epoch=True)
+    if a is None:
+        return
+    other = None
+    if st.toggle("Compare with a second model (same directions' seed, one colour scale)", key=f"{key}.compare"):
+        other = model_select(f"{key}.b", "Second model", current=False, like=a)
+    c = st.columns(4)
+    dims = c[0].radio("Directions", [2, 1], horizontal=True, key=f"{key}.dims",
+                      format_func={1: "1 (a line)", 2: "2 (a plane)"}.get)
+    norm = c[1].selectbox("Normalization", NORMS, key=f"{key}.norm",
+                          format_func={"filter": "filter-wise (the paper's)", "layer": "layer-wise",
+                                       "none": "none"}.get)
+    ignore = c[2].checkbox("Leave out biases and BatchNorm", True, key=f"{key}.ignore")
+    seed = c[3].number_input("Seed", 0, 1_000_000, 123, key=f"{key}.seed")
+    c = st.columns(3)
+    res = c[0].number_input("Points per axis", 3, 201, 21 if dims == 2 else 51, key=f"{key}.res.{dims}")
+    lo = c[1].number_input("From", -10.0, 0.0, -1.0, 0.1, key=f"{key}.lo")
+    hi = c[2].number_input("To", 0.0, 10.0, 1.0, 0.1, key=f"{key}.hi")
+    data = _eval_set(key)
+    models = [m for m in (a, other) if m is not None]
+    points = int(res) ** dims * len(models)
+    ok = _cost_gate(a, points, data, key)
+    if st.button("Compute surface" if dims == 2 else "Compute line", type="primary", key=f"{key}.run",
+                 disabled=not ok or lo >= hi):
+        d = DirectionConfig(norm=norm, ignore_biasbn=ignore, seed=int(seed))
+        submit(f"{key}.jobs", [job("landscape_surface", SurfaceConfig(model=ref(m), directions=d, dims=int(dims),
+                                                                      lo=float(lo), hi=float(hi), resolution=int(res),
+                                                                      data=data), (ref(m),),
+                                   f"{dims}-D landscape of {m.name} @{m.epoch}") for m in models])
+        st.session_state[f"{key}.names"] = [f"{m.name} @ epoch {m.epoch}" for m in models]
+    job_panel(f"{key}.jobs", lambda results: _show_surfaces(results, key))
+
+
+def _show_surfaces(results, key: str) -> None:
+    names = st.session_state.get(f"{key}.names", [""] * len(results))
+    c = st.columns(3)
+    log = c[0].toggle("Log scale", key=f"{key}.log")
+    view = c[1].radio("View", ["3-D surface", "contour", "heat map"], horizontal=True, key=f"{key}.view")
+    show_acc = c[2].toggle("Accuracy as a second surface", key=f"{key}.acc")
+    z = [np.log10(r.loss + 0.1) if log else r.loss for r in results]
+    zrange = (float(min(v.min() for v in z)), float(max(v.max() for v in z)))   # one scale for all
+    cols = st.columns(len(results))
+    for i, (res, col) in enumerate(zip(results, cols)):
+        with col:
+            if res.loss.shape[0] == 1:        # a line
+                line = type("C", (), {"loss": res.loss[0], "accuracy": res.accuracy[0]})
+                st.plotly_chart(curves(res.xs, None, line, x_title="step along the direction"), config=CONFIG,
+                                key=f"{key}.line{i}")
+                continue
+            if view == "3-D surface":
+                fig = surface3d(res.xs, res.ys, res.loss, res.accuracy if show_acc else None, log, zrange, names[i])
+            elif view == "contour":
+                fig = contour(res.xs, res.ys, res.loss, log, zrange, title=names[i])
+            else:
+                fig = heatmap(res.xs, res.ys, res.loss, log, zrange, title=names[i])
+            st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{i}")
+            centre = res.loss[np.argmin(np.abs(res.ys)), np.argmin(np.abs(res.xs))]
+            st.caption(f"Loss at the model: {centre:.4f} · lowest on the grid {res.loss.min():.4f} · highest "
+                       f"{res.loss.max():.4f}")
+            _exports(res, fig if res.loss.shape[0] > 1 else None, f"{key}.{i}")
+
+
+def _exports(res, fig, key: str) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, xs=res.xs, ys=res.ys, loss=res.loss, accuracy=res.accuracy)
+    rows = [{"x": x, "y": y, "loss": res.loss[iy, ix], "accuracy": res.accuracy[iy, ix]}
+            for iy, y in enumerate(res.ys) for ix, x in enumerate(res.xs)]
+    c = st.columns(3)
+    c[0].download_button("Surface (.npz)", buf.getvalue(), "landscape.npz", key=f"{key}.npz")
+    c[1].download_button("Surface (.csv)", pd.DataFrame(rows).to_csv(index=False), "landscape.csv", key=f"{key}.csv")
+    if fig is not None:
+        c[2].download_button("Figure (.html)", fig.to_html(include_plotlyjs="cdn"), "landscape.html",
+                             key=f"{key}.html", help="A standalone page: rotate and zoom it in any browser.")
+
+
+def trajectory_tab(key: str = "land.traj") -> None:
+    lm = model_select(f"{key}.model", min_checkpoints=3, current=False,
+                      empty="No model with 3 checkpoints or more: train one for 2 epochs or more on the Models page.")
+    if lm is None:
+        return
+    res = st.number_input("Points per axis of the plane", 3, 101, 15, key=f"{key}.res")
+    data = _eval_set(key)
+    ok = _cost_gate(lm, int(res) ** 2, data, key)
+    if st.button("Compute trajectory", type="primary", key=f"{key}.run", disabled=not ok):
+        submit(f"{key}.job", job("landscape_trajectory", TrajectoryConfig(model=ref(lm), resolution=int(res), data=data),
+                                 (ref(lm),), f"trajectory of {lm.name}"))
+    job_panel(f"{key}.job", lambda results: _show_trajectory(results[0], key))
+
+
+def _show_trajectory(res, key: str) -> None:
+    p, plane = res.path, res.plane
+    labels = (f"1st PC: {p.explained[0]:.1%} of the variance", f"2nd PC: {p.explained[1]:.1%}")
+    log = st.toggle("Log scale", key=f"{key}.log")
+    fig = contour(plane.xs, plane.ys, plane.loss, log, path=(p.coords[:, 0], p.coords[:, 1],
+                                                             [f"ep {e}" for e in res.epochs]), labels=labels)
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
+    st.caption("The path of the checkpoints (θₑ − θ_final projected on the two principal directions of the path; "
+               "it ends at the origin, the final model) over the loss on that plane. Directions are not "
+               "filter-normalized, as in the paper.")
+    table = pd.DataFrame({"epoch": res.epochs, "pc1": p.coords[:, 0], "pc2": p.coords[:, 1]})
+    st.download_button("Path (.csv)", table.to_csv(index=False), "trajectory.csv", key=f"{key}.csv")
+
+
+def curvature_tab(key: str = "land.hess") -> None:
+    lm = model_select(f"{key}.model", pick_epoch=True)
+    if lm is None:
+        return
+    c = st.columns(4)
+    k = c[0].number_input("Eigenvalues", 1, 10, 3, key=f"{key}.k")
+    iters = c[1].number_input("Power iterations (at most)", 5, 500, 50, key=f"{key}.iters")
+    restarts = c[2].number_input("Restarts", 1, 10, 3, key=f"{key}.restarts")
+    n = c[3].number_input("Training examples", 10, 10000, 500, step=100, key=f"{key}.n")
+    if st.button("Compute eigenvalues", type="primary", key=f"{key}.run"):
+        cfg = HessianConfig(model=ref(lm), k=int(k), iters=int(iters), restarts=int(restarts),
+                            data=EvalSet(split="train", n_examples=int(n)))
+        submit(f"{key}.job", job("landscape_hessian", cfg, (ref(lm),), f"Hessian eigenvalues of {lm.name}"))
+    job_panel(f"{key}.job", lambda results: _show_hessian(results[0], key))
+
+
+def _show_hessian(res, key: str) -> None:
+    import plotly.graph_objects as go
+
+    k = res.values.shape[1]
+    fig = go.Figure()
+    for r in range(res.values.shape[0]):
+        fig.add_trace(go.Scatter(x=list(range(1, k + 1)), y=res.values[r], mode="markers", marker=dict(size=10),
+                                 name=f"restart {r + 1}"))
+    fig.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue (by magnitude)",
+                      yaxis_title="λ", xaxis=dict(dtick=1))
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
+    spread = res.values.max(0) - res.values.min(0)
+    st.caption("The eigenvalues of largest magnitude of the training loss's Hessian, by power iteration on "
+               "Hessian-vector products with deflation. The restarts' spread shows convergence: "
+               + ", ".join(f"λ{i + 1} = {res.values[:, i].mean():.4g} ± {spread[i] / 2:.2g}" for i in range(k)) + ".")
+    st.download_button("Eigenvalues (.csv)", pd.DataFrame(res.values, columns=[f"lambda{i + 1}" for i in range(k)])
+                       .to_csv(index_label="restart"), "hessian.csv", key=f"{key}.csv")
