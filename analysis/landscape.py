@@ -98,22 +98,56 @@ class Surface:
     accuracy: np.ndarray         # (ny, nx)
 
 
+def auto_batch(model: nn.Module) -> int:
+    """Examples per forward pass for grid evaluation: small chunks on a CPU, where a 128-image chunk
+    of a small CNN stays in cache (about 2x the full-batch pass on 2 cores, measured), large ones
+    on a GPU."""
+    return 128 if next(model.parameters()).device.type == "cpu" else 1024
+
+
+def _as_float(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """[0, 1] floats on the model's device, converted once for every grid point."""
+    x = images.to(device)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+@contextmanager
+def _fast_layout(model: nn.Module, enabled: bool = True):
+    """Convolutional models run in channels_last for the duration (3-4x the NCHW forward of the
+    small CNN on 2 CPU cores, measured); the parameters' layout is restored after, their values
+    are never changed. Yields whether the layout is on."""
+    on = enabled and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if on:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield on
+    finally:
+        if on:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
-            images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
-            progress: Progress = _no_progress) -> Surface:
+            images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
+            progress: Progress = _no_progress, fast: bool = True) -> Surface:
     """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid, in eval mode (BatchNorm uses the
-    model's running statistics). One direction and `ys=None` give a line."""
+    model's running statistics). One direction and `ys=None` give a line. `batch_size` None picks
+    `auto_batch`; `fast=False` is the plain path (NCHW float32, chunks as given): any batch size and
+    either path give the same surface within float tolerance (relative 1e-5 in the tests)."""
     if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
         raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
     xs = np.asarray(xs, dtype=float)
     ys = np.zeros(1) if ys is None else np.asarray(ys, dtype=float)
     loss, acc = np.zeros((len(ys), len(xs))), np.zeros((len(ys), len(xs)))
     total = loss.size
-    with _moved(model) as move:
+    device = next(model.parameters()).device
+    batch_size = batch_size or auto_batch(model)
+    with _fast_layout(model, fast) as channels_last, _moved(model) as move:
+        x_all, y_all = _as_float(images, device, channels_last), labels.to(device)
         for iy, y in enumerate(ys):
             for ix, x in enumerate(xs):
                 move(directions, (x, y)[:len(directions)])
-                ev = evaluate(model, images, labels, batch_size=batch_size)
+                ev = evaluate(model, x_all, y_all, batch_size=batch_size)
                 loss[iy, ix], acc[iy, ix] = ev.loss, ev.accuracy
                 done = iy * len(xs) + ix + 1
                 progress(done / total, f"point {done}/{total}")
@@ -138,17 +172,20 @@ class Curve:
 
 
 def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alphas: Sequence[float],
-                  images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+                  images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
                   progress: Progress = _no_progress) -> Curve:
     """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
     with `model` (an instance of their architecture, restored afterwards)."""
     alphas = np.asarray(alphas, dtype=float)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     loss, acc = np.zeros(len(alphas)), np.zeros(len(alphas))
+    device = next(model.parameters()).device
+    batch_size = batch_size or auto_batch(model)
     try:
+        x_all, y_all = _as_float(images, device, False), labels.to(device)
         for i, alpha in enumerate(alphas):
             model.load_state_dict(interpolate_states(a, b, float(alpha)))
-            ev = evaluate(model, images, labels, batch_size=batch_size)
+            ev = evaluate(model, x_all, y_all, batch_size=batch_size)
             loss[i], acc[i] = ev.loss, ev.accuracy
             progress((i + 1) / len(alphas), f"α = {alpha:.2f}")
     finally:

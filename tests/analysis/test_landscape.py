@@ -163,3 +163,14 @@ def test_top_hessian_eigenvalues_of_a_quadratic_are_the_analytic_ones():
     assert res.values[:, 0] == pytest.approx([5.0] * 3, rel=1e-3)
     assert res.values[:, 1] == pytest.approx([3.0] * 3, rel=1e-3)
     assert torch.equal(model.theta.detach(), before)
+
+
+def test_the_batch_size_does_not_change_the_surface():
+    model, (images, labels) = _trained(), _data(50)
+    dirs = random_directions(model, 2, DirectionConfig(seed=2))
+    grid = np.linspace(-1, 1, 3)
+    plain = surface(model, dirs, grid, grid, images, labels, batch_size=50, fast=False)   # NCHW, one batch per point
+    for bs in (None, 7, 128):
+        fast = surface(model, dirs, grid, grid, images, labels, batch_size=bs)           # channels_last, chunks
+        assert np.allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6) and np.array_equal(fast.accuracy, plain.accuracy)
+    assert all(p.is_contiguous() for p in model.parameters())                          # the layout is restored
