@@ -96,6 +96,7 @@ class Surface:
     ys: np.ndarray               # (ny,); [0.0] for a 1-D line
     loss: np.ndarray             # (ny, nx) mean cross-entropy, Plotly's orientation (z[iy, ix])
     accuracy: np.ndarray         # (ny, nx)
+    reused: int = 0              # points taken from earlier grids instead of evaluated again
 
 
 def auto_batch(model: nn.Module) -> int:
@@ -127,31 +128,49 @@ def _fast_layout(model: nn.Module, enabled: bool = True):
             model.to(memory_format=torch.contiguous_format)
 
 
-def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
-            images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
-            progress: Progress = _no_progress, fast: bool = True) -> Surface:
-    """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid, in eval mode (BatchNorm uses the
-    model's running statistics). One direction and `ys=None` give a line. `batch_size` None picks
-    `auto_batch`; `fast=False` is the plain path (NCHW float32, chunks as given): any batch size and
-    either path give the same surface within float tolerance (relative 1e-5 in the tests)."""
-    if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
-        raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
-    xs = np.asarray(xs, dtype=float)
-    ys = np.zeros(1) if ys is None else np.asarray(ys, dtype=float)
-    loss, acc = np.zeros((len(ys), len(xs))), np.zeros((len(ys), len(xs)))
-    total = loss.size
+def evaluate_points(model: nn.Module, directions: Sequence[Direction], points: np.ndarray, images: torch.Tensor,
+                    labels: torch.Tensor, batch_size: int | None = None, progress: Progress = _no_progress,
+                    fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, accuracy) at θ* + Σⱼ points[i, j]·dⱼ for each row of `points` (P, len(directions)), in
+    eval mode (BatchNorm uses the model's running statistics). `batch_size` None picks `auto_batch`;
+    `fast=False` is the plain path (NCHW float32, chunks as given): any batch size and either path give
+    the same values within float tolerance (relative 1e-5 in the tests)."""
+    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    if points.shape[1] != len(directions):
+        raise InvalidInputError(f"points have {points.shape[1]} coordinates for {len(directions)} directions")
+    loss, acc = np.zeros(len(points)), np.zeros(len(points))
     device = next(model.parameters()).device
     batch_size = batch_size or auto_batch(model)
     with _fast_layout(model, fast) as channels_last, _moved(model) as move:
         x_all, y_all = _as_float(images, device, channels_last), labels.to(device)
-        for iy, y in enumerate(ys):
-            for ix, x in enumerate(xs):
-                move(directions, (x, y)[:len(directions)])
-                ev = evaluate(model, x_all, y_all, batch_size=batch_size)
-                loss[iy, ix], acc[iy, ix] = ev.loss, ev.accuracy
-                done = iy * len(xs) + ix + 1
-                progress(done / total, f"point {done}/{total}")
-    return Surface(xs=xs, ys=ys, loss=loss, accuracy=acc)
+        for i, coefs in enumerate(points):
+            move(directions, coefs)
+            ev = evaluate(model, x_all, y_all, batch_size=batch_size)
+            loss[i], acc[i] = ev.loss, ev.accuracy
+            progress((i + 1) / len(points), f"point {i + 1}/{len(points)}")
+    return loss, acc
+
+
+def grid_points(xs: np.ndarray, ys: np.ndarray | None) -> np.ndarray:
+    """(ny·nx, dims) coordinates in the order of Surface.loss.ravel() (z[iy, ix])."""
+    if ys is None:
+        return np.asarray(xs, dtype=float)[:, None]
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
+            images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
+            progress: Progress = _no_progress, fast: bool = True) -> Surface:
+    """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid (see evaluate_points). One direction and
+    `ys=None` give a line."""
+    if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
+        raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
+    xs = np.asarray(xs, dtype=float)
+    grid_ys = None if ys is None else np.asarray(ys, dtype=float)
+    loss, acc = evaluate_points(model, directions, grid_points(xs, grid_ys), images, labels, batch_size, progress, fast)
+    ys = np.zeros(1) if grid_ys is None else grid_ys
+    return Surface(xs=xs, ys=ys, loss=loss.reshape(len(ys), len(xs)), accuracy=acc.reshape(len(ys), len(xs)))
 
 
 def interpolate_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:

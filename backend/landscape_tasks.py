@@ -4,15 +4,22 @@ Hessian eigenvalues (analysis/landscape.py does the maths)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, hessian_top_eigenvalues,
-                                interpolation, random_directions, surface, trajectory)
-from backend.jobs import JobContext, ModelRef, job_kind, stage
+from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, evaluate_points,
+                                grid_points, hessian_top_eigenvalues, interpolation, random_directions, surface,
+                                trajectory)
+from backend.codec import to_jsonable
+from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
+from models.paths import cache_dir
 from models.data import load_data
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
@@ -64,11 +71,60 @@ class SurfaceConfig:
 
 @job_kind("landscape_surface")
 def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
+    """The grid's points that an earlier grid of the same model, directions and data already
+    evaluated (a coarser one being refined, or a smaller range) are taken from a per-plane point
+    cache; only the others are evaluated."""
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     images, labels = _examples(lm, cfg.data)
     dirs = random_directions(lm.model, cfg.dims, cfg.directions)
     xs = _grid(cfg.lo, cfg.hi, cfg.resolution)
-    return surface(lm.model, dirs, xs, xs if cfg.dims == 2 else None, images, labels, progress=ctx.progress)
+    ys = xs if cfg.dims == 2 else None
+    points = grid_points(xs, ys)
+    path = _plane_cache(cfg, ctx.device)
+    known = _read_points(path)
+    keys = [_point_key(p) for p in points]
+    missing = [i for i, k in enumerate(keys) if k not in known]
+    loss, acc = np.zeros(len(points)), np.zeros(len(points))
+    for i, k in enumerate(keys):
+        if k in known:
+            loss[i], acc[i] = known[k]
+    if missing:
+        ctx.progress(0.0, f"{len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}")
+        new_loss, new_acc = evaluate_points(lm.model, dirs, points[missing], images, labels, progress=ctx.progress)
+        loss[missing], acc[missing] = new_loss, new_acc
+        known.update({keys[i]: (lv, av) for i, lv, av in zip(missing, new_loss, new_acc)})
+        _write_points(path, known)
+    shape = (len(ys) if ys is not None else 1, len(xs))
+    return Surface(xs=xs, ys=ys if ys is not None else np.zeros(1), loss=loss.reshape(shape),
+                   accuracy=acc.reshape(shape), reused=len(points) - len(missing))
+
+
+def _point_key(p: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(v), 9) for v in p)
+
+
+def _plane_cache(cfg: SurfaceConfig, device: torch.device) -> Path:
+    """One file per plane: model checkpoint, directions, data, device type and code version."""
+    ident = {"model": to_jsonable(cfg.model), "directions": to_jsonable(cfg.directions), "dims": cfg.dims,
+             "data": to_jsonable(cfg.data), "device": torch.device(device).type, "code": code_version("landscape_surface")}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir("landscape-points") / f"{digest}.npz"
+
+
+def _read_points(path: Path) -> dict[tuple[float, ...], tuple[float, float]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {_point_key(p): (float(lv), float(av)) for p, lv, av in zip(z["points"], z["loss"], z["acc"])}
+    except (OSError, ValueError, KeyError):     # none yet, or damaged: evaluate again
+        return {}
+
+
+def _write_points(path: Path, known: dict) -> None:
+    keys = list(known)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, points=np.array(keys, dtype=float), loss=np.array([known[k][0] for k in keys]),
+             acc=np.array([known[k][1] for k in keys]))
+    os.replace(tmp, path)                       # atomic: a concurrent reader sees the old or the new file
 
 
 @dataclass(frozen=True, kw_only=True)

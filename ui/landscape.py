@@ -164,8 +164,9 @@ def _show_surfaces(results, key: str) -> None:
                 fig = heatmap(res.xs, res.ys, res.loss, log, zrange, title=names[i])
             st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{i}")
             centre = res.loss[np.argmin(np.abs(res.ys)), np.argmin(np.abs(res.xs))]
+            reused = f" · {res.reused} of {res.loss.size} points reused from earlier grids" if res.reused else ""
             st.caption(f"Loss at the model: {centre:.4f} · lowest on the grid {res.loss.min():.4f} · highest "
-                       f"{res.loss.max():.4f}")
+                       f"{res.loss.max():.4f}{reused}")
             _exports(res, fig if res.loss.shape[0] > 1 else None, f"{key}.{i}")
 
 

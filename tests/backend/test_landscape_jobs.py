@@ -52,3 +52,23 @@ def test_bad_landscape_requests_say_what_is_wrong(runner, trained_run, wait_for_
         SurfaceConfig(model=a, dims=3)
     with pytest.raises(InvalidInputError, match="lo < hi"):
         SurfaceConfig(model=a, lo=1, hi=-1)
+
+
+def test_refining_a_grid_evaluates_only_the_new_points(runner, trained_run, wait_for_job):
+    (rec,) = trained_run("digits-mlp", epochs=2)
+    r = ref(load_model(rec["run_id"]))
+    coarse = wait_for_job(runner.submit(job("landscape_surface", SurfaceConfig(model=r, resolution=3,
+                                                                               data=EvalSet(n_examples=100)), (r,))))
+    assert coarse.reused == 0
+    fine = wait_for_job(runner.submit(job("landscape_surface", SurfaceConfig(model=r, resolution=5,
+                                                                             data=EvalSet(n_examples=100)), (r,))))
+    assert fine.reused == 9 and fine.loss.shape == (5, 5)
+    assert np.array_equal(fine.loss[::2, ::2], coarse.loss)               # the shared points, as computed
+    # and the reused points are what a fresh evaluation gives
+    from analysis.landscape import random_directions, surface
+    lm = load_model(rec["run_id"])
+    test = load_data(DataSpec(name="digits"), "test").head(100)
+    dirs = random_directions(lm.model, 2, SurfaceConfig(model=r).directions)
+    grid = np.linspace(-1, 1, 5)
+    direct = surface(lm.model, dirs, grid, grid, test.images, test.labels)
+    assert np.allclose(fine.loss, direct.loss, rtol=1e-5)
