@@ -289,3 +289,56 @@ def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], tor
             found.append((lam, v))
             values[r, j], used[r, j] = lam, it
     return HessianEigs(values=values, iterations=used)
+
+
+def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
+                     seed: int = 0) -> tuple[float, float]:
+    """(λ_max, λ_min) of the Hessian: the eigenvalue of largest magnitude by power iteration, then the
+    far end of the spectrum by power iteration on H − λ·I (its eigenvalue of largest magnitude is
+    λ_other − λ). Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss_fn(model), params, create_graph=True)
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def hvp(v):
+        dot = sum((g * x).sum() for g, x in zip(grads, v))
+        return [h.detach() for h in torch.autograd.grad(dot, params, retain_graph=True)]
+
+    def power(shift: float) -> float:
+        v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+        norm = float(sum((x * x).sum() for x in v)) ** 0.5
+        v = [x / norm for x in v]
+        lam = 0.0
+        for _ in range(iters):
+            w = [h - shift * x for h, x in zip(hvp(v), v)]
+            new = float(sum((x * y).sum() for x, y in zip(v, w)))
+            norm = float(sum((x * x).sum() for x in w)) ** 0.5
+            if norm == 0:
+                break
+            v = [x / norm for x in w]
+            if abs(new - lam) <= 1e-6 * max(1.0, abs(new)):
+                lam = new
+                break
+            lam = new
+        return lam + shift
+
+    first = power(0.0)
+    other = power(first)
+    return (first, other) if first >= other else (other, first)
+
+
+def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float],
+                  loss_at: Callable[[nn.Module], torch.Tensor], iters: int = 50, seed: int = 0,
+                  progress: Progress = _no_progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ_max, λ_min, |λ_min| / λ_max) on the grid (ny, nx), the model moved to each point and back."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    lmax, lmin = np.zeros((len(ys), len(xs))), np.zeros((len(ys), len(xs)))
+    with _moved(model) as move:
+        for iy, y in enumerate(ys):
+            for ix, x in enumerate(xs):
+                move(directions, (x, y))
+                lmax[iy, ix], lmin[iy, ix] = hessian_extremes(model, loss_at, iters, seed)
+                done = iy * len(xs) + ix + 1
+                progress(done / lmax.size, f"point {done}/{lmax.size}")
+    ratio = np.abs(lmin) / np.where(np.abs(lmax) > 0, np.abs(lmax), np.nan)
+    return lmax, lmin, ratio

@@ -12,7 +12,7 @@ KINDS = (
     similarity_tasks.layer_similarity_job, similarity_tasks.seed_similarity_job,
     similarity_tasks.convergence_job, similarity_tasks.all_metrics_job, similarity_tasks.projection_job,
     landscape_tasks.surface_job, landscape_tasks.interpolation_job, landscape_tasks.trajectory_job,
-    landscape_tasks.hessian_job,
+    landscape_tasks.hessian_job, landscape_tasks.convexity_job,
 )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, evaluate_points,
+from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, convexity_map, evaluate_points,
                                 grid_points, hessian_top_eigenvalues, interpolation, random_directions, surface,
                                 trajectory)
 from backend.codec import to_jsonable
@@ -230,3 +230,41 @@ def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     ctx.progress(0.05, f"power iteration on {len(x):,} examples")
     return hessian_top_eigenvalues(lm.model, lambda m: F.cross_entropy(m(x), y), k=cfg.k, iters=cfg.iters,
                                    restarts=cfg.restarts, seed=cfg.seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvexityConfig:
+    model: ModelRef
+    directions: DirectionConfig = DirectionConfig()
+    lo: float = -1.0
+    hi: float = 1.0
+    resolution: int = 5
+    iters: int = 30
+    data: EvalSet = EvalSet(split="train", n_examples=500)
+
+    def __post_init__(self) -> None:
+        if not self.lo < self.hi or not 2 <= self.resolution <= 21 or self.iters < 1:
+            raise InvalidInputError(f"need lo < hi, 2 to 21 points per axis (each point is two power iterations) "
+                                    f"and iters >= 1; got {self}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvexityMap:
+    xs: np.ndarray
+    ys: np.ndarray
+    lambda_max: np.ndarray        # (ny, nx)
+    lambda_min: np.ndarray
+    ratio: np.ndarray             # |λ_min| / λ_max: near 0 = locally convex
+
+
+@job_kind("landscape_convexity")
+def convexity_job(ctx: JobContext, cfg: ConvexityConfig) -> ConvexityMap:
+    lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
+    images, labels = _examples(lm, cfg.data)
+    x, y = images.to(ctx.device).float().div_(255), labels.to(ctx.device)
+    lm.model.eval()
+    dirs = random_directions(lm.model, 2, cfg.directions)
+    grid = _grid(cfg.lo, cfg.hi, cfg.resolution)
+    lmax, lmin, ratio = convexity_map(lm.model, dirs, grid, grid, lambda m: F.cross_entropy(m(x), y), cfg.iters,
+                                      progress=ctx.progress)
+    return ConvexityMap(xs=grid, ys=grid, lambda_max=lmax, lambda_min=lmin, ratio=ratio)

@@ -11,7 +11,8 @@ import streamlit as st
 
 from analysis.landscape import NORMS, DirectionConfig
 from backend.jobs import job, ref
-from backend.landscape_tasks import EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig, TrajectoryConfig
+from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
+                                     TrajectoryConfig)
 from models.zoo import LoadedModel
 from ui.common import model_select
 from ui.figures import CONFIG
@@ -225,6 +226,29 @@ def curvature_tab(key: str = "land.hess") -> None:
                             data=EvalSet(split="train", n_examples=int(n)))
         submit(f"{key}.job", job("landscape_hessian", cfg, (ref(lm),), f"Hessian eigenvalues of {lm.name}"))
     job_panel(f"{key}.job", lambda results: _show_hessian(results[0], key))
+    st.markdown("**Convexity map** (Li et al.'s Figure 7): |λ_min| / λ_max of the Hessian at each point of a "
+                "filter-normalized random plane; near 0 the surface is locally convex, large values mean strong "
+                "negative curvature. Each point costs two power iterations.")
+    c = st.columns(3)
+    res = c[0].number_input("Points per axis", 2, 21, 5, key=f"{key}.map.res")
+    span = c[1].number_input("Half-width of the plane", 0.1, 5.0, 1.0, 0.1, key=f"{key}.map.span")
+    seed = c[2].number_input("Directions' seed", 0, 1_000_000, 123, key=f"{key}.map.seed")
+    if st.button("Compute the convexity map", key=f"{key}.map.run"):
+        cfg = ConvexityConfig(model=ref(lm), directions=DirectionConfig(seed=int(seed)), lo=-float(span),
+                              hi=float(span), resolution=int(res), iters=int(iters),
+                              data=EvalSet(split="train", n_examples=int(n)))
+        submit(f"{key}.map.job", job("landscape_convexity", cfg, (ref(lm),), f"convexity map of {lm.name}"))
+    job_panel(f"{key}.map.job", lambda results: _show_convexity(results[0], key))
+
+
+def _show_convexity(res, key: str) -> None:
+    from ui.landscape_figs import heatmap
+
+    fig = heatmap(res.xs, res.ys, res.ratio, title="|λ_min| / λ_max")
+    fig.update_traces(colorbar=dict(title="ratio"), selector=dict(type="heatmap"))
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.map.fig")
+    st.caption(f"At the model: λ_max = {res.lambda_max[len(res.ys) // 2, len(res.xs) // 2]:.4g}, "
+               f"λ_min = {res.lambda_min[len(res.ys) // 2, len(res.xs) // 2]:.4g}.")
 
 
 def _show_hessian(res, key: str) -> None:

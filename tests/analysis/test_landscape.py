@@ -174,3 +174,29 @@ def test_the_batch_size_does_not_change_the_surface():
         fast = surface(model, dirs, grid, grid, images, labels, batch_size=bs)           # channels_last, chunks
         assert np.allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6) and np.array_equal(fast.accuracy, plain.accuracy)
     assert all(p.is_contiguous() for p in model.parameters())                          # the layout is restored
+
+
+def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
+    from analysis.landscape import hessian_extremes
+
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
+    model = Quadratic(q @ torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5, -1.0])) @ q.T)
+    lmax, lmin = hessian_extremes(model, lambda m: m.loss(), iters=500)
+    assert lmax == pytest.approx(4.0, rel=1e-3) and lmin == pytest.approx(-1.0, rel=1e-2)
+    convex = Quadratic(torch.diag(torch.tensor([3.0, 1.0, 0.25])))
+    hi, lo = hessian_extremes(convex, lambda m: m.loss(), iters=500)
+    assert hi == pytest.approx(3.0, rel=1e-3) and lo == pytest.approx(0.25, rel=1e-2)   # |λmin|/λmax = 1/12
+
+
+def test_convexity_map_on_a_model_leaves_it_untouched():
+    from analysis.landscape import convexity_map
+
+    model, (images, labels) = _trained(), _data(24)
+    before = _snapshot(model)
+    dirs = random_directions(model, 2, DirectionConfig(seed=4))
+    x = images.float() / 255
+    lmax, lmin, ratio = convexity_map(model, dirs, [-0.5, 0.0, 0.5], [0.0], lambda m: F.cross_entropy(m(x), labels),
+                                      iters=20)
+    assert lmax.shape == (1, 3) and (lmax >= lmin).all() and np.isfinite(ratio).all()
+    assert _same(before, model.state_dict())
