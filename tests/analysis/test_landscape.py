@@ -200,3 +200,39 @@ def test_convexity_map_on_a_model_leaves_it_untouched():
                                       iters=20)
     assert lmax.shape == (1, 3) and (lmax >= lmin).all() and np.isfinite(ratio).all()
     assert _same(before, model.state_dict())
+
+
+def test_the_details_mutation_testing_asked_about():
+    model, (images, labels) = _trained(), _data(20)
+    params = dict(model.named_parameters())
+    (keep,) = random_directions(model, 1, DirectionConfig(norm="filter", ignore_biasbn=False, seed=3))
+    for name, t in keep.items():                     # 1-D entries kept: normalized as one slice
+        assert t.norm() == pytest.approx(float(params[name].norm()), rel=1e-4), name
+        if params[name].ndim > 1:
+            assert torch.allclose(t.flatten(1).norm(dim=1), params[name].flatten(1).norm(dim=1), rtol=1e-5)
+    (raw,) = random_directions(model, 1, DirectionConfig(norm="none", ignore_biasbn=False, seed=3))
+    assert not torch.allclose(raw["fc2.bias"].norm(), params["fc2.bias"].norm(), rtol=1e-2)
+    assert all(raw[k].dtype == params[k].dtype and raw[k].shape == params[k].shape for k in raw)
+    with pytest.raises(InvalidInputError, match="must be one of"):
+        DirectionConfig(norm="unit")
+
+    sa, sb = _snapshot(_trained(seed=0)), _snapshot(_trained(seed=5, steps=31))
+    assert sa["bn1.num_batches_tracked"] != sb["bn1.num_batches_tracked"]
+    assert interpolate_states(sa, sb, 0.2)["bn1.num_batches_tracked"] == sa["bn1.num_batches_tracked"]
+    assert interpolate_states(sa, sb, 0.8)["bn1.num_batches_tracked"] == sb["bn1.num_batches_tracked"]
+    assert interpolate_states(sa, sb, 0.5)["bn1.num_batches_tracked"] == sb["bn1.num_batches_tracked"]
+    with pytest.raises(InvalidInputError, match="fc2.bias"):
+        interpolate_states(sa, {k: v for k, v in sb.items() if k != "fc2.bias"}, 0.5)
+    wrong = dict(sb, **{"fc2.bias": torch.zeros(7)})
+    with pytest.raises(InvalidInputError, match="fc2.bias"):
+        interpolate_states(sa, wrong, 0.5)
+
+    dirs = random_directions(model, 2, DirectionConfig(seed=1))
+    grid = np.array([-0.5, 0.5])
+    res = surface(model, dirs, grid, grid[:1], images, labels)
+    assert res.xs.tolist() == [-0.5, 0.5] and res.ys.tolist() == [-0.5] and res.loss.shape == (1, 2)
+    for bad in ((dirs, None), (dirs[:1], grid), (dirs * 2, grid)):
+        with pytest.raises(InvalidInputError, match="one direction and no y values"):
+            surface(model, bad[0], grid, bad[1], images, labels)
+    three = [sa, _snapshot(_trained(seed=2)), sb]
+    assert trajectory(three).coords.shape == (3, 2)                 # three checkpoints are enough
