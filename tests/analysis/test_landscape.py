@@ -236,3 +236,21 @@ def test_the_details_mutation_testing_asked_about():
             surface(model, bad[0], grid, bad[1], images, labels)
     three = [sa, _snapshot(_trained(seed=2)), sb]
     assert trajectory(three).coords.shape == (3, 2)                 # three checkpoints are enough
+
+
+def test_power_iteration_is_seeded_stops_when_converged_and_orders_a_negative_dominant_spectrum():
+    from analysis.landscape import hessian_extremes
+
+    g = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
+    model = Quadratic(q @ torch.diag(torch.tensor([1.0, 0.5, 0.2, -3.0])) @ q.T)    # |λ_min| > λ_max
+    lmax, lmin = hessian_extremes(model, lambda m: m.loss(), iters=500)
+    assert lmax == pytest.approx(1.0, rel=1e-2) and lmin == pytest.approx(-3.0, rel=1e-3)
+    a = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
+    b = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
+    c = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=1, seed=8)
+    assert np.array_equal(a.values, b.values) and np.array_equal(a.iterations, b.iterations)
+    assert a.values[0, 0] == pytest.approx(-3.0, rel=1e-4)           # largest in magnitude
+    assert (a.iterations < 500).all() and a.iterations.dtype.kind == "i"  # stopped on convergence
+    assert a.iterations[0, 0] != a.iterations[1, 0] or a.values[0, 0] != a.values[1, 0] or \
+        c.iterations[0, 0] != a.iterations[0, 0]                           # restarts start elsewhere
