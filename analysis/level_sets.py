@@ -1,0 +1,162 @@
+"""Level Set Traversal (Balasubramanian et al. 2023, "Exploring Geometry of Blind Spots in Vision
+Models"; ALGORITHMS.md section 2): walk from a source image toward a target image while the
+model's confidence in the source class stays within δ of where it started, and measure the
+high-confidence region around the path (the star structure and the triangle).
+
+Images are (N, C, H, W) in [0, 1]; the model normalizes inside and runs in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.evaluation import Progress, _no_progress
+from models.errors import InvalidInputError
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSTConfig:
+    eta: float = 0.05              # step toward the target (argparse default; the ImageNet run used 1e-2)
+    steps: int = 100               # T: exactly this many iterations (the code has no stopping rule)
+    delta: float = 0.05            # allowed drop of the source class's confidence below the clean p0
+    eps_adv: float = 1 / 255       # bound of the cumulative confidence-raising term
+    jitter: float = 4 / 255        # initial uniform jitter of total width `jitter` (±2/255)
+    seed: int = 0
+    log_every: int = 10            # keep the iterate every this many steps (for the filmstrip)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eta <= 1 or self.steps < 1 or not 0 < self.delta <= 1:
+            raise InvalidInputError(f"need 0 < eta <= 1, steps >= 1, 0 < delta <= 1; got {self}")
+        if self.eps_adv < 0 or self.jitter < 0 or self.log_every < 1:
+            raise InvalidInputError(f"need eps_adv >= 0, jitter >= 0, log_every >= 1; got {self}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSTResult:
+    output: np.ndarray             # (N, C, H, W) the final iterates
+    p0: np.ndarray                 # (N,) the clean sources' confidence in their class
+    confidence: np.ndarray         # (T + 1, N) the source class's confidence at each iterate
+    accepted: np.ndarray           # (T, N) bool: step t was accepted
+    dist_l2: np.ndarray            # (T + 1, N) RMS distance to the target (ℓ2 / √D)
+    dist_linf: np.ndarray          # (T + 1, N)
+    snapshots: np.ndarray          # (S, N, C, H, W) iterates at steps `snapshot_steps`
+    snapshot_steps: np.ndarray     # (S,)
+    predictions: np.ndarray        # (N,) the model's class for the outputs
+
+
+def _confidence(model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(model(x), dim=1).gather(1, c[:, None])[:, 0]
+
+
+def project_out(v: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """v minus its component along g, per example (flattened): v − (⟨g, v⟩ / (⟨g, g⟩ + ε)) g."""
+    gf, vf = g.flatten(1), v.flatten(1)
+    coef = (gf * vf).sum(1) / ((gf * gf).sum(1) + eps)
+    return v - coef.view(-1, *[1] * (v.ndim - 1)) * g
+
+
+def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
+                        config: LSTConfig = LSTConfig(), progress: Progress = _no_progress) -> LSTResult:
+    """The update of ALGORITHMS.md section 2, batched over source→target pairs. Sources must be
+    classified correctly as `label`; the model's parameters are not changed."""
+    if source.shape != target.shape:
+        raise InvalidInputError(f"source and target images differ in shape: {tuple(source.shape)} vs {tuple(target.shape)}")
+    model.eval()
+    device = next(model.parameters()).device
+    xs, xt, c = source.to(device).float(), target.to(device).float(), label.to(device).long()
+    with torch.no_grad():
+        pred = model(xs).argmax(1)
+    if (pred != c).any():
+        bad = torch.nonzero(pred != c).flatten().tolist()
+        raise InvalidInputError(f"sources {bad} are not classified as their class: level set traversal starts "
+                                "from a correctly classified image")
+    p0 = _confidence(model, xs, c)
+    gen = torch.Generator().manual_seed(int(config.seed))
+    noise = torch.rand(xs.shape, generator=gen).to(device)
+    x = (xs + config.jitter * (noise - 0.5)).clamp(0, 1)
+    a = torch.zeros_like(x)
+    dims = x[0].numel()
+    conf, acc, l2, linf = [_confidence(model, x, c)], [], [], []
+    snaps, snap_steps = [x.clone()], [0]
+
+    def dist(z):
+        diff = (z - xt).flatten(1)
+        return diff.norm(dim=1) / dims ** 0.5, diff.abs().max(1).values
+
+    d2, di = dist(x)
+    l2.append(d2)
+    linf.append(di)
+    for t in range(1, config.steps + 1):
+        x_req = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x_req), c, reduction="sum")   # per-example gradients of CE(f(x), c)
+        (g,) = torch.autograd.grad(loss, x_req)
+        with torch.no_grad():
+            v_perp = project_out(xt - x, g)
+            a = (a + config.eps_adv / 2 * g).clamp(-config.eps_adv, config.eps_adv)
+            y = (x + config.eta * v_perp - a).clamp(0, 1)
+            p_y = _confidence(model, y, c)
+            ok = (p0 - p_y) < config.delta
+            x = torch.where(ok.view(-1, *[1] * (x.ndim - 1)), y, x)
+            conf.append(torch.where(ok, p_y, conf[-1]))
+            acc.append(ok)
+            d2, di = dist(x)
+            l2.append(d2)
+            linf.append(di)
+            if t % config.log_every == 0 or t == config.steps:
+                snaps.append(x.clone())
+                snap_steps.append(t)
+        progress(t / config.steps, f"step {t}/{config.steps} · accepted {float(ok.float().mean()):.0%}")
+    with torch.no_grad():
+        final_pred = model(x).argmax(1)
+    cpu = lambda ts: torch.stack(ts).cpu().numpy()  # noqa: E731
+    return LSTResult(output=x.cpu().numpy(), p0=p0.cpu().numpy(), confidence=cpu(conf), accepted=cpu(acc),
+                     dist_l2=cpu(l2), dist_linf=cpu(linf), snapshots=cpu(snaps), snapshot_steps=np.array(snap_steps),
+                     predictions=final_pred.cpu().numpy())
+
+
+def barycentric_grid(step: float = 0.1) -> np.ndarray:
+    """(P, 2) weights (t₁, t₂) on the grid of `step` with t₁ + t₂ ≤ 1: 66 points for 0.1."""
+    n = int(round(1 / step))
+    return np.array([(i * step, j * step) for i in range(n + 1) for j in range(n + 1 - i)])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Triangle:
+    weights: np.ndarray            # (P, 2) barycentric (t₁, t₂)
+    confidence: np.ndarray         # (P,) p_c at (1 − t₁ − t₂)·x_s + t₁·x̂₁ + t₂·x̂₂
+    xy: np.ndarray                 # (P, 2) the points in the triangle's true shape (x_s at 0, x̂₁ at (1, 0))
+    p_source: float
+    mean: float
+    fraction_above: dict           # {Δ: share of points with p > p_source − Δ}
+    edge_min: float                # min over the two source→output edges of p − p_source
+
+
+def triangle(model: nn.Module, source: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
+             step: float = 0.1, deltas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)) -> Triangle:
+    """The source-class confidence over the triangle (x_s, x̂₁, x̂₂) of one source and two outputs
+    (each (C, H, W)), with Table 2's metrics and the triangle drawn with its true geometry."""
+    w = barycentric_grid(step)
+    device = next(model.parameters()).device
+    xs, x1, x2 = (t.to(device).float() for t in (source, out1, out2))
+    t1 = torch.tensor(w[:, 0], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    t2 = torch.tensor(w[:, 1], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    points = (1 - t1 - t2) * xs + t1 * x1 + t2 * x2
+    c = torch.full((len(w),), int(label), device=device)
+    model.eval()
+    p = _confidence(model, points, c).cpu().numpy()
+    p_src = float(_confidence(model, xs[None], c[:1])[0])
+    e1, e2 = (x1 - xs).flatten(), (x2 - xs).flatten()
+    r = float(e2.norm() / e1.norm().clamp_min(1e-12))
+    cos = float((e1 @ e2) / (e1.norm() * e2.norm()).clamp_min(1e-12))
+    theta = float(np.arccos(np.clip(cos, -1, 1)))
+    xy = w[:, :1] * np.array([1.0, 0.0]) + w[:, 1:] * np.array([r * np.cos(theta), r * np.sin(theta)])
+    on_edges = (w[:, 0] == 0) | (w[:, 1] == 0)
+    return Triangle(weights=w, confidence=p, xy=xy, p_source=p_src, mean=float(p.mean()),
+                    fraction_above={float(d): float((p > p_src - d).mean()) for d in deltas},
+                    edge_min=float((p[on_edges] - p_src).min()))

@@ -1,0 +1,140 @@
+"""Level Set Traversal (ALGORITHMS.md section 2): the update's guarantees, the projection, the
+(1 − η)^T bound, the triangle, and a traversal on a trained digits CNN."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.level_sets import LSTConfig, barycentric_grid, level_set_traversal, project_out, triangle
+from models.architectures import ArchSpec
+from models.data import DataSpec, load_data
+from models.errors import InvalidInputError
+from models.training import preset, train_run
+
+
+@pytest.fixture(scope="module")
+def digits_cnn(tmp_path_factory):
+    """The digits CNN preset trained for 8 epochs (seconds), loaded from its last checkpoint."""
+    from models.checkpoints import load_checkpoint
+    from models.loading import model_from_state
+
+    folder = tmp_path_factory.mktemp("lst") / "run"
+    rec = train_run(preset("digits-cnn", epochs=8), folder)
+    state, _ = load_checkpoint(folder / rec["checkpoints"][-1]["file"])
+    return model_from_state(ArchSpec.from_dict(rec["arch"]), state).eval()
+
+
+def _pairs(model, n=4):
+    """Correctly classified test sources and targets of other classes."""
+    test = load_data(DataSpec(name="digits"), "test")
+    x, y = test.x(), test.labels
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    idx = torch.nonzero(ok).flatten()
+    src = idx[:n]
+    tgt = torch.stack([idx[(y[idx] != y[s]).nonzero().flatten()[0]] for s in src])
+    return x[src], y[src], x[tgt]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.floats(1e-3, 1e3))
+def test_the_projected_direction_is_orthogonal_to_the_gradient(seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    v, grad = torch.randn(3, 1, 5, 5, generator=g), scale * torch.randn(3, 1, 5, 5, generator=g)
+    p = project_out(v, grad)
+    inner = (p.flatten(1) * grad.flatten(1)).sum(1)
+    assert (inner.abs() <= 1e-5 * p.flatten(1).norm(dim=1) * grad.flatten(1).norm(dim=1) + 1e-9).all()
+    # what is removed is along the gradient: v − p is parallel to g
+    removed = (v - p).flatten(1)
+    cos = (removed * grad.flatten(1)).sum(1).abs() / (removed.norm(dim=1) * grad.flatten(1).norm(dim=1) + 1e-12)
+    assert ((cos > 1 - 1e-4) | (removed.norm(dim=1) < 1e-6)).all()
+
+
+def test_accepted_steps_keep_the_confidence_and_rejected_ones_stay_put(digits_cnn):
+    xs, ys, xt = _pairs(digits_cnn)
+    cfg = LSTConfig(eta=0.2, steps=30, delta=0.05, log_every=1)
+    res = level_set_traversal(digits_cnn, xs, ys, xt, cfg)
+    conf = res.confidence[1:]
+    accepted_conf = conf[res.accepted]
+    p0 = np.broadcast_to(res.p0[None], conf.shape)[res.accepted]
+    assert (p0 - accepted_conf < cfg.delta).all()                 # every accepted iterate is in the level set
+    snaps = res.snapshots                                         # every iterate (log_every=1)
+    rejected = ~res.accepted
+    for t, i in zip(*np.nonzero(rejected)):
+        assert np.array_equal(snaps[t + 1, i], snaps[t, i])
+    assert rejected.any() and res.accepted.any()                  # both happen with η = 0.2
+    assert res.output.min() >= 0 and res.output.max() <= 1
+    # confidences reported are the model's at the iterates
+    with torch.no_grad():
+        p = torch.softmax(digits_cnn(torch.from_numpy(res.output)), 1)[torch.arange(len(ys)), ys].numpy()
+    assert np.allclose(p, res.confidence[-1], atol=1e-5)
+
+
+def test_with_every_step_accepted_the_distance_follows_the_bound(digits_cnn):
+    """Each accepted step leaves ‖x − x_t‖ ≥ (1 − η)‖x_prev − x_t‖ (the removed component along the
+    gradient only adds to it), with equality when the gradient is orthogonal to the way to the target.
+    A linear model that reads one pixel on which source and target agree is that case exactly."""
+    from torch import nn
+
+    eta, steps = 0.05, 40
+    bound = (1 - eta) ** steps                                    # 0.129
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        lin[1].weight.zero_()
+        lin[1].bias.zero_()
+        lin[1].weight[:, 0] = torch.tensor([5.0, -5.0])
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.rand(3, 1, 4, 4, generator=g), torch.rand(3, 1, 4, 4, generator=g)
+    src[:, :, 0, 0] = tgt[:, :, 0, 0] = 0.9
+    cfg = LSTConfig(eta=eta, steps=steps, delta=1.0, eps_adv=0.0, jitter=0.0)
+    res = level_set_traversal(lin, src, torch.zeros(3, dtype=torch.long), tgt, cfg)
+    assert res.accepted.all()
+    assert np.allclose(res.dist_l2[-1] / res.dist_l2[0], bound, rtol=1e-4)
+
+    xs, ys, xt = _pairs(digits_cnn, 2)                            # a real model: the bound is a floor
+    res = level_set_traversal(digits_cnn, xs, ys, xt, cfg)
+    ratio = res.dist_l2[-1] / res.dist_l2[0]
+    print("\ndigits CNN distance ratio", ratio, "bound", bound)
+    assert res.accepted.all() and (ratio >= bound * (1 - 1e-4)).all() and (ratio < 1).all()
+
+
+def test_the_triangle_has_66_points_and_its_vertices_are_the_three_images(digits_cnn):
+    assert len(barycentric_grid(0.1)) == 66
+    xs, ys, xt = _pairs(digits_cnn, 2)
+    res = level_set_traversal(digits_cnn, xs[:1].repeat(2, 1, 1, 1), ys[:1].repeat(2), xt, LSTConfig(steps=20))
+    out = torch.from_numpy(res.output)
+    tri = triangle(digits_cnn, xs[0], out[0], out[1], int(ys[0]))
+    with torch.no_grad():
+        p = torch.softmax(digits_cnn(torch.stack([xs[0], out[0], out[1]])), 1)[:, int(ys[0])].numpy()
+    w = tri.weights
+    at = {(0.0, 0.0): 0, (1.0, 0.0): 1, (0.0, 1.0): 2}
+    for (a, b), k in at.items():
+        i = int(np.flatnonzero(np.isclose(w[:, 0], a) & np.isclose(w[:, 1], b))[0])
+        assert tri.confidence[i] == pytest.approx(p[k], abs=1e-5)
+    assert tri.p_source == pytest.approx(p[0], abs=1e-6)
+    assert np.allclose(tri.xy[np.isclose(w[:, 0], 1)], [[1.0, 0.0]])
+    r = float((out[1] - xs[0]).norm() / (out[0] - xs[0]).norm())
+    assert np.linalg.norm(tri.xy[np.isclose(w[:, 1], 1)]) == pytest.approx(r, rel=1e-5)
+    assert 0 <= tri.fraction_above[0.3] <= 1 and tri.fraction_above[0.0] <= tri.fraction_above[0.3]
+
+
+def test_a_traversal_on_a_trained_cnn_ends_near_the_target_still_in_the_source_class(digits_cnn):
+    xs, ys, xt = _pairs(digits_cnn, 4)
+    res = level_set_traversal(digits_cnn, xs, ys, xt, LSTConfig(eta=0.05, steps=100, delta=0.2))
+    ratio = res.dist_l2[-1] / res.dist_l2[0]
+    print("\nfinal / initial distance to the target", np.round(ratio, 3))
+    assert (res.predictions == ys.numpy()).all()
+    assert (ratio < 0.5).all()
+
+
+def test_bad_input_is_refused_with_a_reason(digits_cnn):
+    xs, ys, xt = _pairs(digits_cnn, 2)
+    wrong = (ys + 1) % 10
+    with pytest.raises(InvalidInputError, match="not classified as their class"):
+        level_set_traversal(digits_cnn, xs, wrong, xt)
+    with pytest.raises(InvalidInputError, match="differ in shape"):
+        level_set_traversal(digits_cnn, xs, ys, xt[:, :, :4])
+    with pytest.raises(InvalidInputError):
+        LSTConfig(eta=0.0)
