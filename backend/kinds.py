@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend import landscape_tasks, saliency_tasks, similarity_tasks, tasks
+from backend import landscape_tasks, level_set_tasks, saliency_tasks, similarity_tasks, tasks
 from backend.jobs import REGISTRY, Registry
 
 KINDS = (
@@ -13,6 +13,7 @@ KINDS = (
     similarity_tasks.convergence_job, similarity_tasks.all_metrics_job, similarity_tasks.projection_job,
     landscape_tasks.surface_job, landscape_tasks.interpolation_job, landscape_tasks.trajectory_job,
     landscape_tasks.hessian_job, landscape_tasks.convexity_job,
+    level_set_tasks.traversal_job,
 )
 
 
