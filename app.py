@@ -63,6 +63,7 @@ def home() -> None:
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                      st.Page("pages/1_Models.py", title="Models", icon=":material/neurology:"),
                      st.Page("pages/2_Saliency.py", title="Saliency", icon=":material/gradient:"),
+                     st.Page("pages/3_Level_sets.py", title="Level sets", icon=":material/conversion_path:"),
                      st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:"),
                      st.Page("pages/6_Loss_landscape.py", title="Loss landscape", icon=":material/landscape:")])
 nav.run()

@@ -43,6 +43,7 @@ class TraversalResult:
     lst: LSTResult
     star: np.ndarray                  # (K, line_points) p(c) along source → output k
     triangles: list[Triangle]         # one per consecutive pair of outputs (k, k + 1)
+    delta: float                      # the δ the walk kept to
 
 
 @job_kind("level_set_traversal")
@@ -76,4 +77,4 @@ def traversal_job(ctx: JobContext, cfg: TraversalConfig) -> TraversalResult:
     tris = [triangle(lm.model, xs[0], out[i], out[i + 1], c) for i in range(k - 1)]
     return TraversalResult(source=cfg.source, targets=list(cfg.targets), label=c, source_image=xs[0].numpy(),
                            target_images=xt.numpy(), target_labels=test.labels[list(cfg.targets)].numpy(),
-                           lst=res, star=np.stack(star), triangles=tris)
+                           lst=res, star=np.stack(star), triangles=tris, delta=cfg.lst.delta)

@@ -1,0 +1,15 @@
+import streamlit as st
+
+from ui.common import model_select, page_setup
+from ui.level_sets import TEACHING, traversal
+
+page_setup("Level sets")
+st.title("Level sets")
+st.markdown("How far can an image move while the model's confidence stays put? Level Set Traversal walks from a "
+            "source image to images of other classes inside the source class's equi-confidence level set "
+            "(Balasubramanian et al. 2023).")
+with st.expander("What am I looking at?"):
+    st.markdown(TEACHING)
+lm = model_select("lst.model", empty="No models yet: train one on the **Models** page (the digits CNN takes seconds).")
+if lm is not None:
+    traversal(lm)
