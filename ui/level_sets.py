@@ -118,20 +118,22 @@ def show(lm: LoadedModel, res, key: str) -> None:
     steps = np.arange(len(lst.confidence))
     fig = make_subplots(rows=1, cols=3, subplot_titles=("confidence in the source class", "distance to the target (RMS)",
                                                         "accepted steps (running share)"))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     for i in range(k):
-        name = f"→ #{res.targets[i]}"
-        fig.add_trace(go.Scatter(x=steps, y=lst.confidence[:, i], name=name, legendgroup=name), 1, 1)
-        fig.add_trace(go.Scatter(x=steps, y=lst.dist_l2[:, i], name=name, legendgroup=name, showlegend=False), 1, 2)
+        name, line = f"→ #{res.targets[i]}", dict(color=palette[i % len(palette)])
+        fig.add_trace(go.Scatter(x=steps, y=lst.confidence[:, i], name=name, legendgroup=name, line=line), 1, 1)
+        fig.add_trace(go.Scatter(x=steps, y=lst.dist_l2[:, i], name=name, legendgroup=name, showlegend=False,
+                                 line=line), 1, 2)
         rate = np.cumsum(lst.accepted[:, i]) / np.arange(1, len(lst.accepted) + 1)
-        fig.add_trace(go.Scatter(x=steps[1:], y=rate, name=name, legendgroup=name, showlegend=False), 1, 3)
+        fig.add_trace(go.Scatter(x=steps[1:], y=rate, name=name, legendgroup=name, showlegend=False, line=line), 1, 3)
     for y in (float(lst.p0[0]), float(lst.p0[0]) - res.delta):
         fig.add_hline(y=y, line=dict(dash="dot", color="#999"), row=1, col=1)
     fig.update_layout(height=340, margin=dict(l=0, r=0, t=40, b=0), legend=dict(orientation="h", y=-0.25))
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.curves")
     st.caption(f"Dotted: the clean source's confidence p0 and p0 − δ (δ = {res.delta:g}); accepted iterates stay "
                "above the lower line.")
-    star = go.Figure([go.Scatter(x=np.linspace(0, 1, res.star.shape[1]), y=res.star[i], name=f"→ #{res.targets[i]}")
-                      for i in range(k)])
+    star = go.Figure([go.Scatter(x=np.linspace(0, 1, res.star.shape[1]), y=res.star[i], name=f"→ #{res.targets[i]}",
+                                 line=dict(color=palette[i % len(palette)])) for i in range(k)])
     star.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[0, 1.02], title="p(c)"),
                        xaxis_title="from the source (0) to the output (1)", title="Star: straight lines to the outputs")
     cols = st.columns(2)

@@ -335,3 +335,13 @@ def test_loss_landscape_surface_in_3d_and_trajectory(page, server, shots, seeds)
     page.get_by_role("button", name="Compute trajectory").click()
     page.get_by_text("1st PC").first.wait_for(timeout=180_000)
     _snap(page, shots, "landscape-trajectory")
+
+
+def test_level_sets_traversal(page, server, shots, seeds):
+    page.goto(f"{server}/Level_sets?model={seeds[0]}")
+    _settle(page)
+    page.get_by_text("p0 =").first.wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_role("button", name="Run level set traversal").click()
+    page.get_by_text("Path and metrics").first.wait_for(timeout=300_000)
+    _snap(page, shots, "level-sets")
