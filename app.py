@@ -47,6 +47,8 @@ def home() -> None:
         st.page_link("pages/1_Models.py", label="Models: train or import", icon=":material/arrow_forward:")
         st.page_link("pages/2_Saliency.py", label="Saliency: maps and whether to trust them",
                      icon=":material/arrow_forward:")
+        st.page_link("pages/3_Level_sets.py", label="Level sets: walk inside a confidence level set",
+                     icon=":material/arrow_forward:")
         st.page_link("pages/5_Similarity.py", label="Similarity: CKA, CCA and projections",
                      icon=":material/arrow_forward:")
         st.page_link("pages/6_Loss_landscape.py", label="Loss landscape: surfaces, interpolation, trajectory",
