@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def _examples(lm: LoadedModel, data: EvalSet) -> tuple[torch.Tensor, torch.Tenso
     split = training_data(lm).train if data.split == "train" else load_data(lm.data, "test")
     split = split.head(data.n_examples)
     return split.images, split.labels
+
+
+def _loss_on(lm: LoadedModel, data: EvalSet, device) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """model ↦ mean cross-entropy on `data`, the examples on the device once (for Hessian products)."""
+    images, labels = _examples(lm, data)
+    x, y = images.to(device).float().div_(255), labels.to(device)
+    lm.model.eval()
+    return lambda m: F.cross_entropy(m(x), y)
 
 
 def _grid(lo: float, hi: float, n: int) -> np.ndarray:
@@ -224,12 +233,9 @@ class HessianConfig:
 @job_kind("landscape_hessian")
 def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
-    images, labels = _examples(lm, cfg.data)
-    x, y = images.to(ctx.device).float().div_(255), labels.to(ctx.device)
-    lm.model.eval()
-    ctx.progress(0.05, f"power iteration on {len(x):,} examples")
-    return hessian_top_eigenvalues(lm.model, lambda m: F.cross_entropy(m(x), y), k=cfg.k, iters=cfg.iters,
-                                   restarts=cfg.restarts, seed=cfg.seed)
+    loss = _loss_on(lm, cfg.data, ctx.device)
+    ctx.progress(0.05, "power iteration")
+    return hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,11 +266,9 @@ class ConvexityMap:
 @job_kind("landscape_convexity")
 def convexity_job(ctx: JobContext, cfg: ConvexityConfig) -> ConvexityMap:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
-    images, labels = _examples(lm, cfg.data)
-    x, y = images.to(ctx.device).float().div_(255), labels.to(ctx.device)
-    lm.model.eval()
+    loss = _loss_on(lm, cfg.data, ctx.device)
     dirs = random_directions(lm.model, 2, cfg.directions)
     grid = _grid(cfg.lo, cfg.hi, cfg.resolution)
-    lmax, lmin, ratio = convexity_map(lm.model, dirs, grid, grid, lambda m: F.cross_entropy(m(x), y), cfg.iters,
+    lmax, lmin, ratio = convexity_map(lm.model, dirs, grid, grid, loss, cfg.iters,
                                       progress=ctx.progress)
     return ConvexityMap(xs=grid, ys=grid, lambda_max=lmax, lambda_min=lmin, ratio=ratio)

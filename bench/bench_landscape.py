@@ -25,15 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.landscape import DirectionConfig, random_directions, surface  # noqa: E402
 from models.architectures import ArchSpec, build_model  # noqa: E402
-from models.data import DataSpec, load_data  # noqa: E402
-
-
-def mnist_test(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        test = load_data(DataSpec(name="mnist"), "test").head(n)
-        return test.images, test.labels
-    except Exception:  # no MNIST here: timing does not depend on the pixels
-        return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (n,))
+from timing import mnist_or_random  # noqa: E402
 
 
 def timed(fn):
@@ -49,7 +41,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     device = torch.device(args.device)
-    images, labels = mnist_test(args.n)
+    test = mnist_or_random("test", args.n)
+    images, labels = test.images, test.labels
     spec = ArchSpec(name="cnn", in_shape=(1, 28, 28), num_classes=10, mean=(0.1307,), std=(0.3081,))
     model = build_model(spec, seed=0).to(device).eval()
     grid = np.linspace(-1, 1, args.steps)

@@ -22,18 +22,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.architectures import build_model  # noqa: E402
-from models.data import DataSpec, ImageData, load_data  # noqa: E402
+from models.data import DataSpec  # noqa: E402
 from models.training import TrainConfig, _epoch, _optimizer  # noqa: E402
-from timing import median_seconds  # noqa: E402
-
-
-def mnist(n: int) -> ImageData:
-    try:
-        return load_data(DataSpec(name="mnist"), "train").head(n)
-    except Exception:  # no MNIST here: timing does not depend on the pixels
-        return ImageData(images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8),
-                         labels=torch.randint(0, 10, (n,)), classes=tuple("0123456789"), mean=(0.13,), std=(0.31,),
-                         spec=DataSpec(name="mnist"), split="train")
+from timing import median_seconds, mnist_or_random  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +34,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60000)
     args = parser.parse_args()
     device = torch.device(args.device)
-    data = mnist(args.n)
+    data = mnist_or_random("train", args.n)
     cfg = TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=1, batch_size=128, lr=0.05)
     model = build_model(cfg.arch_spec(data)).to(device)
     opt, sched = _optimizer(model, cfg, len(data))

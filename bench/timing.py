@@ -1,4 +1,5 @@
-"""Median wall time of a function after one warm-up call, synchronizing CUDA around each call."""
+"""Shared by the benches: median wall time (one warm-up call, CUDA synchronized around each call) and
+MNIST, or random images of its shape where it is missing (timings do not depend on the pixels)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,15 @@ def median_seconds(fn, repeats: int = 5, device: torch.device | str = "cpu") -> 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def mnist_or_random(split: str, n: int):
+    """The first n MNIST images of `split` as ImageData; random uint8 images where MNIST is missing."""
+    from models.data import DataSpec, ImageData, load_data
+
+    try:
+        return load_data(DataSpec(name="mnist"), split).head(n)
+    except Exception:
+        return ImageData(images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8),
+                         labels=torch.randint(0, 10, (n,)), classes=tuple("0123456789"), mean=(0.13,), std=(0.31,),
+                         spec=DataSpec(name="mnist"), split=split)

@@ -43,6 +43,19 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
     return ids
 
 
+def test_predictions(lm, state_key: str):
+    """(N, C) test-set probabilities of `lm` from the "predict" job, or None while it runs (its
+    progress bar is drawn)."""
+    from backend.jobs import job, ref
+
+    r = ref(lm)
+    (job_id,) = submit(state_key, job("predict", r, (r,), f"predictions of {lm.name}"))
+    if backend().status(job_id) != JobStatus.DONE:
+        job_panel(state_key, lambda _: None)
+        return None
+    return backend().result(job_id)
+
+
 def any_running(state_key: str) -> bool:
     runner = backend()
     return any(_status(runner, i) in RUNNING for i in job_ids(state_key))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.landscape import NORMS, DirectionConfig
+from analysis.landscape import NORMS, Curve, DirectionConfig
 from backend.jobs import job, ref
 from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
                                      TrajectoryConfig)
@@ -153,7 +153,7 @@ def _show_surfaces(results, key: str) -> None:
     for i, (res, col) in enumerate(zip(results, cols)):
         with col:
             if res.loss.shape[0] == 1:        # a line
-                line = type("C", (), {"loss": res.loss[0], "accuracy": res.accuracy[0]})
+                line = Curve(alphas=res.xs, loss=res.loss[0], accuracy=res.accuracy[0])
                 st.plotly_chart(curves(res.xs, None, line, x_title="step along the direction"), config=CONFIG,
                                 key=f"{key}.line{i}")
                 continue

@@ -14,9 +14,9 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import backend, cached_data, run_safely
+from ui.common import cached_data, run_safely
 from ui.figures import CONFIG, image_grid
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, submit, test_predictions
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:
@@ -37,12 +37,9 @@ PRESETS = {"argparse defaults (η 0.05, T 100, δ 0.05)": LSTConfig(),
 
 def pick_pair(lm: LoadedModel, key: str) -> tuple[int, tuple[int, ...]] | None:
     """A correctly classified source (by class and index) and targets of other classes."""
-    r = ref(lm)
-    (pred_id,) = submit(f"{key}.pred", job("predict", r, (r,), f"predictions of {lm.name}"))
-    if backend().status(pred_id).value != "DONE":
-        job_panel(f"{key}.pred", lambda _: None)
+    probs = test_predictions(lm, f"{key}.pred")
+    if probs is None:
         return None
-    probs = backend().result(pred_id)
     test = cached_data(lm.data, "test")
     labels = test.labels.numpy()
     correct = probs.argmax(1) == labels

@@ -12,9 +12,9 @@ from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layer
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
-from ui.common import backend, cached_data, eligible_runs, model_select, run_model
+from ui.common import cached_data, eligible_runs, model_select, run_model
 from ui.figures import CONFIG
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, submit, test_predictions
 from ui.saliency_figs import map_grid, reduce_map
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
@@ -78,12 +78,9 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
 
 def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
     """Test images by class, correctness, confidence or explicit indices, paged."""
-    r = ref(lm)
-    (job_id,) = submit(f"{key}.pred_job", job("predict", r, (r,), f"predictions of {lm.name}"))
-    if backend().status(job_id).value != "DONE":
-        job_panel(f"{key}.pred_job", lambda _: None)
+    probs = test_predictions(lm, f"{key}.pred_job")
+    if probs is None:
         return ()
-    probs = backend().result(job_id)
     labels = cached_data(lm.data, "test").labels.numpy()
     pred, conf = probs.argmax(1), probs.max(1)
     c = st.columns([2, 1, 2, 1, 1])
