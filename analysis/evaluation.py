@@ -11,7 +11,8 @@ activations of a model in eval mode, over images in chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,6 +53,20 @@ def in_chunks(n: int, batch_size: int, step: Callable[[int, int], T], progress: 
         start = stop
         progress(start / n, f"{start:,}/{n:,} {what}")
     return out
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, no parameter requires grad (input gradients then skip every weight gradient); each
+    parameter's flag is restored afterwards, also on errors."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress
+from analysis.evaluation import Progress, _no_progress, frozen_parameters
 from models.errors import InvalidInputError
 
 
@@ -44,6 +44,7 @@ class LSTResult:
     accepted: np.ndarray           # (T, N) bool: step t was accepted
     dist_l2: np.ndarray            # (T + 1, N) RMS distance to the target (ℓ2 / √D)
     dist_linf: np.ndarray          # (T + 1, N)
+    ssim: np.ndarray               # (T + 1, N) SSIM to the target (1 = identical)
     snapshots: np.ndarray          # (S, N, C, H, W) iterates at steps `snapshot_steps`
     snapshot_steps: np.ndarray     # (S,)
     predictions: np.ndarray        # (N,) the model's class for the outputs
@@ -52,6 +53,34 @@ class LSTResult:
 def _confidence(model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torch.softmax(model(x), dim=1).gather(1, c[:, None])[:, 0]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """(N,) SSIM (Wang et al. 2004) of image batches x and y (N, C, H, W): a Gaussian window of σ 1.5
+    (11 taps, truncated at 3.5σ), K₁ 0.01, K₂ 0.03, population variances, the mean over the "valid"
+    positions where the window fits and over channels: skimage's `structural_similarity(...,
+    gaussian_weights=True, use_sample_covariance=False)`. Images smaller than 11 pixels get the
+    largest window that fits, with σ = radius / 3.5.
+
+    Written here, not taken from torchmetrics, because torchmetrics averages over reflected borders
+    (on an 8×8 image, most of the positions), which neither skimage nor the reference code does."""
+    r = min(5, (min(x.shape[-2:]) - 1) // 2)
+    if r < 1:
+        raise InvalidInputError(f"SSIM needs images of at least 3×3 pixels; got {tuple(x.shape[-2:])}")
+    sigma = 1.5 if r == 5 else r / 3.5
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype).to(x.device)
+    ch = x.shape[1]
+    kh, kw = k.view(1, 1, -1, 1).repeat(ch, 1, 1, 1), k.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
+
+    def blur(z):                                   # separable Gaussian, valid positions only
+        return F.conv2d(F.conv2d(z, kh, groups=ch), kw, groups=ch)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
 
 
 def project_out(v: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -64,7 +93,13 @@ def project_out(v: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.T
 def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
                         config: LSTConfig = LSTConfig(), progress: Progress = _no_progress) -> LSTResult:
     """The update of ALGORITHMS.md section 2, batched over source→target pairs. Sources must be
-    classified correctly as `label`; the model's parameters are not changed."""
+    classified correctly as `label`; the model's parameters are not changed (their gradients are off
+    while it runs, as in the paper's code)."""
+    with frozen_parameters(model):
+        return _traverse(model, source, label, target, config, progress)
+
+
+def _traverse(model, source, label, target, config, progress) -> LSTResult:
     if source.shape != target.shape:
         raise InvalidInputError(f"source and target images differ in shape: {tuple(source.shape)} vs {tuple(target.shape)}")
     model.eval()
@@ -82,16 +117,16 @@ def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Ten
     x = (xs + config.jitter * (noise - 0.5)).clamp(0, 1)
     a = torch.zeros_like(x)
     dims = x[0].numel()
-    conf, acc, l2, linf = [_confidence(model, x, c)], [], [], []
+    conf, acc, l2, linf, sim = [_confidence(model, x, c)], [], [], [], []
     snaps, snap_steps = [x.clone()], [0]
 
     def dist(z):
         diff = (z - xt).flatten(1)
-        return diff.norm(dim=1) / dims ** 0.5, diff.abs().max(1).values
+        l2.append(diff.norm(dim=1) / dims ** 0.5)
+        linf.append(diff.abs().max(1).values)
+        sim.append(ssim(z, xt))
 
-    d2, di = dist(x)
-    l2.append(d2)
-    linf.append(di)
+    dist(x)
     for t in range(1, config.steps + 1):
         x_req = x.detach().requires_grad_(True)
         loss = F.cross_entropy(model(x_req), c, reduction="sum")   # per-example gradients of CE(f(x), c)
@@ -105,9 +140,7 @@ def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Ten
             x = torch.where(ok.view(-1, *[1] * (x.ndim - 1)), y, x)
             conf.append(torch.where(ok, p_y, conf[-1]))
             acc.append(ok)
-            d2, di = dist(x)
-            l2.append(d2)
-            linf.append(di)
+            dist(x)
             if t % config.log_every == 0 or t == config.steps:
                 snaps.append(x.clone())
                 snap_steps.append(t)
@@ -116,7 +149,7 @@ def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Ten
         final_pred = model(x).argmax(1)
     cpu = lambda ts: torch.stack(ts).cpu().numpy()  # noqa: E731
     return LSTResult(output=x.cpu().numpy(), p0=p0.cpu().numpy(), confidence=cpu(conf), accepted=cpu(acc),
-                     dist_l2=cpu(l2), dist_linf=cpu(linf), snapshots=cpu(snaps), snapshot_steps=np.array(snap_steps),
+                     dist_l2=cpu(l2), dist_linf=cpu(linf), ssim=cpu(sim), snapshots=cpu(snaps), snapshot_steps=np.array(snap_steps),
                      predictions=final_pred.cpu().numpy())
 
 
