@@ -105,8 +105,11 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
     model.eval()
     device = next(model.parameters()).device
     xs, xt, c = source.to(device).float(), target.to(device).float(), label.to(device).long()
-    with torch.no_grad():
-        pred = model(xs).argmax(1)
+    try:
+        with torch.no_grad():
+            pred = model(xs).argmax(1)
+    except RuntimeError as e:
+        raise InvalidInputError(f"the model does not take images of shape {tuple(xs.shape[1:])}: {e}") from e
     if (pred != c).any():
         bad = torch.nonzero(pred != c).flatten().tolist()
         raise InvalidInputError(f"sources {bad} are not classified as their class: level set traversal starts "

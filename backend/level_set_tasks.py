@@ -22,6 +22,7 @@ class TraversalConfig:
     targets: tuple[int, ...]          # test-set indices of the targets (other classes)
     lst: LSTConfig = LSTConfig()
     line_points: int = 11             # points on each source → output line (the star)
+    data: str = ""                    # DataSpec.key() of the test set the indices refer to ("" = the model's)
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -51,6 +52,9 @@ def traversal_job(ctx: JobContext, cfg: TraversalConfig) -> TraversalResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     if lm.data is None:
         raise InvalidInputError(f"{lm.name} has no data set attached")
+    if cfg.data and lm.data.key() != cfg.data:
+        raise InvalidInputError(f"{lm.name} was trained on {lm.data.label}, not on the data set the source and "
+                                "targets were picked from: compare models of the same data set")
     test = load_data(lm.data, "test")
     if max(cfg.source, *cfg.targets) >= len(test):
         raise InvalidInputError(f"{lm.data.label} has {len(test):,} test images; got index "

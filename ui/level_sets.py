@@ -1,4 +1,5 @@
-"""Level-set page pieces: source and targets, the traversal's settings, and its results."""
+"""Level-set page pieces: source and targets, the traversal's settings, and its results, for one
+model or two side by side (a standard and an adversarially trained one)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, run_safely
-from ui.figures import CONFIG, image_grid
+from ui.common import cached_data, model_select, run_safely
+from ui.figures import CONFIG, image_grid, montage_png
 from ui.jobs import job_panel, submit, test_predictions
 
 TEACHING = """
@@ -27,132 +28,274 @@ TEACHING = """
   drop the confidence by δ or more is refused. What comes out looks like the target but is still classified,
   with the same confidence, as the source class: a blind spot.
 - **Star and triangle**: the straight lines from the source to each output stay high-confidence too (a
-  star-shaped region), and so can the whole triangle spanned by the source and two outputs. Adversarially
-  trained models have much smaller such regions.
+  star-shaped region), and so can much of the triangle spanned by the source and two outputs. The paper
+  finds the high-confidence share of the triangle larger still for adversarially trained models, whose
+  outputs stay further from their targets.
+- **How to read the curves**: confidence should stay between the two dotted lines; the distance falls as
+  the walk nears the target (the bound (1 − η)^T is what it would reach if every step were accepted and
+  the gradient never got in the way); SSIM rises toward 1; the share of accepted steps shows how often the
+  level set's curvature refused a step.
 """
 
 PRESETS = {"argparse defaults (η 0.05, T 100, δ 0.05)": LSTConfig(),
            "the paper's ImageNet run (η 0.01, T 400, δ 0.2)": LSTConfig(eta=0.01, steps=400, delta=0.2, eps_adv=2e-3)}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+DELTA_HELP = "Share of the triangle's 66 points whose confidence is above p_src − Δ (strictly: for Δ = 0, above the source's own)."
 
 
-def pick_pair(lm: LoadedModel, key: str) -> tuple[int, tuple[int, ...]] | None:
-    """A correctly classified source (by class and index) and targets of other classes."""
-    probs = test_predictions(lm, f"{key}.pred")
-    if probs is None:
+def traversal(lm: LoadedModel, key: str = "lst") -> None:
+    models = [lm]
+    if st.toggle("Compare with a second model", key=f"{key}.compare",
+                 help="Run the same source and targets through a second model of the same data set, e.g. one "
+                      "trained with PGD (Models page, adversarial training), and see both side by side."):
+        b = model_select(f"{key}.model_b", "Second model", current=False, like=lm, data=lm.record.get("data"),
+                         empty="No second model of this data set yet: train one on the **Models** page.")
+        if b is not None and b.run_id == lm.run_id:
+            st.warning("Pick a model other than the first one to compare.")
+        elif b is not None:
+            models.append(b)
+    pair = pick_pair(models, key)
+    cfg = settings(key)
+    if pair is None or cfg is None:
+        st.info("Choose a source and at least one target.")
+        return
+    source, targets = pair
+    if st.button("Run level set traversal", type="primary", key=f"{key}.run"):
+        jobs = []
+        for m in models:
+            r = ref(m)
+            jobs.append(job("level_set_traversal", TraversalConfig(model=r, source=source, targets=targets, lst=cfg,
+                                                                   data=lm.data.key()),
+                            (r,), f"level set traversal of {m.name} from #{source}"))
+        st.session_state[f"{key}.shown"] = [(m.name, m.classes) for m in models]
+        submit(f"{key}.job", jobs)
+    job_panel(f"{key}.job", lambda res: show_all(res, st.session_state.get(f"{key}.shown", []), key))
+
+
+def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]] | None:
+    """A source every model classifies correctly (by class, then which one) and targets of other
+    classes, picked by class or at random. Shows them with p0 under each model."""
+    probs = [test_predictions(m, f"{key}.pred{i}") for i, m in enumerate(models)]
+    if any(p is None for p in probs):
         return None
+    lm = models[0]
     test = cached_data(lm.data, "test")
     labels = test.labels.numpy()
-    correct = probs.argmax(1) == labels
+    correct = np.all([p.argmax(1) == labels for p in probs], axis=0)
+    sure = correct & np.all([p[np.arange(len(labels)), labels] > 0.6 for p in probs], axis=0)
     classes = list(range(len(lm.classes)))
+    name = lm.classes.__getitem__
+    both = " by both models" if len(models) > 1 else ""
+
     c = st.columns([1, 1, 2])
-    src_class = c[0].selectbox("Source class", classes, key=f"{key}.cls", format_func=lambda i: lm.classes[i])
+    src_class = c[0].selectbox("Source class", classes, key=f"{key}.cls", format_func=name)
     pool = np.flatnonzero(correct & (labels == src_class))
     if not len(pool):
-        st.warning(f"No correctly classified test image of class {lm.classes[src_class]}.")
+        st.warning(f"No test image of class {name(src_class)} is classified correctly{both}.")
         return None
-    which = c[1].number_input(f"Which one (of {len(pool)})", 1, len(pool), 1, key=f"{key}.which.{src_class}")
+    which = c[1].number_input(f"Which one (of {len(pool)})", 1, len(pool), 1, key=f"{key}.which.{src_class}",
+                              help=f"Correctly classified{both} test images of this class, in test-set order; "
+                                   "the gallery below shows them.")
     source = int(pool[which - 1])
     others = [k for k in classes if k != src_class]
-    chosen = c[2].multiselect("Target classes", others, others[:3], key=f"{key}.targets.{src_class}",
-                              format_func=lambda i: lm.classes[i],
-                              help="The first correctly classified test image of each class is its target.")
-    targets = tuple(int(np.flatnonzero(correct & (labels == k))[0]) for k in chosen
-                    if (correct & (labels == k)).any())
-    p0 = float(probs[source, src_class])
+    mode = c[2].radio("Targets", ["by class", "at random"], horizontal=True, key=f"{key}.mode",
+                      help="Targets are test images of other classes that every model classifies correctly with "
+                           "p > 0.6, as in the paper (correctly classified ones where a class has none).")
+
+    def target_pool(k: int) -> np.ndarray:
+        strict = np.flatnonzero(sure & (labels == k))
+        return strict if len(strict) else np.flatnonzero(correct & (labels == k))
+
+    if mode == "by class":
+        chosen = c[2].multiselect("Target classes", others, others[:3], key=f"{key}.targets.{src_class}",
+                                  format_func=name)
+        targets = []
+        if chosen:
+            tc = st.columns(min(len(chosen), 9))
+            for j, k in enumerate(chosen):
+                tp = target_pool(k)
+                if len(tp):
+                    w = tc[j % len(tc)].number_input(f"Which {name(k)} (of {len(tp)})", 1, len(tp), 1,
+                                                     key=f"{key}.tw.{k}")
+                    targets.append(int(tp[w - 1]))
+    else:
+        r = c[2].columns(2)
+        n = r[0].slider("How many", 1, len(others), min(3, len(others)), key=f"{key}.nrand")
+        seed = r[1].number_input("Draw", 0, 1_000_000, 0, key=f"{key}.rseed", help="Change to draw other targets.")
+        rng = np.random.default_rng([int(seed), source])
+        targets = []
+        for k in rng.permutation([k for k in others if len(target_pool(k))])[:n]:
+            tp = target_pool(int(k))
+            targets.append(int(tp[rng.integers(len(tp))]))
+    targets = tuple(targets)
+
+    with st.expander(f"Gallery: correctly classified {name(src_class)} images"):
+        shown = pool[:32]
+        st.plotly_chart(image_grid(test.x(shown.tolist()).numpy(), [f"{i + 1} · #{t}" for i, t in enumerate(shown)],
+                                   cols=16, height_per_row=90), config=CONFIG, key=f"{key}.gallery.{src_class}")
+        st.caption("The number before the dot is the one to type in **Which one**; # is the test-set index.")
     imgs = test.x([source, *targets]).numpy()
-    titles = [f"source #{source} · {lm.classes[src_class]} {p0:.0%}"] + \
-             [f"target #{t} · {lm.classes[int(labels[t])]}" for t in targets]
-    st.plotly_chart(image_grid(imgs, titles, cols=min(len(imgs), 8), height_per_row=170), config=CONFIG,
+    p0 = [float(p[source, src_class]) for p in probs]
+    titles = [f"source #{source} · {name(src_class)}"] + [f"target #{t} · {name(int(labels[t]))}" for t in targets]
+    st.plotly_chart(image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170), config=CONFIG,
                     key=f"{key}.pair")
-    st.caption(f"The source's confidence in its class: p0 = {p0:.3f}. The walk keeps p(c) above p0 − δ.")
+    st.caption("The source's confidence in its class: " +
+               "; ".join(f"p0 = {p:.3f}" + (f" ({m.name})" if len(models) > 1 else "") for p, m in zip(p0, models)) +
+               ". The walk keeps p(c) above p0 − δ.")
     return (source, targets) if targets else None
 
 
 def settings(key: str) -> LSTConfig | None:
     with st.expander("Traversal settings", expanded=False):
-        name = st.radio("Start from", list(PRESETS), key=f"{key}.preset", horizontal=True)
-        base = PRESETS[name]
-        c = st.columns(6)
-        eta = c[0].number_input("η (step)", 1e-4, 1.0, base.eta, format="%.4f", key=f"{key}.eta.{name}")
-        steps = c[1].number_input("T (steps)", 1, 2000, base.steps, key=f"{key}.T.{name}")
-        delta = c[2].number_input("δ", 0.001, 1.0, base.delta, format="%.3f", key=f"{key}.delta.{name}")
-        eps = c[3].number_input("ε_adv (×1/255)", 0.0, 50.0, base.eps_adv * 255, key=f"{key}.eps.{name}")
-        jitter = c[4].number_input("Jitter (×1/255)", 0.0, 50.0, base.jitter * 255, key=f"{key}.jit.{name}")
-        seed = c[5].number_input("Seed", 0, 1_000_000, 0, key=f"{key}.seed")
+        preset = st.radio("Start from", list(PRESETS), key=f"{key}.preset", horizontal=True)
+        base = PRESETS[preset]
+        c = st.columns(7)
+        eta = c[0].number_input("η (step)", 1e-4, 1.0, base.eta, format="%.4f", key=f"{key}.eta.{preset}",
+                                help="Share of the (projected) way to the target taken per step.")
+        steps = c[1].number_input("T (steps)", 1, 2000, base.steps, key=f"{key}.T.{preset}",
+                                  help="Exactly this many iterations: the paper's code has no stopping rule.")
+        delta = c[2].number_input("δ", 0.001, 1.0, base.delta, format="%.3f", key=f"{key}.delta.{preset}",
+                                  help="A step is accepted only while p0 − p(c) < δ.")
+        eps = c[3].number_input("ε_adv (×1/255)", 0.0, 50.0, base.eps_adv * 255, key=f"{key}.eps.{preset}",
+                                help="Bound of the cumulative confidence-raising term, per pixel.")
+        jitter = c[4].number_input("Jitter (×1/255)", 0.0, 50.0, base.jitter * 255, key=f"{key}.jit.{preset}",
+                                   help="Total width of the uniform noise added to the source at the start.")
+        seed = c[5].number_input("Seed", 0, 1_000_000, 0, key=f"{key}.seed", help="Seed of the initial jitter.")
+        frames = c[6].number_input("Path frames", 1, 16, 5, key=f"{key}.frames",
+                                   help="Intermediate iterates kept for the filmstrip, evenly spaced over the T steps.")
     return run_safely(lambda: LSTConfig(eta=float(eta), steps=int(steps), delta=float(delta), eps_adv=float(eps) / 255,
                                         jitter=float(jitter) / 255, seed=int(seed),
-                                        log_every=max(1, int(steps) // 8)), "Traversal settings")
+                                        log_every=max(1, -(-int(steps) // (int(frames) + 1)))), "Traversal settings")
 
 
-def traversal(lm: LoadedModel, key: str = "lst") -> None:
-    pair = pick_pair(lm, key)
-    cfg = settings(key)
-    if pair is None or cfg is None:
-        st.info("Choose a source and at least one target class.")
+def summary(res) -> dict:
+    """The figures a comparison needs, over the pairs of one result."""
+    lst = res.lst
+    row = {"final / initial distance (median)": float(np.median(lst.dist_l2[-1] / lst.dist_l2[0])),
+           "SSIM to the target (median)": float(np.median(lst.ssim[-1])),
+           "outputs in the source class": float(np.mean(lst.predictions == res.label)),
+           "accepted steps": float(lst.accepted.mean())}
+    if res.triangles:
+        row["triangle mean p(c)"] = float(np.mean([t.mean for t in res.triangles]))
+        for d in res.triangles[0].fraction_above:
+            row[f"share p > p_src − {d:g}"] = float(np.mean([t.fraction_above[d] for t in res.triangles]))
+        row["edge min (p − p_src)"] = float(np.min([t.edge_min for t in res.triangles]))
+    return row
+
+
+def show_all(results: list, shown: list[tuple[str, tuple]], key: str) -> None:
+    if len(shown) != len(results):
+        shown = [(f"model {i + 1}", None) for i in range(len(results))]
+    if len(results) == 1:
+        show(shown[0][0], shown[0][1], results[0], key)
         return
-    source, targets = pair
-    if st.button("Run level set traversal", type="primary", key=f"{key}.run"):
-        r = ref(lm)
-        submit(f"{key}.job", job("level_set_traversal", TraversalConfig(model=r, source=source, targets=targets, lst=cfg),
-                                 (r,), f"level set traversal of {lm.name} from #{source}"))
-    job_panel(f"{key}.job", lambda res: show(lm, res[0], key))
+    st.subheader("Side by side")
+    rows = pd.DataFrame([{"model": n, **summary(r)} for (n, _), r in zip(shown, results)])
+    shares = [c for c in rows.columns if c.startswith("share")]
+    if shares:
+        bar = go.Figure([go.Bar(name=n, x=[c.replace("share p > ", "") for c in shares], y=rows.loc[i, shares])
+                         for i, (n, _) in enumerate(shown)])
+        bar.update_layout(barmode="group", height=280, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[0, 1]),
+                          title="High-confidence share of the triangles", legend=dict(orientation="h", y=-0.2))
+        st.plotly_chart(bar, config=CONFIG, key=f"{key}.cmp")
+    st.dataframe(rows, hide_index=True, column_config={c: st.column_config.NumberColumn(help=DELTA_HELP, format="%.2f")
+                                                       for c in shares})
+    st.download_button("Comparison (.csv)", rows.to_csv(index=False), "level_sets_comparison.csv", key=f"{key}.cmpcsv")
+    cols = st.columns(len(results))
+    for i, ((name, classes), res) in enumerate(zip(shown, results)):
+        with cols[i]:
+            st.markdown(f"#### {name}")
+            show(name, classes, res, f"{key}.m{i}", compact=True)
 
 
-def show(lm: LoadedModel, res, key: str) -> None:
-    lst, k = res.lst, len(res.targets)
-    c = res.label
-    st.markdown(f"**Outputs**: predicted {', '.join(lm.classes[int(p)] for p in lst.predictions)} "
-                f"(the source class is {lm.classes[c]}); final distance to the target / initial: "
-                + ", ".join(f"{r:.2f}" for r in lst.dist_l2[-1] / lst.dist_l2[0]))
+def show(name: str, classes, res, key: str, compact: bool = False) -> None:
+    lst, k, c = res.lst, len(res.targets), res.label
+    cls = (lambda i: classes[int(i)]) if classes else str
+    st.markdown(f"**Outputs**: predicted {', '.join(cls(p) for p in lst.predictions)} (the source class is "
+                f"{cls(c)}); final distance to the target / initial: "
+                + ", ".join(f"{r:.2f}" for r in lst.dist_l2[-1] / lst.dist_l2[0])
+                + "; SSIM to the target: " + ", ".join(f"{s:.2f}" for s in lst.ssim[-1]))
+    inner = list(range(1, len(lst.snapshot_steps) - 1))
+    if compact and len(inner) > 3:
+        inner = [inner[len(inner) // 4], inner[len(inner) // 2], inner[3 * len(inner) // 4]]
+    strips, strip_titles = [], []
     for i in range(k):
-        frames = [res.source_image, *lst.snapshots[1:-1, i], lst.output[i], res.target_images[i],
+        frames = [res.source_image, *lst.snapshots[inner, i], lst.output[i], res.target_images[i],
                   np.abs(lst.output[i] - res.target_images[i])]
-        titles = (["source"] + [f"step {s}" for s in lst.snapshot_steps[1:-1]] +
-                  [f"output · p={lst.confidence[-1, i]:.2f}", f"target · {lm.classes[int(res.target_labels[i])]}",
-                   "|output − target|"])
-        st.plotly_chart(image_grid(np.clip(np.stack(frames), 0, 1), titles, cols=min(len(frames), 12),
-                                   height_per_row=150), config=CONFIG, key=f"{key}.strip{i}")
-    steps = np.arange(len(lst.confidence))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("confidence in the source class", "distance to the target (RMS)",
-                                                        "accepted steps (running share)"))
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-    for i in range(k):
-        name, line = f"→ #{res.targets[i]}", dict(color=palette[i % len(palette)])
-        fig.add_trace(go.Scatter(x=steps, y=lst.confidence[:, i], name=name, legendgroup=name, line=line), 1, 1)
-        fig.add_trace(go.Scatter(x=steps, y=lst.dist_l2[:, i], name=name, legendgroup=name, showlegend=False,
-                                 line=line), 1, 2)
-        rate = np.cumsum(lst.accepted[:, i]) / np.arange(1, len(lst.accepted) + 1)
-        fig.add_trace(go.Scatter(x=steps[1:], y=rate, name=name, legendgroup=name, showlegend=False, line=line), 1, 3)
-    for y in (float(lst.p0[0]), float(lst.p0[0]) - res.delta):
-        fig.add_hline(y=y, line=dict(dash="dot", color="#999"), row=1, col=1)
-    fig.update_layout(height=340, margin=dict(l=0, r=0, t=40, b=0), legend=dict(orientation="h", y=-0.25))
-    st.plotly_chart(fig, config=CONFIG, key=f"{key}.curves")
-    st.caption(f"Dotted: the clean source's confidence p0 and p0 − δ (δ = {res.delta:g}); accepted iterates stay "
-               "above the lower line.")
+        titles = (["source"] + [f"step {lst.snapshot_steps[s]}" for s in inner] +
+                  [f"output {lst.confidence[-1, i]:.2f}", f"target {cls(res.target_labels[i])}", "|out − target|"])
+        strips.append(np.clip(np.stack(frames), 0, 1))
+        strip_titles.append(titles)
+        st.plotly_chart(image_grid(strips[-1], titles, cols=len(frames), height_per_row=130 if not compact else 100),
+                        config=CONFIG, key=f"{key}.strip{i}")
+    st.caption("Each row: the source, the path at logged steps, the output with its confidence in the source class, "
+               "the target, and |output − target|.")
+    st.plotly_chart(curves(res, compact), config=CONFIG, key=f"{key}.curves")
+    st.caption(f"Dotted: p0 and p0 − δ (δ = {res.delta:g}); accepted iterates stay above the lower line. "
+               "Distance: RMS (solid) and ℓ∞ (dotted).")
     star = go.Figure([go.Scatter(x=np.linspace(0, 1, res.star.shape[1]), y=res.star[i], name=f"→ #{res.targets[i]}",
-                                 line=dict(color=palette[i % len(palette)])) for i in range(k)])
+                                 line=dict(color=PALETTE[i % len(PALETTE)])) for i in range(k)])
     star.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[0, 1.02], title="p(c)"),
                        xaxis_title="from the source (0) to the output (1)", title="Star: straight lines to the outputs")
-    cols = st.columns(2)
+    cols = [st, st] if compact else st.columns(2)
     cols[0].plotly_chart(star, config=CONFIG, key=f"{key}.star")
     rows = []
     for j, tri in enumerate(res.triangles):
-        tfig = go.Figure(go.Scatter(x=tri.xy[:, 0], y=tri.xy[:, 1], mode="markers",
-                                    marker=dict(size=14, color=tri.confidence, cmin=0, cmax=1, colorscale="Viridis",
-                                                colorbar=dict(title="p(c)")),
-                                    text=[f"t₁={a:.1f} t₂={b:.1f}: {p:.2f}" for (a, b), p in zip(tri.weights, tri.confidence)],
-                                    hoverinfo="text"))
-        tfig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=f"Triangle: source, outputs {j + 1} and {j + 2}",
-                           xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
-        (cols[1] if j == 0 else st).plotly_chart(tfig, config=CONFIG, key=f"{key}.tri{j}")
-        rows.append({"triangle": f"outputs {j + 1}, {j + 2}", "p_source": tri.p_source, "mean": tri.mean,
-                     **{f"share p > p_src − {d}": v for d, v in tri.fraction_above.items()},
+        (cols[1] if j == 0 else st).plotly_chart(triangle_figure(tri, j), config=CONFIG, key=f"{key}.tri{j}")
+        rows.append({"triangle": f"outputs {j + 1}, {j + 2}", "p_src": tri.p_source, "mean": tri.mean,
+                     **{f"share p > p_src − {d:g}": v for d, v in tri.fraction_above.items()},
                      "edge min (p − p_src)": tri.edge_min})
     if rows:
         table = pd.DataFrame(rows)
-        st.dataframe(table, hide_index=True)
-        st.download_button("Triangle metrics (.csv)", table.to_csv(index=False), "triangles.csv", key=f"{key}.csv")
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(help=DELTA_HELP, format="%.2f") for c in table if c.startswith("share")})
+    e = st.columns(3)
+    if rows:
+        e[0].download_button("Triangle metrics (.csv)", table.to_csv(index=False), "triangles.csv", key=f"{key}.csv")
     buf = io.BytesIO()
-    np.savez(buf, outputs=lst.output, confidence=lst.confidence, accepted=lst.accepted, dist_l2=lst.dist_l2,
-             dist_linf=lst.dist_linf, snapshots=lst.snapshots, star=res.star)
-    st.download_button("Path and metrics (.npz)", buf.getvalue(), "level_set_traversal.npz", key=f"{key}.npz")
+    np.savez(buf, source=res.source_image, targets=res.target_images, outputs=lst.output, p0=lst.p0,
+             confidence=lst.confidence, accepted=lst.accepted, dist_l2=lst.dist_l2, dist_linf=lst.dist_linf,
+             ssim=lst.ssim, snapshots=lst.snapshots, snapshot_steps=lst.snapshot_steps, star=res.star)
+    e[1].download_button("Path and metrics (.npz)", buf.getvalue(), "level_set_traversal.npz", key=f"{key}.npz")
+    e[2].download_button("Path images (.png)", montage_png(strips, strip_titles), "level_set_traversal.png",
+                         mime="image/png", key=f"{key}.png")
+
+
+def curves(res, compact: bool) -> go.Figure:
+    lst, k = res.lst, len(res.targets)
+    names = ("confidence in the source class", "distance to the target", "SSIM to the target", "accepted (running share)")
+    fig = make_subplots(rows=2 if compact else 1, cols=2 if compact else 4, subplot_titles=names)
+    at = [(1, 1), (1, 2), (2, 1), (2, 2)] if compact else [(1, 1), (1, 2), (1, 3), (1, 4)]
+    steps = np.arange(len(lst.confidence))
+    for i in range(k):
+        name, line = f"→ #{res.targets[i]}", dict(color=PALETTE[i % len(PALETTE)])
+        common = dict(name=name, legendgroup=name, line=line)
+        fig.add_trace(go.Scatter(x=steps, y=lst.confidence[:, i], **common), *at[0])
+        fig.add_trace(go.Scatter(x=steps, y=lst.dist_l2[:, i], showlegend=False, **common), *at[1])
+        fig.add_trace(go.Scatter(x=steps, y=lst.dist_linf[:, i], showlegend=False, name=name, legendgroup=name,
+                                 line=dict(dash="dot", **line)), *at[1])
+        fig.add_trace(go.Scatter(x=steps, y=lst.ssim[:, i], showlegend=False, **common), *at[2])
+        rate = np.cumsum(lst.accepted[:, i]) / np.arange(1, len(lst.accepted) + 1)
+        fig.add_trace(go.Scatter(x=steps[1:], y=rate, showlegend=False, **common), *at[3])
+    for y in (float(lst.p0[0]), float(lst.p0[0]) - res.delta):
+        fig.add_hline(y=y, line=dict(dash="dot", color="#999"), row=at[0][0], col=at[0][1])
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=560 if compact else 340, margin=dict(l=0, r=0, t=40, b=0),
+                      legend=dict(orientation="h", y=-0.18 if compact else -0.3))
+    return fig
+
+
+def triangle_figure(tri, j: int) -> go.Figure:
+    """The triangle (source, output j+1, output j+2) in its true shape, coloured by p(c)."""
+    fig = go.Figure(go.Scatter(x=tri.xy[:, 0], y=tri.xy[:, 1], mode="markers",
+                               marker=dict(size=14, color=tri.confidence, cmin=0, cmax=1, colorscale="Viridis",
+                                           colorbar=dict(title="p(c)")),
+                               text=[f"t₁={a:.1f} t₂={b:.1f}: p={p:.3f}" for (a, b), p in zip(tri.weights, tri.confidence)],
+                               hoverinfo="text"))
+    corners = tri.xy[[int(np.argmin(tri.weights.sum(1))), int(np.argmax(tri.weights[:, 0])),
+                      int(np.argmax(tri.weights[:, 1]))]]
+    for (x, y), label in zip(corners, ("source", f"output {j + 1}", f"output {j + 2}")):
+        fig.add_annotation(x=x, y=y, text=label, showarrow=False, yshift=-16 if label == "source" else 16)
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=f"Triangle: source, outputs {j + 1} and {j + 2}",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+    return fig

@@ -193,5 +193,8 @@ def test_bad_input_is_refused_with_a_reason(digits_cnn):
     assert all(p.requires_grad for p in digits_cnn.parameters())   # restored after the error too
     with pytest.raises(InvalidInputError, match="differ in shape"):
         level_set_traversal(digits_cnn, xs, ys, xt[:, :, :4])
+    big = torch.nn.functional.interpolate(xs, size=(28, 28))       # MNIST-sized images for an 8×8 model
+    with pytest.raises(InvalidInputError, match=r"does not take images of shape \(1, 28, 28\)"):
+        level_set_traversal(digits_cnn, big, ys, big.flip(0))
     with pytest.raises(InvalidInputError):
         LSTConfig(eta=0.0)

@@ -34,5 +34,9 @@ def test_traversal_star_and_triangles(runner, trained_run, wait_for_job):
     bad = runner.submit(job("level_set_traversal", TraversalConfig(model=r, source=src, targets=(same,)), (r,)))
     runner.wait(bad, 60)
     assert "of the source's class" in runner.error(bad)
+    mnist = runner.submit(job("level_set_traversal", TraversalConfig(model=r, source=src, targets=targets,
+                                                                     data=DataSpec(name="mnist").key()), (r,)))
+    runner.wait(mnist, 60)
+    assert "trained on Digits" in runner.error(mnist) and "same data set" in runner.error(mnist)
     with pytest.raises(InvalidInputError, match="other than the source"):
         TraversalConfig(model=r, source=src, targets=(src,))

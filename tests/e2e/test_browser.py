@@ -345,3 +345,13 @@ def test_level_sets_traversal(page, server, shots, seeds):
     page.get_by_role("button", name="Run level set traversal").click()
     page.get_by_text("Path and metrics").first.wait_for(timeout=300_000)
     _snap(page, shots, "level-sets")
+    # the second seed side by side on the same source and targets
+    page.get_by_text("Compare with a second model").click()
+    _settle(page)
+    page.get_by_text("p0 =").first.wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_role("button", name="Run level set traversal").click()
+    page.get_by_text("Side by side").first.wait_for(timeout=300_000)
+    page.get_by_text("Comparison (.csv)").first.wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="Path images (.png)").count() == 2
+    _snap(page, shots, "level-sets-compare")

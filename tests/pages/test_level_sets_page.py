@@ -23,3 +23,51 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     assert any("Outputs" in m.value for m in at.markdown)
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 1        # one triangle for two outputs
     assert not at.exception and not at.error
+
+
+def test_two_models_side_by_side_with_random_targets(trained_run):
+    """A second model of the same data set runs on the same source and targets; the page puts the two
+    results side by side with one comparison table and per-model exports. Random targets are of
+    distinct classes other than the source's, classified correctly by both models."""
+    import numpy as np
+    import torch
+
+    from models.data import DataSpec, load_data
+    from models.zoo import load_model
+    from ui.jobs import backend
+
+    a, b = trained_run("digits-cnn", seeds=(0, 1), epochs=8)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["model"] = a["run_id"]
+    at.run()
+    at.toggle(key="lst.compare").set_value(True).run()
+    run_until(at, lambda x: any(c.value.count("p0 =") == 2 for c in x.caption))     # p0 under each model
+    at.radio(key="lst.mode").set_value("at random").run()
+    at.slider(key="lst.nrand").set_value(2).run()
+    at.number_input(key="lst.T.argparse defaults (η 0.05, T 100, δ 0.05)").set_value(15).run()
+    at.button(key="lst.run").click().run()
+    run_until(at, lambda x: any(s.value == "Side by side" for s in x.subheader), timeout=180)
+    assert not at.exception and not at.error
+    names = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert len(names) == 2 and names[0] != names[1]
+    table = at.dataframe[0].value                                      # the comparison table: a row per model
+    assert len(table) == 2 and "triangle mean p(c)" in table.columns
+    assert {d.label for d in at.get("download_button")} >= {"Comparison (.csv)", "Path images (.png)"}
+
+    results = [backend().result(i) for i in at.session_state["lst.job"]]
+    assert results[0].source == results[1].source and results[0].targets == results[1].targets
+    test = load_data(DataSpec(name="digits"), "test")
+    labels = test.labels.numpy()
+    tl = labels[results[0].targets]
+    assert len(tl) == 2 and len(set(tl)) == 2 and results[0].label not in tl
+    idx = [results[0].source, *results[0].targets]
+    for run in (a, b):
+        with torch.no_grad():
+            pred = load_model(run["run_id"]).model(test.x(idx)).argmax(1).numpy()
+        assert np.array_equal(pred, labels[idx])
+    # another draw gives other targets
+    at.number_input(key="lst.rseed").set_value(1).run()
+    at.button(key="lst.run").click().run()
+    run_until(at, lambda x: any(s.value == "Side by side" for s in x.subheader), timeout=180)
+    again = backend().result(at.session_state["lst.job"][0])
+    assert again.source == results[0].source and again.targets != results[0].targets
