@@ -188,7 +188,7 @@ def test_on_mnist_a_small_cnn_walks_much_closer_to_the_target_in_the_source_clas
 def test_bad_input_is_refused_with_a_reason(digits_cnn):
     xs, ys, xt = _pairs(digits_cnn, 2)
     wrong = (ys + 1) % 10
-    with pytest.raises(InvalidInputError, match="not classified as their class"):
+    with pytest.raises(InvalidInputError, match=r"sources \[0, 1\] are not classified as their class"):
         level_set_traversal(digits_cnn, xs, wrong, xt)
     assert all(p.requires_grad for p in digits_cnn.parameters())   # restored after the error too
     with pytest.raises(InvalidInputError, match="differ in shape"):
@@ -198,3 +198,102 @@ def test_bad_input_is_refused_with_a_reason(digits_cnn):
         level_set_traversal(digits_cnn, big, ys, big.flip(0))
     with pytest.raises(InvalidInputError):
         LSTConfig(eta=0.0)
+
+
+def _reference_traversal(model, xs, c, xt, cfg):
+    """ALGORITHMS.md section 2's pseudo-code, line by line, one example at a time."""
+    outs, accs = [], []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.rand(xs.shape, generator=gen)
+    for i in range(len(xs)):
+        p0 = torch.softmax(model(xs[i:i + 1]), 1)[0, c[i]].item()
+        x = (xs[i] + cfg.jitter * (noise[i] - 0.5)).clamp(0, 1)
+        a = torch.zeros_like(x)
+        acc = []
+        for _ in range(cfg.steps):
+            xr = x.clone().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model(xr[None]), c[i:i + 1])
+            (g,) = torch.autograd.grad(loss, xr)
+            v = xt[i] - x
+            v_perp = v - (torch.sum(g * v) / (torch.sum(g * g) + 1e-12)) * g
+            a = torch.clamp(a + (cfg.eps_adv / 2) * g, -cfg.eps_adv, cfg.eps_adv)
+            y = torch.clamp(x + cfg.eta * v_perp - a, 0, 1)
+            ok = (p0 - torch.softmax(model(y[None]), 1)[0, c[i]].item()) < cfg.delta
+            x = y.detach() if ok else x
+            acc.append(ok)
+        outs.append(x)
+        accs.append(acc)
+    return torch.stack(outs), np.array(accs).T
+
+
+def test_the_batched_walk_equals_the_pseudo_code_run_one_example_at_a_time(digits_cnn):
+    """A large ε_adv (the confidence-raising term matters), jitter, and a δ that refuses some steps."""
+    xs, ys, xt = _pairs(digits_cnn, 3)
+    cfg = LSTConfig(eta=0.15, steps=12, delta=0.02, eps_adv=20 / 255, jitter=16 / 255, seed=5, log_every=4)
+    res = level_set_traversal(digits_cnn, xs, ys, xt, cfg)
+    ref_out, ref_acc = _reference_traversal(digits_cnn, xs, ys, xt, cfg)
+    assert np.array_equal(res.accepted, ref_acc)
+    assert np.allclose(res.output, ref_out.detach().numpy(), atol=1e-5)
+    assert list(res.snapshot_steps) == [0, 4, 8, 12] and np.allclose(res.snapshots[-1], res.output)
+    start = res.snapshots[0] - xs.numpy()                           # the jitter: within ±jitter/2, clipped
+    inside = (xs.numpy() > cfg.jitter) & (xs.numpy() < 1 - cfg.jitter)
+    assert np.abs(start).max() <= cfg.jitter / 2 + 1e-6 and np.abs(start[inside]).max() > cfg.jitter / 2 * 0.9
+    assert abs(start[inside].mean()) < cfg.jitter / 20
+
+
+def test_the_walk_is_seeded_and_reports_its_progress(digits_cnn):
+    xs, ys, xt = _pairs(digits_cnn, 2)
+    seen = []
+    cfg = LSTConfig(steps=5, jitter=8 / 255, seed=1)
+    a = level_set_traversal(digits_cnn, xs, ys, xt, cfg, progress=lambda f, m: seen.append(f))
+    b = level_set_traversal(digits_cnn, xs, ys, xt, cfg)
+    c = level_set_traversal(digits_cnn, xs, ys, xt, LSTConfig(steps=5, jitter=8 / 255, seed=2))
+    assert np.array_equal(a.output, b.output) and not np.array_equal(a.output, c.output)
+    assert seen == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_triangle_points_geometry_and_metrics_against_a_direct_computation():
+    """A linear model with unsaturated confidences: every grid point's p(c) against the model run on
+    (1 − t₁ − t₂)·x_s + t₁·x̂₁ + t₂·x̂₂ built here; the metrics against NumPy; and a hand-worked shape:
+    x̂₁ − x_s = e₁ and x̂₂ − x_s = 2(cos 60° e₁ + sin 60° e₂) put x̂₂ at (1, √3)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    xs = torch.tensor([0.2, 0.3, 0.4, 0.5]).view(1, 2, 2)
+    e1 = torch.tensor([1.0, 0, 0, 0]).view(1, 2, 2)
+    e2 = torch.tensor([0, 1.0, 0, 0]).view(1, 2, 2)
+    x1, x2 = xs + e1, xs + 2 * (0.5 * e1 + 3 ** 0.5 / 2 * e2)
+    tri = triangle(model, xs, x1, x2, label=1)
+    w = tri.weights
+    pts = torch.stack([(1 - a - b) * xs + a * x1 + b * x2 for a, b in w])
+    with torch.no_grad():
+        p = torch.softmax(model(pts), 1)[:, 1].numpy()
+    assert np.allclose(tri.confidence, p, atol=1e-6)
+    assert 0.05 < p.min() and p.max() < 0.95                          # not saturated: the check has teeth
+    assert np.allclose(tri.xy[np.isclose(w[:, 1], 1)], [[1.0, 3 ** 0.5]], atol=1e-5)
+    mid = np.isclose(w[:, 0], 0.5) & np.isclose(w[:, 1], 0.5)
+    assert np.allclose(tri.xy[mid], [[1.0, 3 ** 0.5 / 2]], atol=1e-5)
+    assert tri.mean == pytest.approx(p.mean(), abs=1e-6)
+    for d, share in tri.fraction_above.items():
+        assert share == pytest.approx(np.mean(p > tri.p_source - d))
+    edges = np.isclose(w[:, 0], 0) | np.isclose(w[:, 1], 0)
+    assert edges.sum() == 21
+    assert tri.edge_min == pytest.approx((p[edges] - tri.p_source).min(), abs=1e-6)
+    # an obtuse triangle: x̂₂ behind the source (cos θ < 0)
+    back = triangle(model, xs, x1, xs - 0.5 * e1 + 0.5 * e2, label=1)
+    corner = back.xy[np.isclose(back.weights[:, 1], 1)][0]
+    assert corner == pytest.approx([-0.5, 0.5], abs=1e-5)
+
+
+def test_ssim_follows_the_data_range():
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64) * 255
+    y = (x + 60 * torch.randn(2, 1, 16, 16, generator=g, dtype=torch.float64)).clamp(0, 255)
+    ref = [structural_similarity(x[i, 0].numpy(), y[i, 0].numpy(), data_range=255, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False) for i in range(2)]
+    assert np.allclose(ssim(x, y, data_range=255).numpy(), ref, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="at least 3"):
+        ssim(x[..., :2, :2], y[..., :2, :2])
