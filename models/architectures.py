@@ -102,14 +102,15 @@ class ExampleTiedDropout(nn.Module):
     remaining "memorization" channels with probability p_mem, under a mask fixed by its index
     (seeded with the index, as the paper's code does), not rescaled. At test time the memorization
     channels are multiplied by p_mem; in "drop" mode they are zeroed and the generalization
-    channels scaled by (p_gen + p_mem) / p_gen.
+    channels scaled by (p_gen + p_mem) / p_gen; in "tied" mode training examples get their own
+    masks as in training (the batch's indices are needed, as in training).
     """
 
     def __init__(self, channels: int, p_gen: float, p_mem: float) -> None:
         super().__init__()
         self.n_gen = int(math.floor(p_gen * channels))
         self.channels, self.p_gen, self.p_mem = channels, p_gen, p_mem
-        self.mode = "test"                        # used in eval(): "test" or "drop"
+        self.mode = "test"                        # used in eval(): "test", "drop" or "tied"
         self.ids: torch.Tensor | None = None      # example indices of the current batch
         self._masks: dict[int, torch.Tensor] = {}
 
@@ -121,10 +122,10 @@ class ExampleTiedDropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, ...) channels on dim 1
         scale = torch.ones(x.shape[0], self.channels, device=x.device, dtype=x.dtype)
-        if self.training:
+        if self.training or self.mode == "tied":
             if self.ids is None or len(self.ids) != x.shape[0]:
                 raise InvalidInputError("example-tied dropout needs the batch's example indices in training "
-                                        "(wrap the forward pass in `example_ids(model, idx)`)")
+                                        "and in tied mode (wrap the forward pass in `example_ids(model, idx)`)")
             keep = torch.stack([self._mask(int(i)) for i in self.ids.tolist()])
             scale[:, self.n_gen:] = keep.to(scale)
         elif self.mode == "drop":

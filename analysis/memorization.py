@@ -1,0 +1,448 @@
+"""Where mislabeled training examples are memorized (Maini et al. 2023, "Can Neural Network
+Memorization Be Localized?"; ALGORITHMS.md section 3): gradient accounting, layer rewinding,
+layer retraining, greedy neuron flipping, and example-tied dropout's kept/dropped accuracies.
+
+Where the official code departs from the paper, the paper's semantics are followed: retraining
+freezes every other layer and trains on the clean examples; flipping removes neurons (a conv output
+channel or a linear output unit, weights and bias), analyses every example with a batch of its own,
+and has a cap on steps and on the accuracy it may cost.
+
+Images are uint8 (N, C, H, W) or floats in [0, 1]; the model normalizes inside.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from analysis.evaluation import Progress, _no_progress
+from models.errors import InvalidInputError
+
+
+def _float(images: torch.Tensor, device) -> torch.Tensor:
+    x = images.to(device)
+    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Module name → the names of the parameters it owns directly, in the model's order: the
+    "layers" the experiments rewind, retrain and account for (conv1, bn1, fc1, ... or a ResNet's
+    layer1.0.conv1, ...)."""
+    groups: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
+        module = name.rsplit(".", 1)[0] if "." in name else ""
+        groups.setdefault(module, []).append(name)
+    return groups
+
+
+def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers whose output units are "neurons" for flipping: convolutions (an output channel)
+    and linear layers (an output unit), in the model's order, without the classifier (the last
+    layer): its units are the class scores themselves, and removing the label's would flip any
+    example in one step whatever the network had learnt about it."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return layers[:-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient accounting
+
+def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy: torch.Tensor,
+                    ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(g_clean, g_noisy), one tensor per parameter, for one batch: the gradients of
+    (|C|/|B|)·mean_C ℓ and (|N|/|B|)·mean_N ℓ, which add up to the batch's mean-loss gradient."""
+    from models.architectures import example_ids
+
+    params = [p for p in model.parameters()]
+    with example_ids(model, ids if ids is not None else torch.arange(len(y))):
+        losses = F.cross_entropy(model(x), y, reduction="none")
+    b = len(y)
+    parts = []
+    for sel in (~noisy, noisy):
+        if sel.any():
+            g = torch.autograd.grad(losses[sel].sum() / b, params, retain_graph=True, allow_unused=True)
+            parts.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
+        else:
+            parts.append([torch.zeros_like(p) for p in params])
+    return parts[0], parts[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientAccount:
+    groups: list[str]
+    clean_norm: np.ndarray        # (G,) Σ_p ‖G_clean,p‖ / √numel(p) over the group's parameters
+    noisy_norm: np.ndarray        # (G,)
+    cosine: np.ndarray            # (G,) cos(G_clean,p, G_noisy,p), averaged over the group's parameters
+
+
+def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor,
+                     batch_size: int = 512, progress: Progress = _no_progress) -> GradientAccount:
+    """Clean and noisy examples' gradients summed over one pass of the training set in its order
+    (batches of `batch_size`, the model in training mode as in training; BatchNorm's running
+    statistics are left untouched: a copy of the model is used)."""
+    if noisy.dtype != torch.bool or len(noisy) != len(labels):
+        raise InvalidInputError("the noise mask must be a boolean tensor with one entry per training example")
+    model = copy.deepcopy(model).train()
+    device = _device(model)
+    names = [n for n, _ in model.named_parameters()]
+    sums_c = [torch.zeros_like(p) for p in model.parameters()]
+    sums_n = [torch.zeros_like(p) for p in model.parameters()]
+    n = len(labels)
+    steps = math.ceil(n / batch_size)
+    for b in range(steps):
+        sl = slice(b * batch_size, min(n, (b + 1) * batch_size))
+        gc, gn = split_gradients(model, _float(images[sl], device), labels[sl].to(device), noisy[sl].to(device),
+                                 torch.arange(n)[sl])
+        for s, g in zip(sums_c, gc):
+            s += g
+        for s, g in zip(sums_n, gn):
+            s += g
+        progress((b + 1) / steps, f"batch {b + 1}/{steps}")
+    groups = layer_groups(model)
+    index = {n: i for i, n in enumerate(names)}
+    cn, nn_, cos = [], [], []
+    for params in groups.values():
+        ids = [index[p] for p in params]
+        cn.append(sum(float(sums_c[i].norm()) / math.sqrt(sums_c[i].numel()) for i in ids))
+        nn_.append(sum(float(sums_n[i].norm()) / math.sqrt(sums_n[i].numel()) for i in ids))
+        cos.append(float(np.mean([float(F.cosine_similarity(sums_c[i].flatten(), sums_n[i].flatten(), dim=0,
+                                                               eps=1e-30)) for i in ids])))
+    return GradientAccount(groups=list(groups), clean_norm=np.array(cn), noisy_norm=np.array(nn_), cosine=np.array(cos))
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy on named sets, rewinding, retraining
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+    """Eval-mode accuracy of `model` on (images, labels); nan for an empty set."""
+    if len(labels) == 0:
+        return float("nan")
+    device = _device(model)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(labels), batch_size):
+            correct += int((model(_float(images[s:s + batch_size], device)).argmax(1).cpu() ==
+                            labels[s:s + batch_size]).sum())
+    return correct / len(labels)
+
+
+def rewound(final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], params: list[str]) -> dict[str, torch.Tensor]:
+    """The final state with the parameters `params` (not BatchNorm's buffers) taken from `early`."""
+    missing = [p for p in params if p not in final or p not in early]
+    if missing:
+        raise InvalidInputError(f"parameters {missing} are not in both checkpoints")
+    state = dict(final)
+    for p in params:
+        state[p] = early[p]
+    return state
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainConfig:
+    lr: float = 0.01                # peak of the triangle schedule
+    max_epochs: int = 20
+    patience: int = 3               # stop once training accuracy has been 1 for this many epochs
+    batch_size: int = 512
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise InvalidInputError(f"need lr > 0, max_epochs >= 1, patience >= 1, batch_size >= 1; got {self}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainResult:
+    group: str
+    train_acc: np.ndarray           # (E,) accuracy on the clean examples trained on, per epoch
+    noisy_acc: np.ndarray           # (E,) accuracy on the noisy examples (their noisy labels), per epoch
+    epochs: int
+
+
+def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str, images: torch.Tensor,
+                  labels: torch.Tensor, noisy: torch.Tensor, config: RetrainConfig = RetrainConfig(),
+                  progress: Progress = _no_progress) -> RetrainResult:
+    """Reset `group`'s parameters to `initial`, freeze every other parameter and train the group on
+    the clean examples only; after each epoch, measure the accuracy on the noisy examples under
+    their noisy labels. The model stays in eval mode throughout (BatchNorm statistics and every
+    other tensor are left exactly as they were). `model` is changed in place."""
+    groups = layer_groups(model)
+    if group not in groups:
+        raise InvalidInputError(f"no layer {group!r}; layers: {', '.join(groups)}")
+    names = set(groups[group])
+    device = _device(model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(initial[n].to(device))
+    flags = {n: p.requires_grad for n, p in params.items()}
+    for n, p in params.items():
+        p.requires_grad_(n in names)
+    trained = [params[n] for n in sorted(names)]
+    opt = torch.optim.SGD(trained, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    clean_idx = torch.nonzero(~noisy).flatten()
+    noisy_idx = torch.nonzero(noisy).flatten()
+    steps_per_epoch = math.ceil(len(clean_idx) / config.batch_size)
+    total = steps_per_epoch * config.max_epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - abs(2 * (s + 1) / (total + 1) - 1))
+    gen = torch.Generator().manual_seed(config.seed)
+    train_acc, noisy_acc, perfect = [], [], 0
+    model.eval()
+    try:
+        for epoch in range(config.max_epochs):
+            order = clean_idx[torch.randperm(len(clean_idx), generator=gen)]
+            correct = 0
+            for s in range(0, len(order), config.batch_size):
+                idx = order[s:s + config.batch_size]
+                logits = model(_float(images[idx], device))
+                y = labels[idx].to(device)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                correct += int((logits.argmax(1) == y).sum())
+            train_acc.append(correct / max(1, len(order)))
+            noisy_acc.append(accuracy(model, images[noisy_idx], labels[noisy_idx]))
+            progress((epoch + 1) / config.max_epochs, f"epoch {epoch + 1}: clean train {train_acc[-1]:.1%} · "
+                                                      f"noisy {noisy_acc[-1]:.1%}")
+            perfect = perfect + 1 if train_acc[-1] == 1.0 else 0
+            if perfect >= config.patience:
+                break
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+    return RetrainResult(group=group, train_acc=np.array(train_acc), noisy_acc=np.array(noisy_acc),
+                         epochs=len(train_acc))
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy neuron flipping
+
+@dataclass(frozen=True, kw_only=True)
+class FlipConfig:
+    batch_size: int = 256           # the example plus batch_size − 1 other training examples (its own draw)
+    n_eot: int = 5                  # noisy copies averaged for the prediction (expectation over transformation)
+    noise: float = 0.01             # ‖noise‖ = noise · ‖x_B‖ over the whole batch
+    max_steps: int = 100            # cap on neurons removed
+    max_acc_drop: float = 0.25      # stop once the rest of the batch lost this much accuracy
+    group_size: int = 16            # examples analysed together in one batched pass
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2 or self.n_eot < 1 or self.noise < 0 or self.max_steps < 1 or self.group_size < 1:
+            raise InvalidInputError(f"need batch_size >= 2, n_eot >= 1, noise >= 0, max_steps >= 1, "
+                                    f"group_size >= 1; got {self}")
+        if not 0 < self.max_acc_drop <= 1:
+            raise InvalidInputError(f"max_acc_drop must be in (0, 1]; got {self.max_acc_drop}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlipResult:
+    examples: np.ndarray            # (K,) training-set indices analysed
+    flipped: np.ndarray             # (K,) bool: the prediction left the training label
+    n_neurons: np.ndarray           # (K,) neurons removed (when it flipped, the number it took)
+    stopped: list[str]              # "flipped", "cap" (max_steps) or "accuracy" (max_acc_drop) per example
+    neurons: list[list[tuple[int, int]]]   # per example, (layer index, unit) in the order removed
+    layers: list[str]               # names of the neuron layers (the layer index's meaning)
+    batch_acc_drop: np.ndarray      # (K,) accuracy the rest of its batch lost
+    batches: np.ndarray             # (K, batch_size) the batch each example was analysed with (its own first)
+
+
+class _Masks:
+    """Forward hooks that multiply each neuron layer's output by a per-group (K, units) mask: rows
+    come in K consecutive groups of equal size. Zeroing a unit's mask entry is zeroing its weights
+    and bias, and ∂L/∂mask at 1 is the paper's score θ·∇_θ L summed over the unit's parameters."""
+
+    def __init__(self, layers: list[nn.Module], masks: list[torch.Tensor]) -> None:
+        self.masks = masks
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(layers)]
+
+    def _hook(self, i: int):
+        def hook(_module, _inputs, out):
+            m = self.masks[i]
+            k = m.shape[0]
+            shaped = out.view(k, out.shape[0] // k, *out.shape[1:])
+            return (shaped * m.view(k, 1, m.shape[1], *[1] * (out.ndim - 2))).view(out.shape)
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _example_batch(n: int, t: int, size: int, seed: int) -> torch.Tensor:
+    """Example t first, then size − 1 other training examples drawn for t alone."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + t)
+    others = torch.randperm(n - 1, generator=gen)[: size - 1]
+    others = others + (others >= t).long()              # skip t
+    return torch.cat([torch.tensor([t]), others])
+
+
+def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, examples: list[int] | torch.Tensor,
+                 config: FlipConfig = FlipConfig(), progress: Progress = _no_progress) -> FlipResult:
+    """For each example t (a training-set index), remove neurons one at a time, greedily, until the
+    model's prediction for t (averaged over n_eot noisy copies) leaves its training label `labels[t]`:
+    each step removes the neuron with the largest first-order drop of
+    L = (1/|B|)·[Σ_{i≠t} ℓ_i − |B|·ℓ_t] on t's own batch B, which raises t's loss while keeping the
+    rest of the batch's. `group_size` examples are analysed in one batched pass; the result for an
+    example does not depend on which others share its pass. The model is not changed."""
+    examples = torch.as_tensor(examples, dtype=torch.long).flatten()
+    n = len(labels)
+    if len(examples) == 0:
+        raise InvalidInputError("choose at least one example to analyse")
+    if int(examples.min()) < 0 or int(examples.max()) >= n:
+        raise InvalidInputError(f"example indices must be in [0, {n}); got {examples.tolist()}")
+    size = min(config.batch_size, n)
+    layers = neuron_layers(model)
+    if not layers:
+        raise InvalidInputError("the model has no convolution or linear layer to remove neurons from")
+    model.eval()
+    device = _device(model)
+    units = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
+    k_all = len(examples)
+    batches = torch.stack([_example_batch(n, int(t), size, config.seed) for t in examples])
+    out = dict(flipped=np.zeros(k_all, bool), n_neurons=np.zeros(k_all, int), stopped=[""] * k_all,
+               neurons=[[] for _ in range(k_all)], acc_drop=np.zeros(k_all))
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for g0 in range(0, k_all, config.group_size):
+            group = list(range(g0, min(k_all, g0 + config.group_size)))
+            _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out)
+            progress(group[-1] / k_all + 1 / k_all, f"{group[-1] + 1}/{k_all} examples")
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    return FlipResult(examples=examples.numpy(), flipped=out["flipped"], n_neurons=out["n_neurons"],
+                      stopped=out["stopped"], neurons=out["neurons"], layers=[name for name, _ in layers],
+                      batch_acc_drop=out["acc_drop"], batches=batches.numpy())
+
+
+def _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out) -> None:
+    k = len(group)
+    b = batches.shape[1]
+    xb = torch.stack([_float(images[batches[g]], device) for g in group])        # (k, B, C, H, W)
+    yb = torch.stack([labels[batches[g]] for g in group]).to(device)             # (k, B)
+    flat_x, flat_y = xb.flatten(0, 1), yb.flatten()
+    gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + int(examples[g]) + 7) for g in group]
+    # ‖noise‖ = noise·‖x_B‖ over the batch; row t's share of it, with ‖z‖² ≈ |B|·D
+    scale = config.noise * xb.flatten(2).norm(dim=(1, 2)) / math.sqrt(xb[0].numel())   # (k,)
+    masks = [torch.ones(k, u, device=device) for u in units]
+    hooks = _Masks([m for _, m in layers], masks)
+    active = torch.ones(k, dtype=torch.bool)
+    base_acc = None
+    try:
+        for step in range(config.max_steps + 1):
+            noise = torch.stack([torch.randn(config.n_eot, *xb.shape[2:], generator=gen) for gen in gens]).to(device)
+            noisy_t = xb[:, :1] + scale.view(k, 1, 1, 1, 1) * noise                   # (k, n_eot, C, H, W)
+            with torch.no_grad():
+                probs = torch.softmax(model(noisy_t.flatten(0, 1)), 1).view(k, config.n_eot, -1).mean(1)
+            flipped = probs.argmax(1) != yb[:, 0]
+            for i in range(k):
+                if active[i] and flipped[i]:
+                    active[i] = False
+                    out["flipped"][group[i]], out["stopped"][group[i]] = True, "flipped"
+            if not active.any():
+                break
+            for m in masks:
+                m.requires_grad_(True)
+            logits = model(flat_x)
+            losses = F.cross_entropy(logits, flat_y, reduction="none").view(k, b)
+            rest_correct = (logits.argmax(1).view(k, b)[:, 1:] == yb[:, 1:]).float().mean(1).detach()
+            if base_acc is None:
+                base_acc = rest_correct
+            drop = (base_acc - rest_correct).cpu()
+            for i in torch.nonzero(active).flatten().tolist():
+                out["acc_drop"][group[i]] = float(drop[i])
+            stop = active & ((drop > config.max_acc_drop) | torch.tensor(step == config.max_steps))
+            for i in torch.nonzero(stop).flatten().tolist():
+                active[i] = False
+                out["stopped"][group[i]] = "cap" if step == config.max_steps else "accuracy"
+            if not active.any():
+                break
+            objective = (losses[:, 1:].sum(1) - b * losses[:, 0]) / b                  # (k,) one L per example
+            grads = torch.autograd.grad(objective.sum(), masks)
+            for m in masks:
+                m.requires_grad_(False)
+            with torch.no_grad():
+                scores = torch.cat([torch.where(m > 0, g, torch.full_like(g, -math.inf)) for m, g in zip(masks, grads)], 1)
+                best = scores.argmax(1)                                                  # (k,) over all units
+                offsets = np.cumsum([0, *units])
+                for i in torch.nonzero(active).flatten().tolist():
+                    j = int(best[i])
+                    layer = int(np.searchsorted(offsets, j, side="right") - 1)
+                    masks[layer][i, j - offsets[layer]] = 0.0
+                    out["neurons"][group[i]].append((layer, j - int(offsets[layer])))
+                    out["n_neurons"][group[i]] += 1
+    finally:
+        hooks.remove()
+
+
+def masked_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, neurons: list[tuple[int, int]],
+                    batch_size: int = 1024) -> float:
+    """Accuracy with the given neurons (layer index into neuron_layers, unit) removed."""
+    layers = neuron_layers(model)
+    units = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
+    masks = [torch.ones(1, u, device=_device(model)) for u in units]
+    for layer, unit in neurons:
+        masks[layer][0, unit] = 0.0
+    hooks = _Masks([m for _, m in layers], masks)
+    try:
+        return accuracy(model, images, labels, batch_size)
+    finally:
+        hooks.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# Example-tied dropout
+
+def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+                            batch_size: int = 1024) -> dict[str, dict[str, float]]:
+    """{"kept": {set: acc}, "dropped": {set: acc}} for sets (images, labels, training indices or
+    None). Kept: training examples (indices given) with their own example-tied masks, as they were
+    trained; other images (the test set) with the memorization neurons scaled by p_mem (the test
+    mode). Dropped: the memorization neurons zeroed and the generalization neurons rescaled."""
+    from models.architectures import ExampleTiedDropout, example_ids
+
+    layers = [m for m in model.modules() if isinstance(m, ExampleTiedDropout)]
+    if not layers:
+        raise InvalidInputError("this model has no example-tied dropout: train one with p_gen and p_mem set")
+    before = [m.mode for m in layers]
+    device = _device(model)
+    model.eval()
+
+    def acc(x, y, ids):
+        correct = 0
+        with torch.no_grad():
+            for s in range(0, len(y), batch_size):
+                with example_ids(model, None if ids is None else ids[s:s + batch_size]):
+                    correct += int((model(_float(x[s:s + batch_size], device)).argmax(1).cpu() == y[s:s + batch_size]).sum())
+        return correct / len(y) if len(y) else float("nan")
+
+    result: dict[str, dict[str, float]] = {"kept": {}, "dropped": {}}
+    try:
+        for name, (x, y, ids) in sets.items():
+            for m in layers:
+                m.mode = "test" if ids is None else "tied"
+            result["kept"][name] = acc(x, y, ids)
+            for m in layers:
+                m.mode = "drop"
+            result["dropped"][name] = acc(x, y, None)
+    finally:
+        for m, mode in zip(layers, before):
+            m.mode = mode
+    return result
