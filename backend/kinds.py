@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend import landscape_tasks, level_set_tasks, saliency_tasks, similarity_tasks, tasks
+from backend import landscape_tasks, level_set_tasks, memorization_tasks, saliency_tasks, similarity_tasks, tasks
 from backend.jobs import REGISTRY, Registry
 
 KINDS = (
@@ -14,6 +14,8 @@ KINDS = (
     landscape_tasks.surface_job, landscape_tasks.interpolation_job, landscape_tasks.trajectory_job,
     landscape_tasks.hessian_job, landscape_tasks.convexity_job,
     level_set_tasks.traversal_job,
+    memorization_tasks.overview_job, memorization_tasks.gradients_job, memorization_tasks.rewinding_job,
+    memorization_tasks.retraining_job, memorization_tasks.flipping_job, memorization_tasks.tied_dropout_job,
 )
 
 

@@ -37,7 +37,9 @@ def test_every_decorated_kind_is_registered_explicitly_and_follows_the_rules():
         kind = describe_kind(fn)                     # raises on a broken rule
         assert "__post_init__" in vars(kind.config_type) or kind.config_type is ModelRef, \
             f"{kind.name}: {kind.config_type.__name__} does not validate itself"
-    assert {k for k in registry.names() if registry[k].lane == "long"} == {"train", "diffroar"}
+    # minutes of training or retraining, or one pass per example analysed: the long lane
+    assert {k for k in registry.names() if registry[k].lane == "long"} == {
+        "train", "diffroar", "memorization_rewinding", "memorization_retraining", "memorization_flipping"}
 
 
 def test_nothing_registers_by_import():
