@@ -301,6 +301,11 @@ PRESETS: dict[str, TrainConfig] = {
     "mnist-cnn": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=5, lr=0.05),
     "mnist-cnn-noise10": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=20, lr=0.05,
                                      label_noise=0.1, train_subset=10000),
+    # small enough to train in a minute on a CPU, large enough to memorize every flipped label (Memorization page)
+    "digits-mlp-noise10": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(256, 256), epochs=100,
+                                      batch_size=64, lr=0.05, label_noise=0.1),
+    "digits-mlp-tied-dropout": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(256, 256), epochs=100,
+                                           batch_size=64, lr=0.05, label_noise=0.1, p_gen=0.5, p_mem=0.2),
     # L2 eps 3 in [0, 1] pixel units on 56x28 images: enough for the robust gradients to leave the null block
     "blockmnist-mlp": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=3),
     "blockmnist-mlp-robust": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=3,

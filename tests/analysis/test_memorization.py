@@ -86,7 +86,7 @@ def noisy_run(tmp_path_factory):
     from models.loading import model_from_state
 
     folder = tmp_path_factory.mktemp("mem") / "run"
-    cfg = preset("digits-mlp", label_noise=0.1, epochs=100, widths=(256, 256))
+    cfg = preset("digits-mlp-noise10")
     rec = train_run(cfg, folder)
 
     def load(epoch):
@@ -243,7 +243,7 @@ def test_example_tied_dropout_forgets_the_memorized_examples_when_their_neurons_
     from models.checkpoints import load_checkpoint
     from models.loading import model_from_state
 
-    cfg = preset("digits-mlp", label_noise=0.1, epochs=100, widths=(256, 256), p_gen=0.5, p_mem=0.2)
+    cfg = preset("digits-mlp-tied-dropout")
     rec = train_run(cfg, tmp_path / "run")
     state, _ = load_checkpoint(tmp_path / "run" / rec["checkpoints"][-1]["file"])
     model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).eval()
