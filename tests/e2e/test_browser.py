@@ -355,3 +355,31 @@ def test_level_sets_traversal(page, server, shots, seeds):
     page.get_by_text("Comparison (.csv)").first.wait_for(timeout=60_000)
     assert page.get_by_role("button", name="Path images (.png)").count() == 2
     _snap(page, shots, "level-sets-compare")
+
+
+def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, seeds):
+    """A model without label noise gets an explanation and an offer; the offered noisy model is
+    trained from the page, then the overview and neuron flipping run on it."""
+    from models.training import preset, run_id_for
+
+    page.goto(f"{server}/Memorization?model={seeds[0]}")
+    _settle(page)
+    page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
+    _snap(page, shots, "memorization-no-noise")
+    page.get_by_role("button", name=preset("digits-mlp-noise10").describe(), exact=False).first.click()
+    page.get_by_text("pick it above").first.wait_for(timeout=300_000)
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
+    _settle(page)
+    page.get_by_role("button", name="Show what was memorized").click()
+    page.get_by_role("button", name="Relabelled examples (.csv)").wait_for(timeout=120_000)
+    _snap(page, shots, "memorization-overview")
+    page.get_by_role("tab", name="Neuron flipping").click()
+    _settle(page)
+    page.get_by_role("button", name="Flip the examples").click()
+    page.get_by_role("button", name="Neuron flipping (.csv)").wait_for(timeout=300_000)
+    _snap(page, shots, "memorization-flipping")
+    page.get_by_role("tab", name="Rewinding").click()
+    _settle(page)
+    page.get_by_role("button", name="Rewind each layer").click()
+    page.get_by_role("button", name="Layer rewinding (.csv)").wait_for(timeout=300_000)
+    _snap(page, shots, "memorization-rewinding")
