@@ -333,61 +333,77 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
 
 
 def _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out) -> None:
-    k = len(group)
+    """The greedy loop for the examples `group` (positions into `examples`) in one batched pass. An
+    example that stops leaves the pass: the rest go on with a smaller batch."""
     b = batches.shape[1]
-    xb = torch.stack([_float(images[batches[g]], device) for g in group])        # (k, B, C, H, W)
-    yb = torch.stack([labels[batches[g]] for g in group]).to(device)             # (k, B)
-    flat_x, flat_y = xb.flatten(0, 1), yb.flatten()
-    gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + int(examples[g]) + 7) for g in group]
+    live = list(group)                                                           # positions still being flipped
+    xb = torch.stack([_float(images[batches[g]], device) for g in live])         # (k, B, C, H, W)
+    yb = torch.stack([labels[batches[g]] for g in live]).to(device)              # (k, B)
+    gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + int(examples[g]) + 7) for g in live]
     # ‖noise‖ = noise·‖x_B‖ over the batch; row t's share of it, with ‖z‖² ≈ |B|·D
     scale = config.noise * xb.flatten(2).norm(dim=(1, 2)) / math.sqrt(xb[0].numel())   # (k,)
-    masks = [torch.ones(k, u, device=device) for u in units]
+    masks = [torch.ones(len(live), u, device=device) for u in units]
     hooks = _Masks([m for _, m in layers], masks)
-    active = torch.ones(k, dtype=torch.bool)
+    offsets = np.cumsum([0, *units])
     base_acc = None
+
+    def leave(done: list[int]) -> None:
+        nonlocal xb, yb, scale, base_acc, gens, live
+        keep = [i for i in range(len(live)) if i not in done]
+        idx = torch.tensor(keep, dtype=torch.long, device=device)
+        xb, yb, scale = xb[idx], yb[idx], scale[idx]
+        base_acc = None if base_acc is None else base_acc[idx]
+        gens, live = [gens[i] for i in keep], [live[i] for i in keep]
+        for li in range(len(masks)):
+            masks[li] = masks[li][idx]
+
     try:
         for step in range(config.max_steps + 1):
+            k = len(live)
             noise = torch.stack([torch.randn(config.n_eot, *xb.shape[2:], generator=gen) for gen in gens]).to(device)
             noisy_t = xb[:, :1] + scale.view(k, 1, 1, 1, 1) * noise                   # (k, n_eot, C, H, W)
             with torch.no_grad():
                 probs = torch.softmax(model(noisy_t.flatten(0, 1)), 1).view(k, config.n_eot, -1).mean(1)
-            flipped = probs.argmax(1) != yb[:, 0]
-            for i in range(k):
-                if active[i] and flipped[i]:
-                    active[i] = False
-                    out["flipped"][group[i]], out["stopped"][group[i]] = True, "flipped"
-            if not active.any():
+            flipped = torch.nonzero(probs.argmax(1) != yb[:, 0]).flatten().tolist()
+            for i in flipped:
+                out["flipped"][live[i]], out["stopped"][live[i]] = True, "flipped"
+            if flipped:
+                leave(flipped)
+            if not live:
                 break
+            k = len(live)
             for m in masks:
                 m.requires_grad_(True)
-            logits = model(flat_x)
-            losses = F.cross_entropy(logits, flat_y, reduction="none").view(k, b)
+            logits = model(xb.flatten(0, 1))
+            losses = F.cross_entropy(logits, yb.flatten(), reduction="none").view(k, b)
             rest_correct = (logits.argmax(1).view(k, b)[:, 1:] == yb[:, 1:]).float().mean(1).detach()
             if base_acc is None:
                 base_acc = rest_correct
             drop = (base_acc - rest_correct).cpu()
-            for i in torch.nonzero(active).flatten().tolist():
-                out["acc_drop"][group[i]] = float(drop[i])
-            stop = active & ((drop > config.max_acc_drop) | torch.tensor(step == config.max_steps))
-            for i in torch.nonzero(stop).flatten().tolist():
-                active[i] = False
-                out["stopped"][group[i]] = "cap" if step == config.max_steps else "accuracy"
-            if not active.any():
-                break
+            for i in range(k):
+                out["acc_drop"][live[i]] = float(drop[i])
+            stopped = [i for i in range(k) if step == config.max_steps or float(drop[i]) > config.max_acc_drop]
             objective = (losses[:, 1:].sum(1) - b * losses[:, 0]) / b                  # (k,) one L per example
-            grads = torch.autograd.grad(objective.sum(), masks)
+            grads = None if len(stopped) == k else torch.autograd.grad(objective.sum(), masks)
             for m in masks:
                 m.requires_grad_(False)
+            for i in stopped:
+                out["stopped"][live[i]] = "cap" if step == config.max_steps else "accuracy"
+            if grads is None:
+                break
             with torch.no_grad():
                 scores = torch.cat([torch.where(m > 0, g, torch.full_like(g, -math.inf)) for m, g in zip(masks, grads)], 1)
-                best = scores.argmax(1)                                                  # (k,) over all units
-                offsets = np.cumsum([0, *units])
-                for i in torch.nonzero(active).flatten().tolist():
-                    j = int(best[i])
-                    layer = int(np.searchsorted(offsets, j, side="right") - 1)
-                    masks[layer][i, j - offsets[layer]] = 0.0
-                    out["neurons"][group[i]].append((layer, j - int(offsets[layer])))
-                    out["n_neurons"][group[i]] += 1
+                best = scores.argmax(1).tolist()                                        # (k,) over all units
+                for i in range(k):
+                    if i in stopped:
+                        continue
+                    layer = int(np.searchsorted(offsets, best[i], side="right") - 1)
+                    unit = best[i] - int(offsets[layer])
+                    masks[layer][i, unit] = 0.0
+                    out["neurons"][live[i]].append((layer, unit))
+                    out["n_neurons"][live[i]] += 1
+            if stopped:
+                leave(stopped)
     finally:
         hooks.remove()
 
