@@ -49,6 +49,8 @@ def home() -> None:
                      icon=":material/arrow_forward:")
         st.page_link("pages/3_Level_sets.py", label="Level sets: walk inside a confidence level set",
                      icon=":material/arrow_forward:")
+        st.page_link("pages/4_Memorization.py", label="Memorization: where mislabeled examples are memorized",
+                     icon=":material/arrow_forward:")
         st.page_link("pages/5_Similarity.py", label="Similarity: CKA, CCA and projections",
                      icon=":material/arrow_forward:")
         st.page_link("pages/6_Loss_landscape.py", label="Loss landscape: surfaces, interpolation, trajectory",
@@ -66,6 +68,7 @@ nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default
                      st.Page("pages/1_Models.py", title="Models", icon=":material/neurology:"),
                      st.Page("pages/2_Saliency.py", title="Saliency", icon=":material/gradient:"),
                      st.Page("pages/3_Level_sets.py", title="Level sets", icon=":material/conversion_path:"),
+                     st.Page("pages/4_Memorization.py", title="Memorization", icon=":material/psychology:"),
                      st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:"),
                      st.Page("pages/6_Loss_landscape.py", title="Loss landscape", icon=":material/landscape:")])
 nav.run()

@@ -63,3 +63,14 @@ def test_analysis_functions_take_no_model_from_files():
     for path in (ROOT / "analysis").rglob("*.py"):
         text = path.read_text()
         assert "open(" not in text and "torch.load" not in text, f"{path} does file I/O"
+
+
+def test_every_page_is_in_the_apps_navigation_and_linked_from_home():
+    """A page missing from st.navigation is "Page not found" when the app runs from app.py."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    app = (root / "app.py").read_text()
+    for page in sorted((root / "pages").glob("*.py")):
+        assert f'st.Page("pages/{page.name}"' in app, page.name
+        assert f'st.page_link("pages/{page.name}"' in app, page.name

@@ -353,7 +353,7 @@ def test_level_sets_traversal(page, server, shots, seeds):
     page.get_by_role("button", name="Run level set traversal").click()
     page.get_by_text("Side by side").first.wait_for(timeout=300_000)
     page.get_by_text("Comparison (.csv)").first.wait_for(timeout=60_000)
-    assert page.get_by_role("button", name="Path images (.png)").count() == 2
+    page.get_by_role("button", name="Path images (.png)").nth(1).wait_for(timeout=60_000)   # one per model
     _snap(page, shots, "level-sets-compare")
 
 
@@ -364,7 +364,11 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
 
     page.goto(f"{server}/Memorization?model={seeds[0]}")
     _settle(page)
-    page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
+    try:
+        page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(shots / "memorization-failed.png"), full_page=True)
+        raise
     _snap(page, shots, "memorization-no-noise")
     page.get_by_role("button", name=preset("digits-mlp-noise10").describe(), exact=False).first.click()
     page.get_by_text("pick it above").first.wait_for(timeout=300_000)
