@@ -238,7 +238,7 @@ class FlipConfig:
     noise: float = 0.01             # ‖noise‖ = noise · ‖x_B‖ over the whole batch
     max_steps: int = 100            # cap on neurons removed
     max_acc_drop: float = 0.25      # stop once the rest of the batch lost this much accuracy
-    group_size: int = 16            # examples analysed together in one batched pass
+    group_size: int = 1             # examples analysed together in one batched pass (CPU: 1 is fastest, see bench)
     seed: int = 0
 
     def __post_init__(self) -> None:
