@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress
+from analysis.evaluation import Progress, _no_progress, evaluate, frozen_parameters
 from models.errors import InvalidInputError
 
 
@@ -52,6 +52,11 @@ def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     example in one step whatever the network had learnt about it."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     return layers[:-1]
+
+
+def neuron_units(layers: list[tuple[str, nn.Module]]) -> list[int]:
+    """How many neurons each of `layers` has: output channels or output units."""
+    return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,16 +130,7 @@ def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
     """Eval-mode accuracy of `model` on (images, labels); nan for an empty set."""
-    if len(labels) == 0:
-        return float("nan")
-    device = _device(model)
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for s in range(0, len(labels), batch_size):
-            correct += int((model(_float(images[s:s + batch_size], device)).argmax(1).cpu() ==
-                            labels[s:s + batch_size]).sum())
-    return correct / len(labels)
+    return evaluate(model, images, labels, batch_size=batch_size).accuracy if len(labels) else float("nan")
 
 
 def rewound(final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], params: list[str]) -> dict[str, torch.Tensor]:
@@ -187,9 +183,6 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
     with torch.no_grad():
         for n in names:
             params[n].copy_(initial[n].to(device))
-    flags = {n: p.requires_grad for n, p in params.items()}
-    for n, p in params.items():
-        p.requires_grad_(n in names)
     trained = [params[n] for n in sorted(names)]
     opt = torch.optim.SGD(trained, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     clean_idx = torch.nonzero(~noisy).flatten()
@@ -200,7 +193,9 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
     gen = torch.Generator().manual_seed(config.seed)
     train_acc, noisy_acc, perfect = [], [], 0
     model.eval()
-    try:
+    with frozen_parameters(model):          # every other parameter frozen; all flags restored afterwards
+        for p in trained:
+            p.requires_grad_(True)
         for epoch in range(config.max_epochs):
             order = clean_idx[torch.randperm(len(clean_idx), generator=gen)]
             correct = 0
@@ -221,9 +216,6 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
             perfect = perfect + 1 if train_acc[-1] == 1.0 else 0
             if perfect >= config.patience:
                 break
-    finally:
-        for n, p in params.items():
-            p.requires_grad_(flags[n])
     return RetrainResult(group=group, train_acc=np.array(train_acc), noisy_acc=np.array(noisy_acc),
                          epochs=len(train_acc))
 
@@ -311,22 +303,16 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
         raise InvalidInputError("the model has no convolution or linear layer to remove neurons from")
     model.eval()
     device = _device(model)
-    units = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
+    units = neuron_units(layers)
     k_all = len(examples)
     batches = torch.stack([_example_batch(n, int(t), size, config.seed) for t in examples])
     out = dict(flipped=np.zeros(k_all, bool), n_neurons=np.zeros(k_all, int), stopped=[""] * k_all,
                neurons=[[] for _ in range(k_all)], acc_drop=np.zeros(k_all))
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with frozen_parameters(model):
         for g0 in range(0, k_all, config.group_size):
             group = list(range(g0, min(k_all, g0 + config.group_size)))
             _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out)
             progress(group[-1] / k_all + 1 / k_all, f"{group[-1] + 1}/{k_all} examples")
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
     return FlipResult(examples=examples.numpy(), flipped=out["flipped"], n_neurons=out["n_neurons"],
                       stopped=out["stopped"], neurons=out["neurons"], layers=[name for name, _ in layers],
                       batch_acc_drop=out["acc_drop"], batches=batches.numpy())
@@ -412,7 +398,7 @@ def masked_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                     batch_size: int = 1024) -> float:
     """Accuracy with the given neurons (layer index into neuron_layers, unit) removed."""
     layers = neuron_layers(model)
-    units = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
+    units = neuron_units(layers)
     masks = [torch.ones(1, u, device=_device(model)) for u in units]
     for layer, unit in neurons:
         masks[layer][0, unit] = 0.0

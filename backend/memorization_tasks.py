@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from analysis.evaluation import evaluate
 from analysis.memorization import (FlipConfig, GradientAccount, RetrainConfig, accuracy, flip_neurons,
-                                   gradient_account, layer_groups, masked_accuracy, neuron_layers, retrain_group,
-                                   rewound, tied_dropout_accuracies)
+                                   gradient_account, layer_groups, masked_accuracy, neuron_layers, neuron_units,
+                                   retrain_group, rewound, tied_dropout_accuracies)
 from backend.jobs import JobContext, ModelRef, job_kind, stage
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, load_model, load_state, training_data
@@ -42,8 +43,10 @@ def _epochs(run_id: str, stride: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class OverviewConfig:
-    model: ModelRef                   # the run (its epoch is the "final" model for the memorized list)
+class SweepConfig:
+    """A model and the checkpoints swept over: the overview's accuracies, the rewinding's epochs."""
+
+    model: ModelRef                   # the run; its epoch is the "final" model (memorized list, rewinding)
     stride: int = 1                   # every stride-th checkpoint (the last always)
 
     def __post_init__(self) -> None:
@@ -67,7 +70,7 @@ class Overview:
 
 
 @job_kind("memorization_overview")
-def overview_job(ctx: JobContext, cfg: OverviewConfig) -> Overview:
+def overview_job(ctx: JobContext, cfg: SweepConfig) -> Overview:
     lm, data = _noisy_model(cfg.model, ctx.device)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
     ni = torch.nonzero(mask).flatten()
@@ -81,10 +84,7 @@ def overview_job(ctx: JobContext, cfg: OverviewConfig) -> Overview:
                      accuracy(model, data.test.images, data.test.labels)))
         ctx.progress((i + 1) / (len(epochs) + 1), f"epoch {e}")
     model.load_state_dict(load_state(cfg.model.run_id, cfg.model.epoch))
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x[ni[s:s + 1024]].to(ctx.device).float() / 255).argmax(1).cpu()
-                          for s in range(0, len(ni), 1024)])
+    pred = evaluate(model, x[ni]).predictions
     r = np.array(rows)
     return Overview(epochs=epochs, clean_acc=r[:, 0], noisy_acc=r[:, 1], noisy_true_acc=r[:, 2], test_acc=r[:, 3],
                     noise_fraction=float(mask.float().mean()), noisy_indices=ni.numpy(),
@@ -132,16 +132,6 @@ def gradients_job(ctx: JobContext, cfg: GradientsConfig) -> GradientsResult:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class RewindConfig:
-    model: ModelRef                   # the final model
-    stride: int = 1
-
-    def __post_init__(self) -> None:
-        if self.stride < 1:
-            raise InvalidInputError(f"stride must be 1 or more; got {self.stride}")
-
-
-@dataclass(frozen=True, kw_only=True)
 class RewindResult:
     epochs: list[int]
     groups: list[str]
@@ -152,7 +142,7 @@ class RewindResult:
 
 
 @job_kind("memorization_rewinding", lane="long")
-def rewinding_job(ctx: JobContext, cfg: RewindConfig) -> RewindResult:
+def rewinding_job(ctx: JobContext, cfg: SweepConfig) -> RewindResult:
     lm, data = _noisy_model(cfg.model, ctx.device)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
     final = {k: v.clone() for k, v in lm.model.state_dict().items()}
@@ -263,11 +253,7 @@ class FlipJobResult:
 def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
     lm, data = _noisy_model(cfg.model, ctx.device)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
-    lm.model.eval()
-    with torch.no_grad():
-        pred = torch.cat([lm.model(x[s:s + 1024].to(ctx.device).float() / 255).argmax(1).cpu()
-                          for s in range(0, len(y), 1024)])
-    right = pred == y
+    right = evaluate(lm.model, x).predictions == y
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.examples:
         if max(cfg.examples) >= len(y) or min(cfg.examples) < 0:
@@ -293,7 +279,7 @@ def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
         ca.append(masked_accuracy(lm.model, xc, yc, ns))
         ta.append(masked_accuracy(lm.model, xt, yt, ns))
         ctx.progress(0.8 + 0.2 * (i + 1) / len(res.neurons), "what it cost")
-    units = [m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features for _, m in neuron_layers(lm.model)]
+    units = neuron_units(neuron_layers(lm.model))
     return FlipJobResult(examples=res.examples, kind=kinds, n_neurons=res.n_neurons, flipped=res.flipped,
                          stopped=res.stopped, neurons=res.neurons, layers=res.layers, layer_units=units,
                          clean_acc=np.array(ca), test_acc=np.array(ta), base_clean_acc=accuracy(lm.model, xc, yc),

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,7 +85,7 @@ def main() -> None:
     _, t_bare = timed(lambda: bare(model, x, y, examples, res.n_neurons, cfg, device))
     steps = int(res.n_neurons.sum())
     print(f"device {device} · {len(examples)} examples · batch {args.batch} · cap {args.cap} · {steps} neuron removals "
-          f"(median {float(res.n_neurons.float().median() if hasattr(res.n_neurons, 'float') else sorted(res.n_neurons)[len(res.n_neurons) // 2])})")
+          f"(median {np.median(res.n_neurons):g})")
     for name, t in (("Lenscape, 32 per pass", t_batched), ("Lenscape, 1 per pass", t_single), ("bare passes, 1 by 1", t_bare)):
         print(f"{name:24s} {t:7.2f} s")
     print(f"ratio batched / bare: {t_batched / t_bare:.2f}x · one at a time / bare: {t_single / t_bare:.2f}x · "

@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from analysis.memorization import FlipConfig, RetrainConfig
+from analysis.memorization import FlipConfig, RetrainConfig, layer_groups
 from backend.jobs import job, ref
-from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, OverviewConfig, RetrainJobConfig, RewindConfig,
+from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                         TiedDropoutConfig)
 from backend.tasks import train_jobs
 from models.training import preset
@@ -83,7 +83,7 @@ def csv_button(df: pd.DataFrame, name: str, key: str) -> None:
 def overview(lm: LoadedModel, key: str = "mem.ov") -> None:
     st.caption(TEACHING["overview"])
     stride = st.number_input("Every n-th checkpoint", 1, 50, 1, key=f"{key}.stride")
-    _run(key, "memorization_overview", lambda r: OverviewConfig(model=r, stride=int(stride)), lm, "overview",
+    _run(key, "memorization_overview", lambda r: SweepConfig(model=r, stride=int(stride)), lm, "overview",
          "Show what was memorized", lambda res: show_overview(lm, res, key))
 
 
@@ -160,7 +160,7 @@ def rewinding(lm: LoadedModel, key: str = "mem.rw") -> None:
     st.caption(TEACHING["rewinding"])
     stride = st.number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
                              key=f"{key}.stride")
-    _run(key, "memorization_rewinding", lambda r: RewindConfig(model=r, stride=int(stride)), lm, "layer rewinding",
+    _run(key, "memorization_rewinding", lambda r: SweepConfig(model=r, stride=int(stride)), lm, "layer rewinding",
          "Rewind each layer", lambda res: show_rewinding(res, key))
 
 
@@ -187,7 +187,7 @@ def show_rewinding(res, key: str) -> None:
 
 def retraining(lm: LoadedModel, key: str = "mem.rt") -> None:
     st.caption(TEACHING["retraining"])
-    groups = [n for n, _ in lm.model.named_modules() if any(True for _ in _.parameters(recurse=False))]
+    groups = list(layer_groups(lm.model))
     c = st.columns([3, 1, 1])
     chosen = c[0].multiselect("Layers to retrain (one at a time)", groups, groups, key=f"{key}.groups")
     epochs = c[1].number_input("At most epochs", 1, 100, 20, key=f"{key}.epochs")

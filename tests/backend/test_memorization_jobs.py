@@ -6,7 +6,7 @@ import torch
 
 from analysis.memorization import FlipConfig, RetrainConfig
 from backend.jobs import job, ref
-from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, OverviewConfig, RetrainJobConfig, RewindConfig,
+from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                         TiedDropoutConfig)
 from models.errors import InvalidInputError
 from models.training import TrainConfig, prepare_data
@@ -20,7 +20,7 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     data = prepare_data(TrainConfig.from_dict(rec["config"]))
     mask = data.noise_mask
 
-    ov = wait_for_job(runner.submit(job("memorization_overview", OverviewConfig(model=r, stride=4), (r,))))
+    ov = wait_for_job(runner.submit(job("memorization_overview", SweepConfig(model=r, stride=4), (r,))))
     assert ov.epochs == [0, 4, 8, 12] and ov.noise_fraction == pytest.approx(float(mask.float().mean()))
     assert np.array_equal(ov.noisy_indices, torch.nonzero(mask).flatten().numpy())
     assert ov.noisy_acc[-1] == pytest.approx(float(ov.memorized.mean()))          # memorized = noisy label predicted
@@ -32,7 +32,7 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert gr.epochs == [0, 6, 12] and gr.groups == ["fc1", "out"] and gr.clean_norm.shape == (3, 2)
     assert (gr.clean_norm > 0).all() and (gr.noisy_norm > 0).all() and (np.abs(gr.cosine) <= 1).all()
 
-    rw = wait_for_job(runner.submit(job("memorization_rewinding", RewindConfig(model=r, stride=6), (r,))))
+    rw = wait_for_job(runner.submit(job("memorization_rewinding", SweepConfig(model=r, stride=6), (r,))))
     assert rw.clean_acc.shape == (2, 3)
     final = np.array([rw.final["clean"], rw.final["noisy"], rw.final["test"]])
     for acc, f in zip((rw.clean_acc, rw.noisy_acc, rw.test_acc), final):
@@ -62,6 +62,6 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
 def test_a_model_without_label_noise_has_nothing_memorized(runner, trained_run):
     (rec,) = trained_run("digits-mlp", epochs=2)
     r = ref(load_model(rec["run_id"]))
-    jid = runner.submit(job("memorization_overview", OverviewConfig(model=r), (r,)))
+    jid = runner.submit(job("memorization_overview", SweepConfig(model=r), (r,)))
     runner.wait(jid, 60)
     assert "trained without label noise" in runner.error(jid) and "nothing memorized" in runner.error(jid)
