@@ -16,22 +16,44 @@ from backend.jobs import JobContext, ModelRef, job_kind
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
 from models.training import TrainConfig, fit_and_score
-from models.zoo import LoadedModel, load_model
+from models.zoo import LoadedModel, load_model, training_data
+
+SPLITS = ("test", "train")
 
 
-def _load(r: ModelRef, ctx: JobContext) -> tuple[LoadedModel, ImageData]:
+def _load(r: ModelRef, ctx: JobContext, split: str = "test") -> tuple[LoadedModel, ImageData]:
+    """The model and the images of `split`, with their true labels. The training split is the
+    set the model was trained on (a recipe's subset: index i is training example i everywhere, the
+    Memorization and Similarity views included), with its original labels, not the flipped ones."""
     lm = load_model(r.run_id, r.epoch, device=ctx.device)
     if lm.data is None:
         raise InvalidInputError(f"{lm.name} has no data set attached")
-    return lm, load_data(lm.data, "test")
+    if split == "test":
+        return lm, load_data(lm.data, "test")
+    prepared = training_data(lm)
+    return lm, prepared.train.with_labels(prepared.original_labels)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InvalidInputError(f"images come from the 'test' or the 'train' split; got {split!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictConfig:
+    model: ModelRef
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        _check_split(self.split)
 
 
 @job_kind("predict")
-def predict_job(ctx: JobContext, r: ModelRef) -> np.ndarray:
-    """(N, C) test-set probabilities: what the image picker filters on."""
-    lm, test = _load(r, ctx)
-    ctx.progress(0.1, f"predicting {len(test):,} test images")
-    return predict_proba(lm.model, test.x()).numpy()
+def predict_job(ctx: JobContext, cfg: PredictConfig) -> np.ndarray:
+    """(N, C) probabilities over a split: what the image picker filters on."""
+    lm, data = _load(cfg.model, ctx, cfg.split)
+    ctx.progress(0.1, f"predicting {len(data):,} {cfg.split} images")
+    return predict_proba(lm.model, data.x()).numpy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,9 +61,11 @@ class GridConfig:
     model: ModelRef
     indices: tuple[int, ...]
     methods: tuple[SaliencyConfig, ...]
+    split: str = "test"               # "train": the model's training examples, true labels ("true" target)
 
     def __post_init__(self) -> None:
         _check_indices(self.indices)
+        _check_split(self.split)
         if not self.methods:
             raise InvalidInputError("choose at least one saliency method")
 
@@ -55,9 +79,12 @@ def _check_indices(indices: tuple[int, ...]) -> None:
 
 @job_kind("saliency")
 def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
-    lm, test = _load(cfg.model, ctx)
+    lm, data = _load(cfg.model, ctx, cfg.split)
+    if max(cfg.indices) >= len(data):
+        raise InvalidInputError(f"the {cfg.split} split has {len(data):,} images (indices 0 to {len(data) - 1}); "
+                                f"got index {max(cfg.indices)}")
     idx = torch.tensor(cfg.indices, dtype=torch.long)
-    x, y = test.x(idx), test.labels[idx]
+    x, y = data.x(idx), data.labels[idx]
     out = []
     for i, m in enumerate(cfg.methods):
         ctx.progress(i / len(cfg.methods), f"{m.method} on {len(idx)} images")

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from backend.tasks import train_jobs
-from ui.common import backend, page_setup
+from ui.common import backend, page_setup, page_tabs
 from ui.data import data_picker, data_preview
 from ui.jobs import job_panel, submit
 from ui.loading import import_form
@@ -19,9 +19,7 @@ if spec is None:
 with st.expander("Preview of the data set", expanded=True):
     data_preview(spec)
 
-# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
-train_tab, load_tab, summary_tab = st.tabs(["Train", "Import", "Workspace models"], key="tab", on_change="rerun",
-                                           bind="query-params")
+train_tab, load_tab, summary_tab = page_tabs(["Train", "Import", "Workspace models"])
 if train_tab.open:
     with train_tab:
         request = train_form(spec, key="models.train")

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from ui.common import page_setup
+from ui.common import page_setup, page_tabs
 from ui.saliency import browse, pick_models
 from ui.saliency_checks import blockmnist_check, diffroar, randomization
 
@@ -30,9 +30,7 @@ with st.expander("What am I looking at?"):
         "curve against its baselines, or choose a non-black baseline.")
 
 models = pick_models("sal")
-# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
-browse_tab, block_tab, roar_tab, rand_tab = st.tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"],
-                                                    key="tab", on_change="rerun", bind="query-params")
+browse_tab, block_tab, roar_tab, rand_tab = page_tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
 if block_tab.open:
     with block_tab:
         blockmnist_check()

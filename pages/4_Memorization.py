@@ -1,6 +1,6 @@
 import streamlit as st
 
-from ui.common import model_select, page_setup
+from ui.common import model_select, page_setup, page_tabs
 from ui.memorization import (TEACHING, TIED_PRESET, flipping, gradients, noisy_or_offer, overview, retraining,
                              rewinding, tied_dropout, train_offer)
 
@@ -15,9 +15,7 @@ if lm is None:
     train_offer(("digits-mlp-noise10", TIED_PRESET), "mem.first", "Train one with 10% flipped labels (about a minute):")
     st.stop()
 if noisy_or_offer(lm, "mem"):
-    # only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
-    tabs = st.tabs(["Overview", "Gradients", "Rewinding", "Retraining", "Neuron flipping", "Tied dropout"],
-                   key="tab", on_change="rerun", bind="query-params")
+    tabs = page_tabs(["Overview", "Gradients", "Rewinding", "Retraining", "Neuron flipping", "Tied dropout"])
     for tab, view in zip(tabs, (overview, gradients, rewinding, retraining, flipping, tied_dropout)):
         if tab.open:
             with tab:

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from ui.common import page_setup
+from ui.common import page_setup, page_tabs
 from ui.similarity import all_metrics, convergence, layer_matrix, models_with_data, projection, seed_matrix
 
 page_setup("Similarity")
@@ -22,9 +22,7 @@ with st.expander("What am I looking at?"):
 if not models_with_data():
     st.info("No models yet: train two seeds of one recipe on the **Models** page (seeds '0-1').")
     st.stop()
-# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
-tabs = st.tabs(["Layers × layers", "Seeds (N × N)", "Over training", "All metrics", "Projection"], key="tab",
-               on_change="rerun", bind="query-params")
+tabs = page_tabs(["Layers × layers", "Seeds (N × N)", "Over training", "All metrics", "Projection"])
 for tab, draw in zip(tabs, (layer_matrix, seed_matrix, convergence, all_metrics, projection)):
     if tab.open:
         with tab:

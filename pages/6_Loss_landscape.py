@@ -1,6 +1,6 @@
 import streamlit as st
 
-from ui.common import eligible_runs, page_setup
+from ui.common import eligible_runs, page_setup, page_tabs
 from ui.landscape import TEACHING, curvature_tab, directions_tab, interpolation_tab, trajectory_tab
 
 page_setup("Loss landscape")
@@ -13,9 +13,7 @@ with st.expander("What am I looking at?"):
 if not eligible_runs():
     st.info("No models yet: train one on the **Models** page (a digits MLP takes seconds).")
     st.stop()
-# only the open tab runs (on_change="rerun"); the open tab is in the URL (?tab=...)
-tabs = st.tabs(["Random directions", "Interpolation", "Trajectory", "Curvature"], key="tab", on_change="rerun",
-               bind="query-params")
+tabs = page_tabs(["Random directions", "Interpolation", "Trajectory", "Curvature"])
 for tab, draw in zip(tabs, (directions_tab, interpolation_tab, trajectory_tab, curvature_tab)):
     if tab.open:
         with tab:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from backend.device import describe_device
@@ -51,6 +53,74 @@ def _prepare(spec: DataSpec) -> None:
             "of a second. The page continues when this is done.")
     job_panel(key, lambda results: None)
     st.stop()
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The examples a model was trained on (a recipe's subset; index i is training example i in
+    every view), their true labels in `data`, and the labels it was trained with."""
+
+    data: ImageData                     # true labels
+    trained_labels: np.ndarray          # (N,) the labels used in training (flipped ones included)
+    relabelled: np.ndarray              # (N,) bool: the label was flipped (all False without label noise)
+
+
+@st.cache_resource(show_spinner="Loading the training set…", max_entries=4)
+def _training_split(run_id: str, fingerprint: str, _lm: LoadedModel) -> TrainingSplit:
+    from models.zoo import training_data
+
+    prepared = training_data(_lm)
+    mask = (prepared.noise_mask.numpy() if prepared.noise_mask is not None
+            else np.zeros(len(prepared.train), dtype=bool))
+    return TrainingSplit(prepared.train.with_labels(prepared.original_labels), prepared.train.labels.numpy(), mask)
+
+
+def training_split(lm: LoadedModel) -> TrainingSplit:
+    """`lm`'s training examples, loaded once per process (see TrainingSplit)."""
+    if lm.data is not None:
+        cached_data(lm.data, "train")           # image folders are decoded by a job first
+    return _training_split(lm.run_id, lm.fingerprint, lm)
+
+
+def from_url(param: str, key: str, convert: Callable[[str], Any] = str) -> bool:
+    """A link's query parameter `param` sets widget `key`, once per value (the widget rules after
+    that). True when it did just now."""
+    value = st.query_params.get(param)
+    if value is None or st.session_state.get(f"_url.{key}") == value:
+        return False
+    st.session_state[f"_url.{key}"] = value
+    try:
+        st.session_state[key] = convert(value)
+    except (TypeError, ValueError):
+        st.warning(f"The link's {param}={value!r} was not understood and is ignored.")
+        return False
+    return True
+
+
+def page_tabs(labels: list[str]) -> list:
+    """The page's tabs. Only the open one runs (on_change="rerun"); the open one is in the URL
+    (?tab=...). A link from another page names the tab to open as ?open=...: the browser drops a
+    "tab" parameter on the way, as the page it leaves has its own tabs bound to that name."""
+    wanted = st.query_params.get("open") or st.query_params.get("tab")
+    if "open" in st.query_params:
+        del st.query_params["open"]
+    if wanted in labels and st.session_state.get("tab") != wanted:
+        st.session_state["tab"] = wanted
+    elif st.session_state.get("tab") not in labels:
+        st.session_state.pop("tab", None)
+    return st.tabs(labels, key="tab", on_change="rerun", bind="query-params")
+
+
+def to_url(param: str, key: str, value: Any) -> None:
+    """Keep `param` in the address bar in step with widget `key` (so a reload or a shared link
+    restores it), without making from_url apply it again."""
+    text = "" if value is None else str(value)
+    if st.query_params.get(param, "") != text:
+        if text:
+            st.query_params[param] = text
+        else:
+            del st.query_params[param]
+    st.session_state[f"_url.{key}"] = text or None
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)

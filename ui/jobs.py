@@ -43,13 +43,15 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
     return ids
 
 
-def test_predictions(lm, state_key: str):
-    """(N, C) test-set probabilities of `lm` from the "predict" job, or None while it runs (its
+def predictions(lm, state_key: str, split: str = "test"):
+    """(N, C) probabilities of `lm` over a split from the "predict" job, or None while it runs (its
     progress bar is drawn)."""
     from backend.jobs import job, ref
+    from backend.saliency_tasks import PredictConfig
 
     r = ref(lm)
-    (job_id,) = submit(state_key, job("predict", r, (r,), f"predictions of {lm.name}"))
+    (job_id,) = submit(state_key, job("predict", PredictConfig(model=r, split=split), (r,),
+                                      f"{split} predictions of {lm.name}"))
     if backend().status(job_id) != JobStatus.DONE:
         job_panel(state_key, lambda _: None)
         return None

@@ -17,7 +17,7 @@ from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
 from ui.common import cached_data, model_select, run_safely
 from ui.figures import CONFIG, image_grid, montage_png
-from ui.jobs import job_panel, submit, test_predictions
+from ui.jobs import job_panel, predictions, submit
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:
@@ -75,7 +75,7 @@ def traversal(lm: LoadedModel, key: str = "lst") -> None:
 def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]] | None:
     """A source every model classifies correctly (by class, then which one) and targets of other
     classes, picked by class or at random. Shows them with p0 under each model."""
-    probs = [test_predictions(m, f"{key}.pred{i}") for i, m in enumerate(models)]
+    probs = [predictions(m, f"{key}.pred{i}") for i, m in enumerate(models)]
     if any(p is None for p in probs):
         return None
     lm = models[0]

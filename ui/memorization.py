@@ -78,6 +78,24 @@ def csv_button(df: pd.DataFrame, name: str, key: str) -> None:
     st.download_button(f"{name} (.csv)", df.to_csv(index=False), f"{name.lower().replace(' ', '_')}.csv", key=key)
 
 
+def example_links(lm: LoadedModel, res, mem: np.ndarray, key: str) -> None:
+    """One memorized example, opened in the other views: its saliency map (training split) and its
+    place in the Similarity view's embedding of the training set (marked with a star)."""
+    label = {int(res.noisy_indices[j]): f"#{int(res.noisy_indices[j])}: {lm.classes[int(res.true_labels[j])]} "
+                                        f"trained as {lm.classes[int(res.noisy_labels[j])]}" for j in mem}
+    c = st.columns([2, 2, 2])
+    pick = c[0].selectbox("Open a memorized example in another view", list(label), format_func=label.get,
+                          key=f"{key}.open")
+    c[1].page_link("pages/2_Saliency.py", label=f"Saliency map of #{pick}", icon=":material/gradient:",
+                   query_params={"model": lm.run_id, "open": "Maps", "split": "train", "idx": str(pick)},
+                   help="Its input-gradient maps, for the label it predicts (the flipped one) or its true label")
+    c[2].page_link("pages/5_Similarity.py", label=f"#{pick} in the embedding", icon=":material/scatter_plot:",
+                   query_params={"model": lm.run_id, "open": "Projection", "split": "train", "mark": str(pick),
+                                 "colour": "memorized"},
+                   help="A UMAP of the training set's last hidden layer with this example starred: is it among "
+                        "its true class or its taught one?")
+
+
 # ---------------------------------------------------------------------------------------------
 
 def overview(lm: LoadedModel, key: str = "mem.ov") -> None:
@@ -111,6 +129,7 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
         st.markdown(f"**Memorized examples** (the first {len(shown)} of {len(mem)}; title: training index, true → noisy label)")
         st.plotly_chart(image_grid(data.train.x(idx).numpy(), titles, cols=16, height_per_row=100), config=CONFIG,
                         key=f"{key}.gallery")
+        example_links(lm, res, mem, key)
     table = pd.DataFrame({"training index": res.noisy_indices, "true label": [lm.classes[int(i)] for i in res.true_labels],
                           "noisy label": [lm.classes[int(i)] for i in res.noisy_labels],
                           "predicted": [lm.classes[int(i)] for i in res.predictions], "memorized": res.memorized})

@@ -12,9 +12,9 @@ from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layer
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, model_select, run_model
+from ui.common import cached_data, eligible_runs, from_url, model_select, run_model, to_url, training_split
 from ui.figures import CONFIG
-from ui.jobs import job_panel, submit, test_predictions
+from ui.jobs import job_panel, predictions, submit
 from ui.saliency_figs import map_grid, reduce_map
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
@@ -76,12 +76,24 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
                                 batch_size=int(batch)) for m in methods)
 
 
-def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
-    """Test images by class, correctness, confidence or explicit indices, paged."""
-    probs = test_predictions(lm, f"{key}.pred_job")
+def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
+    """(split, indices): test or training images by class, correctness, confidence, relabelling or
+    explicit indices, paged. A link can name them (?split=train&idx=3,17)."""
+    from_url("split", f"{key}.split")
+    from_url("idx", f"{key}.idx")
+    split = st.radio("Images from", ["test", "train"], horizontal=True, key=f"{key}.split",
+                     help="The training split is the set the model was trained on, with its true labels; where "
+                          "labels were flipped, each image also shows the label it was trained with.")
+    to_url("split", f"{key}.split", None if split == "test" else split)
+    probs = predictions(lm, f"{key}.pred_job.{split}", split)
     if probs is None:
-        return ()
-    labels = cached_data(lm.data, "test").labels.numpy()
+        return split, ()
+    if split == "train":
+        ts = training_split(lm)
+        labels, trained, relabelled = ts.data.labels.numpy(), ts.trained_labels, ts.relabelled
+    else:
+        labels = cached_data(lm.data, "test").labels.numpy()
+        trained, relabelled = labels, np.zeros(len(labels), dtype=bool)
     pred, conf = probs.argmax(1), probs.max(1)
     c = st.columns([2, 1, 2, 1, 1])
     classes = c[0].multiselect("Classes (true)", range(len(lm.classes)), key=f"{key}.classes",
@@ -89,8 +101,16 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
     which = c[1].selectbox("Predictions", ["all", "correct", "incorrect"], key=f"{key}.which")
     lo, hi = c[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.01, key=f"{key}.conf")
     per_page = c[3].number_input("Per page", 1, 32, 6, key=f"{key}.per")
-    typed = st.text_input("Or indices (e.g. 3, 17, 256)", key=f"{key}.idx").strip()
+    c2 = st.columns([3, 2])
+    typed = c2[0].text_input("Or indices (e.g. 3, 17, 256)", key=f"{key}.idx").strip()
+    to_url("idx", f"{key}.idx", typed.replace(" ", "") or None)
     keep = (conf >= lo) & (conf <= hi)
+    if relabelled.any():
+        flipped = c2[1].selectbox("Training labels", ["all", "relabelled", "memorized"], key=f"{key}.flipped",
+                                  help="Relabelled: trained with a flipped label. Memorized: relabelled and "
+                                       "predicted with the flipped label it was trained with.")
+        if flipped != "all":
+            keep &= relabelled & ((pred == trained) if flipped == "memorized" else True)
     if classes:
         keep &= np.isin(labels, classes)
     if which != "all":
@@ -101,19 +121,19 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[int, ...]:
             idx = np.array([int(t) for t in typed.replace(" ", "").split(",") if t])
         except ValueError:
             st.error(f"indices look like '3, 17, 256'; got {typed!r}")
-            return ()
+            return split, ()
         if len(idx) and (idx.min() < 0 or idx.max() >= len(labels)):
-            st.error(f"indices must be in [0, {len(labels) - 1}]")
-            return ()
+            st.error(f"indices of the {split} split are 0 to {len(labels) - 1}; got {typed!r}")
+            return split, ()
     pages = max(1, -(-len(idx) // int(per_page)))
     page = c[4].number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}.page")
-    st.caption(f"{len(idx):,} of {len(labels):,} test images match.")
-    return tuple(int(i) for i in idx[(page - 1) * int(per_page): page * int(per_page)])
+    st.caption(f"{len(idx):,} of {len(labels):,} {split} images match.")
+    return split, tuple(int(i) for i in idx[(page - 1) * int(per_page): page * int(per_page)])
 
 
 def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
     lm = models[0]
-    indices = image_picker(lm, key)
+    split, indices = image_picker(lm, key)
     methods = method_form(lm, key)
     c = st.columns(3)
     opacity = c[0].slider("Map opacity", 0.0, 1.0, 0.7, key=f"{key}.opacity")
@@ -123,25 +143,34 @@ def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
         st.info("Choose at least one image and one method.")
         return
     refs = [ref(m) for m in models]
-    submit(f"{key}.jobs", [job("saliency", GridConfig(model=r, indices=indices, methods=methods), (r,),
+    submit(f"{key}.jobs", [job("saliency", GridConfig(model=r, indices=indices, methods=methods, split=split), (r,),
                                f"saliency maps of {m.name}") for r, m in zip(refs, models)])
-    job_panel(f"{key}.jobs", lambda results: _draw_grid(models, indices, results, signed, opacity, shared, key))
+    job_panel(f"{key}.jobs", lambda results: _draw_grid(models, split, indices, results, signed, opacity, shared, key))
 
 
-def _draw_grid(models, indices, results, signed, opacity, shared, key) -> None:
+def _draw_grid(models, split, indices, results, signed, opacity, shared, key) -> None:
     lm = models[0]
-    test = cached_data(lm.data, "test")
-    images = test.x(list(indices)).numpy()
+    if split == "train":
+        ts = training_split(lm)
+        data, trained = ts.data, ts.trained_labels
+    else:
+        data = cached_data(lm.data, "test")
+        trained = data.labels.numpy()
+    images = data.x(list(indices)).numpy()
     cols = [METHOD_LABELS[r.config.method] for r in results[0]]
     maps, titles, bases, table = [], [], [], []
     for i, idx in enumerate(indices):
         for m, res in zip(models, results):
             first = res[0]
             name = f"{m.name[:18]} · " if len(models) > 1 else ""
-            titles.append(f"{name}#{idx} {lm.classes[first.predictions[i]]} {first.confidences[i]:.0%}")
+            true = int(data.labels[idx])
+            flipped = f" · trained as {lm.classes[int(trained[idx])]}" if int(trained[idx]) != true else ""
+            titles.append(f"{name}#{idx} true {lm.classes[true]} · pred {lm.classes[first.predictions[i]]} "
+                          f"{first.confidences[i]:.0%}{flipped}")
             maps.append([reduce_map(r.attributions[i], signed) for r in res])
             bases.append(images[i])
-            table.append({"model": m.name, "index": idx, "true": lm.classes[int(test.labels[idx])],
+            table.append({"model": m.name, "split": split, "index": idx, "true": lm.classes[true],
+                          "trained as": lm.classes[int(trained[idx])],
                           "predicted": lm.classes[first.predictions[i]], "confidence": float(first.confidences[i])})
     fig = map_grid(np.stack(bases), maps, titles, cols, signed, opacity, shared)
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid")

@@ -13,7 +13,7 @@ from analysis.embedding import UMAP_METRICS, ProjectionConfig
 from backend.jobs import job, ref
 from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
-from ui.common import cached_data, model_options, model_select, models_select, run_model
+from ui.common import MODEL_KEY, cached_data, from_url, model_options, model_select, models_select, run_model
 from ui.figures import CONFIG
 from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
 from ui.jobs import job_panel, submit
@@ -233,33 +233,49 @@ def _show_pair(p, key: str) -> None:
     st.download_button("Table (.csv)", table.to_csv(index=False), "metrics.csv", key=f"{key}.csv")
 
 
+def _unknown(run_id: str):
+    raise ValueError(f"no model {run_id} in the workspace")
+
+
 def projection(key: str = "sim.proj") -> None:
+    # a link (e.g. from a memorized example on the Memorization page) names the model, the split and
+    # an example to mark: ?model=...&split=train&mark=17&colour=memorized. It projects at once.
+    linked = from_url("mark", f"{key}.mark", int)
+    from_url("model", MODEL_KEY, lambda v: v if v in models_with_data() else _unknown(v))
+    from_url("split", f"{key}.split")
+    from_url("colour", f"{key}.colour")
     models = models_select(f"{key}.models", "Models (side by side)", default=1, max_selections=2)
     if not models:
         return
     picked = [m.run_id for m in models]
+    if linked:                                    # the last layer before the logits
+        st.session_state[f"{key}.layer.{models[0].run_id}"] = hidden_layers(models[0].model)[-2:][0]
     c = st.columns(4)
     layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer.{models[0].run_id}")
     method = c[1].radio("Method", ["umap", "pca"], horizontal=True, key=f"{key}.method")
     split = c[2].radio("Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
                        help="The training split shows relabelled (memorized) examples where there was label noise.")
-    n = c[3].number_input("Examples", 100, 70000, 2000, step=500, key=f"{key}.n")
-    c = st.columns(4)
+    n = c[3].number_input("Examples", 100, 70000, 2000, step=500, key=f"{key}.n",
+                          help="The split's first n examples (a marked example beyond them is added by raising n).")
+    c = st.columns(5)
     neighbors = c[0].number_input("UMAP neighbours", 2, 200, 15, key=f"{key}.nn")
     min_dist = c[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, key=f"{key}.md")
     metric = c[2].selectbox("UMAP metric", UMAP_METRICS, key=f"{key}.metric")
     seed = c[3].number_input("Seed", 0, 10_000, 0, key=f"{key}.seed")
+    mark = c[4].number_input("Mark example #", 0, None, None, key=f"{key}.mark", placeholder="index",
+                             help="Draw this example of the split as a star, in every panel.")
     colour = st.radio("Colour by", ["class", "correct", "memorized"], horizontal=True, key=f"{key}.colour")
     cfg = ProjectionConfig(method=method, n_neighbors=int(neighbors), min_dist=float(min_dist), metric=metric,
                            seed=int(seed))
-    if st.button("Project", type="primary", key=f"{key}.run"):
+    n_examples = max(int(n), int(mark) + 1) if mark is not None else int(n)
+    if st.button("Project", type="primary", key=f"{key}.run") or linked:
         submit(f"{key}.jobs", [job(
             "projection", ProjectionJobConfig(model=ref(m), layer=layer if layer in hidden_layers(m.model)
                                               else hidden_layers(m.model)[-1], projection=cfg, split=split,
-                                              n_examples=int(n)), (ref(m),),
+                                              n_examples=n_examples), (ref(m),),
             f"{method.upper()} of {m.name}") for m in models])
         st.session_state[f"{key}.shown"] = (picked, split)
-    job_panel(f"{key}.jobs", lambda res: _show_projections(res, key, colour))
+    job_panel(f"{key}.jobs", lambda res: _show_projections(res, key, colour, mark))
 
 
 @st.cache_resource(show_spinner="Preparing thumbnails…", max_entries=8)
@@ -270,7 +286,7 @@ def _sprite(spec, split: str, n: int) -> Sprite:
     return sprite_sheet(data.images[keep].numpy(), keep)
 
 
-def _show_projections(results, key: str, colour: str) -> None:
+def _show_projections(results, key: str, colour: str, mark: int | None = None) -> None:
     picked, split = st.session_state[f"{key}.shown"]
     runs = models_with_data()
     panels, frames = [], []
@@ -293,6 +309,14 @@ def _show_projections(results, key: str, colour: str) -> None:
                                           "memorized": ["clean", "relabelled"]},
                          color_discrete_sequence=px.colors.qualitative.T10 if colour == "class" else ["#9aa5b8", "#e4572e"])
         fig.update_traces(marker_size=4 if colour == "class" else 5)
+        if mark is not None and (hit := np.flatnonzero(res.indices == mark)).size:
+            j = int(hit[0])
+            fig.add_trace(go.Scatter(
+                x=[proj.coords[j, 0]], y=[proj.coords[j, 1]], mode="markers+text", name=f"#{mark}",
+                text=[f"#{mark}"], textposition="top center", customdata=[[mark]], hoverinfo="skip",
+                marker=dict(symbol="star", size=18, color="#ffd23f", line=dict(color="#1b1b1b", width=1.5))))
+        elif mark is not None:
+            st.caption(f"Example #{mark} is not among the {len(res.indices):,} projected: press Project again.")
         fig.update_layout(margin=dict(l=0, r=0, t=36, b=0),
                           legend_title_text=colour, font_family="Source Sans Pro, sans-serif")
         predicted = [lm.classes[int(v)] for v in res.predictions]
