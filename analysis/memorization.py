@@ -275,6 +275,13 @@ class _Masks:
             h.remove()
 
 
+def _noise_scale(xb: torch.Tensor, noise: float) -> torch.Tensor:
+    """(k,) the standard deviation of the noise on each group's example: ‖noise‖ = noise·‖x_B‖ over
+    its whole batch (k, B, C, H, W), as the paper's code draws it, shared out over the batch's rows
+    (E‖z‖² = B·D for a standard normal z of the batch's shape)."""
+    return noise * xb.flatten(1).norm(dim=1) / math.sqrt(xb[0].numel())
+
+
 def _example_batch(n: int, t: int, size: int, seed: int) -> torch.Tensor:
     """Example t first, then size − 1 other training examples drawn for t alone."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + t)
@@ -326,12 +333,24 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
     xb = torch.stack([_float(images[batches[g]], device) for g in live])         # (k, B, C, H, W)
     yb = torch.stack([labels[batches[g]] for g in live]).to(device)              # (k, B)
     gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + int(examples[g]) + 7) for g in live]
-    # ‖noise‖ = noise·‖x_B‖ over the batch; row t's share of it, with ‖z‖² ≈ |B|·D
-    scale = config.noise * xb.flatten(2).norm(dim=(1, 2)) / math.sqrt(xb[0].numel())   # (k,)
+    scale = _noise_scale(xb, config.noise)                                       # (k,)
     masks = [torch.ones(len(live), u, device=device) for u in units]
     hooks = _Masks([m for _, m in layers], masks)
     offsets = np.cumsum([0, *units])
     base_acc = None
+
+    def rest_accuracy(rows: list[int]) -> torch.Tensor:
+        """Accuracy on the rest of the batch of live examples `rows`, with their neurons removed."""
+        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        saved = list(masks)
+        for li in range(len(masks)):
+            masks[li] = saved[li][idx]
+        try:
+            with torch.no_grad():
+                logits = model(xb[idx].flatten(0, 1))
+        finally:
+            masks[:] = saved
+        return (logits.argmax(1).view(len(rows), b)[:, 1:] == yb[idx][:, 1:]).float().mean(1)
 
     def leave(done: list[int]) -> None:
         nonlocal xb, yb, scale, base_acc, gens, live
@@ -351,6 +370,10 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
             with torch.no_grad():
                 probs = torch.softmax(model(noisy_t.flatten(0, 1)), 1).view(k, config.n_eot, -1).mean(1)
             flipped = torch.nonzero(probs.argmax(1) != yb[:, 0]).flatten().tolist()
+            if flipped and base_acc is not None:         # what the rest of the batch lost, the last neuron included
+                lost = (base_acc[flipped] - rest_accuracy(flipped)).cpu()
+                for j, i in enumerate(flipped):
+                    out["acc_drop"][live[i]] = float(lost[j])
             for i in flipped:
                 out["flipped"][live[i]], out["stopped"][live[i]] = True, "flipped"
             if flipped:

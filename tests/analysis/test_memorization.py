@@ -261,3 +261,271 @@ def test_example_tied_dropout_forgets_the_memorized_examples_when_their_neurons_
     assert all(getattr(m, "mode", "test") == "test" for m in model.modules())
     with pytest.raises(InvalidInputError, match="no example-tied dropout"):
         tied_dropout_accuracies(_cnn(), {})
+
+
+# --- references for the details: every parameter, every mode, every stopping rule ---------------
+
+def _tied_mlp(seed=3):
+    spec = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(32, 20),
+                    p_gen=0.5, p_mem=0.3)
+    return build_model(spec, seed=seed)
+
+
+def test_layer_groups_of_nested_and_top_level_parameters():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+            self.block = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
+            self.fc = torch.nn.Linear(2, 3)
+
+    assert layer_groups(Net()) == {"": ["scale"], "block.0.0": ["block.0.0.weight", "block.0.0.bias"],
+                                   "block.0.1": ["block.0.1.weight", "block.0.1.bias"], "fc": ["fc.weight", "fc.bias"]}
+
+
+def test_split_gradients_passes_the_example_ids_to_example_tied_dropout():
+    from models.architectures import example_ids
+
+    model = _tied_mlp().train()
+    x, y, noisy = _batch()
+    params = list(model.parameters())
+    for ids in (torch.arange(300, 324), None):                   # None: the batch's positions
+        gc, gn = split_gradients(model, x, y, noisy, ids)
+        with example_ids(model, torch.arange(len(y)) if ids is None else ids):
+            full = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        for a, b, f in zip(gc, gn, full):
+            assert torch.allclose(a + b, f, atol=1e-6)
+    # an unused parameter (a head that the loss never sees) gets a zero gradient, not an error
+    model.register_parameter("unused", torch.nn.Parameter(torch.ones(3)))
+    at = [n for n, _ in model.named_parameters()].index("unused")
+    gc, gn = split_gradients(model, x, y, noisy)
+    assert gc[at].shape == (3,) and float(gc[at].abs().sum()) == 0 and float(gn[at].abs().sum()) == 0
+
+
+def test_gradient_account_of_a_tied_dropout_model_on_uint8_images_uses_each_examples_index():
+    from models.architectures import example_ids
+
+    model = _tied_mlp()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (40,), generator=g)
+    noisy = torch.rand(40, generator=g) < 0.3
+    seen = []
+    acc = gradient_account(model, x, y, noisy, batch_size=16, progress=lambda f, msg: seen.append((f, msg)))
+    assert seen == [(1 / 3, "batch 1/3"), (2 / 3, "batch 2/3"), (1.0, "batch 3/3")]
+    work = _tied_mlp()
+    work.load_state_dict(model.state_dict())
+    work.train()
+    params = dict(work.named_parameters())
+    sums = {k: [torch.zeros_like(p), torch.zeros_like(p)] for k, p in params.items()}
+    for s in range(0, 40, 16):
+        xb, yb, nb = x[s:s + 16].float() / 255, y[s:s + 16], noisy[s:s + 16]
+        with example_ids(work, torch.arange(s, min(40, s + 16))):       # training-set indices, not positions
+            losses = F.cross_entropy(work(xb), yb, reduction="none")
+        for j, sel in enumerate((~nb, nb)):
+            gs = torch.autograd.grad((losses * sel).sum() / len(yb), list(params.values()), retain_graph=True)
+            for k, gr in zip(params, gs):
+                sums[k][j] += gr
+    for i, (module, names) in enumerate(layer_groups(work).items()):
+        assert acc.groups[i] == module
+        assert acc.clean_norm[i] == pytest.approx(sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel())
+                                                      for n in names), rel=1e-5)
+        assert acc.noisy_norm[i] == pytest.approx(sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel())
+                                                      for n in names), rel=1e-5)
+
+
+def test_accuracy_and_rewinding_refuse_or_flag_what_is_not_there():
+    model = _cnn().eval()
+    x, y, _ = _batch()
+    assert math.isnan(accuracy(model, x[:0], y[:0]))
+    with torch.no_grad():
+        assert accuracy(model, x, y) == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
+    state = model.state_dict()
+    early = {k: v for k, v in state.items() if k != "fc1.weight"}
+    with pytest.raises(InvalidInputError, match="not in both"):
+        rewound(state, early, ["fc1.weight"])                            # missing from the early one only
+    with pytest.raises(InvalidInputError, match="not in both"):
+        rewound(early, state, ["fc1.weight"])                            # missing from the final one only
+
+
+@pytest.mark.parametrize("bad", [dict(lr=0), dict(max_epochs=0), dict(patience=0), dict(batch_size=0)])
+def test_retrain_config_refuses_each_bad_value(bad):
+    RetrainConfig(lr=1e-9, max_epochs=1, patience=1, batch_size=1)      # the smallest valid values
+    with pytest.raises(InvalidInputError, match="need lr > 0"):
+        RetrainConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(batch_size=1), dict(n_eot=0), dict(noise=-0.1), dict(max_steps=0),
+                                 dict(group_size=0), dict(max_acc_drop=0), dict(max_acc_drop=1.5)])
+def test_flip_config_refuses_each_bad_value(bad):
+    FlipConfig(batch_size=2, n_eot=1, noise=0, max_steps=1, group_size=1, max_acc_drop=1.0)   # the edges are valid
+    with pytest.raises(InvalidInputError, match="need batch_size|max_acc_drop"):
+        FlipConfig(**bad)
+
+
+def _reference_retrain(model, initial, names, x, y, noisy, cfg):
+    """Plain SGD written out (momentum, weight decay as PyTorch defines them) with a triangle
+    schedule from np.interp, on the clean examples in the same shuffled order."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(initial[n])
+    xf = x.float() / 255
+    clean, bad = torch.nonzero(~noisy).flatten(), torch.nonzero(noisy).flatten()
+    total = math.ceil(len(clean) / cfg.batch_size) * cfg.max_epochs
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bufs, step, streak, train_acc, noisy_acc = {}, 0, 0, [], []
+    for _ in range(cfg.max_epochs):
+        order = clean[torch.randperm(len(clean), generator=gen)]
+        correct = 0
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            logits = m(xf[idx])
+            grads = torch.autograd.grad(F.cross_entropy(logits, y[idx]), [params[n] for n in names])
+            lr = cfg.lr * float(np.interp(step + 1, [0, (total + 1) / 2, total + 1], [0, 1, 0]))
+            with torch.no_grad():
+                for n, gr in zip(names, grads):
+                    d = gr + cfg.weight_decay * params[n]
+                    bufs[n] = d.clone() if n not in bufs else cfg.momentum * bufs[n] + d
+                    params[n] -= lr * bufs[n]
+            step += 1
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        train_acc.append(correct / len(order))
+        with torch.no_grad():
+            noisy_acc.append(float((m(xf[bad]).argmax(1) == y[bad]).float().mean()))
+        streak = streak + 1 if train_acc[-1] == 1.0 else 0
+        if streak >= cfg.patience:
+            break
+    return m.state_dict(), train_acc, noisy_acc
+
+
+@pytest.mark.parametrize("group,cfg", [("fc2", RetrainConfig(max_epochs=3, batch_size=256, lr=0.02)),
+                                       ("out", RetrainConfig(max_epochs=30, patience=2, batch_size=512, lr=0.5))])
+def test_retraining_against_sgd_written_out(noisy_run, group, cfg):
+    rec, data, load = noisy_run
+    init_state, _ = load(0)
+    _, model = load(100)
+    x, y, noisy = data.train.images, data.train.labels, data.noise_mask
+    names = layer_groups(model)[group]
+    ref_state, ref_train, ref_noisy = _reference_retrain(model, init_state, names, x, y, noisy, cfg)
+    seen = []
+    res = retrain_group(model, init_state, group, x, y, noisy, cfg, progress=lambda f, msg: seen.append((f, msg)))
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, ref_state[k], atol=2e-5), k
+    assert res.group == group and res.epochs == len(ref_train)
+    assert res.train_acc.tolist() == ref_train and res.noisy_acc.tolist() == pytest.approx(ref_noisy)
+    assert [f for f, _ in seen] == [(e + 1) / cfg.max_epochs for e in range(res.epochs)]
+    assert seen[-1][1] == f"epoch {res.epochs}: clean train {ref_train[-1]:.1%} · noisy {ref_noisy[-1]:.1%}"
+    if group == "out":                                                   # stopped early: at 1 for `patience` epochs
+        assert res.epochs < cfg.max_epochs and ref_train[-cfg.patience:] == [1.0] * cfg.patience
+
+
+def _reference_flip_full(model, x, y, batch, max_steps, max_acc_drop):
+    """_reference_flip with the accuracy cap: (neurons, how it stopped, rest-of-batch accuracy lost)."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    layers = [mod for _, mod in neuron_layers(m)]
+    xb, yb = x[batch], y[batch]
+
+    def rest_acc():
+        with torch.no_grad():
+            return float((m(xb[1:]).argmax(1) == yb[1:]).float().mean())
+
+    base, removed = rest_acc(), []
+    for step in range(max_steps + 1):
+        with torch.no_grad():
+            if m(xb[:1]).argmax(1).item() != yb[0].item():
+                return removed, "flipped", base - rest_acc()
+        drop = base - rest_acc()
+        if step == max_steps:
+            return removed, "cap", drop
+        if drop > max_acc_drop:
+            return removed, "accuracy", drop
+        losses = F.cross_entropy(m(xb), yb, reduction="none")
+        objective = (losses[1:].sum() - len(yb) * losses[0]) / len(yb)
+        best, where = -math.inf, None
+        for li, layer in enumerate(layers):
+            gw, gb = torch.autograd.grad(objective, [layer.weight, layer.bias], retain_graph=True)
+            score = ((layer.weight * gw).flatten(1).sum(1) + layer.bias * gb).detach()
+            for u in range(len(score)):
+                if (li, u) not in removed and float(score[u]) > best:
+                    best, where = float(score[u]), (li, u)
+        with torch.no_grad():
+            layers[where[0]].weight[where[1]] = 0
+            layers[where[0]].bias[where[1]] = 0
+        removed.append(where)
+
+
+@pytest.mark.parametrize("max_acc_drop", [1.0, 0.05])
+def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_drop):
+    model = _cnn(seed=2).eval()
+    g = torch.Generator().manual_seed(1)
+    x8 = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8, generator=g)
+    x = x8.float() / 255
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10                                           # some rest-of-batch examples wrong already
+    examples = [1, 2, 4, 5, 7]
+    cfg = FlipConfig(batch_size=100, n_eot=1, noise=0.0, max_steps=6, max_acc_drop=max_acc_drop, group_size=2)
+    seen = []
+    res = flip_neurons(model, x8, y, examples, cfg, progress=lambda f, msg: seen.append((f, msg)))
+    assert res.layers == ["conv1", "conv2", "fc1"] and res.examples.tolist() == examples
+    assert seen == [(2 / 5, "2/5 examples"), (4 / 5, "4/5 examples"), (1.0, "5/5 examples")]
+    for i, t in enumerate(examples):
+        assert sorted(res.batches[i].tolist()) == list(range(30)) and res.batches[i][0] == t   # the whole set, t first
+        ref, stopped, drop = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps,
+                                                  max_acc_drop)
+        assert (res.neurons[i], res.stopped[i]) == (ref, stopped), t
+        assert res.batch_acc_drop[i] == pytest.approx(drop, abs=1e-6)
+        assert res.flipped.dtype == bool and res.n_neurons[i] == len(ref)
+    assert set(res.stopped) >= ({"accuracy"} if max_acc_drop < 1 else {"flipped"})
+
+
+def test_flip_noise_is_the_examples_share_of_a_batch_noise_of_the_given_norm():
+    from analysis.memorization import _noise_scale
+
+    g = torch.Generator().manual_seed(0)
+    xb = torch.rand(3, 16, 1, 8, 8, generator=g)                         # (k groups, B, C, H, W)
+    scale = _noise_scale(xb, 0.01)
+    # the same scale on every row of the batch gives E‖noise‖² = B·D·scale² = (0.01·‖x_B‖)²
+    expected = 0.01 * xb.flatten(1).norm(dim=1) / math.sqrt(16 * 64)
+    assert torch.allclose(scale, expected)
+
+
+def test_tied_dropout_accuracies_against_each_mode_written_here():
+    model = _tied_mlp().eval()
+    layer = model.tied_dropout
+    c, n_gen, p_gen, p_mem = layer.channels, layer.n_gen, 0.5, 0.3
+    assert n_gen == 10
+    with torch.no_grad():                    # make the memorization units matter to the prediction
+        model.out.weight[:, n_gen:] *= 30
+    g = torch.Generator().manual_seed(5)
+    x8 = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=g)
+    ids = torch.arange(1000, 1060)
+
+    def logits(scale):                       # scale: (N, C) multiplying the layer's input, in place of its forward
+        h = layer.register_forward_hook(lambda mod, inp, out: inp[0] * scale)
+        try:
+            with torch.no_grad():
+                return model(x8.float() / 255)
+        finally:
+            h.remove()
+
+    test = torch.cat([torch.ones(n_gen), torch.full((c - n_gen,), p_mem)]).expand(60, c)
+    drop = torch.cat([torch.full((n_gen,), (p_gen + p_mem) / p_gen), torch.zeros(c - n_gen)]).expand(60, c)
+    own = []
+    for i in ids.tolist():                   # the paper's code: torch.manual_seed(example_id), Bernoulli(p_mem) keep
+        torch.manual_seed(i)
+        own.append(torch.cat([torch.ones(n_gen), (torch.rand(c - n_gen) < p_mem).float()]))
+    y_test, y_drop, y_tied = (logits(s).argmax(1) for s in (test, drop, torch.stack(own)))
+    acc = tied_dropout_accuracies(model, {"test": (x8, y_test, None), "drop": (x8, y_drop, None),
+                                          "tied": (x8, y_tied, ids), "tied labels, no ids": (x8, y_tied, None),
+                                          "empty": (x8[:0], y_test[:0], None)}, batch_size=7)
+    assert acc["kept"]["test"] == 1.0 and acc["dropped"]["drop"] == 1.0 and acc["kept"]["tied"] == 1.0
+    assert acc["kept"]["drop"] < 1.0 and acc["dropped"]["test"] < 1.0 and acc["kept"]["tied labels, no ids"] < 1.0
+    assert math.isnan(acc["kept"]["empty"]) and math.isnan(acc["dropped"]["empty"])
+    assert layer.mode == "test"
