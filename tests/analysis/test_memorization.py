@@ -201,6 +201,7 @@ def test_flipping_batches_differ_and_do_not_depend_on_grouping(noisy_run):
     a = flip_neurons(model, x, y, examples, FlipConfig(batch_size=64, max_steps=20, group_size=6))
     b = flip_neurons(model, x, y, examples, FlipConfig(batch_size=64, max_steps=20, group_size=1))
     assert a.neurons == b.neurons and np.array_equal(a.n_neurons, b.n_neurons)
+    assert np.array_equal(a.batches[:1], flip_neurons(model, x, y, examples[:1], FlipConfig(batch_size=64, max_steps=1)).batches)
     assert (a.batches[:, 0] == examples.numpy()).all()
     for i in range(len(examples)):
         assert len(set(a.batches[i].tolist())) == 64                   # no repeats, the example once
@@ -460,8 +461,8 @@ def _reference_flip_full(model, x, y, batch, max_steps, max_acc_drop):
         removed.append(where)
 
 
-@pytest.mark.parametrize("max_acc_drop", [1.0, 0.05])
-def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_drop):
+@pytest.mark.parametrize("max_acc_drop,group_size,max_steps", [(1.0, 2, 1), (0.05, 5, 6)])
+def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_drop, group_size, max_steps):
     model = _cnn(seed=2).eval()
     g = torch.Generator().manual_seed(1)
     x8 = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8, generator=g)
@@ -470,11 +471,13 @@ def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_dr
         y = model(x).argmax(1)
     y[::3] = (y[::3] + 1) % 10                                           # some rest-of-batch examples wrong already
     examples = [1, 2, 4, 5, 7]
-    cfg = FlipConfig(batch_size=100, n_eot=1, noise=0.0, max_steps=6, max_acc_drop=max_acc_drop, group_size=2)
+    cfg = FlipConfig(batch_size=100, n_eot=1, noise=0.0, max_steps=max_steps, max_acc_drop=max_acc_drop,
+                     group_size=group_size)
     seen = []
     res = flip_neurons(model, x8, y, examples, cfg, progress=lambda f, msg: seen.append((f, msg)))
     assert res.layers == ["conv1", "conv2", "fc1"] and res.examples.tolist() == examples
-    assert seen == [(2 / 5, "2/5 examples"), (4 / 5, "4/5 examples"), (1.0, "5/5 examples")]
+    ends = [min(5, g + group_size) for g in range(0, 5, group_size)]
+    assert seen == [(e / 5, f"{e}/5 examples") for e in ends]
     for i, t in enumerate(examples):
         assert sorted(res.batches[i].tolist()) == list(range(30)) and res.batches[i][0] == t   # the whole set, t first
         ref, stopped, drop = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps,
@@ -482,7 +485,11 @@ def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_dr
         assert (res.neurons[i], res.stopped[i]) == (ref, stopped), t
         assert res.batch_acc_drop[i] == pytest.approx(drop, abs=1e-6)
         assert res.flipped.dtype == bool and res.n_neurons[i] == len(ref)
-    assert set(res.stopped) >= ({"accuracy"} if max_acc_drop < 1 else {"flipped"})
+    assert set(res.stopped) >= ({"accuracy", "flipped"} if max_acc_drop < 1 else {"cap", "flipped"})
+    with pytest.raises(InvalidInputError, match="at least one example"):
+        flip_neurons(model, x8, y, [], cfg)
+    with pytest.raises(InvalidInputError, match="no convolution or linear layer"):
+        flip_neurons(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x8, y, [0], cfg)
 
 
 def test_flip_noise_is_the_examples_share_of_a_batch_noise_of_the_given_norm():
