@@ -141,39 +141,6 @@ def test_retraining_touches_only_the_chosen_layer_and_only_clean_examples(noisy_
         retrain_group(model, init_state, "fc9", x, y, noisy)
 
 
-def _reference_flip(model, x, y, t, batch, max_steps):
-    """The greedy loop with real weights: zero the weights and bias of the unit with the largest
-    Σ θ·∂L/∂θ over its parameters (the classifier excluded), one at a time, until t's prediction
-    (no noise, one copy) leaves y_t."""
-    import copy
-
-    m = copy.deepcopy(model).eval()
-    layers = [mod for _, mod in neuron_layers(m)]
-    xb, yb = x[batch], y[batch]
-    removed = []
-    for _ in range(max_steps + 1):
-        with torch.no_grad():
-            if m(xb[:1]).argmax(1).item() != yb[0].item():
-                return removed, True
-        if len(removed) == max_steps:
-            return removed, False
-        losses = F.cross_entropy(m(xb), yb, reduction="none")
-        b = len(yb)
-        objective = (losses[1:].sum() - b * losses[0]) / b
-        best, where = -math.inf, None
-        for li, layer in enumerate(layers):
-            gw, gb = torch.autograd.grad(objective, [layer.weight, layer.bias], retain_graph=True)
-            score = ((layer.weight * gw).flatten(1).sum(1) + layer.bias * gb).detach()
-            for u in range(len(score)):
-                if (li, u) not in removed and float(score[u]) > best:
-                    best, where = float(score[u]), (li, u)
-        with torch.no_grad():
-            layers[where[0]].weight[where[1]] = 0
-            layers[where[0]].bias[where[1]] = 0
-        removed.append(where)
-    return removed, False
-
-
 def test_flipping_matches_zeroing_real_weights_one_example_at_a_time():
     torch.manual_seed(0)
     spec = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(24, 16))
@@ -186,7 +153,8 @@ def test_flipping_matches_zeroing_real_weights_one_example_at_a_time():
     examples = [0, 5, 7, 11, 30]
     res = flip_neurons(model, x, y, examples, cfg)
     for i, t in enumerate(examples):
-        ref, flipped = _reference_flip(model, x, y, t, torch.from_numpy(res.batches[i]), cfg.max_steps)
+        ref, stopped, _ = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps, 1.0)
+        flipped = stopped == "flipped"
         assert res.neurons[i] == ref and bool(res.flipped[i]) == flipped
         assert res.n_neurons[i] == len(ref) == len(set(ref))            # one new neuron per step
         assert res.stopped[i] == ("flipped" if flipped else "cap")
@@ -425,7 +393,10 @@ def test_retraining_against_sgd_written_out(noisy_run, group, cfg):
 
 
 def _reference_flip_full(model, x, y, batch, max_steps, max_acc_drop):
-    """_reference_flip with the accuracy cap: (neurons, how it stopped, rest-of-batch accuracy lost)."""
+    """The greedy loop with real weights: zero the weights and bias of the unit with the largest
+    Σ θ·∂L/∂θ over its parameters (the classifier excluded), one at a time, until the prediction for
+    the batch's first example (no noise, one copy) leaves its label, the cap, or the rest of the batch
+    lost more than `max_acc_drop`. (neurons, how it stopped, rest-of-batch accuracy lost)."""
     import copy
 
     m = copy.deepcopy(model).eval()
