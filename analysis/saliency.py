@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import in_chunks
+from analysis.evaluation import Progress, _no_progress, in_chunks
 from analysis.summary import predict_proba
 from models.errors import InvalidInputError
 
@@ -71,14 +71,14 @@ class SaliencyResult:
 
 
 def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                     config: SaliencyConfig) -> SaliencyResult:
+                     config: SaliencyConfig, progress: Progress = _no_progress) -> SaliencyResult:
     """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]."""
     start = time.perf_counter()
     model.eval()
     probs = predict_proba(model, x, config.batch_size)
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
-    attr = attribute(model, x, target, config)
+    attr = attribute(model, x, target, config, progress)
     delta = _ig_delta(model, x, target, attr, config) if config.method == "integrated_gradients" else None
     return SaliencyResult(attributions=attr.numpy(), predictions=pred.numpy(),
                           confidences=probs.max(1).values.numpy(), targets=target.numpy(), config=config,
@@ -95,14 +95,17 @@ def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes
     return torch.full_like(pred, int(target))
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:
-    """Attributions in chunks; `target` (N,) is the class each image's map explains."""
+def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
+              progress: Progress = _no_progress) -> torch.Tensor:
+    """Attributions in chunks; `target` (N,) is the class each image's map explains. `progress`
+    hears after each chunk."""
     model.eval()
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
         _conv_layer(model, config.layer)
     out = in_chunks(len(x), config.batch_size, lambda start, stop: fn(
-        model, x[start:stop].to(device), target[start:stop].to(device), config, start).detach().cpu())
+        model, x[start:stop].to(device), target[start:stop].to(device), config, start).detach().cpu(),
+        progress, "images")
     return torch.cat(out)
 
 

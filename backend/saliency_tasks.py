@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
-from analysis.saliency import SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
+from analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
 from analysis.summary import predict_proba
 from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
 from backend.jobs import JobContext, ModelRef, job_kind
@@ -86,9 +86,11 @@ def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
     idx = torch.tensor(cfg.indices, dtype=torch.long)
     x, y = data.x(idx), data.labels[idx]
     out = []
+    n = len(cfg.methods)
     for i, m in enumerate(cfg.methods):
-        ctx.progress(i / len(cfg.methods), f"{m.method} on {len(idx)} images")
-        out.append(compute_saliency(lm.model, x, y, m))
+        ctx.progress(i / n, f"{m.method} on {len(idx)} images")
+        out.append(compute_saliency(lm.model, x, y, m, lambda f, msg, i=i, m=m: ctx.progress(
+            (i + f) / n, f"{METHOD_LABELS[m.method]} ({i + 1}/{n}): {msg}")))
     return out
 
 
