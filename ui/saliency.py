@@ -9,15 +9,25 @@ import pandas as pd
 import streamlit as st
 
 from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layers
+from analysis.visualization import SIGNS
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, from_url, model_select, run_model, to_url, training_split
+from ui.common import (
+    cached_data,
+    eligible_runs,
+    from_url,
+    model_select,
+    run_model,
+    to_url,
+    training_split,
+)
 from ui.figures import CONFIG
 from ui.jobs import job_panel, predictions, submit
-from ui.saliency_figs import map_grid, reduce_map
+from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
+SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}
 
 
 def pick_models(key: str) -> list[LoadedModel]:
@@ -76,6 +86,16 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
                                 batch_size=int(batch)) for m in methods)
 
 
+def stratified(idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`idx` reordered class by class in turn (the first of each class, then the second of each, ...),
+    so that a page of a data set stored sorted by class shows a mix of classes."""
+    lab = labels[idx]
+    rank = np.zeros(len(idx), dtype=np.int64)
+    for c in np.unique(lab):
+        rank[lab == c] = np.arange(int((lab == c).sum()))
+    return idx[np.lexsort((lab, rank))]
+
+
 def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
     """(split, indices): test or training images by class, correctness, confidence, relabelling or
     explicit indices, paged. A link can name them (?split=train&idx=3,17)."""
@@ -115,7 +135,7 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
         keep &= np.isin(labels, classes)
     if which != "all":
         keep &= (pred == labels) if which == "correct" else (pred != labels)
-    idx = np.flatnonzero(keep)
+    idx = stratified(np.flatnonzero(keep), labels)
     if typed:
         try:
             idx = np.array([int(t) for t in typed.replace(" ", "").split(",") if t])
@@ -131,24 +151,42 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
     return split, tuple(int(i) for i in idx[(page - 1) * int(per_page): page * int(per_page)])
 
 
+def display_form(key: str) -> Display:
+    """Captum's visualize_image_attr options, and which normalization they amount to."""
+    c = st.columns([2, 2, 1, 1, 2])
+    sign = c[0].radio("Sign", SIGNS, horizontal=True, key=f"{key}.sign", format_func=SIGN_LABELS.get,
+                      help="absolute: how much a pixel matters; positive/negative: the pixels that raise/lower the "
+                           "explained class's score; all: both, on a red-white-green scale")
+    mode = c[1].radio("Show", ["blended", "heat map"], horizontal=True, key=f"{key}.mode",
+                      format_func={"blended": "blended over the image", "heat map": "heat map beside it"}.get)
+    alpha = c[2].slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}.opacity", disabled=mode != "blended")
+    perc = c[3].number_input("Clip top %", 0.0, 50.0, 2.0, 0.5, key=f"{key}.perc",
+                             help="Captum's outlier_perc: the colour range ends where the sorted |attributions| "
+                                  "reach (100 − this)% of their total")
+    shared = c[4].radio("Colour range", ["per map", "shared"], horizontal=True, key=f"{key}.shared") == "shared"
+    d = Display(sign=sign, mode=mode, alpha=float(alpha), outlier_perc=float(perc), shared=shared)
+    st.caption(f"Normalization ({'one range for every map shown' if shared else 'each map on its own, as Captum does'}): "
+               f"channels summed, {SIGN_LABELS[sign].lower()} kept, divided by the value below which "
+               f"{100 - perc:g}% of the |attribution| mass lies, clipped to "
+               f"{'[−1, 1]' if sign == 'all' else '[0, 1]'}. Colour bars are in attribution units.")
+    return d
+
+
 def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
     lm = models[0]
     split, indices = image_picker(lm, key)
     methods = method_form(lm, key)
-    c = st.columns(3)
-    opacity = c[0].slider("Map opacity", 0.0, 1.0, 0.7, key=f"{key}.opacity")
-    signed = c[1].radio("Values", ["absolute", "signed"], horizontal=True, key=f"{key}.signed") == "signed"
-    shared = c[2].radio("Colour range", ["per image", "shared"], horizontal=True, key=f"{key}.shared") == "shared"
+    d = display_form(key)
     if not indices or not methods:
         st.info("Choose at least one image and one method.")
         return
     refs = [ref(m) for m in models]
     submit(f"{key}.jobs", [job("saliency", GridConfig(model=r, indices=indices, methods=methods, split=split), (r,),
                                f"saliency maps of {m.name}") for r, m in zip(refs, models)])
-    job_panel(f"{key}.jobs", lambda results: _draw_grid(models, split, indices, results, signed, opacity, shared, key))
+    job_panel(f"{key}.jobs", lambda results: _draw_grid(models, split, indices, results, d, key))
 
 
-def _draw_grid(models, split, indices, results, signed, opacity, shared, key) -> None:
+def _draw_grid(models, split, indices, results, d: Display, key) -> None:
     lm = models[0]
     if split == "train":
         ts = training_split(lm)
@@ -157,31 +195,62 @@ def _draw_grid(models, split, indices, results, signed, opacity, shared, key) ->
         data = cached_data(lm.data, "test")
         trained = data.labels.numpy()
     images = data.x(list(indices)).numpy()
-    cols = [METHOD_LABELS[r.config.method] for r in results[0]]
-    maps, titles, bases, table = [], [], [], []
+    tags = [chr(ord("A") + i) for i in range(len(models))] if len(models) > 1 else [""]
+    methods = [METHOD_LABELS[r.config.method] for r in results[0]]
+    cols = [f"{t} · {m}" if t else m for t in tags for m in methods]
+    cells, titles, table = [], [], []
     for i, idx in enumerate(indices):
-        for m, res in zip(models, results):
+        true = int(data.labels[idx])
+        head = f"#{idx} · true {lm.classes[true]}"
+        if int(trained[idx]) != true:
+            head += f" · trained as {lm.classes[int(trained[idx])]}"
+        preds = []
+        for t, m, res in zip(tags, models, results):
             first = res[0]
-            name = f"{m.name[:18]} · " if len(models) > 1 else ""
-            true = int(data.labels[idx])
-            flipped = f" · trained as {lm.classes[int(trained[idx])]}" if int(trained[idx]) != true else ""
-            titles.append(f"{name}#{idx} true {lm.classes[true]} · pred {lm.classes[first.predictions[i]]} "
-                          f"{first.confidences[i]:.0%}{flipped}")
-            maps.append([reduce_map(r.attributions[i], signed) for r in res])
-            bases.append(images[i])
+            preds.append(f"{t + ': ' if t else ''}pred {lm.classes[first.predictions[i]]} {first.confidences[i]:.0%}")
             table.append({"model": m.name, "split": split, "index": idx, "true": lm.classes[true],
-                          "trained as": lm.classes[int(trained[idx])],
-                          "predicted": lm.classes[first.predictions[i]], "confidence": float(first.confidences[i])})
-    fig = map_grid(np.stack(bases), maps, titles, cols, signed, opacity, shared)
+                          "trained as": lm.classes[int(trained[idx])], "predicted": lm.classes[first.predictions[i]],
+                          "confidence": float(first.confidences[i])})
+        titles.append(head + "<br>" + " · ".join(preds))
+        cells.append([r.attributions[i] for res in results for r in res])
+    if len(models) > 1:
+        common, own = what_differs([m.name for m in models])
+        st.markdown("  \n".join(f"**{t}** = {m.name}" + (f" — differs in: {', '.join(o)}" if o else "")
+                                 for t, m, o in zip(tags, models, own)) + (f"  \nShared: {' · '.join(common)}" if common else ""))
+    fig = attribution_grid(images, cells, titles, cols, d)
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid")
     for r in results[0]:
         if r.delta is not None:
             st.caption(f"Integrated Gradients completeness error |Σ attr − (f(x) − f(baseline))|: "
                        f"max {np.abs(r.delta).max():.2e} (more steps make it smaller).")
+    about = {"models": "; ".join(f"{t + '=' if t else ''}{m.name} ({m.run_id}, epoch {m.epoch})" for t, m in zip(tags, models)),
+             "methods": "; ".join(f"{METHOD_LABELS[r.config.method]} ({_params(r.config)})" for r in results[0]),
+             "images": f"{split} {', '.join(map(str, indices))}", "display": d.describe()}
+    plain = [t.replace("<br>", "\n") for t in titles]
     buf = io.BytesIO()
     np.savez(buf, indices=np.array(indices), **{f"{m.run_id}__{r.config.method}": r.attributions
                                                 for m, res in zip(models, results) for r in res})
-    c = st.columns(2)
-    c[0].download_button("Attributions (.npz)", buf.getvalue(), "attributions.npz", key=f"{key}.npz")
-    c[1].download_button("Predictions (.csv)", pd.DataFrame(table).to_csv(index=False), "predictions.csv",
+    c = st.columns(4)
+    c[0].download_button("Grid (.png)", lambda: grid_file(images, cells, plain, cols, d, about, "png"),
+                         "saliency_grid.png", mime="image/png", key=f"{key}.png")
+    c[1].download_button("Grid (.pdf)", lambda: grid_file(images, cells, plain, cols, d, about, "pdf"),
+                         "saliency_grid.pdf", mime="application/pdf", key=f"{key}.pdf")
+    c[2].download_button("Attributions (.npz)", buf.getvalue(), "attributions.npz", key=f"{key}.npz")
+    c[3].download_button("Predictions (.csv)", pd.DataFrame(table).to_csv(index=False), "predictions.csv",
                          key=f"{key}.csv")
+
+
+def _params(cfg: SaliencyConfig) -> str:
+    """The settings that shape this method's maps."""
+    parts = [f"target {cfg.target}"]
+    if cfg.method in ("integrated_gradients", "deeplift"):
+        parts.append(f"baseline {cfg.baseline}")
+    if cfg.method == "integrated_gradients":
+        parts.append(f"{cfg.n_steps} steps")
+    if cfg.method in ("smoothgrad", "vargrad"):
+        parts.append(f"σ {cfg.noise_level:g}, {cfg.n_samples} samples")
+    if cfg.method == "occlusion":
+        parts.append(f"window {cfg.window}, stride {cfg.stride}")
+    if cfg.method == "gradcam":
+        parts.append(f"layer {cfg.layer}")
+    return ", ".join(parts)

@@ -3,11 +3,14 @@ randomization strips."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.saliency import METHOD_LABELS
+from analysis.visualization import COLOURS, normalized, signed_map, threshold
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -112,3 +115,128 @@ def rank_corr_curves(results) -> go.Figure:
                                                           range=[-0.3, 1.05]),
                       height=380, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The Maps tab's grid: the image first, then each model's maps, normalized as Captum does
+
+def what_differs(labels: list[str], sep: str = " · ") -> tuple[list[str], list[list[str]]]:
+    """(the " · "-separated parts every label has, each label's other parts): a legend that names
+    what differs between models."""
+    parts = [label.split(sep) for label in labels]
+    common = [p for p in parts[0] if all(p in q for q in parts[1:])] if parts else []
+    return common, [[p for p in q if p not in common] for q in parts]
+
+
+@dataclass(frozen=True)
+class Display:
+    sign: str = "absolute_value"     # analysis.visualization.SIGNS
+    mode: str = "blended"            # "blended" over the image in grey, or "heat map" alone (beside the image)
+    alpha: float = 0.5               # the heat map's opacity when blended (Captum's alpha_overlay)
+    outlier_perc: float = 2.0        # Captum's default
+    shared: bool = False             # one colour range for every map shown, else one per map
+
+    def describe(self) -> str:
+        return (f"{self.sign.replace('_', ' ')} · {self.mode}" + (f" α {self.alpha:g}" if self.mode == "blended" else "")
+                + f" · top {self.outlier_perc:g}% clipped · {'shared' if self.shared else 'per-map'} colour range")
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, 3) uint8."""
+    img = np.repeat(image, 3, 0) if image.shape[0] == 1 else image
+    return (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+
+
+def display_values(cells: list[list[np.ndarray]], d: Display) -> tuple[list[list[np.ndarray]], list[list[float]]]:
+    """Each cell's (H, W) map in Captum's display range and the |attribution| its range ends at."""
+    signed = [[signed_map(a, d.sign) for a in row] for row in cells]
+    shared = threshold([m for row in signed for m in row], d.outlier_perc) if d.shared else None
+    limits = [[shared if d.shared else threshold([m], d.outlier_perc) for m in row] for row in signed]
+    return ([[normalized(m, lim, d.sign) for m, lim in zip(row, lrow)] for row, lrow in zip(signed, limits)],
+            limits)
+
+
+def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str],
+                     col_titles: list[str], d: Display, cell: int = 190) -> go.Figure:
+    """Rows are images: the image itself, then one map per column (cells[r][c] is a (C, H, W)
+    attribution, Grad-CAM's (1, H, W)). Colour bars are labelled in attribution units."""
+    values, limits = display_values(cells, d)
+    rows, cols = len(cells), len(col_titles) + 1
+    titles = [t for r in range(rows) for t in [image_titles[r], *(col_titles if r == 0 else [""] * (cols - 1))]]
+    per_map = not d.shared
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05 if per_map else 0.012,
+                        vertical_spacing=min(0.3 / max(rows, 1), 0.08) if rows > 1 else 0)
+    scale = COLOURS[d.sign]
+    lo = -1 if d.sign == "all" else 0
+    for r in range(rows):
+        fig.add_trace(go.Image(z=_rgb(images[r]), hoverinfo="skip"), r + 1, 1)
+        base = gray(images[r])
+        for c in range(cols - 1):
+            v, lim = values[r][c], limits[r][c]
+            if d.mode == "blended" and v.shape == base.shape:
+                fig.add_trace(go.Heatmap(z=base, colorscale="gray", showscale=False, hoverinfo="skip", zmin=0, zmax=1),
+                              r + 1, c + 2)
+            sub = fig.get_subplot(r + 1, c + 2)
+            bar = dict(thickness=8, len=(sub.yaxis.domain[1] - sub.yaxis.domain[0]) * 0.9, y=sum(sub.yaxis.domain) / 2,
+                       x=sub.xaxis.domain[1] + 0.003, xanchor="left", yanchor="middle", tickfont=dict(size=9),
+                       tickvals=[lo, 0, 1] if lo else [0, 1],
+                       ticktext=[f"{-lim:.2g}", "0", f"{lim:.2g}"] if lo else ["0", f"{lim:.2g}"])
+            fig.add_trace(go.Heatmap(
+                z=v, colorscale=scale, zmin=lo, zmax=1, opacity=d.alpha if d.mode == "blended" else 1.0,
+                showscale=per_map or (r == 0 and c == cols - 2),
+                colorbar=bar if per_map else dict(thickness=12, len=0.6, tickvals=bar["tickvals"], ticktext=bar["ticktext"],
+                                                  title=dict(text="attribution", side="right")),
+                hovertemplate="%{z:.2f} of the range<extra></extra>"), r + 1, c + 2)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
+    for i in range(1, rows * cols + 1):
+        fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
+    h, w = images.shape[-2:]
+    fig.update_layout(height=max(260, int(rows * (cell * h / w + 40)) + 40), margin=dict(l=0, r=40, t=40, b=0),
+                      plot_bgcolor="white")
+    fig.for_each_annotation(lambda a: a.update(font_size=13))
+    return fig
+
+
+def grid_file(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str], col_titles: list[str],
+              d: Display, about: dict[str, str], fmt: str) -> bytes:
+    """The same grid drawn with matplotlib as a PNG or PDF, Captum's colour maps, with `about` (model,
+    method, parameters) written under the title and into the file's metadata."""
+    import io
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.figure import Figure
+
+    values, limits = display_values(cells, d)
+    rows, cols = len(cells), len(col_titles) + 1
+    cmap = (LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"]) if d.sign == "all"
+            else COLOURS[d.sign])
+    lo = -1 if d.sign == "all" else 0
+    fig = Figure(figsize=(2.1 * cols, 2.3 * rows + 0.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        axes[r][0].imshow(_rgb(images[r]), interpolation="nearest")
+        axes[r][0].set_title(image_titles[r], fontsize=8)
+        for c in range(cols - 1):
+            ax = axes[r][c + 1]
+            if d.mode == "blended" and values[r][c].shape == images[r].shape[1:]:
+                ax.imshow(gray(images[r]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            im = ax.imshow(values[r][c], cmap=cmap, vmin=lo, vmax=1, interpolation="nearest",
+                           alpha=d.alpha if d.mode == "blended" else 1.0)
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, ticks=[lo, 1])
+            bar.ax.set_yticklabels([f"{lo * limits[r][c]:.2g}", f"{limits[r][c]:.2g}"], fontsize=6)
+            if r == 0:
+                ax.set_title(col_titles[c], fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    text = " · ".join(f"{k}: {v}" for k, v in about.items())
+    fig.suptitle("Lenscape saliency maps\n" + text, fontsize=7, wrap=True)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    meta = ({"Title": "Lenscape saliency maps", "Subject": text, "Keywords": json.dumps(about)} if fmt == "pdf"
+            else {"Title": "Lenscape saliency maps", "Description": json.dumps(about)})
+    fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
+    return buf.getvalue()

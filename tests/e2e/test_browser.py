@@ -150,6 +150,15 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
     _snap(page, shots, "saliency-maps")
+    assert page.get_by_text("Deploy", exact=True).count() == 0               # client.toolbarMode = minimal
+    for name, magic in (("Grid (.png)", b"\x89PNG"), ("Grid (.pdf)", b"%PDF")):
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name=name).click()
+        assert Path(download.value.path()).read_bytes().startswith(magic)
+    page.get_by_text("All", exact=True).first.click()                        # sign: all, red-white-green
+    page.get_by_text("heat map beside it").click()
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=60_000)
+    _snap(page, shots, "saliency-maps-signed")
     page.get_by_role("tab", name="Randomization check").click()
     page.get_by_role("button", name="Run the randomization check").click()
     page.get_by_text("Map strips").wait_for(timeout=120_000)

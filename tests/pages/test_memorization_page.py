@@ -80,7 +80,7 @@ def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trai
     for k, v in {"model": rec["run_id"], "open": "Maps", "split": "train", "idx": str(pick)}.items():
         sal.query_params[k] = v
     sal.run()
-    run_until(sal, lambda a: len(a.get("download_button")) == 2)
+    run_until(sal, lambda a: len(a.get("download_button")) == 4)
     assert not sal.exception and not sal.error
     (job_id,) = sal.session_state["sal.browse.jobs"]
     first = backend().result(job_id)[0]

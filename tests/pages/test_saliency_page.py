@@ -16,10 +16,11 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
     at = AppTest.from_file(SALIENCY, default_timeout=60).run()
     at.multiselect(key="sal.browse.methods").set_value(["gradient", "gradcam", "occlusion"]).run()
     assert any("Grad-CAM does not apply" in w.value for w in at.warning)
-    run_until(at, lambda a: len(a.get("download_button")) == 2)
+    run_until(at, lambda a: len(a.get("download_button")) == 4)
     assert len(at.get("plotly_chart")) == 1
     assert not at.exception and not at.error
-    assert [b.label for b in at.get("download_button")] == ["Attributions (.npz)", "Predictions (.csv)"]
+    assert [b.label for b in at.get("download_button")] == ["Grid (.png)", "Grid (.pdf)", "Attributions (.npz)",
+                                                           "Predictions (.csv)"]
 
 
 def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):

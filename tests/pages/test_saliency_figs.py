@@ -1,0 +1,51 @@
+"""The Maps grid: the image first, Captum's normalization per map or shared, colour bars in
+attribution units, and PNG/PDF files that say what they show."""
+
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+from analysis.visualization import threshold
+from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
+
+
+def _cells():
+    g = np.random.default_rng(0)
+    images = g.random((2, 3, 6, 6))
+    cells = [[g.normal(size=(3, 6, 6)), 10 * g.normal(size=(3, 6, 6))] for _ in range(2)]
+    return images, cells
+
+
+def test_grid_rows_start_with_the_image_and_bars_are_in_attribution_units():
+    images, cells = _cells()
+    fig = attribution_grid(images, cells, ["#0 · true cat", "#1 · true dog"], ["Gradient", "IG"], Display())
+    assert isinstance(fig.data[0], go.Image) and fig.data[0].z.shape == (6, 6, 3)
+    maps = [t for t in fig.data if isinstance(t, go.Heatmap) and t.colorscale[0][1] != "rgb(0, 0, 0)" and t.showscale]
+    assert len(maps) == 4                                               # a colour bar per map
+    lim = threshold([np.abs(cells[0][1].sum(0))], 2)
+    assert maps[1].colorbar.ticktext == ("0", f"{lim:.2g}")             # IG's own range, from Captum's rule
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:3] == ["#0 · true cat", "Gradient", "IG"] and "#1 · true dog" in titles
+
+    shared = attribution_grid(images, cells, ["a", "b"], ["Gradient", "IG"], Display(sign="all", shared=True))
+    bars = [t for t in shared.data if isinstance(t, go.Heatmap) and t.showscale]
+    assert len(bars) == 1 and bars[0].zmin == -1
+    top = threshold([c.sum(0) for row in cells for c in row], 2)
+    assert bars[0].colorbar.ticktext == (f"{-top:.2g}", "0", f"{top:.2g}")
+
+
+def test_png_and_pdf_name_the_model_method_and_parameters():
+    images, cells = _cells()
+    about = {"models": "CNN seed 0 (run-1, epoch 3)", "methods": "Gradient (target predicted)", "images": "test 0, 1"}
+    png = grid_file(images, cells, ["a", "b"], ["Gradient", "IG"], Display(), about, "png")
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and "run-1, epoch 3" in img.info["Description"]
+    pdf = grid_file(images, cells, ["a", "b"], ["Gradient", "IG"], Display(mode="heat map"), about, "pdf")
+    assert pdf.startswith(b"%PDF") and b"Lenscape saliency maps" in pdf
+
+
+def test_what_differs_between_model_names():
+    common, own = what_differs(["Digits · MLP 256 · seed 0", "Digits · MLP 256 · seed 1 · PGD"])
+    assert common == ["Digits", "MLP 256"] and own == [["seed 0"], ["seed 1", "PGD"]]
