@@ -29,32 +29,23 @@ def home() -> None:
          ("Loss landscape", "What does the loss look like around the trained weights?", "Li et al. 2018")],
         columns=["View", "Question", "Paper"]).set_index("View"))
 
+    st.subheader("Workspace")
+    spec = st.session_state.get(DATA_KEY)
+    st.markdown(f"**Data set:** {spec.label if spec else 'none chosen yet (the Models page picks one)'}")
+    runs = model_options()
+    if runs:
+        current = st.session_state.get(MODEL_KEY)
+        st.dataframe(pd.DataFrame([workspace_row(r, r["run_id"] == current) for r in runs.values()]),
+                     hide_index=True, width="stretch",
+                     column_config={"test acc": st.column_config.NumberColumn(format="percent"),
+                                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    else:
+        st.info("No models yet. Go to **Models** to train one in a few seconds on the built-in digits data.")
     left, right = st.columns(2)
     with left:
-        st.subheader("Workspace")
-        spec = st.session_state.get(DATA_KEY)
-        st.markdown(f"**Data set:** {spec.label if spec else 'none chosen yet (the Models page picks one)'}")
-        runs = model_options()
-        if runs:
-            current = st.session_state.get(MODEL_KEY)
-            rows = [{"": "▶" if rid == current else "", "model": r["name"], "source": r.get("source", ""),
-                     "epochs": len(r.get("metrics", [])),
-                     "test acc": f"{r['metrics'][-1]['test_acc']:.1%}" if r.get("metrics") else "—"}
-                    for rid, r in runs.items()]
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        else:
-            st.info("No models yet. Go to **Models** to train one in a few seconds on the built-in digits data.")
-        st.page_link("pages/1_Models.py", label="Models: train or import", icon=":material/arrow_forward:")
-        st.page_link("pages/2_Saliency.py", label="Saliency: maps and whether to trust them",
-                     icon=":material/arrow_forward:")
-        st.page_link("pages/3_Level_sets.py", label="Level sets: walk inside a confidence level set",
-                     icon=":material/arrow_forward:")
-        st.page_link("pages/4_Memorization.py", label="Memorization: where mislabeled examples are memorized",
-                     icon=":material/arrow_forward:")
-        st.page_link("pages/5_Similarity.py", label="Similarity: CKA, CCA and projections",
-                     icon=":material/arrow_forward:")
-        st.page_link("pages/6_Loss_landscape.py", label="Loss landscape: surfaces, interpolation, trajectory",
-                     icon=":material/arrow_forward:")
+        st.subheader("Go to")
+        for page, label in VIEWS:
+            st.page_link(page, label=label, icon=":material/arrow_forward:")
     with right:
         st.subheader("Compute")
         info = describe_device(backend().device)
@@ -62,6 +53,27 @@ def home() -> None:
                     (f", {info['memory_gb']} GiB" if info["memory_gb"] else ""))
         st.caption(f"Data root: `{data_root()}` (set `LENSCAPE_DATA` to change it). "
                    f"Workspace: `{home_dir()}` (set `LENSCAPE_HOME`).")
+
+
+VIEWS = [("pages/1_Models.py", "Models: train or import"),
+         ("pages/2_Saliency.py", "Saliency: maps and whether to trust them"),
+         ("pages/3_Level_sets.py", "Level sets: walk inside a confidence level set"),
+         ("pages/4_Memorization.py", "Memorization: where mislabeled examples are memorized"),
+         ("pages/5_Similarity.py", "Similarity: CKA, CCA and projections"),
+         ("pages/6_Loss_landscape.py", "Loss landscape: surfaces, interpolation, trajectory")]
+
+
+def workspace_row(r: dict, current: bool) -> dict:
+    """One model of the workspace, every column: what it is, how it was made, how good it is."""
+    metrics = r.get("metrics") or []
+    arch = r.get("arch") or {}
+    cfg = r.get("config") or {}
+    return {"": "▶" if current else "", "model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
+            "architecture": arch.get("name", "—"), "source": r.get("source", ""), "epochs": len(metrics),
+            "test acc": metrics[-1].get("test_acc") if metrics else r.get("test_acc"),
+            "label noise": cfg.get("label_noise") or 0.0, "adversarial": "PGD" if cfg.get("adversarial") else "",
+            "seed": r.get("seed"), "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
+            "run id": r["run_id"]}
 
 
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),

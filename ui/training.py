@@ -32,12 +32,16 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
     choice = st.selectbox("Recipe", [*presets, "custom"], key=f"{key}.preset",
                           format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}")
     base = replace(presets.get(choice, TrainConfig()), data=spec)
-    with st.form(f"{key}.form"):
+    # not a form: the fields that apply follow the choices (widths for an MLP, PGD settings when
+    # adversarial training is on, p_gen/p_mem with tied dropout)
+    with st.container(border=True):
         c = st.columns(4)
         arch = c[0].selectbox("Architecture", list(ARCH_LABELS), list(ARCH_LABELS).index(base.arch),
                               format_func=ARCH_LABELS.get, key=f"{key}.arch.{choice}")
-        widths = c[1].text_input("MLP widths", ", ".join(map(str, base.widths)), key=f"{key}.widths.{choice}")
-        batchnorm = c[2].checkbox("CNN with BatchNorm", base.batchnorm, key=f"{key}.bn.{choice}")
+        widths = (c[1].text_input("MLP widths", ", ".join(map(str, base.widths)), key=f"{key}.widths.{choice}",
+                                  help="Hidden layer widths, e.g. 256, 256") if arch == "mlp" else "")
+        batchnorm = (c[1].checkbox("With BatchNorm", base.batchnorm, key=f"{key}.bn.{choice}") if arch == "cnn"
+                     else base.batchnorm)
         seeds = c[3].text_input("Seeds (e.g. 0 or 0-4)", str(base.seed), key=f"{key}.seeds.{choice}")
         c = st.columns(5)
         epochs = c[0].number_input("Epochs", 1, 500, base.epochs, key=f"{key}.epochs.{choice}")
@@ -50,21 +54,27 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
                             help="Fraction of training labels changed to another class (Maini et al.).")
         adv = c[1].checkbox("Adversarial training (PGD)", base.adversarial is not None, key=f"{key}.adv.{choice}")
         pgd = base.adversarial or PGDConfig()
-        norm = c[2].selectbox("PGD norm", ["l2", "linf"], ["l2", "linf"].index(pgd.norm), key=f"{key}.norm.{choice}")
-        c2 = c[3].columns(2)
-        eps = c2[0].number_input("ε", 0.001, 10.0, pgd.eps, format="%.3f", key=f"{key}.eps.{choice}")
-        steps = c2[1].number_input("Steps", 1, 50, pgd.steps, key=f"{key}.steps.{choice}")
+        norm, eps, steps = pgd.norm, pgd.eps, pgd.steps
+        if adv:
+            norm = c[2].selectbox("PGD norm", ["l2", "linf"], ["l2", "linf"].index(pgd.norm), key=f"{key}.norm.{choice}")
+            c2 = c[3].columns(2)
+            eps = c2[0].number_input("ε", 0.001, 10.0, pgd.eps, format="%.3f", key=f"{key}.eps.{choice}")
+            steps = c2[1].number_input("Steps", 1, 50, pgd.steps, key=f"{key}.steps.{choice}")
         c = st.columns(3)
         tied = c[0].checkbox("Example-tied dropout", base.p_gen > 0, key=f"{key}.tied.{choice}",
                              help="Maini et al.: a share of channels always on, the rest tied to each example.")
-        p_gen = c[1].number_input("p_gen", 0.01, 0.99, base.p_gen or 0.5, key=f"{key}.pgen.{choice}")
-        p_mem = c[2].number_input("p_mem", 0.01, 1.0, base.p_mem or 0.2, key=f"{key}.pmem.{choice}")
-        submitted = st.form_submit_button("Train", type="primary", key=f"{key}.run")
+        p_gen, p_mem = base.p_gen or 0.5, base.p_mem or 0.2
+        if tied:
+            p_gen = c[1].number_input("p_gen", 0.01, 0.99, p_gen, key=f"{key}.pgen.{choice}",
+                                      help="Share of channels always on (generalization)")
+            p_mem = c[2].number_input("p_mem", 0.01, 1.0, p_mem, key=f"{key}.pmem.{choice}",
+                                      help="Chance each example keeps each remaining (memorization) channel")
+        submitted = st.button("Train", type="primary", key=f"{key}.run")
     if not submitted:
         return None
 
     def build() -> tuple[TrainConfig, list[int]]:
-        cfg = replace(base, arch=arch, widths=parse_widths(widths), batchnorm=batchnorm, epochs=int(epochs),
+        cfg = replace(base, arch=arch, widths=parse_widths(widths) if arch == "mlp" else base.widths, batchnorm=batchnorm, epochs=int(epochs),
                       batch_size=int(batch), lr=float(lr), schedule=schedule, train_subset=int(subset),
                       label_noise=float(noise), p_gen=float(p_gen) if tied else 0.0,
                       p_mem=float(p_mem) if tied else 0.0,

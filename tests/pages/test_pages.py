@@ -149,3 +149,27 @@ def test_an_image_folder_is_decoded_by_a_job_not_on_the_page(tmp_path):
     assert not at.exception and not at.error
     at.run()
     assert not any("decoded once" in i.value for i in at.info)      # decoded: later loads are quick
+
+
+def test_the_training_form_shows_only_the_fields_that_apply():
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at.selectbox(key="models.train.preset").set_value("digits-mlp").run()
+    labels = lambda: {w.label for w in [*at.text_input, *at.number_input, *at.selectbox, *at.checkbox]}  # noqa: E731
+    assert "MLP widths" in labels() and not {"With BatchNorm", "PGD norm", "ε", "p_gen", "p_mem"} & labels()
+    at.checkbox(key="models.train.adv.digits-mlp").check().run()
+    assert {"PGD norm", "ε", "Steps"} <= labels()
+    at.checkbox(key="models.train.tied.digits-mlp").check().run()
+    assert {"p_gen", "p_mem"} <= labels()
+    at.selectbox(key="models.train.arch.digits-mlp").set_value("cnn").run()
+    assert "With BatchNorm" in labels() and "MLP widths" not in labels()
+    assert not at.exception
+
+
+def test_home_lists_every_model_with_its_test_accuracy(trained_run):
+    (rec,) = trained_run("digits-mlp", epochs=2)
+    at = AppTest.from_file(ROOT_APP, default_timeout=60).run()
+    table = at.dataframe[0].value
+    assert {"model", "data set", "architecture", "epochs", "test acc", "label noise", "seed", "created"} <= set(table.columns)
+    row = table.iloc[0]
+    assert row["test acc"] == rec["metrics"][-1]["test_acc"] and 0.5 < row["test acc"] <= 1 and row["epochs"] == 2
+    assert not at.exception
