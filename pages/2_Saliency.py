@@ -29,19 +29,15 @@ with st.expander("What am I looking at?"):
         "rank in every map, original or randomized, so the rank correlation stays high. Read such a method's "
         "curve against its baselines, or choose a non-black baseline.")
 
-models = pick_models("sal")
+# only the open tab runs; the BlockMNIST check picks its own models (trained on BlockMNIST)
 browse_tab, block_tab, roar_tab, rand_tab = page_tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
 if block_tab.open:
     with block_tab:
         blockmnist_check()
-if not models:
-    st.stop()
-if browse_tab.open:
-    with browse_tab:
-        browse(models)
-if roar_tab.open:
-    with roar_tab:
-        diffroar(models[0])
-if rand_tab.open:
-    with rand_tab:
-        randomization(models[0])
+for tab, draw, compare in ((browse_tab, browse, True), (roar_tab, lambda ms: diffroar(ms[0]), False),
+                           (rand_tab, lambda ms: randomization(ms[0]), False)):
+    if tab.open:
+        with tab:
+            models = pick_models("sal", compare)   # only the maps compare models side by side
+            if models:
+                draw(models)

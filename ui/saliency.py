@@ -30,13 +30,15 @@ DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}
 
 
-def pick_models(key: str) -> list[LoadedModel]:
+def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
     """The primary model (the workspace's current one by default) plus any to compare with it:
     only models with the same data set can share a grid."""
     primary = model_select(f"{key}.primary", empty="No models with a data set yet: train one on the **Models** "
                                                     "page (a digits MLP takes seconds).")
     if primary is None:
         return []
+    if not compare:
+        return [primary]
     same = {r: rec for r, rec in eligible_runs(data=primary.record["data"]).items() if r != primary.run_id}
     others = st.multiselect("Compare with (same data set)", list(same), key=f"{key}.others",
                             format_func=lambda r: same[r]["name"],

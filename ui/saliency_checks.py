@@ -34,7 +34,9 @@ def blockmnist_check(key: str = "sal.block") -> None:
         if st.button("Train", key=f"{key}.train"):
             submit(f"{key}.train_jobs", [j for name in chosen for j in train_jobs(preset(name, data=spec), [0])],
                    keep_replaced=True)
-        job_panel(f"{key}.train_jobs", lambda recs: st.success(f"Trained {len(recs)} models."))
+    # outside the expander, which closes once models exist: the progress and the outcome stay in view
+    job_panel(f"{key}.train_jobs", lambda recs: st.success(
+        f"Trained {len(recs)} models: {', '.join(r['name'] for r in recs)}. They are picked below."))
     models = models_select(f"{key}.models", "Models", default=4, data=spec) if runs else []
     if not runs:
         st.info(f"No models trained on {spec.label} yet.")

@@ -175,6 +175,8 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     page.get_by_role("tab", name="BlockMNIST check").click()
     page.get_by_role("button", name="Compute null mass").click()
     page.get_by_text("Example maps").wait_for(timeout=120_000)
+    assert page.get_by_text("Trained 2 models").is_visible()            # the outcome stays in view
+    assert page.get_by_text("Compare with (same data set)").count() == 0  # no picker that does not apply here
     _snap(page, shots, "saliency-blockmnist")
 
 

@@ -27,6 +27,7 @@ def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
     trained_run("blockmnist-mlp"); trained_run("blockmnist-mlp-robust")
     at = open_tab(AppTest.from_file(SALIENCY, default_timeout=120).run(), "BlockMNIST check")
     assert len(at.multiselect(key="sal.block.models").value) == 2
+    assert not [w for w in [*at.selectbox, *at.multiselect] if w.key.startswith("sal.primary") or w.key == "sal.others"]
     at.button(key="sal.block.run").click().run()
     run_until(at, lambda a: len(a.dataframe) > 0, timeout=180)
     table = at.dataframe[0].value
