@@ -47,9 +47,15 @@ def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
 
 
 def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_METHODS,
-                allow_target: bool = True) -> tuple[SaliencyConfig, ...]:
-    methods = st.multiselect("Methods", METHODS, list(default), key=f"{key}.methods",
+                allow_target: bool = True, url: bool = False) -> tuple[SaliencyConfig, ...]:
+    """The methods and their settings; with `url`, the chosen methods live in the address bar."""
+    if url:
+        from_url("methods", f"{key}.methods", lambda v: [m for m in v.split(",") if m in METHODS])
+    picked = st.session_state.get(f"{key}.methods")
+    methods = st.multiselect("Methods", METHODS, None if picked is not None else list(default), key=f"{key}.methods",
                              format_func=METHOD_LABELS.get)
+    if url:
+        to_url("methods", f"{key}.methods", ",".join(methods) if list(methods) != list(default) else None)
     target = "predicted"
     if allow_target:
         c = st.columns([2, 1])
@@ -154,7 +160,10 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
 
 
 def display_form(key: str) -> Display:
-    """Captum's visualize_image_attr options, and which normalization they amount to."""
+    """Captum's visualize_image_attr options, and which normalization they amount to (the sign and
+    the mode are in the address bar)."""
+    from_url("sign", f"{key}.sign")
+    from_url("show", f"{key}.mode")
     c = st.columns([2, 2, 1, 1, 2])
     sign = c[0].radio("Sign", SIGNS, horizontal=True, key=f"{key}.sign", format_func=SIGN_LABELS.get,
                       help="absolute: how much a pixel matters; positive/negative: the pixels that raise/lower the "
@@ -166,6 +175,8 @@ def display_form(key: str) -> Display:
                              help="Captum's outlier_perc: the colour range ends where the sorted |attributions| "
                                   "reach (100 − this)% of their total")
     shared = c[4].radio("Colour range", ["per map", "shared"], horizontal=True, key=f"{key}.shared") == "shared"
+    to_url("sign", f"{key}.sign", None if sign == SIGNS[0] else sign)
+    to_url("show", f"{key}.mode", None if mode == "blended" else mode)
     d = Display(sign=sign, mode=mode, alpha=float(alpha), outlier_perc=float(perc), shared=shared)
     st.caption(f"Normalization ({'one range for every map shown' if shared else 'each map on its own, as Captum does'}): "
                f"channels summed, {SIGN_LABELS[sign].lower()} kept, divided by the value below which "
@@ -177,7 +188,7 @@ def display_form(key: str) -> Display:
 def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
     lm = models[0]
     split, indices = image_picker(lm, key)
-    methods = method_form(lm, key)
+    methods = method_form(lm, key, url=True)
     d = display_form(key)
     if not indices or not methods:
         st.info("Choose at least one image and one method.")

@@ -50,3 +50,22 @@ def test_randomization_check_judges_against_measured_baselines_in_both_orders(tr
         verdicts = " ".join(x.value for x in [*at.warning, *at.success])
         assert "different* images" in verdicts and "two random networks" in verdicts
         assert not at.exception and not at.error
+
+
+def test_the_maps_state_lives_in_the_address_bar(trained_run):
+    (rec,) = trained_run("digits-mlp", epochs=2)
+    at = AppTest.from_file(SALIENCY, default_timeout=60)
+    for k, v in {"model": rec["run_id"], "tab": "Maps", "methods": "gradient,occlusion", "idx": "3,5",
+                 "sign": "all", "show": "heat map"}.items():
+        at.query_params[k] = v
+    at.run()
+    run_until(at, lambda a: len(a.get("download_button")) == 4)
+    assert at.multiselect(key="sal.browse.methods").value == ["gradient", "occlusion"]
+    assert at.text_input(key="sal.browse.idx").value == "3,5"
+    assert at.radio(key="sal.browse.sign").value == "all" and at.radio(key="sal.browse.mode").value == "heat map"
+    assert not at.exception and not at.warning
+    # changing a setting changes the link; defaults leave it out
+    at.radio(key="sal.browse.sign").set_value("positive").run()
+    at.multiselect(key="sal.browse.methods").set_value(list(("gradient", "integrated_gradients", "smoothgrad"))).run()
+    assert at.query_params["sign"] == "positive" and "methods" not in at.query_params
+    assert at.query_params["idx"] == "3,5" and at.query_params["model"] == rec["run_id"]
