@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from models.data import DataSpec
-from ui.common import DATA_KEY, cached_data, run_safely, show_data_set
+from ui.common import DATA_KEY, cached_data, from_url, run_safely, show_data_set, to_url
 from ui.figures import CONFIG, image_grid
 
 NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
@@ -17,8 +17,10 @@ def data_picker(key: str = "data") -> DataSpec | None:
     """Widgets → DataSpec (stored as the workspace data set), or None with an error shown."""
     current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
     names = list(NAMES)
-    name = st.selectbox("Data set", names, index=names.index(current.name), format_func=NAMES.get,
-                        key=f"{key}.name")
+    from_url("data", f"{key}.name", lambda v: names[names.index(v)])      # ValueError: not a data set
+    name = st.selectbox("Data set", names, format_func=NAMES.get, key=f"{key}.name",
+                        index=None if f"{key}.name" in st.session_state else names.index(current.name))
+    to_url("data", f"{key}.name", name)          # the address bar names the data set: a link reopens it
     opts: dict = {}
     if name == "blockmnist":
         c = st.columns(4)

@@ -173,3 +173,16 @@ def test_home_lists_every_model_with_its_test_accuracy(trained_run):
     row = table.iloc[0]
     assert row["test acc"] == rec["metrics"][-1]["test_acc"] and 0.5 < row["test acc"] <= 1 and row["epochs"] == 2
     assert not at.exception
+
+
+def test_the_data_set_lives_in_the_address_bar():
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60)
+    at.query_params["data"] = "blockmnist"
+    at.run()
+    assert at.selectbox(key="models.data.name").value == "blockmnist" and not at.exception and not at.warning
+    at.selectbox(key="models.data.name").set_value("digits").run()
+    assert at.query_params["data"] == "digits"
+    bad = AppTest.from_file(MODELS_PAGE, default_timeout=60)
+    bad.query_params["data"] = "imagenet-21k"
+    bad.run()
+    assert any("not understood" in w.value for w in bad.warning) and not bad.exception
