@@ -15,12 +15,14 @@ NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNI
 
 def data_picker(key: str = "data") -> DataSpec | None:
     """Widgets → DataSpec (stored as the workspace data set), or None with an error shown."""
-    current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
     names = list(NAMES)
-    from_url("data", f"{key}.name", lambda v: names[names.index(v)])      # ValueError: not a data set
-    name = st.selectbox("Data set", names, format_func=NAMES.get, key=f"{key}.name",
-                        index=None if f"{key}.name" in st.session_state else names.index(current.name))
-    to_url("data", f"{key}.name", name)          # the address bar names the data set: a link reopens it
+    # a link names the data set (?data=mnist): it becomes the workspace's, which the picker starts from
+    if from_url("data", DATA_KEY, lambda v: DataSpec(name=names[names.index(v)])):   # ValueError: not one
+        st.session_state.pop(f"{key}.name", None)
+    current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
+    name = st.selectbox("Data set", names, index=names.index(current.name), format_func=NAMES.get,
+                        key=f"{key}.name")
+    to_url("data", DATA_KEY, name)               # the address bar names the data set: a link reopens it
     opts: dict = {}
     if name == "blockmnist":
         c = st.columns(4)
