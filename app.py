@@ -6,7 +6,6 @@ from models.paths import data_root, home_dir
 from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, page_setup
 
 
-
 def home() -> None:
     page_setup("Home")
     st.title("Lenscape")
@@ -60,7 +59,8 @@ VIEWS = [("pages/1_Models.py", "Models: train or import"),
          ("pages/3_Level_sets.py", "Level sets: walk inside a confidence level set"),
          ("pages/4_Memorization.py", "Memorization: where mislabeled examples are memorized"),
          ("pages/5_Similarity.py", "Similarity: CKA, CCA and projections"),
-         ("pages/6_Loss_landscape.py", "Loss landscape: surfaces, interpolation, trajectory")]
+         ("pages/6_Loss_landscape.py", "Loss landscape: surfaces, interpolation, trajectory"),
+         ("pages/7_Runs.py", "Runs: every model and result, bundles to share")]
 
 
 def workspace_row(r: dict, current: bool) -> dict:
@@ -82,5 +82,6 @@ nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default
                      st.Page("pages/3_Level_sets.py", title="Level sets", icon=":material/conversion_path:"),
                      st.Page("pages/4_Memorization.py", title="Memorization", icon=":material/psychology:"),
                      st.Page("pages/5_Similarity.py", title="Similarity", icon=":material/compare:"),
-                     st.Page("pages/6_Loss_landscape.py", title="Loss landscape", icon=":material/landscape:")])
+                     st.Page("pages/6_Loss_landscape.py", title="Loss landscape", icon=":material/landscape:"),
+                     st.Page("pages/7_Runs.py", title="Runs", icon=":material/history:")])
 nav.run()

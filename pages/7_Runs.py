@@ -1,0 +1,23 @@
+import streamlit as st
+
+from ui.common import page_setup
+from ui.runs import import_section, models_section, results_section
+
+page_setup("Runs")
+st.title("Runs")
+st.markdown("Everything this workspace holds: the models with their training curves, and every stored result "
+            "with what computed it, on which device, in how long. Reopen a result in its view, tag and filter, "
+            "delete what you no longer need, or export a result as a reproducibility bundle that another Lenscape "
+            "imports and reopens.")
+with st.expander("What is in a bundle?"):
+    st.markdown("- `manifest.json`: the job's kind, settings, model fingerprints, data selection, seeds (the models' "
+                "recipes), library versions, device, when and how long, and the result's checksum\n"
+                "- `result.npz`: the result itself, as stored\n"
+                "- each model's `run.json` and checkpoint (safetensors)\n\n"
+                "Importing checks the checksum and the weights' fingerprints before writing anything.")
+st.subheader("Models")
+models_section()
+st.subheader("Results")
+results_section()
+st.subheader("Import")
+import_section()

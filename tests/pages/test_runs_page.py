@@ -1,0 +1,64 @@
+"""The Runs page over a real workspace: models and results listed, filters, tags, overlaid curves,
+reopen links, a bundle exported and imported again, and deletion."""
+
+import json
+
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import ROOT_APP, run_until
+
+from analysis.saliency import SaliencyConfig
+from backend.jobs import job, ref
+from backend.saliency_tasks import GridConfig
+from models.zoo import list_runs, load_model
+
+
+def _select(at: AppTest, key: str, rows: list[int]) -> AppTest:
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    return at.run()
+
+
+def _open(runs_page=True) -> AppTest:
+    at = AppTest.from_file(ROOT_APP, default_timeout=60)
+    at.switch_page("pages/7_Runs.py")
+    return at.run()
+
+
+def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_run, runner, wait_for_job):
+    recs = trained_run("digits-mlp", seeds=(0, 1), epochs=2)
+    lm = load_model(recs[0]["run_id"])
+    r = ref(lm)
+    job_id = runner.submit(job("saliency", GridConfig(model=r, indices=(2, 7), methods=(
+        SaliencyConfig(method="gradient"),)), (r,), "saliency maps of seed 0"))
+    wait_for_job(job_id)
+    at = _open()
+    assert not at.exception, at.exception
+    models, results = at.dataframe[0].value, at.dataframe[1].value
+    assert sorted(models["run id"]) == sorted(x["run_id"] for x in recs) and models["test acc"].between(0.5, 1).all()
+    assert sorted(results["kind"]) == ["saliency", "train", "train"]          # the trainings are results too
+    row = list(results["job id"]).index(job_id)
+    assert "seed 0 @ 2" in results["models"][row] and results["status"][row] == "DONE"
+    at.text_input(key="runs.models.text").set_value("seed 1").run()
+    assert list(at.dataframe[0].value["run id"]) == [recs[1]["run_id"]]
+    at.text_input(key="runs.models.text").set_value("").run()
+
+    _select(at, "runs.models.table", [0, 1])
+    assert len(at.get("plotly_chart")) == 1                             # the two runs' curves, overlaid
+    at.text_input(key="runs.models.newtags").set_value("baseline, demo").run()
+    at.button(key="runs.models.tagit").click().run()
+    assert set(at.dataframe[0].value["tags"]) == {"baseline, demo"}
+
+    at.multiselect(key="runs.results.kinds").set_value(["saliency"]).run()
+    assert list(at.dataframe[1].value["job id"]) == [job_id]
+    _select(at, "runs.results.table", [0])
+    (link,) = [e.proto for e in at.get("page_link") if e.proto.label == "Reopen in its view"]
+    assert link.page.endswith("Saliency") and "idx=2%2C7" in link.query_string and "methods=gradient" in link.query_string
+    assert [b.label for b in at.get("download_button")] == ["Reproducibility bundle (.zip)"]
+
+    at.checkbox(key="runs.results.sure").check().run()
+    at.button(key="runs.results.delete").click().run()
+    assert runner.store.get(job_id) is None
+    _select(at, "runs.models.table", [1])
+    at.checkbox(key="runs.models.sure").check().run()
+    at.button(key="runs.models.delete").click().run()
+    assert len(list_runs()) == 1 and not at.exception

@@ -1,0 +1,272 @@
+"""The Runs page: every model and every stored result of the workspace, with filters, tags,
+multi-delete, training curves overlaid, reopening a result in its view, and reproducibility
+bundles (backend/bundles.py) to export and import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from backend.bundles import export_bundle, import_bundle
+from models.checkpoints import read_json, write_json
+from models.errors import InvalidInputError
+from models.paths import home_dir, runs_dir
+from models.zoo import delete_run, list_runs
+from ui.common import backend, run_safely
+from ui.figures import CONFIG
+
+# kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
+# same job again
+VIEWS = {"saliency": ("pages/2_Saliency.py", "Maps"), "null_mass": ("pages/2_Saliency.py", "BlockMNIST check"),
+         "diffroar": ("pages/2_Saliency.py", "DiffROAR"), "randomization": ("pages/2_Saliency.py", "Randomization check"),
+         "level_set_traversal": ("pages/3_Level_sets.py", None),
+         "memorization_overview": ("pages/4_Memorization.py", "Overview"),
+         "memorization_gradients": ("pages/4_Memorization.py", "Gradients"),
+         "memorization_rewinding": ("pages/4_Memorization.py", "Rewinding"),
+         "memorization_retraining": ("pages/4_Memorization.py", "Retraining"),
+         "memorization_flipping": ("pages/4_Memorization.py", "Neuron flipping"),
+         "memorization_tied_dropout": ("pages/4_Memorization.py", "Tied dropout"),
+         "layer_similarity": ("pages/5_Similarity.py", "Layers × layers"),
+         "seed_similarity": ("pages/5_Similarity.py", "Seeds (N × N)"),
+         "convergence": ("pages/5_Similarity.py", "Over training"), "all_metrics": ("pages/5_Similarity.py", "All metrics"),
+         "projection": ("pages/5_Similarity.py", "Projection"),
+         "landscape_surface": ("pages/6_Loss_landscape.py", "Random directions"),
+         "landscape_interpolation": ("pages/6_Loss_landscape.py", "Interpolation"),
+         "landscape_trajectory": ("pages/6_Loss_landscape.py", "Trajectory"),
+         "landscape_hessian": ("pages/6_Loss_landscape.py", "Curvature"),
+         "landscape_convexity": ("pages/6_Loss_landscape.py", "Curvature"),
+         "train": ("pages/1_Models.py", "Workspace models"), "model_summary": ("pages/1_Models.py", "Workspace models")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags: {model run id or job id: [tag, ...]} in the workspace
+
+def _tags_file() -> Path:
+    return home_dir() / "tags.json"
+
+
+def load_tags() -> dict[str, list[str]]:
+    path = _tags_file()
+    return read_json(path) if path.exists() else {}
+
+
+def add_tags(ids: list[str], text: str) -> None:
+    tags = load_tags()
+    new = [t.strip() for t in text.split(",") if t.strip()]
+    for i in ids:
+        tags[i] = sorted(set(tags.get(i, [])) | set(new))
+    write_json(_tags_file(), tags)
+
+
+def remove_tags(ids: list[str]) -> None:
+    tags = load_tags()
+    write_json(_tags_file(), {k: v for k, v in tags.items() if k not in ids})
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def model_rows(runs: list[dict], tags: dict[str, list[str]]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        metrics = r.get("metrics") or []
+        cfg = r.get("config") or {}
+        rows.append({"model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
+                     "architecture": (r.get("arch") or {}).get("name", "—"), "source": r.get("source", ""),
+                     "epochs": len(metrics), "test acc": metrics[-1].get("test_acc") if metrics else None,
+                     "label noise": cfg.get("label_noise") or 0.0, "seed": r.get("seed"),
+                     "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
+                     "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
+                     "tags": ", ".join(tags.get(r["run_id"], [])), "run id": r["run_id"]})
+    return pd.DataFrame(rows)
+
+
+def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[str]]) -> pd.DataFrame:
+    store = backend().store
+    rows = []
+    for j in jobs:
+        fps = json.loads(j["fingerprints"] or "[]")
+        path = store.path(j["id"])
+        rows.append({"result": j["label"] or j["kind"], "kind": j["kind"], "status": j["status"],
+                     "models": ", ".join(names.get(fp, f"(gone) {fp}") for fp in fps),
+                     "created": pd.to_datetime(j["created"], unit="s") if j["created"] else None,
+                     "seconds": j["seconds"], "device": j["device"],
+                     "size (KB)": path.stat().st_size / 1024 if path.exists() else 0.0,
+                     "config": (j["config"] or "")[:160], "tags": ", ".join(tags.get(j["id"], [])), "job id": j["id"]})
+    return pd.DataFrame(rows)
+
+
+def _selected(event, frame: pd.DataFrame, column: str) -> list[str]:
+    rows = event.selection.rows if event is not None else []
+    return [frame.iloc[i][column] for i in rows if i < len(frame)]
+
+
+def _filter(frame: pd.DataFrame, text: str, tag: str) -> pd.DataFrame:
+    if text:
+        keep = frame.astype(str).apply(lambda col: col.str.contains(text, case=False, regex=False)).any(axis=1)
+        frame = frame[keep]
+    if tag:
+        frame = frame[frame["tags"].str.split(", ").apply(lambda ts: tag in ts)]
+    return frame.reset_index(drop=True)
+
+
+def models_section(key: str = "runs.models") -> None:
+    runs, tags = list_runs(), load_tags()
+    if not runs:
+        st.info("No models yet: train or import one on the **Models** page.")
+        return
+    frame = model_rows(runs, tags)
+    c = st.columns([3, 2, 2])
+    text = c[0].text_input("Filter models", key=f"{key}.text", placeholder="any text: name, data set, architecture…")
+    all_tags = sorted({t for r in runs for t in tags.get(r["run_id"], [])})
+    tag = c[1].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
+    sets = c[2].multiselect("Data sets", sorted(frame["data set"].unique()), key=f"{key}.data", placeholder="all")
+    shown = _filter(frame, text, tag)
+    if sets:
+        shown = shown[shown["data set"].isin(sets)].reset_index(drop=True)
+    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                         key=f"{key}.table",
+                         column_config={"test acc": st.column_config.NumberColumn(format="percent"),
+                                        "size (MB)": st.column_config.NumberColumn(format="%.2f"),
+                                        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    picked = _selected(event, shown, "run id")
+    st.caption(f"{len(shown)} of {len(frame)} models · select rows to compare their training, tag or delete them")
+    if not picked:
+        return
+    by_id = {r["run_id"]: r for r in runs}
+    curves = [by_id[p] for p in picked if by_id[p].get("metrics")]
+    if curves:
+        st.plotly_chart(overlay_curves(curves), config=CONFIG, key=f"{key}.curves")
+    c = st.columns([3, 1, 2])
+    new = c[0].text_input("Tags for the selected (comma-separated)", key=f"{key}.newtags")
+    if c[1].button("Tag", key=f"{key}.tagit", disabled=not new.strip()):
+        add_tags(picked, new)
+        st.rerun()
+    sure = c[2].checkbox(f"Yes, delete {len(picked)} model{'s' * (len(picked) > 1)} and their checkpoints",
+                         key=f"{key}.sure")
+    if c[2].button("Delete selected models", key=f"{key}.delete", disabled=not sure, type="primary"):
+        for run_id in picked:
+            run_safely(lambda r=run_id: delete_run(r), f"Deleting {run_id}")
+        remove_tags(picked)
+        st.session_state.pop(f"{key}.sure", None)
+        st.rerun()
+
+
+def overlay_curves(runs: list[dict]) -> go.Figure:
+    """Test accuracy (solid) and training loss (dotted) per epoch of several runs on one chart."""
+    fig = go.Figure()
+    for r in runs:
+        epochs = [m["epoch"] for m in r["metrics"]]
+        fig.add_trace(go.Scatter(x=epochs, y=[m.get("test_acc") for m in r["metrics"]], name=f"{r['name']}: test acc",
+                                 mode="lines+markers"))
+        fig.add_trace(go.Scatter(x=epochs, y=[m.get("train_loss") for m in r["metrics"]], name=f"{r['name']}: train loss",
+                                 line=dict(dash="dot"), yaxis="y2"))
+    fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), title="Training curves of the selected models",
+                      xaxis_title="epoch", yaxis=dict(title="test accuracy", tickformat=".0%"),
+                      yaxis2=dict(title="training loss", overlaying="y", side="right"),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def results_section(key: str = "runs.results") -> None:
+    store = backend().store
+    jobs = [j for j in store.list() if j["kind"] not in ("predict", "prepare_data")]
+    runs, tags = list_runs(), load_tags()
+    names = {ck["fingerprint"]: f"{r['name']} @ {ck['epoch']}" for r in runs for ck in r.get("checkpoints", [])}
+    if not jobs:
+        st.info("No stored results yet: every view's computations land here.")
+        return
+    frame = result_rows(jobs, names, tags)
+    c = st.columns([3, 2, 2, 2])
+    text = c[0].text_input("Filter results", key=f"{key}.text", placeholder="any text: label, model, config…")
+    kinds = c[1].multiselect("Kinds", sorted(frame["kind"].unique()), key=f"{key}.kinds", placeholder="all")
+    status = c[2].multiselect("Status", sorted(frame["status"].unique()), key=f"{key}.status", placeholder="all")
+    all_tags = sorted({t for j in jobs for t in tags.get(j["id"], [])})
+    tag = c[3].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
+    shown = _filter(frame, text, tag)
+    if kinds:
+        shown = shown[shown["kind"].isin(kinds)].reset_index(drop=True)
+    if status:
+        shown = shown[shown["status"].isin(status)].reset_index(drop=True)
+    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                         key=f"{key}.table",
+                         column_config={"seconds": st.column_config.NumberColumn(format="%.1f"),
+                                        "size (KB)": st.column_config.NumberColumn(format="%.0f"),
+                                        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    picked = _selected(event, shown, "job id")
+    st.caption(f"{len(shown)} of {len(frame)} results · select one to reopen or export it, several to tag or delete")
+    if not picked:
+        return
+    if len(picked) == 1:
+        job_id = picked[0]
+        row = store.get(job_id)
+        c = st.columns(3)
+        link = reopen_link(row)
+        if link:
+            page, params = link
+            c[0].page_link(page, label="Reopen in its view", icon=":material/open_in_new:", query_params=params)
+        if row["status"] == "DONE":
+            c[1].download_button("Reproducibility bundle (.zip)", lambda: export_bundle(store, job_id),
+                                 f"lenscape_{row['kind']}_{job_id}.zip", mime="application/zip", key=f"{key}.bundle")
+    c = st.columns([3, 1, 2])
+    new = c[0].text_input("Tags for the selected (comma-separated)", key=f"{key}.newtags")
+    if c[1].button("Tag", key=f"{key}.tagit", disabled=not new.strip()):
+        add_tags(picked, new)
+        st.rerun()
+    sure = c[2].checkbox(f"Yes, delete {len(picked)} result{'s' * (len(picked) > 1)}", key=f"{key}.sure")
+    if c[2].button("Delete selected results", key=f"{key}.delete", disabled=not sure, type="primary"):
+        for job_id in picked:
+            store.delete(job_id)
+        remove_tags(picked)
+        st.session_state.pop(f"{key}.sure", None)
+        st.rerun()
+
+
+def reopen_link(row: dict) -> tuple[str, dict] | None:
+    """(page, query parameters) that show a stored result in its view: the page submits the same
+    job and finds it stored. The Maps tab is restored whole (model, images, methods)."""
+    if row["kind"] not in VIEWS:
+        return None
+    page, tab = VIEWS[row["kind"]]
+    cfg = json.loads(row["config"] or "{}")
+    params = {"open": tab} if tab else {}
+    model = cfg.get("model") or (cfg.get("models") or [None])[0]
+    if isinstance(model, dict) and model.get("run_id"):
+        params["model"] = model["run_id"]
+    elif row["kind"] == "train":
+        params = {"open": tab}
+    if row["kind"] == "saliency":
+        params.update(split=cfg.get("split", "test"), idx=",".join(map(str, cfg["indices"])),
+                      methods=",".join(m["method"] for m in cfg["methods"]))
+    return page, params
+
+
+def import_section(key: str = "runs.import") -> None:
+    up = st.file_uploader("Import a reproducibility bundle (.zip)", type=["zip"], key=f"{key}.file",
+                          help="Exported from the Results table of any Lenscape. The weights inside are read as "
+                               "safetensors only, and checked against their fingerprints before anything is written.")
+    if up is None:
+        return
+    done = st.session_state.get(f"{key}.done")
+    if done and done[0] == up.file_id:
+        manifest = done[1]
+    else:
+        try:
+            manifest = import_bundle(backend().store, up.getvalue())
+        except InvalidInputError as exc:
+            st.error(f"Not imported: {exc}")
+            return
+        st.session_state[f"{key}.done"] = (up.file_id, manifest)
+    models = ", ".join(m["name"] for m in manifest["models"])
+    st.success(f"Imported **{manifest['label'] or manifest['kind']}** ({manifest['kind']}, computed on "
+               f"{manifest['device']} in {manifest['seconds'] or 0:.1f} s) with {models or 'no model'}.")
+    link = reopen_link({"kind": manifest["kind"], "config": json.dumps(manifest["config"])})
+    if link:
+        st.page_link(link[0], label="Reopen it in its view", icon=":material/open_in_new:", query_params=link[1])
