@@ -264,6 +264,7 @@ def import_section(key: str = "runs.import") -> None:
             st.error(f"Not imported: {exc}")
             return
         st.session_state[f"{key}.done"] = (up.file_id, manifest)
+        st.rerun()                                  # the tables above list what was imported
     models = ", ".join(m["name"] for m in manifest["models"])
     st.success(f"Imported **{manifest['label'] or manifest['kind']}** ({manifest['kind']}, computed on "
                f"{manifest['device']} in {manifest['seconds'] or 0:.1f} s) with {models or 'no model'}.")

@@ -50,8 +50,14 @@ def seeds() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, seeds):
-    port, home = _free_port(), tmp_path_factory.mktemp("e2e-home")
+def e2e_home(tmp_path_factory) -> Path:
+    """The server's workspace (LENSCAPE_HOME)."""
+    return tmp_path_factory.mktemp("e2e-home")
+
+
+@pytest.fixture(scope="module")
+def server(e2e_home, seeds):
+    port, home = _free_port(), e2e_home
     env = {**os.environ, "LENSCAPE_HOME": str(home)}
     name, epochs, which = PRETRAINED
     subprocess.run([sys.executable, "-m", "models", "train", "--preset", name, "--epochs", str(epochs),
@@ -422,3 +428,31 @@ def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot:
     pg.get_by_role("button", name=button).click()
     pg.get_by_role("button", name=download).wait_for(timeout=300_000)
     _snap(pg, shots, shot)
+
+
+def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server, shots, seeds, e2e_home, tmp_path):
+    """A saliency result exported as a bundle, deleted, imported through the page and reopened."""
+    from backend.bundles import export_bundle
+    from backend.store import ResultStore
+
+    page.goto(f"{server}/Saliency?model={seeds[0]}&idx=1,2")
+    _settle(page)
+    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=120_000)
+    store = ResultStore(e2e_home / "store")
+    job_id = next(j["id"] for j in store.list("saliency") if j["status"] == "DONE" and '"indices": [1, 2]' in j["config"])
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(export_bundle(store, job_id, e2e_home / "runs"))
+    store.delete(job_id)
+    page.goto(f"{server}/Runs")
+    _settle(page)
+    page.get_by_text("Results", exact=True).wait_for()
+    _snap(page, shots, "runs")
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(bundle))
+    page.get_by_text("Imported").wait_for(timeout=60_000)
+    page.get_by_text("No stored results yet").wait_for(state="detached", timeout=30_000)   # listed above now
+    _snap(page, shots, "runs-imported")
+    assert store.get(job_id)["status"] == "DONE"
+    page.get_by_role("link", name="Reopen it in its view").click()
+    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=60_000)   # from the store
+    assert "idx=1%2C2" in page.url or "idx=1,2" in page.url
+    _snap(page, shots, "runs-reopened")

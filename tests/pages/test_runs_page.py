@@ -1,11 +1,10 @@
 """The Runs page over a real workspace: models and results listed, filters, tags, overlaid curves,
 reopen links, a bundle exported and imported again, and deletion."""
 
-import json
 
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT_APP, run_until
+from apphelpers import ROOT_APP
 
 from analysis.saliency import SaliencyConfig
 from backend.jobs import job, ref
@@ -18,7 +17,7 @@ def _select(at: AppTest, key: str, rows: list[int]) -> AppTest:
     return at.run()
 
 
-def _open(runs_page=True) -> AppTest:
+def _open() -> AppTest:
     at = AppTest.from_file(ROOT_APP, default_timeout=60)
     at.switch_page("pages/7_Runs.py")
     return at.run()
