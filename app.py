@@ -4,6 +4,7 @@ import streamlit as st
 from backend.device import describe_device
 from models.paths import data_root, home_dir
 from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, page_setup
+from ui.tour import class_demo
 
 
 def home() -> None:
@@ -15,6 +16,8 @@ def home() -> None:
         "computations run as background jobs with progress bars, and every result is cached, so a second "
         "look is instant."
     )
+
+    class_demo()
 
     st.subheader("What each view answers")
     st.table(pd.DataFrame(

@@ -1,4 +1,5 @@
-"""Headless training: `python -m models train --preset mnist-cnn --seeds 0-4 [--epochs 1]`.
+"""Headless training: `python -m models train --preset mnist-cnn --seeds 0-4 [--epochs 1]`;
+`python -m models warm --preset teaching` prepares the class demo (models and one result per view).
 
 Runs land in the same workspace (LENSCAPE_HOME/runs) as the app's, under the same run ids,
 so the app lists them and does not train them again.
@@ -24,7 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, help="override the preset's epochs")
     train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     sub.add_parser("presets", help="list the presets")
+    warm = sub.add_parser("warm", help="train the class demo's models and compute one result per view ahead")
+    warm.add_argument("--preset", default="teaching", choices=["teaching"])
     args = parser.parse_args(argv)
+    if args.command == "warm":
+        from backend.runner import open_backend
+        from backend.teaching import warm as warm_up
+
+        runner = open_backend()
+        try:
+            warm_up(runner, say=lambda m: print(m, flush=True))
+        finally:
+            runner.shutdown()
+        return 0
     if args.command == "presets":
         for name, cfg in PRESETS.items():
             print(f"{name:32s} {cfg.describe()}")

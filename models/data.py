@@ -376,3 +376,13 @@ def apply_label_noise(labels: torch.Tensor, fraction: float, num_classes: int,
     mask = torch.zeros(n, dtype=torch.bool)
     mask[idx] = True
     return noisy, mask
+
+
+def stratified(idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`idx` reordered class by class in turn (the first of each class, then the second of each, ...),
+    so that a page of a data set stored sorted by class shows a mix of classes."""
+    lab = labels[idx]
+    rank = np.zeros(len(idx), dtype=np.int64)
+    for c in np.unique(lab):
+        rank[lab == c] = np.arange(int((lab == c).sum()))
+    return idx[np.lexsort((lab, rank))]

@@ -12,6 +12,7 @@ from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layer
 from analysis.visualization import SIGNS
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
+from models.data import stratified
 from models.zoo import LoadedModel
 from ui.common import (
     cached_data,
@@ -92,16 +93,6 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
                                 baseline=ig_base, baseline_mean=mean, noise_level=float(noise),
                                 n_samples=int(samples), window=int(window), stride=int(stride),
                                 batch_size=int(batch)) for m in methods)
-
-
-def stratified(idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """`idx` reordered class by class in turn (the first of each class, then the second of each, ...),
-    so that a page of a data set stored sorted by class shows a mix of classes."""
-    lab = labels[idx]
-    rank = np.zeros(len(idx), dtype=np.int64)
-    for c in np.unique(lab):
-        rank[lab == c] = np.arange(int((lab == c).sum()))
-    return idx[np.lexsort((lab, rank))]
 
 
 def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:

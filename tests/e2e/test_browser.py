@@ -456,3 +456,24 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=60_000)   # from the store
     assert "idx=1%2C2" in page.url or "idx=1,2" in page.url
     _snap(page, shots, "runs-reopened")
+
+
+def test_class_demo_from_one_click_to_a_tour_of_every_view(page, server, shots):
+    """Clicks and seconds from Home to the first picture, then every step of the tour."""
+    page.goto(server)
+    _settle(page)
+    start = time.perf_counter()
+    page.get_by_role("button", name="Prepare the class demo").click()
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
+    seconds = time.perf_counter() - start
+    print(f"\nclass demo: 1 click and {seconds:.1f} s from Home to the first saliency maps")
+    _snap(page, shots, "tour-saliency")
+    for label, shot, ready in (("2 · Do two seeds", "tour-similarity", "marks a value that does not beat"),
+                               ("3 · What lies between", "tour-landscape", "Solid: training set"),
+                               ("4 · What does memorizing", "tour-memorization", "Memorized examples")):
+        page.get_by_text(label).click()
+        page.get_by_text(ready).first.wait_for(timeout=120_000)
+        _snap(page, shots, shot)
+    page.get_by_role("link", name="Explore this in the Memorization view").click()
+    page.get_by_role("button", name="Show what was memorized").click()
+    page.get_by_role("button", name="Relabelled examples (.csv)").wait_for(timeout=30_000)   # stored by the demo

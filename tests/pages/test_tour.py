@@ -1,0 +1,46 @@
+"""The class demo: prepared from Home with one click (or `python -m models warm`), then a tour
+whose every step is drawn from a stored result, and whose links open views on the same results."""
+
+import subprocess
+import sys
+
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import ROOT, ROOT_APP, run_until
+
+
+def test_one_click_prepares_the_tour_and_every_step_draws():
+    from backend.teaching import STEPS, tour_jobs
+    from ui.jobs import backend
+
+    at = AppTest.from_file(ROOT_APP, default_timeout=120).run()
+    at.button(key="tour.prepare").click().run()
+    run_until(at, lambda a: len(a.radio) and a.radio(key="tour.step") is not None, timeout=300)
+    for step in STEPS:
+        at.radio(key="tour.step").set_value(step.key).run()
+        run_until(at, lambda a: len(a.get("plotly_chart")) > 0, timeout=300)
+        assert not at.exception and not at.error, (step.key, [e.value for e in at.error])
+        assert step.text[:40] in " ".join(m.value for m in at.markdown)
+        (link,) = [e.proto for e in at.get("page_link") if e.proto.label.startswith("Explore this in the")]
+        assert link.page.endswith(step.page.split("_", 1)[-1].removesuffix(".py"))
+    # every step's result is stored: a second visit computes nothing
+    assert all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values())
+
+
+def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(lenscape_home):
+    out = subprocess.run([sys.executable, "-m", "models", "warm", "--preset", "teaching"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "the class demo is ready" in out.stdout
+    from backend.jobs import JobStatus
+    from backend.teaching import tour_jobs
+    from ui.jobs import backend
+
+    jobs = tour_jobs()
+    sal = AppTest.from_file(str(ROOT / "pages" / "2_Saliency.py"), default_timeout=120)
+    sal.query_params["model"] = jobs["saliency"].config.model.run_id
+    sal.run()
+    run_until(sal, lambda a: "sal.browse.jobs" in a.session_state)
+    # the Maps tab's default job is the tour's: found stored at once, not computed again
+    assert sal.session_state["sal.browse.jobs"] == [jobs["saliency"].key()]
+    assert backend().status(jobs["saliency"].key()) == JobStatus.DONE

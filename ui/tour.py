@@ -1,0 +1,73 @@
+"""Home's class demo: a button that prepares the demo's models and results (backend/teaching.py),
+then a guided tour, one view per step, each shown from the stored result with a few sentences
+for the class and a link into the view, where the same result is waiting."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from backend.tasks import train_jobs
+from backend.teaching import STEPS, missing, tour_jobs, train_configs
+from models.training import run_id_for
+from ui.common import cached_model
+from ui.jobs import job_panel, submit
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _jobs(fingerprints: tuple[str, ...]):
+    """The tour's jobs for these exact models (the fingerprints key the cache)."""
+    return tour_jobs()
+
+
+def _models():
+    from models.zoo import get_run
+
+    recs = [get_run(run_id_for(c)) for c in train_configs()]
+    return [cached_model(r["run_id"], None, r["checkpoints"][-1]["fingerprint"]) for r in recs]
+
+
+def class_demo(key: str = "tour") -> None:
+    st.subheader("Class demo: a guided tour")
+    todo = missing()
+    if todo:
+        st.markdown("Four small models on the built-in digits, and one result per view computed ahead, so a "
+                    "class sees pictures instead of progress bars. About 15 seconds on a laptop CPU "
+                    "(or beforehand: `python -m models warm --preset teaching`).")
+        if st.button("Prepare the class demo", type="primary", key=f"{key}.prepare"):
+            submit(f"{key}.train", [j for c in todo for j in train_jobs(c, [c.seed])], keep_replaced=True)
+        job_panel(f"{key}.train", lambda recs: st.rerun())
+        return
+    labels = {s.key: s.title for s in STEPS}
+    step_key = st.radio("Step", list(labels), format_func=labels.get, horizontal=True, key=f"{key}.step",
+                        label_visibility="collapsed")
+    step = next(s for s in STEPS if s.key == step_key)
+    st.markdown(step.text)
+    mlp0, mlp1, noisy = _models()
+    jobs = _jobs((mlp0.fingerprint, mlp1.fingerprint, noisy.fingerprint))
+    submit(f"{key}.{step.key}", jobs[step.key])
+    job_panel(f"{key}.{step.key}", lambda res: _show(step.key, res, mlp0, noisy, jobs, f"{key}.{step.key}.view"))
+    model = noisy if step.key == "memorization" else mlp0
+    view = step.page.split("_", 1)[-1].removesuffix(".py").replace("_", " ")
+    st.page_link(step.page, label=f"Explore this in the {view} view", icon=":material/arrow_forward:",
+                 query_params={"model": model.run_id, **({"open": step.tab} if step.tab else {})})
+
+
+def _show(key: str, res: list, mlp0, noisy, jobs, wkey: str) -> None:
+    if key == "saliency":
+        from ui.saliency import _draw_grid
+        from ui.saliency_figs import Display
+
+        cfg = jobs["saliency"].config
+        _draw_grid([mlp0], cfg.split, cfg.indices, res, Display(), wkey)
+    elif key == "similarity":
+        from ui.similarity import _show_matrix
+
+        _show_matrix(res[0], wkey)
+    elif key == "landscape":
+        from ui.landscape import _show_interpolation
+
+        _show_interpolation(res[0], wkey)
+    else:
+        from ui.memorization import show_overview
+
+        show_overview(noisy, res[0], wkey)
