@@ -117,26 +117,35 @@ def _filter(frame: pd.DataFrame, text: str, tag: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _table(frame: pd.DataFrame, key: str, what: str, placeholder: str, columns: dict[str, str], all_tags: list[str],
+           id_col: str, config: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Filters (text, a multiselect per column in `columns`, a tag), the table with multi-row
+    selection; (the rows shown, the ids of the selected ones)."""
+    c = st.columns([3, *[2] * (len(columns) + 1)])
+    text = c[0].text_input(f"Filter {what}", key=f"{key}.text", placeholder=placeholder)
+    shown = frame
+    for (col, label), cell in zip(columns.items(), c[1:]):
+        chosen = cell.multiselect(label, sorted(frame[col].dropna().unique()), key=f"{key}.{col}", placeholder="all")
+        if chosen:
+            shown = shown[shown[col].isin(chosen)]
+    tag = c[-1].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
+    shown = _filter(shown.reset_index(drop=True), text, tag)
+    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                         key=f"{key}.table", column_config={
+                             **config, "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    return shown, _selected(event, shown, id_col)
+
+
 def models_section(key: str = "runs.models") -> None:
     runs, tags = list_runs(), load_tags()
     if not runs:
         st.info("No models yet: train or import one on the **Models** page.")
         return
     frame = model_rows(runs, tags)
-    c = st.columns([3, 2, 2])
-    text = c[0].text_input("Filter models", key=f"{key}.text", placeholder="any text: name, data set, architecture…")
     all_tags = sorted({t for r in runs for t in tags.get(r["run_id"], [])})
-    tag = c[1].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
-    sets = c[2].multiselect("Data sets", sorted(frame["data set"].unique()), key=f"{key}.data", placeholder="all")
-    shown = _filter(frame, text, tag)
-    if sets:
-        shown = shown[shown["data set"].isin(sets)].reset_index(drop=True)
-    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                         key=f"{key}.table",
-                         column_config={"test acc": st.column_config.NumberColumn(format="percent"),
-                                        "size (MB)": st.column_config.NumberColumn(format="%.2f"),
-                                        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-    picked = _selected(event, shown, "run id")
+    shown, picked = _table(frame, key, "models", "any text: name, data set, architecture…", {"data set": "Data sets"},
+                           all_tags, "run id", {"test acc": st.column_config.NumberColumn(format="percent"),
+                                                "size (MB)": st.column_config.NumberColumn(format="%.2f")})
     st.caption(f"{len(shown)} of {len(frame)} models · select rows to compare their training, tag or delete them")
     if not picked:
         return
@@ -144,19 +153,8 @@ def models_section(key: str = "runs.models") -> None:
     curves = [by_id[p] for p in picked if by_id[p].get("metrics")]
     if curves:
         st.plotly_chart(overlay_curves(curves), config=CONFIG, key=f"{key}.curves")
-    c = st.columns([3, 1, 2])
-    new = c[0].text_input("Tags for the selected (comma-separated)", key=f"{key}.newtags")
-    if c[1].button("Tag", key=f"{key}.tagit", disabled=not new.strip()):
-        add_tags(picked, new)
-        st.rerun()
-    sure = c[2].checkbox(f"Yes, delete {len(picked)} model{'s' * (len(picked) > 1)} and their checkpoints",
-                         key=f"{key}.sure")
-    if c[2].button("Delete selected models", key=f"{key}.delete", disabled=not sure, type="primary"):
-        for run_id in picked:
-            run_safely(lambda r=run_id: delete_run(r), f"Deleting {run_id}")
-        remove_tags(picked)
-        st.session_state.pop(f"{key}.sure", None)
-        st.rerun()
+    _tag_or_delete(picked, key, "model", " and their checkpoints",
+                   lambda run_id: run_safely(lambda: delete_run(run_id), f"Deleting {run_id}"))
 
 
 def overlay_curves(runs: list[dict]) -> go.Figure:
@@ -184,23 +182,10 @@ def results_section(key: str = "runs.results") -> None:
         st.info("No stored results yet: every view's computations land here.")
         return
     frame = result_rows(jobs, names, tags)
-    c = st.columns([3, 2, 2, 2])
-    text = c[0].text_input("Filter results", key=f"{key}.text", placeholder="any text: label, model, config…")
-    kinds = c[1].multiselect("Kinds", sorted(frame["kind"].unique()), key=f"{key}.kinds", placeholder="all")
-    status = c[2].multiselect("Status", sorted(frame["status"].unique()), key=f"{key}.status", placeholder="all")
     all_tags = sorted({t for j in jobs for t in tags.get(j["id"], [])})
-    tag = c[3].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
-    shown = _filter(frame, text, tag)
-    if kinds:
-        shown = shown[shown["kind"].isin(kinds)].reset_index(drop=True)
-    if status:
-        shown = shown[shown["status"].isin(status)].reset_index(drop=True)
-    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                         key=f"{key}.table",
-                         column_config={"seconds": st.column_config.NumberColumn(format="%.1f"),
-                                        "size (KB)": st.column_config.NumberColumn(format="%.0f"),
-                                        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-    picked = _selected(event, shown, "job id")
+    shown, picked = _table(frame, key, "results", "any text: label, model, config…", {"kind": "Kinds", "status": "Status"},
+                           all_tags, "job id", {"seconds": st.column_config.NumberColumn(format="%.1f"),
+                                                "size (KB)": st.column_config.NumberColumn(format="%.0f")})
     st.caption(f"{len(shown)} of {len(frame)} results · select one to reopen or export it, several to tag or delete")
     if not picked:
         return
@@ -215,15 +200,21 @@ def results_section(key: str = "runs.results") -> None:
         if row["status"] == "DONE":
             c[1].download_button("Reproducibility bundle (.zip)", lambda: export_bundle(store, job_id),
                                  f"lenscape_{row['kind']}_{job_id}.zip", mime="application/zip", key=f"{key}.bundle")
+    _tag_or_delete(picked, key, "result", "", store.delete)
+
+
+def _tag_or_delete(picked: list[str], key: str, what: str, extra: str, delete) -> None:
+    """Tag the selected rows, or delete them after a confirmation."""
     c = st.columns([3, 1, 2])
     new = c[0].text_input("Tags for the selected (comma-separated)", key=f"{key}.newtags")
     if c[1].button("Tag", key=f"{key}.tagit", disabled=not new.strip()):
         add_tags(picked, new)
         st.rerun()
-    sure = c[2].checkbox(f"Yes, delete {len(picked)} result{'s' * (len(picked) > 1)}", key=f"{key}.sure")
-    if c[2].button("Delete selected results", key=f"{key}.delete", disabled=not sure, type="primary"):
-        for job_id in picked:
-            store.delete(job_id)
+    plural = "s" * (len(picked) > 1)
+    sure = c[2].checkbox(f"Yes, delete {len(picked)} {what}{plural}{extra}", key=f"{key}.sure")
+    if c[2].button(f"Delete selected {what}s", key=f"{key}.delete", disabled=not sure, type="primary"):
+        for i in picked:
+            delete(i)
         remove_tags(picked)
         st.session_state.pop(f"{key}.sure", None)
         st.rerun()

@@ -47,7 +47,7 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     at.button(key="runs.models.tagit").click().run()
     assert set(at.dataframe[0].value["tags"]) == {"baseline, demo"}
 
-    at.multiselect(key="runs.results.kinds").set_value(["saliency"]).run()
+    at.multiselect(key="runs.results.kind").set_value(["saliency"]).run()
     assert list(at.dataframe[1].value["job id"]) == [job_id]
     _select(at, "runs.results.table", [0])
     (link,) = [e.proto for e in at.get("page_link") if e.proto.label == "Reopen in its view"]
