@@ -14,9 +14,12 @@ from typing import Callable
 import numpy as np
 
 from analysis.activations import hidden_layers
+from analysis.level_sets import LSTConfig
 from analysis.saliency import SaliencyConfig
+from analysis.summary import predict_proba
 from backend.jobs import Job, JobStatus, job, ref
 from backend.landscape_tasks import InterpolationConfig
+from backend.level_set_tasks import TraversalConfig
 from backend.memorization_tasks import SweepConfig
 from backend.saliency_tasks import GridConfig
 from backend.similarity_tasks import LayerMatrixConfig
@@ -52,7 +55,11 @@ STEPS = (
          "Walk in a straight line through weight space from seed 0's weights (α = 0) to seed 1's (α = 1). "
          "The loss rises in between: two good solutions are separated by a barrier, unless the network is wide "
          "enough to connect them."),
-    Step("memorization", "4 · What does memorizing look like?", "pages/4_Memorization.py", "Overview",
+    Step("level_sets", "4 · Where is the model blind?", "pages/3_Level_sets.py", None,
+         "Start from a correctly classified 0 and walk toward images of other digits, moving only in directions "
+         "that leave the model's confidence in '0' unchanged. The outputs look like the targets, yet the model "
+         "still calls them 0 with the same confidence: large regions of input space it cannot tell apart."),
+    Step("memorization", "5 · What does memorizing look like?", "pages/4_Memorization.py", "Overview",
          "10% of the training labels were flipped on purpose. The clean examples are learnt within a few epochs; "
          "the flipped ones only later, one by one, while test accuracy stops improving: the network memorizes "
          "them. The gallery shows examples it now predicts with the wrong label it was taught."),
@@ -77,6 +84,7 @@ def tour_jobs() -> dict[str, Job]:
     mean = tuple(load_data(mlp0.data, "train").mean)
     methods = tuple(SaliencyConfig(method=m, target="predicted", baseline_mean=mean) for m in SALIENCY_METHODS)
     layers = tuple(hidden_layers(mlp0.model))
+    source, targets = _level_set_pair(mlp0, test)
     return {
         "saliency": job("saliency", GridConfig(model=r0, indices=indices, methods=methods), (r0,),
                         f"saliency maps of {mlp0.name}"),
@@ -84,8 +92,35 @@ def tour_jobs() -> dict[str, Job]:
                           f"Linear CKA: {mlp0.name} × {mlp1.name}"),
         "landscape": job("landscape_interpolation", InterpolationConfig(a=r0, b=r1), (r0, r1),
                          f"interpolation {mlp0.name} → {mlp1.name}"),
+        "level_sets": job("level_set_traversal", TraversalConfig(model=r0, source=source, targets=targets,
+                                                                 lst=_page_lst(), data=mlp0.data.key()), (r0,),
+                          f"level set traversal of {mlp0.name} from #{source}"),
         "memorization": job("memorization_overview", SweepConfig(model=rn), (rn,), f"overview of {noisy.name}"),
     }
+
+
+def _level_set_pair(lm, test) -> tuple[int, tuple[int, ...]]:
+    """The Level sets page's default pick: the first correctly classified image of class 0, and the
+    first of classes 1, 2 and 3 classified correctly with p > 0.6 (correctly, where none is)."""
+    probs = predict_proba(lm.model, test.x()).numpy()
+    labels = test.labels.numpy()
+    correct = probs.argmax(1) == labels
+    sure = correct & (probs[np.arange(len(labels)), labels] > 0.6)
+    source = int(np.flatnonzero(correct & (labels == 0))[0])
+    targets = []
+    for k in (1, 2, 3):
+        pool = np.flatnonzero(sure & (labels == k))
+        pool = pool if len(pool) else np.flatnonzero(correct & (labels == k))
+        if len(pool):
+            targets.append(int(pool[0]))
+    return source, tuple(targets)
+
+
+def _page_lst() -> LSTConfig:
+    """The Level sets page's default settings, computed as its form computes them."""
+    b = LSTConfig()
+    return LSTConfig(eta=float(b.eta), steps=int(b.steps), delta=float(b.delta), eps_adv=float(b.eps_adv * 255) / 255,
+                     jitter=float(b.jitter * 255) / 255, seed=0, log_every=max(1, -(-int(b.steps) // 6)))
 
 
 def warm(runner, say: Callable[[str], None] = print, timeout: float = 1800) -> dict[str, str]:

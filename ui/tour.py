@@ -63,6 +63,10 @@ def _show(key: str, res: list, mlp0, noisy, jobs, wkey: str) -> None:
         from ui.similarity import _show_matrix
 
         _show_matrix(res[0], wkey)
+    elif key == "level_sets":
+        from ui.level_sets import show_all
+
+        show_all(res, [(mlp0.name, mlp0.classes)], wkey)
     elif key == "landscape":
         from ui.landscape import _show_interpolation
 

@@ -470,7 +470,8 @@ def test_class_demo_from_one_click_to_a_tour_of_every_view(page, server, shots):
     _snap(page, shots, "tour-saliency")
     for label, shot, ready in (("2 · Do two seeds", "tour-similarity", "marks a value that does not beat"),
                                ("3 · What lies between", "tour-landscape", "Solid: training set"),
-                               ("4 · What does memorizing", "tour-memorization", "Memorized examples")):
+                               ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted"),
+                               ("5 · What does memorizing", "tour-memorization", "Memorized examples")):
         page.get_by_text(label).click()
         page.get_by_text(ready).first.wait_for(timeout=120_000)
         _snap(page, shots, shot)

@@ -44,3 +44,12 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
     # the Maps tab's default job is the tour's: found stored at once, not computed again
     assert sal.session_state["sal.browse.jobs"] == [jobs["saliency"].key()]
     assert backend().status(jobs["saliency"].key()) == JobStatus.DONE
+
+    # the Level sets page's default source, targets and settings are the tour's
+    lst = AppTest.from_file(str(ROOT / "pages" / "3_Level_sets.py"), default_timeout=120)
+    lst.query_params["model"] = jobs["level_sets"].config.model.run_id
+    lst.run()
+    run_until(lst, lambda a: any(b.key == "lst.run" for b in a.button))
+    lst.button(key="lst.run").click().run()
+    assert lst.session_state["lst.job"] == [jobs["level_sets"].key()]
+    assert backend().status(jobs["level_sets"].key()) == JobStatus.DONE
