@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,17 +58,24 @@ def e2e_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(e2e_home, seeds):
-    port, home = _free_port(), e2e_home
-    env = {**os.environ, "LENSCAPE_HOME": str(home)}
     name, epochs, which = PRETRAINED
+    env = {**os.environ, "LENSCAPE_HOME": str(e2e_home)}
     subprocess.run([sys.executable, "-m", "models", "train", "--preset", name, "--epochs", str(epochs),
                     "--seeds", ",".join(map(str, which))], cwd=ROOT, env=env, check=True, capture_output=True)
-    assert all((home / "runs" / r / "run.json").exists() for r in seeds)
+    assert all((e2e_home / "runs" / r / "run.json").exists() for r in seeds)
+    with _streamlit(e2e_home) as url:
+        yield url
+
+
+@contextmanager
+def _streamlit(home: Path):
+    """A Lenscape server over workspace `home`; its URL."""
+    port = _free_port()
+    env = {**os.environ, "LENSCAPE_HOME": str(home)}
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -78,9 +86,11 @@ def server(e2e_home, seeds):
     else:
         proc.kill()
         pytest.fail(f"streamlit did not start; log:\n{(home / 'server.log').read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -448,7 +458,7 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     page.get_by_text("Results", exact=True).wait_for()
     _snap(page, shots, "runs")
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(bundle))
-    page.get_by_text("Imported").wait_for(timeout=60_000)
+    page.get_by_text("Imported saliency maps").wait_for(timeout=60_000)
     page.get_by_text("No stored results yet").wait_for(state="detached", timeout=30_000)   # listed above now
     _snap(page, shots, "runs-imported")
     assert store.get(job_id)["status"] == "DONE"
@@ -458,10 +468,17 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     _snap(page, shots, "runs-reopened")
 
 
-def test_class_demo_from_one_click_to_a_tour_of_every_view(page, server, shots):
-    """Clicks and seconds from Home to the first picture, then every step of the tour."""
-    page.goto(server)
-    _settle(page)
+def test_class_demo_from_one_click_to_a_tour_of_every_view(page, shots, tmp_path):
+    """Clicks and seconds from Home in a fresh workspace to the first picture, then every step."""
+    fresh = tmp_path / "fresh-home"
+    fresh.mkdir()
+    with _streamlit(fresh) as server:
+        page.goto(server)
+        _settle(page)
+        _class_demo(page, shots)
+
+
+def _class_demo(page, shots) -> None:
     start = time.perf_counter()
     page.get_by_role("button", name="Prepare the class demo").click()
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
