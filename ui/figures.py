@@ -53,23 +53,26 @@ def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
 
 
 def montage_png(rows: list[np.ndarray], titles: list[list[str]], tile: int = 112) -> bytes:
-    """A PNG of image rows (each (K, C, H, W) floats in [0, 1]), every image scaled up to `tile`
-    pixels by nearest neighbour, with its title above it: a figure to put in a paper or a slide."""
+    """A PNG of image rows (each (K, C, H, W) floats in [0, 1]), every image scaled up by nearest
+    neighbour so that its longer side is `tile` pixels, with its title above it: a figure to put in a
+    paper or a slide."""
     import io
 
     from PIL import Image, ImageDraw
 
     head, pad = 16, 4
+    h, w = np.asarray(rows[0]).shape[-2:]
+    th, tw = (tile, max(1, round(tile * w / h))) if h >= w else (max(1, round(tile * h / w)), tile)
     cols = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (cols * (tile + pad) + pad, len(rows) * (tile + head + pad) + pad), "white")
+    sheet = Image.new("RGB", (cols * (tw + pad) + pad, len(rows) * (th + head + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (row, names) in enumerate(zip(rows, titles)):
         for j, img in enumerate(np.clip(np.asarray(row), 0, 1)):
             arr = (img.transpose(1, 2, 0) * 255).round().astype(np.uint8)
             im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).convert("RGB")
-            x, y = pad + j * (tile + pad), pad + i * (tile + head + pad)
-            sheet.paste(im.resize((tile, tile), Image.NEAREST), (x, y + head))
-            draw.text((x, y + 2), names[j][:22] if j < len(names) else "", fill="black")
+            x, y = pad + j * (tw + pad), pad + i * (th + head + pad)
+            sheet.paste(im.resize((tw, th), Image.NEAREST), (x, y + head))
+            draw.text((x, y + 2), names[j][:max(4, tw // 6)] if j < len(names) else "", fill="black")   # ~6 px a letter
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
