@@ -279,7 +279,9 @@ def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.get_by_role("option", name="BlockMNIST (56×28, signal + null block)").click()
     page.get_by_text("12,665 training and 2,115 test images").wait_for()  # the preview is open by default
     page.get_by_text("title: label, then where the signal block is").wait_for()   # under the preview montage
-    size = page.locator("[data-testid='stImage'] img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    size = page.locator("[data-testid='stImage'] img").first.evaluate(   # once the image has loaded
+        "i => (i.complete && i.naturalWidth) ? [i.naturalWidth, i.naturalHeight]"
+        " : new Promise(r => i.addEventListener('load', () => r([i.naturalWidth, i.naturalHeight])))")
     assert size == [8 * (60 + 4) + 4, 2 * (120 + 16 + 4) + 4]           # 56×28 tiles kept tall: 120 × 60
     _snap(page, shots, "models-blockmnist-preview")
     page.get_by_role("tab", name="Import").click()
