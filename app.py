@@ -3,7 +3,7 @@ import streamlit as st
 
 from backend.device import describe_device
 from models.paths import data_root, home_dir
-from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, page_setup
+from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup
 from ui.tour import class_demo
 
 
@@ -37,7 +37,7 @@ def home() -> None:
     runs = model_options()
     if runs:
         current = st.session_state.get(MODEL_KEY)
-        st.dataframe(pd.DataFrame([workspace_row(r, r["run_id"] == current) for r in runs.values()]),
+        st.dataframe(pd.DataFrame([{"": "▶" if r["run_id"] == current else "", **model_row(r)} for r in runs.values()]),
                      hide_index=True, width="stretch",
                      column_config={"test acc": st.column_config.NumberColumn(format="percent"),
                                     "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
@@ -64,19 +64,6 @@ VIEWS = [("pages/1_Models.py", "Models: train or import"),
          ("pages/5_Similarity.py", "Similarity: CKA, CCA and projections"),
          ("pages/6_Loss_landscape.py", "Loss landscape: surfaces, interpolation, trajectory"),
          ("pages/7_Runs.py", "Runs: every model and result, bundles to share")]
-
-
-def workspace_row(r: dict, current: bool) -> dict:
-    """One model of the workspace, every column: what it is, how it was made, how good it is."""
-    metrics = r.get("metrics") or []
-    arch = r.get("arch") or {}
-    cfg = r.get("config") or {}
-    return {"": "▶" if current else "", "model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
-            "architecture": arch.get("name", "—"), "source": r.get("source", ""), "epochs": len(metrics),
-            "test acc": metrics[-1].get("test_acc") if metrics else r.get("test_acc"),
-            "label noise": cfg.get("label_noise") or 0.0, "adversarial": "PGD" if cfg.get("adversarial") else "",
-            "seed": r.get("seed"), "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
-            "run id": r["run_id"]}
 
 
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),

@@ -211,6 +211,20 @@ def run_safely(fn: Callable[[], Any], what: str) -> Any:
     return None
 
 
+def model_row(r: dict) -> dict:
+    """One workspace model as a table row (Home, the Runs page): what it is, how it was made, how good."""
+    import pandas as pd
+
+    metrics = r.get("metrics") or []
+    cfg = r.get("config") or {}
+    return {"model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
+            "architecture": (r.get("arch") or {}).get("name", "—"), "source": r.get("source", ""),
+            "epochs": len(metrics), "test acc": metrics[-1].get("test_acc") if metrics else None,
+            "label noise": cfg.get("label_noise") or 0.0, "adversarial": "PGD" if cfg.get("adversarial") else "",
+            "seed": r.get("seed"), "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
+            "run id": r["run_id"]}
+
+
 def model_options() -> dict[str, dict]:
     return {r["run_id"]: r for r in list_runs()}
 

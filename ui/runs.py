@@ -16,7 +16,7 @@ from models.checkpoints import read_json, write_json
 from models.errors import InvalidInputError
 from models.paths import home_dir, runs_dir
 from models.zoo import delete_run, list_runs
-from ui.common import backend, run_safely
+from ui.common import backend, model_row, run_safely
 from ui.figures import CONFIG
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
@@ -74,18 +74,8 @@ def _folder_size(path: Path) -> int:
 
 
 def model_rows(runs: list[dict], tags: dict[str, list[str]]) -> pd.DataFrame:
-    rows = []
-    for r in runs:
-        metrics = r.get("metrics") or []
-        cfg = r.get("config") or {}
-        rows.append({"model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
-                     "architecture": (r.get("arch") or {}).get("name", "—"), "source": r.get("source", ""),
-                     "epochs": len(metrics), "test acc": metrics[-1].get("test_acc") if metrics else None,
-                     "label noise": cfg.get("label_noise") or 0.0, "seed": r.get("seed"),
-                     "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
-                     "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
-                     "tags": ", ".join(tags.get(r["run_id"], [])), "run id": r["run_id"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**model_row(r), "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
+                          "tags": ", ".join(tags.get(r["run_id"], []))} for r in runs])
 
 
 def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[str]]) -> pd.DataFrame:

@@ -30,7 +30,7 @@ def class_demo(key: str = "tour") -> None:
     st.subheader("Class demo: a guided tour")
     todo = missing()
     if todo:
-        st.markdown("Four small models on the built-in digits, and one result per view computed ahead, so a "
+        st.markdown("Three small models on the built-in digits, and one result per view computed ahead, so a "
                     "class sees pictures instead of progress bars. About 15 seconds on a laptop CPU "
                     "(or beforehand: `python -m models warm --preset teaching`).")
         if st.button("Prepare the class demo", type="primary", key=f"{key}.prepare"):
