@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -19,7 +18,7 @@ from ui.common import cached_data, eligible_runs, models_select, run_safely
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.saliency import method_form
-from ui.saliency_figs import diffroar_curves, map_grid, null_mass_boxes, rank_corr_curves, reduce_map
+from ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
 
 ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
 
@@ -67,14 +66,18 @@ def _show_null_mass(res, k: float, key: str) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.download_button("Null mass per model and method (.csv)", pd.DataFrame(rows).to_csv(index=False),
                        "null_mass.csv", key=f"{key}.csv")
-    st.markdown("**Example maps** (|gradient|, the signal block outlined in green)")
-    images, m0 = res.example_images, 0
-    maps = [[reduce_map(res.examples[mi, m0, e], False) for mi in range(len(res.model_names))]
-            for e in range(len(images))]
+    st.markdown("**Example maps**: the first test images, each map normalized as Captum does (absolute value, "
+                "top 2% clipped), the signal block outlined in green. A map that explains the model puts its mass "
+                "inside the box.")
+    images = res.example_images
+    cells = [[res.examples[mi, j, e] for mi in range(len(res.model_names)) for j in range(len(res.methods))]
+             for e in range(len(images))]
     outlines = [(0, 28) if t else (28, 56) for t in res.example_signal_top]
-    cols = [n.split(" · ", 1)[-1] for n in res.model_names]  # the data set is the same for all: drop it
-    st.plotly_chart(map_grid(images, maps, [f"image {e}" for e in range(len(images))], cols, False, 0.8, False,
-                             outlines, cell=110), config=CONFIG, key=f"{key}.examples")
+    short = [n.split(" · ", 1)[-1] for n in res.model_names]  # the data set is the same for all: drop it
+    cols = [f"{s} · {METHOD_LABELS.get(m, m)}" if len(res.methods) > 1 else s for s in short for m in res.methods]
+    titles = [f"#{e} · signal {'top' if t else 'bottom'}" for e, t in enumerate(res.example_signal_top)]
+    st.plotly_chart(attribution_grid(images, cells, titles, cols, Display(mode="heat map"), cell=120,
+                                     outlines=outlines), config=CONFIG, key=f"{key}.examples")
 
 
 def diffroar(lm: LoadedModel, key: str = "sal.roar") -> None:
@@ -161,9 +164,10 @@ def _show_randomization(lm: LoadedModel, results, key: str) -> None:
     image = cached_data(lm.data, "test").x([0]).numpy()
     prefix = "+" if results[0].order == "cascading" else "only "
     cols = ["original", *[f"{prefix}{name}" for name in results[0].layers]]
-    maps = [[res.maps[s, 0] for s in range(len(cols))] for res in results]
     st.markdown("**Map strips** (first image; each column re-initializes "
                 f"{'one more layer' if results[0].order == 'cascading' else 'one layer'})")
-    st.plotly_chart(map_grid(np.repeat(image, len(results), 0), maps, [METHOD_LABELS[r.method] for r in results],
-                             cols, results[0].map_mode == "signed", 0.85, False, cell=110), config=CONFIG,
-                    key=f"{key}.strips")
+    signed = results[0].map_mode == "signed"
+    cells = [[res.maps[s, 0][None] for s in range(len(cols))] for res in results]
+    st.plotly_chart(attribution_grid(image.repeat(len(results), 0), cells, [METHOD_LABELS[r.method] for r in results],
+                                     cols, Display(sign="all" if signed else "absolute_value", mode="heat map"),
+                                     cell=120), config=CONFIG, key=f"{key}.strips")

@@ -1,4 +1,4 @@
-"""Figures of the Saliency page: map grids over images, null-mass boxes, DiffROAR curves,
+"""Figures of the Saliency page: attribution grids (image first, Captum's normalization), null-mass boxes, DiffROAR curves,
 randomization strips."""
 
 from __future__ import annotations
@@ -18,47 +18,6 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 def gray(image: np.ndarray) -> np.ndarray:
     """(C, H, W) in [0, 1] → (H, W) luminance for the background of an overlay."""
     return image[0] if image.shape[0] == 1 else (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])
-
-
-def reduce_map(attr: np.ndarray, signed: bool) -> np.ndarray:
-    """(C, H, W) → (H, W): channels summed, signed or absolute."""
-    return attr.sum(0) if signed else np.abs(attr).sum(0)
-
-
-def map_grid(images: np.ndarray, maps: list[list[np.ndarray]], row_titles: list[str], col_titles: list[str],
-             signed: bool, opacity: float, shared: bool, outlines: list[tuple[int, int] | None] | None = None,
-             cell: int = 150) -> go.Figure:
-    """Rows are images, columns are methods. maps[r][c] is (H, W); images[r] is (C, H, W).
-    `outlines[r]` = (row0, row1) draws a box around rows row0..row1 (the signal block)."""
-    rows, cols = len(maps), len(col_titles)
-    fig = make_subplots(rows=rows, cols=cols, column_titles=col_titles, row_titles=row_titles,
-                        horizontal_spacing=0.01, vertical_spacing=0.02 if rows > 1 else 0)
-    scale = "RdBu_r" if signed else "Inferno"
-    if shared:
-        top = max(float(np.abs(m).max()) for row in maps for m in row) or 1.0
-    for r in range(rows):
-        base = gray(images[r])
-        for c in range(cols):
-            m = maps[r][c]
-            lim = top if shared else (float(np.abs(m).max()) or 1.0)
-            fig.add_trace(go.Heatmap(z=base, colorscale="gray", showscale=False, hoverinfo="skip", zmin=0, zmax=1),
-                          r + 1, c + 1)
-            fig.add_trace(go.Heatmap(z=m, colorscale=scale, opacity=opacity, zmin=-lim if signed else 0, zmax=lim,
-                                     showscale=shared and r == 0 and c == 0, hovertemplate="value %{z:.3g}<extra></extra>",
-                                     colorbar=dict(len=0.5, thickness=12)), r + 1, c + 1)
-            if outlines and outlines[r] is not None:
-                y0, y1 = outlines[r]
-                fig.add_shape(type="rect", x0=-0.5, x1=base.shape[1] - 0.5, y0=y0 - 0.5, y1=y1 - 0.5,
-                              line=dict(color="#00e676", width=2), row=r + 1, col=c + 1)
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
-    for i in range(1, rows * cols + 1):
-        fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
-    h, w = images.shape[-2:]
-    fig.update_layout(height=max(220, int(rows * cell * h / w) + 60), width=None,
-                      margin=dict(l=0, r=90, t=40, b=0))
-    fig.for_each_annotation(lambda a: a.update(font_size=11))
-    return fig
 
 
 def null_mass_boxes(values: np.ndarray, models: list[str], methods: list[str], null_share: float,
@@ -157,9 +116,12 @@ def display_values(cells: list[list[np.ndarray]], d: Display) -> tuple[list[list
 
 
 def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str],
-                     col_titles: list[str], d: Display, cell: int = 190) -> go.Figure:
+                     col_titles: list[str], d: Display, cell: int = 190,
+                     outlines: list[tuple[int, int] | None] | None = None) -> go.Figure:
     """Rows are images: the image itself, then one map per column (cells[r][c] is a (C, H, W)
-    attribution, Grad-CAM's (1, H, W)). Colour bars are labelled in attribution units."""
+    attribution, Grad-CAM's (1, H, W)). Colour bars are labelled in attribution units.
+    `outlines[r]` = (row0, row1) draws a green box around pixel rows row0..row1 of row r's image
+    and maps (BlockMNIST's signal block)."""
     values, limits = display_values(cells, d)
     rows, cols = len(cells), len(col_titles) + 1
     titles = [t for r in range(rows) for t in [image_titles[r], *(col_titles if r == 0 else [""] * (cols - 1))]]
@@ -187,6 +149,11 @@ def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_ti
                 colorbar=bar if per_map else dict(thickness=12, len=0.6, tickvals=bar["tickvals"], ticktext=bar["ticktext"],
                                                   title=dict(text="attribution", side="right")),
                 hovertemplate="%{z:.2f} of the range<extra></extra>"), r + 1, c + 2)
+        if outlines and outlines[r] is not None:
+            y0, y1 = outlines[r]
+            for c in range(cols):
+                fig.add_shape(type="rect", x0=-0.5, x1=base.shape[1] - 0.5, y0=y0 - 0.5, y1=y1 - 0.5,
+                              line=dict(color="#00e676", width=2), row=r + 1, col=c + 1)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
     for i in range(1, rows * cols + 1):

@@ -49,3 +49,17 @@ def test_png_and_pdf_name_the_model_method_and_parameters():
 def test_what_differs_between_model_names():
     common, own = what_differs(["Digits · MLP 256 · seed 0", "Digits · MLP 256 · seed 1 · PGD"])
     assert common == ["Digits", "MLP 256"] and own == [["seed 0"], ["seed 1", "PGD"]]
+
+
+def test_outlines_box_the_signal_block_of_each_row_in_every_column():
+    g = np.random.default_rng(1)
+    images = g.random((2, 1, 8, 4))                       # BlockMNIST-like: tall, two blocks of 4 rows
+    cells = [[g.normal(size=(1, 8, 4))] for _ in range(2)]
+    fig = attribution_grid(images, cells, ["#0 · signal top", "#1 · signal bottom"], ["Gradient"],
+                           Display(mode="heat map"), outlines=[(0, 4), (4, 8)])
+    boxes = [(s.xref, s.y0, s.y1) for s in fig.layout.shapes]
+    # row 0: the image (x) and the map (x2) boxed over rows 0..3; row 1: x3 and x4 over rows 4..7
+    assert boxes == [("x", -0.5, 3.5), ("x2", -0.5, 3.5), ("x3", 3.5, 7.5), ("x4", 3.5, 7.5)]
+    assert all(s.x0 == -0.5 and s.x1 == 3.5 for s in fig.layout.shapes)
+    plain = attribution_grid(images, cells, ["a", "b"], ["Gradient"], Display(), outlines=[None, (0, 4)])
+    assert [s.xref for s in plain.layout.shapes] == ["x3", "x4"]
