@@ -219,11 +219,11 @@ def _download(fn, name: str, expected: list[Path]):
 
 
 def _cifar10(spec: DataSpec, split: str) -> ImageData:
-    import torchvision
-
     root = data_root()
     jpg = root / "cifar10-jpg" / split
     if (root / "cifar-10-batches-py").is_dir() or not jpg.is_dir():
+        import torchvision
+
         try:
             ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=False)
         except RuntimeError:
@@ -254,10 +254,8 @@ def _folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
 
 def _folder_tensors(root: Path, size: int, cache_key: str | None = None, progress=None):
     """Read an ImageFolder tree into uint8 tensors, decoding the images once: afterwards they come
-    from a tensor file in the cache (see _folder_cache)."""
-    import torchvision
-    from PIL import Image
-
+    from a tensor file in the cache (see _folder_cache). torchvision is imported only to decode: the
+    import alone takes about a second, more than reading the cache."""
     cache = _folder_cache(root, size, cache_key)
     if cache.exists():
         try:
@@ -265,6 +263,9 @@ def _folder_tensors(root: Path, size: int, cache_key: str | None = None, progres
                 return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
         except (OSError, ValueError, KeyError):      # a damaged cache file: decode again
             cache.unlink(missing_ok=True)
+    import torchvision
+    from PIL import Image
+
     try:
         ds = torchvision.datasets.ImageFolder(str(root))
     except (FileNotFoundError, OSError) as exc:
