@@ -129,8 +129,43 @@ def cached_model(run_id: str, epoch: int | None, fingerprint: str) -> LoadedMode
     return load_model(run_id, epoch, device=backend().device)
 
 
+# Widgets whose value a user sets and expects to find again: their serde classes. Buttons, uploads,
+# chart and table selections, tabs and expanders are left to Streamlit (their state cannot be set).
+KEPT_WIDGETS = {"CheckboxSerde", "ColorPickerSerde", "DateInputSerde", "DateTimeInputSerde", "MultiSelectSerde",
+                "NumberInputSerde", "RadioSerde", "SelectSliderSerde", "SelectboxSerde", "SliderSerde",
+                "TextAreaSerde", "TextInputSerde", "TimeInputSerde", "_MultiSelectButtonGroupSerde",
+                "_SingleSelectButtonGroupSerde"}
+
+
+def keep_widget_values() -> None:
+    """Streamlit forgets a widget's value in every run that does not draw it: a closed tab (only the
+    open one runs) or another page would reset its settings. Re-assigning the value at the top of
+    each run keeps it (Streamlit's documented remedy), for the value widgets in KEPT_WIDGETS; one
+    whose options no longer hold the value falls back to its default. Uses Streamlit's widget
+    metadata to tell the widget kinds apart; if that changes, widgets simply reset as before."""
+    try:
+        from streamlit.runtime.state import get_session_state
+
+        state = get_session_state()._state
+        kept: set = st.session_state.setdefault("_kept_widgets", set())
+        for key in list(st.session_state.keys()):
+            if not isinstance(key, str) or key.startswith("_") or key == "tab" or key in kept:
+                continue
+            wid = state._key_id_mapper.get_id_from_key(key, None)
+            meta = state._new_widget_state.widget_metadata.get(wid) if wid else None
+            serde = getattr(getattr(meta, "deserializer", None), "__self__", None)
+            if type(serde).__name__ in KEPT_WIDGETS:
+                kept.add(key)
+    except Exception:  # noqa: BLE001 - Streamlit's internals moved: keep nothing
+        return
+    for key in kept:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def page_setup(title: str, icon: str = ":material/lens_blur:") -> None:
     st.set_page_config(page_title=f"{title} · Lenscape", page_icon=icon, layout="wide")
+    keep_widget_values()
     try:
         backend()
     except WorkspaceNotWritable as exc:   # nothing works without a workspace: say so and stop here

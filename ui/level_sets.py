@@ -15,7 +15,7 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, model_select, run_safely
+from ui.common import cached_data, model_select, run_safely, to_url
 from ui.figures import CONFIG, image_grid, montage_png
 from ui.jobs import job_panel, predictions, submit
 
@@ -87,6 +87,11 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
     name = lm.classes.__getitem__
     both = " by both models" if len(models) > 1 else ""
 
+    def target_pool(k: int) -> np.ndarray:
+        strict = np.flatnonzero(sure & (labels == k))
+        return strict if len(strict) else np.flatnonzero(correct & (labels == k))
+
+    _images_from_url(key, labels, correct, target_pool)
     c = st.columns([1, 1, 2])
     src_class = c[0].selectbox("Source class", classes, key=f"{key}.cls", format_func=name)
     pool = np.flatnonzero(correct & (labels == src_class))
@@ -101,10 +106,6 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
     mode = c[2].radio("Targets", ["by class", "at random"], horizontal=True, key=f"{key}.mode",
                       help="Targets are test images of other classes that every model classifies correctly with "
                            "p > 0.6, as in the paper (correctly classified ones where a class has none).")
-
-    def target_pool(k: int) -> np.ndarray:
-        strict = np.flatnonzero(sure & (labels == k))
-        return strict if len(strict) else np.flatnonzero(correct & (labels == k))
 
     if mode == "by class":
         chosen = c[2].multiselect("Target classes", others, others[:3], key=f"{key}.targets.{src_class}",
@@ -128,6 +129,8 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
             tp = target_pool(int(k))
             targets.append(int(tp[rng.integers(len(tp))]))
     targets = tuple(targets)
+    to_url("source", f"{key}.source", source)          # a reload or a shared link reopens the same images
+    to_url("targets", f"{key}.targets", ",".join(map(str, targets)) or None)
 
     with st.expander(f"Gallery: correctly classified {name(src_class)} images"):
         shown = pool[:32]
@@ -143,6 +146,40 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
                "; ".join(f"p0 = {p:.3f}" + (f" ({m.name})" if len(models) > 1 else "") for p, m in zip(p0, models)) +
                ". The walk keeps p(c) above p0 − δ.")
     return (source, targets) if targets else None
+
+
+def _images_from_url(key: str, labels: np.ndarray, correct: np.ndarray, target_pool) -> None:
+    """A link's ?source=i&targets=j,k (test-set indices) picks those images in the widgets, once per
+    link; an index the widgets cannot show (out of range, or misclassified) is reported and ignored."""
+    for param in ("source", "targets"):
+        value = st.query_params.get(param)
+        if value is None or st.session_state.get(f"_url.{key}.{param}") == value:
+            continue
+        st.session_state[f"_url.{key}.{param}"] = value
+        try:
+            idx = [int(v) for v in value.split(",") if v.strip()]
+            if param == "source":
+                (i,) = idx
+                cls = int(labels[i])
+                pool = np.flatnonzero(correct & (labels == cls))
+                if i not in pool:
+                    raise ValueError("not classified correctly")
+                st.session_state[f"{key}.cls"] = cls
+                st.session_state[f"{key}.which.{cls}"] = int(np.searchsorted(pool, i)) + 1
+            else:
+                src = st.session_state.get(f"{key}.cls", 0)
+                chosen = []
+                for i in idx:
+                    k = int(labels[i])
+                    pool = target_pool(k)
+                    if i not in pool or k == src or k in chosen:
+                        raise ValueError(f"#{i} cannot be a target here")
+                    chosen.append(k)
+                    st.session_state[f"{key}.tw.{k}"] = int(np.searchsorted(pool, i)) + 1
+                st.session_state[f"{key}.mode"] = "by class"
+                st.session_state[f"{key}.targets.{src}"] = chosen
+        except (ValueError, IndexError) as exc:
+            st.warning(f"The link's {param}={value!r} does not name images this view can use ({exc}); ignored.")
 
 
 def settings(key: str) -> LSTConfig | None:

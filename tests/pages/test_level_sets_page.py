@@ -16,13 +16,37 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     trained_run("digits-cnn", epochs=8)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     run_until(at, lambda a: any("p0 =" in c.value for c in a.caption))      # predictions, then the pair
-    at.multiselect(key="lst.targets.0").set_value([1, 2]).run()
+    at.selectbox(key="lst.cls").set_value(3).run()
+    at.number_input(key="lst.which.3").set_value(2).run()
+    at.multiselect(key="lst.targets.3").set_value([1, 5]).run()
+    at.number_input(key="lst.tw.5").set_value(2).run()
     at.number_input(key="lst.T.argparse defaults (η 0.05, T 100, δ 0.05)").set_value(20).run()
     at.button(key="lst.run").click().run()
     run_until(at, lambda a: any(b.label == "Path and metrics (.npz)" for b in a.get("download_button")))
     assert any("Outputs" in m.value for m in at.markdown)
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 1        # one triangle for two outputs
     assert not at.exception and not at.error
+
+    # the address bar names the images (test-set indices): a shared link opens on the same ones
+    from ui.jobs import backend
+
+    res = backend().result(at.session_state["lst.job"][0])
+    assert at.query_params["source"] == str(res.source) and at.query_params["targets"] == ",".join(map(str, res.targets))
+    assert res.source not in (0, 1) and len(res.targets) == 2
+    link = AppTest.from_file(PAGE, default_timeout=120)
+    for param in ("model", "source", "targets"):
+        link.query_params[param] = at.query_params[param]
+    run_until(link.run(), lambda a: any("p0 =" in c.value for c in a.caption))
+    assert (link.selectbox(key="lst.cls").value, link.number_input(key="lst.which.3").value) == (3, 2)
+    assert link.multiselect(key="lst.targets.3").value == [1, 5] and link.number_input(key="lst.tw.5").value == 2
+    link.number_input(key="lst.T.argparse defaults (η 0.05, T 100, δ 0.05)").set_value(20).run()
+    link.button(key="lst.run").click().run()
+    assert link.session_state["lst.job"] == at.session_state["lst.job"]     # the same job: stored, not rerun
+    bad = AppTest.from_file(PAGE, default_timeout=120)
+    bad.query_params["source"] = "99999"
+    bad.run()                                   # the model's predictions are stored: the pair shows at once
+    assert any("source='99999'" in w.value for w in bad.warning) and not bad.exception
+    assert bad.selectbox(key="lst.cls").value == 0
 
 
 def test_two_models_side_by_side_with_random_targets(trained_run):

@@ -1,6 +1,6 @@
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT, open_tab, run_until
+from apphelpers import ROOT, ROOT_APP, open_tab, run_until
 
 SALIENCY = str(ROOT / "pages" / "2_Saliency.py")
 
@@ -69,3 +69,34 @@ def test_the_maps_state_lives_in_the_address_bar(trained_run):
     at.multiselect(key="sal.browse.methods").set_value(list(("gradient", "integrated_gradients", "smoothgrad"))).run()
     assert at.query_params["sign"] == "positive" and "methods" not in at.query_params
     assert at.query_params["idx"] == "3,5" and at.query_params["model"] == rec["run_id"]
+
+
+def _randomization_settings(at):
+    return (at.number_input(key="sal.rand.n").value, at.radio(key="sal.rand.order").value,
+            at.multiselect(key="sal.rand.form.methods").value)
+
+
+def test_a_closed_tab_and_another_page_keep_their_settings(trained_run, monkeypatch):
+    """Only the open tab runs, and Streamlit forgets the values of widgets a run does not draw:
+    ui.common.keep_widget_values keeps them, across tabs and pages."""
+    trained_run("digits-mlp")
+
+    def visit(at):
+        at.switch_page("pages/2_Saliency.py").run()
+        open_tab(at, "Randomization check")
+        at.number_input(key="sal.rand.n").set_value(7)
+        at.radio(key="sal.rand.order").set_value("independent")
+        at.multiselect(key="sal.rand.form.methods").set_value(["gradient"]).run()
+        open_tab(at, "Maps")                                   # the randomization widgets are not drawn
+        at.switch_page("pages/1_Models.py").run()              # nor on another page
+        at.switch_page("pages/2_Saliency.py").run()
+        return open_tab(at, "Randomization check")
+
+    at = visit(AppTest.from_file(ROOT_APP, default_timeout=120).run())
+    assert not at.exception
+    assert _randomization_settings(at) == (7, "independent", ["gradient"])
+    # without it, Streamlit's defaults come back (the test can tell the difference)
+    import ui.common
+    monkeypatch.setattr(ui.common, "keep_widget_values", lambda: None)
+    at = visit(AppTest.from_file(ROOT_APP, default_timeout=120).run())
+    assert _randomization_settings(at) == (4, "cascading", ["gradient", "guided_backprop", "integrated_gradients"])
