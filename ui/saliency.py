@@ -215,7 +215,7 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
             table.append({"model": m.name, "split": split, "index": idx, "true": lm.classes[true],
                           "trained as": lm.classes[int(trained[idx])], "predicted": lm.classes[first.predictions[i]],
                           "confidence": float(first.confidences[i])})
-        titles.append(head + "<br>" + " · ".join(preds))
+        titles.append("<br>".join([head, *preds]))         # a line per model: a narrow column still shows it
         cells.append([r.attributions[i] for res in results for r in res])
     if len(models) > 1:
         common, own = what_differs([m.name for m in models])

@@ -126,8 +126,12 @@ def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_ti
     rows, cols = len(cells), len(col_titles) + 1
     titles = [t for r in range(rows) for t in [image_titles[r], *(col_titles if r == 0 else [""] * (cols - 1))]]
     per_map = not d.shared
+    h, w = images.shape[-2:]
+    lines = max(t.count("<br>") + 1 for t in image_titles)      # title lines above each row (13 px type)
+    row_px, gap_px = cell * h / w, 18 * lines + 8
+    height = int(rows * (row_px + gap_px) + 40)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05 if per_map else 0.012,
-                        vertical_spacing=min(0.3 / max(rows, 1), 0.08) if rows > 1 else 0)
+                        vertical_spacing=gap_px / height if rows > 1 else 0)
     scale = COLOURS[d.sign]
     lo = -1 if d.sign == "all" else 0
     for r in range(rows):
@@ -158,8 +162,7 @@ def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_ti
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
     for i in range(1, rows * cols + 1):
         fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
-    h, w = images.shape[-2:]
-    fig.update_layout(height=max(260, int(rows * (cell * h / w + 40)) + 40), margin=dict(l=0, r=40, t=40, b=0),
+    fig.update_layout(height=max(260, height), margin=dict(l=0, r=40, t=gap_px, b=0),
                       plot_bgcolor="white")
     fig.for_each_annotation(lambda a: a.update(font_size=13))
     return fig

@@ -149,6 +149,15 @@ def test_home_page(page, server, shots):
 def test_models_page_trains_a_model(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)
+    # the form shows the fields that apply: widths for an MLP, PGD settings and p_gen/p_mem when chosen
+    assert page.get_by_label("MLP widths", exact=True).is_visible() and page.get_by_label("PGD norm").count() == 0
+    for box, field in (("Adversarial training (PGD)", "ε"), ("Example-tied dropout", "p_gen")):
+        assert page.get_by_label(field, exact=True).count() == 0
+        page.get_by_text(box).click()
+        page.get_by_label(field, exact=True).wait_for(timeout=30_000)
+        page.get_by_text(box).click()
+        _settle(page)
+        assert page.get_by_label(field, exact=True).count() == 0
     seeds = page.get_by_label("Seeds (e.g. 0 or 0-4)")
     seeds.fill("0-1")
     seeds.press("Enter")
@@ -175,7 +184,33 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     page.get_by_text("heat map beside it").click()
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=60_000)
     _snap(page, shots, "saliency-maps-signed")
+    # the state is in the address bar: a reload (or the link, shared) comes back to the same grid
+    assert "sign=all" in page.url and "show=heat" in page.url, page.url
+    page.reload()
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
+    _settle(page)
+    assert page.get_by_role("radio", name="All", exact=True).is_checked()
+    assert page.get_by_role("radio", name="heat map beside it").is_checked()
+    # models side by side: lettered column groups on the same images, with a legend of what differs
+    page.locator("[data-testid='stMultiSelect']").filter(has_text="Compare with (same data set)").click()
+    page.get_by_role("option", name="seed 1").first.click()
+    page.keyboard.press("Escape")
+    page.get_by_text("differs in: seed 1").wait_for(timeout=120_000)
+    page.get_by_text("Integrated Gradients completeness error").first.wait_for(timeout=120_000)
+    _snap(page, shots, "saliency-compare")
     page.get_by_role("tab", name="Randomization check").click()
+    page.get_by_role("button", name="Run the randomization check").wait_for()
+    _settle(page)
+    images = page.get_by_label("Images", exact=True)
+    images.fill("3")
+    images.press("Enter")
+    _settle(page)
+    page.get_by_role("tab", name="Maps").click()                             # the randomization tab is not drawn
+    _settle(page)
+    page.get_by_role("tab", name="Randomization check").click()
+    page.get_by_role("button", name="Run the randomization check").wait_for()
+    _settle(page)
+    assert page.get_by_label("Images", exact=True).input_value() == "3"                   # and keeps its settings
     page.get_by_role("button", name="Run the randomization check").click()
     page.get_by_text("Map strips").wait_for(timeout=120_000)
     _snap(page, shots, "saliency-randomization")
