@@ -352,3 +352,27 @@ class JobContext:
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    # independent pieces (backend/pieces.py): here one after another, or as Ray tasks side by side
+    pieces: Any = None                             # LocalPieces or RayPieces; None: local
+
+    def share(self, obj: Any) -> Any:
+        """A handle to pass to many pieces: on Ray, `obj` goes into the object store once."""
+        return obj if self.pieces is None else self.pieces.share(obj)
+
+    def map(self, fn: Callable, pieces: Any, what: str = "", lo: float = 0.0, hi: float = 1.0,
+            resources: Any = None) -> list:
+        """[fn(*args, device=...) for args in pieces], run where the runner runs pieces; the job's
+        progress goes from `lo` to `hi` as pieces finish; a cancel stops the rest."""
+        from backend.pieces import LocalPieces, Resources
+
+        runner = self.pieces or LocalPieces(self.device)
+        pieces = list(pieces)
+
+        def report(done: int, total: int) -> None:
+            self.progress(lo + (hi - lo) * done / max(total, 1), f"{what} ({done}/{total} pieces)".strip())
+
+        if not pieces:
+            return []
+        self.check_cancelled()
+        return runner.map(fn, pieces, report, self.cancel_event.is_set, resources or Resources())

@@ -68,7 +68,13 @@ class LocalRunner:
         self._jobs: dict[str, Job] = {}                          # every job submitted here: to recompute
         self._results: OrderedDict[str, tuple[str, Any]] = OrderedDict()   # id -> (checksum, decoded)
         self._cache_entries = cache_entries
+        self.pieces = None                       # a job's independent pieces run in its thread (backend/pieces.py)
+        self.device_label = str(self.device)     # stored with each job
         self._mark_interrupted()
+
+    def where(self) -> str:
+        """Where jobs run, for the sidebar."""
+        return f"this machine ({self.device})"
 
     def _mark_interrupted(self) -> None:
         """Jobs left QUEUED/RUNNING by a process that is gone will never finish: say so."""
@@ -91,7 +97,7 @@ class LocalRunner:
             self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
                               fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
                               message="", created=time.time(), started=None, finished=None, error=None,
-                              device=str(self.device), versions=library_versions(), owner=self._owner)
+                              device=self.device_label, versions=library_versions(), owner=self._owner)
             self._pools[job.lane].submit(self._run, job_id, active)
         return job_id
 
@@ -133,7 +139,8 @@ class LocalRunner:
 
     def _run(self, job_id: str, active: _Active) -> None:
         workdir = self.store.root / "work" / job_id
-        ctx = JobContext(job_id, self.device, workdir, active.cancel, lambda p: setattr(active, "progress", p))
+        ctx = JobContext(job_id, self.device, workdir, active.cancel, lambda p: setattr(active, "progress", p),
+                         pieces=self.pieces)
         started = time.time()
         try:
             ctx.check_cancelled()
@@ -239,14 +246,44 @@ def _owner_alive(owner: str) -> bool:
         return False
 
 
+class RayRunner(LocalRunner):
+    """The local runner's contract, with every job's independent pieces (ctx.map) run as Ray tasks
+    on a cluster: the job itself coordinates from a thread here (its lane, dedupe by job id, progress
+    as the fraction of pieces done, cancel, the store), the pieces compute there."""
+
+    def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
+                 long_workers: int = 1, ray_workers: int | None = None, **kwargs) -> None:
+        from backend.pieces import RayPieces, connect
+
+        self.address = address
+        self.cluster = connect(address, ray_workers)
+        super().__init__(store, device=device, workers=workers, long_workers=long_workers, **kwargs)
+        self.pieces = RayPieces()
+        self.device_label = (f"ray ({self.address}: {self.cluster['cpus']:g} CPUs, {self.cluster['gpus']:g} GPUs; "
+                             f"driver {self.device})")
+
+    def where(self) -> str:
+        from backend.pieces import cluster_summary
+
+        c = self.cluster = cluster_summary()
+        return (f"Ray cluster ({'started here' if self.address == 'local' else self.address}): {c['nodes']} node"
+                f"{'s' if c['nodes'] != 1 else ''}, {c['cpus']:g} CPUs, {c['gpus']:g} GPUs")
+
+
 def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
-    """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds registered."""
+    """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds
+    registered: on the Ray cluster LENSCAPE_RAY_ADDRESS names, else here."""
     from backend.kinds import register_all
+    from backend.pieces import ray_address
     from models.paths import home_dir
 
     register_all()
     check_writable(root)
-    return LocalRunner(ResultStore(root or home_dir() / "store"), workers=workers)
+    store = ResultStore(root or home_dir() / "store")
+    address = ray_address()
+    if address:
+        return RayRunner(store, address, workers=workers)
+    return LocalRunner(store, workers=workers)
 
 
 def check_writable(root: Path | None = None) -> None:

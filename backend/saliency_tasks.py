@@ -176,22 +176,32 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
     fill = int(round(float(train.images.float().mean())))   # the training data's mean pixel
     methods, roar = cfg.roar.all_methods, cfg.roar
     acc = np.zeros((2, len(methods), len(roar.k_grid), len(roar.seeds)))
-    done, total = 0, roar.n_trainings
     for mi, method in enumerate(methods):
-        ctx.progress(done / total, f"attributions: {method}")
+        ctx.progress(mi / len(methods), f"attributions: {method}")
         scfg = replace(cfg.saliency, method=method, seed=roar.attribution_seed)
         a_train, a_test = (attribute(lm.model, d.x(), d.labels, scfg) for d in (train, test))
+        # the retrainings are independent pieces (k × top/bottom × seeds): side by side on a Ray
+        # cluster, each masked data set shipped once by reference to every seed that trains on it
+        pieces, slots = [], []
         for ki, k in enumerate(roar.k_grid):
             for arm, keep in enumerate(("top", "bottom")):
-                tr = _masked(train, keep_mask(a_train, k, keep), fill)
-                te = _masked(test, keep_mask(a_test, k, keep), fill)
+                tr = ctx.share(_masked(train, keep_mask(a_train, k, keep), fill))
+                te = ctx.share(_masked(test, keep_mask(a_test, k, keep), fill))
                 for si, seed in enumerate(roar.seeds):
-                    ctx.progress(done / total, f"{method} · k={k:g} · {keep}-k · seed {seed} ({done + 1}/{total})")
-                    acc[arm, mi, ki, si] = fit_and_score(replace(recipe, seed=seed), tr, te, ctx.device)
-                    done += 1
+                    pieces.append((replace(recipe, seed=seed), tr, te))
+                    slots.append((arm, mi, ki, si))
+        scores = ctx.map(fit_and_score_piece, pieces, f"{method}: retrainings", lo=(mi + 0.1) / len(methods),
+                         hi=(mi + 1) / len(methods))
+        for slot, score in zip(slots, scores):
+            acc[slot] = score
     mean, std = pairwise_differences(acc[0], acc[1])
     return DiffRoarResult(methods=list(methods), k_grid=np.array(roar.k_grid), acc_top=acc[0], acc_bottom=acc[1],
                           diff_mean=mean, diff_std=std, config=roar)
+
+
+def fit_and_score_piece(recipe: TrainConfig, train: ImageData, test: ImageData, *, device) -> float:
+    """One DiffROAR retraining (a piece: see backend/pieces.py)."""
+    return fit_and_score(recipe, train, test, device)
 
 
 def _masked(data: ImageData, mask: torch.Tensor, fill: int) -> ImageData:

@@ -1,0 +1,211 @@
+"""Jobs made of independent pieces (ctx.map), on the local runner and on a Ray instance the test
+starts on this machine: the same results bit for bit, progress as the fraction of pieces done,
+cancel stops the pieces, a piece's error is the job's message, a worker killed mid-piece is retried
+or fails the job cleanly, and identical requests compute once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, job_kind
+from backend.runner import LocalRunner
+from backend.store import ResultStore
+
+ray = pytest.importorskip("ray")
+
+
+@dataclass(frozen=True)
+class PiecesConfig:
+    name: str
+    n: int = 6
+    seconds: float = 0.0
+    fail_at: int = -1          # this piece raises
+    die_at: int = -1           # this piece's worker process exits; `die_times` times, then it works
+    die_times: int = 1
+    folder: str = ""           # pieces leave a marker file here (to see which ran, and how often)
+
+
+def square_piece(i: int, seed_data, cfg: PiecesConfig, *, device) -> np.ndarray:
+    folder = Path(cfg.folder) if cfg.folder else None
+    if folder is not None:
+        tries = len(list(folder.glob(f"piece{i}.*")))
+        (folder / f"piece{i}.{tries}.{os.getpid()}").touch()
+        if i == cfg.die_at and tries < cfg.die_times:
+            os._exit(1)                              # the worker process dies mid-piece
+    if i == cfg.fail_at:
+        raise ValueError(f"piece {i} exploded")
+    time.sleep(cfg.seconds)
+    g = np.random.default_rng([i, int(seed_data.sum())])
+    return g.normal(size=4) + i ** 2
+
+
+@job_kind("test_pieces")
+def pieces_job(ctx, cfg: PiecesConfig) -> np.ndarray:
+    shared = ctx.share(np.arange(1000))              # one copy in the object store for every piece
+    out = ctx.map(square_piece, [(i, shared, cfg) for i in range(cfg.n)], "squares")
+    return np.stack(out)
+
+
+REGISTRY.register(pieces_job)
+# Ray's workers cannot import this test module by name (pytest put its folder on the path only
+# here): ship its functions by value
+ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    from backend.pieces import connect
+
+    started = time.perf_counter()
+    summary = connect("local", workers=2)
+    print(f"\nRay started in {time.perf_counter() - started:.1f} s: {summary}")
+    yield summary
+    ray.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+def any_runner(request, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    if request.param == "ray":
+        from backend.runner import RayRunner
+
+        request.getfixturevalue("ray_instance")
+        r = RayRunner(store, "local", workers=2)
+    else:
+        r = LocalRunner(store, workers=2)
+    yield r
+    r.shutdown()
+
+
+def _job(**kw) -> Job:
+    return Job("test_pieces", PiecesConfig(**kw), fingerprints=("abc",), label="pieces")
+
+
+def test_both_runners_give_the_same_pieces_in_order(any_runner, tmp_path):
+    job_id = any_runner.submit(_job(name="same", n=7))
+    assert any_runner.wait(job_id, 60) == JobStatus.DONE, any_runner.error(job_id)
+    got = any_runner.result(job_id)
+    # computed here, without any runner: the pieces in order
+    want = np.stack([square_piece(i, np.arange(1000), PiecesConfig("same", 7), device="cpu") for i in range(7)])
+    assert np.array_equal(got, want)
+
+
+def test_progress_is_the_fraction_of_pieces_done(any_runner):
+    job_id = any_runner.submit(_job(name="progress", n=4, seconds=0.4))
+    seen = set()
+    while any_runner.status(job_id) in (JobStatus.QUEUED, JobStatus.RUNNING):
+        seen.add(round(any_runner.progress(job_id).fraction, 3))
+        time.sleep(0.02)
+    assert any_runner.status(job_id) == JobStatus.DONE
+    assert seen - {0.0} <= {0.25, 0.5, 0.75, 1.0} and seen & {0.25, 0.5, 0.75}, seen
+
+
+def test_cancel_stops_the_pieces_and_stores_nothing(any_runner, tmp_path):
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    job_id = any_runner.submit(_job(name="cancel", n=12, seconds=0.5, folder=str(folder)))
+    deadline = time.time() + 60
+    while not list(folder.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    any_runner.cancel(job_id)
+    assert any_runner.wait(job_id, 60) == JobStatus.CANCELLED
+    time.sleep(1.5)                                  # anything still running would have marked by now
+    started = len(list(folder.iterdir()))
+    assert started < 12, f"{started} of 12 pieces ran after the cancel"
+    assert not any_runner.store.path(job_id).exists()
+    with pytest.raises(JobCancelled):
+        any_runner.result(job_id)
+
+
+def test_a_piece_that_raises_fails_the_job_with_its_message(any_runner):
+    job_id = any_runner.submit(_job(name="fails", n=5, fail_at=3))
+    assert any_runner.wait(job_id, 60) == JobStatus.FAILED
+    with pytest.raises(JobFailed, match="piece 3 exploded"):
+        any_runner.result(job_id)
+    assert "ValueError" in any_runner.store.get(job_id)["error"]
+    assert not any_runner.store.path(job_id).exists()
+
+
+def test_identical_requests_from_many_sessions_compute_once(any_runner, tmp_path):
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    job = _job(name="dedupe", n=3, seconds=0.3, folder=str(folder))
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda w=w: ids.append(any_runner.submit(job, watcher=f"session-{w}")))
+               for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1 and any_runner.wait(ids[0], 60) == JobStatus.DONE
+    assert sorted(p.name.split(".")[0] for p in folder.iterdir()) == ["piece0", "piece1", "piece2"]  # once each
+    assert any_runner.submit(job) == ids[0] and len(list(folder.iterdir())) == 3   # stored: not run again
+
+
+def test_a_killed_worker_is_retried_and_the_result_is_right(ray_instance, tmp_path):
+    from backend.runner import RayRunner
+
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    runner = RayRunner(ResultStore(tmp_path / "store"), "local")
+    job_id = runner.submit(_job(name="killed", n=4, die_at=2, folder=str(folder)))
+    assert runner.wait(job_id, 120) == JobStatus.DONE, runner.error(job_id)
+    tries = sorted(p.name for p in folder.glob("piece2.*"))
+    assert len(tries) == 2 and tries[0].split(".")[2] != tries[1].split(".")[2]   # two processes
+    want = np.stack([square_piece(i, np.arange(1000), PiecesConfig("x"), device="cpu") for i in range(4)])
+    assert np.array_equal(runner.result(job_id), want)
+    runner.shutdown()
+
+
+def test_a_worker_that_keeps_dying_fails_the_job_cleanly(ray_instance, tmp_path):
+    from backend.pieces import RETRIES
+    from backend.runner import RayRunner
+
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    runner = RayRunner(ResultStore(tmp_path / "store"), "local")
+    job_id = runner.submit(_job(name="dies", n=3, die_at=1, die_times=99, folder=str(folder)))
+    assert runner.wait(job_id, 120) == JobStatus.FAILED
+    assert "worker died" in runner.error(job_id) and len(list(folder.glob("piece1.*"))) == RETRIES + 1
+    assert not runner.store.path(job_id).exists()                 # no result, corrupt or not
+    with pytest.raises(JobFailed, match="worker died"):
+        runner.result(job_id)
+    runner.shutdown()
+
+
+def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """DiffROAR's retrainings as pieces: the same accuracies from the local runner and from Ray."""
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
+    from analysis.roar import DiffRoarConfig
+    from backend.jobs import job, ref
+    from backend.runner import RayRunner
+    from backend.saliency_tasks import DiffRoarJobConfig
+    from backend.tasks import train_jobs
+    from models.training import preset
+    from models.zoo import load_model
+
+    local = LocalRunner(ResultStore(tmp_path / "local"))
+    (train,) = train_jobs(preset("digits-mlp", epochs=3), [0])
+    tid = local.submit(train)
+    assert local.wait(tid, 120) == JobStatus.DONE
+    lm = load_model(local.result(tid)["run_id"])
+    cfg = DiffRoarJobConfig(model=ref(lm), roar=DiffRoarConfig(methods=("gradient",), k_grid=(0.1, 0.5),
+                                                               seeds=(0, 1), epochs=2))
+    roar = job("diffroar", cfg, (ref(lm),), "DiffROAR")
+    a = local.submit(roar)
+    assert local.wait(a, 300) == JobStatus.DONE, local.error(a)
+    remote = RayRunner(ResultStore(tmp_path / "ray"), "local")
+    b = remote.submit(roar)
+    assert remote.wait(b, 300) == JobStatus.DONE, remote.error(b)
+    ra, rb = local.result(a), remote.result(b)
+    assert np.array_equal(ra.acc_top, rb.acc_top) and np.array_equal(ra.acc_bottom, rb.acc_bottom)
+    assert np.array_equal(ra.diff_mean, rb.diff_mean)
+    assert remote.store.get(b)["device"].startswith("ray")
+    local.shutdown(), remote.shutdown()
