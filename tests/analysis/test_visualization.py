@@ -47,3 +47,30 @@ def test_signs_and_the_shared_threshold_by_hand():
         signed_map(attr, "abs")
     with pytest.raises(ValueError, match="outlier_perc"):
         threshold([a], 120)
+
+
+def test_threshold_edges_by_hand():
+    # leading zeros and a total of exactly 1 are ordinary maps, not all-zero ones
+    assert threshold([np.array([0.0, 0.0, 0.0, 5.0])]) == 5.0
+    assert threshold([np.full(4, 0.25)]) == 0.25
+    assert threshold([np.zeros((2, 2))]) == 0.0
+    # the default is Captum's 2%: on 1..1000 it differs from 3%
+    m = np.arange(1.0, 1001.0)
+    assert threshold([m]) == threshold([m], 2.0) != threshold([m], 3.0)
+    # 100% and 0% are percentages; 100.5 is not
+    assert threshold([m], 100) == 1.0 and threshold([m], 0) == 1000.0
+    with pytest.raises(ValueError):
+        threshold([m], 100.5)
+    # a total that rounding leaves a hair short of 100% of itself: the largest value, not the smallest
+    t = next(t for t in np.linspace(0.01, 0.02, 100001)
+             if ((3e-3 + t) * 0.01) * 100.0 > np.cumsum([1e-3, 2e-3, t])[-1])
+    assert threshold([np.array([t, 1e-3, 2e-3])], 0) == t
+
+
+def test_channels_are_summed_in_double_precision_and_zero_maps_keep_their_shape():
+    half = np.full((2, 1, 2), 40000, dtype=np.float16)          # 80,000 overflows float16
+    assert signed_map(half, "all").tolist() == [[80000.0, 80000.0]]
+    assert normalized(np.zeros((3, 4)), 0.0).shape == (3, 4)
+    # beyond the threshold, both ends are clipped: to [-1, 1] for "all", [0, 1] for one sign
+    assert normalized(np.array([[-5.0, -1.0, 5.0]]), 2.0, "all").tolist() == [[-1.0, -0.5, 1.0]]
+    assert normalized(np.array([[-5.0, -1.0, 0.0]]), 2.0, "negative").tolist() == [[1.0, 0.5, -0.0]]

@@ -193,7 +193,7 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     assert page.get_by_role("radio", name="heat map beside it").is_checked()
     # models side by side: lettered column groups on the same images, with a legend of what differs
     page.locator("[data-testid='stMultiSelect']").filter(has_text="Compare with (same data set)").click()
-    page.get_by_role("option", name="seed 1").first.click()
+    page.get_by_role("option", name=f"{PRETRAINED[1]} ep · seed 1").first.click()   # the other pre-trained seed
     page.keyboard.press("Escape")
     page.get_by_text("differs in: seed 1").wait_for(timeout=120_000)
     page.get_by_text("Integrated Gradients completeness error").first.wait_for(timeout=120_000)
