@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,7 @@ class RayPieces:
         return out
 
     def _cluster_gpus(self) -> float:
-        return float(self._ray.cluster_resources().get("GPU", 0.0))
+        return cluster_summary()["gpus"]
 
 
 def _unwrap(ray, ref) -> Any:
@@ -148,10 +149,21 @@ def ray_address() -> str | None:
 
 def connect(address: str, workers: int | None = None) -> dict:
     """Connect to (or start, for "local") a Ray cluster; returns what it offers. The workers get
-    this checkout on their import path (runtime_env working_dir is not needed on one machine; on a
-    cluster, install Lenscape on every node, see the README)."""
+    this checkout on their import path and the LENSCAPE_* settings (on a multi-node cluster, install
+    Lenscape on every node instead: see the README)."""
+    import re
+
+    if not (address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address)):
+        raise ValueError(f"a Ray address is 'local', 'auto', 'ray://host:port' or 'host:port'; got {address!r}")
+    return _RAY_THREAD.submit(_connect, address, workers).result()
+
+
+def _connect(address: str, workers: int | None) -> dict:
     import ray
 
+    if ray.is_initialized() and _CONNECTED.get("address") not in (None, address):
+        raise RuntimeError(f"this process is connected to the Ray cluster {_CONNECTED['address']!r}; restart the "
+                           f"app to use {address!r}")
     if not ray.is_initialized():
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
@@ -162,13 +174,25 @@ def connect(address: str, workers: int | None = None) -> dict:
                      log_to_driver=False)
         else:
             ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
-        _ = time.perf_counter() - started
-    return cluster_summary()
+        _CONNECTED.update(address=address, seconds=time.perf_counter() - started)
+    return _summary()
 
 
 def cluster_summary() -> dict:
+    """Nodes, CPUs and GPUs of the cluster this process is connected to."""
+    return _RAY_THREAD.submit(_summary).result()
+
+
+def _summary() -> dict:
     import ray
 
     res = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {"nodes": len(nodes), "cpus": float(res.get("CPU", 0.0)), "gpus": float(res.get("GPU", 0.0))}
+
+
+# Ray's cluster-state calls hang once the thread that called ray.init has ended (seen with Ray 2.60:
+# Streamlit runs each script run on a new thread), so ray.init and those calls run on this one
+# long-lived thread.
+_RAY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lenscape-ray")
+_CONNECTED: dict = {}

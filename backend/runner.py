@@ -270,9 +270,10 @@ class RayRunner(LocalRunner):
                 f"{'s' if c['nodes'] != 1 else ''}, {c['cpus']:g} CPUs, {c['gpus']:g} GPUs")
 
 
-def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
+def open_backend(root: Path | None = None, workers: int = 1, address: str | None = None) -> LocalRunner:
     """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds
-    registered: on the Ray cluster LENSCAPE_RAY_ADDRESS names, else here."""
+    registered: on the Ray cluster `address` names (default: LENSCAPE_RAY_ADDRESS; "" for none),
+    else here."""
     from backend.kinds import register_all
     from backend.pieces import ray_address
     from models.paths import home_dir
@@ -280,7 +281,7 @@ def open_backend(root: Path | None = None, workers: int = 1) -> LocalRunner:
     register_all()
     check_writable(root)
     store = ResultStore(root or home_dir() / "store")
-    address = ray_address()
+    address = ray_address() if address is None else address.strip()
     if address:
         return RayRunner(store, address, workers=workers)
     return LocalRunner(store, workers=workers)

@@ -20,10 +20,20 @@ MODEL_KEY = "workspace.model"
 DATA_KEY = "workspace.data"
 
 
-@st.cache_resource(show_spinner=False)
+RAY_CHOICE: dict[str, str] = {}   # the sidebar's choice of cluster, for the whole server process
+
+
 def backend() -> LocalRunner:
-    """One runner per server process: every tab and every rerun attaches to the same jobs."""
-    return open_backend()
+    """One runner per server process: every tab and every rerun attaches to the same jobs. Jobs
+    run here, or on the Ray cluster LENSCAPE_RAY_ADDRESS (or the sidebar) names."""
+    from backend.pieces import ray_address
+
+    return _backend(RAY_CHOICE.get("address", ray_address() or ""))
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
+def _backend(address: str) -> LocalRunner:
+    return open_backend(address=address)
 
 
 @st.cache_resource(show_spinner="Loading data…", max_entries=6)
@@ -177,13 +187,39 @@ def page_setup(title: str, icon: str = ":material/lens_blur:") -> None:
 
 def sidebar() -> None:
     with st.sidebar:
-        info = describe_device(backend().device)
+        runner = backend()
+        info = describe_device(runner.device)
         mem = f" · {info['memory_gb']} GiB" if info["memory_gb"] else ""
         st.caption(f"**Compute:** {info['kind']} — {info['name']}{mem}")
+        if runner.pieces is not None:
+            st.caption(f"**Jobs' pieces run on:** {runner.where()}")
+        with st.expander("Run jobs on a Ray cluster"):
+            ray_form(runner)
         # slots, so that a picker further down this run can show its fresh choice here
         st.session_state["_sidebar.data_slot"] = st.empty()
         st.session_state["_sidebar.model_slot"] = st.empty()
     show_workspace()
+
+
+def ray_form(runner: LocalRunner) -> None:
+    """Choose where jobs' independent pieces run: here, or a Ray cluster (for the whole server)."""
+    st.caption("Multi-seed work, DiffROAR's retrainings and other jobs made of independent pieces can run "
+               "side by side on a Ray cluster: `local` starts one on this machine, `auto` joins the cluster "
+               "this machine belongs to, `ray://host:10001` a remote one. Results land in the same workspace.")
+    current = getattr(runner, "address", "")
+    address = st.text_input("Ray address", current, placeholder="local, auto or ray://host:10001", key="_ray.address")
+    c = st.columns(2)
+    if c[0].button("Use Ray" if not current else "Switch", key="_ray.use", disabled=not address.strip()):
+        try:
+            _backend(address.strip())
+        except Exception as exc:  # noqa: BLE001 - a cluster that cannot be reached: say so, stay here
+            st.error(f"Could not use the Ray cluster {address.strip()!r}: {type(exc).__name__}: {exc}")
+            return
+        RAY_CHOICE["address"] = address.strip()
+        st.rerun()
+    if current and c[1].button("Run here", key="_ray.local"):
+        RAY_CHOICE["address"] = ""
+        st.rerun()
 
 
 def show_workspace() -> None:

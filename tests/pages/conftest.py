@@ -3,7 +3,9 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def fresh_backend():
-    """Each test gets a backend over its own workspace (the cached one is per process)."""
-    from ui.common import backend
-    backend.clear()
+    """Each test gets a backend over its own workspace (the cached one is per process), running
+    jobs here unless the test chooses a Ray cluster."""
+    from ui.common import RAY_CHOICE, _backend
+    _backend.clear()
+    RAY_CHOICE.clear()
     yield
