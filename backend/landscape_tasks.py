@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Tr
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
-from models.paths import cache_dir
+from models.paths import cache_dir, home_dir
 from models.data import load_data
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
@@ -99,13 +100,38 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
             loss[i], acc[i] = known[k]
     if missing:
         ctx.progress(0.0, f"{len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}")
-        new_loss, new_acc = evaluate_points(lm.model, dirs, points[missing], images, labels, progress=ctx.progress)
+        # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
+        # with the safe loader, the directions and examples sent once by reference
+        shared = (str(home_dir()), cfg.model, ctx.share(dirs), ctx.share(images), ctx.share(labels))
+        tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
+        done = ctx.map(surface_tile, [(*shared, points[t]) for t in tiles],
+                       f"{len(missing)} points in {len(tiles)} tiles")
+        new_loss, new_acc = np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
         loss[missing], acc[missing] = new_loss, new_acc
         known.update({keys[i]: (lv, av) for i, lv, av in zip(missing, new_loss, new_acc)})
         _write_points(path, known)
     shape = (len(ys) if ys is not None else 1, len(xs))
     return Surface(xs=xs, ys=ys if ys is not None else np.zeros(1), loss=loss.reshape(shape),
                    accuracy=acc.reshape(shape), reused=len(points) - len(missing))
+
+
+TILE_POINTS = 16      # grid points per piece (a 21×21 grid is 28 tiles)
+_MODELS = threading.local()
+
+
+def surface_tile(home: str, model: ModelRef, dirs, images: torch.Tensor, labels: torch.Tensor, points: np.ndarray,
+                 *, device) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py). The model comes from
+    the workspace through the safe loader, kept per thread between tiles (the points are applied
+    to its weights in place, so never shared between threads)."""
+    key = (home, model.run_id, model.epoch, model.fingerprint, str(device))
+    if getattr(_MODELS, "key", None) != key:
+        os.environ["LENSCAPE_HOME"] = home          # a Ray worker may have started for another workspace
+        _MODELS.key, _MODELS.lm = key, load_model(model.run_id, model.epoch, device=device)
+        if _MODELS.lm.fingerprint != model.fingerprint:
+            raise InvalidInputError(f"{_MODELS.lm.name}'s weights changed since the job was submitted")
+    dirs = [{name: t.to(device) for name, t in d.items()} for d in dirs]    # no copy where already there
+    return evaluate_points(_MODELS.lm.model, dirs, points, images, labels)
 
 
 def _point_key(p: np.ndarray) -> tuple[float, ...]:

@@ -209,3 +209,37 @@ def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monke
     assert np.array_equal(ra.diff_mean, rb.diff_mean)
     assert remote.store.get(b)["device"].startswith("ray")
     local.shutdown(), remote.shutdown()
+
+
+def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """The surface's grid split into tiles (pieces): Ray workers load the model with the safe
+    loader and give the values the local runner gives, bit for bit; the point cache is per
+    workspace, so the second runner recomputes every point."""
+    from analysis.landscape import DirectionConfig
+    from backend.jobs import job, ref
+    from backend.landscape_tasks import TILE_POINTS, EvalSet, SurfaceConfig
+    from backend.runner import RayRunner
+    from backend.tasks import train_jobs
+    from models.training import preset
+    from models.zoo import load_model
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
+    local = LocalRunner(ResultStore(tmp_path / "local"))
+    (train,) = train_jobs(preset("digits-mlp", epochs=3), [0])
+    tid = local.submit(train)
+    assert local.wait(tid, 120) == JobStatus.DONE
+    lm = load_model(local.result(tid)["run_id"])
+    cfg = SurfaceConfig(model=ref(lm), directions=DirectionConfig(seed=3), resolution=7, data=EvalSet(n_examples=300))
+    assert 7 * 7 > 2 * TILE_POINTS                                   # several tiles
+    surface = job("landscape_surface", cfg, (ref(lm),), "surface")
+    a = local.submit(surface)
+    assert local.wait(a, 300) == JobStatus.DONE, local.error(a)
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home2"))   # an empty point cache for the second runner
+    import shutil
+    shutil.copytree(tmp_path / "home" / "runs", tmp_path / "home2" / "runs")
+    remote = RayRunner(ResultStore(tmp_path / "ray"), "local")
+    b = remote.submit(surface)
+    assert remote.wait(b, 300) == JobStatus.DONE, remote.error(b)
+    sa, sb = local.result(a), remote.result(b)
+    assert sb.reused == 0 and np.array_equal(sa.loss, sb.loss) and np.array_equal(sa.accuracy, sb.accuracy)
+    local.shutdown(), remote.shutdown()
