@@ -180,22 +180,28 @@ def test_a_worker_that_keeps_dying_fails_the_job_cleanly(ray_instance, tmp_path)
     runner.shutdown()
 
 
-def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monkeypatch):
-    """DiffROAR's retrainings as pieces: the same accuracies from the local runner and from Ray."""
-    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
-    from analysis.roar import DiffRoarConfig
-    from backend.jobs import job, ref
-    from backend.runner import RayRunner
-    from backend.saliency_tasks import DiffRoarJobConfig
+def _local_with_a_digits_mlp(tmp_path, monkeypatch):
+    """A local runner over tmp_path/local and a digits MLP it trained into tmp_path/home."""
     from backend.tasks import train_jobs
     from models.training import preset
     from models.zoo import load_model
 
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
     local = LocalRunner(ResultStore(tmp_path / "local"))
     (train,) = train_jobs(preset("digits-mlp", epochs=3), [0])
     tid = local.submit(train)
     assert local.wait(tid, 120) == JobStatus.DONE
-    lm = load_model(local.result(tid)["run_id"])
+    return local, load_model(local.result(tid)["run_id"])
+
+
+def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """DiffROAR's retrainings as pieces: the same accuracies from the local runner and from Ray."""
+    from analysis.roar import DiffRoarConfig
+    from backend.jobs import job, ref
+    from backend.runner import RayRunner
+    from backend.saliency_tasks import DiffRoarJobConfig
+
+    local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     cfg = DiffRoarJobConfig(model=ref(lm), roar=DiffRoarConfig(methods=("gradient",), k_grid=(0.1, 0.5),
                                                                seeds=(0, 1), epochs=2))
     roar = job("diffroar", cfg, (ref(lm),), "DiffROAR")
@@ -219,16 +225,8 @@ def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, 
     from backend.jobs import job, ref
     from backend.landscape_tasks import TILE_POINTS, EvalSet, SurfaceConfig
     from backend.runner import RayRunner
-    from backend.tasks import train_jobs
-    from models.training import preset
-    from models.zoo import load_model
 
-    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
-    local = LocalRunner(ResultStore(tmp_path / "local"))
-    (train,) = train_jobs(preset("digits-mlp", epochs=3), [0])
-    tid = local.submit(train)
-    assert local.wait(tid, 120) == JobStatus.DONE
-    lm = load_model(local.result(tid)["run_id"])
+    local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     cfg = SurfaceConfig(model=ref(lm), directions=DirectionConfig(seed=3), resolution=7, data=EvalSet(n_examples=300))
     assert 7 * 7 > 2 * TILE_POINTS                                   # several tiles
     surface = job("landscape_surface", cfg, (ref(lm),), "surface")
