@@ -71,14 +71,15 @@ class SaliencyResult:
 
 
 def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                     config: SaliencyConfig, progress: Progress = _no_progress) -> SaliencyResult:
-    """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]."""
+                     config: SaliencyConfig, progress: Progress = _no_progress, offset: int = 0) -> SaliencyResult:
+    """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]. `offset`: the
+    position of x[0] in a larger set that is computed in parts (seeded methods draw per position)."""
     start = time.perf_counter()
     model.eval()
     probs = predict_proba(model, x, config.batch_size)
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
-    attr = attribute(model, x, target, config, progress)
+    attr = attribute(model, x, target, config, progress, offset)
     delta = _ig_delta(model, x, target, attr, config) if config.method == "integrated_gradients" else None
     return SaliencyResult(attributions=attr.numpy(), predictions=pred.numpy(),
                           confidences=probs.max(1).values.numpy(), targets=target.numpy(), config=config,
@@ -96,15 +97,16 @@ def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
-              progress: Progress = _no_progress) -> torch.Tensor:
+              progress: Progress = _no_progress, offset: int = 0) -> torch.Tensor:
     """Attributions in chunks; `target` (N,) is the class each image's map explains. `progress`
-    hears after each chunk."""
+    hears after each chunk. Seeded methods (SmoothGrad, VarGrad, random) draw image i's noise from
+    its position offset + i, so a set computed in parts equals the set computed whole."""
     model.eval()
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
         _conv_layer(model, config.layer)
     out = in_chunks(len(x), config.batch_size, lambda start, stop: fn(
-        model, x[start:stop].to(device), target[start:stop].to(device), config, start).detach().cpu(),
+        model, x[start:stop].to(device), target[start:stop].to(device), config, offset + start).detach().cpu(),
         progress, "images")
     return torch.cat(out)
 

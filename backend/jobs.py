@@ -369,8 +369,12 @@ class JobContext:
         runner = self.pieces or LocalPieces(self.device)
         pieces = list(pieces)
 
-        def report(done: int, total: int) -> None:
-            self.progress(lo + (hi - lo) * done / max(total, 1), f"{what} ({done}/{total} pieces)".strip())
+        def report(done: float, total: int, message: str = "") -> None:
+            if total == 1:                      # one piece: its own words are the job's
+                text = message or what
+            else:
+                text = f"{what} ({int(done)}/{total} pieces)".strip() + (f" · {message}" if message else "")
+            self.progress(lo + (hi - lo) * done / max(total, 1), text)
 
         if not pieces:
             return []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Tr
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
-from models.paths import cache_dir, home_dir
+from backend.pieces import ModelPayload, model_payload, payload_model, piece_progress
 from models.data import load_data
+from models.paths import cache_dir
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
 
@@ -102,7 +102,7 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
         ctx.progress(0.0, f"{len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}")
         # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
         # with the safe loader, the directions and examples sent once by reference
-        shared = (str(home_dir()), cfg.model, ctx.share(dirs), ctx.share(images), ctx.share(labels))
+        shared = (ctx.share(model_payload(lm)), ctx.share(dirs), ctx.share(images), ctx.share(labels))
         tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
         done = ctx.map(surface_tile, [(*shared, points[t]) for t in tiles],
                        f"{len(missing)} points in {len(tiles)} tiles")
@@ -116,22 +116,16 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
 
 
 TILE_POINTS = 16      # grid points per piece (a 21×21 grid is 28 tiles)
-_MODELS = threading.local()
 
 
-def surface_tile(home: str, model: ModelRef, dirs, images: torch.Tensor, labels: torch.Tensor, points: np.ndarray,
+def surface_tile(model: ModelPayload, dirs, images: torch.Tensor, labels: torch.Tensor, points: np.ndarray,
                  *, device) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py). The model comes from
-    the workspace through the safe loader, kept per thread between tiles (the points are applied
-    to its weights in place, so never shared between threads)."""
-    key = (home, model.run_id, model.epoch, model.fingerprint, str(device))
-    if getattr(_MODELS, "key", None) != key:
-        os.environ["LENSCAPE_HOME"] = home          # a Ray worker may have started for another workspace
-        _MODELS.key, _MODELS.lm = key, load_model(model.run_id, model.epoch, device=device)
-        if _MODELS.lm.fingerprint != model.fingerprint:
-            raise InvalidInputError(f"{_MODELS.lm.name}'s weights changed since the job was submitted")
+    """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py). The model is built
+    from its payload with the safe loader, once per worker thread; the points are applied to its
+    weights in place and the weights put back after."""
     dirs = [{name: t.to(device) for name, t in d.items()} for d in dirs]    # no copy where already there
-    return evaluate_points(_MODELS.lm.model, dirs, points, images, labels)
+    return evaluate_points(payload_model(model, device), dirs, points, images, labels,
+                           progress=lambda f, m: piece_progress(f, m))
 
 
 def _point_key(p: np.ndarray) -> tuple[float, ...]:

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from analysis.evaluation import evaluate
-from analysis.memorization import (FlipConfig, GradientAccount, RetrainConfig, accuracy, flip_neurons,
+from analysis.memorization import (FlipConfig, FlipResult, GradientAccount, RetrainConfig, accuracy, flip_neurons,
                                    gradient_account, layer_groups, masked_accuracy, neuron_layers, neuron_units,
                                    retrain_group, rewound, tied_dropout_accuracies)
 from backend.jobs import JobContext, ModelRef, job_kind, stage
+from backend.pieces import ModelPayload, model_payload, payload_model, piece_progress
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, load_model, load_state, training_data
 
@@ -269,22 +270,48 @@ def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
                               cln[torch.randperm(len(cln), generator=gen)[:cfg.n_clean]]])
     kinds = ["memorized" if mask[t] and right[t] else "clean" if not mask[t] else "noisy, not memorized"
              for t in examples.tolist()]
-    res = flip_neurons(lm.model, x, y, examples, cfg.flip, stage(ctx, 0, 0.8, "flipping"))
     probe_c = torch.nonzero(~mask).flatten()[torch.randperm(int((~mask).sum()), generator=gen)[:cfg.probe]]
     probe_t = torch.randperm(len(data.test.labels), generator=gen)[:cfg.probe]
     xc, yc = x[probe_c], y[probe_c]
     xt, yt = data.test.images[probe_t], data.test.labels[probe_t]
-    ca, ta = [], []
-    for i, ns in enumerate(res.neurons):
-        ca.append(masked_accuracy(lm.model, xc, yc, ns))
-        ta.append(masked_accuracy(lm.model, xt, yt, ns))
-        ctx.progress(0.8 + 0.2 * (i + 1) / len(res.neurons), "what it cost")
+    # batches of examples are independent pieces (an example's result does not depend on the others
+    # analysed with it): side by side on a Ray cluster, the model and the data sent once by reference
+    shared = [ctx.share(v) for v in (model_payload(lm), x, y, xc, yc, xt, yt)]
+    size = max(FLIP_PIECE, cfg.flip.group_size)
+    batches = [examples[i:i + size] for i in range(0, len(examples), size)]
+    parts = ctx.map(flip_piece, [(*shared, b, cfg.flip) for b in batches], f"flipping {len(examples)} examples")
+    res = merge_flips([p[0] for p in parts])
     units = neuron_units(neuron_layers(lm.model))
     return FlipJobResult(examples=res.examples, kind=kinds, n_neurons=res.n_neurons, flipped=res.flipped,
                          stopped=res.stopped, neurons=res.neurons, layers=res.layers, layer_units=units,
-                         clean_acc=np.array(ca), test_acc=np.array(ta), base_clean_acc=accuracy(lm.model, xc, yc),
-                         base_test_acc=accuracy(lm.model, xt, yt), labels=y[examples].numpy(),
-                         true_labels=data.original_labels[examples].numpy())
+                         clean_acc=np.concatenate([p[1] for p in parts]), test_acc=np.concatenate([p[2] for p in parts]),
+                         base_clean_acc=accuracy(lm.model, xc, yc), base_test_acc=accuracy(lm.model, xt, yt),
+                         labels=y[examples].numpy(), true_labels=data.original_labels[examples].numpy())
+
+
+FLIP_PIECE = 4        # examples per piece
+
+
+def flip_piece(model: ModelPayload, x: torch.Tensor, y: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor,
+               xt: torch.Tensor, yt: torch.Tensor, examples: torch.Tensor, flip: FlipConfig,
+               *, device) -> tuple[FlipResult, np.ndarray, np.ndarray]:
+    """Neuron flipping of a batch of examples, and what removing each one's neurons costs on the
+    clean-train and test probes (a piece: see backend/pieces.py)."""
+    net = payload_model(model, device)
+    res = flip_neurons(net, x, y, examples, flip, lambda f, m: piece_progress(0.9 * f, m))
+    clean = np.array([masked_accuracy(net, xc, yc, ns) for ns in res.neurons])
+    test = np.array([masked_accuracy(net, xt, yt, ns) for ns in res.neurons])
+    return res, clean, test
+
+
+def merge_flips(parts: list[FlipResult]) -> FlipResult:
+    """Consecutive batches' results as one."""
+    def cat(name: str):
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    return FlipResult(examples=cat("examples"), flipped=cat("flipped"), n_neurons=cat("n_neurons"),
+                      stopped=[s for p in parts for s in p.stopped], neurons=[n for p in parts for n in p.neurons],
+                      layers=parts[0].layers, batch_acc_drop=cat("batch_acc_drop"), batches=cat("batches"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,14 +14,21 @@ Rules for a piece function, so that both give bit-identical results: a module-le
 ``fn(*args, device) -> value`` that depends only on its arguments (seed its generators from them),
 returns something picklable and small (numbers, arrays), and loads models only with the safe loaders
 (``models.zoo.load_model``), never by unpickling. Results come back in the order of the pieces.
-Progress is the fraction of pieces done; a cancel stops the pieces not finished.
+Progress is the fraction of pieces done, finer where a piece reports its own (``piece_progress``);
+a cancel stops the pieces not finished (on Ray, running ones too: their tasks are killed).
+
+Models travel as a ``ModelPayload`` (architecture + safetensors bytes, put in the object store once);
+a worker rebuilds the model from it with the safe loader and keeps it for the next piece.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +42,14 @@ RETRIES = 2          # extra tries of a piece whose worker process died (Ray's m
 
 @dataclass(frozen=True)
 class Resources:
-    """What one piece asks of a Ray node: CPUs and, where it can use one, a GPU share."""
+    """What one piece asks of a Ray node: CPUs and, where it can use one, a GPU share. `threads`
+    pins the piece's torch threads on a CPU, on either runner, for pieces whose bits depend on it
+    (training: a weight gradient sums over the batch in per-thread parts); None leaves the runner's
+    own (a Ray worker asking for one CPU runs one thread)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    threads: int | None = None
 
 
 class LocalPieces:
@@ -54,12 +65,19 @@ class LocalPieces:
 
     def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[int, int], None],
             cancelled: Callable[[], bool], resources: Resources) -> list:
-        out = []
+        out, n = [], len(pieces)
         for i, args in enumerate(pieces):
             if cancelled():
                 raise JobCancelled("cancelled")
-            out.append(_call(fn, args, self.device))
-            report(i + 1, len(pieces))
+
+            def within(fraction: float, message: str = "", i=i) -> None:
+                if cancelled():                 # a long piece (a training) stops at its next report
+                    raise JobCancelled("cancelled")
+                report(i + min(max(fraction, 0.0), 1.0), n, message)
+
+            with _threads(resources.threads, self.device):
+                out.append(_call(fn, args, self.device, within))
+            report(i + 1, n, "")
         return out
 
 
@@ -78,6 +96,7 @@ class RayPieces:
         self._ray = ray
         self._remote = ray.remote(_ray_call)
         self.gpu_per_piece = gpu_per_piece
+        self._board()                    # started now, so it is up by the first job
 
     def share(self, obj: Any) -> Any:
         return self._ray.put(obj)
@@ -88,10 +107,11 @@ class RayPieces:
         gpus = resources.gpus if self._cluster_gpus() else 0.0
         task = self._remote.options(num_cpus=resources.cpus, num_gpus=gpus, max_retries=RETRIES,
                                     retry_exceptions=False)
-        refs = [task.remote(fn, *args) for args in pieces]
+        board, call = self._board(), f"{os.getpid()}-{next(_CALLS)}"
+        refs = [task.remote(fn, board, call, i, resources.threads, *args) for i, args in enumerate(pieces)]
         index = {r: i for i, r in enumerate(refs)}
         out: list = [None] * len(refs)
-        pending = list(refs)
+        pending, finished, board_view = list(refs), set(), _BoardView(ray, board, call)
         try:
             while pending:
                 if cancelled():
@@ -99,16 +119,53 @@ class RayPieces:
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2, fetch_local=True)
                 for r in ready:
                     out[index[r]] = _unwrap(ray, r)
-                if ready:
-                    report(len(refs) - len(pending), len(refs))
+                    finished.add(index[r])
+                partial, message = board_view.partial(finished)
+                report(len(finished) + partial, len(refs), message)
         except BaseException:
             for r in pending:
                 ray.cancel(r, force=True)
             raise
+        finally:
+            board.forget.remote(call)
         return out
+
+    def _board(self):
+        """The cluster's progress board: one small actor per app process and Ray session, made on
+        first use and shared by every runner of the process."""
+        key = self._ray.get_runtime_context().get_job_id()
+        with _BOARD_LOCK:
+            if _BOARD.get("key") != key:
+                _BOARD.update(key=key, board=self._ray.remote(num_cpus=0)(ProgressBoard).remote())
+            return _BOARD["board"]
 
     def _cluster_gpus(self) -> float:
         return cluster_summary()["gpus"]
+
+
+class _BoardView:
+    """What the board last said of one map call's pieces, read without ever waiting on it: a board
+    that is slow to start or answer costs the fine-grained bar, never the job's time."""
+
+    def __init__(self, ray, board, call: str) -> None:
+        self.ray, self.board, self.call = ray, board, call
+        self.seen: dict[int, tuple[float, str, float]] = {}
+        self.asking = None
+
+    def partial(self, finished: set) -> tuple[float, str]:
+        """The pieces still running: the sum of their own fractions, and the latest message."""
+        if self.asking is None:
+            self.asking = self.board.read.remote(self.call)
+        ready, _ = self.ray.wait([self.asking], timeout=0)
+        if ready:
+            try:
+                self.seen = self.ray.get(self.asking)
+            except Exception:            # a lost board: keep what it said last
+                pass
+            self.asking = None
+        running = {i: v for i, v in self.seen.items() if i not in finished}
+        latest = max(running.values(), key=lambda v: v[2], default=(0.0, "", 0.0))
+        return sum(v[0] for v in running.values()), latest[1]
 
 
 def _unwrap(ray, ref) -> Any:
@@ -124,16 +181,133 @@ def _unwrap(ray, ref) -> Any:
         raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
 
 
-def _call(fn: Callable, args: tuple, device: torch.device) -> Any:
-    return fn(*args, device=device)
+def _call(fn: Callable, args: tuple, device: torch.device, within: Callable[..., None]) -> Any:
+    _PIECE.report = within
+    try:
+        return fn(*args, device=device)
+    finally:
+        _PIECE.report = None
 
 
-def _ray_call(fn: Callable, *args: Any) -> Any:
-    """A piece on a Ray worker: on the GPU Ray gave it, if any."""
+def piece_progress(fraction: float, message: str = "") -> None:
+    """Called from inside a piece: how far it has got (0 to 1). Outside a piece it does nothing;
+    in a local piece of a cancelled job it raises JobCancelled."""
+    report = getattr(_PIECE, "report", None)
+    if report is not None:
+        report(fraction, message)
+
+
+_PIECE = threading.local()
+_BOARD: dict = {}
+_BOARD_LOCK = threading.Lock()
+_CALLS = iter(range(1, 1 << 62))
+
+
+class ProgressBoard:
+    """A Ray actor: pieces post (fraction, message) under their map call; the driver reads them."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[int, tuple[float, str, float]]] = {}
+
+    def post(self, call: str, piece: int, fraction: float, message: str) -> None:
+        self.calls.setdefault(call, {})[piece] = (fraction, message, time.time())
+
+    def read(self, call: str) -> dict[int, tuple[float, str, float]]:
+        return self.calls.get(call, {})
+
+    def forget(self, call: str) -> None:
+        self.calls.pop(call, None)
+
+
+@contextmanager
+def _threads(n: int | None, device: torch.device):
+    """torch's intra-op threads and NumPy's BLAS threads set to `n` for a piece on the CPU, and put
+    back after."""
+    if not n or torch.device(device).type != "cpu":
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _ray_call(fn: Callable, board, call: str, piece: int, threads: int | None, *args: Any) -> Any:
+    """A piece on a Ray worker: on the GPU Ray gave it, if any; its own progress goes to the board
+    (at most a few posts a second)."""
     import ray
 
     device = torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
-    return _call(fn, args, device)
+    last = [0.0]
+
+    def within(fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.25 or fraction >= 1.0:
+            last[0] = now
+            board.post.remote(call, piece, min(max(float(fraction), 0.0), 1.0), message)
+
+    with _threads(threads, device):
+        return _call(fn, args, device, within)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models as the workers get them
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model for pieces: its architecture and weights as safetensors bytes. Share it once
+    (``ctx.share(model_payload(lm))``); each worker rebuilds the model with the safe loader (nothing
+    is unpickled from the bytes), checks the fingerprint, and keeps it for the next piece."""
+
+    run_id: str
+    epoch: int
+    name: str
+    fingerprint: str
+    arch: dict
+    weights: bytes
+
+
+def model_payload(lm) -> ModelPayload:
+    """The payload of a LoadedModel (models.zoo)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in lm.model.state_dict().items()}
+    return ModelPayload(lm.run_id, lm.epoch, lm.name, lm.fingerprint, lm.arch.to_dict(), save(state))
+
+
+def payload_model(payload: ModelPayload, device: torch.device | str) -> torch.nn.Module:
+    """The payload's model on `device`, in eval mode: built once per thread and kept (the last
+    few), so a worker's pieces of one job pay for it once. Pieces must leave its weights as they
+    found them (they may move them and put them back)."""
+    key = (payload.fingerprint, str(device))
+    cache = _MODELS.__dict__.setdefault("cache", OrderedDict())
+    if key not in cache:
+        cache[key] = _build(payload).to(device).eval()
+        while len(cache) > 4:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def _build(payload: ModelPayload) -> torch.nn.Module:
+    from models.architectures import ArchSpec
+    from models.checkpoints import model_fingerprint
+    from models.loading import model_from_state, read_state_dict
+
+    model = model_from_state(ArchSpec.from_dict(payload.arch), read_state_dict(payload.weights, payload.name))
+    if model_fingerprint(model) != payload.fingerprint:
+        raise PieceFailed(f"{payload.name}: the weights a piece received do not match fingerprint "
+                          f"{payload.fingerprint}; refusing to compute with them")
+    return model
+
+
+_MODELS = threading.local()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -252,11 +252,14 @@ class RayRunner(LocalRunner):
     as the fraction of pieces done, cancel, the store), the pieces compute there."""
 
     def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
-                 long_workers: int = 1, ray_workers: int | None = None, **kwargs) -> None:
+                 long_workers: int | None = None, ray_workers: int | None = None, **kwargs) -> None:
         from backend.pieces import RayPieces, connect
 
         self.address = address
         self.cluster = connect(address, ray_workers)
+        # long jobs (a training run is one piece) only coordinate here: as many side by side as the
+        # cluster has GPUs (or CPUs), so the seeds of a multi-seed request train in parallel
+        long_workers = long_workers or max(1, min(16, int(self.cluster["gpus"] or self.cluster["cpus"])))
         super().__init__(store, device=device, workers=workers, long_workers=long_workers, **kwargs)
         self.pieces = RayPieces()
         self.device_label = (f"ray ({self.address}: {self.cluster['cpus']:g} CPUs, {self.cluster['gpus']:g} GPUs; "

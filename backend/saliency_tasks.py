@@ -13,6 +13,7 @@ from analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, att
 from analysis.summary import predict_proba
 from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
 from backend.jobs import JobContext, ModelRef, job_kind
+from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
 from models.training import TrainConfig, fit_and_score
@@ -85,13 +86,35 @@ def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
                                 f"got index {max(cfg.indices)}")
     idx = torch.tensor(cfg.indices, dtype=torch.long)
     x, y = data.x(idx), data.labels[idx]
-    out = []
-    n = len(cfg.methods)
-    for i, m in enumerate(cfg.methods):
-        ctx.progress(i / n, f"{m.method} on {len(idx)} images")
-        out.append(compute_saliency(lm.model, x, y, m, lambda f, msg, i=i, m=m: ctx.progress(
-            (i + f) / n, f"{METHOD_LABELS[m.method]} ({i + 1}/{n}): {msg}")))
-    return out
+    # methods × chunks of images are independent pieces (side by side on a Ray cluster); the model
+    # and images go to the workers once, by reference
+    model, xs, ys = ctx.share(model_payload(lm)), ctx.share(x), ctx.share(y)
+    chunks = [(m, start, min(start + SALIENCY_PIECE, len(x))) for m in cfg.methods
+              for start in range(0, len(x), SALIENCY_PIECE)]
+    parts = ctx.map(saliency_piece, [(model, xs, ys, m, a, b) for m, a, b in chunks],
+                    f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images")
+    return [merge_saliency([p for (m, _, _), p in zip(chunks, parts) if m is method]) for method in cfg.methods]
+
+
+SALIENCY_PIECE = 16   # images per piece: the answer does not depend on it (seeded per image position)
+
+
+def saliency_piece(model: ModelPayload, x: torch.Tensor, y: torch.Tensor, method: SaliencyConfig, start: int,
+                   stop: int, *, device) -> SaliencyResult:
+    """One method's maps of images [start, stop) (a piece: see backend/pieces.py)."""
+    return compute_saliency(payload_model(model, device), x[start:stop], y[start:stop], method,
+                            lambda f, msg: piece_progress(f, f"{METHOD_LABELS[method.method]}: {msg}"), offset=start)
+
+
+def merge_saliency(parts: list[SaliencyResult]) -> SaliencyResult:
+    """The result of a method over consecutive chunks of images, as if computed in one go."""
+    def cat(name: str):
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    delta = None if parts[0].delta is None else cat("delta")
+    return replace(parts[0], attributions=cat("attributions"), predictions=cat("predictions"),
+                   confidences=cat("confidences"), targets=cat("targets"), delta=delta,
+                   seconds=sum(p.seconds for p in parts))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,7 +214,7 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
                     pieces.append((replace(recipe, seed=seed), tr, te))
                     slots.append((arm, mi, ki, si))
         scores = ctx.map(fit_and_score_piece, pieces, f"{method}: retrainings", lo=(mi + 0.1) / len(methods),
-                         hi=(mi + 1) / len(methods))
+                         hi=(mi + 1) / len(methods), resources=Resources(cpus=1, gpus=0.25, threads=1))
         for slot, score in zip(slots, scores):
             acc[slot] = score
     mean, std = pairwise_differences(acc[0], acc[1])

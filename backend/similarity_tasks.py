@@ -16,6 +16,7 @@ from analysis.evaluation import CONV_MODES, evaluate
 from analysis.embedding import Projection, ProjectionConfig, project
 from analysis.similarity import METRICS
 from backend.jobs import JobContext, ModelRef, job_kind, stage
+from backend.pieces import Resources
 from models.architectures import build_model
 from models.data import load_data
 from models.errors import InvalidInputError
@@ -54,22 +55,39 @@ def _random_twin(lm: LoadedModel, seed: int, device) -> torch.nn.Module:
 
 
 def _score(metric: str, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> float:
+    value, note = score_piece(metric, x, y, device=None)
+    if note and note not in notes:
+        notes.append(note)
+    return value
+
+
+def score_piece(metric: str, x: torch.Tensor, y: torch.Tensor, *, device) -> tuple[float, str | None]:
+    """(the metric of one pair of activation matrices, or NaN and why not): a piece."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return METRICS[metric](x, y)
+            return METRICS[metric](x, y), None
     except InvalidInputError as exc:
-        if str(exc) not in notes:
-            notes.append(str(exc))
-        return float("nan")
+        return float("nan"), str(exc)
 
 
-def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str) -> np.ndarray:
+def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str,
+            lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """metric(xs[i], ys[j]) for every pair: each pair a piece (side by side on a Ray cluster), each
+    activation matrix sent to the workers once, by reference."""
+    refs_x = {k: ctx.share(v) for k, v in xs.items()}
+    refs_y = refs_x if ys is xs else {k: ctx.share(v) for k, v in ys.items()}
+    cells = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
+    kx, ky = list(xs), list(ys)
+    # one thread per pair on either runner: the metrics' sums over examples split by thread, and a
+    # pair's value must not depend on where it ran
+    scores = ctx.map(score_piece, [(metric, refs_x[kx[i]], refs_y[ky[j]]) for i, j in cells],
+                     f"{label}: {len(cells)} pairs", lo, hi, resources=Resources(cpus=1, threads=1))
     out = np.zeros((len(xs), len(ys)))
-    for i, a in enumerate(xs.values()):
-        ctx.progress(i / len(xs), f"{label}: row {i + 1}/{len(xs)}")
-        for j, b in enumerate(ys.values()):
-            out[i, j] = _score(metric, a, b, notes)
+    for (i, j), (value, note) in zip(cells, scores):
+        out[i, j] = value
+        if note and note not in notes:
+            notes.append(note)
     return out
 
 
@@ -113,8 +131,8 @@ def _pair_activations(ctx: JobContext, ra: ModelRef, rb: ModelRef, layers_a, lay
 def layer_similarity_job(ctx: JobContext, cfg: LayerMatrixConfig) -> SimilarityMatrix:
     a, b, xs, ys, rs = _pair_activations(ctx, cfg.a, cfg.b, cfg.layers_a, cfg.layers_b, cfg.acts)
     notes: list[str] = []
-    values = _matrix(cfg.metric, xs, ys, notes, ctx, "models")
-    baseline = _matrix(cfg.metric, xs, rs, notes, ctx, "random baseline")
+    values = _matrix(cfg.metric, xs, ys, notes, ctx, "models", 0.1, 0.75)
+    baseline = _matrix(cfg.metric, xs, rs, notes, ctx, "random baseline", 0.75, 1.0)
     return SimilarityMatrix(values=values, baseline=baseline, rows=[f"{a.name}: {n}" for n in cfg.layers_a],
                             cols=[f"{b.name}: {n}" for n in cfg.layers_b], metric=cfg.metric, notes=notes)
 
@@ -139,8 +157,8 @@ def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMat
     acts = {lm.name + f" ({lm.run_id})": extract(lm.model, x, [cfg.layer], cfg.acts.conv_mode)[cfg.layer] for lm in lms}
     rand = extract(_random_twin(lms[0], cfg.acts.seed, ctx.device), x, [cfg.layer], cfg.acts.conv_mode)
     notes: list[str] = []
-    values = _matrix(cfg.metric, acts, acts, notes, ctx, "seeds")
-    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline")[:, 0]
+    values = _matrix(cfg.metric, acts, acts, notes, ctx, "seeds", 0.1, 0.85)
+    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline", 0.85, 1.0)[:, 0]
     # a pair beats chance only if it beats both models' own random-network values: one symmetric
     # baseline per pair, so a cell and its mirror always agree
     return SimilarityMatrix(values=values, baseline=np.maximum(base[:, None], base[None, :]),

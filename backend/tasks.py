@@ -2,24 +2,66 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from analysis.evaluation import evaluate
 from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
 from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
+from backend.pieces import Resources, piece_progress
+from models.checkpoints import read_json
 from models.data import DataSpec, ImageData, prepare
 from models.errors import InvalidInputError
 from models.paths import runs_dir
 from models.seeding import generator
-from models.training import TrainConfig, run_id_for, train_run
+from models.training import PreparedData, TrainConfig, prepare_data, run_id_for, train_run
 from models.zoo import LoadedModel, load_model, training_data
 
 
 @job_kind("train", lane="long")
 def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
-    return train_run(cfg, runs_dir() / run_id_for(cfg), progress=ctx.progress, device=ctx.device)
+    """One run, trained as a piece: here in the job's thread, or on a Ray worker (a GPU where the
+    cluster has one) that gets the data by reference and sends the run's files back; the files are
+    written into the workspace here, all at once."""
+    folder = runs_dir() / run_id_for(cfg)
+    if (folder / "run.json").exists():
+        record = read_json(folder / "run.json")
+        if record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            return record
+    ctx.progress(0.0, f"loading {cfg.data.label}")
+    data = ctx.share(prepare_data(cfg))
+    # pinned to the threads a local run uses here, so that a Ray worker's weights match bit for bit
+    threads = torch.get_num_threads()
+    (files,) = ctx.map(train_piece, [(cfg, folder.name, data)], "training",
+                       resources=Resources(cpus=threads, gpus=1, threads=threads))
+    install_run(files, folder)
+    return read_json(folder / "run.json")
+
+
+def train_piece(cfg: TrainConfig, run_id: str, data: PreparedData, *, device) -> dict[str, bytes]:
+    """A training run (a piece): trained into a scratch folder; its files (checkpoints, run.json) come back."""
+    with tempfile.TemporaryDirectory(prefix="lenscape-train-") as tmp:
+        out = Path(tmp) / run_id
+        train_run(cfg, out, progress=piece_progress, device=device, data=data)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def install_run(files: dict[str, bytes], folder: Path) -> None:
+    """Write a run's files as its folder in one step: written beside it, then renamed into place, so
+    the workspace never lists half a run."""
+    incoming = folder.parent / f".{folder.name}.incoming-{os.getpid()}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir(parents=True)
+    for name, raw in files.items():
+        (incoming / Path(name).name).write_bytes(raw)
+    shutil.rmtree(folder, ignore_errors=True)           # an unfinished run of the same recipe
+    os.replace(incoming, folder)
 
 
 def train_jobs(cfg: TrainConfig, seeds: list[int]) -> list[Job]:

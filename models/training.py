@@ -179,12 +179,13 @@ def run_id_for(cfg: TrainConfig) -> str:
 
 
 def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m: None,
-              device: torch.device | str = "cpu", name: str = "") -> dict:
+              device: torch.device | str = "cpu", name: str = "", data: PreparedData | None = None) -> dict:
     """Train one model, writing a checkpoint per epoch and run.json into `out_dir`.
 
     Returns the run record (the contents of run.json); a finished run of the same recipe in
     `out_dir` is returned as it is. If `progress` raises, the folder is removed and the
-    exception propagates: a stopped run leaves nothing behind.
+    exception propagates: a stopped run leaves nothing behind. `data` is `prepare_data(cfg)`
+    where the caller has it already (a Ray worker gets it by reference).
     """
     done = out_dir / "run.json"
     if done.exists():
@@ -192,7 +193,7 @@ def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m:
         if record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict())):
             return record
     try:
-        return _train(cfg, out_dir, progress, torch.device(device), name)
+        return _train(cfg, out_dir, progress, torch.device(device), name, data)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
@@ -204,9 +205,10 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, n_train: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
 
 
-def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str) -> dict:
+def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str,
+           data: PreparedData | None) -> dict:
     progress(0.0, f"loading {cfg.data.label}")
-    data = prepare_data(cfg)
+    data = data or prepare_data(cfg)
     spec = cfg.arch_spec(data.train)
     model = build_model(spec, seed=cfg.seed).to(device)
     opt, sched = _optimizer(model, cfg, len(data.train))

@@ -241,3 +241,148 @@ def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, 
     sa, sb = local.result(a), remote.result(b)
     assert sb.reused == 0 and np.array_equal(sa.loss, sb.loss) and np.array_equal(sa.accuracy, sb.accuracy)
     local.shutdown(), remote.shutdown()
+
+
+def _remote(tmp_path, name="ray"):
+    from backend.runner import RayRunner
+
+    return RayRunner(ResultStore(tmp_path / name), "local")
+
+
+def _both(local, remote, the_job, timeout=300):
+    """The job's result from the local runner and from Ray."""
+    out = []
+    for r in (local, remote):
+        job_id = r.submit(the_job)
+        assert r.wait(job_id, timeout) == JobStatus.DONE, r.error(job_id)
+        out.append(r.result(job_id))
+    return out
+
+
+def test_training_is_one_piece_with_the_same_weights_on_both_runners_and_seeds_train_side_by_side(
+        ray_instance, tmp_path, monkeypatch, request):
+    """A training run is a piece: on Ray the worker gets the data by reference and sends the run's
+    files back, which land in the workspace whole; every checkpoint's weights match the local run's.
+    The seeds of one request train at once (2 workers), and the bar moves inside the run."""
+    from backend.tasks import train_jobs
+    from models.training import preset
+    from models.zoo import load_model
+
+    import torch
+
+    # a run pins the app's torch threads (its bits depend on them) and asks Ray for as many CPUs:
+    # one here, so that this 2-CPU instance trains two seeds at once
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    cfg = preset("digits-mlp", epochs=150)         # long enough (~3 s) for the bar to be read mid-run
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "a"))
+    local = LocalRunner(ResultStore(tmp_path / "a" / "store"))
+    (want,) = _both_one(local, train_jobs(cfg, [0])[0])
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "b"))
+    remote = _remote(tmp_path / "b")
+    ids = [remote.submit(j) for j in train_jobs(cfg, [0, 1])]
+    fractions = set()
+    while any(remote.status(i) in (JobStatus.QUEUED, JobStatus.RUNNING) for i in ids):
+        fractions.add(round(remote.progress(ids[0]).fraction, 3))
+        time.sleep(0.02)
+    assert [remote.status(i) for i in ids] == [JobStatus.DONE] * 2, [remote.error(i) for i in ids]
+    got = remote.result(ids[0])
+    assert [c["fingerprint"] for c in got["checkpoints"]] == [c["fingerprint"] for c in want["checkpoints"]]
+    assert [{k: v for k, v in m.items() if k != "seconds"} for m in got["metrics"]] == \
+           [{k: v for k, v in m.items() if k != "seconds"} for m in want["metrics"]]
+    assert load_model(got["run_id"]).fingerprint == got["checkpoints"][-1]["fingerprint"]   # written whole, readable
+    assert not list((tmp_path / "b" / "runs").glob(".*incoming*"))
+    a, b = (remote.store.get(i) for i in ids)
+    print(f"\nseeds trained in {a['finished'] - a['started']:.1f} and {b['finished'] - b['started']:.1f} s")
+    assert a["started"] < b["finished"] and b["started"] < a["finished"], "the two seeds did not overlap"
+    assert {f for f in fractions if 0 < f < 1}, f"the bar only jumped: {sorted(fractions)}"
+    local.shutdown(), remote.shutdown()
+
+
+def _both_one(runner, the_job, timeout=300):
+    job_id = runner.submit(the_job)
+    assert runner.wait(job_id, timeout) == JobStatus.DONE, runner.error(job_id)
+    return (runner.result(job_id),)
+
+
+def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """Methods × chunks of images are pieces. SmoothGrad draws each image's noise from its position,
+    so chunks give the whole set's maps; both runners give the same bits."""
+    import torch
+
+    from analysis.saliency import SaliencyConfig, compute_saliency
+    from backend.jobs import job, ref
+    from backend.saliency_tasks import SALIENCY_PIECE, GridConfig
+    from models.data import load_data
+
+    local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
+    methods = (SaliencyConfig(method="smoothgrad", n_samples=3, seed=5),
+               SaliencyConfig(method="integrated_gradients", n_steps=8))
+    indices = tuple(range(3, 43))
+    assert len(indices) > 2 * SALIENCY_PIECE
+    grid = job("saliency", GridConfig(model=ref(lm), indices=indices, methods=methods), (ref(lm),))
+    here, there = _both(local, _remote(tmp_path), grid)
+    data = load_data(lm.data, "test")
+    x, y = data.x(torch.tensor(indices)), data.labels[list(indices)]
+    for m, a, b in zip(methods, here, there):
+        whole = compute_saliency(lm.model, x, y, m)                   # one call, no pieces
+        assert np.array_equal(a.attributions, b.attributions) and np.array_equal(a.delta, b.delta)
+        np.testing.assert_allclose(a.attributions, whole.attributions, rtol=1e-5, atol=1e-7)
+        assert np.array_equal(a.predictions, whole.predictions) and np.array_equal(a.targets, whole.targets)
+        assert a.attributions.shape == (40, 1, 8, 8) and a.config == m
+
+
+def test_a_seed_matrix_in_pairs_is_linear_cka_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """Each cell of the seeds × seeds matrix is a piece; checked against CKA written out in NumPy."""
+    from analysis.activations import extract
+    from backend.jobs import job, ref
+    from backend.similarity_tasks import ActSpec, SeedMatrixConfig
+    from backend.tasks import train_jobs
+    from models.data import load_data
+    from models.training import preset
+    from models.zoo import load_model
+
+    local, lm0 = _local_with_a_digits_mlp(tmp_path, monkeypatch)
+    (more,) = train_jobs(preset("digits-mlp", epochs=3), [1])
+    (rec,) = _both_one(local, more)
+    lms = [lm0, load_model(rec["run_id"])]
+    refs = tuple(ref(m) for m in lms)
+    cfg = SeedMatrixConfig(models=refs, layer="relu1", metric="linear_cka", acts=ActSpec(n_examples=200))
+    here, there = _both(local, _remote(tmp_path), job("seed_similarity", cfg, refs))
+    assert np.array_equal(here.values, there.values) and np.array_equal(here.baseline, there.baseline)
+    x = load_data(lms[0].data, "test").head(200).x()
+    acts = [extract(m.model, x, ["relu1"], "pool")["relu1"].double().numpy() for m in lms]
+
+    def cka(a, b):
+        a, b = a - a.mean(0), b - b.mean(0)
+        return np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+
+    want = np.array([[cka(a, b) for b in acts] for a in acts])
+    np.testing.assert_allclose(here.values, want, rtol=1e-5)
+    assert 0.3 < want[0, 1] < 0.999
+
+
+def test_neuron_flipping_in_batches_of_examples_is_the_same_on_both_runners(ray_instance, tmp_path, monkeypatch):
+    """Batches of examples are pieces; an example's neurons do not depend on its batch, so the job
+    matches flip_neurons over all of them at once."""
+    from analysis.memorization import FlipConfig, flip_neurons
+    from backend.jobs import job, ref
+    from backend.memorization_tasks import FLIP_PIECE, FlipJobConfig
+    from backend.tasks import train_jobs
+    from models.training import preset
+    from models.zoo import load_model, training_data
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
+    local = LocalRunner(ResultStore(tmp_path / "local"))
+    (rec,) = _both_one(local, train_jobs(preset("digits-mlp", epochs=5, label_noise=0.1), [0])[0])
+    lm = load_model(rec["run_id"])
+    examples = tuple(range(0, 2 * FLIP_PIECE + 3))
+    cfg = FlipJobConfig(model=ref(lm), examples=examples, flip=FlipConfig(max_steps=8, batch_size=64), probe=200)
+    here, there = _both(local, _remote(tmp_path), job("memorization_flipping", cfg, (ref(lm),)))
+    assert here.neurons == there.neurons and np.array_equal(here.clean_acc, there.clean_acc)
+    assert np.array_equal(here.test_acc, there.test_acc) and here.stopped == there.stopped
+    data = training_data(lm)
+    whole = flip_neurons(lm.model, data.train.images, data.train.labels, list(examples), cfg.flip)
+    assert here.neurons == whole.neurons and np.array_equal(here.n_neurons, whole.n_neurons)
+    assert here.examples.tolist() == list(examples) and sum(map(len, here.neurons)) > 0
