@@ -373,7 +373,7 @@ class JobContext:
             if total == 1:                      # one piece: its own words are the job's
                 text = message or what
             else:
-                text = f"{what} ({int(done)}/{total} pieces)".strip() + (f" · {message}" if message else "")
+                text = f"{what} ({int(done)}/{total} pieces done)".strip() + (f" · {message}" if message else "")
             self.progress(lo + (hi - lo) * done / max(total, 1), text)
 
         if not pieces:

@@ -46,10 +46,29 @@ def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
 
 def train_piece(cfg: TrainConfig, run_id: str, data: PreparedData, *, device) -> dict[str, bytes]:
     """A training run (a piece): trained into a scratch folder; its files (checkpoints, run.json) come back."""
-    with tempfile.TemporaryDirectory(prefix="lenscape-train-") as tmp:
+    _sweep_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"lenscape-train-{os.getpid()}-") as tmp:
         out = Path(tmp) / run_id
         train_run(cfg, out, progress=piece_progress, device=device, data=data)
         return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def _sweep_scratch() -> None:
+    """Scratch folders of training processes that died (kill -9 leaves them behind)."""
+    for folder in Path(tempfile.gettempdir()).glob("lenscape-train-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:              # someone else's process: alive
+        return True
 
 
 def install_run(files: dict[str, bytes], folder: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def test_kill_9_mid_training_then_restart(lenscape_home):
         assert job_id, "the server did not start"
         deadline = time.monotonic() + 300
         ckpt = None
+        scratch = Path(tempfile.gettempdir())          # a run trains in a scratch folder, then lands whole
         while time.monotonic() < deadline and server.poll() is None:
-            ckpts = list(runs_dir().glob("*/epoch_003.safetensors"))
+            ckpts = list(scratch.glob(f"lenscape-train-{server.pid}-*/*/epoch_003.safetensors"))
             if ckpts:
                 ckpt = ckpts[0]
                 break
@@ -57,10 +59,11 @@ def test_kill_9_mid_training_then_restart(lenscape_home):
     try:
         assert runner.status(job_id) == JobStatus.FAILED
         assert "interrupted" in runner.error(job_id)
-        assert list_runs() == []                                # the half-written run is not a model
+        assert list_runs() == [] and not list(runs_dir().glob("run-*"))   # the half-written run is not a model
         (job,) = train_jobs(preset("digits-mlp", epochs=EPOCHS), [0])
         assert runner.submit(job) == job_id                     # the same work, submitted again
         assert runner.wait(job_id, 600) == JobStatus.DONE, runner.error(job_id)
+        assert not ckpt.parent.parent.exists()                  # the dead server's scratch was swept
         (rec,) = list_runs()
         assert len(rec["checkpoints"]) == EPOCHS + 1 and rec["status"] == "complete"
     finally:

@@ -59,27 +59,9 @@ REGISTRY.register(pieces_job)
 ray.cloudpickle.register_pickle_by_value(__import__(__name__))
 
 
-@pytest.fixture(scope="module")
-def ray_instance():
-    from backend.pieces import connect
-
-    started = time.perf_counter()
-    summary = connect("local", workers=2)
-    print(f"\nRay started in {time.perf_counter() - started:.1f} s: {summary}")
-    yield summary
-    ray.shutdown()
-
-
-@pytest.fixture(params=["local", "ray"])
-def any_runner(request, tmp_path):
-    store = ResultStore(tmp_path / "store")
-    if request.param == "ray":
-        from backend.runner import RayRunner
-
-        request.getfixturevalue("ray_instance")
-        r = RayRunner(store, "local", workers=2)
-    else:
-        r = LocalRunner(store, workers=2)
+@pytest.fixture
+def any_runner(make_runner, tmp_path):
+    r = make_runner(ResultStore(tmp_path / "store"), workers=2)
     yield r
     r.shutdown()
 

@@ -1,4 +1,4 @@
-"""The runner contract, against the real local runner and a real on-disk store."""
+"""The runner contract, against the real local runner and a RayRunner, and a real on-disk store."""
 
 import hashlib
 import threading
@@ -69,8 +69,9 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def runner(store):
-    r = LocalRunner(store, workers=2)
+def runner(store, make_runner):
+    """Each contract test runs on the local runner and on a RayRunner (tests/backend/conftest.py)."""
+    r = make_runner(store, workers=2)
     yield r
     r.shutdown()
 
@@ -140,13 +141,13 @@ def test_failure_is_recorded_and_the_runner_keeps_working(runner, store):
     assert runner.wait(good, 10) == JobStatus.DONE
 
 
-def test_restart_finds_old_results(store):
-    first = LocalRunner(store)
+def test_restart_finds_old_results(store, make_runner):
+    first = make_runner(store)
     job = _job("restart")
     job_id = first.submit(job)
     first.wait(job_id, 10)
     first.shutdown()
-    second = LocalRunner(ResultStore(store.root))  # a new backend object over the same folder
+    second = make_runner(ResultStore(store.root))  # a new backend object over the same folder
     assert second.status(job_id) == JobStatus.DONE
     assert second.submit(job) == job_id and CALLS["restart"] == 1
     assert second.result(job_id)["name"] == "restart"
@@ -195,7 +196,7 @@ def test_real_training_job_end_to_end(tmp_path, monkeypatch):
     runner.shutdown()
 
 
-def test_a_stored_result_that_todays_code_refuses_is_a_miss(runner, store):
+def test_a_stored_result_that_todays_code_refuses_is_a_miss(runner, store, make_runner):
     """A result stored by older code whose config today's validation refuses (here n_samples=-1)
     is recomputed, by result() and by submit(), instead of raising out of the page."""
     CALLS.pop("refused", None)
@@ -215,15 +216,15 @@ def test_a_stored_result_that_todays_code_refuses_is_a_miss(runner, store):
     assert runner.wait(job_id, 10) == JobStatus.DONE
     assert runner.result(job_id) == SummaryConfig(n_samples=3) and CALLS["refused"] == 2
     store_refused()
-    other = LocalRunner(store)             # another process: knows nothing of the job until it submits it
+    other = make_runner(store)  # another process: knows nothing of it until it submits it
     assert other.submit(job) == job_id     # reads it, refuses it, recomputes
     assert other.wait(job_id, 10) == JobStatus.DONE and CALLS["refused"] == 3
     assert other.result(job_id) == SummaryConfig(n_samples=3)
     other.shutdown()
 
 
-def test_short_jobs_do_not_wait_behind_a_long_one(store):
-    runner = LocalRunner(store, workers=1, long_workers=1)
+def test_short_jobs_do_not_wait_behind_a_long_one(store, make_runner):
+    runner = make_runner(store, workers=1, long_workers=1)
     GATES["long"] = gate = threading.Event()
     CALLS.pop("long", None)
     long_id = runner.submit(Job("test_training", SlowConfig("long")))

@@ -22,7 +22,9 @@ def test_progress_moves_with_every_chunk_of_every_method(trained_run):
     res = saliency_job(ctx, GridConfig(model=ref(lm), indices=tuple(range(10)), methods=methods))
     assert [r.attributions.shape for r in res] == [(10, 1, 8, 8)] * 2
     fractions = [f for f, _ in seen]
-    # three chunks of 4, 4, 2 images per method, each heard: 0, .2, .4, .5 | .5, .7, .9, 1
-    assert np.allclose(fractions, [0, 0.2, 0.4, 0.5, 0.5, 0.7, 0.9, 1.0])
+    # one piece per method (10 images fit one piece), three chunks of 4, 4, 2 images in each, each
+    # heard: .2, .4, .5, then the piece done (.5) | .7, .9, 1, the piece done (1)
+    assert np.allclose(fractions, [0.2, 0.4, 0.5, 0.5, 0.7, 0.9, 1.0, 1.0])
     assert fractions == sorted(fractions)
-    assert seen[2][1] == "Gradient (logit) (1/2): 8/10 images"
+    assert seen[1][1] == "2 methods on 10 images (0/2 pieces done) · Gradient (logit): 8/10 images"
+    assert seen[5][1].endswith("(1/2 pieces done) · Integrated Gradients: 8/10 images")
