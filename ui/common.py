@@ -203,9 +203,10 @@ def sidebar() -> None:
 
 def ray_form(runner: LocalRunner) -> None:
     """Choose where jobs' independent pieces run: here, or a Ray cluster (for the whole server)."""
-    st.caption("Multi-seed work, DiffROAR's retrainings and other jobs made of independent pieces can run "
-               "side by side on a Ray cluster: `local` starts one on this machine, `auto` joins the cluster "
-               "this machine belongs to, `ray://host:10001` a remote one. Results land in the same workspace.")
+    st.caption("Training runs (seeds side by side), DiffROAR's retrainings, landscape tiles, saliency chunks, "
+               "similarity pairs and neuron flipping run as pieces on a Ray cluster: `local` starts one on this "
+               "machine, `auto` joins the cluster this machine belongs to, `ray://host:10001` a remote one. "
+               "Results are the same bit for bit and land in the same workspace.")
     current = getattr(runner, "address", "")
     address = st.text_input("Ray address", current, placeholder="local, auto or ray://host:10001", key="_ray.address")
     c = st.columns(2)

@@ -101,3 +101,20 @@ def test_to_map_signed_and_abs():
     attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 1.0]]]])     # (1, 2, 1, 2)
     assert to_map(attr, "signed").tolist() == [[[-2.0, -1.0]]]
     assert to_map(attr, "abs").tolist() == [[[4.0, 3.0]]]
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "vargrad", "random"])
+def test_a_set_computed_in_parts_with_offsets_is_the_set_computed_whole(method):
+    """Seeded methods draw image i's noise from its position: parts of the set, each given the
+    position of its first image, put together are the whole set's maps (what a job's pieces rely on)."""
+    model = build_model(ArchSpec(name="mlp", in_shape=(1, 4, 4), num_classes=3, mean=(0.5,), std=(0.3,),
+                                 widths=(8,)), seed=0).eval()
+    x, labels = torch.rand(11, 1, 4, 4), torch.randint(0, 3, (11,))
+    cfg = SaliencyConfig(method=method, n_samples=3, batch_size=4, seed=7)
+    whole = compute_saliency(model, x, labels, cfg)
+    parts = [compute_saliency(model, x[a:b], labels[a:b], cfg, offset=a) for a, b in ((0, 3), (3, 9), (9, 11))]
+    got = torch.cat([torch.as_tensor(p.attributions) for p in parts])
+    assert torch.allclose(got, torch.as_tensor(whole.attributions), atol=1e-7)
+    # without the offset the parts would repeat the first images' noise
+    unshifted = compute_saliency(model, x[3:9], labels[3:9], cfg)
+    assert not torch.allclose(torch.as_tensor(unshifted.attributions), torch.as_tensor(whole.attributions[3:9]))
