@@ -39,8 +39,13 @@ def home() -> None:
         current = st.session_state.get(MODEL_KEY)
         st.dataframe(pd.DataFrame([{"": "▶" if r["run_id"] == current else "", **model_row(r)} for r in runs.values()]),
                      hide_index=True, width="stretch",
-                     column_config={"test acc": st.column_config.NumberColumn(format="percent"),
-                                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+                     column_config={"": st.column_config.TextColumn(width=24),
+                                    "model": st.column_config.TextColumn(width="medium"),
+                                    **{c: st.column_config.Column(width="small") for c in
+                                       ("data set", "architecture", "source", "epochs", "label noise", "adversarial",
+                                        "seed")},
+                                    "test acc": st.column_config.NumberColumn(format="percent", width="small"),
+                                    "created": st.column_config.DatetimeColumn(format="MM-DD HH:mm", width="small")})
     else:
         st.info("No models yet. Go to **Models** to train one in a few seconds on the built-in digits data.")
     left, right = st.columns(2)

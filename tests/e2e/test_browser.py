@@ -417,7 +417,7 @@ def test_level_sets_traversal(page, server, shots, seeds):
     page.get_by_text("p0 =").first.wait_for(timeout=120_000)
     _settle(page)
     page.get_by_role("button", name="Run level set traversal").click()
-    page.get_by_text("Side by side").first.wait_for(timeout=300_000)
+    page.get_by_role("heading", name="Side by side").first.wait_for(timeout=300_000)
     page.get_by_text("Comparison (.csv)").first.wait_for(timeout=60_000)
     page.get_by_role("button", name="Path images (.png)").nth(1).wait_for(timeout=60_000)   # one per model
     _snap(page, shots, "level-sets-compare")
