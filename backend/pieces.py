@@ -352,6 +352,22 @@ def _connect(address: str, workers: int | None) -> dict:
     return _summary()
 
 
+def warm_up(wait: bool = False) -> None:
+    """One small task per CPU of the cluster that imports what pieces use (torch and Lenscape's
+    modules), so the first job does not pay for starting its workers. `wait`: until they are done."""
+    import ray
+
+    refs = [ray.remote(num_cpus=1)(_imports).remote() for _ in range(max(1, int(cluster_summary()["cpus"])))]
+    if wait:
+        ray.get(refs)
+
+
+def _imports() -> int:
+    import backend.kinds  # noqa: F401  (every job kind's module, and so every piece function)
+
+    return os.getpid()
+
+
 def cluster_summary() -> dict:
     """Nodes, CPUs and GPUs of the cluster this process is connected to."""
     return _RAY_THREAD.submit(_summary).result()

@@ -253,10 +253,11 @@ class RayRunner(LocalRunner):
 
     def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
                  long_workers: int | None = None, ray_workers: int | None = None, **kwargs) -> None:
-        from backend.pieces import RayPieces, connect
+        from backend.pieces import RayPieces, connect, warm_up
 
         self.address = address
         self.cluster = connect(address, ray_workers)
+        warm_up()                        # workers start importing now, not when the first job comes
         # long jobs (a training run is one piece) only coordinate here: as many side by side as the
         # cluster has GPUs (or CPUs), so the seeds of a multi-seed request train in parallel
         long_workers = long_workers or max(1, min(16, int(self.cluster["gpus"] or self.cluster["cpus"])))
