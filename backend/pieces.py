@@ -365,6 +365,21 @@ def warm_up(wait: bool = False) -> None:
 def _imports() -> int:
     import backend.kinds  # noqa: F401  (every job kind's module, and so every piece function)
 
+    # a few training steps of a small MLP and CNN, one thread, as a piece would: torch's kernels and
+    # allocator set up in this worker before the first real piece
+    from torch import nn
+
+    with _threads(1, torch.device("cpu")):
+        for net, shape in ((nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)),
+                            (256, 1, 28, 28)),
+                           (nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10)),
+                            (32, 3, 32, 32))):
+            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+            for _ in range(10):
+                loss = nn.functional.cross_entropy(net(torch.randn(shape)), torch.randint(0, 10, (shape[0],)))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     return os.getpid()
 
 
