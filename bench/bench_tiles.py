@@ -121,10 +121,12 @@ def main() -> None:
     print(f"{f'Ray, {args.workers} workers (warm)':28s} {t_ray:8.2f} {t_ray / len(points):9.3f}s "
           f"{t_local / t_ray:8.2f}x  {how_ray}")
     print(f"same values (rtol 1e-5): {same}")
-    full = 51 * 51
-    print(f"51×51 = {full} points at {per_point:.3f} s each: {full * per_point / 60:.1f} min on one worker, "
-          f"{full * per_point / 8 / 60:.1f} min on 8 (if they scale as measured here: "
-          f"{t_local / t_ray / args.workers:.0%} of linear with {args.workers})")
+    full, n_default = 51 * 51, 2000
+    one = full * per_point * n_default / args.n          # the view's default evaluation set: 2,000 images
+    print(f"51×51 = {full} points on {n_default} images at {per_point * n_default / args.n:.2f} s a point "
+          f"(scaled from {args.n} images): {one / 60:.0f} min on one such worker; on 8 workers that are "
+          f"devices of their own (8 GPUs) {one / 8 / 60:.1f} min + the tiles' shipping. Workers that share "
+          f"this machine's cores scaled {t_local / t_ray:.2f}x with {args.workers}.")
 
 
 def _tile_where(model, dirs, images, labels, points, *, device):
