@@ -20,7 +20,7 @@ from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Tr
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
-from backend.pieces import ModelPayload, model_payload, payload_model, piece_progress
+from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
 from models.data import load_data
 from models.paths import cache_dir
 from models.errors import InvalidInputError
@@ -105,7 +105,7 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
         shared = (ctx.share(model_payload(lm)), ctx.share(dirs), ctx.share(images), ctx.share(labels))
         tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
         done = ctx.map(surface_tile, [(*shared, points[t]) for t in tiles],
-                       f"{len(missing)} points in {len(tiles)} tiles")
+                       f"{len(missing)} points in {len(tiles)} tiles", resources=Resources(cpus=1, gpus=0.5))
         new_loss, new_acc = np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
         loss[missing], acc[missing] = new_loss, new_acc
         known.update({keys[i]: (lv, av) for i, lv, av in zip(missing, new_loss, new_acc)})

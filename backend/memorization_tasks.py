@@ -17,7 +17,7 @@ from analysis.memorization import (FlipConfig, FlipResult, GradientAccount, Retr
                                    gradient_account, layer_groups, masked_accuracy, neuron_layers, neuron_units,
                                    retrain_group, rewound, tied_dropout_accuracies)
 from backend.jobs import JobContext, ModelRef, job_kind, stage
-from backend.pieces import ModelPayload, model_payload, payload_model, piece_progress
+from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, load_model, load_state, training_data
 
@@ -279,7 +279,8 @@ def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
     shared = [ctx.share(v) for v in (model_payload(lm), x, y, xc, yc, xt, yt)]
     size = max(FLIP_PIECE, cfg.flip.group_size)
     batches = [examples[i:i + size] for i in range(0, len(examples), size)]
-    parts = ctx.map(flip_piece, [(*shared, b, cfg.flip) for b in batches], f"flipping {len(examples)} examples")
+    parts = ctx.map(flip_piece, [(*shared, b, cfg.flip) for b in batches], f"flipping {len(examples)} examples",
+                    resources=Resources(cpus=1, gpus=0.25))
     res = merge_flips([p[0] for p in parts])
     units = neuron_units(neuron_layers(lm.model))
     return FlipJobResult(examples=res.examples, kind=kinds, n_neurons=res.n_neurons, flipped=res.flipped,

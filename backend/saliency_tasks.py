@@ -92,7 +92,8 @@ def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
     chunks = [(m, start, min(start + SALIENCY_PIECE, len(x))) for m in cfg.methods
               for start in range(0, len(x), SALIENCY_PIECE)]
     parts = ctx.map(saliency_piece, [(model, xs, ys, m, a, b) for m, a, b in chunks],
-                    f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images")
+                    f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images",
+                    resources=Resources(cpus=1, gpus=0.25))
     return [merge_saliency([p for (m, _, _), p in zip(chunks, parts) if m is method]) for method in cfg.methods]
 
 
