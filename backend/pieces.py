@@ -363,7 +363,11 @@ def warm_up(wait: bool = False) -> None:
 
 
 def _imports() -> int:
-    import backend.kinds  # noqa: F401  (every job kind's module, and so every piece function)
+    import importlib
+
+    # every job kind's module, and so every piece function; by name, so that code versions (which
+    # follow a module's import statements) do not count the warm-up as a dependency of every kind
+    importlib.import_module("backend.kinds")
 
     # a few training steps of a small MLP and CNN, one thread, as a piece would: torch's kernels and
     # allocator set up in this worker before the first real piece
