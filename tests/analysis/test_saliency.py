@@ -118,3 +118,18 @@ def test_a_set_computed_in_parts_with_offsets_is_the_set_computed_whole(method):
     # without the offset the parts would repeat the first images' noise
     unshifted = compute_saliency(model, x[3:9], labels[3:9], cfg)
     assert not torch.allclose(torch.as_tensor(unshifted.attributions), torch.as_tensor(whole.attributions[3:9]))
+
+
+def test_compute_saliency_reports_predictions_confidences_and_config_and_ig_alone_has_a_delta(linear):
+    x = torch.rand(5, 1, 3, 4)
+    with torch.no_grad():
+        probs = torch.softmax(linear(x), 1)
+    for method in ("gradient", "integrated_gradients"):
+        cfg = SaliencyConfig(method=method, n_steps=16, batch_size=2)
+        res = compute_saliency(linear, x, torch.zeros(5, dtype=torch.long), cfg)
+        assert res.config is cfg and res.seconds > 0
+        assert res.predictions.tolist() == probs.argmax(1).tolist() == res.targets.tolist()
+        assert torch.allclose(torch.as_tensor(res.confidences), probs.max(1).values, atol=1e-6)
+        assert (res.delta is None) == (method == "gradient")
+    with pytest.raises(InvalidInputError, match="not a layer|unknown|conv"):
+        compute_saliency(linear, x, torch.zeros(5, dtype=torch.long), SaliencyConfig(method="gradcam", layer="fc"))
