@@ -12,8 +12,9 @@ A job made of independent pieces (DiffROAR's retrainings, a landscape's tiles, .
 
 Rules for a piece function, so that both give bit-identical results: a module-level function
 ``fn(*args, device) -> value`` that depends only on its arguments (seed its generators from them),
-returns something picklable and small (numbers, arrays), and loads models only with the safe loaders
-(``models.zoo.load_model``), never by unpickling. Results come back in the order of the pieces.
+returns something picklable (numbers, arrays, a run's files), gets models as a ``ModelPayload``
+(never by unpickling), and asks for pinned ``Resources.threads`` where its bits depend on the thread
+count. Results come back in the order of the pieces.
 Progress is the fraction of pieces done, finer where a piece reports its own (``piece_progress``);
 a cancel stops the pieces not finished (on Ray, running ones too: their tasks are killed).
 
