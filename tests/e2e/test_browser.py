@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# BlockMNIST is built from MNIST (LENSCAPE_DATA; tests/conftest.py points it at ../shared/data)
+HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
@@ -216,6 +219,7 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     _snap(page, shots, "saliency-randomization")
 
 
+@pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
 def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, server, shots):
     page.goto(f"{server}/Saliency")
     _settle(page)
@@ -300,6 +304,7 @@ def test_similarity_seeds_training_and_all_metrics_tabs(page, server, shots, see
         _snap(page, shots, name)
 
 
+@pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
 def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)

@@ -1,6 +1,13 @@
+import os
+from pathlib import Path
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, ROOT_APP, open_tab, run_until
+
+# BlockMNIST is built from MNIST (LENSCAPE_DATA; tests/conftest.py points it at ../shared/data)
+HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 SALIENCY = str(ROOT / "pages" / "2_Saliency.py")
 
@@ -23,6 +30,7 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
                                                            "Predictions (.csv)"]
 
 
+@pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
 def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
     trained_run("blockmnist-mlp"); trained_run("blockmnist-mlp-robust")
     at = open_tab(AppTest.from_file(SALIENCY, default_timeout=120).run(), "BlockMNIST check")
