@@ -360,6 +360,13 @@ class JobContext:
         """A handle to pass to many pieces: on Ray, `obj` goes into the object store once."""
         return obj if self.pieces is None else self.pieces.share(obj)
 
+    def share_model(self, lm: Any) -> Any:
+        """A handle to a LoadedModel for pieces (backend.pieces.payload_model turns it into the model):
+        here the model itself, on Ray a safetensors payload in the object store."""
+        from backend.pieces import LocalPieces
+
+        return (self.pieces or LocalPieces(self.device)).share_model(lm)
+
     def map(self, fn: Callable, pieces: Any, what: str = "", lo: float = 0.0, hi: float = 1.0,
             resources: Any = None) -> list:
         """[fn(*args, device=...) for args in pieces], run where the runner runs pieces; the job's

@@ -20,7 +20,7 @@ from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Tr
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
-from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
+from backend.pieces import ModelPayload, Resources, payload_model, piece_progress
 from models.data import load_data
 from models.paths import cache_dir
 from models.errors import InvalidInputError
@@ -102,7 +102,7 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
         ctx.progress(0.0, f"{len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}")
         # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
         # with the safe loader, the directions and examples sent once by reference
-        shared = (ctx.share(model_payload(lm)), ctx.share(dirs), ctx.share(images), ctx.share(labels))
+        shared = (ctx.share_model(lm), ctx.share(dirs), ctx.share(images), ctx.share(labels))
         tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
         done = ctx.map(surface_tile, [(*shared, points[t]) for t in tiles],
                        f"{len(missing)} points in {len(tiles)} tiles", resources=Resources(cpus=1, gpus=0.5))

@@ -17,7 +17,7 @@ from analysis.memorization import (FlipConfig, FlipResult, GradientAccount, Retr
                                    gradient_account, layer_groups, masked_accuracy, neuron_layers, neuron_units,
                                    retrain_group, rewound, tied_dropout_accuracies)
 from backend.jobs import JobContext, ModelRef, job_kind, stage
-from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
+from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
 from models.errors import InvalidInputError
 from models.zoo import LoadedModel, get_run, load_model, load_state, training_data
 
@@ -276,7 +276,7 @@ def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
     xt, yt = data.test.images[probe_t], data.test.labels[probe_t]
     # batches of examples are independent pieces (an example's result does not depend on the others
     # analysed with it): side by side on a Ray cluster, the model and the data sent once by reference
-    shared = [ctx.share(v) for v in (model_payload(lm), x, y, xc, yc, xt, yt)]
+    shared = [ctx.share_model(lm), *(ctx.share(v) for v in (x, y, xc, yc, xt, yt))]
     size = max(FLIP_PIECE, cfg.flip.group_size)
     batches = [examples[i:i + size] for i in range(0, len(examples), size)]
     parts = ctx.map(flip_piece, [(*shared, b, cfg.flip) for b in batches], f"flipping {len(examples)} examples",
@@ -307,12 +307,8 @@ def flip_piece(model: ModelPayload, x: torch.Tensor, y: torch.Tensor, xc: torch.
 
 def merge_flips(parts: list[FlipResult]) -> FlipResult:
     """Consecutive batches' results as one."""
-    def cat(name: str):
-        return np.concatenate([getattr(p, name) for p in parts])
-
-    return FlipResult(examples=cat("examples"), flipped=cat("flipped"), n_neurons=cat("n_neurons"),
-                      stopped=[s for p in parts for s in p.stopped], neurons=[n for p in parts for n in p.neurons],
-                      layers=parts[0].layers, batch_acc_drop=cat("batch_acc_drop"), batches=cat("batches"))
+    return FlipResult(layers=parts[0].layers, **{f: concat(parts, f) for f in (
+        "examples", "flipped", "n_neurons", "stopped", "neurons", "batch_acc_drop", "batches")})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from backend.jobs import JobCancelled
@@ -64,6 +65,11 @@ class LocalPieces:
     def share(self, obj: Any) -> Any:
         return obj
 
+    def share_model(self, lm) -> ModelPayload:
+        """The job's own loaded model, as it is: pieces here run in the job's thread, one at a time,
+        so nothing is serialized and rebuilt."""
+        return ModelPayload(lm.run_id, lm.epoch, lm.name, lm.fingerprint, lm.arch.to_dict(), b"", live=lm.model)
+
     def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[int, int], None],
             cancelled: Callable[[], bool], resources: Resources) -> list:
         out, n = [], len(pieces)
@@ -91,16 +97,18 @@ class RayPieces:
 
     where = "ray"
 
-    def __init__(self, gpu_per_piece: float = 0.0) -> None:
+    def __init__(self) -> None:
         import ray
 
         self._ray = ray
         self._remote = ray.remote(_ray_call)
-        self.gpu_per_piece = gpu_per_piece
         self._board()                    # started now, so it is up by the first job
 
     def share(self, obj: Any) -> Any:
         return self._ray.put(obj)
+
+    def share_model(self, lm) -> Any:
+        return self._ray.put(model_payload(lm))
 
     def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[int, int], None],
             cancelled: Callable[[], bool], resources: Resources) -> list:
@@ -190,6 +198,12 @@ def _call(fn: Callable, args: tuple, device: torch.device, within: Callable[...,
         _PIECE.report = None
 
 
+def concat(parts: Sequence, name: str):
+    """Field `name` of consecutive pieces' results, concatenated: arrays end to end, lists joined."""
+    values = [getattr(p, name) for p in parts]
+    return [v for vs in values for v in vs] if isinstance(values[0], list) else np.concatenate(values)
+
+
 def piece_progress(fraction: float, message: str = "") -> None:
     """Called from inside a piece: how far it has got (0 to 1). Outside a piece it does nothing;
     in a local piece of a cancelled job it raises JobCancelled."""
@@ -263,8 +277,9 @@ def _ray_call(fn: Callable, board, call: str, piece: int, threads: int | None, *
 @dataclass(frozen=True)
 class ModelPayload:
     """A model for pieces: its architecture and weights as safetensors bytes. Share it once
-    (``ctx.share(model_payload(lm))``); each worker rebuilds the model with the safe loader (nothing
-    is unpickled from the bytes), checks the fingerprint, and keeps it for the next piece."""
+    (``ctx.share_model(lm)``); each Ray worker rebuilds the model with the safe loader (nothing
+    is unpickled from the bytes), checks the fingerprint, and keeps it for the next piece. Locally
+    the payload carries the job's loaded model itself (`live`, never serialized)."""
 
     run_id: str
     epoch: int
@@ -272,6 +287,7 @@ class ModelPayload:
     fingerprint: str
     arch: dict
     weights: bytes
+    live: Any = field(default=None, compare=False, repr=False)
 
 
 def model_payload(lm) -> ModelPayload:
@@ -286,6 +302,8 @@ def payload_model(payload: ModelPayload, device: torch.device | str) -> torch.nn
     """The payload's model on `device`, in eval mode: built once per thread and kept (the last
     few), so a worker's pieces of one job pay for it once. Pieces must leave its weights as they
     found them (they may move them and put them back)."""
+    if payload.live is not None:
+        return payload.live
     key = (payload.fingerprint, str(device))
     cache = _MODELS.__dict__.setdefault("cache", OrderedDict())
     if key not in cache:

@@ -237,13 +237,18 @@ class LocalRunner:
 
 def _owner_alive(owner: str) -> bool:
     host, _, pid = owner.rpartition(":")
-    if host != platform.node() or not pid.isdigit():
-        return False
+    return host == platform.node() and pid.isdigit() and process_alive(int(pid))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (another user's process counts as running)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
         return True
-    except OSError:
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
 
 
 class RayRunner(LocalRunner):

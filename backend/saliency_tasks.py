@@ -13,7 +13,7 @@ from analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, att
 from analysis.summary import predict_proba
 from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
 from backend.jobs import JobContext, ModelRef, job_kind
-from backend.pieces import ModelPayload, Resources, model_payload, payload_model, piece_progress
+from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
 from models.training import TrainConfig, fit_and_score
@@ -88,7 +88,7 @@ def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
     x, y = data.x(idx), data.labels[idx]
     # methods × chunks of images are independent pieces (side by side on a Ray cluster); the model
     # and images go to the workers once, by reference
-    model, xs, ys = ctx.share(model_payload(lm)), ctx.share(x), ctx.share(y)
+    model, xs, ys = ctx.share_model(lm), ctx.share(x), ctx.share(y)
     chunks = [(m, start, min(start + SALIENCY_PIECE, len(x))) for m in cfg.methods
               for start in range(0, len(x), SALIENCY_PIECE)]
     parts = ctx.map(saliency_piece, [(model, xs, ys, m, a, b) for m, a, b in chunks],
@@ -109,13 +109,9 @@ def saliency_piece(model: ModelPayload, x: torch.Tensor, y: torch.Tensor, method
 
 def merge_saliency(parts: list[SaliencyResult]) -> SaliencyResult:
     """The result of a method over consecutive chunks of images, as if computed in one go."""
-    def cat(name: str):
-        return np.concatenate([getattr(p, name) for p in parts])
-
-    delta = None if parts[0].delta is None else cat("delta")
-    return replace(parts[0], attributions=cat("attributions"), predictions=cat("predictions"),
-                   confidences=cat("confidences"), targets=cat("targets"), delta=delta,
-                   seconds=sum(p.seconds for p in parts))
+    delta = None if parts[0].delta is None else concat(parts, "delta")
+    return replace(parts[0], **{f: concat(parts, f) for f in ("attributions", "predictions", "confidences", "targets")},
+                   delta=delta, seconds=sum(p.seconds for p in parts))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,9 +56,13 @@ def _random_twin(lm: LoadedModel, seed: int, device) -> torch.nn.Module:
 
 def _score(metric: str, x: torch.Tensor, y: torch.Tensor, notes: list[str]) -> float:
     value, note = score_piece(metric, x, y, device=None)
+    _keep(notes, note)
+    return value
+
+
+def _keep(notes: list[str], note: str | None) -> None:
     if note and note not in notes:
         notes.append(note)
-    return value
 
 
 def score_piece(metric: str, x: torch.Tensor, y: torch.Tensor, *, device) -> tuple[float, str | None]:
@@ -86,8 +90,7 @@ def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, 
     out = np.zeros((len(xs), len(ys)))
     for (i, j), (value, note) in zip(cells, scores):
         out[i, j] = value
-        if note and note not in notes:
-            notes.append(note)
+        _keep(notes, note)
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,12 +14,13 @@ from analysis.evaluation import evaluate
 from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
 from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
 from backend.pieces import Resources, piece_progress
+from backend.runner import process_alive
 from models.checkpoints import read_json
 from models.data import DataSpec, ImageData, prepare
 from models.errors import InvalidInputError
 from models.paths import runs_dir
 from models.seeding import generator
-from models.training import PreparedData, TrainConfig, prepare_data, run_id_for, train_run
+from models.training import PreparedData, TrainConfig, finished_run, prepare_data, run_id_for, train_run
 from models.zoo import LoadedModel, load_model, training_data
 
 
@@ -30,10 +30,9 @@ def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
     cluster has one) that gets the data by reference and sends the run's files back; the files are
     written into the workspace here, all at once."""
     folder = runs_dir() / run_id_for(cfg)
-    if (folder / "run.json").exists():
-        record = read_json(folder / "run.json")
-        if record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict())):
-            return record
+    record = finished_run(cfg, folder)
+    if record is not None:
+        return record
     ctx.progress(0.0, f"loading {cfg.data.label}")
     data = ctx.share(prepare_data(cfg))
     # pinned to the threads a local run uses here, so that a Ray worker's weights match bit for bit
@@ -57,18 +56,8 @@ def _sweep_scratch() -> None:
     """Scratch folders of training processes that died (kill -9 leaves them behind)."""
     for folder in Path(tempfile.gettempdir()).glob("lenscape-train-*-*"):
         pid = folder.name.split("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:              # someone else's process: alive
-        return True
 
 
 def install_run(files: dict[str, bytes], folder: Path) -> None:

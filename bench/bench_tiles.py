@@ -77,8 +77,8 @@ def main() -> None:
     import torch
 
     from analysis.landscape import DirectionConfig, grid_points, random_directions
-    from backend.landscape_tasks import TILE_POINTS, surface_tile
-    from backend.pieces import LocalPieces, RayPieces, Resources, connect, model_payload
+    from backend.landscape_tasks import TILE_POINTS
+    from backend.pieces import LocalPieces, RayPieces, Resources, connect
 
     device = torch.device(args.device)
     lm = _model(args.arch, device)
@@ -94,7 +94,7 @@ def main() -> None:
           f"device {device}, torch threads here {torch.get_num_threads()}")
 
     def run(pieces) -> tuple[float, list, str]:
-        payload = pieces.share(model_payload(lm))
+        payload = pieces.share_model(lm)
         shared = (payload, pieces.share(dirs), pieces.share(images), pieces.share(labels))
         where: Counter = Counter()
         start = time.perf_counter()

@@ -187,16 +187,24 @@ def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m:
     exception propagates: a stopped run leaves nothing behind. `data` is `prepare_data(cfg)`
     where the caller has it already (a Ray worker gets it by reference).
     """
-    done = out_dir / "run.json"
-    if done.exists():
-        record = read_json(done)
-        if record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict())):
-            return record
+    record = finished_run(cfg, out_dir)
+    if record is not None:
+        return record
     try:
         return _train(cfg, out_dir, progress, torch.device(device), name, data)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
+
+
+def finished_run(cfg: TrainConfig, out_dir: Path) -> dict | None:
+    """The record of a complete run of this very recipe in `out_dir`, or None."""
+    done = out_dir / "run.json"
+    if not done.exists():
+        return None
+    record = read_json(done)
+    same = record.get("status") == "complete" and record.get("config") == json.loads(json.dumps(cfg.to_dict()))
+    return record if same else None
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, n_train: int):
