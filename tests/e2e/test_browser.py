@@ -153,6 +153,7 @@ def test_models_page_trains_a_model(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)
     # the form shows the fields that apply: widths for an MLP, PGD settings and p_gen/p_mem when chosen
+    page.get_by_label("MLP widths", exact=True).wait_for(timeout=60_000)   # a fresh server's first page draw
     assert page.get_by_label("MLP widths", exact=True).is_visible() and page.get_by_label("PGD norm").count() == 0
     for box, field in (("Adversarial training (PGD)", "ε"), ("Example-tied dropout", "p_gen")):
         assert page.get_by_label(field, exact=True).count() == 0
