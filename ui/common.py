@@ -203,10 +203,9 @@ def sidebar() -> None:
 
 def ray_form(runner: LocalRunner) -> None:
     """Choose where jobs' independent pieces run: here, or a Ray cluster (for the whole server)."""
-    st.caption("Training runs (seeds side by side), DiffROAR's retrainings, landscape tiles, saliency chunks, "
-               "similarity pairs and neuron flipping run as pieces on a Ray cluster: `local` starts one on this "
-               "machine, `auto` joins the cluster this machine belongs to, `ray://host:10001` a remote one. "
-               "Results are the same bit for bit and land in the same workspace.")
+    st.caption("Spread training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping over a Ray "
+               "cluster. `local` starts one here, `auto` joins this machine's cluster, `ray://host:10001` reaches "
+               "a remote one. Same results, same workspace.")
     current = getattr(runner, "address", "")
     address = st.text_input("Ray address", current, placeholder="local, auto or ray://host:10001", key="_ray.address")
     c = st.columns(2)
