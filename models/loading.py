@@ -9,25 +9,68 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
+import stat
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from models.architectures import ArchSpec, build_model, check_io
 from models.errors import InvalidInputError
+from models.paths import user_path
 
 MAX_BYTES = 1 << 30  # a bound on what we read at all; the app's upload limit is lower
 
 
 def read_state_dict(raw: bytes, filename: str = "upload") -> dict[str, torch.Tensor]:
     """Parse bytes into a flat {name: tensor} dict, or raise InvalidInputError saying why not."""
-    if len(raw) > MAX_BYTES:
-        raise InvalidInputError(f"{filename} is {len(raw) / 2**20:.0f} MiB; the limit is {MAX_BYTES >> 20} MiB")
+    _check_size(len(raw), filename)
     if len(raw) < 8:
         raise InvalidInputError(f"{filename} is {len(raw)} bytes long: not a model file")
     state = _read_safetensors(raw, filename) if _looks_like_safetensors(raw) else _read_torch(raw, filename)
-    return _flatten(state, filename)
+    state = _flatten(state, filename)
+    check_finite_state(state, filename)
+    return state
+
+
+def read_model_file(text: str, what: str = "the model file") -> bytes:
+    """The bytes of a model file named by a page user: refused outside the allowed roots (saying
+    nothing about the file), sized with a stat before a byte is read, read bounded."""
+    path = user_path(text, what)
+    try:
+        info = path.stat()
+    except OSError:
+        raise InvalidInputError(f"{what} {text!r} does not exist (or cannot be reached)") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInputError(f"{what} {text!r} is not a regular file")
+    _check_size(info.st_size, path.name)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)   # a bound even where the stat said less (/proc files say 0)
+    except OSError as exc:
+        raise InvalidInputError(f"{what} {text!r} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    _check_size(len(raw), path.name)
+    return raw
+
+
+def _check_size(n: int, filename: str) -> None:
+    if n > MAX_BYTES:
+        raise InvalidInputError(f"{filename} is {n / 2**20:,.0f} MiB; the limit is {MAX_BYTES >> 20} MiB")
+
+
+def check_finite_state(state: dict[str, torch.Tensor], filename: str) -> None:
+    """Refuse weights holding NaN or Inf (every view of such a model would show NaN maps), naming
+    the first tensors that do."""
+    bad = [name for name, t in state.items() if _has_non_finite(t)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise InvalidInputError(f"{filename}: {len(bad)} tensor{'s' if len(bad) > 1 else ''} hold NaN or Inf "
+                                f"values ({shown}); expected finite weights (was the model saved after its "
+                                "training diverged?)")
+
+
+def _has_non_finite(t: torch.Tensor) -> bool:
+    return (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())
 
 
 def _looks_like_safetensors(raw: bytes) -> bool:
@@ -57,7 +100,7 @@ def _read_torch(raw: bytes, filename: str) -> dict:
             f"(for example a whole model saved with torch.save(model)), and loading it could run "
             f"arbitrary code. Save model.state_dict() instead, or use safetensors. "
             f"Detail: {str(exc).splitlines()[-1][:200]}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything (KeyError, struct.error, ...)
         raise InvalidInputError(f"{filename} cannot be read as a PyTorch file (truncated or corrupted?): "
                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
@@ -70,9 +113,9 @@ def _flatten(obj, filename: str) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj:
         raise InvalidInputError(f"{filename} holds a {type(obj).__name__}, not a state_dict of tensors")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad:
-        raise InvalidInputError(f"{filename}: entries that are not tensors: {bad[:5]}")
+        raise InvalidInputError(f"{filename}: entries that are not named tensors: {bad[:5]}")
     prefix = "module."  # saved from DataParallel / DistributedDataParallel
     if all(k.startswith(prefix) for k in obj):
         obj = {k[len(prefix):]: v for k, v in obj.items()}
