@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -25,10 +26,20 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
+    _check_sizes(raw)
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(arrays.pop("__meta__").tobytes().decode())
     return _dec(meta, arrays)
+
+
+def _check_sizes(raw: bytes) -> None:
+    """encode writes arrays uncompressed, so a result holds about as many bytes as its file: one
+    whose entries claim to inflate beyond that (a crafted zip bomb) is refused before reading."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        infos = z.infolist()
+        if len(infos) > 100_000 or sum(i.file_size for i in infos) > len(raw) + (1 << 20):
+            raise ValueError("the result's entries claim more bytes than its file holds")
 
 
 def to_jsonable(obj: Any) -> Any:

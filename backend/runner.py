@@ -16,10 +16,12 @@ import logging
 import os
 import platform
 import shutil
+import sqlite3
 import threading
 import time
 import traceback
 from collections import OrderedDict
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +29,9 @@ from typing import Any
 
 import torch
 
-from backend.codec import to_jsonable
+from backend.codec import encode, to_jsonable
 from backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
-                          UnknownJob)
+                          UnknownJob, code_version)
 from backend.store import CorruptResult, ResultStore
 
 
@@ -67,6 +69,8 @@ class LocalRunner:
         self._active: dict[str, _Active] = {}
         self._jobs: dict[str, Job] = {}                          # every job submitted here: to recompute
         self._results: OrderedDict[str, tuple[str, Any]] = OrderedDict()   # id -> (checksum, decoded)
+        self._retry: set[str] = set()                            # failed jobs a user asked to run again
+        self._unsynced: dict[str, dict] = {}                     # rows the store refused when their job ended
         self._cache_entries = cache_entries
         self.pieces = None                       # a job's independent pieces run in its thread (backend/pieces.py)
         self.device_label = str(self.device)     # stored with each job
@@ -83,23 +87,50 @@ class LocalRunner:
                 self.store.upsert(row["id"], status="FAILED", error="interrupted: the app stopped while it ran")
 
     def submit(self, job: Job, watcher: str | None = None) -> str:
-        """The job's id; computes it unless it is running or stored (and readable)."""
+        """The job's id; computes it unless it is running, stored (and readable), or failed: a
+        failed job keeps its error until `retry` (a page's rerun never starts it again)."""
         job_id = job.key()
         with self._lock:
             self._jobs[job_id] = job
+            self._sync()
             active = self._active.get(job_id)
             if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 active.watchers.add(watcher or ANONYMOUS)
                 return job_id
-            if self._stored(job_id):
+            if self._stored(job_id) or self._failed(job_id):
                 return job_id
+            self._retry.discard(job_id)
+            with self.store.writing():
+                self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
+                                  fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
+                                  message="", created=time.time(), started=None, finished=None, error=None,
+                                  device=self.device_label, versions=library_versions(), owner=self._owner,
+                                  code=code_version(job.kind))
             active = self._active[job_id] = _Active(job, watchers={watcher or ANONYMOUS})
-            self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
-                              fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
-                              message="", created=time.time(), started=None, finished=None, error=None,
-                              device=self.device_label, versions=library_versions(), owner=self._owner)
             self._pools[job.lane].submit(self._run, job_id, active)
         return job_id
+
+    def _failed(self, job_id: str) -> bool:
+        """True if the job failed and nobody asked to retry it since."""
+        if job_id in self._retry:
+            return False
+        active = self._active.get(job_id)
+        if active:
+            return active.status == JobStatus.FAILED
+        row = self.store.get(job_id)
+        return bool(row) and row["status"] == "FAILED"
+
+    def retry(self, job_id: str) -> None:
+        """Let a failed (or cancelled) job run again: now, if this runner knows the job, else at its
+        next submit."""
+        with self._lock:
+            self._retry.add(job_id)
+            job = self._jobs.get(job_id)
+            active = self._active.get(job_id)
+            if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return
+        if job is not None:
+            self.submit(job)
 
     def _stored(self, job_id: str) -> bool:
         """True if a readable result is stored; an unreadable one is dropped (and logged)."""
@@ -148,7 +179,11 @@ class LocalRunner:
             self.store.upsert(job_id, status="RUNNING", started=started)
             result = REGISTRY[active.job.kind].fn(ctx, active.job.config)
             ctx.check_cancelled()
-            self.store.put_result(job_id, result)
+            try:
+                self.store.put_raw(job_id, encode(result), status=JobStatus.DONE.value)
+            except (OSError, sqlite3.Error) as exc:
+                raise OSError(f"the result could not be stored ({type(exc).__name__}: {exc}); is the workspace's "
+                              "disk full?") from exc
             self._finish(job_id, active, JobStatus.DONE, started)
         except JobCancelled:
             self.store.path(job_id).unlink(missing_ok=True)
@@ -161,12 +196,30 @@ class LocalRunner:
 
     def _finish(self, job_id: str, active: _Active, status: JobStatus, started: float,
                 error: str | None = None, trace: str | None = None) -> None:
+        """The job's end, in memory first: a store that cannot be written (a full disk) must not
+        leave it RUNNING; its row is written when the store takes writes again."""
         now = time.time()
-        self.store.upsert(job_id, status=status.value, finished=now, seconds=now - started,
-                          error=error, message=trace or active.progress.message)
         active.error = error
         active.status = status
+        fields = dict(status=status.value, finished=now, seconds=now - started, error=error,
+                      message=trace or active.progress.message)
+        try:
+            self.store.upsert(job_id, **fields)
+        except Exception as exc:                    # noqa: BLE001 - sqlite's disk I/O error, a full disk
+            log.error("job %s ended %s but its row could not be written (%s); kept to write later", job_id,
+                      status.value, exc)
+            with self._lock:
+                self._unsynced[job_id] = fields
         active.done.set()
+
+    def _sync(self) -> None:
+        """Write the rows of jobs that ended while the store took no writes."""
+        for job_id, fields in list(self._unsynced.items()):
+            try:
+                self.store.upsert(job_id, **fields)
+                self._unsynced.pop(job_id, None)
+            except Exception:                       # noqa: BLE001 - still failing: try at the next submit
+                return
 
     def status(self, job_id: str) -> JobStatus:
         active = self._active.get(job_id)
@@ -285,15 +338,30 @@ def open_backend(root: Path | None = None, workers: int = 1, address: str | None
     else here."""
     from backend.kinds import register_all
     from backend.pieces import ray_address
-    from models.paths import home_dir
+    from models.paths import home_dir, runs_dir
 
     register_all()
     check_writable(root)
     store = ResultStore(root or home_dir() / "store")
+    sweep_leftovers(store.root, runs_dir())
     address = ray_address() if address is None else address.strip()
     if address:
         return RayRunner(store, address, workers=workers)
     return LocalRunner(store, workers=workers)
+
+
+def sweep_leftovers(store_root: Path, runs_root: Path) -> None:
+    """What a process that died (or whose disk filled) left half-written: a run folder being
+    installed (runs/.<id>.incoming-PID), a bundle being checked (store/.bundle-PID-*), a result
+    being written (store/results/.PID-*.tmp). Only a dead process's, so live writes are kept."""
+    patterns = ((runs_root, ".*.incoming-*", lambda n: n.rpartition("-")[2]),
+                (store_root, ".bundle-*-*", lambda n: n.split("-")[1]),
+                (store_root / "results", ".*-*.tmp", lambda n: n[1:].split("-")[0]))
+    for folder, pattern, pid_of in patterns:
+        for path in folder.glob(pattern):
+            pid = pid_of(path.name)
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def check_writable(root: Path | None = None) -> None:
@@ -301,18 +369,28 @@ def check_writable(root: Path | None = None) -> None:
     import sqlite3
     import tempfile
 
-    from models.errors import WorkspaceNotWritable
+    from backend.store import damaged_index, is_damaged
     from models.paths import home_dir
 
+    where = root or home_dir() / "store"
     try:
-        where = root or home_dir() / "store"
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=where, prefix=".probe-"):
             pass
-        with sqlite3.connect(where / "index.sqlite", timeout=5) as con:
+        with closing(sqlite3.connect(where / "index.sqlite", timeout=5)) as con, con:
             con.execute("CREATE TABLE IF NOT EXISTS probe (x)")
             con.execute("DROP TABLE probe")
-    except (OSError, sqlite3.Error) as exc:
-        raise WorkspaceNotWritable(
-            f"Lenscape cannot write to its workspace {where} ({type(exc).__name__}: {exc}). Models, results and "
-            "caches live there: set LENSCAPE_HOME to a folder you can write to and restart the app.") from None
+    except sqlite3.DatabaseError as exc:
+        if is_damaged(exc):
+            raise damaged_index(where / "index.sqlite", exc) from None
+        raise _not_writable(where, exc) from None
+    except OSError as exc:
+        raise _not_writable(where, exc) from None
+
+
+def _not_writable(where: Path, exc: Exception) -> Exception:
+    from models.errors import WorkspaceNotWritable
+
+    return WorkspaceNotWritable(
+        f"Lenscape cannot write to its workspace {where} ({type(exc).__name__}: {exc}). Models, results and "
+        "caches live there: set LENSCAPE_HOME to a folder you can write to and restart the app.")

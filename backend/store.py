@@ -9,21 +9,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from backend.codec import decode, encode
+from models.errors import WorkspaceDamaged, WorkspaceNotWritable
 
 COLUMNS = ("id", "kind", "label", "config", "fingerprints", "data", "status", "message", "created",
-           "started", "finished", "seconds", "device", "versions", "error", "checksum", "owner")
+           "started", "finished", "seconds", "device", "versions", "error", "checksum", "owner", "code")
 
 
 class CorruptResult(Exception):
     """A stored result is missing, fails its checksum or cannot be decoded; it has been dropped."""
+
+
+def is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """A file that is not (or no longer) an SQLite database, as opposed to one we may not write."""
+    return not isinstance(exc, sqlite3.OperationalError) or "not a database" in str(exc)
+
+
+def damaged_index(db: Path, exc: Exception) -> WorkspaceDamaged:
+    return WorkspaceDamaged(f"Lenscape's job index {db} is damaged ({exc}). Move it aside (for example to "
+                            "index.sqlite.damaged) and restart the app: models are kept, and results are computed "
+                            "again when asked for.")
 
 
 class ResultStore:
@@ -31,10 +45,30 @@ class ResultStore:
         self.root = Path(root)
         (self.root / "results").mkdir(parents=True, exist_ok=True)
         self.db = self.root / "index.sqlite"
-        with closing(self._connect()) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'id' else ''}" for c in COLUMNS)
-            con.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
+        try:
+            with closing(self._connect()) as con, con:
+                con.execute("PRAGMA journal_mode=WAL")
+                cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'id' else ''}" for c in COLUMNS)
+                con.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
+                have = {r["name"] for r in con.execute("PRAGMA table_info(jobs)")}
+                for c in COLUMNS:               # a store from before a column was added
+                    if c not in have:
+                        con.execute(f"ALTER TABLE jobs ADD COLUMN {c}")
+        except sqlite3.DatabaseError as exc:
+            if is_damaged(exc):
+                raise damaged_index(self.db, exc) from None
+            raise
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Store errors as a user can act on them: a damaged index, or one that takes no writes."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damaged(exc):
+                raise damaged_index(self.db, exc) from None
+            raise WorkspaceNotWritable(f"Lenscape cannot write its job index {self.db} ({exc}): is the workspace's "
+                                       "disk full? Free some space and try again.") from None
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.db, timeout=30)
@@ -42,6 +76,8 @@ class ResultStore:
         return con
 
     def path(self, job_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id or ""):   # a job id is a name, never a path
+            raise ValueError(f"not a job id: {job_id!r}")
         return self.root / "results" / f"{job_id}.npz"
 
     def upsert(self, job_id: str, **fields: Any) -> None:
@@ -68,15 +104,27 @@ class ResultStore:
             return [dict(r) for r in con.execute(query + " ORDER BY created DESC", args)]
 
     def put_result(self, job_id: str, result: Any) -> str:
-        raw = encode(result)
+        return self.put_raw(job_id, encode(result))
+
+    def put_raw(self, job_id: str, raw: bytes, **fields: Any) -> str:
+        """Store encoded result bytes as they are (atomically: a reader sees the old file or the new
+        one), then index them with `fields` in one write; nothing is left behind if either fails."""
         digest = hashlib.sha256(raw).hexdigest()
-        fd, tmp = tempfile.mkstemp(dir=self.root / "results", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path(job_id))
-        self.upsert(job_id, checksum=digest)
+        fd, tmp = tempfile.mkstemp(dir=self.root / "results", prefix=f".{os.getpid()}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path(job_id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:
+            self.upsert(job_id, checksum=digest, **fields)
+        except BaseException:
+            self.path(job_id).unlink(missing_ok=True)
+            raise
         return digest
 
     def has_valid_result(self, job_id: str) -> bool:

@@ -66,10 +66,14 @@ def install_run(files: dict[str, bytes], folder: Path) -> None:
     incoming = folder.parent / f".{folder.name}.incoming-{os.getpid()}"
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True)
-    for name, raw in files.items():
-        (incoming / Path(name).name).write_bytes(raw)
-    shutil.rmtree(folder, ignore_errors=True)           # an unfinished run of the same recipe
-    os.replace(incoming, folder)
+    try:
+        for name, raw in files.items():
+            (incoming / Path(name).name).write_bytes(raw)
+        shutil.rmtree(folder, ignore_errors=True)       # an unfinished run of the same recipe
+        os.replace(incoming, folder)
+    except BaseException:                               # a full disk: nothing half-written stays
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
 
 
 def train_jobs(cfg: TrainConfig, seeds: list[int]) -> list[Job]:

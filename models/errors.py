@@ -11,3 +11,7 @@ class WorkspaceNotWritable(InvalidInputError):
 
 class DataUnavailableError(InvalidInputError):
     """A data set's files are missing and cannot be downloaded here."""
+
+
+class WorkspaceDamaged(WorkspaceNotWritable):
+    """A file of the workspace that Lenscape must read (the job index) is damaged: said with what to do."""

@@ -108,5 +108,17 @@ def torchvision_classifier(spec: ArchSpec) -> nn.Module:
         raise InvalidInputError(f"torchvision has no classifier {spec.torchvision_name!r} ({exc}); "
                                 f"some it has: {known}, ...") from None
     model.add_module("input_norm", InputNorm(spec.mean, spec.std))
-    model.register_forward_pre_hook(lambda mod, args: (mod.input_norm(args[0]), *args[1:]))
+    model.register_forward_pre_hook(_normalized_inputs)
     return model
+
+
+def _normalized_inputs(model: nn.Module, args: tuple) -> tuple:
+    """The forward pre-hook that applies the model's input normalization. Captum's DeepLift calls
+    the model with (inputs, baselines) tuples, which a pre-hook of its own, registered after this
+    one, concatenates: both are normalized here (an affine map, which DeepLift's rules pass exactly)."""
+    norm = model.input_norm
+    if isinstance(args[0], torch.Tensor):
+        return (norm(args[0]), *args[1:])
+    if len(args) >= 2 and all(isinstance(a, tuple) for a in args[:2]):
+        return (tuple(norm(t) for t in args[0]), tuple(norm(t) for t in args[1]), *args[2:])
+    raise TypeError(f"{type(model).__name__} takes a batch of images (a tensor); got a {type(args[0]).__name__}")

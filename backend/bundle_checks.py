@@ -1,0 +1,308 @@
+"""What a bundle must be before any of it is written: a zip with the expected entries only, each of
+a bounded size and read as a stream; a manifest whose every field has the expected type and form;
+a result of the type its kind returns, made with the config the manifest names; and a job id that
+follows from kind, code version, fingerprints, data and config.
+
+Everything here treats the bundle as an attacker would send it: names are never trusted to be
+paths, sizes in the zip's directory are checked before reading and again while reading."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import types
+import typing
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.codec import _own_dataclass, to_jsonable
+from backend.jobs import REGISTRY
+from models.errors import InvalidInputError
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")        # no dots, no slashes: a folder name and nothing else
+CHECKPOINT_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}\.safetensors")
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+JOB_ID = re.compile(r"[0-9a-f]{24}")
+CODE_VERSION = re.compile(r"[0-9a-f]{12}")
+
+MAX_MODELS = 32
+MAX_MANIFEST = 256 << 10          # bytes: a manifest is a few KB; whitespace padding is refused
+MAX_RUN_JSON = 4 << 20            # a run record with per-epoch metrics and the noise indices of 60,000 examples
+CHUNK = 1 << 20
+
+
+def max_bundle_bytes() -> int:
+    """The most a bundle may inflate to, in all and per entry (LENSCAPE_MAX_BUNDLE_MB, default 1024);
+    only whoever starts the server sets it."""
+    try:
+        mb = int(os.environ.get("LENSCAPE_MAX_BUNDLE_MB", "1024"))
+    except ValueError:
+        mb = 1024
+    return max(mb, 1) << 20
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# The zip
+
+
+class BundleZip:
+    """The entries of a bundle zip, checked for duplicates, unexpected names and sizes on opening;
+    `read` and `extract` stream an entry and stop at its limit whatever the directory claims."""
+
+    def __init__(self, source) -> None:
+        try:
+            self.zip = zipfile.ZipFile(source)
+            infos = self.zip.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise InvalidInputError(f"not a Lenscape bundle (not a readable zip: {type(exc).__name__})") from None
+        names = [i.filename for i in infos]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidInputError(f"the bundle holds entries twice ({', '.join(map(repr, dupes[:3]))}): refused")
+        if len(infos) > 2 + 2 * MAX_MODELS:
+            raise InvalidInputError(f"the bundle has {len(infos)} entries; a bundle has at most {2 + 2 * MAX_MODELS}")
+        self.infos = {i.filename: i for i in infos}
+        total, limit = sum(i.file_size for i in infos), max_bundle_bytes()
+        if total > limit:
+            raise InvalidInputError(f"the bundle inflates to {_mb(total)}; the limit is {_mb(limit)} "
+                                    "(LENSCAPE_MAX_BUNDLE_MB, set by whoever runs the server)")
+        self.budget = limit
+
+    def names(self) -> set[str]:
+        return set(self.infos)
+
+    def _stream(self, name: str, limit: int):
+        info = self.infos.get(name)
+        if info is None:
+            raise InvalidInputError(f"the bundle has no {name!r}")
+        if info.file_size > limit:
+            raise InvalidInputError(f"{name} in the bundle is {_mb(info.file_size)}; the limit is {_mb(limit)}")
+        seen = 0
+        try:
+            with self.zip.open(info) as f:
+                while chunk := f.read(CHUNK):
+                    seen += len(chunk)
+                    self.budget -= len(chunk)
+                    if seen > limit or self.budget < 0:
+                        raise InvalidInputError(f"{name} in the bundle inflates beyond its limit ({_mb(limit)})")
+                    yield chunk
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+            raise InvalidInputError(f"{name} in the bundle is damaged ({type(exc).__name__}: {exc})") from None
+
+    def read(self, name: str, limit: int) -> bytes:
+        return b"".join(self._stream(name, limit))
+
+    def extract(self, name: str, dest: Path, limit: int) -> str:
+        """Write entry `name` to `dest` in chunks; its sha256."""
+        h = hashlib.sha256()
+        with open(dest, "xb") as out:
+            for chunk in self._stream(name, limit):
+                h.update(chunk)
+                out.write(chunk)
+        return h.hexdigest()
+
+    def close(self) -> None:
+        self.zip.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+
+def _need(ok: bool, what: str, value: Any) -> None:
+    if not ok:
+        shown = repr(value)
+        raise InvalidInputError(f"the bundle's manifest has a bad {what}: {shown[:80]}{'…' if len(shown) > 80 else ''}")
+
+
+def _text(d: dict, key: str, limit: int = 300, optional: bool = False) -> None:
+    v = d.get(key)
+    _need((optional and v is None) or (isinstance(v, str) and len(v) <= limit), key, v)
+
+
+def _number(v: Any, allow_none: bool = False) -> bool:
+    if v is None:
+        return allow_none
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _id(pattern: re.Pattern, v: Any) -> bool:
+    return isinstance(v, str) and pattern.fullmatch(v) is not None
+
+
+def check_manifest(manifest: Any) -> dict:
+    """The manifest, if every field has the form an exported one has; InvalidInputError naming the
+    first that does not."""
+    _need(isinstance(manifest, dict), "manifest", type(manifest).__name__)
+    _need(_id(JOB_ID, manifest.get("job_id")), "job id", manifest.get("job_id"))
+    _need(manifest.get("kind") in REGISTRY, "kind (not a job kind of this Lenscape)", manifest.get("kind"))
+    _need(_id(CODE_VERSION, manifest.get("code_version")), "code version", manifest.get("code_version"))
+    _text(manifest, "label")
+    _text(manifest, "device")
+    _need(isinstance(manifest.get("config"), dict), "config", manifest.get("config"))
+    _need(manifest.get("data") is None or isinstance(manifest.get("data"), dict), "data", manifest.get("data"))
+    fps = manifest.get("fingerprints")
+    _need(isinstance(fps, list) and len(fps) <= MAX_MODELS and all(_id(FINGERPRINT, f) for f in fps), "fingerprints", fps)
+    versions = manifest.get("versions")
+    _need(isinstance(versions, dict) and len(versions) <= 32 and all(
+        isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200 for k, v in versions.items()),
+        "versions", versions)
+    _need(_number(manifest.get("created")), "created", manifest.get("created"))
+    _need(_number(manifest.get("seconds"), allow_none=True), "seconds", manifest.get("seconds"))
+    _need(isinstance(manifest.get("checksum"), str) and re.fullmatch(r"[0-9a-f]{64}", manifest["checksum"]) is not None,
+          "checksum", manifest.get("checksum"))
+    models = manifest.get("models")
+    _need(isinstance(models, list) and len(models) <= MAX_MODELS, "models", models)
+    for m in models:
+        _need(isinstance(m, dict), "model entry", m)
+        _need(_id(RUN_ID, m.get("run_id")), "model run id", m.get("run_id"))
+        _need(_id(CHECKPOINT_FILE, m.get("file")), "checkpoint file name", m.get("file"))
+        _need(_id(FINGERPRINT, m.get("fingerprint")) and m["fingerprint"] in fps, "model fingerprint", m.get("fingerprint"))
+        _need(isinstance(m.get("epoch"), int) and not isinstance(m["epoch"], bool) and m["epoch"] >= 0,
+              "model epoch", m.get("epoch"))
+        _text(m, "name")
+    keys = [(m["run_id"], m["file"]) for m in models]
+    _need(len(set(keys)) == len(keys), "models list (a checkpoint named twice)", keys)
+    return manifest
+
+
+def job_id_of(manifest: dict) -> str:
+    """The job id the manifest's kind, code version, fingerprints, data and config make
+    (backend.jobs.Job.key, with the exporting side's code version)."""
+    payload = {"kind": manifest["kind"], "code": manifest["code_version"], "fingerprints": list(manifest["fingerprints"]),
+               "data": manifest["data"], "config": manifest["config"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and result
+
+
+def rebuild(node: Any) -> Any:
+    """A config from its JSON form (to_jsonable's: dataclasses carry "__type__", tuples are lists),
+    built through its own __post_init__ checks; only Lenscape's own dataclasses."""
+    if isinstance(node, list):
+        return tuple(rebuild(v) for v in node)
+    if isinstance(node, dict):
+        if "__type__" not in node:
+            raise InvalidInputError("the bundle's config holds a mapping where a Lenscape config was expected")
+        try:
+            cls = _own_dataclass(node["__type__"])
+        except (ValueError, ImportError, AttributeError) as exc:
+            raise InvalidInputError(f"the bundle's config names an unknown type ({exc})") from None
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        extra = set(node) - fields - {"__type__"}
+        if extra:
+            raise InvalidInputError(f"the bundle's config has fields {sorted(extra)} that {cls.__name__} does not")
+        try:
+            return cls(**{k: rebuild(v) for k, v in node.items() if k != "__type__"})
+        except InvalidInputError:
+            raise
+        except Exception as exc:        # a wrong type deep inside: the config's own checks said no
+            raise InvalidInputError(f"the bundle's config does not make a {cls.__name__} ({type(exc).__name__}: "
+                                    f"{str(exc)[:160]})") from None
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    raise InvalidInputError(f"the bundle's config holds a {type(node).__name__}")
+
+
+def check_config(manifest: dict) -> Any:
+    """The manifest's config rebuilt as its kind's config type, equal to what the manifest says."""
+    kind = REGISTRY[manifest["kind"]]
+    config = rebuild(manifest["config"])
+    if type(config) is not kind.config_type:
+        raise InvalidInputError(f"the bundle's config is a {type(config).__name__}; a {kind.name} job takes a "
+                                f"{kind.config_type.__name__}")
+    if json.dumps(to_jsonable(config), sort_keys=True) != json.dumps(manifest["config"], sort_keys=True):
+        raise InvalidInputError("the bundle's config does not read back as written")
+    return config
+
+
+def conforms(value: Any, tp: Any) -> bool:
+    """Whether `value` has type `tp` (a result annotation: scalars, arrays, containers, Lenscape
+    dataclasses), checked all the way down."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (int, str, bool, np.ndarray, torch.Tensor, list, tuple, dict):
+        return isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(conforms(v, args[0]) for v in value)
+        return len(args) == len(value) and all(conforms(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items())
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if type(value) is not tp:
+            return False
+        hints = typing.get_type_hints(tp)
+        return all(conforms(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(tp))
+    return False
+
+
+def _nodes(node: Any) -> list:
+    """Every dict node of a JSON tree."""
+    out = []
+    if isinstance(node, dict):
+        out.append(node)
+        for v in node.values():
+            out += _nodes(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += _nodes(v)
+    return out
+
+
+def _inner_configs(value: Any) -> list:
+    """The `config` fields of every dataclass in a result."""
+    out = []
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if f.name == "config" and dataclasses.is_dataclass(v):
+                out.append(v)
+            out += _inner_configs(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out += _inner_configs(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            out += _inner_configs(v)
+    return out
+
+
+def check_result(result: Any, manifest: dict) -> None:
+    """The result is of the type its kind returns, and any config it carries is part of the manifest's."""
+    kind = REGISTRY[manifest["kind"]]
+    if not conforms(result, kind.result_type):
+        raise InvalidInputError(f"the bundle's result is not what a {kind.name} job returns "
+                                f"(a {type(result).__name__}): kind and result do not match")
+    nodes = [json.dumps(n, sort_keys=True) for n in _nodes(manifest["config"])]
+    for inner in _inner_configs(result):
+        if json.dumps(to_jsonable(inner), sort_keys=True) not in nodes:
+            raise InvalidInputError(f"the bundle's result was computed with another {type(inner).__name__} than "
+                                    "its manifest's config names")
