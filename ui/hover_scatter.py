@@ -12,7 +12,6 @@ and the page redraws (losing its zoom) only when a panel changed.
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import json
 import shutil
@@ -74,10 +73,10 @@ def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
 @dataclass(frozen=True)
 class Panel:
     figure: go.Figure           # the scatter; customdata[0] of every trace must be the example index
-    title: str                  # shown above the plot (plain text; escaped here)
+    title: str                  # shown above the plot (plain text: the page writes it as text)
     index: np.ndarray           # (N,) example index of each point
     xy: np.ndarray              # (N, 2) its coordinates
-    captions: list[str]         # one line of text per point (plain text; escaped here)
+    captions: list[str]         # one line of text per point (plain text, likewise)
     sprite: Sprite
     dataset: str                # panels with the same data set link their hovers
 
@@ -128,10 +127,10 @@ def hover_scatter(panels: list[Panel], key: str, height: int = 480, hint: str = 
     for p in panels:
         spec = {"figure": json.loads(p.figure.to_json()),
                 "points": {"index": [int(i) for i in p.index], "x": p.xy[:, 0].round(5).tolist(),
-                           "y": p.xy[:, 1].round(5).tolist(), "caption": [html.escape(c) for c in p.captions]},
+                           "y": p.xy[:, 1].round(5).tolist(), "caption": list(p.captions)},
                 "sprite": {"url": _publish(folder, p.sprite.data, p.sprite.suffix), "columns": p.sprite.columns,
                            "tile": list(p.sprite.tile), "indices": p.sprite.indices},
-                "dataset": p.dataset, "hint": html.escape(hint), "title": html.escape(p.title)}
+                "dataset": p.dataset, "hint": hint, "title": p.title}
         names.append(_publish(folder, json.dumps(spec).encode(), ".json"))
     _prune(folder)
     # The names are content hashes, so the page redraws (and loses its zoom) only when a panel changed.
