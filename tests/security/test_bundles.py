@@ -1,0 +1,341 @@
+"""Findings 1, 4, 5 and 6: bundles as an attacker would make them. Whoever makes a bundle computes
+its checksum, its fingerprints and its job id, so each crafted bundle here is made consistent the
+way an attacker would (the job id with the formula written out below, not Lenscape's own code);
+what must stop it is import's own checks. Each test also looks at the disk: nothing written outside
+the workspace, nothing replaced, nothing left behind by a refused import."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import tracemalloc
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save as safetensors_save
+
+from analysis.saliency import SaliencyConfig
+from backend.bundles import export_bundle, import_bundle
+from backend.codec import encode
+from backend.jobs import job, ref
+from backend.saliency_tasks import GridConfig
+from backend.store import ResultStore
+from models.architectures import ArchSpec, build_model
+from models.checkpoints import model_fingerprint
+from models.data import DataSpec
+from models.errors import InvalidInputError
+from models.zoo import import_model, list_runs, load_model
+
+ARCH = ArchSpec(name="mlp", widths=(16,), in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,))
+
+
+def job_id_of(m: dict) -> str:
+    """backend.jobs.Job.key as an attacker reads it off the source: what the importer must recompute."""
+    payload = {"kind": m["kind"], "code": m["code_version"], "fingerprints": m["fingerprints"], "data": m["data"],
+               "config": m["config"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Parts:
+    """An honest bundle taken apart: what a crafted one is made of."""
+
+    manifest: dict
+    result: bytes
+    run: dict
+    weights: bytes
+
+    def copy(self) -> Parts:
+        return Parts(copy.deepcopy(self.manifest), self.result, copy.deepcopy(self.run), self.weights)
+
+    def zip(self, rehash: bool = True, extra: list[tuple[str, bytes]] = (), manifest_bytes: bytes | None = None,
+            method=zipfile.ZIP_DEFLATED) -> bytes:
+        m = self.manifest
+        if rehash:                     # what the attacker does: a checksum and a job id that fit
+            m["checksum"] = hashlib.sha256(self.result).hexdigest()
+            m["job_id"] = job_id_of(m)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", method) as z:
+            z.writestr("manifest.json", manifest_bytes if manifest_bytes is not None else json.dumps(m))
+            z.writestr("result.npz", self.result)
+            for model in m["models"] if isinstance(m["models"], list) else []:
+                z.writestr(f"models/{model['run_id']}/run.json", json.dumps(self.run))
+                z.writestr(f"models/{model['run_id']}/{model['file']}", self.weights)
+            for name, raw in extra:
+                z.writestr(name, raw)
+        return out.getvalue()
+
+    def rename(self, run_id: str | None = None, file: str | None = None) -> Parts:
+        """The model under another run id / checkpoint file name, consistently in manifest and run.json."""
+        model = self.manifest["models"][0]
+        model["run_id"] = self.run["run_id"] = run_id or model["run_id"]
+        model["file"] = self.run["checkpoints"][0]["file"] = file or model["file"]
+        return self
+
+    def reweight(self, seed: int) -> Parts:
+        """Other weights of the same architecture, with their honest fingerprint everywhere."""
+        torch.manual_seed(seed)
+        model = build_model(ARCH)
+        fp = model_fingerprint(model)
+        self.weights = safetensors_save({k: v.contiguous() for k, v in model.state_dict().items()})
+        old = self.manifest["models"][0]["fingerprint"]
+        self.manifest["fingerprints"] = [fp if f == old else f for f in self.manifest["fingerprints"]]
+        self.manifest["models"][0]["fingerprint"] = self.run["checkpoints"][0]["fingerprint"] = fp
+        self.manifest["config"] = json.loads(json.dumps(self.manifest["config"]).replace(old, fp))
+        return self
+
+
+def _parts(data: bytes) -> Parts:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        (model,) = manifest["models"]
+        return Parts(manifest, z.read("result.npz"), json.loads(z.read(f"models/{model['run_id']}/run.json")),
+                     z.read(f"models/{model['run_id']}/{model['file']}"))
+
+
+@pytest.fixture
+def honest(runner, wait_for_job, lenscape_home) -> Parts:
+    """A real bundle of a real saliency result of an (untrained) digits MLP, taken apart."""
+    torch.manual_seed(0)
+    model = build_model(ARCH)
+    rec = import_model(model, ARCH, "tiny", DataSpec(name="digits"), tuple(map(str, range(10))), source="test")
+    r = ref(load_model(rec["run_id"]))
+    job_id = runner.submit(job("saliency", GridConfig(model=r, indices=(0, 1), methods=(
+        SaliencyConfig(method="gradient"),)), (r,), "maps"))
+    wait_for_job(job_id)
+    return _parts(export_bundle(runner.store, job_id, lenscape_home / "runs"))
+
+
+@pytest.fixture
+def other(tmp_path) -> tuple[ResultStore, Path]:
+    """Another, empty workspace to import into: its store and runs folder."""
+    return ResultStore(tmp_path / "other" / "store"), tmp_path / "other" / "runs"
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    """Every file under `path` with its bytes (the SQLite index's by its rows, which is what counts)."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.name.startswith("index.sqlite")}
+
+
+def _refused(store: ResultStore, runs: Path, data: bytes, match: str | None = None) -> str:
+    """Import `data`, which must be refused with nothing written anywhere in the workspace."""
+    before, rows = (_tree(store.root), _tree(runs)), store.list()
+    with pytest.raises(InvalidInputError, match=match) as err:
+        import_bundle(store, data, runs)
+    assert (_tree(store.root), _tree(runs)) == before, "a refused bundle changed the workspace"
+    assert store.list() == rows, "a refused bundle left a row in the job index"
+    return str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Writes outside the workspace
+
+
+@pytest.mark.parametrize("where", ["run_id", "file", "job_id"])
+def test_names_in_a_manifest_cannot_reach_outside_the_workspace(honest, other, tmp_path, where):
+    store, runs = other
+    outside = tmp_path / "on_sys_path"           # e.g. a site-packages folder: a .pth there runs at start-up
+    outside.mkdir()
+    parts = honest.copy()
+    rel = "../" * (len(runs.parts) + 2) + str(outside).lstrip("/")
+    if where == "run_id":
+        parts.rename(run_id=f"{rel}/evil")
+    elif where == "file":
+        parts.rename(file=str(outside / "evil.pth"))
+    data = parts.zip()
+    if where == "job_id":
+        parts.manifest["job_id"] = f"{rel}/evil"
+        data = parts.zip(rehash=False)
+    _refused(store, runs, data)
+    assert list(outside.rglob("*")) == [], "the bundle wrote outside the workspace"
+    assert not list(tmp_path.glob("**/evil*")), "the bundle wrote a file named by its manifest"
+
+
+def test_a_job_id_that_does_not_follow_from_the_manifest_is_refused(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.manifest["job_id"] = "0" * 24          # a well-formed id of some other job
+    parts.manifest["checksum"] = hashlib.sha256(parts.result).hexdigest()
+    _refused(store, runs, parts.zip(rehash=False), "job id")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Nothing already here is replaced
+
+
+def test_a_bundle_cannot_replace_the_weights_of_a_model_here(honest, runner, lenscape_home):
+    store, runs = runner.store, lenscape_home / "runs"
+    model = honest.manifest["models"][0]
+    ckpt = runs / model["run_id"] / model["file"]
+    original = ckpt.read_bytes()
+    forged = honest.copy().reweight(seed=1)            # same run id and file name, other weights
+    data = forged.zip()
+    assert forged.manifest["job_id"] != honest.manifest["job_id"]
+    _refused(store, runs, data, "other weights|another model")
+    assert ckpt.read_bytes() == original
+    assert load_model(model["run_id"]).fingerprint == model["fingerprint"]
+
+
+def test_a_bundle_cannot_replace_a_stored_result(honest, runner, lenscape_home):
+    store, runs = runner.store, lenscape_home / "runs"
+    job_id = honest.manifest["job_id"]
+    stored = store.path(job_id).read_bytes()
+    forged = honest.copy()
+    forged.result = encode([])                          # consistent checksum, same job id, other content
+    data = forged.zip()
+    assert forged.manifest["job_id"] == job_id
+    _refused(store, runs, data)
+    assert store.path(job_id).read_bytes() == stored
+
+
+def test_the_same_bundle_twice_is_a_no_op(honest, other):
+    store, runs = other
+    data = honest.copy().zip()
+    import_bundle(store, data, runs)
+    files, rows = (_tree(store.root), _tree(runs)), store.list()
+    import_bundle(store, data, runs)
+    assert (_tree(store.root), _tree(runs)) == files and store.list() == rows
+
+
+def test_duplicate_entry_names_are_refused(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    data = parts.zip(extra=[("result.npz", encode([]))])    # a second result.npz after the real one
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert [i.filename for i in z.infolist()].count("result.npz") == 2
+    _refused(store, runs, data, "twice")
+
+
+def test_a_manifest_whose_kind_does_not_match_its_result_is_refused(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.manifest["kind"] = "model_summary"
+    parts.manifest["config"] = {"__type__": "backend.tasks:SummaryJobConfig", "model": parts.manifest["config"]["model"],
+                                "summary": {"__type__": "analysis.summary:SummaryConfig", "max_eval": 2000,
+                                            "n_samples": 12, "seed": 0}}
+    _refused(store, runs, parts.zip(), "not what a model_summary job returns")
+
+
+def test_a_manifest_whose_config_does_not_match_its_result_is_refused(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.manifest["config"]["methods"][0]["method"] = "smoothgrad"    # the maps are plain gradients
+    _refused(store, runs, parts.zip(), "config")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. All or nothing
+
+
+def test_an_unreadable_result_writes_nothing(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.result = b"PK\x03\x04 not an npz at all"
+    _refused(store, runs, parts.zip(), "cannot read")
+    assert not runs.exists() and store.list() == []
+
+
+@pytest.mark.parametrize("field,value", [("seconds", "fast"), ("created", None), ("label", ["x"]),
+                                         ("fingerprints", "abc"), ("models", {"a": 1})])
+def test_a_malformed_manifest_writes_nothing(honest, other, field, value):
+    store, runs = other
+    parts = honest.copy()
+    parts.manifest[field] = value
+    try:
+        data = parts.zip()
+    except (TypeError, AttributeError):         # the attacker's own tooling chokes: zip without rehashing
+        data = parts.zip(rehash=False)
+    _refused(store, runs, data)
+    assert not runs.exists() and store.list() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Bounded decompression
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(honest, other, monkeypatch):
+    store, runs = other
+    monkeypatch.setenv("LENSCAPE_MAX_BUNDLE_MB", "16")
+    parts = honest.copy()
+    parts.result = bytes(64 << 20)              # 64 MiB of zeros: 64 KiB deflated
+    data = parts.zip()
+    assert len(data) < 1 << 20
+    tracemalloc.start()
+    try:
+        message = _refused(store, runs, data, "limit")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"refusing a bomb allocated {peak / 2**20:.0f} MiB"
+    assert "LENSCAPE_MAX_BUNDLE_MB" in message or "MiB" in message
+
+
+def test_an_entry_that_lies_about_its_size_is_stopped_at_the_limit(honest, other, monkeypatch):
+    store, runs = other
+    monkeypatch.setenv("LENSCAPE_MAX_BUNDLE_MB", "16")
+    parts = honest.copy()
+    parts.result = bytes(64 << 20)
+    data = bytearray(parts.zip())
+    # set the central directory's and the local header's uncompressed size of result.npz to 1 KiB
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo("result.npz")
+    local = info.header_offset
+    data[local + 22:local + 26] = (1024).to_bytes(4, "little")
+    pos = 0
+    while (pos := bytes(data).find(b"PK\x01\x02", pos)) >= 0:
+        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
+        if bytes(data[pos + 46:pos + 46 + name_len]) == b"result.npz":
+            data[pos + 24:pos + 28] = (1024).to_bytes(4, "little")
+        pos += 4
+    tracemalloc.start()
+    try:
+        _refused(store, runs, bytes(data))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_a_padded_manifest_is_refused(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.manifest["checksum"] = hashlib.sha256(parts.result).hexdigest()
+    parts.manifest["job_id"] = job_id_of(parts.manifest)
+    padded = json.dumps(parts.manifest).encode() + b" " * (1 << 20)     # 1 MiB of whitespace
+    _refused(store, runs, parts.zip(rehash=False, manifest_bytes=padded), "limit")
+
+
+def test_a_result_npz_that_is_itself_a_bomb_is_refused(honest, other, monkeypatch):
+    """result.npz is a zip too: a deflated array inside it inflates on decode."""
+    store, runs = other
+    buf = io.BytesIO()
+    np.savez_compressed(buf, __meta__=np.frombuffer(b'{"__t__": "nd", "key": "a0"}', dtype=np.uint8),
+                        a0=np.zeros(32 << 20, dtype=np.uint8))
+    parts = honest.copy()
+    parts.result = buf.getvalue()
+    tracemalloc.start()
+    try:
+        _refused(store, runs, parts.zip())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_an_honest_bundle_still_imports_and_lists_its_model(honest, other):
+    store, runs = other
+    manifest = import_bundle(store, honest.copy().zip(), runs)
+    assert manifest["job_id"] == honest.manifest["job_id"]
+    (rec,) = list_runs(runs)
+    assert rec["run_id"] == honest.manifest["models"][0]["run_id"]
+    assert store.get(manifest["job_id"])["status"] == "DONE"
+    assert store.get(manifest["job_id"])["checksum"] == honest.manifest["checksum"]
