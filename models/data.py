@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from models.errors import DataUnavailableError, InvalidInputError
-from models.paths import cache_dir, data_root, offline
+from models.image_folders import folder_cache, folder_tensors
+from models.paths import data_root, offline, user_path
 
 DATASETS = ("digits", "mnist", "cifar10", "blockmnist", "imagefolder")
 Split = Literal["train", "test"]
@@ -134,18 +134,19 @@ def is_prepared(spec: DataSpec) -> bool:
     """True when loading `spec` is quick: nothing to decode (image folders are decoded once into
     the cache; `prepare` does that, with progress)."""
     folders = _folders(spec)
-    return all(_folder_cache(root, size, key).exists() for root, size, key in folders)
+    return all(folder_cache(root, size, key).exists() for root, size, key in folders)
 
 
 def _folders(spec: DataSpec) -> list[tuple[Path, int, str | None]]:
-    """The image folders `spec` reads, as (root, size, cache key)."""
+    """The image folders `spec` reads, as (root, size, cache key). A folder named by a user (typed,
+    in a link or in a bundle) must lie inside the allowed roots."""
     root = data_root()
     if spec.name == "cifar10":
         if (root / "cifar-10-batches-py").is_dir() or not (root / "cifar10-jpg" / "train").is_dir():
             return []
         return [(root / "cifar10-jpg" / s, 0, f"cifar10-jpg-{s}") for s in ("train", "test")]
     if spec.name == "imagefolder":
-        folder = Path(spec.folder).expanduser()
+        folder = user_path(spec.folder, "the image folder")
         if not folder.is_dir():
             return []
         if (folder / "train").is_dir() and (folder / "test").is_dir():
@@ -161,7 +162,7 @@ def prepare(spec: DataSpec, progress=None) -> dict:
     out = {}
     for i, (root, size, key) in enumerate(folders):
         report = None if progress is None else (lambda f, m, i=i: progress((i + f) / len(folders), m))
-        out[str(root)] = len(_folder_tensors(root, size, key, report)[1])
+        out[str(root)] = len(folder_tensors(root, size, key, report)[1])
     return out
 
 
@@ -233,84 +234,21 @@ def _cifar10(spec: DataSpec, split: str) -> ImageData:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor(ds.targets, dtype=torch.long)
     else:
-        images, labels, classes = _folder_tensors(jpg, size=0, cache_key=f"cifar10-jpg-{split}")
+        images, labels, classes = folder_tensors(jpg, size=0, cache_key=f"cifar10-jpg-{split}")
         if classes != CIFAR_CLASSES:
             raise InvalidInputError(f"{jpg} should hold the 10 CIFAR-10 class folders; found {classes}")
     return ImageData(images, labels, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, spec, split)
 
 
-def _folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
-    """Where the decoded tensors of an ImageFolder tree are kept. The name stamps each class
-    folder's name, modification time and number of entries (adding, removing or renaming an image
-    changes them) without a stat of every file: checking the cache costs milliseconds."""
-    try:
-        dirs = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the folder {root} ({exc})") from None
-    parts = [str(Path(root).resolve())] + [f"{d.name}:{d.stat().st_mtime_ns}:{len(os.listdir(d.path))}" for d in dirs]
-    stamp = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-    return cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp}.npz"
-
-
-def _folder_tensors(root: Path, size: int, cache_key: str | None = None, progress=None):
-    """Read an ImageFolder tree into uint8 tensors, decoding the images once: afterwards they come
-    from a tensor file in the cache (see _folder_cache). torchvision is imported only to decode: the
-    import alone takes about a second, more than reading the cache."""
-    cache = _folder_cache(root, size, cache_key)
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
-        except (OSError, ValueError, KeyError):      # a damaged cache file: decode again
-            cache.unlink(missing_ok=True)
-    import torchvision
-    from PIL import Image
-
-    try:
-        ds = torchvision.datasets.ImageFolder(str(root))
-    except (FileNotFoundError, OSError) as exc:
-        raise InvalidInputError(f"no images found in {root}: expected {root}/<class>/<image>.png|jpg ({exc})") from None
-    arrays, mode = [], "L" if _all_grayscale(ds.samples[:32]) else "RGB"
-    for i, (path, _) in enumerate(ds.samples):
-        if progress is not None and i % 1000 == 0:
-            progress(i / len(ds.samples), f"decoding {root.name}: {i:,}/{len(ds.samples):,} images")
-        with Image.open(path) as im:
-            im = im.convert(mode)
-            if size:
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-        if arrays and arr.shape != arrays[0].shape:
-            raise InvalidInputError(f"images differ in size: {ds.samples[0][0]} is {arrays[0].shape[:2]}, "
-                                    f"{path} is {arr.shape[:2]}; choose an image size to resize them to")
-        arrays.append(arr)
-    stack = np.stack(arrays)
-    images = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
-    labels = np.array([t for _, t in ds.samples], dtype=np.int64)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, labels=labels, classes=np.array(ds.classes))
-    os.replace(tmp, cache)                      # atomic: a reader never sees half a cache file
-    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), tuple(ds.classes)
-
-
-def _all_grayscale(samples) -> bool:
-    from PIL import Image
-
-    modes = set()
-    for path, _ in samples:
-        with Image.open(path) as im:
-            modes.add(im.mode)
-    return modes <= {"L", "1", "I;16"}
-
-
 def _imagefolder(spec: DataSpec, split: str) -> ImageData:
-    root = Path(spec.folder).expanduser()
+    root = user_path(spec.folder, "the image folder")
     if not root.is_dir():
         raise InvalidInputError(f"folder {root} does not exist")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        images, labels, classes = _folder_tensors(root / split, spec.image_size)
-        train_x = images if split == "train" else _folder_tensors(root / "train", spec.image_size)[0]
+        images, labels, classes = folder_tensors(root / split, spec.image_size)
+        train_x = images if split == "train" else folder_tensors(root / "train", spec.image_size)[0]
     else:  # one tree: a fixed 80/20 split
-        all_x, all_y, classes = _folder_tensors(root, spec.image_size)
+        all_x, all_y, classes = folder_tensors(root, spec.image_size)
         order = torch.randperm(len(all_y), generator=torch.Generator().manual_seed(0))
         cut = max(1, int(0.8 * len(order)))
         idx = order[:cut] if split == "train" else order[cut:]

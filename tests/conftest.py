@@ -2,6 +2,7 @@
 otherwise, and keep every workspace in a temporary folder."""
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ if not os.environ.get("LENSCAPE_DATA") and SHARED.is_dir():
     os.environ["LENSCAPE_DATA"] = str(SHARED)
 os.environ.setdefault("LENSCAPE_OFFLINE", "1")
 os.environ.setdefault("LENSCAPE_DEVICE", "cpu")
+# the tests' image folders and model files live in tmp_path, outside the data root and the workspace
+os.environ.setdefault("LENSCAPE_ALLOWED_ROOTS", tempfile.gettempdir())
 
 
 @pytest.fixture(autouse=True)

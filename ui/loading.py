@@ -9,7 +9,9 @@ import streamlit as st
 from models.architectures import ArchSpec, default_normalization
 from models.data import DataSpec
 from models.errors import InvalidInputError
-from models.loading import model_from_state, read_state_dict, suggest_architecture, torchvision_pretrained
+from models.loading import (model_from_state, read_model_file, read_state_dict, suggest_architecture,
+                             torchvision_pretrained)
+from models.paths import user_path
 from models.zoo import AlreadyImported, import_model
 from ui.common import adopt_model, cached_data, run_safely
 from ui.training import ARCH_LABELS, parse_widths
@@ -80,13 +82,15 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
 def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) -> dict | None | bool:
     """Read the chosen file (if any) and say which built-in architecture its keys and shapes fit:
     their ArchSpec fields, None (no file, or no match), or False (the file cannot be read; said why)."""
-    path = Path(filename).expanduser() if filename else None
-    if raw is None and not (path and path.is_file()):
+    if raw is None and not filename:
         return None
     try:
         if raw is not None:
             fields = _match(raw, Path(filename).name or "upload", tuple(in_shape), num_classes)
         else:  # keyed by path, time and size: the file is read once, not on every rerun
+            path = user_path(filename, "the file")
+            if not path.is_file():
+                return None
             stat = path.stat()
             fields = _match_file(str(path), stat.st_mtime_ns, stat.st_size, tuple(in_shape), num_classes)
     except InvalidInputError as exc:
@@ -109,7 +113,7 @@ def _match(raw: bytes, name: str, in_shape: tuple, num_classes: int) -> dict | N
 
 @st.cache_data(max_entries=4, show_spinner="Reading the file…")
 def _match_file(path: str, mtime_ns: int, size: int, in_shape: tuple, num_classes: int) -> dict | None:
-    return suggest_architecture(read_state_dict(Path(path).read_bytes(), Path(path).name), in_shape, num_classes)
+    return suggest_architecture(read_state_dict(read_model_file(path), Path(path).name), in_shape, num_classes)
 
 
 def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -133,8 +137,5 @@ def _read(raw: bytes | None, filename: str):
     if raw is None:
         if not filename:
             raise InvalidInputError("choose a file first")
-        path = Path(filename).expanduser()
-        if not path.is_file():
-            raise InvalidInputError(f"{path} is not a file")
-        raw = path.read_bytes()
+        raw = read_model_file(filename, "the file")
     return read_state_dict(raw, Path(filename).name or "upload")
