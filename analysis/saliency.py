@@ -7,6 +7,7 @@ is not changed). A CUDA out-of-memory halves the chunk and retries.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -68,6 +69,7 @@ class SaliencyResult:
     delta: np.ndarray | None = None   # IG completeness error per image
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    error: str = ""                   # this method failed (why); attributions are then empty
 
 
 def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
@@ -225,8 +227,69 @@ def _guided_backprop(model, x, t, cfg, start):
 
 def _deeplift(model, x, t, cfg, start):
     """DeepLift (Rescale rule) against the same reference image as IG (`cfg.baseline`)."""
-    return _fast(_captum().DeepLift(model)).attribute(x.requires_grad_(True), baselines=ig_baseline(x, cfg),
-                                                      target=t)
+    net = unshared_activations(model, x[:1])
+    return _fast(_captum().DeepLift(net)).attribute(x.requires_grad_(True), baselines=ig_baseline(x, cfg), target=t)
+
+
+def unshared_activations(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """`model`, or a copy that computes the same function where Captum's DeepLift needs one: its
+    in-place activations made out-of-place, and where it calls a module more than once
+    (torchvision's ResNet blocks call `relu` twice) every call given a module of its own. DeepLift
+    keeps a nonlinearity's input and output on the module, so an in-place activation or a second
+    call overwrites them: sums no longer equal f(x) - f(baseline), or Captum refuses ("ensure that
+    module is being used only once"). The copy is traced with torch.fx; the model's forward
+    pre-hooks (the input normalization) run first, as on the model."""
+    calls: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+    handles = [m.register_forward_hook(lambda mod, i, o: calls.__setitem__(names[mod], calls.get(names[mod], 0) + 1))
+               for m in model.modules() if m is not model and not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    shared = {name for name, n in calls.items() if n > 1}
+    in_place = [m for m in model.modules() if getattr(m, "inplace", False)]
+    if not shared and not in_place:
+        return model
+    model = copy.deepcopy(model)          # the caller's model is left as it is
+    for m in model.modules():             # an in-place activation overwrites the input DeepLift keeps
+        if getattr(m, "inplace", False):
+            m.inplace = False
+    if not shared:
+        return model
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception as exc:                          # noqa: BLE001 - whatever fx cannot follow
+        raise InvalidInputError(f"DeepLift needs each activation module called once; this model calls "
+                                f"{sorted(shared)[:4]} more than once and cannot be traced to separate them "
+                                f"({type(exc).__name__}). Use Integrated Gradients instead.") from None
+    seen: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module" and node.target in shared:
+            seen[node.target] = k = seen.get(node.target, 0) + 1
+            if k > 1:
+                copy_name = f"{node.target.replace('.', '_')}__call{k}"
+                traced.add_submodule(copy_name, copy.deepcopy(traced.get_submodule(node.target)))
+                node.target = copy_name
+    traced.recompile()
+    return _PreHooked(model, traced).eval()
+
+
+class _PreHooked(nn.Module):
+    """`net` run after `model`'s forward pre-hooks, which a traced copy of `model` does not carry."""
+
+    def __init__(self, model: nn.Module, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self._model = [model]                      # not a submodule: its parameters are net's already
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args = (x,)
+        for hook in self._model[0]._forward_pre_hooks.values():
+            args = hook(self._model[0], args) or args
+        return self.net(*args)
 
 
 def _occlusion(model, x, t, cfg, start):

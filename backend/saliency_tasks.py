@@ -12,7 +12,7 @@ from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_
 from analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
 from analysis.summary import predict_proba
 from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
-from backend.jobs import JobContext, ModelRef, job_kind
+from backend.jobs import JobCancelled, JobContext, ModelRef, job_kind
 from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
 from models.data import ImageData, load_data, null_block_mask
 from models.errors import InvalidInputError
@@ -91,10 +91,38 @@ def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
     model, xs, ys = ctx.share_model(lm), ctx.share(x), ctx.share(y)
     chunks = [(m, start, min(start + SALIENCY_PIECE, len(x))) for m in cfg.methods
               for start in range(0, len(x), SALIENCY_PIECE)]
-    parts = ctx.map(saliency_piece, [(model, xs, ys, m, a, b) for m, a, b in chunks],
+    parts = ctx.map(saliency_piece_or_error, [(model, xs, ys, m, a, b) for m, a, b in chunks],
                     f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images",
                     resources=Resources(cpus=1, gpus=0.25))
-    return [merge_saliency([p for (m, _, _), p in zip(chunks, parts) if m is method]) for method in cfg.methods]
+    return with_failures(cfg.methods, [[p for (m, _, _), p in zip(chunks, parts) if m is method]
+                                       for method in cfg.methods])
+
+
+class MethodsFailed(Exception):
+    """Every method of a saliency grid failed."""
+
+
+def with_failures(methods: tuple[SaliencyConfig, ...], parts: list[list[SaliencyResult | str]]) -> list[SaliencyResult]:
+    """Each method's merged result; a method whose pieces failed gets an empty result that says why,
+    so the methods that worked are still shown. If none worked, the job fails with every reason."""
+    errors = [next((p for p in mine if isinstance(p, str)), "") for mine in parts]
+    done = [merge_saliency(mine) for mine, err in zip(parts, errors) if not err]
+    if not done:
+        raise MethodsFailed("; ".join(f"{METHOD_LABELS[m.method]}: {e}" for m, e in zip(methods, errors)))
+    done_iter = iter(done)
+    return [replace(done[0], attributions=np.zeros((0,), np.float32), config=m, delta=None, seconds=0.0, error=err)
+            if err else next(done_iter) for m, err in zip(methods, errors)]
+
+
+def saliency_piece_or_error(*args, device) -> SaliencyResult | str:
+    """saliency_piece, or the reason it failed (a method that cannot run on this model must not take
+    the other methods' maps with it)."""
+    try:
+        return saliency_piece(*args, device=device)
+    except JobCancelled:
+        raise
+    except Exception as exc:                        # noqa: BLE001 - any method's failure, reported per method
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 SALIENCY_PIECE = 16   # images per piece: the answer does not depend on it (seeded per image position)

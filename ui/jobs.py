@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady
-from ui.common import backend
+from ui.common import backend, plain
 
 RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -70,6 +70,15 @@ def _status(runner, job_id: str) -> JobStatus | None:
         return None
 
 
+def failed(runner, job_id: str, message: str) -> None:
+    """A failed job's error, once, with a Retry button: the job runs again only when asked."""
+    cols = st.columns([6, 1])
+    cols[0].error(message)
+    if cols[1].button("Retry", key=f"retry.{job_id}", icon=":material/refresh:"):
+        runner.retry(job_id)
+        st.rerun()
+
+
 def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: float = 1.0) -> None:
     """Draw the jobs under `state_key`; once all are done, call `show(results)`."""
     if not job_ids(state_key):
@@ -82,7 +91,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
         for job_id in ids:
             status = _status(runner, job_id)
             row = runner.store.get(job_id) or {}
-            label = row.get("label") or job_id
+            label = plain(row.get("label") or job_id)             # names models: shown as Markdown
             if status in RUNNING:
                 running = True
                 prog = runner.progress(job_id)
@@ -100,7 +109,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
             except JobCancelled:
                 st.warning(f"{label}: cancelled; nothing was kept.")
             except JobFailed as exc:
-                st.error(f"{label} failed: {exc}")
+                failed(runner, job_id, f"{label} failed: {plain(exc)}")
             except KeyError:
                 st.warning(f"{label}: no such job any more.")
         if not running and st.session_state.get(f"{state_key}.polling"):

@@ -15,10 +15,12 @@ from backend.saliency_tasks import GridConfig
 from models.data import stratified
 from models.zoo import LoadedModel
 from ui.common import (
+    backend,
     cached_data,
     eligible_runs,
     from_url,
     model_select,
+    plain,
     run_model,
     to_url,
     training_split,
@@ -139,10 +141,10 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
         try:
             idx = np.array([int(t) for t in typed.replace(" ", "").split(",") if t])
         except ValueError:
-            st.error(f"indices look like '3, 17, 256'; got {typed!r}")
+            st.error(f"indices look like '3, 17, 256'; got {plain(repr(typed))}")
             return split, ()
         if len(idx) and (idx.min() < 0 or idx.max() >= len(labels)):
-            st.error(f"indices of the {split} split are 0 to {len(labels) - 1}; got {typed!r}")
+            st.error(f"indices of the {split} split are 0 to {len(labels) - 1}; got {plain(repr(typed))}")
             return split, ()
     pages = max(1, -(-len(idx) // int(per_page)))
     page = c[4].number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}.page")
@@ -191,6 +193,9 @@ def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
 
 
 def _draw_grid(models, split, indices, results, d: Display, key) -> None:
+    if len(results) != len(models):              # a model's job failed: its panel said why
+        return
+    results = _without_failed(results, key)
     lm = models[0]
     if split == "train":
         ts = training_split(lm)
@@ -219,8 +224,9 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
         cells.append([r.attributions[i] for res in results for r in res])
     if len(models) > 1:
         common, own = what_differs([m.name for m in models])
-        st.markdown("  \n".join(f"**{t}** = {m.name}" + (f" — differs in: {', '.join(o)}" if o else "")
-                                 for t, m, o in zip(tags, models, own)) + (f"  \nShared: {' · '.join(common)}" if common else ""))
+        st.markdown("  \n".join(f"**{t}** = {plain(m.name)}" + (f" — differs in: {plain(', '.join(o))}" if o else "")
+                                 for t, m, o in zip(tags, models, own))
+                    + (f"  \nShared: {plain(' · '.join(common))}" if common else ""))
     fig = attribution_grid(images, cells, titles, cols, d)
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid")
     for r in results[0]:
@@ -242,6 +248,21 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
     c[2].download_button("Attributions (.npz)", buf.getvalue(), "attributions.npz", key=f"{key}.npz")
     c[3].download_button("Predictions (.csv)", pd.DataFrame(table).to_csv(index=False), "predictions.csv",
                          key=f"{key}.csv")
+
+
+def _without_failed(results: list, key: str) -> list:
+    """The methods that worked (for every model); each that failed is said once, with a Retry that
+    computes the grid again."""
+    bad = {r.config.method: r.error for res in results for r in res if r.error}
+    for method, error in bad.items():
+        cols = st.columns([6, 1])
+        cols[0].error(f"{METHOD_LABELS[method]} failed on this model, so its column is left out: {plain(error)}")
+        if cols[1].button("Retry", key=f"{key}.retry.{method}", icon=":material/refresh:"):
+            store = backend().store
+            for job_id in st.session_state.get(f"{key}.jobs") or []:
+                store.delete(job_id)
+            st.rerun()
+    return [[r for r in res if r.config.method not in bad] for res in results]
 
 
 def _params(cfg: SaliencyConfig) -> str:
