@@ -97,10 +97,10 @@ class LocalRunner:
             if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 active.watchers.add(watcher or ANONYMOUS)
                 return job_id
-            if self._stored(job_id) or self._failed(job_id):
-                return job_id
-            self._retry.discard(job_id)
             with self.store.writing():
+                if self._stored(job_id) or self._failed(job_id):
+                    return job_id
+                self._retry.discard(job_id)
                 self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
                                   fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
                                   message="", created=time.time(), started=None, finished=None, error=None,
@@ -247,7 +247,7 @@ class LocalRunner:
         if status == JobStatus.CANCELLED:
             raise JobCancelled(f"job {job_id} was cancelled")
         if status == JobStatus.FAILED:
-            raise JobFailed((self.store.get(job_id) or {}).get("error") or "the job failed")
+            raise JobFailed(self.error(job_id) or "the job failed")
         try:
             return self._load(job_id)
         except CorruptResult as exc:
@@ -261,6 +261,9 @@ class LocalRunner:
             raise NotReady(job_id) from None
 
     def error(self, job_id: str) -> str | None:
+        active = self._active.get(job_id)
+        if active and active.error:                 # known here even when the store cannot be read
+            return active.error
         row = self.store.get(job_id)
         return row["error"] if row else None
 
