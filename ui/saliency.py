@@ -236,14 +236,14 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
     about = {"models": "; ".join(f"{t + '=' if t else ''}{m.name} ({m.run_id}, epoch {m.epoch})" for t, m in zip(tags, models)),
              "methods": "; ".join(f"{METHOD_LABELS[r.config.method]} ({_params(r.config)})" for r in results[0]),
              "images": f"{split} {', '.join(map(str, indices))}", "display": d.describe()}
-    plain = [t.replace("<br>", "\n") for t in titles]
+    lines = [t.replace("<br>", "\n") for t in titles]             # the titles for a file
     buf = io.BytesIO()
     np.savez(buf, indices=np.array(indices), **{f"{m.run_id}__{r.config.method}": r.attributions
                                                 for m, res in zip(models, results) for r in res})
     c = st.columns(4)
-    c[0].download_button("Grid (.png)", lambda: grid_file(images, cells, plain, cols, d, about, "png"),
+    c[0].download_button("Grid (.png)", lambda: grid_file(images, cells, lines, cols, d, about, "png"),
                          "saliency_grid.png", mime="image/png", key=f"{key}.png")
-    c[1].download_button("Grid (.pdf)", lambda: grid_file(images, cells, plain, cols, d, about, "pdf"),
+    c[1].download_button("Grid (.pdf)", lambda: grid_file(images, cells, lines, cols, d, about, "pdf"),
                          "saliency_grid.pdf", mime="application/pdf", key=f"{key}.pdf")
     c[2].download_button("Attributions (.npz)", buf.getvalue(), "attributions.npz", key=f"{key}.npz")
     c[3].download_button("Predictions (.csv)", pd.DataFrame(table).to_csv(index=False), "predictions.csv",
