@@ -3,7 +3,7 @@ import streamlit as st
 
 from backend.device import describe_device
 from models.paths import data_root, home_dir
-from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup
+from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup, plain
 from ui.tour import class_demo
 
 
@@ -33,7 +33,7 @@ def home() -> None:
 
     st.subheader("Workspace")
     spec = st.session_state.get(DATA_KEY)
-    st.markdown(f"**Data set:** {spec.label if spec else 'none chosen yet (the Models page picks one)'}")
+    st.markdown(f"**Data set:** {plain(spec.label) if spec else 'none chosen yet (the Models page picks one)'}")
     runs = model_options()
     if runs:
         current = st.session_state.get(MODEL_KEY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,30 @@ from models.zoo import LoadedModel, list_runs, load_model
 
 MODEL_KEY = "workspace.model"
 DATA_KEY = "workspace.data"
+
+
+# Every ASCII punctuation character: each Markdown construct (links, images, autolinks, emphasis,
+# HTML, headings, lists) and Streamlit's own (`:color[...]`, `:material/...:`, `:emoji:`, `$` LaTeX)
+# needs at least one, unescaped; CommonMark lets a backslash escape any of them.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# GFM also turns bare addresses into links after parsing, escapes or not (http://…, www.…, a@b.c),
+# unless a letter-like character comes right before: a word joiner (U+2060, invisible) is put there.
+_BARE_LINK = re.compile(r"(?i)(?=https?://|www\.|@)")
+WORD_JOINER = "\u2060"
+
+
+def plain(text: object) -> str:
+    """`text` as Markdown that shows exactly its characters: for anything a user chose (model and run
+    names, tags, labels, file and folder names, class names, link parameters, error messages that
+    quote them) put into st.markdown, st.caption, messages, or a widget, tab or expander label.
+    Line breaks become spaces; a bare address gets an invisible word joiner so it is not a link."""
+    flat = _BARE_LINK.sub(WORD_JOINER, " ".join(str(text).splitlines()))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
+
+
+def plot_text(text: object) -> str:
+    """`text` for a Plotly title, legend or annotation, which read a little HTML: shown as is."""
+    return html.escape(str(text), quote=False)
 
 
 RAY_CHOICE: dict[str, str] = {}   # the sidebar's choice of cluster, for the whole server process
@@ -59,7 +85,7 @@ def _prepare(spec: DataSpec) -> None:
     if backend().status(job_id) == JobStatus.DONE and not is_prepared(spec):
         backend().store.delete(job_id)          # the cache was removed since: decode again
         submit(key, prepare_data_job_for(spec))
-    st.info(f"{spec.label}: its images are decoded once into a tensor file, so later loads take a fraction "
+    st.info(f"{plain(spec.label)}: its images are decoded once into a tensor file, so later loads take a fraction "
             "of a second. The page continues when this is done.")
     job_panel(key, lambda results: None)
     st.stop()
@@ -102,7 +128,7 @@ def from_url(param: str, key: str, convert: Callable[[str], Any] = str) -> bool:
     try:
         st.session_state[key] = convert(value)
     except (TypeError, ValueError):
-        st.warning(f"The link's {param}={value!r} was not understood and is ignored.")
+        st.warning(f"The link's {param}={plain(repr(value))} was not understood and is ignored.")
         return False
     return True
 
@@ -230,9 +256,9 @@ def show_workspace() -> None:
     if spec is None and current and current.get("data"):
         spec = DataSpec.from_dict(current["data"])
     if (slot := st.session_state.get("_sidebar.data_slot")) is not None:
-        slot.caption(f"**Data set:** {spec.label if spec else 'none chosen yet'}")
+        slot.caption(f"**Data set:** {plain(spec.label) if spec else 'none chosen yet'}")
     if (slot := st.session_state.get("_sidebar.model_slot")) is not None:
-        slot.caption(f"**Models in workspace:** {len(runs)}" + (f" · current: {current['name']}" if current else ""))
+        slot.caption(f"**Models in workspace:** {len(runs)}" + (f" · current: {plain(current['name'])}" if current else ""))
 
 
 def show_data_set(spec: DataSpec | None) -> None:
@@ -274,9 +300,9 @@ def run_safely(fn: Callable[[], Any], what: str) -> Any:
     try:
         return fn()
     except InvalidInputError as exc:
-        st.error(f"{what}: {exc}")
+        st.error(f"{plain(what)}: {plain(exc)}")
     except Exception as exc:  # an unexpected failure: show it, keep the app alive
-        st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {exc}")
+        st.error(f"{plain(what)} failed unexpectedly: {type(exc).__name__}: {plain(exc)}")
         with st.expander("Details"):
             st.code(traceback.format_exc())
     return None
@@ -365,7 +391,7 @@ def models_select(key: str, label: str = "Models", *, default: int = 1, max_sele
     check that the picked ones share a data set where they must."""
     runs = eligible_runs(needs_data, data=data)
     if not runs:
-        st.info(f"No models {'trained on ' + data.label + ' ' if data else ''}yet: train one on the **Models** page.")
+        st.info(f"No models {'trained on ' + plain(data.label) + ' ' if data else ''}yet: train one on the **Models** page.")
         return []
     current = st.session_state.get(MODEL_KEY)
     order = [current, *[r for r in runs if r != current]] if current in runs else list(runs)

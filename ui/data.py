@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from models.data import DataSpec
-from ui.common import DATA_KEY, cached_data, from_url, run_safely, show_data_set, to_url
+from ui.common import DATA_KEY, cached_data, from_url, plain, run_safely, show_data_set, to_url
 from ui.figures import montage_png
 
 NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
@@ -53,7 +53,7 @@ def data_preview(spec: DataSpec, n: int = 16) -> None:
     train, test = cached_data(spec, "train"), cached_data(spec, "test")
     c, h, w = train.input_shape
     st.caption(f"{len(train):,} training and {len(test):,} test images of {c}×{h}×{w} · "
-               f"{train.num_classes} classes: {', '.join(train.classes[:12])}{' …' if train.num_classes > 12 else ''}")
+               f"{train.num_classes} classes: {plain(', '.join(train.classes[:12]))}{' …' if train.num_classes > 12 else ''}")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
     titles = [train.classes[int(train.labels[i])] for i in idx]
     if train.signal_top is not None:

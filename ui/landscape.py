@@ -14,7 +14,7 @@ from backend.jobs import job, ref
 from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
                                      TrajectoryConfig)
 from models.zoo import LoadedModel
-from ui.common import model_select
+from ui.common import model_select, plot_text
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.landscape_figs import contour, curves, heatmap, surface3d
@@ -137,7 +137,7 @@ def directions_tab(key: str = "land.dirs") -> None:
                                                                       lo=float(lo), hi=float(hi), resolution=int(res),
                                                                       data=data), (ref(m),),
                                    f"{dims}-D landscape of {m.name} @{m.epoch}") for m in models])
-        st.session_state[f"{key}.names"] = [f"{m.name} @ epoch {m.epoch}" for m in models]
+        st.session_state[f"{key}.names"] = [plot_text(f"{m.name} @ epoch {m.epoch}") for m in models]   # titles
     job_panel(f"{key}.jobs", lambda results: _show_surfaces(results, key))
 
 

@@ -15,7 +15,7 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, model_select, run_safely, to_url
+from ui.common import cached_data, model_select, plain, plot_text, run_safely, to_url
 from ui.figures import CONFIG, image_grid, montage_png
 from ui.jobs import job_panel, predictions, submit
 
@@ -96,7 +96,7 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
     src_class = c[0].selectbox("Source class", classes, key=f"{key}.cls", format_func=name)
     pool = np.flatnonzero(correct & (labels == src_class))
     if not len(pool):
-        st.warning(f"No test image of class {name(src_class)} is classified correctly{both}.")
+        st.warning(f"No test image of class {plain(name(src_class))} is classified correctly{both}.")
         return None
     which = c[1].number_input(f"Which one (of {len(pool)})", 1, len(pool), 1, key=f"{key}.which.{src_class}",
                               help=f"Correctly classified{both} test images of this class, in test-set order; "
@@ -116,7 +116,7 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
             for j, k in enumerate(chosen):
                 tp = target_pool(k)
                 if len(tp):
-                    w = tc[j % len(tc)].number_input(f"Which {name(k)} (of {len(tp)})", 1, len(tp), 1,
+                    w = tc[j % len(tc)].number_input(f"Which {plain(name(k))} (of {len(tp)})", 1, len(tp), 1,
                                                      key=f"{key}.tw.{k}")
                     targets.append(int(tp[w - 1]))
     else:
@@ -132,7 +132,7 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
     to_url("source", f"{key}.source", source)          # a reload or a shared link reopens the same images
     to_url("targets", f"{key}.targets", ",".join(map(str, targets)) or None)
 
-    with st.expander(f"Gallery: correctly classified {name(src_class)} images"):
+    with st.expander(f"Gallery: correctly classified {plain(name(src_class))} images"):
         shown = pool[:32]
         st.plotly_chart(image_grid(test.x(shown.tolist()).numpy(), [f"{i + 1} · #{t}" for i, t in enumerate(shown)],
                                    cols=16, height_per_row=90), config=CONFIG, key=f"{key}.gallery.{src_class}")
@@ -143,7 +143,7 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
     st.plotly_chart(image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170), config=CONFIG,
                     key=f"{key}.pair")
     st.caption("The source's confidence in its class: " +
-               "; ".join(f"p0 = {p:.3f}" + (f" ({m.name})" if len(models) > 1 else "") for p, m in zip(p0, models)) +
+               "; ".join(f"p0 = {p:.3f}" + (f" ({plain(m.name)})" if len(models) > 1 else "") for p, m in zip(p0, models)) +
                ". The walk keeps p(c) above p0 − δ.")
     return (source, targets) if targets else None
 
@@ -179,7 +179,8 @@ def _images_from_url(key: str, labels: np.ndarray, correct: np.ndarray, target_p
                 st.session_state[f"{key}.mode"] = "by class"
                 st.session_state[f"{key}.targets.{src}"] = chosen
         except (ValueError, IndexError) as exc:
-            st.warning(f"The link's {param}={value!r} does not name images this view can use ({exc}); ignored.")
+            st.warning(f"The link's {param}={plain(repr(value))} does not name images this view can use ({plain(exc)}); "
+                       "ignored.")
 
 
 def settings(key: str) -> LSTConfig | None:
@@ -230,7 +231,7 @@ def show_all(results: list, shown: list[tuple[str, tuple]], key: str) -> None:
     rows = pd.DataFrame([{"model": n, **summary(r)} for (n, _), r in zip(shown, results)])
     shares = [c for c in rows.columns if c.startswith("share")]
     if shares:
-        bar = go.Figure([go.Bar(name=n, x=[c.replace("share p > ", "") for c in shares], y=rows.loc[i, shares])
+        bar = go.Figure([go.Bar(name=plot_text(n), x=[c.replace("share p > ", "") for c in shares], y=rows.loc[i, shares])
                          for i, (n, _) in enumerate(shown)])
         bar.update_layout(barmode="group", height=280, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[0, 1]),
                           title="High-confidence share of the triangles", legend=dict(orientation="h", y=-0.2))
@@ -241,15 +242,15 @@ def show_all(results: list, shown: list[tuple[str, tuple]], key: str) -> None:
     cols = st.columns(len(results))
     for i, ((name, classes), res) in enumerate(zip(shown, results)):
         with cols[i]:
-            st.markdown(f"#### {name}")
+            st.markdown(f"#### {plain(name)}")
             show(name, classes, res, f"{key}.m{i}", compact=True)
 
 
 def show(name: str, classes, res, key: str, compact: bool = False) -> None:
     lst, k, c = res.lst, len(res.targets), res.label
     cls = (lambda i: classes[int(i)]) if classes else str
-    st.markdown(f"**Outputs**: predicted {', '.join(cls(p) for p in lst.predictions)} (the source class is "
-                f"{cls(c)}); final distance to the target / initial: "
+    st.markdown(f"**Outputs**: predicted {plain(', '.join(cls(p) for p in lst.predictions))} (the source class is "
+                f"{plain(cls(c))}); final distance to the target / initial: "
                 + ", ".join(f"{r:.2f}" for r in lst.dist_l2[-1] / lst.dist_l2[0])
                 + "; SSIM to the target: " + ", ".join(f"{s:.2f}" for s in lst.ssim[-1]))
     inner = list(range(1, len(lst.snapshot_steps) - 1))

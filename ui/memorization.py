@@ -16,7 +16,7 @@ from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJ
 from backend.tasks import train_jobs
 from models.training import preset
 from models.zoo import LoadedModel, training_data
-from ui.common import run_safely
+from ui.common import plain, run_safely
 from ui.figures import CONFIG, image_grid
 from ui.jobs import job_panel, submit
 
@@ -53,7 +53,7 @@ def train_offer(names: tuple[str, ...], key: str, why: str) -> None:
     for c, name in zip(cols, names):
         if c.button(f"Train {preset(name).describe()}", key=f"{key}.{name}"):
             submit(f"{key}.jobs", train_jobs(preset(name), [0]), keep_replaced=True)
-    job_panel(f"{key}.jobs", lambda recs: st.success(f"Trained {recs[0]['name']}: pick it above."))
+    job_panel(f"{key}.jobs", lambda recs: st.success(f"Trained {plain(recs[0]['name'])}: pick it above."))
 
 
 def noisy_or_offer(lm: LoadedModel, key: str) -> bool:
@@ -61,7 +61,7 @@ def noisy_or_offer(lm: LoadedModel, key: str) -> bool:
     if (lm.record.get("noise") or {}).get("indices"):
         return True
     train_offer(NOISY_PRESETS, f"{key}.offer",
-                f"**{lm.name}** was trained without label noise, so no training label was flipped and there is "
+                f"**{plain(lm.name)}** was trained without label noise, so no training label was flipped and there is "
                 "nothing memorized to analyse. Train a model on data with a fraction of flipped labels (the Models "
                 "page has every option; these take a minute or two):")
     return False
@@ -302,7 +302,7 @@ def show_flipping(lm: LoadedModel, res, key: str) -> None:
 def tied_dropout(lm: LoadedModel, key: str = "mem.td") -> None:
     st.caption(TEACHING["tied"])
     if not lm.arch.p_gen:
-        train_offer((TIED_PRESET,), f"{key}.offer", f"**{lm.name}** was trained without example-tied dropout. Train "
+        train_offer((TIED_PRESET,), f"{key}.offer", f"**{plain(lm.name)}** was trained without example-tied dropout. Train "
                     "one (p_gen 0.5, p_mem 0.2, 10% noise; about a minute), or set p_gen and p_mem on the Models page:")
         return
     _run(key, "memorization_tied_dropout", lambda r: TiedDropoutConfig(model=r), lm, "example-tied dropout",

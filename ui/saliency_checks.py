@@ -14,7 +14,7 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, models_select, run_safely
+from ui.common import cached_data, eligible_runs, models_select, plain, run_safely
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.saliency import method_form
@@ -35,7 +35,7 @@ def blockmnist_check(key: str = "sal.block") -> None:
                    keep_replaced=True)
     # outside the expander, which closes once models exist: the progress and the outcome stay in view
     job_panel(f"{key}.train_jobs", lambda recs: st.success(
-        f"Trained {len(recs)} models: {', '.join(r['name'] for r in recs)}. They are picked below."))
+        f"Trained {len(recs)} models: {plain(', '.join(r['name'] for r in recs))}. They are picked below."))
     models = models_select(f"{key}.models", "Models", default=4, data=spec) if runs else []
     if not runs:
         st.info(f"No models trained on {spec.label} yet.")
@@ -98,7 +98,7 @@ def diffroar(lm: LoadedModel, key: str = "sal.roar") -> None:
     if roar is None:
         return
     st.info(f"This will train **{roar.n_trainings}** models ({len(roar.all_methods)} methods × {len(roar.k_grid)} k "
-            f"× {len(roar.seeds)} seeds × 2 arms), each for {roar.epochs} epochs of {lm.name}'s recipe.")
+            f"× {len(roar.seeds)} seeds × 2 arms), each for {roar.epochs} epochs of {plain(lm.name)}'s recipe.")
     if st.button("Run DiffROAR", type="primary", key=f"{key}.run"):
         r = ref(lm)
         submit(f"{key}.job", job("diffroar", DiffRoarJobConfig(model=r, roar=roar), (r,), f"DiffROAR of {lm.name}"),

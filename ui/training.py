@@ -10,7 +10,7 @@ from models.attacks import PGDConfig
 from models.data import DataSpec
 from models.errors import InvalidInputError
 from models.training import PRESETS, SCHEDULES, TrainConfig, parse_seeds
-from ui.common import adopt_model, run_safely
+from ui.common import adopt_model, plain, plot_text, run_safely
 from ui.figures import CONFIG, training_curves
 
 ARCH_LABELS = {"mlp": "MLP", "cnn": "Small CNN", "resnet18": "ResNet-18 (CIFAR)", "resnet9": "ResNet-9",
@@ -90,8 +90,8 @@ def show_trained(records: list[dict]) -> None:
         adopted.add(records[0]["run_id"])
         adopt_model(records[0])
     st.success(f"Trained {len(records)} model{'s' * (len(records) > 1)}; they are in the workspace below, and "
-               f"**{records[0]['name']}** is the current model.")
+               f"**{plain(records[0]['name'])}** is the current model.")
     cols = st.columns(min(len(records), 3))
     for i, rec in enumerate(records):
         with cols[i % len(cols)]:
-            st.plotly_chart(training_curves(rec["metrics"], rec["name"]), config=CONFIG, key=f"curves.{rec['run_id']}")
+            st.plotly_chart(training_curves(rec["metrics"], plot_text(rec["name"])), config=CONFIG, key=f"curves.{rec['run_id']}")
