@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import pickle
 import stat
-from pathlib import Path
 
 import torch
 from torch import nn
