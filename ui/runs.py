@@ -4,6 +4,7 @@ bundles (backend/bundles.py) to export and import."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from models.checkpoints import read_json, write_json
 from models.errors import InvalidInputError
 from models.paths import home_dir, runs_dir
 from models.zoo import delete_run, list_runs
-from ui.common import backend, model_row, run_safely
+from ui.common import backend, model_row, plain, plot_text, run_safely
 from ui.figures import CONFIG
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
@@ -93,9 +94,14 @@ def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[st
     return pd.DataFrame(rows)
 
 
-def _selected(event, frame: pd.DataFrame, column: str) -> list[str]:
+def _selected(event, ids: list[str]) -> list[str]:
+    """The ids of the rows ticked in a table that shows `ids`, in that order."""
     rows = event.selection.rows if event is not None else []
-    return [frame.iloc[i][column] for i in rows if i < len(frame)]
+    return [ids[i] for i in rows if 0 <= i < len(ids)]
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 def _filter(frame: pd.DataFrame, text: str, tag: str) -> pd.DataFrame:
@@ -110,20 +116,27 @@ def _filter(frame: pd.DataFrame, text: str, tag: str) -> pd.DataFrame:
 def _table(frame: pd.DataFrame, key: str, what: str, placeholder: str, columns: dict[str, str], all_tags: list[str],
            id_col: str, config: dict) -> tuple[pd.DataFrame, list[str]]:
     """Filters (text, a multiselect per column in `columns`, a tag), the table with multi-row
-    selection; (the rows shown, the ids of the selected ones)."""
+    selection; (the rows shown, the ids of the selected ones).
+
+    Streamlit reports a table's selection as row positions. The table's key is made of the filters,
+    the ids it shows and a count of deletes, so any change to them starts a new table with nothing
+    selected: ticks never move onto other rows (a cleared filter, a deleted row, a new model)."""
     c = st.columns([3, *[2] * (len(columns) + 1)])
     text = c[0].text_input(f"Filter {what}", key=f"{key}.text", placeholder=placeholder)
-    shown = frame
+    shown, filters = frame, [text]
     for (col, label), cell in zip(columns.items(), c[1:]):
         chosen = cell.multiselect(label, sorted(frame[col].dropna().unique()), key=f"{key}.{col}", placeholder="all")
+        filters.append(chosen)
         if chosen:
             shown = shown[shown[col].isin(chosen)]
     tag = c[-1].selectbox("Tag", ["", *all_tags], key=f"{key}.tag", format_func=lambda t: t or "any")
     shown = _filter(shown.reset_index(drop=True), text, tag)
+    ids = shown[id_col].tolist()
+    table = f"{key}.table.{_digest(filters, tag, ids, st.session_state.get(f'{key}.deletes', 0))}"
     event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                         key=f"{key}.table", column_config={
+                         key=table, column_config={
                              **config, "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-    return shown, _selected(event, shown, id_col)
+    return shown, _selected(event, ids)
 
 
 def models_section(key: str = "runs.models") -> None:
@@ -143,7 +156,7 @@ def models_section(key: str = "runs.models") -> None:
     curves = [by_id[p] for p in picked if by_id[p].get("metrics")]
     if curves:
         st.plotly_chart(overlay_curves(curves), config=CONFIG, key=f"{key}.curves")
-    _tag_or_delete(picked, key, "model", " and their checkpoints",
+    _tag_or_delete(picked, {p: f"{by_id[p]['name']} ({p})" for p in picked}, key, "model", " and their checkpoints",
                    lambda run_id: run_safely(lambda: delete_run(run_id), f"Deleting {run_id}"))
 
 
@@ -152,9 +165,9 @@ def overlay_curves(runs: list[dict]) -> go.Figure:
     fig = go.Figure()
     for r in runs:
         epochs = [m["epoch"] for m in r["metrics"]]
-        fig.add_trace(go.Scatter(x=epochs, y=[m.get("test_acc") for m in r["metrics"]], name=f"{r['name']}: test acc",
+        fig.add_trace(go.Scatter(x=epochs, y=[m.get("test_acc") for m in r["metrics"]], name=plot_text(f"{r['name']}: test acc"),
                                  mode="lines+markers"))
-        fig.add_trace(go.Scatter(x=epochs, y=[m.get("train_loss") for m in r["metrics"]], name=f"{r['name']}: train loss",
+        fig.add_trace(go.Scatter(x=epochs, y=[m.get("train_loss") for m in r["metrics"]], name=plot_text(f"{r['name']}: train loss"),
                                  line=dict(dash="dot"), yaxis="y2"))
     fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), title="Training curves of the selected models",
                       xaxis_title="epoch", yaxis=dict(title="test accuracy", tickformat=".0%"),
@@ -190,24 +203,29 @@ def results_section(key: str = "runs.results") -> None:
         if row["status"] == "DONE":
             c[1].download_button("Reproducibility bundle (.zip)", lambda: export_bundle(store, job_id),
                                  f"lenscape_{row['kind']}_{job_id}.zip", mime="application/zip", key=f"{key}.bundle")
-    _tag_or_delete(picked, key, "result", "", store.delete)
+    labels = dict(zip(frame["job id"], frame["result"]))
+    _tag_or_delete(picked, {p: f"{labels.get(p, p)} ({p})" for p in picked}, key, "result", "", store.delete)
 
 
-def _tag_or_delete(picked: list[str], key: str, what: str, extra: str, delete) -> None:
-    """Tag the selected rows, or delete them after a confirmation."""
-    c = st.columns([3, 1, 2])
+def _tag_or_delete(picked: list[str], names: dict[str, str], key: str, what: str, extra: str, delete) -> None:
+    """Tag the selected rows, or delete them after a confirmation that names each of them (`names`:
+    id → how to name it). The confirmation belongs to this very selection: another one asks again."""
+    c = st.columns([3, 1])
     new = c[0].text_input("Tags for the selected (comma-separated)", key=f"{key}.newtags")
     if c[1].button("Tag", key=f"{key}.tagit", disabled=not new.strip()):
         add_tags(picked, new)
         st.rerun()
-    plural = "s" * (len(picked) > 1)
-    sure = c[2].checkbox(f"Yes, delete {len(picked)} {what}{plural}{extra}", key=f"{key}.sure")
-    if c[2].button(f"Delete selected {what}s", key=f"{key}.delete", disabled=not sure, type="primary"):
-        for i in picked:
-            delete(i)
-        remove_tags(picked)
-        st.session_state.pop(f"{key}.sure", None)
-        st.rerun()
+    n, plural = len(picked), "s" * (len(picked) > 1)
+    these = "this" if n == 1 else f"these {n}"
+    listed = "; ".join(plain(names[p]) for p in picked)
+    with st.container(key=f"{key}.confirm"):
+        sure = st.checkbox(f"Yes, delete {these} {what}{plural}{extra}: {listed}", key=f"{key}.sure.{_digest(picked)}")
+        if st.button(f"Delete {these} {what}{plural}", key=f"{key}.delete", disabled=not sure, type="primary"):
+            for i in picked:
+                delete(i)
+            remove_tags(picked)
+            st.session_state[f"{key}.deletes"] = st.session_state.get(f"{key}.deletes", 0) + 1   # a fresh table
+            st.rerun()
 
 
 def reopen_link(row: dict) -> tuple[str, dict] | None:
@@ -242,13 +260,13 @@ def import_section(key: str = "runs.import") -> None:
         try:
             manifest = import_bundle(backend().store, up.getvalue())
         except InvalidInputError as exc:
-            st.error(f"Not imported: {exc}")
+            st.error(f"Not imported: {plain(exc)}")
             return
         st.session_state[f"{key}.done"] = (up.file_id, manifest)
         st.rerun()                                  # the tables above list what was imported
-    models = ", ".join(m["name"] for m in manifest["models"])
-    st.success(f"Imported **{manifest['label'] or manifest['kind']}** ({manifest['kind']}, computed on "
-               f"{manifest['device']} in {manifest['seconds'] or 0:.1f} s) with {models or 'no model'}.")
+    models = ", ".join(m["name"] for m in manifest["models"])         # names and labels from the bundle: as text
+    st.success(f"Imported **{plain(manifest['label'] or manifest['kind'])}** ({plain(manifest['kind'])}, computed on "
+               f"{plain(manifest['device'])} in {manifest['seconds'] or 0:.1f} s) with {plain(models or 'no model')}.")
     link = reopen_link({"kind": manifest["kind"], "config": json.dumps(manifest["config"])})
     if link:
         st.page_link(link[0], label="Reopen it in its view", icon=":material/open_in_new:", query_params=link[1])

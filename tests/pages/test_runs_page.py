@@ -12,9 +12,16 @@ from backend.saliency_tasks import GridConfig
 from models.zoo import list_runs, load_model
 
 
-def _select(at: AppTest, key: str, rows: list[int]) -> AppTest:
-    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+def _select(at: AppTest, table: int, rows: list[int]) -> AppTest:
+    """Tick `rows` of the page's table number `table` (its key changes with the filters and rows shown)."""
+    at.session_state[at.dataframe[table].key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
     return at.run()
+
+
+def _confirm(at: AppTest, key: str) -> AppTest:
+    """Tick the delete confirmation of table `key` (its key belongs to the selection it confirms)."""
+    (box,) = [c for c in at.checkbox if c.key.startswith(f"{key}.sure.")]
+    return box.check().run()
 
 
 def _open() -> AppTest:
@@ -41,7 +48,7 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     assert list(at.dataframe[0].value["run id"]) == [recs[1]["run_id"]]
     at.text_input(key="runs.models.text").set_value("").run()
 
-    _select(at, "runs.models.table", [0, 1])
+    _select(at, 0, [0, 1])
     assert len(at.get("plotly_chart")) == 1                             # the two runs' curves, overlaid
     at.text_input(key="runs.models.newtags").set_value("baseline, demo").run()
     at.button(key="runs.models.tagit").click().run()
@@ -49,15 +56,15 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
 
     at.multiselect(key="runs.results.kind").set_value(["saliency"]).run()
     assert list(at.dataframe[1].value["job id"]) == [job_id]
-    _select(at, "runs.results.table", [0])
+    _select(at, 1, [0])
     (link,) = [e.proto for e in at.get("page_link") if e.proto.label == "Reopen in its view"]
     assert link.page.endswith("Saliency") and "idx=2%2C7" in link.query_string and "methods=gradient" in link.query_string
     assert [b.label for b in at.get("download_button")] == ["Reproducibility bundle (.zip)"]
 
-    at.checkbox(key="runs.results.sure").check().run()
+    _confirm(at, "runs.results")
     at.button(key="runs.results.delete").click().run()
     assert runner.store.get(job_id) is None
-    _select(at, "runs.models.table", [1])
-    at.checkbox(key="runs.models.sure").check().run()
+    _select(at, 0, [1])
+    _confirm(at, "runs.models")
     at.button(key="runs.models.delete").click().run()
     assert len(list_runs()) == 1 and not at.exception
