@@ -9,37 +9,22 @@ before the server starts (two digits MLP seeds), and each test opens the model i
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.browser import browser_page, screenshots_dir
+from tests.browser import settle as _settle
+from tests.browser import snap as _snap
+from tests.browser import streamlit_server as _streamlit
 
 # BlockMNIST is built from MNIST (LENSCAPE_DATA; tests/conftest.py points it at ../shared/data)
 HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
-
-
-def _chromium() -> str | None:
-    for path in (os.environ.get("LENSCAPE_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                 "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"):
-        if path and Path(path).exists():
-            return path
-    return shutil.which("chromium") or shutil.which("google-chrome")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 PRETRAINED = ("digits-mlp", 4, (0, 1))     # preset, epochs, seeds: trained before the server starts
 
@@ -70,75 +55,15 @@ def server(e2e_home, seeds):
         yield url
 
 
-@contextmanager
-def _streamlit(home: Path):
-    """A Lenscape server over workspace `home`; its URL."""
-    port = _free_port()
-    env = {**os.environ, "LENSCAPE_HOME": str(home)}
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start; log:\n{(home / 'server.log').read_text()}")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def page(server):
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is required in CI (apt-get install chromium); none found")
-        pytest.skip("no Chromium/Chrome found: install Debian's chromium or set LENSCAPE_CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2600})
-        pg.set_default_timeout(90_000)  # a 2-core CI machine training in the background is slow to redraw
+    with browser_page() as pg:
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    folder = Path(os.environ.get("LENSCAPE_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {folder}")
-    return folder
-
-
-def _settle(pg, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has drawn the page and finished running the script."""
-    pg.wait_for_selector("[data-testid='stMainBlockContainer'] h1", timeout=timeout_ms)
-    pg.wait_for_timeout(800)
-    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
-    pg.wait_for_timeout(500)
-
-
-def _no_exception(pg) -> None:
-    errors = pg.locator("[data-testid='stException']")
-    assert errors.count() == 0, errors.first.inner_text()
-
-
-def _snap(pg, shots: Path, name: str) -> None:
-    """Settled, no exception on the page, screenshot saved."""
-    _settle(pg)
-    _no_exception(pg)
-    pg.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    return screenshots_dir()
 
 
 def test_home_page(page, server, shots):
