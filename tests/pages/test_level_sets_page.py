@@ -45,7 +45,7 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     bad = AppTest.from_file(PAGE, default_timeout=120)
     bad.query_params["source"] = "99999"
     bad.run()                                   # the model's predictions are stored: the pair shows at once
-    assert any("source='99999'" in w.value for w in bad.warning) and not bad.exception
+    assert any(r"source=\'99999\'" in w.value for w in bad.warning) and not bad.exception   # shown as text
     assert bad.selectbox(key="lst.cls").value == 0
 
 
