@@ -20,6 +20,7 @@ from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Tr
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
+from backend.limits import check_seconds, seconds_per_example
 from backend.pieces import ModelPayload, Resources, payload_model, piece_progress
 from models.data import load_data
 from models.paths import cache_dir
@@ -86,9 +87,11 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
     cache; only the others are evaluated."""
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     images, labels = _examples(lm, cfg.data)
-    dirs = random_directions(lm.model, cfg.dims, cfg.directions)
     xs = _grid(cfg.lo, cfg.hi, cfg.resolution)
     ys = xs if cfg.dims == 2 else None
+    check_seconds(f"a {cfg.resolution}{'×' + str(cfg.resolution) if cfg.dims == 2 else ''}-point surface over "
+                  f"{len(labels):,} examples", len(xs) ** cfg.dims * len(labels) * seconds_per_example(lm, ctx.device))
+    dirs = random_directions(lm.model, cfg.dims, cfg.directions)
     points = grid_points(xs, ys)
     path = _plane_cache(cfg, ctx.device)
     known = _read_points(path)
@@ -187,6 +190,8 @@ def interpolation_job(ctx: JobContext, cfg: InterpolationConfig) -> Interpolatio
     if ra.get("data") != rb.get("data"):
         raise InvalidInputError(f"{ra['name']} and {rb['name']} were trained on different data sets")
     lm = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
+    n = sum(len(_examples(lm, EvalSet(split=s, n_examples=cfg.n_examples))[1]) for s in ("train", "test"))
+    check_seconds(f"a {cfg.points}-point line over {n:,} examples", cfg.points * n * seconds_per_example(lm, ctx.device))
     sa = {k: v.to(ctx.device) for k, v in load_state(cfg.a.run_id, cfg.a.epoch).items()}
     sb = {k: v.to(ctx.device) for k, v in load_state(cfg.b.run_id, cfg.b.epoch).items()}
     alphas = _grid(cfg.lo, cfg.hi, cfg.points)

@@ -89,6 +89,9 @@ class LocalRunner:
     def submit(self, job: Job, watcher: str | None = None) -> str:
         """The job's id; computes it unless it is running, stored (and readable), or failed: a
         failed job keeps its error until `retry` (a page's rerun never starts it again)."""
+        from backend.limits import check_config
+
+        check_config(job.config)                 # the server's limits, whatever the page let through
         job_id = job.key()
         with self._lock:
             self._jobs[job_id] = job
@@ -271,6 +274,27 @@ class LocalRunner:
         """Ids of this runner's queued or running jobs (of one kind), oldest first."""
         return [i for i, a in list(self._active.items())
                 if a.status in (JobStatus.QUEUED, JobStatus.RUNNING) and (kind is None or a.job.kind == kind)]
+
+    def watched_by(self, session: str) -> dict[str, set[str]]:
+        """{job id: this session's watchers} of the queued or running jobs a session (a browser
+        tab: watchers are "<session>:<widget>") waits on."""
+        out = {}
+        for job_id, a in list(self._active.items()):
+            mine = {w for w in a.watchers if w.startswith(f"{session}:")}
+            if mine and a.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                out[job_id] = mine
+        return out
+
+    def cancel_for(self, job_id: str, session: str) -> bool:
+        """Stop waiting on a job for `session`: cancelled if nobody else waits on it (True), else it
+        runs on for them (False)."""
+        with self._lock:
+            active = self._active.get(job_id)
+            if not active:
+                return False
+            for w in [w for w in active.watchers if w.startswith(f"{session}:")]:
+                self.release(job_id, w)
+            return active.cancel.is_set()
 
     def cancel(self, job_id: str) -> None:
         active = self._active.get(job_id)

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from ui.common import page_setup
+from ui.jobs import my_jobs_section
 from ui.runs import import_section, models_section, results_section
 
 page_setup("Runs")
@@ -15,6 +16,8 @@ with st.expander("What is in a bundle?"):
                 "- `result.npz`: the result itself, as stored\n"
                 "- each model's `run.json` and checkpoint (safetensors)\n\n"
                 "Importing checks the checksum and the weights' fingerprints before writing anything.")
+st.subheader("Your running jobs")
+my_jobs_section()
 st.subheader("Models")
 models_section()
 st.subheader("Results")

@@ -24,10 +24,14 @@ def job_ids(state_key: str) -> list[str]:
 
 def _watcher(state_key: str) -> str:
     """Who waits on the jobs under `state_key`: this browser session's widget."""
+    return f"{session_id()}:{state_key}"
+
+
+def session_id() -> str:
+    """This browser tab's id (a watcher of the jobs it submits is "<id>:<widget>")."""
     import uuid
 
-    session = st.session_state.setdefault("_lenscape.session", uuid.uuid4().hex)
-    return f"{session}:{state_key}"
+    return st.session_state.setdefault("_lenscape.session", uuid.uuid4().hex)
 
 
 def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -> list[str]:
@@ -120,3 +124,31 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
             show(results)
 
     panel()
+
+
+def my_jobs_section() -> None:
+    """This browser tab's queued and running jobs, each with Cancel: a job is stopped if no other tab
+    waits on it, else it runs on for them. Polls while any runs."""
+    @st.fragment(run_every=2.0 if backend().watched_by(session_id()) else None)
+    def section() -> None:
+        _my_jobs()
+
+    section()
+
+
+def _my_jobs() -> None:
+    runner = backend()
+    session = session_id()
+    mine = runner.watched_by(session)
+    if not mine:
+        st.caption("No job of yours is running.")
+        return
+    for job_id in mine:
+        row = runner.store.get(job_id) or {}
+        prog = runner.progress(job_id)
+        cols = st.columns([6, 1])
+        cols[0].progress(prog.fraction, text=f"{plain(row.get('label') or job_id)} — {plain(prog.message or 'queued')}")
+        if cols[1].button("Cancel", key=f"runs.cancel.{job_id}"):
+            if not runner.cancel_for(job_id, session):
+                st.info("Another tab waits on this job too: it runs on for them; this tab no longer waits on it.")
+            st.rerun()

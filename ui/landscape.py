@@ -11,10 +11,11 @@ import streamlit as st
 
 from analysis.landscape import NORMS, Curve, DirectionConfig
 from backend.jobs import job, ref
+from backend.limits import limits, seconds_per_example
 from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
                                      TrajectoryConfig)
 from models.zoo import LoadedModel
-from ui.common import model_select, plot_text
+from ui.common import backend, model_select, plot_text
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.landscape_figs import contour, curves, heatmap, surface3d
@@ -42,30 +43,24 @@ def _eval_set(key: str, default_split: str = "test") -> EvalSet:
     return EvalSet(split=split, n_examples=int(n))
 
 
-def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float | None:
-    """Seconds for `points` evaluations of `n_examples`, from this model's own training speed
-    (an epoch's forward and backward pass ≈ 3 forward passes); None for an imported model."""
-    metrics = lm.record.get("metrics") or []
-    n_train = lm.record.get("n_train")
-    if not metrics or not n_train:
-        return None
-    per_example = np.median([m["seconds"] for m in metrics]) / (3 * n_train)
-    return points * max(n_examples, 1) * per_example
+def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float:
+    """Seconds for `points` evaluations of `n_examples`: from this model's own training speed, or
+    for an imported model a timed probe pass (backend.limits, the estimate the job itself checks)."""
+    return points * max(n_examples, 1) * seconds_per_example(lm, backend().device)
 
 
 def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str) -> bool:
     """Show the cost; False (button disabled) when the estimate exceeds the user's limit."""
     n = data.n_examples or 10_000
     est = _estimate(lm, points, n)
-    limit = st.number_input("Time limit (s)", 10, 36_000, 600, step=60, key=f"{key}.limit",
-                            help="Grids estimated to take longer are not started; raise it if you mean it.")
-    if est is None:
-        st.caption(f"{points:,} points × {n:,} examples = {points * n:,} forward passes (no timing known for an "
-                   "imported model).")
-        return True
+    most = int(limits().job_seconds)
+    limit = st.number_input("Time limit (s)", 10, max(most, 10), min(600, most), step=60, key=f"{key}.limit",
+                            help=f"Grids estimated to take longer are not started; raise it if you mean it (up to "
+                                 f"this server's {most:,} s).")
     shown = f"{est:,.0f}" if est >= 10 else f"{est:.1f}"
+    source = "its training speed" if lm.record.get("metrics") else "a timed probe pass (an imported model)"
     st.caption(f"{points:,} points × {n:,} examples = {points * n:,} forward passes, about **{shown} s** on "
-               "this device (estimated from this model's training speed).")
+               f"this device (estimated from {source}).")
     if est > limit:
         st.warning(f"Estimated {est:,.0f} s is over the limit of {limit:,} s: lower the resolution or the number "
                    "of examples, or raise the limit.")
