@@ -28,7 +28,6 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -327,100 +326,3 @@ def _build(payload: ModelPayload) -> torch.nn.Module:
 
 
 _MODELS = threading.local()
-
-
-# ---------------------------------------------------------------------------------------------
-# Connecting to a cluster
-
-
-def ray_address() -> str | None:
-    """LENSCAPE_RAY_ADDRESS: "auto" (a running cluster), "ray://host:port", or "local" (start one
-    here); unset or empty: no Ray."""
-    value = os.environ.get("LENSCAPE_RAY_ADDRESS", "").strip()
-    return value or None
-
-
-def connect(address: str, workers: int | None = None) -> dict:
-    """Connect to (or start, for "local") a Ray cluster; returns what it offers. The workers get
-    this checkout on their import path and the LENSCAPE_* settings (on a multi-node cluster, install
-    Lenscape on every node instead: see the README)."""
-    import re
-
-    if not (address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address)):
-        raise ValueError(f"a Ray address is 'local', 'auto', 'ray://host:port' or 'host:port'; got {address!r}")
-    return _RAY_THREAD.submit(_connect, address, workers).result()
-
-
-def _connect(address: str, workers: int | None) -> dict:
-    import ray
-
-    if ray.is_initialized() and _CONNECTED.get("address") not in (None, address):
-        raise RuntimeError(f"this process is connected to the Ray cluster {_CONNECTED['address']!r}; restart the "
-                           f"app to use {address!r}")
-    if not ray.is_initialized():
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
-                            **{k: v for k, v in os.environ.items() if k.startswith("LENSCAPE_") and k != "LENSCAPE_RAY_ADDRESS"}}}
-        started = time.perf_counter()
-        if address == "local":
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, logging_level="ERROR",
-                     log_to_driver=False)
-        else:
-            ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
-        _CONNECTED.update(address=address, seconds=time.perf_counter() - started)
-    return _summary()
-
-
-def warm_up(wait: bool = False) -> None:
-    """One small task per CPU of the cluster that imports what pieces use (torch and Lenscape's
-    modules), so the first job does not pay for starting its workers. `wait`: until they are done."""
-    import ray
-
-    refs = [ray.remote(num_cpus=1)(_imports).remote() for _ in range(max(1, int(cluster_summary()["cpus"])))]
-    if wait:
-        ray.get(refs)
-
-
-def _imports() -> int:
-    import importlib
-
-    # every job kind's module, and so every piece function; by name, so that code versions (which
-    # follow a module's import statements) do not count the warm-up as a dependency of every kind
-    importlib.import_module("backend.kinds")
-
-    # a few training steps of a small MLP and CNN, one thread, as a piece would: torch's kernels and
-    # allocator set up in this worker before the first real piece
-    from torch import nn
-
-    with _threads(1, torch.device("cpu")):
-        for net, shape in ((nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)),
-                            (256, 1, 28, 28)),
-                           (nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10)),
-                            (32, 3, 32, 32))):
-            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-            for _ in range(10):
-                loss = nn.functional.cross_entropy(net(torch.randn(shape)), torch.randint(0, 10, (shape[0],)))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    return os.getpid()
-
-
-def cluster_summary() -> dict:
-    """Nodes, CPUs and GPUs of the cluster this process is connected to."""
-    return _RAY_THREAD.submit(_summary).result()
-
-
-def _summary() -> dict:
-    import ray
-
-    res = ray.cluster_resources()
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": len(nodes), "cpus": float(res.get("CPU", 0.0)), "gpus": float(res.get("GPU", 0.0))}
-
-
-# Ray's cluster-state calls hang once the thread that called ray.init has ended (seen with Ray 2.60:
-# Streamlit runs each script run on a new thread), so ray.init and those calls run on this one
-# long-lived thread.
-_RAY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lenscape-ray")
-_CONNECTED: dict = {}

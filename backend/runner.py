@@ -73,6 +73,7 @@ class LocalRunner:
         self._unsynced: dict[str, dict] = {}                     # rows the store refused when their job ended
         self._cache_entries = cache_entries
         self.pieces = None                       # a job's independent pieces run in its thread (backend/pieces.py)
+        self.notice = ""                         # something about where jobs run that every page should say
         self.device_label = str(self.device)     # stored with each job
         self._mark_interrupted()
 
@@ -338,7 +339,8 @@ class RayRunner(LocalRunner):
 
     def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
                  long_workers: int | None = None, ray_workers: int | None = None, **kwargs) -> None:
-        from backend.pieces import RayPieces, connect, warm_up
+        from backend.cluster import connect, exposed_ports, warm_up
+        from backend.pieces import RayPieces
 
         self.address = address
         self.cluster = connect(address, ray_workers)
@@ -350,9 +352,15 @@ class RayRunner(LocalRunner):
         self.pieces = RayPieces()
         self.device_label = (f"ray ({self.address}: {self.cluster['cpus']:g} CPUs, {self.cluster['gpus']:g} GPUs; "
                              f"driver {self.device})")
+        if address == "local" and (open_ports := exposed_ports()):
+            self.notice = (f"The Ray instance started here listens on {', '.join(open_ports[:3])}"
+                           f"{' …' if len(open_ports) > 3 else ''}: other machines on this network can reach it "
+                           "(Ray 2.60 binds every interface). On a shared network, firewall these ports or leave "
+                           "LENSCAPE_RAY_ADDRESS unset.")
+            log.warning(self.notice)
 
     def where(self) -> str:
-        from backend.pieces import cluster_summary
+        from backend.cluster import cluster_summary
 
         c = self.cluster = cluster_summary()
         return (f"Ray cluster ({'started here' if self.address == 'local' else self.address}): {c['nodes']} node"
@@ -363,8 +371,8 @@ def open_backend(root: Path | None = None, workers: int = 1, address: str | None
     """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds
     registered: on the Ray cluster `address` names (default: LENSCAPE_RAY_ADDRESS; "" for none),
     else here."""
+    from backend.cluster import RayUnavailable, ray_address
     from backend.kinds import register_all
-    from backend.pieces import ray_address
     from models.paths import home_dir, runs_dir
 
     register_all()
@@ -373,7 +381,13 @@ def open_backend(root: Path | None = None, workers: int = 1, address: str | None
     sweep_leftovers(store.root, runs_dir())
     address = ray_address() if address is None else address.strip()
     if address:
-        return RayRunner(store, address, workers=workers)
+        try:
+            return RayRunner(store, address, workers=workers)
+        except RayUnavailable as exc:            # jobs run here instead; every page's sidebar says why
+            log.error("%s; jobs run on this machine", exc)
+            runner = LocalRunner(store, workers=workers)
+            runner.notice = f"LENSCAPE_RAY_ADDRESS={address!r} was not used: {exc}. Jobs run on this machine."
+            return runner
     return LocalRunner(store, workers=workers)
 
 

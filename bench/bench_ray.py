@@ -40,7 +40,7 @@ def main() -> None:
     from analysis.roar import DiffRoarConfig
     from backend.jobs import JobStatus, job, ref
     from backend.kinds import register_all
-    from backend.pieces import connect, warm_up
+    from backend.cluster import connect, warm_up
     from backend.runner import LocalRunner, RayRunner
     from backend.saliency_tasks import DiffRoarJobConfig
     from backend.store import ResultStore

@@ -78,7 +78,8 @@ def main() -> None:
 
     from analysis.landscape import DirectionConfig, grid_points, random_directions
     from backend.landscape_tasks import TILE_POINTS
-    from backend.pieces import LocalPieces, RayPieces, Resources, connect
+    from backend.cluster import connect
+    from backend.pieces import LocalPieces, RayPieces, Resources
 
     device = torch.device(args.device)
     lm = _model(args.arch, device)

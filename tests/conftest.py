@@ -79,7 +79,7 @@ def trained_run(runner, wait_for_job):
 @pytest.fixture(scope="session")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    from backend.pieces import connect
+    from backend.cluster import connect
 
     started = time.perf_counter()
     summary = connect("local", workers=2)

@@ -46,15 +46,12 @@ def plot_text(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
-RAY_CHOICE: dict[str, str] = {}   # the sidebar's choice of cluster, for the whole server process
-
-
 def backend() -> LocalRunner:
     """One runner per server process: every tab and every rerun attaches to the same jobs. Jobs
-    run here, or on the Ray cluster LENSCAPE_RAY_ADDRESS (or the sidebar) names."""
-    from backend.pieces import ray_address
+    run here, or on the Ray cluster that whoever started the server named (LENSCAPE_RAY_ADDRESS)."""
+    from backend.cluster import ray_address
 
-    return _backend(RAY_CHOICE.get("address", ray_address() or ""))
+    return _backend(ray_address() or "")
 
 
 @st.cache_resource(show_spinner="Connecting to the Ray cluster…")
@@ -219,33 +216,16 @@ def sidebar() -> None:
         st.caption(f"**Compute:** {info['kind']} — {info['name']}{mem}")
         if runner.pieces is not None:
             st.caption(f"**Jobs' pieces run on:** {runner.where()}")
+        if runner.notice:
+            st.warning(plain(runner.notice))
         with st.expander("Run jobs on a Ray cluster"):
-            ray_form(runner)
+            st.caption("Training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping can spread "
+                       "over a Ray cluster. Whoever starts the server chooses it, with `LENSCAPE_RAY_ADDRESS` "
+                       "(`auto`, `host:port`, or `local`): a page cannot change where jobs run.")
         # slots, so that a picker further down this run can show its fresh choice here
         st.session_state["_sidebar.data_slot"] = st.empty()
         st.session_state["_sidebar.model_slot"] = st.empty()
     show_workspace()
-
-
-def ray_form(runner: LocalRunner) -> None:
-    """Choose where jobs' independent pieces run: here, or a Ray cluster (for the whole server)."""
-    st.caption("Spread training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping over a Ray "
-               "cluster. `local` starts one here, `auto` joins this machine's cluster, `ray://host:10001` reaches "
-               "a remote one. Same results, same workspace.")
-    current = getattr(runner, "address", "")
-    address = st.text_input("Ray address", current, placeholder="local, auto or ray://host:10001", key="_ray.address")
-    c = st.columns(2)
-    if c[0].button("Use Ray" if not current else "Switch", key="_ray.use", disabled=not address.strip()):
-        try:
-            _backend(address.strip())
-        except Exception as exc:  # noqa: BLE001 - a cluster that cannot be reached: say so, stay here
-            st.error(f"Could not use the Ray cluster {address.strip()!r}: {type(exc).__name__}: {exc}")
-            return
-        RAY_CHOICE["address"] = address.strip()
-        st.rerun()
-    if current and c[1].button("Run here", key="_ray.local"):
-        RAY_CHOICE["address"] = ""
-        st.rerun()
 
 
 def show_workspace() -> None:

@@ -5,7 +5,6 @@ import pytest
 def fresh_backend():
     """Each test gets a backend over its own workspace (the cached one is per process), running
     jobs here unless the test chooses a Ray cluster."""
-    from ui.common import RAY_CHOICE, _backend
+    from ui.common import _backend
     _backend.clear()
-    RAY_CHOICE.clear()
     yield
