@@ -13,7 +13,7 @@ from models.loading import (model_from_state, read_model_file, read_state_dict, 
                              torchvision_pretrained)
 from models.paths import user_path
 from models.zoo import AlreadyImported, import_model
-from ui.common import adopt_model, cached_data, run_safely
+from ui.common import adopt_model, cached_data, plain, run_safely
 from ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
@@ -70,12 +70,12 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
             try:
                 return import_model(model_from_state(arch, state), arch, label, spec, train.classes, source="imported")
             except AlreadyImported as exc:
-                st.info(f"{exc}; it is now the current model.")
+                st.info(f"{plain(exc)}; it is now the current model.")
                 return exc.record
         rec = run_safely(run, "Import")
         if rec:
             adopt_model(rec)
-            st.success(f"**{rec['name']}** ({rec['run_id']}) is the current model: see its accuracy under "
+            st.success(f"**{plain(rec['name'])}** ({plain(rec['run_id'])}) is the current model: see its accuracy under "
                        "**Workspace models**, or open a view.")
 
 
@@ -94,7 +94,7 @@ def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) ->
             stat = path.stat()
             fields = _match_file(str(path), stat.st_mtime_ns, stat.st_size, tuple(in_shape), num_classes)
     except InvalidInputError as exc:
-        st.error(f"Import: {exc}")
+        st.error(f"Import: {plain(exc)}")
         return False
     if fields:
         st.caption(f"The file's tensors match **{ARCH_LABELS[fields['name']]}** for "
@@ -129,7 +129,7 @@ def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float,
     try:
         return tuple(tuple(float(v) for v in t.replace(" ", "").split(",") if v) for t in texts)
     except ValueError:
-        st.error(f"mean and std look like '0.5, 0.5, 0.5'; got {texts[0]!r} and {texts[1]!r}")
+        st.error(f"mean and std look like '0.5, 0.5, 0.5'; got {plain(repr(texts[0]))} and {plain(repr(texts[1]))}")
         return mean, std
 
 

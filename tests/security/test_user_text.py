@@ -209,9 +209,6 @@ def test_a_bundle_imported_on_the_runs_page_names_its_model_as_text(page, server
     _nothing_reached(page, beacon, "Runs: import")
 
 
-@pytest.mark.xfail(strict=True, reason="ui/loading.py (another change's file) shows the imported model's name as "
-                   "Markdown: its st.success (rec['name']), st.info ({exc} of AlreadyImported) and st.error ({exc}) "
-                   "need ui.common.plain(); remove this mark then")
 def test_a_model_imported_on_the_models_page_is_named_as_text(page, server, beacon, tmp_path):
     import torch
     from safetensors.torch import save
