@@ -1,0 +1,80 @@
+"""Finding 12 in the browser: a job that fails is shown once, with its message and a Retry, and the
+page does not submit it again by itself (it used to, every 5-10 s, forever). The job here is the one
+that decodes an image folder holding an image of another size, whose message is good."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser import browser_page, screenshots_dir, settle, snap, streamlit_server
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("failed-job-home")
+    folder = home / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / cls / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(folder / "dogs" / "odd.png")
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    with streamlit_server(home) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page():
+    with browser_page(viewport={"width": 1400, "height": 1400}) as pg:
+        yield pg
+
+
+def _runs(home) -> list[tuple]:
+    """(status, started) of every decoding job the server ran."""
+    from backend.store import ResultStore
+
+    return [(r["status"], r["started"]) for r in ResultStore(home / "store").list(kind="prepare_data")]
+
+
+def _errors(page, text: str):
+    return page.locator("[data-testid='stAlertContentError']").filter(has_text=text)
+
+
+def test_a_failed_job_is_shown_once_with_retry_and_not_resubmitted(page, server, home):
+    page.goto(f"{server}/Models")
+    settle(page)
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Data set").first.click()
+    page.get_by_role("option", name="My images (ImageFolder)").click()
+    settle(page)
+    box = page.get_by_label("Folder (class sub-folders, or train/ and test/ with class sub-folders)")
+    box.fill(str(home / "images"))
+    box.press("Enter")
+    _errors(page, "differ in size").first.wait_for(timeout=90_000)
+    settle(page)
+    first = _runs(home)
+    assert [s for s, _ in first] == ["FAILED"], first
+    time.sleep(15)                                   # the old page resubmitted every 5-10 s
+    page.wait_for_timeout(500)
+    assert _runs(home) == first, "the failed job was started again without anyone asking"
+    assert _errors(page, "differ in size").count() == 1
+    assert "odd.png" in _errors(page, "differ in size").first.inner_text()
+    snap(page, screenshots_dir(), "security-failed-job-once")
+
+    page.get_by_role("button", name="Retry").first.click()
+    deadline = time.time() + 60
+    while _runs(home) == first and time.time() < deadline:
+        time.sleep(0.5)
+    again = _runs(home)
+    assert len(again) == 1 and again[0][0] in ("QUEUED", "RUNNING", "FAILED") and again[0][1] != first[0][1]
+    _errors(page, "differ in size").first.wait_for(timeout=60_000)
+    settle(page)
+    assert _errors(page, "differ in size").count() == 1
