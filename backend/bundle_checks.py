@@ -26,8 +26,8 @@ import torch
 from backend.codec import _own_dataclass, to_jsonable
 from backend.jobs import REGISTRY
 from models.errors import InvalidInputError
+from models.zoo import RUN_ID
 
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")        # no dots, no slashes: a folder name and nothing else
 CHECKPOINT_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}\.safetensors")
 FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 JOB_ID = re.compile(r"[0-9a-f]{24}")

@@ -3,6 +3,7 @@ folder (safetensors checkpoints + run.json), so a restart lists the same models.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -73,8 +74,18 @@ def list_runs(root: Path | None = None) -> list[dict]:
     return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")     # a folder name, never a path
+
+
+def run_folder(run_id: str, root: Path | None = None) -> Path:
+    """The run's folder; InvalidInputError for an id that is not a plain name (it may come from a link)."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise InvalidInputError(f"not a model id: {str(run_id)[:60]!r}")
+    return (root or runs_dir()) / run_id
+
+
 def get_run(run_id: str, root: Path | None = None) -> dict:
-    path = (root or runs_dir()) / run_id / "run.json"
+    path = run_folder(run_id, root) / "run.json"
     if not path.exists():
         raise InvalidInputError(f"no model {run_id!r} in the workspace ({path.parent.parent})")
     return read_json(path)
@@ -194,7 +205,7 @@ def import_model(model: nn.Module, arch: ArchSpec, name: str, data: DataSpec | N
 
 
 def delete_run(run_id: str, root: Path | None = None) -> None:
-    folder = (root or runs_dir()) / run_id
+    folder = run_folder(run_id, root)
     if not (folder / "run.json").exists():
         raise InvalidInputError(f"no model {run_id!r} to delete")
     shutil.rmtree(folder)

@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady
+from models.errors import InvalidInputError
 from ui.common import backend, plain
 
 RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -39,7 +40,11 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
     replace are released: cancelled unless another session waits on them too, or `keep_replaced`
     (minutes of work a user started on purpose, like training)."""
     runner, watcher = backend(), _watcher(state_key)
-    ids = [runner.submit(j, watcher=watcher) for j in ([jobs] if isinstance(jobs, Job) else jobs)]
+    try:
+        ids = [runner.submit(j, watcher=watcher) for j in ([jobs] if isinstance(jobs, Job) else jobs)]
+    except InvalidInputError as exc:      # over the server's limits, a workspace that takes no writes
+        st.error(plain(exc))
+        st.stop()
     if not keep_replaced:
         for old in set(job_ids(state_key)) - set(ids):
             runner.release(old, watcher)

@@ -52,3 +52,23 @@ def test_a_page_on_a_swapped_model_says_so(swapped):
     at.run()
     assert not at.exception
     assert any("not the ones recorded" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("run_id", ["../../../etc", "..", "a/b", "/tmp/x", "run-1\x00", ""])
+def test_a_model_id_from_a_link_is_a_name_never_a_path(lenscape_home, tmp_path, run_id):
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "run.json").write_text('{"status": "complete"}')
+    with pytest.raises(InvalidInputError, match="not a model id"):
+        load_model(run_id)
+    from models.zoo import delete_run
+    with pytest.raises(InvalidInputError, match="not a model id"):
+        delete_run(run_id)
+    assert (outside / "run.json").exists()
+
+
+def test_a_link_to_a_path_instead_of_a_model_is_refused_on_the_page(lenscape_home):
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Saliency.py"), default_timeout=60)
+    at.query_params["model"] = "../../../../etc"
+    at.run()
+    assert not at.exception
