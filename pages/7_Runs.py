@@ -15,7 +15,11 @@ with st.expander("What is in a bundle?"):
                 "recipes), library versions, device, when and how long, and the result's checksum\n"
                 "- `result.npz`: the result itself, as stored\n"
                 "- each model's `run.json` and checkpoint (safetensors)\n\n"
-                "Importing checks the checksum and the weights' fingerprints before writing anything.")
+                "Importing checks everything before writing anything: only these entries, of bounded size; names "
+                "that are plain names; a job id that follows from the kind, models and settings; a result that is "
+                "what its kind computes, with these settings; the checksum; and each checkpoint's fingerprint, "
+                "recomputed from its weights. Nothing already here is replaced: the same bundle twice changes "
+                "nothing, and other weights or another result under an existing name are refused.")
 st.subheader("Your running jobs")
 my_jobs_section()
 st.subheader("Models")
