@@ -46,6 +46,7 @@ class _Active:
     watchers: set = field(default_factory=set)
 
 ANONYMOUS = "<anonymous>"
+INTERRUPTED = "interrupted: the app stopped while it ran"
 log = logging.getLogger("lenscape.runner")
 
 
@@ -85,7 +86,7 @@ class LocalRunner:
         """Jobs left QUEUED/RUNNING by a process that is gone will never finish: say so."""
         for row in self.store.list():
             if row["status"] in ("QUEUED", "RUNNING") and not _owner_alive(row.get("owner") or ""):
-                self.store.upsert(row["id"], status="FAILED", error="interrupted: the app stopped while it ran")
+                self.store.upsert(row["id"], status="FAILED", error=INTERRUPTED)
 
     def submit(self, job: Job, watcher: str | None = None) -> str:
         """The job's id; computes it unless it is running, stored (and readable), or failed: a
@@ -122,7 +123,8 @@ class LocalRunner:
         if active:
             return active.status == JobStatus.FAILED
         row = self.store.get(job_id)
-        return bool(row) and row["status"] == "FAILED"
+        # a job the app's stop cut short did not fail: the same work asked for again runs
+        return bool(row) and row["status"] == "FAILED" and row["error"] != INTERRUPTED
 
     def retry(self, job_id: str) -> None:
         """Let a failed (or cancelled) job run again: now, if this runner knows the job, else at its

@@ -163,3 +163,22 @@ def test_deeplift_on_a_torchvision_resnet_is_complete():
     with torch.no_grad():
         diff = ours(x)[torch.arange(3), y] - ours(torch.zeros_like(x))[torch.arange(3), y]
     assert torch.allclose(torch.from_numpy(got).flatten(1).sum(1), diff, atol=1e-4)
+
+
+def test_a_job_cut_short_by_the_app_stopping_runs_when_asked_again(runner, failing_kind, lenscape_home):
+    """An interrupted job did not fail: submitting the same work again runs it (once)."""
+    from backend.runner import LocalRunner
+
+    job = failing_kind
+    job_id = job.key()
+    runner.store.upsert(job_id, kind=job.kind, label="x", status="RUNNING", owner="gone-host:1", created=0.0)
+    later = LocalRunner(runner.store)                # the restart marks it interrupted
+    try:
+        assert later.status(job_id) == JobStatus.FAILED and "interrupted" in later.error(job_id)
+        later.submit(job)
+        assert later.wait(job_id, 30) == JobStatus.FAILED and len(CALLS) == 1 and "differ" in later.error(job_id)
+        later.submit(job)                            # now it really failed: not again
+        time.sleep(0.2)
+        assert len(CALLS) == 1
+    finally:
+        later.shutdown()
