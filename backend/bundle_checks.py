@@ -17,6 +17,7 @@ import re
 import types
 import typing
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ MAX_MODELS = 32
 MAX_MANIFEST = 256 << 10          # bytes: a manifest is a few KB; whitespace padding is refused
 MAX_RUN_JSON = 4 << 20            # a run record with per-epoch metrics and the noise indices of 60,000 examples
 CHUNK = 1 << 20
+MAX_TIME = 9e9                    # seconds since 1970 (the year 2255): what pandas' timestamps hold
 
 
 def max_bundle_bytes() -> int:
@@ -67,12 +69,11 @@ class BundleZip:
             infos = self.zip.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise InvalidInputError(f"not a Lenscape bundle (not a readable zip: {type(exc).__name__})") from None
-        names = [i.filename for i in infos]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InvalidInputError(f"the bundle holds entries twice ({', '.join(map(repr, dupes[:3]))}): refused")
         if len(infos) > 2 + 2 * MAX_MODELS:
             raise InvalidInputError(f"the bundle has {len(infos)} entries; a bundle has at most {2 + 2 * MAX_MODELS}")
+        dupes = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
+        if dupes:
+            raise InvalidInputError(f"the bundle holds entries twice ({', '.join(map(repr, dupes[:3]))}): refused")
         self.infos = {i.filename: i for i in infos}
         total, limit = sum(i.file_size for i in infos), max_bundle_bytes()
         if total > limit:
@@ -159,8 +160,9 @@ def check_manifest(manifest: Any) -> dict:
     _need(isinstance(versions, dict) and len(versions) <= 32 and all(
         isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200 for k, v in versions.items()),
         "versions", versions)
-    _need(_number(manifest.get("created")), "created", manifest.get("created"))
-    _need(_number(manifest.get("seconds"), allow_none=True), "seconds", manifest.get("seconds"))
+    _need(_number(manifest.get("created")) and manifest["created"] <= MAX_TIME, "created", manifest.get("created"))
+    _need(_number(manifest.get("seconds"), allow_none=True) and (manifest["seconds"] or 0) <= MAX_TIME, "seconds",
+          manifest.get("seconds"))
     _need(isinstance(manifest.get("checksum"), str) and re.fullmatch(r"[0-9a-f]{64}", manifest["checksum"]) is not None,
           "checksum", manifest.get("checksum"))
     models = manifest.get("models")
@@ -306,3 +308,89 @@ def check_result(result: Any, manifest: dict) -> None:
         if json.dumps(to_jsonable(inner), sort_keys=True) not in nodes:
             raise InvalidInputError(f"the bundle's result was computed with another {type(inner).__name__} than "
                                     "its manifest's config names")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run records
+
+
+def _finite(v: Any, lo: float = 0.0, hi: float = math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
+    """A run.json with the form Lenscape writes, describing the checkpoints the manifest names: every
+    field a page reads (name, created, metrics, classes, noise) of the type it reads, so that a
+    crafted record cannot break the pages that list runs."""
+    name = entries[0]["name"]
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise InvalidInputError(f"the run record of {name!r} has a bad {what}")
+
+    need(isinstance(run, dict) and run.get("run_id") == run_id and run.get("status") == "complete", "id or status")
+    need(isinstance(run.get("name"), str) and len(run["name"]) <= 300, "name")
+    need(_finite(run.get("created"), 0, MAX_TIME), "creation time")
+    need(isinstance(run.get("arch"), dict), "architecture")
+    ckpts = run.get("checkpoints")
+    need(isinstance(ckpts, list) and len(ckpts) <= 10_000 and all(
+        isinstance(c, dict) and _id(CHECKPOINT_FILE, c.get("file")) and _id(FINGERPRINT, c.get("fingerprint"))
+        and isinstance(c.get("epoch"), int) and not isinstance(c["epoch"], bool) and c["epoch"] >= 0 for c in ckpts),
+        "checkpoint list")
+    for m in entries:
+        need([(c["epoch"], c["fingerprint"]) for c in ckpts if c["file"] == m["file"]] == [(m["epoch"], m["fingerprint"])],
+             f"checkpoint list (it does not describe {m['file']} as the manifest does)")
+    metrics = run.get("metrics", [])
+    need(isinstance(metrics, list) and len(metrics) <= 100_000 and all(
+        isinstance(r, dict) and all(isinstance(k, str) and (v is None or _finite(v, -math.inf)) for k, v in r.items())
+        for r in metrics), "metrics")
+    need(run.get("n_train") is None or (isinstance(run["n_train"], int) and 0 <= run["n_train"] <= 10**9), "n_train")
+    classes = run.get("classes", [])
+    need(isinstance(classes, list) and len(classes) <= 100_000 and all(isinstance(c, str) and len(c) <= 200
+                                                                        for c in classes), "class names")
+    need(run.get("seed") is None or (isinstance(run["seed"], int) and not isinstance(run["seed"], bool)), "seed")
+    noise = run.get("noise")
+    need(noise is None or (isinstance(noise, dict) and all(
+        isinstance(noise.get(k, []), list) and all(isinstance(i, int) and i >= 0 for i in noise.get(k, []))
+        for k in ("indices", "original_labels", "noisy_labels"))), "label-noise record")
+    need(isinstance(run.get("source", ""), str), "source")
+    try:
+        from models.data import DataSpec
+        from models.training import TrainConfig
+
+        if run.get("data") is not None:
+            DataSpec.from_dict(run["data"])
+        if run.get("config") is not None:
+            TrainConfig.from_dict(run["config"])
+    except Exception as exc:      # noqa: BLE001 - whatever a crafted record makes the constructors raise
+        raise InvalidInputError(f"the run record of {name!r} has a bad data set or recipe "
+                                f"({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+RECIPE_FIELDS = ("widths", "channels", "batchnorm", "p_gen", "p_mem")
+
+
+def check_run_id(run: dict, todo: list[dict]) -> None:
+    """The run id is the one Lenscape derives from the content (`import-<fingerprint>` of an imported
+    model's weights, `run-<hash>` of a trained run's recipe, with the architecture that recipe
+    builds), so a bundle cannot take the id a later import or training will look for."""
+    from models.training import TrainConfig, run_id_for
+
+    run_id, name = run["run_id"], todo[0]["name"]
+    if run_id.startswith("import-"):
+        first = min(run["checkpoints"], key=lambda c: c["epoch"])
+        if run_id != f"import-{first['fingerprint']}" or len(run["checkpoints"]) != 1:
+            raise InvalidInputError(f"{name!r}: run id {run_id} is not the one Lenscape gives these weights "
+                                    f"(import-{first['fingerprint']}): another model's id cannot be taken")
+        return
+    if run_id.startswith("run-") and isinstance(run.get("config"), dict):
+        cfg = TrainConfig.from_dict(run["config"])
+        arch = run["arch"]
+        wanted = {"name": cfg.arch, **{k: getattr(cfg, k) for k in RECIPE_FIELDS}}
+        got = {k: tuple(arch.get(k)) if isinstance(arch.get(k), list) else arch.get(k) for k in wanted}
+        if run_id_for(cfg) != run_id or got != wanted:
+            raise InvalidInputError(f"{name!r}: run id {run_id} and architecture are not the ones its recipe makes "
+                                    "(another model's id cannot be taken)")
+        return
+    raise InvalidInputError(f"{name!r}: run id {run_id} is neither a trained run's (run-…, with its recipe) nor an "
+                            "imported model's (import-…)")

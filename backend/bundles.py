@@ -60,7 +60,8 @@ def export_bundle(store: ResultStore, job_id: str, root: Path | None = None) -> 
                 raise InvalidInputError(f"the model with fingerprint {fp} is no longer in the workspace")
             rec, ck = where[fp]
             z.write(root / rec["run_id"] / ck["file"], f"models/{rec['run_id']}/{ck['file']}")
-            z.writestr(f"models/{rec['run_id']}/run.json", json.dumps(rec, indent=1))
+            if rec["run_id"] not in {m["run_id"] for m in models}:      # one record per run
+                z.writestr(f"models/{rec['run_id']}/run.json", json.dumps(rec, indent=1))
             models.append({"run_id": rec["run_id"], "name": rec["name"], "epoch": ck["epoch"], "fingerprint": fp,
                            "file": ck["file"], "recipe": rec.get("config"), "seed": rec.get("seed")})
         manifest = {"format": FORMAT, "job_id": job_id, "kind": row["kind"], "label": row["label"],
@@ -121,11 +122,13 @@ def _manifest(bundle: checks.BundleZip) -> dict:
 
 @dataclass
 class _Incoming:
-    """A model the workspace lacks, checked and written into the staging folder."""
+    """A run the workspace lacks (or a run imported from a bundle before, lacking these checkpoints),
+    checked and written into the staging folder."""
 
-    entry: dict                 # the manifest's models[] entry
-    record: dict                # the run.json to write (this checkpoint only, unless merged)
-    staged: Path                # the checkpoint in the staging folder
+    run_id: str
+    record: dict                # the run.json to write
+    staged: dict[str, Path]     # checkpoint file name -> its staged copy
+    new: bool                   # no folder of this run here yet
 
 
 def import_bundle(store: ResultStore, data, root: Path | None = None) -> dict:
@@ -184,48 +187,41 @@ def _checked_models(bundle: checks.BundleZip, manifest: dict, root: Path, stage:
     missing = [fp for fp in manifest["fingerprints"] if fp not in have and fp not in provided]
     if missing:
         raise InvalidInputError(f"the bundle lacks the weights of model {missing[0]}, and this workspace has none")
-    incoming = []
+    runs: dict[str, list[dict]] = {}
     for m in manifest["models"]:
-        if m["fingerprint"] in have:
+        runs.setdefault(m["run_id"], []).append(m)
+    incoming = []
+    for run_id, entries in runs.items():
+        todo = [m for m in entries if m["fingerprint"] not in have]
+        if not todo:
             continue
-        folder = stage / "models" / m["run_id"]
-        folder.mkdir(parents=True, exist_ok=True)
-        run = _run_record(bundle, m)
-        staged = folder / m["file"]
-        bundle.extract(f"models/{m['run_id']}/{m['file']}", staged, checks.max_bundle_bytes())
-        state = _safetensors(staged, m)
-        if _fingerprint(run, state) != m["fingerprint"]:
-            raise InvalidInputError(f"the weights of {m['name']!r} do not match their fingerprint")
-        record = _merged_record(root / m["run_id"], run, m, staged)
-        if record is not None:
-            incoming.append(_Incoming(m, record, staged))
+        run = _run_record(bundle, run_id, entries)
+        staged = {}
+        for m in todo:
+            path = stage / "models" / run_id / m["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            bundle.extract(f"models/{run_id}/{m['file']}", path, checks.max_bundle_bytes())
+            if _fingerprint(run, _safetensors(path, m)) != m["fingerprint"]:
+                raise InvalidInputError(f"the weights of {m['name']!r} do not match their fingerprint")
+            staged[m["file"]] = path
+        checks.check_run_id(run, todo)
+        item = _merged(root / run_id, run, todo, staged)
+        if item is not None:
+            incoming.append(item)
     return incoming
 
 
-def _run_record(bundle: checks.BundleZip, m: dict) -> dict:
+def _run_record(bundle: checks.BundleZip, run_id: str, entries: list[dict]) -> dict:
+    """The bundle's run.json for `run_id`, checked, with only the checkpoints the manifest names."""
+    name = entries[0]["name"]
     try:
-        run = json.loads(bundle.read(f"models/{m['run_id']}/run.json", checks.MAX_RUN_JSON))
+        run = json.loads(bundle.read(f"models/{run_id}/run.json", checks.MAX_RUN_JSON))
     except (ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"the run record of {m['name']!r} is not JSON ({exc})") from None
-    ok = (isinstance(run, dict) and run.get("run_id") == m["run_id"] and run.get("status") == "complete"
-          and isinstance(run.get("arch"), dict) and isinstance(run.get("checkpoints"), list)
-          and isinstance(run.get("name"), str) and len(run["name"]) <= 300)
-    entry = [c for c in run.get("checkpoints", []) if isinstance(c, dict) and c.get("file") == m["file"]] if ok else []
-    if not (ok and len(entry) == 1 and entry[0].get("fingerprint") == m["fingerprint"]
-            and entry[0].get("epoch") == m["epoch"]):
-        raise InvalidInputError(f"the run record of {m['name']!r} does not describe the checkpoint the manifest names")
-    try:
-        from models.data import DataSpec
-        from models.training import TrainConfig
-
-        if run.get("data") is not None:
-            DataSpec.from_dict(run["data"])
-        if run.get("config") is not None:
-            TrainConfig.from_dict(run["config"])
-    except Exception as exc:      # noqa: BLE001 - whatever a crafted record makes the constructors raise
-        raise InvalidInputError(f"the run record of {m['name']!r} has a bad data set or recipe "
-                                f"({type(exc).__name__}: {str(exc)[:120]})") from None
-    return {**run, "checkpoints": entry, "source": f"bundle: {str(run.get('source', 'trained'))[:100]}"}
+        raise InvalidInputError(f"the run record of {name!r} is not JSON ({exc})") from None
+    checks.check_run_record(run, run_id, entries)
+    files = {m["file"] for m in entries}
+    return {**run, "checkpoints": sorted((c for c in run["checkpoints"] if c["file"] in files), key=lambda c: c["epoch"]),
+            "source": f"bundle: {str(run.get('source', 'trained'))[:100]}"}
 
 
 def _safetensors(path: Path, m: dict) -> dict[str, torch.Tensor]:
@@ -241,26 +237,30 @@ def _safetensors(path: Path, m: dict) -> dict[str, torch.Tensor]:
     return state
 
 
-def _merged_record(folder: Path, run: dict, m: dict, staged: Path) -> dict | None:
-    """The run.json to write for this checkpoint: a new run, or the run already here with this
-    checkpoint added; None if the very same file is there already; InvalidInputError if another
-    run or other weights are there under these names."""
+def _merged(folder: Path, run: dict, todo: list[dict], staged: dict[str, Path]) -> _Incoming | None:
+    """What to write for this run: a new run; or, for a run that came from a bundle before and is
+    the same run in every other field, its record with these checkpoints added; None if the very
+    same files are there. A run made here (trained or imported) is never changed by a bundle."""
     if not folder.exists():
-        return run
+        return _Incoming(folder.name, run, staged, new=True)
     if not (folder / "run.json").is_file():
-        raise InvalidInputError(f"a run folder {m['run_id']!r} exists here without its record (a run in progress?)")
+        raise InvalidInputError(f"a run folder {folder.name!r} exists here without its record (a run in progress?)")
     current = read_json(folder / "run.json")
-    if current.get("arch") != run.get("arch") or current.get("data") != run.get("data"):
-        raise InvalidInputError(f"this workspace has another model under the run id {m['run_id']!r}; nothing was "
-                                "imported")
-    target = folder / m["file"]
-    if target.exists() or any(c.get("file") == m["file"] or c.get("epoch") == m["epoch"]
-                              for c in current.get("checkpoints", [])):
-        if target.is_file() and target.read_bytes() == staged.read_bytes():
-            return None
-        raise InvalidInputError(f"{m['run_id']} already has other weights for epoch {m['epoch']} ({m['file']}): "
-                                "nothing was imported, and the weights there are unchanged")
-    return {**current, "checkpoints": sorted([*current["checkpoints"], *run["checkpoints"]], key=lambda c: c["epoch"])}
+    same = {k: v for k, v in current.items() if k != "checkpoints"} == {k: v for k, v in run.items() if k != "checkpoints"}
+    there = {c["file"]: c for c in current.get("checkpoints", [])}
+    if all(f in there and (folder / f).is_file() and (folder / f).read_bytes() == p.read_bytes()
+           for f, p in staged.items()):
+        return None
+    if not (same and str(current.get("source", "")).startswith("bundle:")):
+        raise InvalidInputError(f"this workspace has another model under the run id {folder.name!r}: a bundle adds "
+                                "checkpoints only to a run that came from a bundle, and only to the same run. "
+                                "Nothing was imported.")
+    clash = [m["file"] for m in todo if m["file"] in there or any(c["epoch"] == m["epoch"] for c in there.values())]
+    if clash:
+        raise InvalidInputError(f"{folder.name} already has other weights for {clash[0]}: nothing was imported, and "
+                                "the weights there are unchanged")
+    merged = sorted([*current["checkpoints"], *run["checkpoints"]], key=lambda c: c["epoch"])
+    return _Incoming(folder.name, {**current, "checkpoints": merged}, staged, new=False)
 
 
 def _install(store: ResultStore, manifest: dict, raw: bytes, incoming: list[_Incoming], root: Path,
@@ -286,14 +286,15 @@ def _inside(root: Path, path: Path) -> Path:
 
 def _place(item: _Incoming, root: Path, undo: list) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    folder = _inside(root, root / item.entry["run_id"])
-    target = _inside(root, folder / item.entry["file"])
-    if not folder.exists():                          # a new run: its folder appears whole, by one rename
+    folder = _inside(root, root / item.run_id)
+    targets = {f: _inside(root, folder / f) for f in item.staged}
+    if item.new:                                     # a new run: its folder appears whole, by one rename
         tmp = _inside(root, root / f".{folder.name}.incoming-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            shutil.copyfile(item.staged, tmp / item.entry["file"])
+            for f, path in item.staged.items():
+                shutil.copyfile(path, tmp / f)
             write_json(tmp / "run.json", item.record)
             os.rename(tmp, folder)                   # fails if the folder appeared meanwhile: never merged silently
         except BaseException:
@@ -302,14 +303,15 @@ def _place(item: _Incoming, root: Path, undo: list) -> None:
         undo.append(lambda: shutil.rmtree(folder, ignore_errors=True))
         return
     before = (folder / "run.json").read_bytes()
-    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-    shutil.copyfile(item.staged, tmp)
-    try:
-        os.link(tmp, target)                         # FileExistsError rather than overwrite
-    finally:
-        tmp.unlink(missing_ok=True)
-    undo.append(lambda: target.unlink(missing_ok=True))
     undo.append(lambda: (folder / "run.json").write_bytes(before))
+    for f, path in item.staged.items():
+        tmp = folder / f".{f}.{os.getpid()}.tmp"
+        shutil.copyfile(path, tmp)
+        try:
+            os.link(tmp, targets[f])                 # FileExistsError rather than overwrite
+        finally:
+            tmp.unlink(missing_ok=True)
+        undo.append(lambda t=targets[f]: t.unlink(missing_ok=True))
     write_json(folder / "run.json", item.record)
 
 

@@ -6,8 +6,8 @@ a page user cannot.
 Two kinds of limit:
 - sizes read off the config (images, Integrated Gradients steps, noise samples, grid points, ...),
   checked on every config field of that name, nested configs included;
-- the estimated seconds of a landscape grid or line, from the model's own training speed, or for an
-  imported model from a timed probe pass (`seconds_per_example`), checked by the job before it starts.
+- the estimated seconds of a landscape grid or line, from a timed probe pass of the model
+  (`seconds_per_example`), checked by the job before it starts.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ class Limits:
     noise_samples: int = 500         # SmoothGrad / VarGrad samples per image
     grid_side: int = 101             # points per axis of a landscape surface or convexity map
     line_points: int = 1_001         # points of a 1-D interpolation
-    iterations: int = 10_000         # LST steps, power/Lanczos iterations, neurons flipped
+    iterations: int = 10_000         # LST steps, power/Lanczos iterations, neurons flipped, PGD steps
+    restarts: int = 20               # random restarts of an eigenvalue search
+    methods: int = 20                # attribution methods in one request
+    batch: int = 1_024               # examples per forward pass (memory)
+    epochs: int = 1_000              # training epochs of one run
+    width: int = 16_384              # units of an MLP layer, channels of a CNN layer
     job_seconds: float = 3_600.0     # estimated seconds of a landscape grid or line
 
 
@@ -45,7 +50,11 @@ SIZE_FIELDS: dict[tuple[str, str], str] = {
     ("SaliencyConfig", "n_steps"): "ig_steps", ("SaliencyConfig", "n_samples"): "noise_samples",
     ("*", "resolution"): "grid_side", ("InterpolationConfig", "points"): "line_points",
     ("LSTConfig", "steps"): "iterations", ("*", "iters"): "iterations", ("*", "max_steps"): "iterations",
+    ("PGDConfig", "steps"): "iterations", ("*", "restarts"): "restarts", ("*", "methods"): "methods",
+    ("*", "batch_size"): "batch", ("TrainConfig", "epochs"): "epochs", ("*", "widths"): "width",
+    ("*", "channels"): "width",
 }
+LARGEST = {"width"}                  # these limits bound each element of a list, not its length
 
 
 def limits() -> Limits:
@@ -84,7 +93,11 @@ def _walk(node: Any, where: str, lim: Limits) -> None:
     for key, value in node.items():
         limit = SIZE_FIELDS.get((type_name, key)) or SIZE_FIELDS.get(("*", key))
         if limit and _applies(type_name, key, method):
-            size = len(value) if isinstance(value, list) else value
+            if isinstance(value, list):
+                size = max((v for v in value if isinstance(v, (int, float))), default=0) if limit in LARGEST \
+                    else len(value)
+            else:
+                size = value
             if isinstance(size, (int, float)) and size > getattr(lim, limit):
                 raise InvalidInputError(f"{where}.{key} = {size:,} is over this server's limit of "
                                         f"{getattr(lim, limit):,} ({limit}); whoever runs the server sets it "
@@ -109,14 +122,9 @@ _PROBE_LOCK = threading.Lock()
 
 
 def seconds_per_example(lm, device: torch.device | str = "cpu", batch: int = 64) -> float:
-    """Seconds of one example's forward pass: from a trained run's own epoch times (an epoch's
-    forward and backward ≈ 3 forward passes), else measured by a timed probe pass over a batch of
-    random inputs on `device` (once per model and device)."""
-    metrics, n_train = lm.record.get("metrics") or [], lm.record.get("n_train")
-    if metrics and n_train:
-        times = sorted(m["seconds"] for m in metrics if m.get("seconds"))
-        if times:
-            return times[len(times) // 2] / (3 * n_train)
+    """Seconds of one example's forward pass on this model, measured by a timed probe pass over a
+    batch of random inputs on `device` (once per model and device). Measured, not read from the run's
+    record: a record's timings may come from another machine, or from a crafted bundle."""
     key = (lm.fingerprint, str(device))
     with _PROBE_LOCK:
         if key in _PROBES:

@@ -126,9 +126,9 @@ class LocalRunner:
         # a job the app's stop cut short did not fail: the same work asked for again runs
         return bool(row) and row["status"] == "FAILED" and row["error"] != INTERRUPTED
 
-    def retry(self, job_id: str) -> None:
-        """Let a failed (or cancelled) job run again: now, if this runner knows the job, else at its
-        next submit."""
+    def retry(self, job_id: str, watcher: str | None = None) -> None:
+        """Let a failed (or cancelled) job run again: now, if this runner knows the job (for
+        `watcher`), else at its next submit."""
         with self._lock:
             self._retry.add(job_id)
             job = self._jobs.get(job_id)
@@ -136,7 +136,7 @@ class LocalRunner:
             if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 return
         if job is not None:
-            self.submit(job)
+            self.submit(job, watcher=watcher)
 
     def _stored(self, job_id: str) -> bool:
         """True if a readable result is stored; an unreadable one is dropped (and logged)."""

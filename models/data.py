@@ -51,6 +51,8 @@ class DataSpec:
         a, b = self.block_classes
         if self.name == "blockmnist" and (a == b or not (0 <= a <= 9 and 0 <= b <= 9)):
             raise InvalidInputError(f"BlockMNIST needs two different digits 0-9; got {self.block_classes}")
+        if not 0 <= self.image_size <= 1024:
+            raise InvalidInputError(f"image_size must be 0 (keep) to 1024 pixels; got {self.image_size}")
         if not 0 <= self.block_patch <= 28:
             raise InvalidInputError(f"block_patch must be in [0, 28]; got {self.block_patch}")
 

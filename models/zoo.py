@@ -71,7 +71,14 @@ def list_runs(root: Path | None = None) -> list[dict]:
             continue
         if rec and rec.get("status") == "complete":
             records.append(rec)
-    return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
+    return sorted(records, key=_created, reverse=True)
+
+
+def _created(record: dict) -> float:
+    """When a run was made, for sorting: a record that says something else (a hand-edited or damaged
+    one) sorts last instead of breaking every page that lists runs."""
+    value = record.get("created")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")     # a folder name, never a path
@@ -105,9 +112,9 @@ class WeightsChanged(InvalidInputError):
     """A checkpoint's weights on disk are not the ones its run recorded (swapped or damaged)."""
 
 
-# (path, mtime, size, fingerprint) of checkpoints whose bytes were checked: each file is hashed once
-# per process and again whenever it changes
-_VERIFIED: set[tuple[str, int, int, str]] = set()
+# (path, inode, mtime, ctime, size, fingerprint) of checkpoints whose bytes were checked: each file is
+# hashed once per process and again whenever it changes
+_VERIFIED: set[tuple] = set()
 
 
 def _verified_state(rec: dict, entry: dict, root: Path | None) -> dict[str, torch.Tensor]:
@@ -122,7 +129,8 @@ def _verified_state(rec: dict, entry: dict, root: Path | None) -> dict[str, torc
     except Exception as exc:                     # noqa: BLE001 - missing, truncated or not safetensors
         raise WeightsChanged(f"the weights of {rec.get('name', rec['run_id'])!r} at epoch {entry['epoch']} cannot be "
                              f"read ({type(exc).__name__}: {str(exc)[:120]})") from None
-    stamp = (str(path), st.st_mtime_ns, st.st_size, entry["fingerprint"])
+    # the change time too: a program can set a file's modification time back, not its change time
+    stamp = (str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, entry["fingerprint"])
     if stamp not in _VERIFIED:
         model = model_from_state(ArchSpec.from_dict(rec["arch"]), state)
         if model_fingerprint(model) != entry["fingerprint"]:

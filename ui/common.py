@@ -41,6 +41,16 @@ def plain(text: object) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
 
 
+def timestamp(seconds: object):
+    """A table's time from seconds since 1970; None for what is not one (a damaged record)."""
+    import pandas as pd   # late: pandas costs a page that draws no table
+
+    try:
+        return pd.to_datetime(float(seconds), unit="s") if seconds else None
+    except (TypeError, ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return None
+
+
 def plot_text(text: object) -> str:
     """`text` for a Plotly title, legend or annotation, which read a little HTML: shown as is."""
     return html.escape(str(text), quote=False)
@@ -290,15 +300,13 @@ def run_safely(fn: Callable[[], Any], what: str) -> Any:
 
 def model_row(r: dict) -> dict:
     """One workspace model as a table row (Home, the Runs page): what it is, how it was made, how good."""
-    import pandas as pd
-
     metrics = r.get("metrics") or []
     cfg = r.get("config") or {}
     return {"model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
             "architecture": (r.get("arch") or {}).get("name", "—"), "source": r.get("source", ""),
             "epochs": len(metrics), "test acc": metrics[-1].get("test_acc") if metrics else None,
             "label noise": cfg.get("label_noise") or 0.0, "adversarial": "PGD" if cfg.get("adversarial") else "",
-            "seed": r.get("seed"), "created": pd.to_datetime(r.get("created"), unit="s") if r.get("created") else None,
+            "seed": r.get("seed"), "created": timestamp(r.get("created")),
             "run id": r["run_id"]}
 
 

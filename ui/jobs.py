@@ -28,6 +28,18 @@ def _watcher(state_key: str) -> str:
     return f"{session_id()}:{state_key}"
 
 
+def _cancelled() -> set[str]:
+    """Ids of the jobs this tab's user cancelled: the page does not submit them again by itself."""
+    return st.session_state.setdefault("_lenscape.cancelled", set())
+
+
+def cancel(runner, job_id: str) -> None:
+    """Stop waiting on a job in this tab: cancelled unless another tab waits on it too."""
+    _cancelled().add(job_id)
+    if not runner.cancel_for(job_id, session_id()):
+        st.info("Another tab waits on this job too: it runs on for them; this tab no longer waits on it.")
+
+
 def session_id() -> str:
     """This browser tab's id (a watcher of the jobs it submits is "<id>:<widget>")."""
     import uuid
@@ -40,8 +52,10 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
     replace are released: cancelled unless another session waits on them too, or `keep_replaced`
     (minutes of work a user started on purpose, like training)."""
     runner, watcher = backend(), _watcher(state_key)
-    try:
-        ids = [runner.submit(j, watcher=watcher) for j in ([jobs] if isinstance(jobs, Job) else jobs)]
+    stopped = _cancelled()
+    try:   # a job this tab cancelled stays cancelled on reruns, until its Retry
+        ids = [j.key() if j.key() in stopped else runner.submit(j, watcher=watcher)
+               for j in ([jobs] if isinstance(jobs, Job) else jobs)]
     except InvalidInputError as exc:      # over the server's limits, a workspace that takes no writes
         st.error(plain(exc))
         st.stop()
@@ -79,12 +93,13 @@ def _status(runner, job_id: str) -> JobStatus | None:
         return None
 
 
-def failed(runner, job_id: str, message: str) -> None:
-    """A failed job's error, once, with a Retry button: the job runs again only when asked."""
+def failed(runner, job_id: str, message: str, state_key: str, level: str = "error") -> None:
+    """A failed (or cancelled) job's message, once, with a Retry button: the job runs again only when asked."""
     cols = st.columns([6, 1])
-    cols[0].error(message)
+    getattr(cols[0], level)(message)
     if cols[1].button("Retry", key=f"retry.{job_id}", icon=":material/refresh:"):
-        runner.retry(job_id)
+        _cancelled().discard(job_id)
+        runner.retry(job_id, watcher=_watcher(state_key))
         st.rerun()
 
 
@@ -107,7 +122,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
                 cols = st.columns([6, 1])
                 cols[0].progress(prog.fraction, text=f"{label} — {prog.message or status.value.lower()}")
                 if cols[1].button("Cancel", key=f"cancel.{job_id}"):
-                    runner.cancel(job_id)
+                    cancel(runner, job_id)
                 continue
             try:
                 results.append(runner.result(job_id))
@@ -116,9 +131,9 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
                 st.progress(0.0, text=f"{label} — computing again (the stored result could not be read)")
                 continue
             except JobCancelled:
-                st.warning(f"{label}: cancelled; nothing was kept.")
+                failed(runner, job_id, f"{label}: cancelled; nothing was kept.", state_key, level="warning")
             except JobFailed as exc:
-                failed(runner, job_id, f"{label} failed: {plain(exc)}")
+                failed(runner, job_id, f"{label} failed: {plain(exc)}", state_key)
             except KeyError:
                 st.warning(f"{label}: no such job any more.")
         if not running and st.session_state.get(f"{state_key}.polling"):
@@ -154,6 +169,5 @@ def _my_jobs() -> None:
         cols = st.columns([6, 1])
         cols[0].progress(prog.fraction, text=f"{plain(row.get('label') or job_id)} — {plain(prog.message or 'queued')}")
         if cols[1].button("Cancel", key=f"runs.cancel.{job_id}"):
-            if not runner.cancel_for(job_id, session):
-                st.info("Another tab waits on this job too: it runs on for them; this tab no longer waits on it.")
+            cancel(runner, job_id)
             st.rerun()

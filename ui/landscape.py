@@ -44,8 +44,8 @@ def _eval_set(key: str, default_split: str = "test") -> EvalSet:
 
 
 def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float:
-    """Seconds for `points` evaluations of `n_examples`: from this model's own training speed, or
-    for an imported model a timed probe pass (backend.limits, the estimate the job itself checks)."""
+    """Seconds for `points` evaluations of `n_examples`, from a timed probe pass (backend.limits: the
+    estimate the job itself checks)."""
     return points * max(n_examples, 1) * seconds_per_example(lm, backend().device)
 
 
@@ -58,9 +58,8 @@ def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str) -> bool:
                             help=f"Grids estimated to take longer are not started; raise it if you mean it (up to "
                                  f"this server's {most:,} s).")
     shown = f"{est:,.0f}" if est >= 10 else f"{est:.1f}"
-    source = "its training speed" if lm.record.get("metrics") else "a timed probe pass (an imported model)"
     st.caption(f"{points:,} points × {n:,} examples = {points * n:,} forward passes, about **{shown} s** on "
-               f"this device (estimated from {source}).")
+               "this device (estimated from a timed forward pass of this model).")
     if est > limit:
         st.warning(f"Estimated {est:,.0f} s is over the limit of {limit:,} s: lower the resolution or the number "
                    "of examples, or raise the limit.")

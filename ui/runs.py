@@ -17,7 +17,7 @@ from models.checkpoints import read_json, write_json
 from models.errors import InvalidInputError
 from models.paths import home_dir, runs_dir
 from models.zoo import delete_run, list_runs
-from ui.common import backend, model_row, plain, plot_text, run_safely
+from ui.common import backend, model_row, plain, plot_text, run_safely, timestamp
 from ui.figures import CONFIG
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
@@ -87,7 +87,7 @@ def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[st
         path = store.path(j["id"])
         rows.append({"result": j["label"] or j["kind"], "kind": j["kind"], "status": j["status"],
                      "models": ", ".join(names.get(fp, f"(gone) {fp}") for fp in fps),
-                     "created": pd.to_datetime(j["created"], unit="s") if j["created"] else None,
+                     "created": timestamp(j["created"]),
                      "seconds": j["seconds"], "device": j["device"],
                      "size (KB)": path.stat().st_size / 1024 if path.exists() else 0.0,
                      "config": (j["config"] or "")[:160], "tags": ", ".join(tags.get(j["id"], [])), "job id": j["id"]})

@@ -339,3 +339,104 @@ def test_an_honest_bundle_still_imports_and_lists_its_model(honest, other):
     assert rec["run_id"] == honest.manifest["models"][0]["run_id"]
     assert store.get(manifest["job_id"])["status"] == "DONE"
     assert store.get(manifest["job_id"])["checksum"] == honest.manifest["checksum"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What an attack review of the first fixes found (each held before this, on e00ab05 and after)
+
+
+def test_a_bundle_cannot_add_a_checkpoint_to_a_model_made_here(honest, runner, lenscape_home):
+    """The new epoch would become the model's default: every page would load the bundle's weights."""
+    store, runs = runner.store, lenscape_home / "runs"
+    rid = honest.manifest["models"][0]["run_id"]
+    forged = honest.copy().reweight(seed=3)
+    forged.manifest["models"][0]["epoch"] = forged.run["checkpoints"][0]["epoch"] = 7
+    forged.rename(file="epoch_007.safetensors")
+    _refused(store, runs, forged.zip(), "another model|not the one")
+    assert load_model(rid).epoch == 0 and load_model(rid).fingerprint == honest.manifest["models"][0]["fingerprint"]
+
+
+def test_a_bundle_cannot_take_the_id_another_import_will_look_for(honest, other):
+    """import-<fingerprint of X> holding weights Y: a later import of X would find 'itself' there."""
+    store, runs = other
+    victim = honest.manifest["models"][0]["run_id"]
+    forged = honest.copy().reweight(seed=4)
+    forged.rename(run_id=victim)
+    _refused(store, runs, forged.zip(), "not the one Lenscape gives these weights")
+
+
+def test_a_bundle_cannot_take_a_recipe_s_run_id_with_another_architecture(honest, other):
+    from models.training import preset, run_id_for
+
+    store, runs = other
+    cfg = preset("digits-mlp")
+    forged = honest.copy()
+    forged.run["config"] = json.loads(json.dumps(cfg.to_dict()))
+    forged.run["config"]["arch"] = "cnn"                      # the recipe says CNN; the weights are an MLP
+    forged.rename(run_id=run_id_for(type(cfg).from_dict(forged.run["config"])))
+    _refused(store, runs, forged.zip(), "not the ones its recipe makes")
+
+
+@pytest.mark.parametrize("field,value", [("created", "yesterday"), ("created", 1e300), ("metrics", [{"seconds": "x"}]),
+                                         ("classes", [1, 2]), ("name", ["a"]), ("noise", {"indices": ["../x"]})])
+def test_run_record_fields_the_pages_read_are_checked(honest, other, field, value):
+    store, runs = other
+    forged = honest.copy()
+    forged.run[field] = value
+    _refused(store, runs, forged.zip(), "run record")
+    assert list_runs(runs) == []
+
+
+def test_a_manifest_time_beyond_what_a_table_shows_is_refused(honest, other):
+    store, runs = other
+    forged = honest.copy()
+    forged.manifest["created"] = 1e300
+    _refused(store, runs, forged.zip(), "created")
+
+
+def test_a_zip_of_a_hundred_thousand_entries_is_refused_at_once(other):
+    import time
+
+    store, runs = other
+    names = [(f"e{i}", b"") for i in range(100_000)]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, raw in names:
+            z.writestr(name, raw)
+    data = out.getvalue()
+    started = time.perf_counter()
+    _refused(store, runs, data, "entries")
+    assert time.perf_counter() - started < 3
+
+
+def test_two_checkpoints_of_one_run_travel_in_one_bundle(runner, trained_run, wait_for_job, lenscape_home, other):
+    from backend.landscape_tasks import InterpolationConfig
+
+    (rec,) = trained_run("digits-mlp", epochs=2)
+    a, b = load_model(rec["run_id"], 1), load_model(rec["run_id"], 2)
+    cfg = InterpolationConfig(a=ref(a), b=ref(b), points=3, n_examples=50)
+    job_id = runner.submit(job("landscape_interpolation", cfg, (ref(a), ref(b))))
+    wait_for_job(job_id)
+    data = export_bundle(runner.store, job_id, lenscape_home / "runs")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert [n for n in z.namelist() if n.endswith("run.json")] == [f"models/{rec['run_id']}/run.json"]
+    store, runs = other
+    import_bundle(store, data, runs)
+    (copied,) = list_runs(runs)
+    assert [c["epoch"] for c in copied["checkpoints"]] == [1, 2]
+    assert load_model(rec["run_id"], 2, root=runs).fingerprint == b.fingerprint
+
+
+def test_the_codec_rebuilds_only_lenscape_s_own_types_and_no_empty_item_arrays():
+    from backend.codec import decode
+
+    def npz(meta: dict, **arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+        return buf.getvalue()
+
+    foreign = {"__t__": "dc", "type": "models.zoo:torch.utils._pytree.TreeSpec", "fields": {}}
+    with pytest.raises(ValueError, match="not a Lenscape type"):
+        decode(npz(foreign))
+    with pytest.raises(ValueError, match="zero-size"):
+        decode(npz({"__t__": "nd", "key": "a0"}, a0=np.zeros((10, 0), dtype="V0").reshape(10, 0)))

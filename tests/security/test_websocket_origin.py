@@ -15,13 +15,15 @@ from tests.browser import streamlit_server
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _opens(url: str, origin: str) -> bool:
-    """Whether the server keeps a WebSocket from `origin` open (a refusal closes it with 1008)."""
+async def _opens(url: str, origin: str, host: str | None = None) -> bool:
+    """Whether the server keeps a WebSocket from `origin` open (a refusal closes it with 1008); `host`:
+    the name in the request's Host header (the address connected to stays the server's)."""
     import websockets
 
+    port = int(url.rsplit(":", 1)[1])
+    target = f"ws://{host or '127.0.0.1'}:{port}/_stcore/stream"
     try:
-        async with websockets.connect(url.replace("http", "ws") + "/_stcore/stream", origin=origin,
-                                      open_timeout=10) as ws:
+        async with websockets.connect(target, origin=origin, open_timeout=10, host="127.0.0.1", port=port) as ws:
             try:
                 await asyncio.wait_for(ws.recv(), timeout=2)
             except asyncio.TimeoutError:
@@ -47,6 +49,13 @@ def test_another_local_port_cannot_open_a_session(server):
     port = int(server.rsplit(":", 1)[1])
     for origin in (f"http://127.0.0.1:{port + 1}", f"http://localhost:{port + 7}", "http://127.0.0.1"):
         assert not asyncio.run(_opens(server, origin)), f"a page at {origin} opened a session"
+
+
+def test_a_rebound_name_cannot_open_a_session(server):
+    """DNS rebinding: evil.example made to point at 127.0.0.1 is the page's own origin for the
+    browser, so only the host-name allow-list stops it."""
+    port = int(server.rsplit(":", 1)[1])
+    assert not asyncio.run(_opens(server, f"http://evil.example:{port}", host="evil.example"))
 
 
 def test_the_app_itself_and_listed_origins_can(server):
