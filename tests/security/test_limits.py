@@ -124,3 +124,50 @@ def test_a_user_cancels_their_own_job_from_the_runs_page():
     finally:
         GATE.set()
         runner.wait(theirs, 10)
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda r: GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(method="integrated_gradients"),) * 200),
+     "methods"),
+    (lambda r: GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(method="smoothgrad", batch_size=2000),)),
+     "batch_size"),
+])
+def test_more_fields_that_decide_the_cost_are_limited(runner, tiny, make, field):
+    r = ref(tiny)
+    with pytest.raises(InvalidInputError, match=f"{field}.*over this server's limit"):
+        runner.submit(job("saliency", make(r), (r,)))
+
+
+@pytest.mark.parametrize("overrides,field", [({"widths": (131072, 16)}, "widths"), ({"epochs": 10**6}, "epochs"),
+                                             ({"batch_size": 10**9}, "batch_size")])
+def test_a_training_recipe_over_the_limits_is_refused(runner, overrides, field):
+    from backend.tasks import train_jobs
+    from models.training import preset
+
+    (j,) = train_jobs(preset("digits-mlp", **overrides), [0])
+    with pytest.raises(InvalidInputError, match=f"{field}.*over this server's limit"):
+        runner.submit(j)
+
+
+def test_a_record_s_timings_do_not_decide_the_estimate(tiny):
+    from dataclasses import replace
+
+    honest = seconds_per_example(tiny)
+    forged = replace(tiny, fingerprint="f" * 16, record={**tiny.record, "metrics": [{"seconds": 1e-12}],
+                                                        "n_train": 10**12})
+    assert seconds_per_example(forged) > honest / 100
+
+
+def test_retry_keeps_the_tab_as_the_job_s_watcher(runner):
+    REGISTRY.register(waits)
+    GATE.clear()
+    j = job("test_waits", WaitConfig(name="retried"), label="again")
+    try:
+        job_id = runner.submit(j, watcher="tab-9:x")
+        runner.cancel(job_id)
+        assert runner.wait(job_id, 10) == JobStatus.CANCELLED
+        runner.retry(job_id, watcher="tab-9:x")
+        assert job_id in runner.watched_by("tab-9")
+    finally:
+        GATE.set()
+        runner.wait(job_id, 10)

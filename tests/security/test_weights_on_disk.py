@@ -72,3 +72,25 @@ def test_a_link_to_a_path_instead_of_a_model_is_refused_on_the_page(lenscape_hom
     at.query_params["model"] = "../../../../etc"
     at.run()
     assert not at.exception
+
+
+def test_weights_rewritten_in_place_with_the_old_time_are_noticed(swapped, lenscape_home):
+    """Same size, modification time set back: the change time (which no program can set) still moved."""
+    import os
+
+    from models.zoo import get_run
+    path = lenscape_home / "runs" / swapped["run_id"] / "epoch_000.safetensors"
+    torch.manual_seed(0)
+    from safetensors.torch import save
+    honest = save({k: v.contiguous() for k, v in build_model(ARCH).state_dict().items()})
+    path.write_bytes(honest)                          # the honest weights back: loads
+    assert load_model(swapped["run_id"]).fingerprint == get_run(swapped["run_id"])["checkpoints"][0]["fingerprint"]
+    st = path.stat()
+    raw = bytearray(honest)
+    raw[-1] ^= 0x40                                   # one weight's bit, in place
+    time.sleep(0.01)
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(InvalidInputError, match="not the ones recorded"):
+        load_model(swapped["run_id"])
