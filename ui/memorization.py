@@ -16,7 +16,7 @@ from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJ
 from backend.tasks import train_jobs
 from models.training import preset
 from models.zoo import LoadedModel, training_data
-from ui.common import plain, run_safely
+from ui.common import plain, plot_text, run_safely
 from ui.figures import CONFIG, image_grid
 from ui.jobs import job_panel, submit
 
@@ -124,7 +124,7 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
         data = training_data(lm)
         shown = mem[:32]
         idx = res.noisy_indices[shown].tolist()
-        titles = [f"#{t} {lm.classes[int(a)]}→{lm.classes[int(b)]}" for t, a, b in
+        titles = [f"#{t} {plot_text(lm.classes[int(a)])}→{plot_text(lm.classes[int(b)])}" for t, a, b in
                   zip(idx, res.true_labels[shown], res.noisy_labels[shown])]
         st.markdown(f"**Memorized examples** (the first {len(shown)} of {len(mem)}; title: training index, true → noisy label)")
         st.plotly_chart(image_grid(data.train.x(idx).numpy(), titles, cols=16, height_per_row=100), config=CONFIG,

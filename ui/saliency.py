@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import numpy as np
@@ -16,6 +17,7 @@ from models.data import stratified
 from models.zoo import LoadedModel
 from ui.common import (
     backend,
+    plot_text,
     cached_data,
     eligible_runs,
     from_url,
@@ -210,13 +212,14 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
     cells, titles, table = [], [], []
     for i, idx in enumerate(indices):
         true = int(data.labels[idx])
-        head = f"#{idx} · true {lm.classes[true]}"
+        head = f"#{idx} · true {plot_text(lm.classes[true])}"
         if int(trained[idx]) != true:
-            head += f" · trained as {lm.classes[int(trained[idx])]}"
+            head += f" · trained as {plot_text(lm.classes[int(trained[idx])])}"
         preds = []
         for t, m, res in zip(tags, models, results):
             first = res[0]
-            preds.append(f"{t + ': ' if t else ''}pred {lm.classes[first.predictions[i]]} {first.confidences[i]:.0%}")
+            preds.append(f"{t + ': ' if t else ''}pred {plot_text(lm.classes[first.predictions[i]])} "
+                         f"{first.confidences[i]:.0%}")
             table.append({"model": m.name, "split": split, "index": idx, "true": lm.classes[true],
                           "trained as": lm.classes[int(trained[idx])], "predicted": lm.classes[first.predictions[i]],
                           "confidence": float(first.confidences[i])})
@@ -236,7 +239,7 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
     about = {"models": "; ".join(f"{t + '=' if t else ''}{m.name} ({m.run_id}, epoch {m.epoch})" for t, m in zip(tags, models)),
              "methods": "; ".join(f"{METHOD_LABELS[r.config.method]} ({_params(r.config)})" for r in results[0]),
              "images": f"{split} {', '.join(map(str, indices))}", "display": d.describe()}
-    lines = [t.replace("<br>", "\n") for t in titles]             # the titles for a file
+    lines = [html.unescape(t.replace("<br>", "\n")) for t in titles]   # the titles for a file: text
     buf = io.BytesIO()
     np.savez(buf, indices=np.array(indices), **{f"{m.run_id}__{r.config.method}": r.attributions
                                                 for m, res in zip(models, results) for r in res})

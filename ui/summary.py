@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, cached_data, model_select, run_safely
+from ui.common import MODEL_KEY, cached_data, model_select, plot_text, run_safely
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
 from ui.jobs import job_panel, submit
 
@@ -55,7 +55,7 @@ def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
         st.markdown("**Confusion matrix** (test set)")
         st.plotly_chart(confusion_heatmap(s.confusion, s.classes), config=CONFIG, key=f"cm.{lm.run_id}")
     test = cached_data(lm.data, "test")
-    titles = [f"{s.classes[p.argmax()]} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + s.classes[y]}"
+    titles = [f"{plot_text(s.classes[p.argmax()])} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + plot_text(s.classes[y])}"
               for p, y in zip(s.sample_probs, s.sample_labels)]
     st.markdown("**Sample test predictions** (predicted class and confidence; ✗ marks a mistake with the true class)")
     h, w = lm.arch.in_shape[1:]
