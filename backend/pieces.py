@@ -148,6 +148,8 @@ class RayPieces:
             return _BOARD["board"]
 
     def _cluster_gpus(self) -> float:
+        from backend.cluster import cluster_summary   # late: cluster imports this module
+
         return cluster_summary()["gpus"]
 
 

@@ -288,17 +288,6 @@ class LocalRunner:
                 out[job_id] = mine
         return out
 
-    def cancel_for(self, job_id: str, session: str) -> bool:
-        """Stop waiting on a job for `session`: cancelled if nobody else waits on it (True), else it
-        runs on for them (False)."""
-        with self._lock:
-            active = self._active.get(job_id)
-            if not active:
-                return False
-            for w in [w for w in active.watchers if w.startswith(f"{session}:")]:
-                self.release(job_id, w)
-            return active.cancel.is_set()
-
     def cancel(self, job_id: str) -> None:
         active = self._active.get(job_id)
         if active and active.status in (JobStatus.QUEUED, JobStatus.RUNNING):

@@ -34,10 +34,10 @@ def _cancelled() -> set[str]:
 
 
 def cancel(runner, job_id: str) -> None:
-    """Stop waiting on a job in this tab: cancelled unless another tab waits on it too."""
+    """Cancel a job (for every tab that waits on it: theirs then show it cancelled, with Retry); this
+    tab does not submit it again by itself."""
     _cancelled().add(job_id)
-    if not runner.cancel_for(job_id, session_id()):
-        st.info("Another tab waits on this job too: it runs on for them; this tab no longer waits on it.")
+    runner.cancel(job_id)
 
 
 def session_id() -> str:
@@ -147,8 +147,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
 
 
 def my_jobs_section() -> None:
-    """This browser tab's queued and running jobs, each with Cancel: a job is stopped if no other tab
-    waits on it, else it runs on for them. Polls while any runs."""
+    """This browser tab's queued and running jobs, each with Cancel. Polls while any runs."""
     @st.fragment(run_every=2.0 if backend().watched_by(session_id()) else None)
     def section() -> None:
         _my_jobs()

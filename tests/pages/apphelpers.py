@@ -10,6 +10,14 @@ ROOT_APP = str(ROOT / "app.py")
 MODELS_PAGE = str(ROOT / "pages" / "1_Models.py")
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of Markdown that names user text through ui.common.plain(): the text
+    without its backslash escapes and invisible link breakers."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown.replace("\u2060", ""))
+
+
 def run_until(at: AppTest, done, timeout: float = 120) -> AppTest:
     """Rerun the page (as the job panel's polling would) until `done(at)` or the timeout."""
     deadline = time.time() + timeout

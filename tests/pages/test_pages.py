@@ -5,7 +5,7 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from models.zoo import list_runs
-from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until
+from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until, shown
 
 
 def test_home_shows_views_workspace_and_device():
@@ -95,7 +95,7 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
     at.text_input(key="models.load.path").set_value(str(path)).run()
     at.text_input(key="models.load.name").set_value("a new name")
     at.button(key="models.load.run").click().run()
-    assert any("already in the workspace as 'mine'" in i.value for i in at.info)
+    assert any("already in the workspace as 'mine'" in shown(i.value) for i in at.info)
     assert {r["name"] for r in list_runs() if r["run_id"] == imported} == {"mine"}
     open_tab(at, "Workspace models")
     at.selectbox(key="models.summary.model").set_value(trained).run()

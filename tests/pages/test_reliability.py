@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until
+from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until, shown
 
 
 class _Payload:
@@ -55,8 +55,8 @@ def test_hostile_and_broken_files_imported_by_path_are_refused_with_a_reason(tmp
     run = at.button(key="models.load.run")
     if not run.disabled:                       # readable files can be tried: the import itself refuses
         run.click().run()
-    shown = " ".join(m.value for m in [*at.error, *at.warning, *at.caption])
-    assert says in shown, shown
+    text = shown(" ".join(m.value for m in [*at.error, *at.warning, *at.caption]))
+    assert says in text, text
     assert not at.exception
     assert not (tmp_path / "pwned").exists()   # the pickle's code never ran
     from models.zoo import list_runs
