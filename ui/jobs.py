@@ -103,6 +103,16 @@ def failed(runner, job_id: str, message: str, state_key: str, level: str = "erro
         st.rerun()
 
 
+def imported(runner, job_id: str, label: str) -> None:
+    """Say that a result came from a bundle (computed elsewhere: its numbers are the exporter's
+    claim), with a button that computes it here instead."""
+    cols = st.columns([6, 1])
+    cols[0].caption(f"{label}: imported from a reproducibility bundle, computed elsewhere and not checked here.")
+    if cols[1].button("Compute here", key=f"recompute.{job_id}", icon=":material/refresh:"):
+        runner.store.delete(job_id)
+        st.rerun()
+
+
 def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: float = 1.0) -> None:
     """Draw the jobs under `state_key`; once all are done, call `show(results)`."""
     if not job_ids(state_key):
@@ -126,6 +136,8 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
                 continue
             try:
                 results.append(runner.result(job_id))
+                if row.get("owner") == "bundle":
+                    imported(runner, job_id, label)
             except NotReady:            # its stored result could not be read back: computing it again
                 running = True
                 st.progress(0.0, text=f"{label} — computing again (the stored result could not be read)")

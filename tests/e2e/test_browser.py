@@ -435,7 +435,14 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     page.get_by_role("link", name="Reopen it in its view").click()
     page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=60_000)   # from the store
     assert "idx=1%2C2" in page.url or "idx=1,2" in page.url
+    page.get_by_text("imported from a reproducibility bundle, computed elsewhere").wait_for()   # said, not hidden
     _snap(page, shots, "runs-reopened")
+    page.get_by_role("button", name="Compute here").click()       # computed here instead: no longer the bundle's
+    deadline = time.time() + 120
+    while time.time() < deadline and (store.get(job_id) or {}).get("owner") in ("bundle", None):
+        time.sleep(0.5)
+    assert store.get(job_id)["owner"] != "bundle"
+    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=120_000)
 
 
 def test_class_demo_from_one_click_to_a_tour_of_every_view(page, shots, tmp_path):
