@@ -106,7 +106,7 @@ def failed(runner, job_id: str, message: str, state_key: str, level: str = "erro
 def imported(runner, job_id: str, label: str) -> None:
     """Say that a result came from a bundle (computed elsewhere: its numbers are the exporter's
     claim), with a button that computes it here instead."""
-    cols = st.columns([6, 1])
+    cols = st.columns([5, 2])
     cols[0].caption(f"{label}: imported from a reproducibility bundle, computed elsewhere and not checked here.")
     if cols[1].button("Compute here", key=f"recompute.{job_id}", icon=":material/refresh:"):
         runner.store.delete(job_id)
