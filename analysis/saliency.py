@@ -232,12 +232,11 @@ def _deeplift(model, x, t, cfg, start):
 
 
 def unshared_activations(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """`model`, or a copy that computes the same function where Captum's DeepLift needs one: its
-    in-place activations made out-of-place, and where it calls a module more than once
-    (torchvision's ResNet blocks call `relu` twice) every call given a module of its own. DeepLift
-    keeps a nonlinearity's input and output on the module, so an in-place activation or a second
-    call overwrites them: sums no longer equal f(x) - f(baseline), or Captum refuses ("ensure that
-    module is being used only once"). The copy is traced with torch.fx; the model's forward
+    """`model`, or where it calls a module more than once (torchvision's ResNet blocks call `relu`
+    twice) an equal network in which every call has a module of its own. Captum's DeepLift keeps a
+    nonlinearity's input and output on the module, so a second call overwrites the first's and
+    Captum refuses ("ensure that module is being used only once"). The network is traced with
+    torch.fx, sharing the model's weights (the model itself is not changed); the model's forward
     pre-hooks (the input normalization) run first, as on the model."""
     calls: dict[str, int] = {}
     names = {m: n for n, m in model.named_modules()}
@@ -250,13 +249,6 @@ def unshared_activations(model: nn.Module, x: torch.Tensor) -> nn.Module:
         for h in handles:
             h.remove()
     shared = {name for name, n in calls.items() if n > 1}
-    in_place = [m for m in model.modules() if getattr(m, "inplace", False)]
-    if not shared and not in_place:
-        return model
-    model = copy.deepcopy(model)          # the caller's model is left as it is
-    for m in model.modules():             # an in-place activation overwrites the input DeepLift keeps
-        if getattr(m, "inplace", False):
-            m.inplace = False
     if not shared:
         return model
     try:
