@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from analysis.evaluation import Progress, _no_progress, evaluate
+from analysis.hessian import hessian_extremes
 from models.errors import InvalidInputError
 
 NORMS = ("filter", "layer", "none")
@@ -239,81 +240,6 @@ def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
         directions.append({k: torch.from_numpy(p.copy()).view_as(final[k]).to(final[k].dtype)
                            for k, p in zip(keys, parts)})
     return Trajectory(directions=directions, coords=coords, explained=pca.explained_variance_ratio_.copy())
-
-
-def _hvp_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]):
-    """(parameters, v ↦ H·v) for the Hessian of `loss_fn(model)`, reusing one graph of the gradient."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss_fn(model), params, create_graph=True)
-
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        dot = sum((g * x).sum() for g, x in zip(grads, v))
-        return [h.detach() for h in torch.autograd.grad(dot, params, retain_graph=True)]
-    return params, hvp
-
-
-def _inner(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return float(sum((x * y).sum() for x, y in zip(a, b)))
-
-
-def _power_iteration(params, hvp, gen: torch.Generator, iters: int, tol: float, shift: float = 0.0,
-                     found: Sequence[tuple[float, list[torch.Tensor]]] = ()) -> tuple[float, list[torch.Tensor], int]:
-    """(λ, v, iterations): the eigenvalue of largest magnitude of H − shift·I with the eigenpairs in
-    `found` deflated, from a seeded random start; λ is returned with the shift added back."""
-    v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
-    norm = _inner(v, v) ** 0.5
-    v = [x / norm for x in v]
-    lam, it = 0.0, 0
-    for it in range(1, iters + 1):
-        w = [h - shift * x for h, x in zip(hvp(v), v)]
-        for lam_i, u in found:
-            c = lam_i * _inner(u, v)
-            w = [a - c * b for a, b in zip(w, u)]
-        new = _inner(v, w)
-        norm = _inner(w, w) ** 0.5
-        if norm == 0:
-            break
-        v = [x / norm for x in w]
-        converged = abs(new - lam) <= tol * max(1.0, abs(new))
-        lam = new
-        if converged:
-            break
-    return lam + shift, v, it
-
-
-@dataclass(frozen=True, kw_only=True)
-class HessianEigs:
-    values: np.ndarray            # (restarts, k): the k eigenvalues of largest magnitude, per restart
-    iterations: np.ndarray        # (restarts, k) power iterations used
-
-
-def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: int = 1,
-                            iters: int = 100, restarts: int = 3, seed: int = 0, tol: float = 1e-6) -> HessianEigs:
-    """The k Hessian eigenvalues of largest magnitude of `loss_fn(model)` with respect to the
-    parameters, by power iteration on Hessian-vector products with deflation, from `restarts`
-    seeded random starts (their spread shows how well it converged). The model is not changed."""
-    params, hvp = _hvp_operator(model, loss_fn)
-    gen = torch.Generator().manual_seed(int(seed))
-    values, used = np.zeros((restarts, k)), np.zeros((restarts, k), dtype=int)
-    for r in range(restarts):
-        found: list[tuple[float, list[torch.Tensor]]] = []
-        for j in range(k):
-            lam, v, it = _power_iteration(params, hvp, gen, iters, tol, found=found)
-            found.append((lam, v))
-            values[r, j], used[r, j] = lam, it
-    return HessianEigs(values=values, iterations=used)
-
-
-def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
-                     seed: int = 0) -> tuple[float, float]:
-    """(λ_max, λ_min) of the Hessian: the eigenvalue of largest magnitude by power iteration, then the
-    far end of the spectrum by power iteration on H − λ·I (its eigenvalue of largest magnitude is
-    λ_other − λ). Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex."""
-    params, hvp = _hvp_operator(model, loss_fn)
-    gen = torch.Generator().manual_seed(int(seed))
-    first, _, _ = _power_iteration(params, hvp, gen, iters, 1e-6)
-    other, _, _ = _power_iteration(params, hvp, gen, iters, 1e-6, shift=first)
-    return (first, other) if first >= other else (other, first)
 
 
 def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float],

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.landscape import (Curve, DirectionConfig, HessianEigs, Surface, Trajectory, convexity_map, evaluate_points,
-                                grid_points, hessian_top_eigenvalues, interpolation, random_directions, surface,
+from analysis.hessian import HessianEigs, hessian_top_eigenvalues
+from analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, convexity_map, evaluate_points,
+                                grid_points, interpolation, random_directions, surface,
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
@@ -259,7 +260,7 @@ class HessianConfig:
 def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     loss = _loss_on(lm, cfg.data, ctx.device)
-    ctx.progress(0.05, "power iteration")
+    ctx.progress(0.05, "Lanczos")
     return hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed)
 
 

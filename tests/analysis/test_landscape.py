@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.evaluation import evaluate
-from analysis.landscape import (DirectionConfig, hessian_top_eigenvalues, interpolate_states, interpolation,
+from analysis.hessian import hessian_top_eigenvalues
+from analysis.landscape import (DirectionConfig, interpolate_states, interpolation,
                                 random_directions, surface, trajectory)
 from models.architectures import ArchSpec, build_model
 from models.errors import InvalidInputError
@@ -177,7 +178,7 @@ def test_the_batch_size_does_not_change_the_surface():
 
 
 def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
-    from analysis.landscape import hessian_extremes
+    from analysis.hessian import hessian_extremes
 
     g = torch.Generator().manual_seed(1)
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
@@ -238,8 +239,8 @@ def test_the_details_mutation_testing_asked_about():
     assert trajectory(three).coords.shape == (3, 2)                 # three checkpoints are enough
 
 
-def test_power_iteration_is_seeded_stops_when_converged_and_orders_a_negative_dominant_spectrum():
-    from analysis.landscape import hessian_extremes
+def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spectrum():
+    from analysis.hessian import hessian_extremes
 
     g = torch.Generator().manual_seed(2)
     q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
@@ -248,9 +249,6 @@ def test_power_iteration_is_seeded_stops_when_converged_and_orders_a_negative_do
     assert lmax == pytest.approx(1.0, rel=1e-2) and lmin == pytest.approx(-3.0, rel=1e-3)
     a = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
     b = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
-    c = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=1, seed=8)
     assert np.array_equal(a.values, b.values) and np.array_equal(a.iterations, b.iterations)
     assert a.values[0, 0] == pytest.approx(-3.0, rel=1e-4)           # largest in magnitude
-    assert (a.iterations < 500).all() and a.iterations.dtype.kind == "i"  # stopped on convergence
-    assert a.iterations[0, 0] != a.iterations[1, 0] or a.values[0, 0] != a.values[1, 0] or \
-        c.iterations[0, 0] != a.iterations[0, 0]                           # restarts start elsewhere
+    assert a.converged.all() and (a.residuals < 1e-3).all() and a.iterations.dtype.kind == "i"

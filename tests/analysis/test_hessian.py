@@ -1,0 +1,96 @@
+"""Hessian eigenvalues by Lanczos (issue 22, points 1-3), against a dense float64 Hessian of a tiny
+model computed here with torch.func, and numpy's eigendecomposition of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from analysis.hessian import hessian_extremes, hessian_top_eigenvalues, lanczos
+
+torch.manual_seed(0)
+X, Y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+
+
+def _mlp(seed: int = 0, bn: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Linear(4, 6)] + ([nn.BatchNorm1d(6)] if bn else []) + [nn.Tanh(), nn.Linear(6, 3)]
+    return nn.Sequential(*layers)
+
+
+def _loss(model: nn.Module, scale: float = 1.0) -> torch.Tensor:
+    return scale * nn.functional.cross_entropy(model(X), Y)
+
+
+def _dense(model: nn.Module, scale: float = 1.0, weights_only: bool = False) -> np.ndarray:
+    """Eigenvalues (ascending) of the float64 Hessian, eval mode, over all (or 2+-dim) parameters."""
+    from torch.func import functional_call, hessian
+
+    m = _copy(model).double().eval()
+    names = [n for n, p in m.named_parameters() if not weights_only or p.dim() >= 2]
+    params = {n: p.detach() for n, p in m.named_parameters()}
+    shapes = [params[n].shape for n in names]
+    flat = torch.cat([params[n].reshape(-1) for n in names])
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        chunks = theta.split([s.numel() for s in shapes])
+        new = {**params, **{n: c.view(s) for n, c, s in zip(names, chunks, shapes)}}
+        return scale * nn.functional.cross_entropy(functional_call(m, new, (X.double(),)), Y)
+
+    return np.linalg.eigvalsh(hessian(loss)(flat).numpy())
+
+
+def _copy(model):
+    import copy
+    return copy.deepcopy(model)
+
+
+def test_the_defaults_give_the_top_three_and_lambda_min_of_a_tiny_mlp():
+    model = _mlp()
+    dense = _dense(model)
+    assert dense[0] < 0 < dense[-1]                                  # an indefinite Hessian
+    by_magnitude = dense[np.argsort(-np.abs(dense))][:3]
+    top = hessian_top_eigenvalues(model, _loss, k=3)                 # the job's own defaults otherwise
+    assert top.converged.all()
+    assert np.allclose(top.values, by_magnitude, atol=1e-3)
+    lmax, lmin = hessian_extremes(model, _loss)
+    assert lmax == pytest.approx(dense[-1], abs=1e-3)
+    assert lmin == pytest.approx(dense[0], rel=0.05)
+
+
+def test_tiny_eigenvalues_are_found_not_stopped_on_the_first_step():
+    """A loss near zero (eigenvalues ~1e-7): the power iteration's rule stopped on its first step."""
+    model = _mlp(seed=1)
+    scale = 1e-7
+    dense = _dense(model, scale)
+    top = hessian_top_eigenvalues(model, lambda m: _loss(m, scale), k=1, restarts=2)
+    assert top.converged.all()
+    assert top.values[:, 0] == pytest.approx([dense[np.argmax(np.abs(dense))]] * 2, rel=1e-3)
+    assert (top.iterations > 1).all()
+
+
+def test_weights_only_is_the_hessian_of_the_2d_tensors():
+    model = _mlp(seed=2)
+    dense = _dense(model, weights_only=True)
+    spec = lanczos(model, _loss, k=2, which="LA", params="weights")
+    assert np.allclose(spec.values, dense[::-1][:2], atol=1e-4)
+    assert not np.allclose(spec.values, _dense(model)[::-1][:2], atol=1e-4)   # not the same as "all"
+
+
+def test_a_batchnorm_model_in_train_mode_is_left_exactly_as_it_was():
+    model = _mlp(seed=3, bn=True).train()
+    model(X)                                                          # some running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    top = hessian_top_eigenvalues(model, _loss, k=2, restarts=1)
+    hessian_extremes(model, _loss)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # num_batches_tracked too
+    assert np.allclose(top.values[0], _dense(model)[np.argsort(-np.abs(_dense(model)))][:2], atol=1e-3)
+
+
+def test_a_search_that_runs_out_of_iterations_says_so():
+    model = _mlp(seed=4)
+    spec = lanczos(model, _loss, k=3, which="SA", tol=1e-12, maxiter=1)
+    assert not spec.converged
