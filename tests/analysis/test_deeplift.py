@@ -106,3 +106,23 @@ def test_deeplift_on_a_module_called_twice_is_complete_and_equals_the_hand_writt
     with torch.no_grad():
         diff = model(x)[torch.arange(5), y] - model(torch.zeros_like(x))[torch.arange(5), y]
     assert torch.allclose(got.flatten(1).sum(1), diff, atol=1e-5)
+
+
+class _Branchy(_Twice):
+    """Calls its ReLU twice behind a data-dependent branch, which torch.fx cannot trace."""
+
+    def forward(self, x):
+        h = self.relu(self.a(x.flatten(1)))
+        if h.sum() > -1:
+            h = self.relu(self.b(h))
+        return self.out(h)
+
+
+def test_a_model_that_cannot_be_separated_says_so_and_what_to_use():
+    import pytest
+
+    from models.errors import InvalidInputError
+
+    x, y = torch.randn(2, 1, 2, 3), torch.tensor([0, 1])
+    with pytest.raises(InvalidInputError, match=r"calls \['relu'\] more than once .*TraceError.*Integrated Gradients"):
+        compute_saliency(_Branchy().eval(), x, y, SaliencyConfig(method="deeplift", target="true"))
