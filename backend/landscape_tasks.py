@@ -246,14 +246,18 @@ def trajectory_job(ctx: JobContext, cfg: TrajectoryConfig) -> TrajectoryResult:
 class HessianConfig:
     model: ModelRef
     k: int = 3
-    iters: int = 50
-    restarts: int = 3
+    iters: int = 50                   # ARPACK's restarts of the Lanczos process, at most
+    restarts: int = 3                 # seeded random starts (their spread shows convergence)
     seed: int = 0
+    tol: float = 1e-6                 # relative accuracy of each eigenvalue
+    params: str = "all"               # or "weights": tensors with 2+ dimensions only (the official code)
     data: EvalSet = EvalSet(split="train", n_examples=500)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= 10 or self.iters < 1 or self.restarts < 1:
-            raise InvalidInputError(f"need 1 <= k <= 10, iters >= 1, restarts >= 1; got {self}")
+        if not 1 <= self.k <= 10 or self.iters < 1 or self.restarts < 1 or not 0 < self.tol < 1:
+            raise InvalidInputError(f"need 1 <= k <= 10, iters >= 1, restarts >= 1, 0 < tol < 1; got {self}")
+        if self.params not in ("all", "weights"):
+            raise InvalidInputError(f"params is 'all' or 'weights'; got {self.params!r}")
 
 
 @job_kind("landscape_hessian")
@@ -261,7 +265,8 @@ def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     loss = _loss_on(lm, cfg.data, ctx.device)
     ctx.progress(0.05, "Lanczos")
-    return hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed)
+    return hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed,
+                                   tol=cfg.tol, params=cfg.params)
 
 
 @dataclass(frozen=True, kw_only=True)
