@@ -53,11 +53,28 @@ def _hvp_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
     return chosen, hvp
 
 
+def start_vector(n: int, seed: int) -> np.ndarray:
+    """The seeded random start (float64, unnormalized) of a Lanczos process over n parameters."""
+    return torch.randn(n, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).numpy()
+
+
+def _flat_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], params: Params):
+    """(n, x ↦ H·x) on flat float64 vectors (numpy); call inside `evaluated(model)`."""
+    chosen, hvp = _hvp_operator(model, loss_fn, params)
+    shapes, sizes = [p.shape for p in chosen], [p.numel() for p in chosen]
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        parts = torch.from_numpy(np.asarray(x, dtype=np.float64).ravel()).split(sizes)
+        v = [t.view(s).to(p.dtype).to(p.device) for t, s, p in zip(parts, shapes, chosen)]
+        return torch.cat([h.reshape(-1).double().cpu() for h in hvp(v)]).numpy()
+    return sum(sizes), matvec
+
+
 @dataclass(frozen=True, kw_only=True)
 class Spectrum:
     values: np.ndarray            # (k,) eigenvalues found
     residuals: np.ndarray         # (k,) ‖Hv − λv‖ / max(|λ|, 1e-12)
-    products: int                 # Hessian-vector products used
+    products: int                 # Hessian-vector products the search used
     converged: bool               # ARPACK converged and every residual is within the tolerance
 
 
@@ -70,22 +87,17 @@ def lanczos(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: i
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     with evaluated(model):
-        chosen, hvp = _hvp_operator(model, loss_fn, params)
-        shapes = [p.shape for p in chosen]
-        sizes = [p.numel() for p in chosen]
-        n = sum(sizes)
+        n, product = _flat_operator(model, loss_fn, params)
         if not 1 <= k < n:
             raise InvalidInputError(f"k must be between 1 and {n - 1} (the number of parameters − 1); got {k}")
         count = [0]
 
         def matvec(x: np.ndarray) -> np.ndarray:
             count[0] += 1
-            parts = torch.from_numpy(np.asarray(x, dtype=np.float64).ravel()).split(sizes)
-            v = [t.view(s).to(p.dtype).to(p.device) for t, s, p in zip(parts, shapes, chosen)]
-            return torch.cat([h.reshape(-1).double().cpu() for h in hvp(v)]).numpy()
+            return product(x)
 
         op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-        v0 = torch.randn(n, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).numpy()
+        v0 = start_vector(n, seed)
         try:
             vals, vecs = eigsh(op, k=k, which=which, tol=tol, maxiter=maxiter, v0=v0)
             done = True
@@ -93,7 +105,7 @@ def lanczos(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: i
             vals, vecs, done = exc.eigenvalues, exc.eigenvectors, False
         order = {"LM": np.argsort(-np.abs(vals)), "LA": np.argsort(-vals), "SA": np.argsort(vals)}[which]
         vals, vecs = vals[order], vecs[:, order]
-        res = np.array([np.linalg.norm(matvec(vecs[:, i]) - vals[i] * vecs[:, i]) / max(abs(vals[i]), 1e-12)
+        res = np.array([np.linalg.norm(product(vecs[:, i]) - vals[i] * vecs[:, i]) / max(abs(vals[i]), 1e-12)
                         for i in range(len(vals))])
     # the residual test is looser than ARPACK's own: its tolerance bounds the error of λ, which is
     # about the square of the residual's
@@ -131,3 +143,79 @@ def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
     bottom = lanczos(model, loss_fn, 1, "SA", tol, iters, params, seed + 1)
     first = lambda s: float(s.values[0]) if len(s.values) else float("nan")   # noqa: E731 - none converged
     return first(top), first(bottom)
+
+
+# ---------------------------------------------------------------------------------------------
+# What PyHessian users expect beside the top eigenvalues: the trace and the spectral density
+
+
+@dataclass(frozen=True, kw_only=True)
+class HessianTrace:
+    estimate: float               # mean of vᵀHv over Rademacher v (Hutchinson): an unbiased estimate of tr(H)
+    std_error: float              # its standard error
+    samples: np.ndarray           # (n,) each draw's vᵀHv
+
+
+def hessian_trace(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], samples: int = 100,
+                  seed: int = 0, params: Params = "all") -> HessianTrace:
+    """tr(H) by Hutchinson's estimator, E[vᵀHv] over Rademacher vectors v (PyHessian's `trace`)."""
+    if samples < 2:
+        raise InvalidInputError(f"the trace needs at least 2 samples (for its error); got {samples}")
+    gen = np.random.default_rng(int(seed))
+    with evaluated(model):
+        n, matvec = _flat_operator(model, loss_fn, params)
+        draws = np.empty(samples)
+        for i in range(samples):
+            v = gen.integers(0, 2, n).astype(np.float64) * 2 - 1          # (n,) ±1
+            draws[i] = v @ matvec(v)
+    return HessianTrace(estimate=float(draws.mean()), std_error=float(draws.std(ddof=1) / np.sqrt(samples)),
+                        samples=draws)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralDensity:
+    nodes: np.ndarray             # (runs, m) Ritz values of each run's Lanczos tridiagonal matrix
+    weights: np.ndarray           # (runs, m) their Gauss quadrature weights (each run's sum to 1)
+
+    def on(self, grid: np.ndarray, sigma: float) -> np.ndarray:
+        """The density on `grid`: every node a Gaussian of width `sigma`, weighted, runs averaged."""
+        grid = np.asarray(grid, dtype=float)[:, None, None]
+        bumps = np.exp(-0.5 * ((grid - self.nodes) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        return (bumps * self.weights).sum(-1).mean(-1)
+
+
+def spectral_density(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], steps: int = 30,
+                     runs: int = 1, seed: int = 0, params: Params = "all") -> SpectralDensity:
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`):
+    per run, `steps` Lanczos steps with full reorthogonalization from start_vector(n, seed + run);
+    the tridiagonal matrix's eigenvalues are the nodes, the squares of their eigenvectors' first
+    components the weights (Gauss quadrature of v̂ᵀ f(H) v̂, exact for polynomials of degree < 2·steps)."""
+    with evaluated(model):
+        n, matvec = _flat_operator(model, loss_fn, params)
+        steps = min(int(steps), n)
+        if steps < 1 or runs < 1:
+            raise InvalidInputError(f"need steps >= 1 and runs >= 1; got {steps}, {runs}")
+        out = [_gauss_quadrature(matvec, start_vector(n, int(seed) + r), steps) for r in range(runs)]
+    m = max(len(x) for x, _ in out)
+    pad = lambda a, v: np.pad(a, (0, m - len(a)), constant_values=v)      # noqa: E731 - a run that ended early
+    return SpectralDensity(nodes=np.stack([pad(x, 0.0) for x, _ in out]), weights=np.stack([pad(w, 0.0) for _, w in out]))
+
+
+def _gauss_quadrature(matvec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    basis = [v0 / np.linalg.norm(v0)]
+    alpha, beta = [], []
+    w = matvec(basis[0])
+    for j in range(steps):
+        alpha.append(float(w @ basis[j]))
+        w = w - alpha[j] * basis[j]
+        for u in basis:                               # full reorthogonalization: float error otherwise
+            w = w - (w @ u) * u                       # brings back found directions (ghost eigenvalues)
+        b = float(np.linalg.norm(w))
+        if j == steps - 1 or b < 1e-10 * max(1.0, abs(alpha[j])):
+            break
+        beta.append(b)
+        basis.append(w / b)
+        w = matvec(basis[-1]) - b * basis[-2]
+    t = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
+    nodes, vecs = np.linalg.eigh(t)
+    return nodes, vecs[0] ** 2

@@ -94,3 +94,64 @@ def test_a_search_that_runs_out_of_iterations_says_so():
     model = _mlp(seed=4)
     spec = lanczos(model, _loss, k=3, which="SA", tol=1e-12, maxiter=1)
     assert not spec.converged
+
+
+def _dense_matrix(model: nn.Module) -> np.ndarray:
+    from torch.func import functional_call, hessian
+
+    m = _copy(model).double().eval()
+    params = {n: p.detach() for n, p in m.named_parameters()}
+    names, shapes = list(params), [p.shape for p in params.values()]
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def loss(theta):
+        new = {n: c.view(s) for n, c, s in zip(names, theta.split([s.numel() for s in shapes]), shapes)}
+        return nn.functional.cross_entropy(functional_call(m, new, (X.double(),)), Y)
+    return hessian(loss)(flat).numpy()
+
+
+def test_hutchinson_is_unbiased_around_the_dense_trace_and_exact_for_a_diagonal_hessian():
+    from analysis.hessian import hessian_trace
+
+    model = _mlp(seed=5)
+    h = _dense_matrix(model)
+    est = hessian_trace(model, _loss, samples=400, seed=1)
+    assert abs(est.estimate - np.trace(h)) < 4 * est.std_error and est.std_error < 0.2 * abs(np.trace(h)) + 1e-9
+    rng = np.random.default_rng(1)
+    first = rng.integers(0, 2, h.shape[0]).astype(float) * 2 - 1
+    assert est.samples[0] == pytest.approx(first @ h @ first, rel=1e-4)     # each draw is vᵀHv
+
+    class Diagonal(nn.Module):                                          # vᵀHv = Σ H_ii v_i² = tr(H) exactly
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.ones(5))
+
+        def forward(self, x):
+            return x
+
+    diag = torch.tensor([3.0, -1.0, 0.5, 2.0, 0.25])
+    exact = hessian_trace(Diagonal(), lambda m: 0.5 * (diag * m.theta ** 2).sum(), samples=5)
+    assert exact.estimate == pytest.approx(float(diag.sum())) and exact.std_error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_slq_is_gauss_quadrature_of_the_start_vector_exact_for_low_degree_moments():
+    from analysis.hessian import spectral_density, start_vector
+
+    model = _mlp(seed=6)
+    h = _dense_matrix(model)
+    steps = 6
+    dens = spectral_density(model, _loss, steps=steps, runs=2, seed=3)
+    assert dens.nodes.shape == (2, steps) and np.allclose(dens.weights.sum(1), 1.0)
+    for r in range(2):
+        v = start_vector(h.shape[0], 3 + r)
+        v = v / np.linalg.norm(v)
+        for j in range(2 * steps):                     # exact for polynomials of degree < 2·steps
+            moment = v @ np.linalg.matrix_power(h, j) @ v
+            assert (dens.weights[r] * dens.nodes[r] ** j).sum() == pytest.approx(moment, rel=1e-3, abs=1e-6)
+    full = spectral_density(model, _loss, steps=h.shape[0], runs=1, seed=0)   # as many steps as parameters:
+    eig = np.linalg.eigvalsh(h)                     # the Krylov space holds every distinct eigenvalue (it
+    nodes = full.nodes[0][full.weights[0] > 0]      # ends early where eigenvalues repeat, as zeros do here)
+    assert np.abs(nodes[:, None] - eig[None]).min(1).max() < 1e-4
+    assert nodes.max() == pytest.approx(eig[-1], abs=1e-4) and nodes.min() == pytest.approx(eig[0], abs=1e-4)
+    grid = np.linspace(-1, 1, 401)
+    assert dens.on(grid, 0.05).sum() * (grid[1] - grid[0]) == pytest.approx(1.0, abs=0.05)
