@@ -119,6 +119,8 @@ class HessianEigs:
     iterations: np.ndarray        # (restarts, k) Hessian-vector products used (the same for a restart's k)
     residuals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # (restarts, k) relative
     converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))   # (restarts,)
+    trace: HessianTrace | None = None          # Hutchinson's estimate, where asked for
+    density: SpectralDensity | None = None     # stochastic Lanczos quadrature, where asked for
 
 
 def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: int = 1,

@@ -8,14 +8,14 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.hessian import HessianEigs, hessian_top_eigenvalues
+from analysis.hessian import HessianEigs, hessian_top_eigenvalues, hessian_trace, spectral_density
 from analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, convexity_map, evaluate_points,
                                 grid_points, interpolation, random_directions, surface,
                                 trajectory)
@@ -251,6 +251,8 @@ class HessianConfig:
     seed: int = 0
     tol: float = 1e-6                 # relative accuracy of each eigenvalue
     params: str = "all"               # or "weights": tensors with 2+ dimensions only (the official code)
+    trace_samples: int = 50           # Hutchinson draws for tr(H) (0: none)
+    density_steps: int = 30           # Lanczos steps of the eigenvalue density (0: none)
     data: EvalSet = EvalSet(split="train", n_examples=500)
 
     def __post_init__(self) -> None:
@@ -258,6 +260,8 @@ class HessianConfig:
             raise InvalidInputError(f"need 1 <= k <= 10, iters >= 1, restarts >= 1, 0 < tol < 1; got {self}")
         if self.params not in ("all", "weights"):
             raise InvalidInputError(f"params is 'all' or 'weights'; got {self.params!r}")
+        if self.trace_samples == 1 or not 0 <= self.trace_samples <= 10_000 or not 0 <= self.density_steps <= 1_000:
+            raise InvalidInputError(f"trace samples 0 or 2-10,000, density steps 0-1,000; got {self}")
 
 
 @job_kind("landscape_hessian")
@@ -265,8 +269,13 @@ def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     loss = _loss_on(lm, cfg.data, ctx.device)
     ctx.progress(0.05, "Lanczos")
-    return hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed,
+    eigs = hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed,
                                    tol=cfg.tol, params=cfg.params)
+    ctx.progress(0.7, "trace and density")
+    trace = hessian_trace(lm.model, loss, cfg.trace_samples, cfg.seed, cfg.params) if cfg.trace_samples else None
+    density = (spectral_density(lm.model, loss, cfg.density_steps, 1, cfg.seed, cfg.params)
+               if cfg.density_steps else None)
+    return replace(eigs, trace=trace, density=density)
 
 
 @dataclass(frozen=True, kw_only=True)

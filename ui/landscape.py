@@ -251,6 +251,22 @@ def _show_convexity(res, key: str) -> None:
                f"λ_min = {res.lambda_min[len(res.ys) // 2, len(res.xs) // 2]:.4g}.")
 
 
+def _show_density(density, key: str) -> None:
+    import plotly.graph_objects as go
+
+    lo, hi = float(density.nodes.min()), float(density.nodes.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    grid = np.linspace(lo - pad, hi + pad, 600)
+    sigma = (hi - lo or 1.0) / 100
+    fig = go.Figure(go.Scatter(x=grid, y=density.on(grid, sigma) + 1e-12, mode="lines"))
+    fig.update_layout(height=280, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue",
+                      yaxis=dict(title="density", type="log"))
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.density")
+    st.caption(f"The eigenvalue density (stochastic Lanczos quadrature, {density.nodes.shape[1]} steps, each Ritz value "
+               f"a Gaussian of width {sigma:.2g}), log scale as PyHessian draws it: most of the spectrum sits near 0, "
+               "a few outliers carry the large curvature.")
+
+
 def _show_hessian(res, key: str) -> None:
     import plotly.graph_objects as go
 
@@ -268,6 +284,11 @@ def _show_hessian(res, key: str) -> None:
                "whose spread shows convergence: "
                + ", ".join(f"λ{i + 1} = {np.nanmean(res.values[:, i]):.4g} ± {spread[i] / 2:.2g}" for i in range(k))
                + f". {int(res.iterations[0, 0]):,} Hessian-vector products per start.")
+    if res.trace is not None:
+        st.caption(f"Trace of the Hessian (Hutchinson, {len(res.trace.samples)} Rademacher draws): "
+                   f"{res.trace.estimate:.4g} ± {res.trace.std_error:.2g}.")
+    if res.density is not None:
+        _show_density(res.density, key)
     if len(res.converged) and not res.converged.all():
         st.warning(f"{int((~res.converged).sum())} of {len(res.converged)} starts did not converge (largest relative "
                    f"residual ‖Hv − λv‖/|λ| {np.nanmax(res.residuals):.1e}): raise the Lanczos restarts before "

@@ -52,6 +52,8 @@ def test_every_tab_computes_and_draws(trained_run):
     at.button(key="land.hess.run").click().run()
     run_until(at, lambda a: "Eigenvalues (.csv)" in _downloads(a))
     assert any("λ1 =" in c.value for c in at.caption)
+    assert any("Trace of the Hessian (Hutchinson" in c.value for c in at.caption)
+    assert any("eigenvalue density (stochastic Lanczos quadrature" in c.value for c in at.caption)
     at.number_input(key="land.hess.map.res").set_value(2).run()
     at.button(key="land.hess.map.run").click().run()
     run_until(at, lambda a: any("At the model: λ_max" in c.value for c in a.caption))
