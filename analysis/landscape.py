@@ -176,12 +176,23 @@ def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[floa
 
 def interpolate_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
     """θ(α) = θa + α(θb − θa) for every floating-point entry of two state dicts (BatchNorm running
-    statistics included); integer entries (num_batches_tracked) are taken from the nearer end."""
+    statistics included, as the official code); integer entries (num_batches_tracked) are taken from
+    the nearer end. Outside [0, 1] a linear running variance goes negative (NaN losses): there the
+    standard deviations are extrapolated instead (σa + α(σb − σa), clamped at 0) and squared, which
+    meets the linear variance at α = 0 and 1."""
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         diff = sorted(set(a) ^ set(b)) or [k for k in a if a[k].shape != b[k].shape]
         raise InvalidInputError(f"the two checkpoints are of different architectures (they differ at {diff[:4]})")
-    return {k: a[k] + alpha * (b[k] - a[k]) if a[k].is_floating_point() else (a[k] if alpha < 0.5 else b[k]).clone()
-            for k in a}
+    return {k: _between(k, a[k], b[k], alpha) for k in a}
+
+
+def _between(name: str, a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    if not a.is_floating_point():
+        return (a if alpha < 0.5 else b).clone()
+    if name.endswith("running_var") and not 0.0 <= alpha <= 1.0:
+        sa, sb = a.clamp_min(0).sqrt(), b.clamp_min(0).sqrt()
+        return (sa + alpha * (sb - sa)).clamp_min(0) ** 2
+    return a + alpha * (b - a)
 
 
 @dataclass(frozen=True, kw_only=True)

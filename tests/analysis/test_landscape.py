@@ -252,3 +252,36 @@ def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spec
     assert np.array_equal(a.values, b.values) and np.array_equal(a.iterations, b.iterations)
     assert a.values[0, 0] == pytest.approx(-3.0, rel=1e-4)           # largest in magnitude
     assert a.converged.all() and (a.residuals < 1e-3).all() and a.iterations.dtype.kind == "i"
+
+
+def test_running_variances_never_go_negative_outside_the_segment():
+    """Issue 22, 4: linear variances went negative beyond the endpoints and gave NaN losses."""
+    a = {"bn.running_var": torch.tensor([4.0, 1.0]), "bn.running_mean": torch.tensor([0.0, 1.0]),
+         "bn.num_batches_tracked": torch.tensor(3)}
+    b = {"bn.running_var": torch.tensor([1.0, 1.0]), "bn.running_mean": torch.tensor([1.0, 1.0]),
+         "bn.num_batches_tracked": torch.tensor(9)}
+    inside = interpolate_states(a, b, 0.5)
+    assert torch.equal(inside["bn.running_var"], torch.tensor([2.5, 1.0]))       # linear, as the official code
+    beyond = interpolate_states(a, b, 1.5)
+    assert (beyond["bn.running_var"] >= 0).all()                                   # linear: 4 - 1.5·3 = -0.5
+    assert beyond["bn.running_var"][0] == pytest.approx((2 + 1.5 * (1 - 2)) ** 2)   # σ extrapolated: 0.5² = 0.25
+    assert beyond["bn.running_mean"][0] == pytest.approx(1.5)                      # other entries stay linear
+    before = interpolate_states(a, b, -0.5)
+    assert before["bn.running_var"][0] == pytest.approx((2 - 0.5 * (1 - 2)) ** 2)
+    for end, state in ((0.0, a), (1.0, b)):
+        got = interpolate_states(a, b, end)
+        assert all(torch.equal(got[k], state[k]) for k in a)                       # the endpoints exactly
+
+
+def test_an_interpolation_between_batchnorm_models_beyond_the_segment_has_no_nan():
+    def cnn(seed):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+        net.train()
+        net(torch.randn(16, 1, 8, 8) * (1 + 3 * seed))                             # different running variances
+        return net.eval()
+
+    ma, mb = cnn(0), cnn(1)
+    images, labels = (torch.rand(20, 1, 8, 8) * 255).to(torch.uint8), torch.randint(0, 10, (20,))
+    curve = interpolation(cnn(0), ma.state_dict(), mb.state_dict(), np.linspace(-0.5, 1.5, 9), images, labels)
+    assert np.isfinite(curve.loss).all()
