@@ -94,8 +94,14 @@ def interpolation_tab(key: str = "land.interp") -> None:
 
 def _show_interpolation(res, key: str) -> None:
     st.plotly_chart(curves(res.train.alphas, res.train, res.test), config=CONFIG, key=f"{key}.fig")
-    st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1); "
-               "BatchNorm running statistics are interpolated too.")
+    st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1). "
+               "BatchNorm running statistics are interpolated too (linearly, as the official code; beyond the two "
+               "checkpoints the standard deviations are extrapolated, so variances never go negative).")
+    undefined = [a for a, l1, l2 in zip(res.train.alphas, res.train.loss, res.test.loss)
+                 if not (np.isfinite(l1) and np.isfinite(l2))]
+    if undefined:
+        st.warning(f"The loss is undefined (not a finite number) at α = {', '.join(f'{a:.3g}' for a in undefined)}: "
+                   "those points are gaps in the curves, not zeros.")
     table = pd.DataFrame({"alpha": res.train.alphas, "train_loss": res.train.loss, "train_acc": res.train.accuracy,
                           "test_loss": res.test.loss, "test_acc": res.test.accuracy})
     st.download_button("Curves (.csv)", table.to_csv(index=False), "interpolation.csv", key=f"{key}.csv")
