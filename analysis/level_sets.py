@@ -8,7 +8,7 @@ Images are (N, C, H, W) in [0, 1]; the model normalizes inside and runs in eval 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ class LSTResult:
     snapshots: np.ndarray          # (S, N, C, H, W) iterates at steps `snapshot_steps`
     snapshot_steps: np.ndarray     # (S,)
     predictions: np.ndarray        # (N,) the model's class for the outputs
+    no_gradient: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))   # (T, N) step t had none
 
 
 def _confidence(model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -83,11 +84,21 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return s.flatten(1).mean(1)
 
 
-def project_out(v: torch.Tensor, g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """v minus its component along g, per example (flattened): v − (⟨g, v⟩ / (⟨g, g⟩ + ε)) g."""
+def project_out(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """v minus its component along g, per example (flattened): v − (⟨g, v⟩ / ⟨g, g⟩) g; v itself
+    where g = 0 (no direction to remove). No absolute ε is added to ⟨g, g⟩: on a saturated model
+    ‖g‖² is far below any fixed ε (1e-12 made the projection a no-op there, silently)."""
     gf, vf = g.flatten(1), v.flatten(1)
-    coef = (gf * vf).sum(1) / ((gf * gf).sum(1) + eps)
+    gg = (gf * gf).sum(1)
+    coef = torch.where(gg > 0, (gf * vf).sum(1) / torch.where(gg > 0, gg, torch.ones_like(gg)), torch.zeros_like(gg))
     return v - coef.view(-1, *[1] * (v.ndim - 1)) * g
+
+
+def no_gradient(g: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the examples whose gradient is zero or not finite, so the step cannot keep the
+    confidence (it moves straight toward the target)."""
+    gf = g.flatten(1)
+    return ~((gf * gf).sum(1) > 0) | ~torch.isfinite(gf).all(1)
 
 
 def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
@@ -120,7 +131,7 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
     x = (xs + config.jitter * (noise - 0.5)).clamp(0, 1)
     a = torch.zeros_like(x)
     dims = x[0].numel()
-    conf, acc, l2, linf, sim = [_confidence(model, x, c)], [], [], [], []
+    conf, acc, l2, linf, sim, flat = [_confidence(model, x, c)], [], [], [], [], []
     snaps, snap_steps = [x.clone()], [0]
 
     def dist(z):
@@ -136,6 +147,7 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
         (g,) = torch.autograd.grad(loss, x_req)
         with torch.no_grad():
             v_perp = project_out(xt - x, g)
+            flat.append(no_gradient(g))
             a = (a + config.eps_adv / 2 * g).clamp(-config.eps_adv, config.eps_adv)
             y = (x + config.eta * v_perp - a).clamp(0, 1)
             p_y = _confidence(model, y, c)
@@ -153,7 +165,7 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
     cpu = lambda ts: torch.stack(ts).cpu().numpy()  # noqa: E731
     return LSTResult(output=x.cpu().numpy(), p0=p0.cpu().numpy(), confidence=cpu(conf), accepted=cpu(acc),
                      dist_l2=cpu(l2), dist_linf=cpu(linf), ssim=cpu(sim), snapshots=cpu(snaps), snapshot_steps=np.array(snap_steps),
-                     predictions=final_pred.cpu().numpy())
+                     predictions=final_pred.cpu().numpy(), no_gradient=cpu(flat))
 
 
 def barycentric_grid(step: float = 0.1) -> np.ndarray:

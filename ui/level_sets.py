@@ -271,6 +271,11 @@ def show(name: str, classes, res, key: str, compact: bool = False) -> None:
     st.plotly_chart(curves(res, compact), config=CONFIG, key=f"{key}.curves")
     st.caption(f"Dotted: p0 and p0 − δ (δ = {res.delta:g}); accepted iterates stay above the lower line. "
                "Distance: RMS (solid) and ℓ∞ (dotted).")
+    flat = getattr(lst, "no_gradient", None)
+    if flat is not None and flat.size and flat.any():
+        st.warning(f"{int(flat.sum())} of {flat.size} steps had no usable gradient (the model is saturated there: "
+                   "its confidence is 1 to float precision): those steps moved straight toward the target, with "
+                   "nothing keeping the confidence.")
     star = go.Figure([go.Scatter(x=np.linspace(0, 1, res.star.shape[1]), y=res.star[i], name=f"→ #{res.targets[i]}",
                                  line=dict(color=PALETTE[i % len(PALETTE)])) for i in range(k)])
     star.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis=dict(range=[0, 1.02], title="p(c)"),

@@ -40,7 +40,7 @@ def _pairs(model, n=4):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), scale=st.floats(1e-3, 1e3))
+@given(seed=st.integers(0, 10_000), scale=st.floats(1e-12, 1e3))
 def test_the_projected_direction_is_orthogonal_to_the_gradient(seed, scale):
     g = torch.Generator().manual_seed(seed)
     v, grad = torch.randn(3, 1, 5, 5, generator=g), scale * torch.randn(3, 1, 5, 5, generator=g)
@@ -49,7 +49,7 @@ def test_the_projected_direction_is_orthogonal_to_the_gradient(seed, scale):
     assert (inner.abs() <= 1e-5 * p.flatten(1).norm(dim=1) * grad.flatten(1).norm(dim=1) + 1e-9).all()
     # what is removed is along the gradient: v − p is parallel to g
     removed = (v - p).flatten(1)
-    cos = (removed * grad.flatten(1)).sum(1).abs() / (removed.norm(dim=1) * grad.flatten(1).norm(dim=1) + 1e-12)
+    cos = (removed * grad.flatten(1)).sum(1).abs() / (removed.norm(dim=1) * grad.flatten(1).norm(dim=1)).clamp_min(1e-30)
     assert ((cos > 1 - 1e-4) | (removed.norm(dim=1) < 1e-6)).all()
 
 
@@ -215,7 +215,8 @@ def _reference_traversal(model, xs, c, xt, cfg):
             loss = torch.nn.functional.cross_entropy(model(xr[None]), c[i:i + 1])
             (g,) = torch.autograd.grad(loss, xr)
             v = xt[i] - x
-            v_perp = v - (torch.sum(g * v) / (torch.sum(g * g) + 1e-12)) * g
+            gg = torch.sum(g * g)                  # the exact projection; only g = 0 is guarded (issue 22, 8)
+            v_perp = v - (torch.sum(g * v) / gg) * g if gg > 0 else v
             a = torch.clamp(a + (cfg.eps_adv / 2) * g, -cfg.eps_adv, cfg.eps_adv)
             y = torch.clamp(x + cfg.eta * v_perp - a, 0, 1)
             ok = (p0 - torch.softmax(model(y[None]), 1)[0, c[i]].item()) < cfg.delta
@@ -297,3 +298,31 @@ def test_ssim_follows_the_data_range():
     assert np.allclose(ssim(x, y, data_range=255).numpy(), ref, atol=1e-6)
     with pytest.raises(InvalidInputError, match="at least 3"):
         ssim(x[..., :2, :2], y[..., :2, :2])
+
+
+def test_a_saturated_model_is_still_projected_and_a_step_without_gradient_is_flagged(digits_cnn):
+    """Issue 22, 8: an absolute ε = 1e-12 on ‖g‖² made the projection a no-op where ‖g‖² ≪ 1e-12, and
+    the walk silently became straight interpolation."""
+    import copy
+
+    xs, ys, xt = _pairs(digits_cnn, 2)
+    hot = copy.deepcopy(digits_cnn)
+    last = [m for m in hot.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(3.0)
+        last.bias.mul_(3.0)
+    xr = xs.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(hot(xr), ys, reduction="sum"), xr)
+    small = (g.flatten(1) ** 2).sum(1)
+    v = xt - xs
+    p = project_out(v, g)
+    inner = (p.flatten(1) * g.flatten(1)).sum(1).abs() / (p.flatten(1).norm(dim=1) * g.flatten(1).norm(dim=1))
+    assert (inner < 1e-3).all()                                        # the component along g is gone
+    swallowed = (small > 0) & (small < 1e-12)                         # where the old ε swallowed ‖g‖²
+    assert swallowed.any(), small                                     # (×3 puts ‖g‖² near 1e-20 here)
+    assert not torch.allclose(p[swallowed], v[swallowed])             # ... and the projection acts anyway
+    with torch.no_grad():                                              # a classifier so hot that p_c is 1.0
+        last.weight.mul_(1e4)
+        last.bias.mul_(1e4)
+    res = level_set_traversal(hot, xs, ys, xt, LSTConfig(steps=3, jitter=0.0))
+    assert res.no_gradient.shape == (3, len(xs)) and res.no_gradient.any()
