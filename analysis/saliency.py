@@ -315,11 +315,36 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def suggest_gradcam_layer(model: nn.Module) -> str:
-    """The last convolutional layer, which is what Grad-CAM usually explains."""
+def conv_output_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """{conv layer: (h, w) of its output} for one input of shape (C, H, W)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[-2:])))
+               for n in conv_layers(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *in_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return sizes
+
+
+def suggest_gradcam_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> str:
+    """The last convolutional layer, which is what Grad-CAM usually explains; with `in_shape`, the last
+    whose output is at least 2×2 (a 1×1 map, as ResNet-18's layer4 gives on 32-px images, is one value
+    per image: a blank map)."""
     convs = conv_layers(model)
     if not convs:
         raise InvalidInputError("Grad-CAM does not apply: this model has no convolutional layer (an MLP?)")
+    if in_shape is not None:
+        sizes = conv_output_sizes(model, in_shape)
+        spatial = [n for n in convs if min(sizes.get(n, (0, 0))) >= 2]
+        if spatial:
+            return spatial[-1]
     return convs[-1]
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.saliency import METHOD_LABELS, METHODS, SaliencyConfig, conv_layers
+from analysis.saliency import (METHOD_LABELS, METHODS, SaliencyConfig, conv_layers, conv_output_sizes,
+                               suggest_gradcam_layer)
 from analysis.visualization import SIGNS
 from backend.jobs import job, ref
 from backend.saliency_tasks import GridConfig
@@ -85,8 +86,15 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
         window = c[2].number_input("Occlusion window (px)", 1, 64, 4, key=f"{key}.ow")
         stride = c[2].number_input("Occlusion stride (px)", 1, 64, 2, key=f"{key}.os")
         convs = conv_layers(lm.model)
-        layer = c[3].selectbox("Grad-CAM layer", convs, len(convs) - 1 if convs else None, key=f"{key}.layer",
-                               help="The last convolutional layer is suggested.") if convs else None
+        sizes = conv_output_sizes(lm.model, tuple(lm.arch.in_shape)) if convs else {}
+        best = suggest_gradcam_layer(lm.model, tuple(lm.arch.in_shape)) if convs else None
+        layer = c[3].selectbox("Grad-CAM layer", convs, convs.index(best) if convs else None, key=f"{key}.layer",
+                               format_func=lambda n: f"{n} ({'×'.join(map(str, sizes.get(n, ())))})",
+                               help="The last convolutional layer whose output is at least 2×2 is suggested.") \
+            if convs else None
+        if layer is not None and min(sizes.get(layer, (2, 2))) < 2 and "gradcam" in methods:
+            st.warning(f"Grad-CAM at {layer} gives a {'×'.join(map(str, sizes[layer]))} map: one value per image, "
+                       f"so its maps are blank. {best} ({'×'.join(map(str, sizes[best]))}) shows where.")
         batch = c[3].number_input("Images per chunk", 1, 4096, 128, key=f"{key}.batch",
                                   help="Bounds memory; does not change the maps.")
     if "gradcam" in methods and layer is None:

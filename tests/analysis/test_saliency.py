@@ -133,3 +133,19 @@ def test_compute_saliency_reports_predictions_confidences_and_config_and_ig_alon
         assert (res.delta is None) == (method == "gradient")
     with pytest.raises(InvalidInputError, match="not a layer|unknown|conv"):
         compute_saliency(linear, x, torch.zeros(5, dtype=torch.long), SaliencyConfig(method="gradcam", layer="fc"))
+
+
+def test_grad_cam_defaults_to_the_last_conv_layer_with_a_map_of_at_least_2x2():
+    """Issue 22, 10: ResNet-18's layer4 is 1×1 on 32-px inputs, so Grad-CAM there is one value per image."""
+    from analysis.saliency import conv_output_sizes
+    from models.architectures import ArchSpec, build_model
+
+    spec = ArchSpec(name="torchvision", torchvision_name="resnet18", in_shape=(3, 32, 32), num_classes=10,
+                    mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = build_model(spec).train()
+    sizes = conv_output_sizes(model, (3, 32, 32))
+    assert sizes["layer4.1.conv2"] == (1, 1) and sizes["layer3.1.conv2"] == (2, 2) and sizes["conv1"] == (16, 16)
+    assert suggest_gradcam_layer(model) == "layer4.1.conv2"                       # the last, without a size
+    assert suggest_gradcam_layer(model, (3, 32, 32)) == "layer3.1.conv2"          # the last that is 2×2 or more
+    assert suggest_gradcam_layer(model, (3, 224, 224)) == "layer4.1.conv2"        # at ImageNet size, layer4 is 7×7
+    assert model.training                                                          # the probe restored the mode
