@@ -155,3 +155,12 @@ def test_slq_is_gauss_quadrature_of_the_start_vector_exact_for_low_degree_moment
     assert nodes.max() == pytest.approx(eig[-1], abs=1e-4) and nodes.min() == pytest.approx(eig[0], abs=1e-4)
     grid = np.linspace(-1, 1, 401)
     assert dens.on(grid, 0.05).sum() * (grid[1] - grid[0]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_residuals_are_relative_to_the_eigenvalue():
+    """A loss scaled ×1e4: the same eigenvectors, eigenvalues ×1e4, and residuals as small as before."""
+    model = _mlp(seed=7)
+    plain = lanczos(model, _loss, k=2, which="LA")
+    big = lanczos(model, lambda m: _loss(m, 1e4), k=2, which="LA")
+    assert np.allclose(big.values, 1e4 * plain.values, rtol=1e-4)
+    assert plain.converged and big.converged and (big.residuals < 1e-3).all() and (plain.residuals < 1e-3).all()

@@ -256,15 +256,17 @@ def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spec
 
 def test_running_variances_never_go_negative_outside_the_segment():
     """Issue 22, 4: linear variances went negative beyond the endpoints and gave NaN losses."""
-    a = {"bn.running_var": torch.tensor([4.0, 1.0]), "bn.running_mean": torch.tensor([0.0, 1.0]),
+    a = {"bn.running_var": torch.tensor([4.0, 0.3]), "bn.running_mean": torch.tensor([0.0, 1.0]),
          "bn.num_batches_tracked": torch.tensor(3)}
-    b = {"bn.running_var": torch.tensor([1.0, 1.0]), "bn.running_mean": torch.tensor([1.0, 1.0]),
+    b = {"bn.running_var": torch.tensor([1.0, 0.7]), "bn.running_mean": torch.tensor([1.0, 1.0]),
          "bn.num_batches_tracked": torch.tensor(9)}
     inside = interpolate_states(a, b, 0.5)
-    assert torch.equal(inside["bn.running_var"], torch.tensor([2.5, 1.0]))       # linear, as the official code
+    assert torch.allclose(inside["bn.running_var"], torch.tensor([2.5, 0.5]))    # linear, as the official code
     beyond = interpolate_states(a, b, 1.5)
     assert (beyond["bn.running_var"] >= 0).all()                                   # linear: 4 - 1.5·3 = -0.5
     assert beyond["bn.running_var"][0] == pytest.approx((2 + 1.5 * (1 - 2)) ** 2)   # σ extrapolated: 0.5² = 0.25
+    s3, s7 = 0.3 ** 0.5, 0.7 ** 0.5                                                # below 1: no clamp at 1 either
+    assert beyond["bn.running_var"][1] == pytest.approx((s3 + 1.5 * (s7 - s3)) ** 2, rel=1e-5)
     assert beyond["bn.running_mean"][0] == pytest.approx(1.5)                      # other entries stay linear
     before = interpolate_states(a, b, -0.5)
     assert before["bn.running_var"][0] == pytest.approx((2 - 0.5 * (1 - 2)) ** 2)
