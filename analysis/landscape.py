@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from analysis.evaluation import Progress, _no_progress, evaluate
-from analysis.hessian import hessian_extremes
+from analysis.hessian import lanczos
 from models.errors import InvalidInputError
 
 NORMS = ("filter", "layer", "none")
@@ -255,15 +255,20 @@ def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
 
 def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float],
                   loss_at: Callable[[nn.Module], torch.Tensor], iters: int = 50, seed: int = 0,
-                  progress: Progress = _no_progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(λ_max, λ_min, |λ_min| / λ_max) on the grid (ny, nx), the model moved to each point and back."""
+                  progress: Progress = _no_progress, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(λ_max, λ_min, |λ_min| / λ_max) on the grid (ny, nx), the model moved to each point and back;
+    NaN where Lanczos did not converge within `iters` restarts."""
     xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     lmax, lmin = np.zeros((len(ys), len(xs))), np.zeros((len(ys), len(xs)))
     with _moved(model) as move:
         for iy, y in enumerate(ys):
             for ix, x in enumerate(xs):
                 move(directions, (x, y))
-                lmax[iy, ix], lmin[iy, ix] = hessian_extremes(model, loss_at, iters, seed)
+                top, bottom = (lanczos(model, loss_at, 1, which, tol, iters, seed=seed + i)
+                               for i, which in enumerate(("LA", "SA")))
+                # a search that did not converge leaves its point blank (NaN), never a wrong number
+                lmax[iy, ix] = top.values[0] if top.converged else np.nan
+                lmin[iy, ix] = bottom.values[0] if bottom.converged else np.nan
                 done = iy * len(xs) + ix + 1
                 progress(done / lmax.size, f"point {done}/{lmax.size}")
     ratio = np.abs(lmin) / np.where(np.abs(lmax) > 0, np.abs(lmax), np.nan)

@@ -255,6 +255,10 @@ def _show_convexity(res, key: str) -> None:
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.map.fig")
     st.caption(f"At the model: λ_max = {res.lambda_max[len(res.ys) // 2, len(res.xs) // 2]:.4g}, "
                f"λ_min = {res.lambda_min[len(res.ys) // 2, len(res.xs) // 2]:.4g}.")
+    blank = int(np.isnan(res.lambda_max).sum() + np.isnan(res.lambda_min).sum())
+    if blank:
+        st.warning(f"{blank} of {2 * res.lambda_max.size} eigenvalue searches did not converge: their points are "
+                   "blank. Raise the Lanczos restarts to fill them.")
 
 
 def _show_density(density, key: str) -> None:

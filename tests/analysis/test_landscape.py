@@ -287,3 +287,16 @@ def test_an_interpolation_between_batchnorm_models_beyond_the_segment_has_no_nan
     images, labels = (torch.rand(20, 1, 8, 8) * 255).to(torch.uint8), torch.randint(0, 10, (20,))
     curve = interpolation(cnn(0), ma.state_dict(), mb.state_dict(), np.linspace(-0.5, 1.5, 9), images, labels)
     assert np.isfinite(curve.loss).all()
+
+
+def test_a_convexity_point_whose_search_does_not_converge_is_blank_not_wrong():
+    from analysis.landscape import convexity_map
+
+    model, (images, labels) = _trained(), _data(24)
+    x = images.float() / 255
+    dirs = random_directions(model, 2, DirectionConfig(seed=1))
+    loss = lambda m: F.cross_entropy(m(x), labels)                      # noqa: E731
+    lmax, lmin, ratio = convexity_map(model, dirs, [0.0], [0.0], loss, iters=1, tol=1e-15)
+    assert np.isnan(lmin).all() or np.isnan(lmax).all()                 # one restart is too few for 1e-15
+    ok_max, ok_min, _ = convexity_map(model, dirs, [0.0], [0.0], loss, iters=300)
+    assert np.isfinite(ok_max).all() and np.isfinite(ok_min).all() and ok_min[0, 0] < ok_max[0, 0]
