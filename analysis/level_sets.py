@@ -183,6 +183,7 @@ class Triangle:
     mean: float
     fraction_above: dict           # {Δ: share of points with p > p_source − Δ}
     edge_min: float                # min over the two source→output edges of p − p_source
+    edge_mean: float = float("nan")   # mean of p over the two source→output edges (the official "edge mean")
 
 
 def triangle(model: nn.Module, source: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
@@ -207,4 +208,4 @@ def triangle(model: nn.Module, source: torch.Tensor, out1: torch.Tensor, out2: t
     on_edges = (w[:, 0] == 0) | (w[:, 1] == 0)
     return Triangle(weights=w, confidence=p, xy=xy, p_source=p_src, mean=float(p.mean()),
                     fraction_above={float(d): float((p > p_src - d).mean()) for d in deltas},
-                    edge_min=float((p[on_edges] - p_src).min()))
+                    edge_min=float((p[on_edges] - p_src).min()), edge_mean=float(p[on_edges].mean()))

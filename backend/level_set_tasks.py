@@ -3,7 +3,8 @@ star (confidence along the straight lines from the source to each output) and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ class TraversalConfig:
     lst: LSTConfig = LSTConfig()
     line_points: int = 11             # points on each source → output line (the star)
     data: str = ""                    # DataSpec.key() of the test set the indices refer to ("" = the model's)
+    pairs: str = "all"                # triangles of every pair of outputs (the paper's table: 10 for 5 targets),
+                                      # or "consecutive" ones only
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -31,6 +34,8 @@ class TraversalConfig:
             raise InvalidInputError("the targets must be distinct images, other than the source")
         if min(self.source, *self.targets) < 0 or self.line_points < 2:
             raise InvalidInputError(f"indices are 0 or more and a line has 2 points or more; got {self}")
+        if self.pairs not in ("all", "consecutive"):
+            raise InvalidInputError(f"pairs is 'all' or 'consecutive'; got {self.pairs!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +48,9 @@ class TraversalResult:
     target_labels: np.ndarray         # (K,)
     lst: LSTResult
     star: np.ndarray                  # (K, line_points) p(c) along source → output k
-    triangles: list[Triangle]         # one per consecutive pair of outputs (k, k + 1)
+    triangles: list[Triangle]         # one per pair of outputs in `triangle_pairs`
     delta: float                      # the δ the walk kept to
+    triangle_pairs: list = field(default_factory=list)   # [(i, j)] the outputs of each triangle
 
 
 @job_kind("level_set_traversal")
@@ -78,7 +84,9 @@ def traversal_job(ctx: JobContext, cfg: TraversalConfig) -> TraversalResult:
         for i in range(k):
             line = ((1 - ts) * xs[0] + ts * out[i]).to(device)
             star.append(torch.softmax(lm.model(line), 1)[:, c].cpu().numpy())
-    tris = [triangle(lm.model, xs[0], out[i], out[i + 1], c) for i in range(k - 1)]
+    pairs = (list(combinations(range(k), 2)) if cfg.pairs == "all" else [(i, i + 1) for i in range(k - 1)])
+    tris = [triangle(lm.model, xs[0], out[i], out[j], c) for i, j in pairs]
     return TraversalResult(source=cfg.source, targets=list(cfg.targets), label=c, source_image=xs[0].numpy(),
                            target_images=xt.numpy(), target_labels=test.labels[list(cfg.targets)].numpy(),
-                           lst=res, star=np.stack(star), triangles=tris, delta=cfg.lst.delta)
+                           lst=res, star=np.stack(star), triangles=tris, delta=cfg.lst.delta,
+                           triangle_pairs=[list(p) for p in pairs])

@@ -281,6 +281,8 @@ def test_triangle_points_geometry_and_metrics_against_a_direct_computation():
     edges = np.isclose(w[:, 0], 0) | np.isclose(w[:, 1], 0)
     assert edges.sum() == 21
     assert tri.edge_min == pytest.approx((p[edges] - tri.p_source).min(), abs=1e-6)
+    assert tri.edge_mean == pytest.approx(p[edges].mean(), abs=1e-6)            # the official "edge mean"
+    assert tri.edge_mean != pytest.approx(tri.mean, abs=1e-4)                   # not the whole triangle's
     # an obtuse triangle: x̂₂ behind the source (cos θ < 0)
     back = triangle(model, xs, x1, xs - 0.5 * e1 + 0.5 * e2, label=1)
     corner = back.xy[np.isclose(back.weights[:, 1], 1)][0]
