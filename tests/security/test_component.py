@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.browser import Recorder, browser_page, screenshots_dir, settle, snap, streamlit_server
+from tests.browser import Recorder, screenshots_dir, settle, snap
 
 NAME = 'Tiny <i>net</i> & "co" <img src=x>'          # drawn as these characters, not as markup
 
@@ -32,18 +32,6 @@ def home(tmp_path_factory):
                        root=home / "runs")
     home.joinpath("run_id").write_text(rec["run_id"])
     return home
-
-
-@pytest.fixture(scope="module")
-def server(home):
-    with streamlit_server(home) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def page():
-    with browser_page() as pg:
-        yield pg
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser import browser_page, screenshots_dir, settle, snap, streamlit_server
+from tests.browser import screenshots_dir, settle, snap
+
+
+VIEWPORT = {"width": 1400, "height": 1400}
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +27,6 @@ def home(tmp_path_factory):
             Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / cls / f"{i}.png")
     Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(folder / "dogs" / "odd.png")
     return home
-
-
-@pytest.fixture(scope="module")
-def server(home):
-    with streamlit_server(home) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def page():
-    with browser_page(viewport={"width": 1400, "height": 1400}) as pg:
-        yield pg
 
 
 def _runs(home) -> list[tuple]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import browser_page, screenshots_dir, settle, snap, streamlit_server
+from tests.browser import screenshots_dir, settle, snap
 
 ROW, HEADER = 35, 35           # st.dataframe's row and header heights in pixels
+
+
+VIEWPORT = {"width": 1400, "height": 1600}
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +42,6 @@ def _ids(home, data: str | None = None) -> set[str]:
     from models.zoo import list_runs
 
     return {r["run_id"] for r in list_runs(home / "runs") if data is None or r["data"]["name"] == data}
-
-
-@pytest.fixture(scope="module")
-def server(home):
-    with streamlit_server(home) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def page():
-    with browser_page(viewport={"width": 1400, "height": 1600}) as pg:
-        yield pg
 
 
 def _models_table(page):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.browser import Recorder, browser_page, screenshots_dir, settle, snap, streamlit_server
+from tests.browser import Recorder, screenshots_dir, settle, snap
 
 WORD_JOINER = "\u2060"                          # what ui.common.plain() puts before a bare address
 PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")     # CommonMark's escapable characters
@@ -124,18 +124,6 @@ def home(tmp_path_factory, beacon):
                                 "test", root=home / "runs")["run_id"])
     home.joinpath("ids").write_text(" ".join(ids))
     return home
-
-
-@pytest.fixture(scope="module")
-def server(home):
-    with streamlit_server(home) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def page():
-    with browser_page() as pg:
-        yield pg
 
 
 def _nothing_reached(page, beacon: Recorder, where: str) -> None:
