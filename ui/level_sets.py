@@ -287,7 +287,7 @@ def show(name: str, classes, res, key: str, compact: bool = False) -> None:
     pairs = getattr(res, "triangle_pairs", None) or [(j, j + 1) for j in range(len(res.triangles))]
     for j, (tri, (a, b)) in enumerate(zip(res.triangles, pairs)):
         if j < 3:                                    # the first few drawn; every one is in the table
-            (cols[1] if j == 0 else st).plotly_chart(triangle_figure(tri, j), config=CONFIG, key=f"{key}.tri{j}")
+            (cols[1] if j == 0 else st).plotly_chart(triangle_figure(tri, (a, b)), config=CONFIG, key=f"{key}.tri{j}")
         rows.append({"triangle": f"outputs {a + 1}, {b + 1}", "p_src": tri.p_source, "mean": tri.mean,
                      **{f"share p > p_src − {d:g}": v for d, v in tri.fraction_above.items()},
                      "edge mean": tri.edge_mean, "edge min (p − p_src)": tri.edge_min})
@@ -335,8 +335,9 @@ def curves(res, compact: bool) -> go.Figure:
     return fig
 
 
-def triangle_figure(tri, j: int) -> go.Figure:
-    """The triangle (source, output j+1, output j+2) in its true shape, coloured by p(c)."""
+def triangle_figure(tri, pair: tuple[int, int]) -> go.Figure:
+    """The triangle (source, output a+1, output b+1) of `pair` = (a, b) in its true shape, coloured by p(c)."""
+    first, second = pair[0] + 1, pair[1] + 1
     fig = go.Figure(go.Scatter(x=tri.xy[:, 0], y=tri.xy[:, 1], mode="markers",
                                marker=dict(size=14, color=tri.confidence, cmin=0, cmax=1, colorscale="Viridis",
                                            colorbar=dict(title="p(c)")),
@@ -344,8 +345,8 @@ def triangle_figure(tri, j: int) -> go.Figure:
                                hoverinfo="text"))
     corners = tri.xy[[int(np.argmin(tri.weights.sum(1))), int(np.argmax(tri.weights[:, 0])),
                       int(np.argmax(tri.weights[:, 1]))]]
-    for (x, y), label in zip(corners, ("source", f"output {j + 1}", f"output {j + 2}")):
+    for (x, y), label in zip(corners, ("source", f"output {first}", f"output {second}")):
         fig.add_annotation(x=x, y=y, text=label, showarrow=False, yshift=-16 if label == "source" else 16)
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=f"Triangle: source, outputs {j + 1} and {j + 2}",
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=f"Triangle: source, outputs {first} and {second}",
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig

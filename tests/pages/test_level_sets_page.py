@@ -95,3 +95,17 @@ def test_two_models_side_by_side_with_random_targets(trained_run):
     run_until(at, lambda x: any(s.value == "Side by side" for s in x.subheader), timeout=180)
     again = backend().result(at.session_state["lst.job"][0])
     assert again.source == results[0].source and again.targets != results[0].targets
+
+
+def test_each_triangle_is_titled_with_its_own_pair_of_outputs():
+    """With every pair drawn, the second triangle is outputs 1 and 3, not 2 and 3."""
+    import numpy as np
+
+    from analysis.level_sets import Triangle
+    from ui.level_sets import triangle_figure
+
+    w = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tri = Triangle(weights=w, confidence=np.ones(3), xy=w, p_source=1.0, mean=1.0, fraction_above={}, edge_min=0.0)
+    fig = triangle_figure(tri, (0, 2))
+    assert fig.layout.title.text == "Triangle: source, outputs 1 and 3"
+    assert [a.text for a in fig.layout.annotations] == ["source", "output 1", "output 3"]
