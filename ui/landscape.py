@@ -284,7 +284,7 @@ def _show_hessian(res, key: str) -> None:
     fig = go.Figure()
     for r in range(res.values.shape[0]):
         fig.add_trace(go.Scatter(x=list(range(1, k + 1)), y=res.values[r], mode="markers", marker=dict(size=10),
-                                 name=f"restart {r + 1}"))
+                                 name=f"start {r + 1}"))
     fig.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue (by magnitude)",
                       yaxis_title="λ", xaxis=dict(dtick=1))
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
@@ -304,4 +304,4 @@ def _show_hessian(res, key: str) -> None:
                    f"residual ‖Hv − λv‖/|λ| {np.nanmax(res.residuals):.1e}): raise the Lanczos restarts before "
                    "trusting these values.")
     st.download_button("Eigenvalues (.csv)", pd.DataFrame(res.values, columns=[f"lambda{i + 1}" for i in range(k)])
-                       .to_csv(index_label="restart"), "hessian.csv", key=f"{key}.csv")
+                       .to_csv(index_label="start"), "hessian.csv", key=f"{key}.csv")

@@ -26,20 +26,7 @@ def _loss(model: nn.Module, scale: float = 1.0) -> torch.Tensor:
 
 def _dense(model: nn.Module, scale: float = 1.0, weights_only: bool = False) -> np.ndarray:
     """Eigenvalues (ascending) of the float64 Hessian, eval mode, over all (or 2+-dim) parameters."""
-    from torch.func import functional_call, hessian
-
-    m = _copy(model).double().eval()
-    names = [n for n, p in m.named_parameters() if not weights_only or p.dim() >= 2]
-    params = {n: p.detach() for n, p in m.named_parameters()}
-    shapes = [params[n].shape for n in names]
-    flat = torch.cat([params[n].reshape(-1) for n in names])
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        chunks = theta.split([s.numel() for s in shapes])
-        new = {**params, **{n: c.view(s) for n, c, s in zip(names, chunks, shapes)}}
-        return scale * nn.functional.cross_entropy(functional_call(m, new, (X.double(),)), Y)
-
-    return np.linalg.eigvalsh(hessian(loss)(flat).numpy())
+    return np.linalg.eigvalsh(_dense_matrix(model, scale, weights_only))
 
 
 def _copy(model):
@@ -96,17 +83,20 @@ def test_a_search_that_runs_out_of_iterations_says_so():
     assert not spec.converged
 
 
-def _dense_matrix(model: nn.Module) -> np.ndarray:
+def _dense_matrix(model: nn.Module, scale: float = 1.0, weights_only: bool = False) -> np.ndarray:
+    """The float64 Hessian of scale·CE in eval mode, over all (or the 2+-dim) parameters, by torch.func."""
     from torch.func import functional_call, hessian
 
     m = _copy(model).double().eval()
     params = {n: p.detach() for n, p in m.named_parameters()}
-    names, shapes = list(params), [p.shape for p in params.values()]
-    flat = torch.cat([p.reshape(-1) for p in params.values()])
+    names = [n for n, p in params.items() if not weights_only or p.dim() >= 2]
+    shapes = [params[n].shape for n in names]
+    flat = torch.cat([params[n].reshape(-1) for n in names])
 
-    def loss(theta):
-        new = {n: c.view(s) for n, c, s in zip(names, theta.split([s.numel() for s in shapes]), shapes)}
-        return nn.functional.cross_entropy(functional_call(m, new, (X.double(),)), Y)
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        new = {**params, **{n: c.view(s) for n, c, s in zip(names, theta.split([s.numel() for s in shapes]), shapes)}}
+        return scale * nn.functional.cross_entropy(functional_call(m, new, (X.double(),)), Y)
+
     return hessian(loss)(flat).numpy()
 
 

@@ -136,6 +136,16 @@ def _refused(store: ResultStore, runs: Path, data: bytes, match: str | None = No
     return str(err.value)
 
 
+def _refused_peak(store: ResultStore, runs: Path, data: bytes, match: str | None = None) -> tuple[str, int]:
+    """_refused, with the peak of the memory Python allocated while refusing (bytes)."""
+    tracemalloc.start()
+    try:
+        message = _refused(store, runs, data, match)
+        return message, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. Writes outside the workspace
 
@@ -269,12 +279,7 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(honest, other, monkeypatch)
     parts.result = bytes(64 << 20)              # 64 MiB of zeros: 64 KiB deflated
     data = parts.zip()
     assert len(data) < 1 << 20
-    tracemalloc.start()
-    try:
-        message = _refused(store, runs, data, "limit")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    message, peak = _refused_peak(store, runs, data, "limit")
     assert peak < 8 << 20, f"refusing a bomb allocated {peak / 2**20:.0f} MiB"
     assert "LENSCAPE_MAX_BUNDLE_MB" in message or "MiB" in message
 
@@ -296,13 +301,7 @@ def test_an_entry_that_lies_about_its_size_is_stopped_at_the_limit(honest, other
         if bytes(data[pos + 46:pos + 46 + name_len]) == b"result.npz":
             data[pos + 24:pos + 28] = (1024).to_bytes(4, "little")
         pos += 4
-    tracemalloc.start()
-    try:
-        _refused(store, runs, bytes(data))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 << 20
+    assert _refused_peak(store, runs, bytes(data))[1] < 8 << 20
 
 
 def test_a_padded_manifest_is_refused(honest, other):
@@ -322,13 +321,7 @@ def test_a_result_npz_that_is_itself_a_bomb_is_refused(honest, other, monkeypatc
                         a0=np.zeros(32 << 20, dtype=np.uint8))
     parts = honest.copy()
     parts.result = buf.getvalue()
-    tracemalloc.start()
-    try:
-        _refused(store, runs, parts.zip())
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20
+    assert _refused_peak(store, runs, parts.zip())[1] < 16 << 20
 
 
 def test_an_honest_bundle_still_imports_and_lists_its_model(honest, other):
