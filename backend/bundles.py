@@ -35,6 +35,7 @@ from backend.jobs import REGISTRY, code_version
 from backend.store import ResultStore
 from models.checkpoints import model_fingerprint, read_json, write_json
 from models.errors import InvalidInputError
+from models.loading import check_finite_state
 from models.paths import runs_dir
 from models.zoo import list_runs
 
@@ -231,9 +232,7 @@ def _safetensors(path: Path, m: dict) -> dict[str, torch.Tensor]:
         state = load_file(str(path))              # safetensors only: nothing is unpickled
     except Exception as exc:                       # noqa: BLE001 - its own error types for every corruption
         raise InvalidInputError(f"the weights of {m['name']!r} are not a safetensors file ({exc})") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise InvalidInputError(f"the weights of {m['name']!r} hold NaN or infinite values ({', '.join(bad[:3])})")
+    check_finite_state(state, f"the weights of {m['name']!r}")
     return state
 
 

@@ -433,3 +433,20 @@ def test_the_codec_rebuilds_only_lenscape_s_own_types_and_no_empty_item_arrays()
         decode(npz(foreign))
     with pytest.raises(ValueError, match="zero-size"):
         decode(npz({"__t__": "nd", "key": "a0"}, a0=np.zeros((10, 0), dtype="V0").reshape(10, 0)))
+
+
+def test_weights_holding_nan_are_refused_even_with_an_honest_fingerprint(honest, other):
+    store, runs = other
+    forged = honest.copy().reweight(seed=5)
+    torch.manual_seed(5)
+    model = build_model(ARCH)
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    fp = model_fingerprint(model)
+    forged.weights = safetensors_save({k: v.contiguous() for k, v in model.state_dict().items()})
+    old = forged.manifest["models"][0]["fingerprint"]
+    forged.manifest["fingerprints"] = [fp]
+    forged.manifest["models"][0]["fingerprint"] = forged.run["checkpoints"][0]["fingerprint"] = fp
+    forged.manifest["config"] = json.loads(json.dumps(forged.manifest["config"]).replace(old, fp))
+    forged.rename(run_id=f"import-{fp}")
+    _refused(store, runs, forged.zip(), "NaN or Inf")
