@@ -141,10 +141,16 @@ def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
                      seed: int = 0, tol: float = 1e-6, params: Params = "all") -> tuple[float, float]:
     """(λ_max, λ_min) of the Hessian, each by Lanczos (ARPACK's largest and smallest algebraic).
     Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex."""
-    top = lanczos(model, loss_fn, 1, "LA", tol, iters, params, seed)
-    bottom = lanczos(model, loss_fn, 1, "SA", tol, iters, params, seed + 1)
+    top, bottom = extreme_spectra(model, loss_fn, iters, seed, tol, params)
     first = lambda s: float(s.values[0]) if len(s.values) else float("nan")   # noqa: E731 - none converged
     return first(top), first(bottom)
+
+
+def extreme_spectra(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
+                    seed: int = 0, tol: float = 1e-6, params: Params = "all") -> tuple[Spectrum, Spectrum]:
+    """The Lanczos searches for λ_max (largest algebraic) and λ_min (smallest), with their convergence."""
+    return (lanczos(model, loss_fn, 1, "LA", tol, iters, params, seed),
+            lanczos(model, loss_fn, 1, "SA", tol, iters, params, seed + 1))
 
 
 # ---------------------------------------------------------------------------------------------

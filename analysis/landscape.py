@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from analysis.evaluation import Progress, _no_progress, evaluate
-from analysis.hessian import lanczos
+from analysis.hessian import extreme_spectra
 from models.errors import InvalidInputError
 
 NORMS = ("filter", "layer", "none")
@@ -264,8 +264,7 @@ def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: Sequenc
         for iy, y in enumerate(ys):
             for ix, x in enumerate(xs):
                 move(directions, (x, y))
-                top, bottom = (lanczos(model, loss_at, 1, which, tol, iters, seed=seed + i)
-                               for i, which in enumerate(("LA", "SA")))
+                top, bottom = extreme_spectra(model, loss_at, iters, seed, tol)
                 # a search that did not converge leaves its point blank (NaN), never a wrong number
                 lmax[iy, ix] = top.values[0] if top.converged else np.nan
                 lmin[iy, ix] = bottom.values[0] if bottom.converged else np.nan
