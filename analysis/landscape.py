@@ -5,7 +5,9 @@ and the top Hessian eigenvalues by Hessian-vector products.
 
 Directions are dicts {parameter name: tensor} over `model.named_parameters()` (the paper's
 `dir_type=weights`): BatchNorm running statistics stay at the model's own values on a surface, and
-are interpolated with everything else between two checkpoints (`dir_type=states`). Every function
+are interpolated with everything else between two checkpoints (`dir_type=states`), as the official
+code does. Beyond it, `bn_examples` recomputes them at every point from a fixed subset (a train-mode
+pass, then eval: `recompute_bn_statistics`), and both sets of figures are returned. Every function
 leaves the model's parameters and buffers bit-identical to what they were.
 """
 
@@ -97,7 +99,9 @@ class Surface:
     ys: np.ndarray               # (ny,); [0.0] for a 1-D line
     loss: np.ndarray             # (ny, nx) mean cross-entropy, Plotly's orientation (z[iy, ix])
     accuracy: np.ndarray         # (ny, nx)
-    reused: int = 0              # points taken from earlier grids instead of evaluated again
+    reused: int = 0              # point evaluations taken from earlier grids (each set of figures counts)
+    loss_recomputed: np.ndarray | None = None       # (ny, nx) BatchNorm statistics recomputed at each point;
+    accuracy_recomputed: np.ndarray | None = None   # None where not asked for
 
 
 def auto_batch(model: nn.Module) -> int:
@@ -131,25 +135,110 @@ def _fast_layout(model: nn.Module, enabled: bool = True):
 
 def evaluate_points(model: nn.Module, directions: Sequence[Direction], points: np.ndarray, images: torch.Tensor,
                     labels: torch.Tensor, batch_size: int | None = None, progress: Progress = _no_progress,
-                    fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    fast: bool = True, bn_examples: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(loss, accuracy) at θ* + Σⱼ points[i, j]·dⱼ for each row of `points` (P, len(directions)), in
-    eval mode (BatchNorm uses the model's running statistics). `batch_size` None picks `auto_batch`;
-    `fast=False` is the plain path (NCHW float32, chunks as given): any batch size and either path give
-    the same values within float tolerance (relative 1e-5 in the tests)."""
+    eval mode: BatchNorm uses the model's running statistics, or, with `bn_examples`, statistics
+    recomputed at each point from those examples (`recompute_bn_statistics`). `batch_size` None picks
+    `auto_batch`; `fast=False` is the plain path (NCHW float32, chunks as given): any batch size and
+    either path give the same values within float tolerance (relative 1e-5 in the tests)."""
     points = np.asarray(points, dtype=float).reshape(len(points), -1)
     if points.shape[1] != len(directions):
         raise InvalidInputError(f"points have {points.shape[1]} coordinates for {len(directions)} directions")
     loss, acc = np.zeros(len(points)), np.zeros(len(points))
     device = next(model.parameters()).device
     batch_size = batch_size or auto_batch(model)
-    with _fast_layout(model, fast) as channels_last, _moved(model) as move:
+    with (_fast_layout(model, fast) as channels_last, _moved(model) as move,
+          _kept_batchnorm(model, bn_examples) as layers):
         x_all, y_all = _as_float(images, device, channels_last), labels.to(device)
+        x_bn = None if bn_examples is None else _as_float(bn_examples, device, channels_last)
         for i, coefs in enumerate(points):
             move(directions, coefs)
+            if x_bn is not None:
+                _recompute(model, layers, x_bn)
             ev = evaluate(model, x_all, y_all, batch_size=batch_size)
             loss[i], acc[i] = ev.loss, ev.accuracy
             progress((i + 1) / len(points), f"point {i + 1}/{len(points)}")
     return loss, acc
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's BatchNorm layers that keep running statistics (the ones eval mode reads)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def recompute_bn_statistics(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> None:
+    """Set every BatchNorm layer's running statistics to those of the model's current weights on
+    `images` (uint8 or [0, 1] floats): a no-grad forward with only the BatchNorm layers in train
+    mode (dropout and the rest stay as they are, normally eval), momentum None, then each layer's
+    mode and momentum restored. The previous statistics are overwritten.
+
+    With `batch_size` None, one pass over all of `images`: each layer's running_mean and running_var
+    are exactly the mean and the unbiased variance (over N·H·W values per channel) of its input,
+    where earlier layers normalize with the subset's own statistics as in training, and
+    num_batches_tracked is 1. In k chunks (sizes differing by at most 1) they are PyTorch's
+    cumulative average for momentum None, the plain average of the k per-chunk values: with equal
+    chunks the mean is still the subset's, the variance misses the spread between chunk means. A
+    CUDA out-of-memory error doubles the number of chunks and starts again."""
+    layers = _batchnorm_or_refuse(model)
+    x = _as_float(images, next(model.parameters()).device, False)
+    _recompute(model, layers, x, 1 if batch_size is None else -(-len(x) // batch_size))
+
+
+def _batchnorm_or_refuse(model: nn.Module) -> list[nn.Module]:
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise InvalidInputError(f"{type(model).__name__} has no BatchNorm layer with running statistics: there is "
+                                "nothing to recompute (its eval-mode loss does not depend on any)")
+    return layers
+
+
+def _recompute(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunks: int = 1) -> None:
+    if len(x) < 2:
+        raise InvalidInputError(f"recomputing BatchNorm statistics needs at least 2 examples; got {len(x)}")
+    while True:
+        try:
+            return _bn_pass(model, layers, x, chunks)
+        except torch.cuda.OutOfMemoryError:
+            if chunks >= len(x) // 2:
+                raise
+            chunks *= 2
+            torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def _bn_pass(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunks: int) -> None:
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [(m, m.momentum) for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None             # cumulative average: chunk t enters with weight 1/t
+        m.train()
+    try:
+        for chunk in torch.tensor_split(x, min(chunks, len(x) // 2)):    # (B, C, H, W), B >= 2
+            model(chunk)
+    finally:
+        for m, momentum in momenta:
+            m.momentum = momentum
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
+def _kept_batchnorm(model: nn.Module, bn_examples: torch.Tensor | None):
+    """With `bn_examples`, yields the BatchNorm layers (refusing a model without any) and puts their
+    buffers (running statistics, num_batches_tracked) back bit for bit afterwards."""
+    if bn_examples is None:
+        yield []
+        return
+    layers = _batchnorm_or_refuse(model)
+    saved = [(b, b.detach().clone()) for m in layers for b in m.buffers(recurse=False)]
+    try:
+        yield layers
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 def grid_points(xs: np.ndarray, ys: np.ndarray | None) -> np.ndarray:
@@ -162,16 +251,30 @@ def grid_points(xs: np.ndarray, ys: np.ndarray | None) -> np.ndarray:
 
 def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
             images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
-            progress: Progress = _no_progress, fast: bool = True) -> Surface:
+            progress: Progress = _no_progress, fast: bool = True, bn_examples: torch.Tensor | None = None) -> Surface:
     """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid (see evaluate_points). One direction and
-    `ys=None` give a line."""
+    `ys=None` give a line. With `bn_examples`, also the figures with BatchNorm statistics recomputed
+    at each point from them (`loss_recomputed`, `accuracy_recomputed`)."""
     if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
         raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
     xs = np.asarray(xs, dtype=float)
     grid_ys = None if ys is None else np.asarray(ys, dtype=float)
-    loss, acc = evaluate_points(model, directions, grid_points(xs, grid_ys), images, labels, batch_size, progress, fast)
     ys = np.zeros(1) if grid_ys is None else grid_ys
-    return Surface(xs=xs, ys=ys, loss=loss.reshape(len(ys), len(xs)), accuracy=acc.reshape(len(ys), len(xs)))
+    points, shape = grid_points(xs, grid_ys), (len(ys), len(xs))
+    if bn_examples is not None:
+        _batchnorm_or_refuse(model)
+    sets = [None] if bn_examples is None else [None, bn_examples]
+    out = [evaluate_points(model, directions, points, images, labels, batch_size, _part(progress, i, len(sets)),
+                           fast, bn) for i, bn in enumerate(sets)]
+    loss, acc = out[0]
+    again = {} if bn_examples is None else {"loss_recomputed": out[1][0].reshape(shape),
+                                            "accuracy_recomputed": out[1][1].reshape(shape)}
+    return Surface(xs=xs, ys=ys, loss=loss.reshape(shape), accuracy=acc.reshape(shape), **again)
+
+
+def _part(progress: Progress, i: int, n: int) -> Progress:
+    """The i-th of n equal stages of `progress`."""
+    return lambda f, m: progress((i + f) / n, m)
 
 
 def interpolate_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -200,28 +303,38 @@ class Curve:
     alphas: np.ndarray
     loss: np.ndarray
     accuracy: np.ndarray
+    loss_recomputed: np.ndarray | None = None       # BatchNorm statistics recomputed at each α; None where
+    accuracy_recomputed: np.ndarray | None = None   # not asked for
 
 
 def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alphas: Sequence[float],
                   images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
-                  progress: Progress = _no_progress) -> Curve:
+                  progress: Progress = _no_progress, bn_examples: torch.Tensor | None = None) -> Curve:
     """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
-    with `model` (an instance of their architecture, restored afterwards)."""
+    with `model` (an instance of their architecture, restored afterwards); with `bn_examples`, also
+    with the BatchNorm statistics recomputed at each α from them (`recompute_bn_statistics`)."""
     alphas = np.asarray(alphas, dtype=float)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    loss, acc = np.zeros(len(alphas)), np.zeros(len(alphas))
+    out = np.zeros((4 if bn_examples is not None else 2, len(alphas)))    # loss, acc[, recomputed loss, acc]
     device = next(model.parameters()).device
     batch_size = batch_size or auto_batch(model)
+    layers = [] if bn_examples is None else _batchnorm_or_refuse(model)
     try:
         x_all, y_all = _as_float(images, device, False), labels.to(device)
+        x_bn = None if bn_examples is None else _as_float(bn_examples, device, False)
         for i, alpha in enumerate(alphas):
             model.load_state_dict(interpolate_states(a, b, float(alpha)))
             ev = evaluate(model, x_all, y_all, batch_size=batch_size)
-            loss[i], acc[i] = ev.loss, ev.accuracy
+            out[:2, i] = ev.loss, ev.accuracy
+            if x_bn is not None:
+                _recompute(model, layers, x_bn)
+                ev = evaluate(model, x_all, y_all, batch_size=batch_size)
+                out[2:, i] = ev.loss, ev.accuracy
             progress((i + 1) / len(alphas), f"α = {alpha:.2f}")
     finally:
         model.load_state_dict(saved)
-    return Curve(alphas=alphas, loss=loss, accuracy=acc)
+    again = {} if bn_examples is None else {"loss_recomputed": out[2], "accuracy_recomputed": out[3]}
+    return Curve(alphas=alphas, loss=out[0], accuracy=out[1], **again)
 
 
 @dataclass(frozen=True, kw_only=True)
