@@ -34,15 +34,88 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def layer_groups(model: nn.Module) -> dict[str, list[str]]:
-    """Module name → the names of the parameters it owns directly, in the model's order: the
-    "layers" the experiments rewind, retrain and account for (conv1, bn1, fc1, ... or a ResNet's
-    layer1.0.conv1, ...)."""
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+GROUPINGS = ("paper", "layer", "block", "module")
+GROUPING_HELP = {
+    "paper": "as the paper: a ResNet-18/50 by stage (stem, layer1…layer4, fc), any other model by layer",
+    "layer": "a convolution or linear layer together with the normalization that follows it",
+    "block": "each top-level block of the model (a ResNet's stages), its stem conv with its BatchNorm",
+    "module": "every module that owns parameters on its own (a conv and its BatchNorm apart)",
+}
+
+
+def _module_params(model: nn.Module) -> dict[str, list[str]]:
+    """Module name → the names of the parameters it owns directly, in the model's order."""
     groups: dict[str, list[str]] = {}
     for name, _ in model.named_parameters():
-        module = name.rsplit(".", 1)[0] if "." in name else ""
-        groups.setdefault(module, []).append(name)
+        groups.setdefault(name.rsplit(".", 1)[0] if "." in name else "", []).append(name)
     return groups
+
+
+def _follows(norm: nn.Module, layer: nn.Module) -> bool:
+    """`norm` normalizes `layer`'s output: a norm layer with as many features as `layer` has outputs."""
+    if not isinstance(norm, NORMS) or not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        return False
+    outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    width = (norm.num_features if isinstance(norm, nn.modules.batchnorm._BatchNorm) else
+             norm.num_channels if isinstance(norm, nn.GroupNorm) else math.prod(norm.normalized_shape))
+    return width == outputs
+
+
+def _joined(a: str, b: str) -> str:
+    """The name of a unit of two modules: 'conv1+bn1', 'layer1.0.conv1+bn1'."""
+    pa, _, _ = a.rpartition(".")
+    pb, _, tail = b.rpartition(".")
+    return f"{a}+{tail}" if pa == pb else f"{a}+{b}"
+
+
+def paper_grouping(model: nn.Module) -> str:
+    """The grouping the paper's code uses for this model: ResNets with basic or bottleneck blocks by
+    stage (its ResNet-50: 6 groups), any other model by layer (its ResNet-9: 9 groups)."""
+    blocks = any(type(m).__name__ in ("BasicBlock", "Bottleneck") for m in model.modules())
+    return "block" if blocks else "layer"
+
+
+def layer_groups(model: nn.Module, by: str = "paper") -> dict[str, list[str]]:
+    """Group name → the names of its parameters, in the model's order: the "layers" the experiments
+    rewind, retrain and account for. `by` (GROUPINGS):
+    - "layer": a conv or linear layer with the normalization layer right after it ('conv1+bn1'; in
+      a ResNet-9, 'prep' or 'layer1.1.res1' where a Sequential holds just the two);
+    - "block": the model's top-level children ('layer1' … 'layer4' of a ResNet), top-level layers
+      grouped as in "layer" (the stem 'conv1+bn1', 'fc');
+    - "module": each module that owns parameters on its own (conv1, bn1, ...);
+    - "paper": what the paper's code does for this model (paper_grouping)."""
+    if by not in GROUPINGS:
+        raise InvalidInputError(f"grouping must be one of {GROUPINGS}; got {by!r}")
+    if by == "paper":
+        by = paper_grouping(model)
+    owned = _module_params(model)
+    if by == "module":
+        return owned
+    modules = dict(model.named_modules())
+    units: list[tuple[list[str], list[str]]] = []        # (module names, parameter names)
+    for name, params in owned.items():
+        if units and len(units[-1][0]) == 1 and _follows(modules[name], modules[units[-1][0][0]]):
+            units[-1][0].append(name)
+            units[-1][1].extend(params)
+        else:
+            units.append(([name], list(params)))
+    groups: dict[str, list[str]] = {}
+    for names, params in units:
+        key = names[0] if len(names) == 1 else _joined(*names)
+        if len(names) == 2:
+            parent = names[0].rpartition(".")[0]
+            if parent and set(_owned_by(owned, parent)) == set(params):
+                key = parent                             # a Sequential that holds just the two: its name
+        if by == "block" and "." in names[0]:
+            key = names[0].split(".", 1)[0]
+        groups.setdefault(key, []).extend(params)
+    return groups
+
+
+def _owned_by(owned: dict[str, list[str]], prefix: str) -> list[str]:
+    """Every parameter of the modules at or under `prefix`."""
+    return [p for m, ps in owned.items() if m == prefix or m.startswith(prefix + ".") for p in ps]
 
 
 def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -62,24 +135,50 @@ def neuron_units(layers: list[tuple[str, nn.Module]]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Gradient accounting
 
-def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy: torch.Tensor,
-                    ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(g_clean, g_noisy), one tensor per parameter, for one batch: the gradients of
-    (|C|/|B|)·mean_C ℓ and (|N|/|B|)·mean_N ℓ, which add up to the batch's mean-loss gradient."""
-    from models.architectures import example_ids
-
-    params = [p for p in model.parameters()]
-    with example_ids(model, ids if ids is not None else torch.arange(len(y))):
-        losses = F.cross_entropy(model(x), y, reduction="none")
-    b = len(y)
+def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: list[torch.Tensor],
+                   retain_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(g_clean, g_noisy) of one batch's per-example `losses`: the gradients of Σ_C ℓ / |B| and
+    Σ_N ℓ / |B| (= (|C|/|B|)·mean_C ℓ and (|N|/|B|)·mean_N ℓ), which add up to the gradient of the
+    batch's mean loss. An empty part, or a parameter the loss does not reach, gets zeros."""
+    b = len(losses)
     parts = []
-    for sel in (~noisy, noisy):
+    for k, sel in enumerate((~noisy, noisy)):
         if sel.any():
-            g = torch.autograd.grad(losses[sel].sum() / b, params, retain_graph=True, allow_unused=True)
+            g = torch.autograd.grad(losses[sel].sum() / b, params, allow_unused=True,
+                                    retain_graph=retain_graph or k == 0)
             parts.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
         else:
             parts.append([torch.zeros_like(p) for p in params])
     return parts[0], parts[1]
+
+
+def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy: torch.Tensor,
+                    ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(g_clean, g_noisy), one tensor per parameter, for one batch (see split_backward)."""
+    from models.architectures import example_ids
+
+    with example_ids(model, ids if ids is not None else torch.arange(len(y))):
+        losses = F.cross_entropy(model(x), y, reduction="none")
+    return split_backward(losses, noisy, list(model.parameters()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamGradients:
+    """Clean and noisy gradients summed over an epoch, per parameter tensor p: ‖G_clean,p‖,
+    ‖G_noisy,p‖ and cos(G_clean,p, G_noisy,p) (0 where either is zero)."""
+    names: list[str]
+    numel: np.ndarray             # (P,)
+    clean_norm: np.ndarray        # (P,)
+    noisy_norm: np.ndarray        # (P,)
+    cosine: np.ndarray            # (P,)
+
+    @classmethod
+    def of(cls, names: list[str], clean: list[torch.Tensor], noisy: list[torch.Tensor]) -> ParamGradients:
+        cos = [float(F.cosine_similarity(c.flatten().double(), n.flatten().double(), dim=0, eps=1e-300))
+               for c, n in zip(clean, noisy)]
+        return cls(names=list(names), numel=np.array([c.numel() for c in clean]),
+                   clean_norm=np.array([float(c.double().norm()) for c in clean]),
+                   noisy_norm=np.array([float(n.double().norm()) for n in noisy]), cosine=np.array(cos))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,18 +189,67 @@ class GradientAccount:
     cosine: np.ndarray            # (G,) cos(G_clean,p, G_noisy,p), averaged over the group's parameters
 
 
+def group_account(stats: ParamGradients, groups: dict[str, list[str]]) -> GradientAccount:
+    """Per-parameter figures gathered into layer groups as the paper's code does
+    (experiments/gradients.py): norms over √numel summed, cosines averaged."""
+    index = {n: i for i, n in enumerate(stats.names)}
+    missing = [p for ps in groups.values() for p in ps if p not in index]
+    if missing:
+        raise InvalidInputError(f"no gradients recorded for parameters {missing[:4]}")
+    rows = [[index[p] for p in ps] for ps in groups.values()]
+    scale = np.sqrt(stats.numel.astype(float))
+    return GradientAccount(groups=list(groups),
+                           clean_norm=np.array([float(np.sum(stats.clean_norm[r] / scale[r])) for r in rows]),
+                           noisy_norm=np.array([float(np.sum(stats.noisy_norm[r] / scale[r])) for r in rows]),
+                           cosine=np.array([float(np.mean(stats.cosine[r])) for r in rows]))
+
+
+class GradientRecorder:
+    """The paper's gradient accounting inside a training loop (its train.py): each batch's clean and
+    noisy gradients are summed over the epoch while the weights move. `step_gradients` replaces
+    `loss.backward()`: it leaves g_clean + g_noisy (the batch's mean-loss gradient) in each
+    parameter's .grad for the optimizer; `close_epoch` returns the epoch's ParamGradients and starts
+    the next sum."""
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.clean = [torch.zeros_like(p, dtype=torch.float64) for p in self.params]
+        self.noisy = [torch.zeros_like(p, dtype=torch.float64) for p in self.params]
+
+    def step_gradients(self, losses: torch.Tensor, noisy: torch.Tensor) -> None:
+        gc, gn = split_backward(losses, noisy, self.params)
+        for p, sc, sn, c, n in zip(self.params, self.clean, self.noisy, gc, gn):
+            sc += c
+            sn += n
+            p.grad = c + n
+
+    def close_epoch(self) -> ParamGradients:
+        stats = ParamGradients.of(self.names, self.clean, self.noisy)
+        self._reset()
+        return stats
+
+
 def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor,
-                     batch_size: int = 512, progress: Progress = _no_progress) -> GradientAccount:
-    """Clean and noisy examples' gradients summed over one pass of the training set in its order
-    (batches of `batch_size`, the model in training mode as in training; BatchNorm's running
-    statistics are left untouched: a copy of the model is used)."""
+                     batch_size: int = 512, progress: Progress = _no_progress,
+                     grouping: str = "paper") -> GradientAccount:
+    """The checkpoint version: clean and noisy examples' gradients summed over one pass of the
+    training set in its order at fixed weights (batches of `batch_size`, the model in training
+    mode as in training; BatchNorm's running statistics are left untouched: a copy of the model is
+    used). The paper sums while the epoch trains instead (GradientRecorder); the two agree only
+    once the learning rate has decayed."""
     if noisy.dtype != torch.bool or len(noisy) != len(labels):
         raise InvalidInputError("the noise mask must be a boolean tensor with one entry per training example")
     model = copy.deepcopy(model).train()
     device = _device(model)
+    groups = layer_groups(model, grouping)
     names = [n for n, _ in model.named_parameters()]
-    sums_c = [torch.zeros_like(p) for p in model.parameters()]
-    sums_n = [torch.zeros_like(p) for p in model.parameters()]
+    sums_c = [torch.zeros_like(p, dtype=torch.float64) for p in model.parameters()]
+    sums_n = [torch.zeros_like(p, dtype=torch.float64) for p in model.parameters()]
     n = len(labels)
     steps = math.ceil(n / batch_size)
     for b in range(steps):
@@ -113,16 +261,7 @@ def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         for s, g in zip(sums_n, gn):
             s += g
         progress((b + 1) / steps, f"batch {b + 1}/{steps}")
-    groups = layer_groups(model)
-    index = {n: i for i, n in enumerate(names)}
-    cn, nn_, cos = [], [], []
-    for params in groups.values():
-        ids = [index[p] for p in params]
-        cn.append(sum(float(sums_c[i].norm()) / math.sqrt(sums_c[i].numel()) for i in ids))
-        nn_.append(sum(float(sums_n[i].norm()) / math.sqrt(sums_n[i].numel()) for i in ids))
-        cos.append(float(np.mean([float(F.cosine_similarity(sums_c[i].flatten(), sums_n[i].flatten(), dim=0,
-                                                               eps=1e-30)) for i in ids])))
-    return GradientAccount(groups=list(groups), clean_norm=np.array(cn), noisy_norm=np.array(nn_), cosine=np.array(cos))
+    return group_account(ParamGradients.of(names, sums_c, sums_n), groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,12 +308,13 @@ class RetrainResult:
 
 def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str, images: torch.Tensor,
                   labels: torch.Tensor, noisy: torch.Tensor, config: RetrainConfig = RetrainConfig(),
-                  progress: Progress = _no_progress) -> RetrainResult:
+                  progress: Progress = _no_progress, grouping: str = "paper") -> RetrainResult:
     """Reset `group`'s parameters to `initial`, freeze every other parameter and train the group on
     the clean examples only; after each epoch, measure the accuracy on the noisy examples under
-    their noisy labels. The model stays in eval mode throughout (BatchNorm statistics and every
-    other tensor are left exactly as they were). `model` is changed in place."""
-    groups = layer_groups(model)
+    their noisy labels. `group` is a name in layer_groups(model, grouping). The model stays in eval
+    mode throughout (BatchNorm statistics and every other tensor are left exactly as they were).
+    `model` is changed in place."""
+    groups = layer_groups(model, grouping)
     if group not in groups:
         raise InvalidInputError(f"no layer {group!r}; layers: {', '.join(groups)}")
     names = set(groups[group])

@@ -318,9 +318,31 @@ def _finite(v: Any, lo: float = 0.0, hi: float = math.inf) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
 
 
+def _gradient_record(rec: Any) -> bool:
+    """None, or the trainer's in-training gradient record: per epoch, one finite figure per parameter."""
+    if rec is None:
+        return True
+    if not isinstance(rec, dict):
+        return False
+    names, numel, epochs = rec.get("names"), rec.get("numel"), rec.get("epochs")
+    if not (isinstance(names, list) and 0 < len(names) <= 10_000 and all(isinstance(n, str) and len(n) <= 300
+                                                                          for n in names)
+            and isinstance(numel, list) and len(numel) == len(names)
+            and all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 10**12 for k in numel)
+            and isinstance(epochs, list) and len(epochs) <= 100_000
+            and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs)):
+        return False
+    for key, lo, hi in (("clean_norm", 0, math.inf), ("noisy_norm", 0, math.inf), ("cosine", -1.000001, 1.000001)):
+        rows = rec.get(key)
+        if not (isinstance(rows, list) and len(rows) == len(epochs) and all(
+                isinstance(r, list) and len(r) == len(names) and all(_finite(v, lo, hi) for v in r) for r in rows)):
+            return False
+    return True
+
+
 def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
     """A run.json with the form Lenscape writes, describing the checkpoints the manifest names: every
-    field a page reads (name, created, metrics, classes, noise) of the type it reads, so that a
+    field a page reads (name, created, metrics, classes, noise, gradients) of the type it reads, so that a
     crafted record cannot break the pages that list runs."""
     name = entries[0]["name"]
 
@@ -354,6 +376,7 @@ def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
         isinstance(noise.get(k, []), list) and all(isinstance(i, int) and i >= 0 for i in noise.get(k, []))
         for k in ("indices", "original_labels", "noisy_labels"))), "label-noise record")
     need(isinstance(run.get("source", ""), str), "source")
+    need(_gradient_record(run.get("gradients")), "gradient record")
     try:
         from models.data import DataSpec
         from models.training import TrainConfig

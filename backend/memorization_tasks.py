@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from analysis.evaluation import evaluate
-from analysis.memorization import (FlipConfig, FlipResult, GradientAccount, RetrainConfig, accuracy, flip_neurons,
-                                   gradient_account, layer_groups, masked_accuracy, neuron_layers, neuron_units,
-                                   retrain_group, rewound, tied_dropout_accuracies)
+from analysis.memorization import (GROUPINGS, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
+                                   accuracy, flip_neurons, gradient_account, group_account, layer_groups,
+                                   masked_accuracy, neuron_layers, neuron_units, retrain_group, rewound,
+                                   tied_dropout_accuracies)
 from backend.jobs import JobContext, ModelRef, job_kind, stage
 from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
 from models.errors import InvalidInputError
@@ -35,6 +36,11 @@ def _noisy_model(ref: ModelRef, device) -> tuple[LoadedModel, object]:
     return lm, data
 
 
+def _grouping(value: str) -> None:
+    if value not in GROUPINGS:
+        raise InvalidInputError(f"grouping must be one of {GROUPINGS}; got {value!r}")
+
+
 def _epochs(run_id: str, stride: int) -> list[int]:
     epochs = sorted(c["epoch"] for c in get_run(run_id)["checkpoints"])
     picked = epochs[::stride]
@@ -49,10 +55,12 @@ class SweepConfig:
 
     model: ModelRef                   # the run; its epoch is the "final" model (memorized list, rewinding)
     stride: int = 1                   # every stride-th checkpoint (the last always)
+    grouping: str = "paper"           # rewinding's layer groups (analysis.memorization.layer_groups)
 
     def __post_init__(self) -> None:
         if self.stride < 1:
             raise InvalidInputError(f"stride must be 1 or more; got {self.stride}")
+        _grouping(self.grouping)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,15 +103,24 @@ def overview_job(ctx: JobContext, cfg: SweepConfig) -> Overview:
 
 # ---------------------------------------------------------------------------------------------
 
+GRADIENT_SOURCES = ("training", "checkpoints")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GradientsConfig:
     model: ModelRef
-    stride: int = 1
-    batch_size: int = 512
+    source: str = "training"          # "training": the sums recorded while each epoch trained (the paper's);
+                                      # "checkpoints": recomputed at each saved checkpoint's fixed weights
+    grouping: str = "paper"
+    stride: int = 1                   # checkpoints only
+    batch_size: int = 512             # checkpoints only
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.batch_size < 1:
             raise InvalidInputError(f"stride and batch size are 1 or more; got {self}")
+        if self.source not in GRADIENT_SOURCES:
+            raise InvalidInputError(f"source must be one of {GRADIENT_SOURCES}; got {self.source!r}")
+        _grouping(self.grouping)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,19 +132,47 @@ class GradientsResult:
     cosine: np.ndarray                # (E, G)
 
 
+class NoGradientRecord(InvalidInputError):
+    """The run has no in-training gradient record (trained before Lenscape kept one, or imported)."""
+
+
+def _stacked(epochs: list[int], accounts: list[GradientAccount]) -> GradientsResult:
+    return GradientsResult(epochs=epochs, groups=accounts[0].groups,
+                           clean_norm=np.stack([a.clean_norm for a in accounts]),
+                           noisy_norm=np.stack([a.noisy_norm for a in accounts]),
+                           cosine=np.stack([a.cosine for a in accounts]))
+
+
+def recorded_gradients(run: dict, model: torch.nn.Module, grouping: str = "paper") -> GradientsResult:
+    """The per-epoch, per-parameter sums the trainer stored in run.json, gathered into `model`'s
+    layer groups."""
+    rec = run.get("gradients")
+    if not rec or not rec.get("epochs"):
+        raise NoGradientRecord(f"{run.get('name', 'this run')} has no gradients recorded during training (it was "
+                               "trained before Lenscape kept them, or imported): use the checkpoint version, or "
+                               "train the recipe again")
+    groups = layer_groups(model, grouping)
+    accounts = [group_account(ParamGradients(names=rec["names"], numel=np.array(rec["numel"]),
+                                             clean_norm=np.array(rec["clean_norm"][i]),
+                                             noisy_norm=np.array(rec["noisy_norm"][i]),
+                                             cosine=np.array(rec["cosine"][i])), groups)
+                for i in range(len(rec["epochs"]))]
+    return _stacked(list(rec["epochs"]), accounts)
+
+
 @job_kind("memorization_gradients")
 def gradients_job(ctx: JobContext, cfg: GradientsConfig) -> GradientsResult:
     lm, data = _noisy_model(cfg.model, ctx.device)
+    if cfg.source == "training":
+        return recorded_gradients(get_run(cfg.model.run_id), lm.model, cfg.grouping)
     epochs = _epochs(cfg.model.run_id, cfg.stride)
     accounts: list[GradientAccount] = []
     for i, e in enumerate(epochs):
         lm.model.load_state_dict(load_state(cfg.model.run_id, e))
         accounts.append(gradient_account(lm.model, data.train.images, data.train.labels, data.noise_mask,
-                                         cfg.batch_size, stage(ctx, i / len(epochs), (i + 1) / len(epochs), f"epoch {e}")))
-    return GradientsResult(epochs=epochs, groups=accounts[0].groups,
-                           clean_norm=np.stack([a.clean_norm for a in accounts]),
-                           noisy_norm=np.stack([a.noisy_norm for a in accounts]),
-                           cosine=np.stack([a.cosine for a in accounts]))
+                                         cfg.batch_size, stage(ctx, i / len(epochs), (i + 1) / len(epochs), f"epoch {e}"),
+                                         cfg.grouping))
+    return _stacked(epochs, accounts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +192,7 @@ def rewinding_job(ctx: JobContext, cfg: SweepConfig) -> RewindResult:
     lm, data = _noisy_model(cfg.model, ctx.device)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
     final = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    groups = layer_groups(lm.model)
+    groups = layer_groups(lm.model, cfg.grouping)
     epochs = _epochs(cfg.model.run_id, cfg.stride)
 
     def accs():
@@ -172,12 +217,14 @@ def rewinding_job(ctx: JobContext, cfg: SweepConfig) -> RewindResult:
 @dataclass(frozen=True, kw_only=True)
 class RetrainJobConfig:
     model: ModelRef
-    groups: tuple[str, ...] = ()      # empty: every layer that has parameters
+    groups: tuple[str, ...] = ()      # empty: every layer group
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    grouping: str = "paper"           # what a group is (analysis.memorization.layer_groups)
 
     def __post_init__(self) -> None:
         if len(set(self.groups)) != len(self.groups):
             raise InvalidInputError(f"each layer once; got {self.groups}")
+        _grouping(self.grouping)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,7 +242,7 @@ def retraining_job(ctx: JobContext, cfg: RetrainJobConfig) -> RetrainJobResult:
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
     final = {k: v.clone() for k, v in lm.model.state_dict().items()}
     initial = {k: v.to(ctx.device) for k, v in load_state(cfg.model.run_id, _epochs(cfg.model.run_id, 1)[0]).items()}
-    all_groups = layer_groups(lm.model)
+    all_groups = layer_groups(lm.model, cfg.grouping)
     groups = list(cfg.groups) or list(all_groups)
     unknown = [g for g in groups if g not in all_groups]
     if unknown:
@@ -205,7 +252,7 @@ def retraining_job(ctx: JobContext, cfg: RetrainJobConfig) -> RetrainJobResult:
     for i, g in enumerate(groups):
         lm.model.load_state_dict(final)
         res = retrain_group(lm.model, initial, g, x, y, mask, cfg.retrain,
-                            stage(ctx, i / len(groups), (i + 1) / len(groups), g))
+                            stage(ctx, i / len(groups), (i + 1) / len(groups), g), cfg.grouping)
         tr.append(res.train_acc)
         nz.append(res.noisy_acc)
         te.append(accuracy(lm.model, data.test.images, data.test.labels))

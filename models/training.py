@@ -224,10 +224,14 @@ def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.de
     out_dir.mkdir(parents=True, exist_ok=True)
     _checkpoint(out_dir, model, record, epoch=0, metrics=None)
     order_gen = torch.Generator().manual_seed(cfg.seed)
+    recorder = _gradient_recorder(model, data, record)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         loss, acc = _epoch(model, opt, sched, data.train, cfg, order_gen, device,
-                           lambda b, msg: progress((epoch - 1 + b) / cfg.epochs, f"epoch {epoch}/{cfg.epochs} · {msg}"))
+                           lambda b, msg: progress((epoch - 1 + b) / cfg.epochs, f"epoch {epoch}/{cfg.epochs} · {msg}"),
+                           recorder)
+        if recorder is not None:
+            _record_gradients(record, epoch, recorder[0].close_epoch())
         test_loss, test_acc, _ = evaluate(model, data.test, device)
         metrics = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
@@ -252,7 +256,31 @@ def fit_and_score(cfg: TrainConfig, train: ImageData, test: ImageData, device: t
     return best
 
 
-def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report):
+def _gradient_recorder(model: nn.Module, data: PreparedData, record: dict):
+    """(GradientRecorder, noise mask on the device) for a run with label noise, else None: the
+    paper's gradient accounting, summed while each epoch trains, goes into run.json's "gradients"
+    (ALGORITHMS.md section 3)."""
+    from analysis.memorization import GradientRecorder
+
+    if data.noise_mask is None or not bool(data.noise_mask.any()):
+        return None
+    recorder = GradientRecorder(model)
+    record["gradients"] = {"names": recorder.names, "numel": [p.numel() for p in recorder.params],
+                           "epochs": [], "clean_norm": [], "noisy_norm": [], "cosine": []}
+    return recorder, data.noise_mask.to(next(model.parameters()).device)
+
+
+def _record_gradients(record: dict, epoch: int, stats) -> None:
+    rec = record["gradients"]
+    rec["epochs"].append(epoch)
+    for key in ("clean_norm", "noisy_norm", "cosine"):
+        rec[key].append([float(v) for v in getattr(stats, key)])
+
+
+def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report,
+           recorder=None):
+    """One epoch; with `recorder` (GradientRecorder, noise mask) the batch gradient is taken as the
+    sum of its clean and noisy parts, each added to the recorder's epoch sums."""
     model.train()
     images, labels = on_device(data, device)
     perm = torch.randperm(len(data), generator=gen)
@@ -265,9 +293,14 @@ def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Gene
             if cfg.adversarial:
                 x = x + pgd_perturbation(model, x, y, cfg.adversarial, generator=gen)
             logits = model(x)
-        loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if recorder is None:
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+        else:
+            losses = F.cross_entropy(logits, y, reduction="none")
+            loss = losses.detach().mean()
+            recorder[0].step_gradients(losses, recorder[1][idx.to(recorder[1].device)])
         opt.step()
         sched.step()
         # running sums stay on the device; they are read (a sync) only when progress is reported

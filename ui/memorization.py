@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from analysis.memorization import FlipConfig, RetrainConfig, layer_groups
+from analysis.memorization import GROUPING_HELP, GROUPINGS, FlipConfig, RetrainConfig, layer_groups, paper_grouping
 from backend.jobs import job, ref
 from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                         TiedDropoutConfig)
@@ -25,9 +25,9 @@ TEACHING = {
                 "has **memorized** those examples: it predicts the wrong, noisy label it was taught. The curves "
                 "show the clean examples learnt early and the noisy ones fitted late, while test accuracy stalls.",
     "gradients": "**Gradient accounting** splits every batch's gradient into the part from clean and the part "
-                 "from relabelled examples (they add up to the full gradient), summed over an epoch at each "
-                 "checkpoint. The paper finds the 10% noisy share's gradient about as large as the clean 90%'s, "
-                 "and pointing the other way (negative cosine).",
+                 "from relabelled examples (they add up to the full gradient) and sums each over the epoch while "
+                 "it trains, as the paper does. The paper finds the 10% noisy share's gradient about as large as "
+                 "the clean 90%'s, and pointing the other way (negative cosine).",
     "rewinding": "**Layer rewinding** puts one layer's weights back to an earlier checkpoint in the final model. "
                  "If the noisy examples' accuracy collapses while the clean accuracy holds, that layer holds "
                  "their memorization. The paper finds it in a few layers, generally not the last ones.",
@@ -140,11 +140,42 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+SOURCES = {"training": "while each epoch trained (the paper's)", "checkpoints": "at each checkpoint's fixed weights"}
+
+
+def grouping_choice(lm: LoadedModel, key: str) -> str:
+    """What a "layer" is: the paper's groups by default (a conv with its BatchNorm, a ResNet's stages)."""
+    paper = paper_grouping(lm.model)
+    labels = {"paper": f"as the paper ({paper})", "layer": "layer (conv + its norm)", "block": "block (top-level)",
+              "module": "module (each apart)"}
+    by = st.selectbox("Layer groups", GROUPINGS, format_func=labels.get, key=f"{key}.grouping",
+                      help=" · ".join(f"{labels[g]}: {GROUPING_HELP[g]}" for g in GROUPINGS))
+    return str(by)
+
+
 def gradients(lm: LoadedModel, key: str = "mem.gr") -> None:
     st.caption(TEACHING["gradients"])
-    stride = st.number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
-                             key=f"{key}.stride")
-    _run(key, "memorization_gradients", lambda r: GradientsConfig(model=r, stride=int(stride)), lm,
+    recorded = bool((lm.record or {}).get("gradients"))
+    c = st.columns([2, 1, 1])
+    source = c[0].radio("Measured", list(SOURCES), format_func=SOURCES.get, index=0 if recorded else 1,
+                        horizontal=True, key=f"{key}.source",
+                        help="The paper sums each batch's split while the epoch trains (the weights move between "
+                             "batches). Recomputing it at a saved checkpoint is a different measurement: it can "
+                             "disagree until the learning rate has decayed.")
+    with c[1]:
+        by = grouping_choice(lm, key)
+    if source == "training" and not recorded:
+        st.info("This run has no gradients recorded during training: it was trained before Lenscape kept them, "
+                "or imported. The checkpoint version is offered instead; train the recipe again for the paper's.")
+        return
+    stride = 1
+    if source == "checkpoints":
+        st.caption("Checkpoint version: the split recomputed at each saved checkpoint's weights, one pass over the "
+                   "training set. Not what the paper measures; early in training it can even change sign.")
+        stride = c[2].number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
+                                   key=f"{key}.stride")
+    _run(key, "memorization_gradients", lambda r: GradientsConfig(model=r, source=source, grouping=by,
+                                                                   stride=int(stride)), lm,
          "gradient accounting", "Account for the gradients", lambda res: show_gradients(res, key))
 
 
@@ -177,9 +208,13 @@ def show_gradients(res, key: str) -> None:
 
 def rewinding(lm: LoadedModel, key: str = "mem.rw") -> None:
     st.caption(TEACHING["rewinding"])
-    stride = st.number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
-                             key=f"{key}.stride")
-    _run(key, "memorization_rewinding", lambda r: SweepConfig(model=r, stride=int(stride)), lm, "layer rewinding",
+    c = st.columns([1, 2])
+    stride = c[0].number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
+                               key=f"{key}.stride")
+    with c[1]:
+        by = grouping_choice(lm, key)
+    _run(key, "memorization_rewinding", lambda r: SweepConfig(model=r, stride=int(stride), grouping=by), lm,
+         "layer rewinding",
          "Rewind each layer", lambda res: show_rewinding(res, key))
 
 
@@ -195,7 +230,7 @@ def show_rewinding(res, key: str) -> None:
     fig.update_xaxes(title_text="rewound to epoch", type="category")
     fig.update_layout(height=120 + 45 * len(res.groups), margin=dict(l=0, r=0, t=40, b=0))
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.heat")
-    st.caption("Each cell: the final model with that layer's weights (not BatchNorm statistics) from that epoch. "
+    st.caption("Each cell: the final model with that layer group's weights (not BatchNorm statistics) from that epoch. "
                "A layer whose rewinding drops the noisy accuracy but not the clean one holds memorization.")
     rows = [{"layer": g, "epoch": e, "clean": res.clean_acc[i, j], "noisy": res.noisy_acc[i, j], "test": res.test_acc[i, j]}
             for i, g in enumerate(res.groups) for j, e in enumerate(res.epochs)]
@@ -206,16 +241,18 @@ def show_rewinding(res, key: str) -> None:
 
 def retraining(lm: LoadedModel, key: str = "mem.rt") -> None:
     st.caption(TEACHING["retraining"])
-    groups = list(layer_groups(lm.model))
+    by = grouping_choice(lm, key)
+    groups = list(layer_groups(lm.model, by))
     c = st.columns([3, 1, 1])
-    chosen = c[0].multiselect("Layers to retrain (one at a time)", groups, groups, key=f"{key}.groups")
+    chosen = c[0].multiselect("Layers to retrain (one at a time)", groups, groups, key=f"{key}.groups.{by}")
     epochs = c[1].number_input("At most epochs", 1, 100, 20, key=f"{key}.epochs")
     lr = c[2].number_input("Peak learning rate", 1e-4, 1.0, 0.01, format="%.4f", key=f"{key}.lr")
     if not chosen:
         st.info("Choose at least one layer.")
         return
     _run(key, "memorization_retraining",
-         lambda r: RetrainJobConfig(model=r, groups=tuple(chosen), retrain=RetrainConfig(lr=float(lr), max_epochs=int(epochs))),
+         lambda r: RetrainJobConfig(model=r, groups=tuple(chosen), grouping=by,
+                                    retrain=RetrainConfig(lr=float(lr), max_epochs=int(epochs))),
          lm, "retraining", "Retrain the layers", lambda res: show_retraining(res, key))
 
 

@@ -50,9 +50,8 @@ def test_gradient_account_against_a_loop_written_here():
     model = _cnn(batchnorm=True)
     x, y, noisy = _batch(40, seed=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    acc = gradient_account(model, x, y, noisy, batch_size=16)
+    gradient_account(model, x, y, noisy, batch_size=16)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # BN statistics untouched
-    ref = {}
     work = _cnn(batchnorm=True)
     work.load_state_dict(before)
     work.train()
@@ -65,16 +64,25 @@ def test_gradient_account_against_a_loop_written_here():
             gs = torch.autograd.grad((losses * sel).sum() / len(yb), list(params.values()), retain_graph=True)
             for k, g in zip(params, gs):
                 sums[k][j] += g
-    for module, names in layer_groups(work).items():
-        ref[module] = (sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel()) for n in names),
-                       sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel()) for n in names),
-                       np.mean([float(sums[n][0].flatten() @ sums[n][1].flatten() /
-                                      (sums[n][0].norm() * sums[n][1].norm())) for n in names]))
-    assert acc.groups == ["conv1", "bn1", "conv2", "bn2", "fc1", "fc2"]
-    for i, gname in enumerate(acc.groups):
-        assert acc.clean_norm[i] == pytest.approx(ref[gname][0], rel=1e-5)
-        assert acc.noisy_norm[i] == pytest.approx(ref[gname][1], rel=1e-5)
-        assert acc.cosine[i] == pytest.approx(ref[gname][2], abs=1e-5)
+    def ref(names):
+        return (sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel()) for n in names),
+                sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel()) for n in names),
+                np.mean([float(sums[n][0].flatten() @ sums[n][1].flatten() /
+                               (sums[n][0].norm() * sums[n][1].norm())) for n in names]))
+
+    # the paper's groups: a conv with its BatchNorm (written out here), and per module
+    paper = {"conv1+bn1": ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias"],
+             "conv2+bn2": ["conv2.weight", "conv2.bias", "bn2.weight", "bn2.bias"],
+             "fc1": ["fc1.weight", "fc1.bias"], "fc2": ["fc2.weight", "fc2.bias"]}
+    per_module = {k: [f"{k}.weight", f"{k}.bias"] for k in ("conv1", "bn1", "conv2", "bn2", "fc1", "fc2")}
+    for grouping, groups in (("paper", paper), ("module", per_module)):
+        acc = gradient_account(model, x, y, noisy, batch_size=16, grouping=grouping)
+        assert acc.groups == list(groups)
+        for i, gname in enumerate(acc.groups):
+            want = ref(groups[gname])
+            assert acc.clean_norm[i] == pytest.approx(want[0], rel=1e-5)
+            assert acc.noisy_norm[i] == pytest.approx(want[1], rel=1e-5)
+            assert acc.cosine[i] == pytest.approx(want[2], abs=1e-5)
     with pytest.raises(InvalidInputError, match="boolean"):
         gradient_account(model, x, y, noisy.long())
 
@@ -252,8 +260,53 @@ def test_layer_groups_of_nested_and_top_level_parameters():
             self.block = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
             self.fc = torch.nn.Linear(2, 3)
 
-    assert layer_groups(Net()) == {"": ["scale"], "block.0.0": ["block.0.0.weight", "block.0.0.bias"],
-                                   "block.0.1": ["block.0.1.weight", "block.0.1.bias"], "fc": ["fc.weight", "fc.bias"]}
+    conv, bn = ["block.0.0.weight", "block.0.0.bias"], ["block.0.1.weight", "block.0.1.bias"]
+    assert layer_groups(Net(), "module") == {"": ["scale"], "block.0.0": conv, "block.0.1": bn,
+                                             "fc": ["fc.weight", "fc.bias"]}
+    # a conv with its BatchNorm; a Sequential that holds just the two gives its name
+    assert layer_groups(Net()) == layer_groups(Net(), "layer") == {"": ["scale"], "block.0": conv + bn,
+                                                                    "fc": ["fc.weight", "fc.bias"]}
+    assert layer_groups(Net(), "block") == {"": ["scale"], "block": conv + bn, "fc": ["fc.weight", "fc.bias"]}
+    with pytest.raises(InvalidInputError, match="grouping"):
+        layer_groups(Net(), "layers")
+
+
+def test_a_norm_joins_only_the_layer_whose_outputs_it_normalizes():
+    nn = torch.nn
+    before = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3))                 # normalizes the input
+    assert list(layer_groups(before)) == ["0", "1"]
+    other = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(5))                  # another width
+    assert list(layer_groups(other)) == ["0", "1"]
+    pair = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.BatchNorm1d(4))   # one norm per layer
+    assert layer_groups(pair) == {"0+1": ["0.weight", "0.bias", "1.weight", "1.bias"], "2": ["2.weight", "2.bias"]}
+    ln = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Conv2d(1, 6, 1), nn.GroupNorm(2, 6))
+    assert list(layer_groups(ln)) == ["0+1", "2+3"]
+
+
+def test_the_papers_groups_of_its_resnets():
+    """ResNet-9 by conv+BN unit (the official resnet9_groups: 9 groups in this order), ResNet-18 and
+    torchvision's ResNet-50 by stage (the official resnet50_groups: stem, layer1..4, fc)."""
+    import torchvision
+
+    def build(name):
+        return build_model(ArchSpec(name=name, in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3,
+                                    std=(0.25,) * 3), seed=0)
+
+    r9 = layer_groups(build("resnet9"))
+    assert [len(v) for v in r9.values()] == [3] * 8 + [2]
+    assert list(r9)[:3] == ["prep", "layer1.0", "layer1.1.res1"]
+    assert r9["layer1.1.res1"] == ["layer1.1.res1.0.weight", "layer1.1.res1.1.weight", "layer1.1.res1.1.bias"]
+    assert len(layer_groups(build("resnet9"), "module")) == 17
+    r18 = build("resnet18")
+    assert list(layer_groups(r18)) == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert len(layer_groups(r18, "layer")) == 21           # 20 conv+BN units (3 shortcuts) and fc
+    r50 = layer_groups(torchvision.models.resnet50())
+    assert list(r50) == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert r50["conv1+bn1"] == ["conv1.weight", "bn1.weight", "bn1.bias"]
+    # every parameter in exactly one group, in the model's order, whatever the grouping
+    for by in ("paper", "layer", "block", "module"):
+        flat = [p for ps in layer_groups(r18, by).values() for p in ps]
+        assert flat == [n for n, _ in r18.named_parameters()]
 
 
 def test_split_gradients_passes_the_example_ids_to_example_tied_dropout():

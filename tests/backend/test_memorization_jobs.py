@@ -28,9 +28,19 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert (ov.true_labels != ov.noisy_labels).all()
     assert ov.test_acc[-1] == pytest.approx(rec["metrics"][-1]["test_acc"], abs=1e-6)
 
-    gr = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(model=r, stride=6), (r,))))
+    # the paper's accounting, recorded while each epoch trained (the default), and the checkpoint version
+    gt = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(model=r), (r,))))
+    assert gt.epochs == list(range(1, 13)) and gt.groups == ["fc1", "out"] and gt.clean_norm.shape == (12, 2)
+    g = rec["gradients"]
+    assert gt.cosine[4, 1] == pytest.approx(np.mean(g["cosine"][4][2:4]))
+    gr = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(
+        model=r, source="checkpoints", stride=6), (r,))))
     assert gr.epochs == [0, 6, 12] and gr.groups == ["fc1", "out"] and gr.clean_norm.shape == (3, 2)
     assert (gr.clean_norm > 0).all() and (gr.noisy_norm > 0).all() and (np.abs(gr.cosine) <= 1).all()
+    with pytest.raises(InvalidInputError, match="source"):
+        GradientsConfig(model=r, source="train")
+    with pytest.raises(InvalidInputError, match="grouping"):
+        SweepConfig(model=r, grouping="blocks")
 
     rw = wait_for_job(runner.submit(job("memorization_rewinding", SweepConfig(model=r, stride=6), (r,))))
     assert rw.clean_acc.shape == (2, 3)
@@ -57,6 +67,21 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert "no example-tied dropout" in runner.error(bad)
     with pytest.raises(InvalidInputError, match="each layer once"):
         RetrainJobConfig(model=r, groups=("out", "out"))
+
+
+def test_a_run_trained_before_the_record_existed_says_so(runner, trained_run):
+    from models.checkpoints import read_json, write_json
+    from models.zoo import run_folder
+
+    (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=2)
+    path = run_folder(rec["run_id"]) / "run.json"
+    old = read_json(path)
+    del old["gradients"]
+    write_json(path, old)
+    r = ref(load_model(rec["run_id"]))
+    jid = runner.submit(job("memorization_gradients", GradientsConfig(model=r), (r,)))
+    runner.wait(jid, 60)
+    assert "no gradients recorded during training" in runner.error(jid) and "checkpoint version" in runner.error(jid)
 
 
 def test_a_model_without_label_noise_has_nothing_memorized(runner, trained_run):

@@ -34,7 +34,10 @@ def test_every_experiment_runs_on_a_noisy_model(trained_run):
               "Retraining": ("mem.rt", "Retraining (.csv)"), "Neuron flipping": ("mem.fl", "Neuron flipping (.csv)")}
     for tab, (key, download) in checks.items():
         open_tab(at, tab)
+        if key == "mem.gr":
+            assert at.radio(key="mem.gr.source").value == "training"      # the paper's version by default
         if key == "mem.rt":
+            assert at.selectbox(key="mem.rt.grouping").value == "paper"
             at.number_input(key="mem.rt.epochs").set_value(2).run()
         if key == "mem.fl":
             at.number_input(key="mem.fl.nmem").set_value(4).run()
@@ -46,6 +49,25 @@ def test_every_experiment_runs_on_a_noisy_model(trained_run):
     assert any(m.label.startswith("Median neurons to flip: memorized") for m in at.metric)
     open_tab(at, "Tied dropout")
     assert any("without example-tied dropout" in i.value for i in at.info)
+
+
+def test_a_run_without_an_in_training_record_offers_the_checkpoint_version(trained_run):
+    from models.checkpoints import read_json, write_json
+    from models.zoo import run_folder
+
+    (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=3)
+    path = run_folder(rec["run_id"]) / "run.json"
+    old = read_json(path)
+    del old["gradients"]
+    write_json(path, old)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["model"] = rec["run_id"]
+    at.run()
+    open_tab(at, "Gradients")
+    assert at.radio(key="mem.gr.source").value == "checkpoints"
+    at.radio(key="mem.gr.source").set_value("training").run()
+    assert any("no gradients recorded during training" in i.value for i in at.info)
+    assert "mem.gr.run" not in [b.key for b in at.button]
 
 
 def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trained_run):

@@ -334,6 +334,16 @@ def test_an_honest_bundle_still_imports_and_lists_its_model(honest, other):
     assert store.get(manifest["job_id"])["checksum"] == honest.manifest["checksum"]
 
 
+def test_a_well_formed_gradient_record_travels_with_its_run(honest, other):
+    store, runs = other
+    parts = honest.copy()
+    parts.run["gradients"] = {"names": ["fc1.weight"], "numel": [8], "epochs": [1, 2], "clean_norm": [[1.0], [0.5]],
+                              "noisy_norm": [[0.1], [0.2]], "cosine": [[-0.5], [1.0]]}
+    import_bundle(store, parts.zip(), runs)
+    (rec,) = list_runs(runs)
+    assert rec["gradients"]["cosine"] == [[-0.5], [1.0]]
+
+
 # ---------------------------------------------------------------------------------------------
 # What an attack review of the first fixes found (each held before this, on e00ab05 and after)
 
@@ -371,7 +381,14 @@ def test_a_bundle_cannot_take_a_recipe_s_run_id_with_another_architecture(honest
 
 
 @pytest.mark.parametrize("field,value", [("created", "yesterday"), ("created", 1e300), ("metrics", [{"seconds": "x"}]),
-                                         ("classes", [1, 2]), ("name", ["a"]), ("noise", {"indices": ["../x"]})])
+                                         ("classes", [1, 2]), ("name", ["a"]), ("noise", {"indices": ["../x"]}),
+                                         ("gradients", {"names": ["w"], "numel": [4], "epochs": [1],
+                                                        "clean_norm": [[1.0, 2.0]], "noisy_norm": [[1.0]],
+                                                        "cosine": [[0.5]]}),
+                                         ("gradients", {"names": ["w"], "numel": [4], "epochs": [1],
+                                                        "clean_norm": [[1.0]], "noisy_norm": [[1.0]],
+                                                        "cosine": [["nan"]]}),
+                                         ("gradients", [1, 2])])
 def test_run_record_fields_the_pages_read_are_checked(honest, other, field, value):
     store, runs = other
     forged = honest.copy()
