@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.evaluation import random_subset
 from analysis.hessian import HessianEigs, hessian_top_eigenvalues, hessian_trace, spectral_density
-from analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, convexity_map, evaluate_points,
-                                grid_points, interpolation, random_directions, surface,
+from analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, batchnorm_layers, convexity_map,
+                                evaluate_points, grid_points, interpolation, random_directions, surface,
                                 trajectory)
 from backend.codec import to_jsonable
 from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
@@ -63,6 +64,38 @@ def _grid(lo: float, hi: float, n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BNSubset:
+    """The fixed subset from which BatchNorm statistics are recomputed at every point (beyond the
+    official code, which keeps the stored ones: ALGORITHMS.md section 5, "Mode")."""
+    n_examples: int = 512     # training examples: one train-mode pass each point; at 512 a channel's mean
+    seed: int = 0             # rests on 512·H·W values, and the pass costs a fraction of the evaluation's
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_examples <= 10_000:
+            raise InvalidInputError(f"recomputing BatchNorm statistics needs 2 to 10,000 examples; "
+                                    f"got {self.n_examples}")
+
+
+def _bn_examples(lm: LoadedModel, spec: BNSubset | None) -> torch.Tensor | None:
+    """uint8 images: the same seeded draw from the model's training split for every point (None
+    without `spec`). A model without BatchNorm is refused: there is nothing to recompute."""
+    if spec is None:
+        return None
+    if not batchnorm_layers(lm.model):
+        raise InvalidInputError(f"{lm.name} has no BatchNorm layers: there are no statistics to recompute "
+                                "(leave 'Recompute BatchNorm statistics' off)")
+    train = training_data(lm).train
+    idx = random_subset(len(train), spec.n_examples, torch.Generator().manual_seed(spec.seed))
+    return train.images[idx]
+
+
+def _passes(n_eval: int, bn: torch.Tensor | None) -> int:
+    """Examples forwarded per point: the evaluation, and with recomputed statistics a second one
+    after a pass over the subset."""
+    return n_eval if bn is None else 2 * n_eval + len(bn)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SurfaceConfig:
     model: ModelRef
     directions: DirectionConfig = DirectionConfig()
@@ -71,6 +104,7 @@ class SurfaceConfig:
     hi: float = 1.0
     resolution: int = 21
     data: EvalSet = EvalSet()
+    recompute_bn: BNSubset | None = None    # also the figures with BatchNorm statistics recomputed per point
 
     def __post_init__(self) -> None:
         if self.dims not in (1, 2):
@@ -85,16 +119,35 @@ class SurfaceConfig:
 def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
     """The grid's points that an earlier grid of the same model, directions and data already
     evaluated (a coarser one being refined, or a smaller range) are taken from a per-plane point
-    cache; only the others are evaluated."""
+    cache; only the others are evaluated. With `recompute_bn`, the figures with recomputed
+    statistics have a cache of their own (per subset), the stored-statistics ones share the plain one."""
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     images, labels = _examples(lm, cfg.data)
+    bn = _bn_examples(lm, cfg.recompute_bn)
     xs = _grid(cfg.lo, cfg.hi, cfg.resolution)
     ys = xs if cfg.dims == 2 else None
     check_seconds(f"a {cfg.resolution}{'×' + str(cfg.resolution) if cfg.dims == 2 else ''}-point surface over "
-                  f"{len(labels):,} examples", len(xs) ** cfg.dims * len(labels) * seconds_per_example(lm, ctx.device))
+                  f"{len(labels):,} examples", len(xs) ** cfg.dims * _passes(len(labels), bn)
+                  * seconds_per_example(lm, ctx.device))
     dirs = random_directions(lm.model, cfg.dims, cfg.directions)
     points = grid_points(xs, ys)
-    path = _plane_cache(cfg, ctx.device)
+    # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
+    # with the safe loader, the directions and examples sent once by reference
+    shared = (ctx.share_model(lm), ctx.share(dirs), ctx.share(images), ctx.share(labels))
+    sets = [(None, None)] if bn is None else [(None, None), (ctx.share(bn), cfg.recompute_bn)]
+    out = [_cached_points(ctx, shared, points, bn_ref, _plane_cache(cfg, ctx.device, spec), i / len(sets),
+                          (i + 1) / len(sets)) for i, (bn_ref, spec) in enumerate(sets)]
+    shape = (len(ys) if ys is not None else 1, len(xs))
+    again = {} if bn is None else {"loss_recomputed": out[1][0].reshape(shape),
+                                   "accuracy_recomputed": out[1][1].reshape(shape)}
+    return Surface(xs=xs, ys=ys if ys is not None else np.zeros(1), loss=out[0][0].reshape(shape),
+                   accuracy=out[0][1].reshape(shape), reused=sum(o[2] for o in out), **again)
+
+
+def _cached_points(ctx: JobContext, shared: tuple, points: np.ndarray, bn, path: Path, lo: float,
+                   hi: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(loss, accuracy, points reused): the points `path` knows are read, the others evaluated in
+    tiles (with BatchNorm statistics recomputed from `bn`, where given) and added to it."""
     known = _read_points(path)
     keys = [_point_key(p) for p in points]
     missing = [i for i, k in enumerate(keys) if k not in known]
@@ -103,43 +156,45 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
         if k in known:
             loss[i], acc[i] = known[k]
     if missing:
-        ctx.progress(0.0, f"{len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}")
-        # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
-        # with the safe loader, the directions and examples sent once by reference
-        shared = (ctx.share_model(lm), ctx.share(dirs), ctx.share(images), ctx.share(labels))
+        what = "recomputed BatchNorm statistics" if bn is not None else "stored statistics"
+        ctx.progress(lo, f"{what}: {len(points) - len(missing)} of {len(points)} points known; "
+                         f"evaluating {len(missing)}")
         tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
-        done = ctx.map(surface_tile, [(*shared, points[t]) for t in tiles],
-                       f"{len(missing)} points in {len(tiles)} tiles", resources=Resources(cpus=1, gpus=0.5))
+        done = ctx.map(surface_tile, [(*shared, points[t], bn) for t in tiles],
+                       f"{len(missing)} points in {len(tiles)} tiles ({what})", lo=lo, hi=hi,
+                       resources=Resources(cpus=1, gpus=0.5))
         new_loss, new_acc = np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
         loss[missing], acc[missing] = new_loss, new_acc
         known.update({keys[i]: (lv, av) for i, lv, av in zip(missing, new_loss, new_acc)})
         _write_points(path, known)
-    shape = (len(ys) if ys is not None else 1, len(xs))
-    return Surface(xs=xs, ys=ys if ys is not None else np.zeros(1), loss=loss.reshape(shape),
-                   accuracy=acc.reshape(shape), reused=len(points) - len(missing))
+    return loss, acc, len(points) - len(missing)
 
 
 TILE_POINTS = 16      # grid points per piece (a 21×21 grid is 28 tiles)
 
 
 def surface_tile(model: ModelPayload, dirs, images: torch.Tensor, labels: torch.Tensor, points: np.ndarray,
-                 *, device) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py). The model is built
-    from its payload with the safe loader, once per worker thread; the points are applied to its
-    weights in place and the weights put back after."""
+                 bn_examples: torch.Tensor | None = None, *, device) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py), with BatchNorm
+    statistics recomputed at each point from `bn_examples` where given. The model is built from its
+    payload with the safe loader, once per worker thread; the points are applied to its weights in
+    place and the weights (and statistics) put back after."""
     dirs = [{name: t.to(device) for name, t in d.items()} for d in dirs]    # no copy where already there
     return evaluate_points(payload_model(model, device), dirs, points, images, labels,
-                           progress=lambda f, m: piece_progress(f, m))
+                           progress=lambda f, m: piece_progress(f, m), bn_examples=bn_examples)
 
 
 def _point_key(p: np.ndarray) -> tuple[float, ...]:
     return tuple(round(float(v), 9) for v in p)
 
 
-def _plane_cache(cfg: SurfaceConfig, device: torch.device) -> Path:
-    """One file per plane: model checkpoint, directions, data, device type and code version."""
+def _plane_cache(cfg: SurfaceConfig, device: torch.device, bn: BNSubset | None = None) -> Path:
+    """One file per plane: model checkpoint, directions, data, device type and code version, and for
+    figures with recomputed BatchNorm statistics the subset they were recomputed from."""
     ident = {"model": to_jsonable(cfg.model), "directions": to_jsonable(cfg.directions), "dims": cfg.dims,
              "data": to_jsonable(cfg.data), "device": torch.device(device).type, "code": code_version("landscape_surface")}
+    if bn is not None:
+        ident["recompute_bn"] = to_jsonable(bn)
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir("landscape-points") / f"{digest}.npz"
 
@@ -168,6 +223,7 @@ class InterpolationConfig:
     hi: float = 1.5
     points: int = 21
     n_examples: int = 2000            # of each split
+    recompute_bn: BNSubset | None = None    # also the curves with BatchNorm statistics recomputed at each α
 
     def __post_init__(self) -> None:
         if not self.lo < self.hi or not 2 <= self.points <= 401:
@@ -191,15 +247,18 @@ def interpolation_job(ctx: JobContext, cfg: InterpolationConfig) -> Interpolatio
     if ra.get("data") != rb.get("data"):
         raise InvalidInputError(f"{ra['name']} and {rb['name']} were trained on different data sets")
     lm = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
+    bn = _bn_examples(lm, cfg.recompute_bn)
     n = sum(len(_examples(lm, EvalSet(split=s, n_examples=cfg.n_examples))[1]) for s in ("train", "test"))
-    check_seconds(f"a {cfg.points}-point line over {n:,} examples", cfg.points * n * seconds_per_example(lm, ctx.device))
+    per_point = n if bn is None else 2 * (n + len(bn))     # each split recomputes the statistics for itself
+    check_seconds(f"a {cfg.points}-point line over {n:,} examples",
+                  cfg.points * per_point * seconds_per_example(lm, ctx.device))
     sa = {k: v.to(ctx.device) for k, v in load_state(cfg.a.run_id, cfg.a.epoch).items()}
     sb = {k: v.to(ctx.device) for k, v in load_state(cfg.b.run_id, cfg.b.epoch).items()}
     alphas = _grid(cfg.lo, cfg.hi, cfg.points)
     curves = {}
     for i, split in enumerate(("train", "test")):
         images, labels = _examples(lm, EvalSet(split=split, n_examples=cfg.n_examples))
-        curves[split] = interpolation(lm.model, sa, sb, alphas, images, labels,
+        curves[split] = interpolation(lm.model, sa, sb, alphas, images, labels, bn_examples=bn,
                                       progress=stage(ctx, i / 2, (i + 1) / 2, f"{split} set"))
     return InterpolationResult(**curves)
 

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from analysis.evaluation import evaluate
 from backend.jobs import job, ref
-from backend.landscape_tasks import (EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig, TrajectoryConfig)
+from backend.landscape_tasks import (BNSubset, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
+                                     TrajectoryConfig)
 from models.data import DataSpec, load_data
 from models.errors import InvalidInputError
 from models.zoo import load_model
@@ -48,6 +50,12 @@ def test_bad_landscape_requests_say_what_is_wrong(runner, trained_run, wait_for_
     short = runner.submit(job("landscape_trajectory", TrajectoryConfig(model=a), (a,)))
     runner.wait(short, 120)
     assert "at least 3" in runner.error(short)
+    no_bn = runner.submit(job("landscape_surface", SurfaceConfig(model=a, dims=1, resolution=3,
+                                                                 recompute_bn=BNSubset()), (a,)))
+    runner.wait(no_bn, 120)
+    assert "no BatchNorm" in runner.error(no_bn)
+    with pytest.raises(InvalidInputError, match="2 to 10,000"):
+        BNSubset(n_examples=1)
     with pytest.raises(InvalidInputError, match="1 or 2"):
         SurfaceConfig(model=a, dims=3)
     with pytest.raises(InvalidInputError, match="lo < hi"):
@@ -72,3 +80,37 @@ def test_refining_a_grid_evaluates_only_the_new_points(runner, trained_run, wait
     grid = np.linspace(-1, 1, 5)
     direct = surface(lm.model, dirs, grid, grid, test.images, test.labels)
     assert np.allclose(fine.loss, direct.loss, rtol=1e-5)
+
+
+def test_recomputed_batchnorm_statistics_on_a_surface_and_an_interpolation(runner, trained_run, wait_for_job):
+    (rec,) = trained_run("digits-cnn", epochs=2, batchnorm=True)
+    final, start = load_model(rec["run_id"]), load_model(rec["run_id"], 0)
+    r, r0 = ref(final), ref(start)
+    data, bn = EvalSet(n_examples=100), BNSubset(n_examples=64, seed=3)
+
+    def line(recompute):
+        cfg = SurfaceConfig(model=r, dims=1, resolution=3, data=data, recompute_bn=recompute)
+        return wait_for_job(runner.submit(job("landscape_surface", cfg, (r,))))
+
+    plain = line(None)
+    both = line(bn)
+    assert plain.loss_recomputed is None and both.loss_recomputed.shape == (1, 3)
+    assert both.reused == 3 and np.array_equal(both.loss, plain.loss)     # the stored figures, from the cache
+    from analysis.evaluation import random_subset
+    from analysis.landscape import random_directions, surface
+    from models.zoo import training_data
+    lm = load_model(rec["run_id"])
+    train = training_data(lm).train
+    subset = train.images[random_subset(len(train), 64, torch.Generator().manual_seed(3))]
+    test = load_data(DataSpec(name="digits"), "test").head(100)
+    dirs = random_directions(lm.model, 1, SurfaceConfig(model=r).directions)
+    direct = surface(lm.model, dirs, np.linspace(-1, 1, 3), None, test.images, test.labels, bn_examples=subset)
+    assert np.allclose(both.loss_recomputed, direct.loss_recomputed, rtol=1e-5)
+    assert not np.allclose(both.loss_recomputed, both.loss, rtol=1e-3)    # the statistics do matter here
+    other = line(BNSubset(n_examples=64, seed=4))                        # another subset: evaluated anew
+    assert other.reused == 3 and not np.array_equal(other.loss_recomputed, both.loss_recomputed)
+
+    cfg = InterpolationConfig(a=r0, b=r, lo=0.0, hi=1.0, points=3, n_examples=100, recompute_bn=bn)
+    curves = wait_for_job(runner.submit(job("landscape_interpolation", cfg, (r0, r))))
+    assert curves.test.loss_recomputed.shape == (3,) and np.isfinite(curves.train.loss_recomputed).all()
+    assert curves.test.loss[-1] == pytest.approx(evaluate(final.model, test.images, test.labels).loss, rel=1e-5)
