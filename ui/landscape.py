@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.landscape import NORMS, Curve, DirectionConfig
+from analysis.landscape import NORMS, Curve, DirectionConfig, batchnorm_layers
 from backend.jobs import job, ref
 from backend.limits import limits, seconds_per_example
-from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
-                                     TrajectoryConfig)
+from backend.landscape_tasks import (BNSubset, ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig,
+                                     SurfaceConfig, TrajectoryConfig)
 from models.zoo import LoadedModel
 from ui.common import backend, model_select, plot_text
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
-from ui.landscape_figs import contour, curves, heatmap, surface3d
+from ui.landscape_figs import contour, curves, gaps, heatmap, surface3d
 
 TEACHING = """
 - **Why filter-normalized directions?** A network with BatchNorm (or ReLUs) computes the same function when
@@ -35,6 +35,26 @@ TEACHING = """
 """
 
 
+BN_NOTE = ("**Why the two differ:** in eval mode BatchNorm normalizes with the running statistics stored at the "
+           "trained weights; away from them each layer's inputs have another mean and variance, so those stale "
+           "statistics mis-scale every layer, and much of a BatchNorm model's steep walls is that mismatch. "
+           "Recomputed: at each point a train-mode pass over a fixed, seeded subset of "
+           f"{BNSubset().n_examples} training examples sets the statistics for those weights, then the loss is "
+           "evaluated in eval mode. The official code keeps the stored statistics; recomputing goes beyond it.")
+
+
+def _recompute_bn(models: list[LoadedModel], key: str) -> BNSubset | None:
+    """The checkbox, shown only where a model has BatchNorm; None when off or not shown."""
+    if not any(batchnorm_layers(m.model) for m in models):
+        return None
+    on = st.checkbox("Recompute BatchNorm statistics at each point", False, key=f"{key}.bn",
+                     help="Also evaluate every point with BatchNorm statistics measured at that point: a train-mode "
+                          f"pass over a fixed, seeded subset of {BNSubset().n_examples} training examples, then eval. "
+                          "Both are shown. The official code keeps the model's own statistics everywhere. Costs "
+                          "a second evaluation per point; models without BatchNorm are evaluated once.")
+    return BNSubset() if on else None
+
+
 def _eval_set(key: str, default_split: str = "test") -> EvalSet:
     c = st.columns(2)
     split = c[0].radio("Evaluated on", ["test", "train"], index=["test", "train"].index(default_split),
@@ -49,9 +69,11 @@ def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float:
     return points * max(n_examples, 1) * seconds_per_example(lm, backend().device)
 
 
-def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str) -> bool:
-    """Show the cost; False (button disabled) when the estimate exceeds the user's limit."""
+def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str, bn: BNSubset | None = None) -> bool:
+    """Show the cost; False (button disabled) when the estimate exceeds the user's limit. With `bn`, each
+    point is evaluated twice, after a pass over the subset."""
     n = data.n_examples or 10_000
+    n = n if bn is None else 2 * n + bn.n_examples
     est = _estimate(lm, points, n)
     most = int(limits().job_seconds)
     limit = st.number_input("Time limit (s)", 10, max(most, 10), min(600, most), step=60, key=f"{key}.limit",
@@ -85,8 +107,10 @@ def interpolation_tab(key: str = "land.interp") -> None:
     if a.data != b.data:
         st.error("These models were trained on different data sets: interpolate between checkpoints of one data set.")
         return
+    bn = _recompute_bn([a], key)
     if st.button("Interpolate", type="primary", key=f"{key}.run", disabled=lo >= hi):
-        cfg = InterpolationConfig(a=ref(a), b=ref(b), lo=float(lo), hi=float(hi), points=int(points), n_examples=int(n))
+        cfg = InterpolationConfig(a=ref(a), b=ref(b), lo=float(lo), hi=float(hi), points=int(points), n_examples=int(n),
+                                  recompute_bn=bn)
         submit(f"{key}.job", job("landscape_interpolation", cfg, (ref(a), ref(b)),
                                  f"interpolation {a.name} @{a.epoch} → {b.name} @{b.epoch}"))
     job_panel(f"{key}.job", lambda res: _show_interpolation(res[0], key))
@@ -94,16 +118,26 @@ def interpolation_tab(key: str = "land.interp") -> None:
 
 def _show_interpolation(res, key: str) -> None:
     st.plotly_chart(curves(res.train.alphas, res.train, res.test), config=CONFIG, key=f"{key}.fig")
+    recomputed = res.train.loss_recomputed is not None
     st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1). "
                "BatchNorm running statistics are interpolated too (linearly, as the official code; beyond the two "
-               "checkpoints the standard deviations are extrapolated, so variances never go negative).")
-    undefined = [a for a, l1, l2 in zip(res.train.alphas, res.train.loss, res.test.loss)
-                 if not (np.isfinite(l1) and np.isfinite(l2))]
+               "checkpoints the standard deviations are extrapolated, so variances never go negative)"
+               + (", or, in green and orange, recomputed at each α." if recomputed else "."))
+    if recomputed:
+        st.caption(BN_NOTE)
+    losses = [res.train.loss, res.test.loss]
+    if recomputed:
+        losses += [res.train.loss_recomputed, res.test.loss_recomputed]
+    undefined = [a for i, a in enumerate(res.train.alphas) if not all(np.isfinite(l[i]) for l in losses)]
     if undefined:
         st.warning(f"The loss is undefined (not a finite number) at α = {', '.join(f'{a:.3g}' for a in undefined)}: "
                    "those points are gaps in the curves, not zeros.")
     table = pd.DataFrame({"alpha": res.train.alphas, "train_loss": res.train.loss, "train_acc": res.train.accuracy,
                           "test_loss": res.test.loss, "test_acc": res.test.accuracy})
+    if recomputed:
+        for split, c in (("train", res.train), ("test", res.test)):
+            table[f"{split}_loss_recomputed_bn"] = c.loss_recomputed
+            table[f"{split}_acc_recomputed_bn"] = c.accuracy_recomputed
     st.download_button("Curves (.csv)", table.to_csv(index=False), "interpolation.csv", key=f"{key}.csv")
 
 
@@ -128,53 +162,101 @@ def directions_tab(key: str = "land.dirs") -> None:
     hi = c[2].number_input("To", 0.0, 10.0, 1.0, 0.1, key=f"{key}.hi")
     data = _eval_set(key)
     models = [m for m in (a, other) if m is not None]
+    bn = _recompute_bn(models, key)
     points = int(res) ** dims * len(models)
-    ok = _cost_gate(a, points, data, key)
+    ok = _cost_gate(a, points, data, key, bn)
     if st.button("Compute surface" if dims == 2 else "Compute line", type="primary", key=f"{key}.run",
                  disabled=not ok or lo >= hi):
         d = DirectionConfig(norm=norm, ignore_biasbn=ignore, seed=int(seed))
-        submit(f"{key}.jobs", [job("landscape_surface", SurfaceConfig(model=ref(m), directions=d, dims=int(dims),
-                                                                      lo=float(lo), hi=float(hi), resolution=int(res),
-                                                                      data=data), (ref(m),),
-                                   f"{dims}-D landscape of {m.name} @{m.epoch}") for m in models])
+        submit(f"{key}.jobs", [job("landscape_surface", SurfaceConfig(
+            model=ref(m), directions=d, dims=int(dims), lo=float(lo), hi=float(hi), resolution=int(res), data=data,
+            recompute_bn=bn if batchnorm_layers(m.model) else None), (ref(m),),
+            f"{dims}-D landscape of {m.name} @{m.epoch}") for m in models])
         st.session_state[f"{key}.names"] = [plot_text(f"{m.name} @ epoch {m.epoch}") for m in models]   # titles
     job_panel(f"{key}.jobs", lambda results: _show_surfaces(results, key))
 
 
 def _show_surfaces(results, key: str) -> None:
     names = st.session_state.get(f"{key}.names", [""] * len(results))
+    if results[0].loss.shape[0] == 1:
+        _show_lines(results, names, key)
+        return
     c = st.columns(3)
     log = c[0].toggle("Log scale", key=f"{key}.log")
     view = c[1].radio("View", ["3-D surface", "contour", "heat map"], horizontal=True, key=f"{key}.view")
     show_acc = c[2].toggle("Accuracy as a second surface", key=f"{key}.acc")
-    z = [np.log10(r.loss + 0.1) if log else r.loss for r in results]
-    zrange = (float(min(v.min() for v in z)), float(max(v.max() for v in z)))   # one scale for all
+    recomputed = any(r.loss_recomputed is not None for r in results)
+    panels = [[(m, name + (" · stored BatchNorm statistics" if recomputed else ""), r.loss, r.accuracy)]
+              + ([(m, f"{name} · BatchNorm statistics recomputed at each point", r.loss_recomputed,
+                   r.accuracy_recomputed)] if r.loss_recomputed is not None else [])
+              for m, (r, name) in enumerate(zip(results, names))]
+    z = np.concatenate([gaps(np.log10(gaps(p[2]) + 0.1) if log else p[2]).ravel() for row in panels for p in row])
+    zrange = (float(np.nanmin(z)), float(np.nanmax(z))) if np.isfinite(z).any() else None   # one scale for all
+    rows = panels if recomputed else [[p for row in panels for p in row]]    # a row per model, or side by side
+    drawn = 0
+    for row in rows:
+        for col, (m, title, loss, acc) in zip(st.columns(2 if recomputed else len(row)), row):
+            with col:
+                fig = _surface_figure(view, results[m], loss, acc if show_acc else None, log, zrange, title)
+                st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{drawn}")
+                _surface_caption(results[m], loss)
+                if loss is results[m].loss:           # the model's exports, once, under its stored surface
+                    _exports(results[m], fig, f"{key}.{m}")
+            drawn += 1
+    if recomputed:
+        st.caption(BN_NOTE)
+
+
+def _surface_figure(view: str, res, loss, acc, log: bool, zrange, title: str):
+    if view == "3-D surface":
+        return surface3d(res.xs, res.ys, loss, acc, log, zrange, title)
+    if view == "contour":
+        return contour(res.xs, res.ys, loss, log, zrange, title=title)
+    return heatmap(res.xs, res.ys, loss, log, zrange, title=title)
+
+
+def _surface_caption(res, loss) -> None:
+    v = gaps(loss)
+    centre = v[np.argmin(np.abs(res.ys)), np.argmin(np.abs(res.xs))]
+    reused = f" · {res.reused} point evaluations reused from earlier grids" if res.reused else ""
+    if np.isfinite(v).any():
+        st.caption(f"Loss at the model: {centre:.4f} · lowest on the grid {np.nanmin(v):.4f} · highest "
+                   f"{np.nanmax(v):.4f}{reused}")
+    bad = int(np.isnan(v).sum())
+    if bad:
+        st.warning(f"{bad} of {v.size} points have no finite loss (NaN or infinite): they are gaps in the surface, "
+                   "not zeros.")
+
+
+def _show_lines(results, names, key: str) -> None:
+    """1-D directions: one figure per model, the curve with recomputed BatchNorm statistics beside the
+    stored one where there is one."""
     cols = st.columns(len(results))
     for i, (res, col) in enumerate(zip(results, cols)):
+        again = ({} if res.loss_recomputed is None else
+                 {"loss_recomputed": res.loss_recomputed[0], "accuracy_recomputed": res.accuracy_recomputed[0]})
+        line = Curve(alphas=res.xs, loss=res.loss[0], accuracy=res.accuracy[0], **again)
         with col:
-            if res.loss.shape[0] == 1:        # a line
-                line = Curve(alphas=res.xs, loss=res.loss[0], accuracy=res.accuracy[0])
-                st.plotly_chart(curves(res.xs, None, line, x_title="step along the direction"), config=CONFIG,
-                                key=f"{key}.line{i}")
-                continue
-            if view == "3-D surface":
-                fig = surface3d(res.xs, res.ys, res.loss, res.accuracy if show_acc else None, log, zrange, names[i])
-            elif view == "contour":
-                fig = contour(res.xs, res.ys, res.loss, log, zrange, title=names[i])
-            else:
-                fig = heatmap(res.xs, res.ys, res.loss, log, zrange, title=names[i])
-            st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{i}")
-            centre = res.loss[np.argmin(np.abs(res.ys)), np.argmin(np.abs(res.xs))]
-            reused = f" · {res.reused} of {res.loss.size} points reused from earlier grids" if res.reused else ""
-            st.caption(f"Loss at the model: {centre:.4f} · lowest on the grid {res.loss.min():.4f} · highest "
-                       f"{res.loss.max():.4f}{reused}")
-            _exports(res, fig if res.loss.shape[0] > 1 else None, f"{key}.{i}")
+            fig = curves(res.xs, None, line, x_title="step along the direction")
+            fig.update_layout(title=names[i])
+            st.plotly_chart(fig, config=CONFIG, key=f"{key}.line{i}")
+            bad = [x for j, x in enumerate(res.xs) if not np.isfinite(line.loss[j])
+                   or (res.loss_recomputed is not None and not np.isfinite(line.loss_recomputed[j]))]
+            if bad:
+                st.warning(f"The loss is undefined (not a finite number) at {', '.join(f'{x:.3g}' for x in bad)}: "
+                           "those points are gaps in the line, not zeros.")
+    if any(r.loss_recomputed is not None for r in results):
+        st.caption(BN_NOTE)
 
 
 def _exports(res, fig, key: str) -> None:
+    """The model's figures (with recomputed BatchNorm statistics too, where computed) and its drawn figure."""
+    arrays = {"loss": res.loss, "accuracy": res.accuracy}
+    if res.loss_recomputed is not None:
+        arrays.update(loss_recomputed_bn=res.loss_recomputed, accuracy_recomputed_bn=res.accuracy_recomputed)
     buf = io.BytesIO()
-    np.savez(buf, xs=res.xs, ys=res.ys, loss=res.loss, accuracy=res.accuracy)
-    rows = [{"x": x, "y": y, "loss": res.loss[iy, ix], "accuracy": res.accuracy[iy, ix]}
+    np.savez(buf, xs=res.xs, ys=res.ys, **arrays)
+    rows = [{"x": x, "y": y, **{k: v[iy, ix] for k, v in arrays.items()}}
             for iy, y in enumerate(res.ys) for ix, x in enumerate(res.xs)]
     c = st.columns(3)
     c[0].download_button("Surface (.npz)", buf.getvalue(), "landscape.npz", key=f"{key}.npz")

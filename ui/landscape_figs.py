@@ -8,14 +8,23 @@ from plotly.subplots import make_subplots
 
 
 def curves(alphas: np.ndarray, train, test, x_title: str = "α (0 = model A, 1 = model B)") -> go.Figure:
-    """Loss (left axis, blue) and accuracy (right axis, red); train solid, test dashed."""
+    """Loss (left axis) and accuracy (right axis); train solid, test dashed. Stored BatchNorm statistics
+    in blue (loss) and red (accuracy); where a curve also has figures with recomputed statistics, those
+    in green and orange. Non-finite points are gaps (NaN), never joined across."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for curve, name, dash in ((train, "train", "solid"), (test, "test", "dash")):
         if curve is None:
             continue
-        fig.add_trace(go.Scatter(x=alphas, y=curve.loss, name=f"{name} loss", line=dict(color="#1f77b4", dash=dash)))
-        fig.add_trace(go.Scatter(x=alphas, y=100 * np.asarray(curve.accuracy), name=f"{name} accuracy",
-                                 line=dict(color="#d62728", dash=dash)), secondary_y=True)
+        both = curve.loss_recomputed is not None
+        sets = [(", stored BN statistics" if both else "", curve.loss, curve.accuracy, "#1f77b4", "#d62728")]
+        if both:
+            sets.append((", recomputed BN statistics", curve.loss_recomputed, curve.accuracy_recomputed,
+                         "#2ca02c", "#ff7f0e"))
+        for what, loss, acc, c_loss, c_acc in sets:
+            fig.add_trace(go.Scatter(x=alphas, y=gaps(loss), name=f"{name} loss{what}",
+                                     line=dict(color=c_loss, dash=dash)))
+            fig.add_trace(go.Scatter(x=alphas, y=100 * gaps(acc), name=f"{name} accuracy{what}",
+                                     line=dict(color=c_acc, dash=dash)), secondary_y=True)
     for x in (0, 1):
         if alphas.min() <= x <= alphas.max():
             fig.add_vline(x=x, line=dict(color="#999", dash="dot"))
@@ -26,8 +35,15 @@ def curves(alphas: np.ndarray, train, test, x_title: str = "α (0 = model A, 1 =
     return fig
 
 
+def gaps(values) -> np.ndarray:
+    """Floats with every non-finite value (NaN, ±inf) as NaN: Plotly draws those as gaps."""
+    v = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(v), v, np.nan)
+
+
 def _z(values: np.ndarray, log: bool) -> np.ndarray:
-    return np.log10(np.asarray(values) + 0.1) if log else np.asarray(values)
+    v = gaps(values)
+    return np.log10(v + 0.1) if log else v
 
 
 def contour(xs, ys, loss, log=False, zrange=None, path=None, title="", labels=("direction 1", "direction 2")) -> go.Figure:

@@ -20,6 +20,7 @@ def test_every_tab_computes_and_draws(trained_run):
     trained_run("digits-mlp", epochs=4)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception
+    assert not any(c.key == "land.dirs.bn" for c in at.checkbox)          # an MLP has no BatchNorm statistics
     at.number_input(key="land.dirs.res.2").set_value(5)
     at.number_input(key="land.dirs.n").set_value(200).run()
     assert any("forward passes" in c.value for c in at.caption)          # the cost, before it runs
@@ -57,4 +58,26 @@ def test_every_tab_computes_and_draws(trained_run):
     at.number_input(key="land.hess.map.res").set_value(2).run()
     at.button(key="land.hess.map.run").click().run()
     run_until(at, lambda a: any("At the model: λ_max" in c.value for c in a.caption))
+    assert not at.exception and not at.error
+
+
+def test_recomputed_batchnorm_statistics_are_drawn_beside_the_stored_ones(trained_run):
+    trained_run("digits-cnn", epochs=1, batchnorm=True)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.number_input(key="land.dirs.res.2").set_value(3)
+    at.number_input(key="land.dirs.n").set_value(100)
+    at.checkbox(key="land.dirs.bn").check().run()
+    at.button(key="land.dirs.run").click().run()
+    run_until(at, lambda a: "Surface (.npz)" in _downloads(a))
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(charts) == 2 and "recomputed at each point" in charts[1] and "stored BatchNorm" in charts[0]
+    assert any("Why the two differ" in c.value for c in at.caption)
+
+    open_tab(at, "Interpolation")
+    at.number_input(key="land.interp.points").set_value(3)
+    at.number_input(key="land.interp.n").set_value(100)
+    at.checkbox(key="land.interp.bn").check().run()
+    at.button(key="land.interp.run").click().run()
+    run_until(at, lambda a: "Curves (.csv)" in _downloads(a))
+    assert "recomputed BN statistics" in at.get("plotly_chart")[-1].proto.spec
     assert not at.exception and not at.error
