@@ -227,9 +227,21 @@ def check_config(manifest: dict) -> Any:
     if type(config) is not kind.config_type:
         raise InvalidInputError(f"the bundle's config is a {type(config).__name__}; a {kind.name} job takes a "
                                 f"{kind.config_type.__name__}")
-    if json.dumps(to_jsonable(config), sort_keys=True) != json.dumps(manifest["config"], sort_keys=True):
+    if json.dumps(_as_given(to_jsonable(config), manifest["config"]), sort_keys=True) != \
+            json.dumps(manifest["config"], sort_keys=True):
         raise InvalidInputError("the bundle's config does not read back as written")
     return config
+
+
+def _as_given(rebuilt: Any, given: Any) -> Any:
+    """`rebuilt` without the dataclass fields that `given` lacks: a bundle exported before a config
+    gained a field (rebuild gave it its default) still reads back as written. The job id is made
+    from the manifest's own config, so it is unchanged."""
+    if isinstance(rebuilt, dict) and isinstance(given, dict) and "__type__" in given:
+        return {k: _as_given(v, given[k]) for k, v in rebuilt.items() if k in given}
+    if isinstance(rebuilt, list) and isinstance(given, list) and len(rebuilt) == len(given):
+        return [_as_given(r, g) for r, g in zip(rebuilt, given)]
+    return rebuilt
 
 
 def conforms(value: Any, tp: Any) -> bool:

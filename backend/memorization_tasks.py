@@ -109,8 +109,10 @@ GRADIENT_SOURCES = ("training", "checkpoints")
 @dataclass(frozen=True, kw_only=True)
 class GradientsConfig:
     model: ModelRef
-    source: str = "training"          # "training": the sums recorded while each epoch trained (the paper's);
-                                      # "checkpoints": recomputed at each saved checkpoint's fixed weights
+    source: str = "checkpoints"       # "training": the sums recorded while each epoch trained (the paper's;
+                                      # the page's default); "checkpoints": recomputed at each saved
+                                      # checkpoint's fixed weights, the default here because results stored
+                                      # (or exported) before the record existed were computed that way
     grouping: str = "paper"
     stride: int = 1                   # checkpoints only
     batch_size: int = 512             # checkpoints only

@@ -11,10 +11,12 @@ ALLOWED = {"pages": {"ui", "backend", "models", "analysis"}, "ui": {"ui", "backe
 # analysis → models only for data types, errors and seeded initialization
 ANALYSIS_MAY_USE = {"models", "models.errors", "models.data", "models.seeding", "models.architectures"}
 # The one crossing against the grain, on purpose: training evaluates with the same batched
-# evaluation every view uses (one loop, one out-of-memory retry), imported inside the function.
+# evaluation every view uses (one loop, one out-of-memory retry), imported inside the function; and
+# records the paper's gradient accounting with the same clean/noisy split the Memorization view uses.
 # And the command line, a front end like app.py: `python -m models warm --preset teaching` prepares the
 # class demo through the backend (imported inside the command, so `python -m models train` stays light).
-EXCEPTIONS = {("models/training.py", "analysis.evaluation"), ("models/__main__.py", "backend.runner"),
+EXCEPTIONS = {("models/training.py", "analysis.evaluation"), ("models/training.py", "analysis.memorization"),
+              ("models/__main__.py", "backend.runner"),
               ("models/__main__.py", "backend.teaching")}
 
 

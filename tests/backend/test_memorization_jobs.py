@@ -29,7 +29,7 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert ov.test_acc[-1] == pytest.approx(rec["metrics"][-1]["test_acc"], abs=1e-6)
 
     # the paper's accounting, recorded while each epoch trained (the default), and the checkpoint version
-    gt = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(model=r), (r,))))
+    gt = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(model=r, source="training"), (r,))))
     assert gt.epochs == list(range(1, 13)) and gt.groups == ["fc1", "out"] and gt.clean_norm.shape == (12, 2)
     g = rec["gradients"]
     assert gt.cosine[4, 1] == pytest.approx(np.mean(g["cosine"][4][2:4]))
@@ -79,7 +79,7 @@ def test_a_run_trained_before_the_record_existed_says_so(runner, trained_run):
     del old["gradients"]
     write_json(path, old)
     r = ref(load_model(rec["run_id"]))
-    jid = runner.submit(job("memorization_gradients", GradientsConfig(model=r), (r,)))
+    jid = runner.submit(job("memorization_gradients", GradientsConfig(model=r, source="training"), (r,)))
     runner.wait(jid, 60)
     assert "no gradients recorded during training" in runner.error(jid) and "checkpoint version" in runner.error(jid)
 

@@ -467,3 +467,20 @@ def test_weights_holding_nan_are_refused_even_with_an_honest_fingerprint(honest,
     forged.manifest["config"] = json.loads(json.dumps(forged.manifest["config"]).replace(old, fp))
     forged.rename(run_id=f"import-{fp}")
     _refused(store, runs, forged.zip(), "NaN or Inf")
+
+
+def test_a_bundle_from_before_a_config_gained_a_field_still_imports(honest, other):
+    """A config field added later (with its default) is absent from older manifests: the config is
+    rebuilt with the default and still reads back as written; its job id is the manifest's own."""
+    store, runs = other
+    older = honest.copy()
+    cfg = older.manifest["config"]
+    dropped = next(k for k in cfg if k not in ("__type__", "model", "indices", "methods"))
+    del cfg[dropped]
+    manifest = import_bundle(store, older.zip(), runs)
+    assert manifest["job_id"] == job_id_of(older.manifest) != honest.manifest["job_id"]
+    assert store.get(manifest["job_id"])["status"] == "DONE"
+    # a field the manifest does give must still read back exactly
+    changed = honest.copy()
+    changed.manifest["config"]["methods"][0]["__type__"] = "backend.saliency_tasks.GridConfig"
+    _refused(store, runs, changed.zip())
