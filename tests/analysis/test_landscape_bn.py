@@ -176,3 +176,33 @@ def test_interpolation_with_recomputed_statistics_matches_the_hand_computed_loss
             bn.running_var.copy_(var)
         assert curve.loss_recomputed[i] == pytest.approx(_loss(ref, images, labels), rel=1e-5)
     assert np.isfinite(curve.accuracy_recomputed).all()
+
+
+class _SmallMemory(nn.Module):
+    """Raises CUDA's out-of-memory error for batches above `limit`, as a device of small memory would."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit = inner, limit
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"{len(x)} examples do not fit")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_chunks_until_they_fit_and_gives_up_at_two_examples():
+    model, (subset, _) = _trained(), _data(32, seed=7)
+    small = _SmallMemory(model, limit=8)
+    recompute_bn_statistics(small, subset)                       # 1 → 2 → 4 chunks of 8
+    assert int(model.bn1.num_batches_tracked) == 4
+    quarters = [_by_hand(model, part)[model.bn1] for part in subset.split(8)]
+    assert torch.allclose(model.bn1.running_mean.double(), sum(q[0] for q in quarters) / 4, rtol=1e-5, atol=1e-6)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        recompute_bn_statistics(_SmallMemory(model, limit=1), subset)   # chunks of 2 are the floor
+
+
+def test_two_examples_are_enough():
+    model, (subset, _) = _trained(), _data(2, seed=7)
+    recompute_bn_statistics(model, subset)
+    assert torch.allclose(model.bn1.running_mean.double(), _by_hand(model, subset)[model.bn1][0], rtol=1e-5, atol=1e-6)

@@ -564,3 +564,26 @@ def test_tied_dropout_accuracies_against_each_mode_written_here():
     assert acc["kept"]["drop"] < 1.0 and acc["dropped"]["test"] < 1.0 and acc["kept"]["tied labels, no ids"] < 1.0
     assert math.isnan(acc["kept"]["empty"]) and math.isnan(acc["dropped"]["empty"])
     assert layer.mode == "test"
+
+
+def test_layer_group_names_and_a_record_that_lacks_a_parameter():
+    from analysis.memorization import ParamGradients, group_account, paper_grouping
+
+    nn = torch.nn
+    r18 = build_model(ArchSpec(name="resnet18", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3,
+                               std=(0.25,) * 3), seed=0)
+    names = list(layer_groups(r18, "layer"))
+    assert names[:2] == ["conv1+bn1", "layer1.0.conv1+bn1"] and "layer2.0.shortcut" in names
+    assert paper_grouping(r18) == "block" and paper_grouping(_cnn()) == "layer"
+
+    class Apart(nn.Module):                       # a conv and its norm in different containers
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(1, 2, 3))
+            self.b = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
+
+    assert list(layer_groups(Apart())) == ["a.0+b.0"]
+    stats = ParamGradients(names=["a.0.weight"], numel=np.array([18]), clean_norm=np.ones(1), noisy_norm=np.ones(1),
+                           cosine=np.zeros(1))
+    with pytest.raises(InvalidInputError, match="no gradients recorded"):
+        group_account(stats, layer_groups(Apart()))
