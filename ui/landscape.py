@@ -15,7 +15,7 @@ from backend.limits import limits, seconds_per_example
 from backend.landscape_tasks import (BNSubset, ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig,
                                      SurfaceConfig, TrajectoryConfig)
 from models.zoo import LoadedModel
-from ui.common import backend, model_select, plot_text
+from ui.common import backend, model_select, plain, plot_text
 from ui.figures import CONFIG
 from ui.jobs import job_panel, submit
 from ui.landscape_figs import contour, curves, gaps, heatmap, surface3d
@@ -186,8 +186,9 @@ def _show_surfaces(results, key: str) -> None:
     view = c[1].radio("View", ["3-D surface", "contour", "heat map"], horizontal=True, key=f"{key}.view")
     show_acc = c[2].toggle("Accuracy as a second surface", key=f"{key}.acc")
     recomputed = any(r.loss_recomputed is not None for r in results)
-    panels = [[(m, name + (" · stored BatchNorm statistics" if recomputed else ""), r.loss, r.accuracy)]
-              + ([(m, f"{name} · BatchNorm statistics recomputed at each point", r.loss_recomputed,
+    # with recomputed statistics: a row per model under its name, the panels titled by what differs
+    panels = [[(m, "stored BatchNorm statistics" if recomputed else name, r.loss, r.accuracy)]
+              + ([(m, "BatchNorm statistics recomputed at each point", r.loss_recomputed,
                    r.accuracy_recomputed)] if r.loss_recomputed is not None else [])
               for m, (r, name) in enumerate(zip(results, names))]
     z = np.concatenate([gaps(np.log10(gaps(p[2]) + 0.1) if log else p[2]).ravel() for row in panels for p in row])
@@ -195,6 +196,8 @@ def _show_surfaces(results, key: str) -> None:
     rows = panels if recomputed else [[p for row in panels for p in row]]    # a row per model, or side by side
     drawn = 0
     for row in rows:
+        if recomputed:
+            st.markdown(f"**{plain(names[row[0][0]])}**")
         for col, (m, title, loss, acc) in zip(st.columns(2 if recomputed else len(row)), row):
             with col:
                 fig = _surface_figure(view, results[m], loss, acc if show_acc else None, log, zrange, title)

@@ -180,12 +180,14 @@ def gradients(lm: LoadedModel, key: str = "mem.gr") -> None:
 
 
 def show_gradients(res, key: str) -> None:
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("clean: Σ‖G‖/√numel", "noisy: Σ‖G‖/√numel", "cos(clean, noisy)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("clean: Σ‖G‖/√numel", "noisy: Σ‖G‖/√numel", "cos(clean, noisy)"),
+                        shared_yaxes=True, horizontal_spacing=0.09)   # layer names once, clear of the colour bars
     zmax = float(max(res.clean_norm.max(), res.noisy_norm.max()))
     for j, (z, scale, rng) in enumerate(((res.clean_norm, "Viridis", (0, zmax)), (res.noisy_norm, "Viridis", (0, zmax)),
                                          (res.cosine, "RdBu", (-1, 1)))):
         fig.add_trace(go.Heatmap(z=z.T, x=[str(e) for e in res.epochs], y=res.groups, colorscale=scale, zmin=rng[0],
-                                 zmax=rng[1], showscale=j != 0, colorbar=dict(x=0.63 if j == 1 else 1.0, len=0.9)),
+                                 zmax=rng[1], showscale=j != 0,
+                                 colorbar=dict(x=0.645 if j == 1 else 1.0, len=0.9, thickness=12)),
                       1, j + 1)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="epoch", type="category")
@@ -195,8 +197,9 @@ def show_gradients(res, key: str) -> None:
     line = go.Figure([go.Scatter(x=res.epochs, y=ratio, name="noisy / clean norm"),
                       go.Scatter(x=res.epochs, y=res.cosine.mean(1), name="mean cosine", yaxis="y2")])
     line.update_layout(height=280, margin=dict(l=0, r=0, t=30, b=0), xaxis_title="epoch",
-                       yaxis=dict(title="noisy / clean"), yaxis2=dict(title="cosine", overlaying="y", side="right",
-                                                                       range=[-1, 1]),
+                       yaxis=dict(title="noisy / clean", rangemode="tozero"),
+                       yaxis2=dict(title="cosine", overlaying="y", side="right", range=[-1, 1], showgrid=False,
+                                   tickvals=[-1, -0.5, 0, 0.5, 1]),
                        title="The noisy share against the clean one, over training", legend=dict(orientation="h", y=-0.3))
     st.plotly_chart(line, config=CONFIG, key=f"{key}.line")
     rows = [{"epoch": e, "layer": g, "clean": res.clean_norm[i, j], "noisy": res.noisy_norm[i, j],

@@ -391,6 +391,8 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
     _run_tab(page, shots, None, "Retrain the layers", "Retraining (.csv)", "memorization-retraining")
     _run_tab(page, shots, "Neuron flipping", "Flip the examples", "Neuron flipping (.csv)", "memorization-flipping")
     _run_tab(page, shots, "Rewinding", "Rewind each layer", "Layer rewinding (.csv)", "memorization-rewinding")
+    _run_tab(page, shots, "Gradients", "Account for the gradients", "Gradient accounting (.csv)",
+             "memorization-gradients")
     page.get_by_role("tab", name="Tied dropout").click()
     _settle(page)
     page.get_by_role("button", name=preset("digits-mlp-tied-dropout").describe(), exact=False).first.click()
