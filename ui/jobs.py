@@ -182,3 +182,51 @@ def _my_jobs() -> None:
         if cols[1].button("Cancel", key=f"runs.cancel.{job_id}"):
             cancel(runner, job_id)
             st.rerun()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reopening a stored result in its view (the Runs page's "Reopen in its view": ?job=<id>)
+
+def linked_job(kinds: str | tuple[str, ...]) -> tuple[str, Any] | None:
+    """(job id, its config) when this page was opened with ?job=<id> naming a stored job of one of
+    `kinds`, the first time this session sees that id; else None. The config is rebuilt through
+    its own checks (a link is outside input). The caller sets its widgets from the config before
+    drawing them and shows the job with `attach`, so nothing is computed again."""
+    import json
+
+    from backend.bundle_checks import rebuild
+
+    job_id = st.query_params.get("job")
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    if not job_id or st.session_state.get("_reopened") == job_id:
+        return None
+    row = backend().store.get(job_id)
+    if row is None or row.get("kind") not in kinds:
+        return None
+    st.session_state["_reopened"] = job_id
+    try:
+        config = rebuild(json.loads(row.get("config") or "null"))
+    except (InvalidInputError, ValueError) as exc:
+        st.warning(f"The stored job's settings could not be read back ({plain(exc)}); showing the page as it is.")
+        return None
+    return job_id, config
+
+
+def attach(state_key: str, ids: str | list[str]) -> None:
+    """Show stored jobs in the panel under `state_key` as if this session had submitted them (a
+    job shown is kept when the section submits it again: same widgets, same id)."""
+    st.session_state[state_key] = [ids] if isinstance(ids, str) else list(ids)
+
+
+def reopen(state_key: str, kinds: str | tuple[str, ...], widgets: Callable[[Any], dict[str, Any]]) -> Any | None:
+    """At the top of a section, before its widgets: when the page was opened on a stored job of
+    `kinds` (linked_job), set the widgets to `widgets(config)` ({widget key: value}) and show the
+    stored result in the panel under `state_key`. Returns the config, or None."""
+    hit = linked_job(kinds)
+    if hit is None:
+        return None
+    job_id, config = hit
+    for key, value in widgets(config).items():
+        st.session_state[key] = value
+    attach(state_key, job_id)
+    return config

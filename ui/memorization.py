@@ -18,7 +18,7 @@ from models.training import preset
 from models.zoo import LoadedModel, training_data
 from ui.common import plain, plot_text, run_safely
 from ui.figures import CONFIG, image_grid
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, reopen, submit
 
 TEACHING = {
     "overview": "Some training labels were flipped on purpose (the noise rate). A model that fits them anyway "
@@ -100,6 +100,7 @@ def example_links(lm: LoadedModel, res, mem: np.ndarray, key: str) -> None:
 
 def overview(lm: LoadedModel, key: str = "mem.ov") -> None:
     st.caption(TEACHING["overview"])
+    reopen(f"{key}.job", "memorization_overview", lambda c: {f"{key}.stride": c.stride})
     stride = st.number_input("Every n-th checkpoint", 1, 50, 1, key=f"{key}.stride")
     _run(key, "memorization_overview", lambda r: SweepConfig(model=r, stride=int(stride)), lm, "overview",
          "Show what was memorized", lambda res: show_overview(lm, res, key))
@@ -155,6 +156,8 @@ def grouping_choice(lm: LoadedModel, key: str) -> str:
 
 def gradients(lm: LoadedModel, key: str = "mem.gr") -> None:
     st.caption(TEACHING["gradients"])
+    reopen(f"{key}.job", "memorization_gradients", lambda c: {f"{key}.source": c.source, f"{key}.grouping": c.grouping,
+                                                              f"{key}.stride": c.stride})
     recorded = bool((lm.record or {}).get("gradients"))
     c = st.columns([2, 1, 1])
     source = c[0].radio("Measured", list(SOURCES), format_func=SOURCES.get, index=0 if recorded else 1,
@@ -211,6 +214,7 @@ def show_gradients(res, key: str) -> None:
 
 def rewinding(lm: LoadedModel, key: str = "mem.rw") -> None:
     st.caption(TEACHING["rewinding"])
+    reopen(f"{key}.job", "memorization_rewinding", lambda c: {f"{key}.stride": c.stride, f"{key}.grouping": c.grouping})
     c = st.columns([1, 2])
     stride = c[0].number_input("Every n-th checkpoint", 1, 50, max(1, len(lm.record["checkpoints"]) // 10),
                                key=f"{key}.stride")
@@ -244,6 +248,9 @@ def show_rewinding(res, key: str) -> None:
 
 def retraining(lm: LoadedModel, key: str = "mem.rt") -> None:
     st.caption(TEACHING["retraining"])
+    reopen(f"{key}.job", "memorization_retraining", lambda c: {
+        f"{key}.grouping": c.grouping, f"{key}.groups.{c.grouping}": list(c.groups) or list(layer_groups(lm.model, c.grouping)),
+        f"{key}.epochs": c.retrain.max_epochs, f"{key}.lr": c.retrain.lr})
     by = grouping_choice(lm, key)
     groups = list(layer_groups(lm.model, by))
     c = st.columns([3, 1, 1])
@@ -281,6 +288,9 @@ def show_retraining(res, key: str) -> None:
 
 def flipping(lm: LoadedModel, key: str = "mem.fl") -> None:
     st.caption(TEACHING["flipping"])
+    reopen(f"{key}.job", "memorization_flipping", lambda c: {
+        f"{key}.nmem": c.n_memorized, f"{key}.nclean": c.n_clean, f"{key}.batch": c.flip.batch_size,
+        f"{key}.cap": c.flip.max_steps, f"{key}.drop": c.flip.max_acc_drop, f"{key}.seed": c.seed})
     c = st.columns(6)
     n_mem = c[0].number_input("Memorized examples", 0, 1000, 32, key=f"{key}.nmem")
     n_clean = c[1].number_input("Clean examples", 0, 1000, 32, key=f"{key}.nclean")
@@ -345,6 +355,7 @@ def tied_dropout(lm: LoadedModel, key: str = "mem.td") -> None:
         train_offer((TIED_PRESET,), f"{key}.offer", f"**{plain(lm.name)}** was trained without example-tied dropout. Train "
                     "one (p_gen 0.5, p_mem 0.2, 10% noise; about a minute), or set p_gen and p_mem on the Models page:")
         return
+    reopen(f"{key}.job", "memorization_tied_dropout", lambda c: {})
     _run(key, "memorization_tied_dropout", lambda r: TiedDropoutConfig(model=r), lm, "example-tied dropout",
          "Compare kept and dropped", lambda res: show_tied(res, key))
 

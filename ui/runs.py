@@ -229,8 +229,9 @@ def _tag_or_delete(picked: list[str], names: dict[str, str], key: str, what: str
 
 
 def reopen_link(row: dict) -> tuple[str, dict] | None:
-    """(page, query parameters) that show a stored result in its view: the page submits the same
-    job and finds it stored. The Maps tab is restored whole (model, images, methods)."""
+    """(page, query parameters) that show a stored result in its view: `job` names it, and the view
+    sets every widget from the stored job's config and shows the stored result (nothing is computed
+    again); the model and tab are named too, for the page's first draw."""
     if row["kind"] not in VIEWS:
         return None
     page, tab = VIEWS[row["kind"]]
@@ -244,6 +245,8 @@ def reopen_link(row: dict) -> tuple[str, dict] | None:
     if row["kind"] == "saliency":
         params.update(split=cfg.get("split", "test"), idx=",".join(map(str, cfg["indices"])),
                       methods=",".join(m["method"] for m in cfg["methods"]))
+    if row.get("id") and row["kind"] != "train":
+        params["job"] = row["id"]
     return page, params
 
 
@@ -267,6 +270,6 @@ def import_section(key: str = "runs.import") -> None:
     models = ", ".join(m["name"] for m in manifest["models"])         # names and labels from the bundle: as text
     st.success(f"Imported **{plain(manifest['label'] or manifest['kind'])}** ({plain(manifest['kind'])}, computed on "
                f"{plain(manifest['device'])} in {manifest['seconds'] or 0:.1f} s) with {plain(models or 'no model')}.")
-    link = reopen_link({"kind": manifest["kind"], "config": json.dumps(manifest["config"])})
+    link = reopen_link({"kind": manifest["kind"], "config": json.dumps(manifest["config"]), "id": manifest["job_id"]})
     if link:
         st.page_link(link[0], label="Reopen it in its view", icon=":material/open_in_new:", query_params=link[1])
