@@ -13,6 +13,11 @@ from ui.common import cached_model
 from ui.jobs import job_panel, submit
 
 
+# measured from Home's button in a fresh workspace on this project's 2-core test machine (the e2e test
+# prints it): training the three models takes most of it, the five results a few seconds
+PREPARE_SECONDS = 30
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _jobs(fingerprints: tuple[str, ...]):
     """The tour's jobs for these exact models (the fingerprints key the cache)."""
@@ -30,8 +35,8 @@ def class_demo(key: str = "tour") -> None:
     st.subheader("Class demo: a guided tour")
     todo = missing()
     if todo:
-        st.markdown("Three small models on the built-in digits, and one result per view computed ahead, so a "
-                    "class sees pictures instead of progress bars. About 15 seconds on a laptop CPU "
+        st.markdown(f"Three small models on the built-in digits, and one result per view computed ahead, so a "
+                    f"class sees pictures instead of progress bars. About {PREPARE_SECONDS} seconds on a 2-core CPU "
                     "(or beforehand: `python -m models warm --preset teaching`).")
         if st.button("Prepare the class demo", type="primary", key=f"{key}.prepare"):
             submit(f"{key}.train", [j for c in todo for j in train_jobs(c, [c.seed])], keep_replaced=True)
@@ -42,23 +47,28 @@ def class_demo(key: str = "tour") -> None:
                         label_visibility="collapsed")
     step = next(s for s in STEPS if s.key == step_key)
     st.markdown(step.text)
-    mlp0, mlp1, noisy = _models()
-    jobs = _jobs((mlp0.fingerprint, mlp1.fingerprint, noisy.fingerprint))
+    seed0, seed1, noisy = _models()
+    jobs = _jobs((seed0.fingerprint, seed1.fingerprint, noisy.fingerprint))
+    for other in STEPS:             # every step computed ahead (a few seconds in all), not only the one shown
+        if other.key != step.key:
+            submit(f"{key}.{other.key}", jobs[other.key])
     submit(f"{key}.{step.key}", jobs[step.key])
-    job_panel(f"{key}.{step.key}", lambda res: _show(step.key, res, mlp0, noisy, jobs, f"{key}.{step.key}.view"))
-    model = noisy if step.key == "memorization" else mlp0
+    job_panel(f"{key}.{step.key}", lambda res: _show(step.key, res, seed0, noisy, jobs, f"{key}.{step.key}.view"))
+    model = noisy if step.key == "memorization" else seed0
     view = step.page.split("_", 1)[-1].removesuffix(".py").replace("_", " ")
+    # the view opens on this very result, every widget set as it produced it (ui.jobs.reopen)
     st.page_link(step.page, label=f"Explore this in the {view} view", icon=":material/arrow_forward:",
-                 query_params={"model": model.run_id, **({"open": step.tab} if step.tab else {})})
+                 query_params={"model": model.run_id, "job": jobs[step.key].key(),
+                               **({"open": step.tab} if step.tab else {})})
 
 
-def _show(key: str, res: list, mlp0, noisy, jobs, wkey: str) -> None:
+def _show(key: str, res: list, seed0, noisy, jobs, wkey: str) -> None:
     if key == "saliency":
         from ui.saliency import _draw_grid
         from ui.saliency_figs import Display
 
         cfg = jobs["saliency"].config
-        _draw_grid([mlp0], cfg.split, cfg.indices, res, Display(), wkey)
+        _draw_grid([seed0], cfg.split, cfg.indices, res, Display(), wkey)
     elif key == "similarity":
         from ui.similarity import _show_matrix
 
@@ -66,7 +76,7 @@ def _show(key: str, res: list, mlp0, noisy, jobs, wkey: str) -> None:
     elif key == "level_sets":
         from ui.level_sets import show_all
 
-        show_all(res, [(mlp0.name, mlp0.classes)], wkey)
+        show_all(res, [(seed0.name, seed0.classes)], wkey)
     elif key == "landscape":
         from ui.landscape import _show_interpolation
 

@@ -16,6 +16,8 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
     at = AppTest.from_file(ROOT_APP, default_timeout=120).run()
     at.button(key="tour.prepare").click().run()
     run_until(at, lambda a: len(a.radio) and a.radio(key="tour.step") is not None, timeout=300)
+    # every step is computed ahead, while the class looks at the first one
+    run_until(at, lambda a: all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values()), timeout=300)
     for step in STEPS:
         at.radio(key="tour.step").set_value(step.key).run()
         run_until(at, lambda a: len(a.get("plotly_chart")) > 0, timeout=300)
@@ -23,6 +25,7 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
         assert step.text[:40] in " ".join(m.value for m in at.markdown)
         (link,) = [e.proto for e in at.get("page_link") if e.proto.label.startswith("Explore this in the")]
         assert link.page.endswith(step.page.split("_", 1)[-1].removesuffix(".py"))
+        assert f"job={tour_jobs()[step.key].key()}" in link.query_string     # opens on this very result
     # every step's result is stored: a second visit computes nothing
     assert all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values())
 
