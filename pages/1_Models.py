@@ -5,7 +5,7 @@ from ui.common import backend, page_setup, page_tabs
 from ui.data import data_picker, data_preview
 from ui.jobs import job_panel, submit
 from ui.loading import import_form
-from ui.summary import model_picker, show_model
+from ui.summary import model_picker, reopen_summary, show_model
 from ui.training import show_trained, train_form
 
 page_setup("Models")
@@ -13,6 +13,7 @@ st.title("Models")
 st.markdown("Pick a data set, then train a model on it or import one of your own. Every model is kept in "
             "the workspace with a checkpoint per epoch, so the views can rewind, compare seeds and follow training.")
 
+reopen_summary("models.summary", "models.data")       # a result reopened from the Runs page
 spec = data_picker("models.data")
 if spec is None:
     st.stop()

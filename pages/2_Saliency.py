@@ -1,7 +1,7 @@
 import streamlit as st
 
 from ui.common import page_setup, page_tabs
-from ui.saliency import browse, pick_models
+from ui.saliency import maps
 from ui.saliency_checks import blockmnist_check, diffroar, randomization
 
 page_setup("Saliency")
@@ -29,15 +29,9 @@ with st.expander("What am I looking at?"):
         "rank in every map, original or randomized, so the rank correlation stays high. Read such a method's "
         "curve against its baselines, or choose a non-black baseline.")
 
-# only the open tab runs; the BlockMNIST check picks its own models (trained on BlockMNIST)
-browse_tab, block_tab, roar_tab, rand_tab = page_tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
-if block_tab.open:
-    with block_tab:
-        blockmnist_check()
-for tab, draw, compare in ((browse_tab, browse, True), (roar_tab, lambda ms: diffroar(ms[0]), False),
-                           (rand_tab, lambda ms: randomization(ms[0]), False)):
+# only the open tab runs; each view picks its models (the BlockMNIST check: those trained on BlockMNIST)
+tabs = page_tabs(["Maps", "BlockMNIST check", "DiffROAR", "Randomization check"])
+for tab, view in zip(tabs, (maps, blockmnist_check, diffroar, randomization)):
     if tab.open:
         with tab:
-            models = pick_models("sal", compare)   # only the maps compare models side by side
-            if models:
-                draw(models)
+            view()

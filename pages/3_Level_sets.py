@@ -1,7 +1,7 @@
 import streamlit as st
 
-from ui.common import model_select, page_setup
-from ui.level_sets import TEACHING, traversal
+from ui.common import page_setup
+from ui.level_sets import TEACHING, level_sets
 
 page_setup("Level sets")
 st.title("Level sets")
@@ -10,6 +10,4 @@ st.markdown("How far can an image move while the model's confidence stays put? L
             "(Balasubramanian et al. 2023).")
 with st.expander("What am I looking at?"):
     st.markdown(TEACHING)
-lm = model_select("lst.model", empty="No models yet: train one on the **Models** page (the digits CNN takes seconds).")
-if lm is not None:
-    traversal(lm)
+level_sets()

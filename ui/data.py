@@ -49,6 +49,17 @@ def data_picker(key: str = "data") -> DataSpec | None:
     return spec
 
 
+def data_widgets(spec: DataSpec, key: str = "data") -> dict:
+    """data_picker's widget values that pick `spec` (a reopened result's data set)."""
+    values = {DATA_KEY: spec, f"{key}.name": spec.name}
+    if spec.name == "blockmnist":
+        values.update({f"{key}.a": spec.block_classes[0], f"{key}.b": spec.block_classes[1],
+                       f"{key}.top": spec.block_top_only, f"{key}.patch": spec.block_patch})
+    if spec.name == "imagefolder":
+        values.update({f"{key}.folder": spec.folder, f"{key}.size": spec.image_size})
+    return values
+
+
 def data_preview(spec: DataSpec, n: int = 16) -> None:
     train, test = cached_data(spec, "train"), cached_data(spec, "test")
     c, h, w = train.input_shape

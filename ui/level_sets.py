@@ -15,9 +15,9 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import cached_data, model_select, plain, plot_text, run_safely, to_url
+from ui.common import MODEL_KEY, cached_data, model_options, model_select, plain, plot_text, run_safely, to_url
 from ui.figures import CONFIG, image_grid, montage_png
-from ui.jobs import job_panel, predictions, submit
+from ui.jobs import job_panel, predictions, reopen, submit
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:
@@ -41,6 +41,44 @@ PRESETS = {"argparse defaults (η 0.05, T 100, δ 0.05)": LSTConfig(),
            "the paper's ImageNet run (η 0.01, T 400, δ 0.2)": LSTConfig(eta=0.01, steps=400, delta=0.2, eps_adv=2e-3)}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 DELTA_HELP = "Share of the triangle's 66 points whose confidence is above p_src − Δ (strictly: for Δ = 0, above the source's own)."
+
+
+def level_sets(key: str = "lst") -> None:
+    """The model, then the traversal; a reopened result (Runs page) sets every widget first."""
+    reopen(f"{key}.job", "level_set_traversal", lambda c: traversal_widgets(c, key))
+    lm = model_select(f"{key}.model", empty="No models yet: train one on the **Models** page (the digits CNN takes "
+                                            "seconds).")
+    if lm is not None:
+        traversal(lm, key)
+
+
+def traversal_widgets(c: TraversalConfig, key: str) -> dict:
+    """The widget values that build TraversalConfig `c` again. Its images are picked once the
+    model's predictions are in (pick_pair), as a link's ?source=&targets= are."""
+    rec, lst = model_options()[c.model.run_id], c.lst
+    preset = next((name for name, p in PRESETS.items()
+                   if (p.eta, p.steps, p.delta, p.eps_adv, p.jitter) == (lst.eta, lst.steps, lst.delta, lst.eps_adv,
+                                                                         lst.jitter)), next(iter(PRESETS)))
+    frames = next((f for f in range(1, 17) if _log_every(lst.steps, f) == lst.log_every), 5)
+    return {MODEL_KEY: c.model.run_id, f"{key}.model": c.model.run_id, f"{key}.compare": False,
+            f"{key}.preset": preset, f"{key}.eta.{preset}": lst.eta, f"{key}.T.{preset}": lst.steps,
+            f"{key}.delta.{preset}": lst.delta, f"{key}.eps.{preset}": _times_255(lst.eps_adv),
+            f"{key}.jit.{preset}": _times_255(lst.jitter), f"{key}.seed": lst.seed, f"{key}.frames": frames,
+            f"{key}.reopened": (c.source, c.targets), f"{key}.shown": [(rec["name"], tuple(rec.get("classes", ())))]}
+
+
+def _times_255(value: float) -> float:
+    """A pixel value in 1/255 units that the form divides back to exactly `value` (the job's key
+    depends on every bit)."""
+    import math
+
+    guess = value * 255
+    near = [guess, math.nextafter(guess, math.inf), math.nextafter(guess, -math.inf)]
+    return next((v for v in near if v / 255 == value), guess)
+
+
+def _log_every(steps: int, frames: int) -> int:
+    return max(1, -(-steps // (frames + 1)))
 
 
 def traversal(lm: LoadedModel, key: str = "lst") -> None:
@@ -149,13 +187,17 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
 
 
 def _images_from_url(key: str, labels: np.ndarray, correct: np.ndarray, target_pool) -> None:
-    """A link's ?source=i&targets=j,k (test-set indices) picks those images in the widgets, once per
-    link; an index the widgets cannot show (out of range, or misclassified) is reported and ignored."""
+    """A link's ?source=i&targets=j,k (test-set indices), or a reopened result's, picks those images
+    in the widgets, once; an index the widgets cannot show (out of range, or misclassified) is
+    reported and ignored."""
+    picks = {}
     for param in ("source", "targets"):
         value = st.query_params.get(param)
-        if value is None or st.session_state.get(f"_url.{key}.{param}") == value:
-            continue
-        st.session_state[f"_url.{key}.{param}"] = value
+        if value is not None and st.session_state.get(f"_url.{key}.{param}") != value:
+            st.session_state[f"_url.{key}.{param}"] = picks[param] = value
+    if (reopened := st.session_state.pop(f"{key}.reopened", None)) is not None:
+        picks = {"source": str(reopened[0]), "targets": ",".join(map(str, reopened[1]))}
+    for param, value in picks.items():
         try:
             idx = [int(v) for v in value.split(",") if v.strip()]
             if param == "source":
@@ -203,7 +245,7 @@ def settings(key: str) -> LSTConfig | None:
                                    help="Intermediate iterates kept for the filmstrip, evenly spaced over the T steps.")
     return run_safely(lambda: LSTConfig(eta=float(eta), steps=int(steps), delta=float(delta), eps_adv=float(eps) / 255,
                                         jitter=float(jitter) / 255, seed=int(seed),
-                                        log_every=max(1, -(-int(steps) // (int(frames) + 1)))), "Traversal settings")
+                                        log_every=_log_every(int(steps), int(frames))), "Traversal settings")
 
 
 def summary(res) -> dict:

@@ -242,9 +242,6 @@ def reopen_link(row: dict) -> tuple[str, dict] | None:
         params["model"] = model["run_id"]
     elif row["kind"] == "train":
         params = {"open": tab}
-    if row["kind"] == "saliency":
-        params.update(split=cfg.get("split", "test"), idx=",".join(map(str, cfg["indices"])),
-                      methods=",".join(m["method"] for m in cfg["methods"]))
     if row.get("id") and row["kind"] != "train":
         params["job"] = row["id"]
     return page, params

@@ -17,6 +17,7 @@ from backend.saliency_tasks import GridConfig
 from models.data import stratified
 from models.zoo import LoadedModel
 from ui.common import (
+    MODEL_KEY,
     backend,
     plot_text,
     cached_data,
@@ -29,11 +30,12 @@ from ui.common import (
     training_split,
 )
 from ui.figures import CONFIG
-from ui.jobs import job_panel, predictions, submit
+from ui.jobs import job_panel, predictions, reopen, submit
 from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}
+TARGETS = {"predicted": "predicted class", "true": "true class"}        # else "a chosen class"
 
 
 def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
@@ -52,6 +54,27 @@ def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
     return [primary, *[lm for r in others if (lm := run_model(same[r])) is not None]]
 
 
+def model_widgets(run_id: str, key: str = "sal", others: list[str] | tuple = ()) -> dict:
+    """pick_models' widget values for a reopened result: its model is the current one; `others`
+    are the models it was compared with (a stored job holds one model's maps: none)."""
+    return {MODEL_KEY: run_id, f"{key}.primary": run_id, f"{key}.others": list(others)}
+
+
+def method_widgets(methods: tuple[SaliencyConfig, ...], key: str) -> dict:
+    """method_form's widget values that build `methods` again (a reopened result)."""
+    first, target = methods[0], methods[0].target
+    values = {f"{key}.methods": [m.method for m in methods],
+              f"{key}.target": TARGETS.get(target, "a chosen class") if isinstance(target, str) else "a chosen class",
+              f"{key}.igb": first.baseline, f"{key}.igs": first.n_steps, f"{key}.sgn": first.noise_level,
+              f"{key}.sgs": first.n_samples, f"{key}.ow": first.window, f"{key}.os": first.stride,
+              f"{key}.batch": first.batch_size}
+    if not isinstance(target, str):
+        values[f"{key}.cls"] = int(target)
+    if layer := next((m.layer for m in methods if m.method == "gradcam"), None):
+        values[f"{key}.layer"] = layer
+    return values
+
+
 def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_METHODS,
                 allow_target: bool = True, url: bool = False) -> tuple[SaliencyConfig, ...]:
     """The methods and their settings; with `url`, the chosen methods live in the address bar."""
@@ -65,9 +88,8 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
     target = "predicted"
     if allow_target:
         c = st.columns([2, 1])
-        choice = c[0].radio("Explain", ["predicted class", "true class", "a chosen class"], horizontal=True,
-                            key=f"{key}.target")
-        target = {"predicted class": "predicted", "true class": "true"}.get(choice)
+        choice = c[0].radio("Explain", [*TARGETS.values(), "a chosen class"], horizontal=True, key=f"{key}.target")
+        target = {v: k for k, v in TARGETS.items()}.get(choice)
         if target is None:
             target = int(c[1].selectbox("Class", range(len(lm.classes)), key=f"{key}.cls",
                                         format_func=lambda i: lm.classes[i]))
@@ -186,6 +208,23 @@ def display_form(key: str) -> Display:
                f"{100 - perc:g}% of the |attribution| mass lies, clipped to "
                f"{'[−1, 1]' if sign == 'all' else '[0, 1]'}. Colour bars are in attribution units.")
     return d
+
+
+def maps(key: str = "sal.browse") -> None:
+    """The Maps tab: a grid of maps for the chosen images, methods and models (computed as soon as
+    the widgets change; a reopened result sets them all first)."""
+    reopen(f"{key}.jobs", "saliency", lambda c: {**model_widgets(c.model.run_id), **grid_widgets(c, key)})
+    models = pick_models("sal")
+    if models:
+        browse(models, key)
+
+
+def grid_widgets(c: GridConfig, key: str) -> dict:
+    """The image picker's and method form's widget values that build GridConfig `c` again: its
+    images as typed indices, on one page."""
+    per = min(32, max(len(c.indices), int(st.session_state.get(f"{key}.per", 6))))
+    return {f"{key}.split": c.split, f"{key}.idx": ",".join(map(str, c.indices)), f"{key}.per": per,
+            f"{key}.page": 1, **method_widgets(c.methods, key)}
 
 
 def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:

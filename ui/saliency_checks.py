@@ -14,16 +14,20 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, models_select, plain, run_safely
+from ui.common import cached_data, eligible_runs, model_options, models_select, plain, run_safely
 from ui.figures import CONFIG
-from ui.jobs import job_panel, submit
-from ui.saliency import method_form
+from ui.jobs import job_panel, reopen, submit
+from ui.saliency import method_form, method_widgets, model_widgets, pick_models
 from ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
 
 ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
 
 
 def blockmnist_check(key: str = "sal.block") -> None:
+    reopen(f"{key}.job", "null_mass", lambda c: {
+        f"{key}.top": DataSpec.from_dict(model_options()[c.models[0].run_id]["data"]).block_top_only,
+        f"{key}.models": [r.run_id for r in c.models], **method_widgets(c.methods, f"{key}.form"),
+        f"{key}.k": c.k_grid[0], f"{key}.n": c.n_images, f"{key}.k_shown": c.k_grid[0]})
     top = st.toggle("BlockMNIST-Top (signal always on top)", key=f"{key}.top")
     spec = DataSpec(name="blockmnist", block_top_only=top)
     runs = eligible_runs(data=spec)
@@ -80,7 +84,17 @@ def _show_null_mass(res, k: float, key: str) -> None:
                                      outlines=outlines), config=CONFIG, key=f"{key}.examples")
 
 
-def diffroar(lm: LoadedModel, key: str = "sal.roar") -> None:
+def diffroar(key: str = "sal.roar") -> None:
+    reopen(f"{key}.job", "diffroar", lambda c: {
+        **model_widgets(c.model.run_id), f"{key}.methods": [m for m in c.roar.methods if m != "random"],
+        f"{key}.k": list(c.roar.k_grid), f"{key}.seeds": len(c.roar.seeds), f"{key}.epochs": c.roar.epochs,
+        f"{key}.subset": c.roar.train_subset})
+    models = pick_models("sal", compare=False)
+    if models:
+        _diffroar(models[0], key)
+
+
+def _diffroar(lm: LoadedModel, key: str) -> None:
     if not lm.record.get("config"):
         st.warning("DiffROAR retrains the model's own recipe, so it needs a model trained in Lenscape.")
         return
@@ -117,7 +131,16 @@ def _show_roar(res, key: str) -> None:
                        key=f"{key}.csv")
 
 
-def randomization(lm: LoadedModel, key: str = "sal.rand") -> None:
+def randomization(key: str = "sal.rand") -> None:
+    reopen(f"{key}.job", "randomization", lambda c: {
+        **model_widgets(c.model.run_id), **method_widgets(c.methods, f"{key}.form"), f"{key}.n": len(c.indices),
+        f"{key}.order": c.order, f"{key}.mapmode": c.map_mode})
+    models = pick_models("sal", compare=False)
+    if models:
+        _randomization(models[0], key)
+
+
+def _randomization(lm: LoadedModel, key: str) -> None:
     c = st.columns([4, 1])
     with c[0]:
         methods = method_form(lm, f"{key}.form", default=("gradient", "guided_backprop", "integrated_gradients"),
@@ -171,3 +194,8 @@ def _show_randomization(lm: LoadedModel, results, key: str) -> None:
     st.plotly_chart(attribution_grid(image.repeat(len(results), 0), cells, [METHOD_LABELS[r.method] for r in results],
                                      cols, Display(sign="all" if signed else "absolute_value", mode="heat map"),
                                      cell=120), config=CONFIG, key=f"{key}.strips")
+    rows = [{"method": res.method, "order": res.order, "maps": res.map_mode, "layer": layer,
+             "mean rank correlation": float(mean), "different images": res.floor, "two random networks": res.random_level,
+             "flagged": bool(res.flagged)} for res in results for layer, mean in zip(res.layers, res.layer_means)]
+    st.download_button("Randomization check (.csv)", pd.DataFrame(rows).to_csv(index=False), "randomization.csv",
+                       key=f"{key}.csv")

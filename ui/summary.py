@@ -7,12 +7,24 @@ import streamlit as st
 
 from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
+from models.data import DataSpec
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, cached_data, model_select, plot_text, run_safely
+from ui.common import MODEL_KEY, cached_data, model_options, model_select, plot_text, run_safely
+from ui.data import data_widgets
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, reopen, submit
 
 JOB_KEY = "models.summary_job"
+
+
+def reopen_summary(key: str = "summary", data_key: str = "data") -> None:
+    """At the top of the Models page: a reopened summary picks its model and checkpoint, and the
+    model's data set in the data picker."""
+    def widgets(c) -> dict:
+        rec, run = model_options()[c.model.run_id], c.model.run_id
+        data = data_widgets(DataSpec.from_dict(rec["data"]), data_key) if rec.get("data") else {}
+        return {**data, MODEL_KEY: run, f"{key}.model": run, f"{key}.model.epoch.{run}": int(c.model.epoch)}
+    reopen(JOB_KEY, "model_summary", widgets)
 
 
 def model_picker(key: str = "summary") -> LoadedModel | None:

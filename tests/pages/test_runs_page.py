@@ -58,7 +58,7 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     assert list(at.dataframe[1].value["job id"]) == [job_id]
     _select(at, 1, [0])
     (link,) = [e.proto for e in at.get("page_link") if e.proto.label == "Reopen in its view"]
-    assert link.page.endswith("Saliency") and "idx=2%2C7" in link.query_string and "methods=gradient" in link.query_string
+    assert link.page.endswith("Saliency") and f"job={job_id}" in link.query_string and "open=Maps" in link.query_string
     assert [b.label for b in at.get("download_button")] == ["Reproducibility bundle (.zip)"]
 
     _confirm(at, "runs.results")
