@@ -15,10 +15,11 @@ from backend.limits import limits, seconds_per_example
 from backend.landscape_tasks import (BNSubset, ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig,
                                      SurfaceConfig, TrajectoryConfig)
 from models.zoo import LoadedModel
-from ui.common import backend, model_select, plain, plot_text
+from ui.common import backend, model_options, plain, plot_text
 from ui.figures import CONFIG
-from ui.jobs import job_panel, submit
-from ui.landscape_figs import contour, curves, gaps, heatmap, surface3d
+from ui.jobs import job_panel, reopen, submit
+from ui.landscape_figs import contour, curves, density_figure, eigenvalue_figure, gaps, heatmap, surface_figure
+from ui.pickers import bound, choice, flag, number, param, pick_b, pick_model, set_picker
 
 TEACHING = """
 - **Why filter-normalized directions?** A network with BatchNorm (or ReLUs) computes the same function when
@@ -47,20 +48,29 @@ def _recompute_bn(models: list[LoadedModel], key: str) -> BNSubset | None:
     """The checkbox, shown only where a model has BatchNorm; None when off or not shown."""
     if not any(batchnorm_layers(m.model) for m in models):
         return None
-    on = st.checkbox("Recompute BatchNorm statistics at each point", False, key=f"{key}.bn",
-                     help="Also evaluate every point with BatchNorm statistics measured at that point: a train-mode "
-                          f"pass over a fixed, seeded subset of {BNSubset().n_examples} training examples, then eval. "
-                          "Both are shown. The official code keeps the model's own statistics everywhere. Costs "
-                          "a second evaluation per point; models without BatchNorm are evaluated once.")
+    on = bound(param(key, "bn"), f"{key}.bn", flag, lambda: st.checkbox(
+        "Recompute BatchNorm statistics at each point", False, key=f"{key}.bn",
+        help="Also evaluate every point with BatchNorm statistics measured at that point: a train-mode pass over a "
+             f"fixed, seeded subset of {BNSubset().n_examples} training examples, then eval. Both are shown. The "
+             "official code keeps the model's own statistics everywhere. Costs a second evaluation per point; "
+             "models without BatchNorm are evaluated once."), False)
     return BNSubset() if on else None
 
 
-def _eval_set(key: str, default_split: str = "test") -> EvalSet:
+def _eval_set(key: str) -> EvalSet:
     c = st.columns(2)
-    split = c[0].radio("Evaluated on", ["test", "train"], index=["test", "train"].index(default_split),
-                       horizontal=True, key=f"{key}.split", help="train: the examples and labels it was trained on")
-    n = c[1].number_input("Examples (0 = all)", 0, 60000, 1000, step=500, key=f"{key}.n")
+    split = bound(param(key, "split"), f"{key}.split", choice(["test", "train"]), lambda: c[0].radio(
+        "Evaluated on", ["test", "train"], horizontal=True, key=f"{key}.split",
+        help="train: the examples and labels it was trained on"), "test")
+    n = _number(key, "n", c[1], "Examples (0 = all)", 0, 60000, 1000, step=500)
     return EvalSet(split=split, n_examples=int(n))
+
+
+def _number(key: str, name: str, col, label: str, lo, hi, default, wkey: str | None = None, **kwargs):
+    """A number input keyed f"{key}.{name}" (or `wkey`) bound to ?<tab>.<name>=."""
+    wkey = wkey or f"{key}.{name}"
+    return bound(param(key, name), wkey, number(lo, hi, type(default)),
+                 lambda: col.number_input(label, lo, hi, default, key=wkey, **kwargs), default)
 
 
 def _estimate(lm: LoadedModel, points: int, n_examples: int) -> float:
@@ -90,20 +100,23 @@ def _cost_gate(lm: LoadedModel, points: int, data: EvalSet, key: str, bn: BNSubs
 
 
 def interpolation_tab(key: str = "land.interp") -> None:
+    reopen(f"{key}.job", "landscape_interpolation", lambda c: {
+        **set_picker(f"{key}.a", c.a, current=True), **set_picker(f"{key}.b", c.b), f"{key}.lo": c.lo,
+        f"{key}.hi": c.hi, f"{key}.points": c.points, f"{key}.n": c.n_examples, f"{key}.bn": c.recompute_bn is not None})
     c = st.columns(2)
-    with c[0]:
-        a = model_select(f"{key}.a", "Model A", pick_epoch=True, first_epoch=True)
+    with c[0]:       # the final checkpoints of two seeds by default: the barrier between two solutions
+        a = pick_model(f"{key}.a", "Model A", epoch_param=param(key, "epoch"), current=True)
     if a is None:
         return
     with c[1]:
-        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
+        b = pick_b(f"{key}.b", "Model B", a, param(key, "b"), param(key, "b_epoch"))
     if b is None:
         return
     c = st.columns(4)
-    lo = c[0].number_input("α from", -5.0, 5.0, -0.5, 0.1, key=f"{key}.lo")
-    hi = c[1].number_input("α to", -5.0, 5.0, 1.5, 0.1, key=f"{key}.hi")
-    points = c[2].number_input("Points", 3, 401, 21, key=f"{key}.points")
-    n = c[3].number_input("Examples per split (0 = all)", 0, 60000, 1000, step=500, key=f"{key}.n")
+    lo = _number(key, "lo", c[0], "α from", -5.0, 5.0, -0.5, step=0.1)
+    hi = _number(key, "hi", c[1], "α to", -5.0, 5.0, 1.5, step=0.1)
+    points = _number(key, "points", c[2], "Points", 3, 401, 21)
+    n = _number(key, "n", c[3], "Examples per split (0 = all)", 0, 60000, 1000, step=500)
     if a.data != b.data:
         st.error("These models were trained on different data sets: interpolate between checkpoints of one data set.")
         return
@@ -141,25 +154,38 @@ def _show_interpolation(res, key: str) -> None:
     st.download_button("Curves (.csv)", table.to_csv(index=False), "interpolation.csv", key=f"{key}.csv")
 
 
+def _surface_widgets(key: str, c: SurfaceConfig) -> dict:
+    """The Random-directions widgets for a stored surface or line (one model: the link names one job)."""
+    d, name = c.directions, (model_options().get(c.model.run_id) or {}).get("name", c.model.run_id)
+    return {**set_picker(f"{key}.a", c.model, current=True), f"{key}.compare": False, f"{key}.dims": c.dims,
+            f"{key}.norm": d.norm, f"{key}.ignore": d.ignore_biasbn, f"{key}.seed": d.seed,
+            f"{key}.res.{c.dims}": c.resolution, f"{key}.lo": c.lo, f"{key}.hi": c.hi, f"{key}.split": c.data.split,
+            f"{key}.n": c.data.n_examples, f"{key}.bn": c.recompute_bn is not None,
+            f"{key}.names": [plot_text(f"{name} @ epoch {c.model.epoch}")]}
+
+
 def directions_tab(key: str = "land.dirs") -> None:
-    a = model_select(f"{key}.a", "Model", pick_epoch=True)
+    reopen(f"{key}.jobs", "landscape_surface", lambda c: _surface_widgets(key, c))
+    a = pick_model(f"{key}.a", "Model", epoch_param=param(key, "epoch"), current=True)
     if a is None:
         return
     other = None
-    if st.toggle("Compare with a second model (same directions' seed, one colour scale)", key=f"{key}.compare"):
-        other = model_select(f"{key}.b", "Second model", current=False, like=a)
+    if bound(param(key, "compare"), f"{key}.compare", flag, lambda: st.toggle(
+            "Compare with a second model (same directions' seed, one colour scale)", key=f"{key}.compare"), False):
+        other = pick_b(f"{key}.b", "Second model", a, param(key, "b"))
     c = st.columns(4)
-    dims = c[0].radio("Directions", [2, 1], horizontal=True, key=f"{key}.dims",
-                      format_func={1: "1 (a line)", 2: "2 (a plane)"}.get)
-    norm = c[1].selectbox("Normalization", NORMS, key=f"{key}.norm",
-                          format_func={"filter": "filter-wise (the paper's)", "layer": "layer-wise",
-                                       "none": "none"}.get)
-    ignore = c[2].checkbox("Leave out biases and BatchNorm", True, key=f"{key}.ignore")
-    seed = c[3].number_input("Seed", 0, 1_000_000, 123, key=f"{key}.seed")
+    dims = bound(param(key, "dims"), f"{key}.dims", choice([2, 1]), lambda: c[0].radio(
+        "Directions", [2, 1], horizontal=True, key=f"{key}.dims", format_func={1: "1 (a line)", 2: "2 (a plane)"}.get), 2)
+    norm = bound(param(key, "norm"), f"{key}.norm", choice(NORMS), lambda: c[1].selectbox(
+        "Normalization", NORMS, key=f"{key}.norm",
+        format_func={"filter": "filter-wise (the paper's)", "layer": "layer-wise", "none": "none"}.get), "filter")
+    ignore = bound(param(key, "ignore"), f"{key}.ignore", flag, lambda: c[2].checkbox(
+        "Leave out biases and BatchNorm", True, key=f"{key}.ignore"), True)
+    seed = _number(key, "seed", c[3], "Seed", 0, 1_000_000, 123)
     c = st.columns(3)
-    res = c[0].number_input("Points per axis", 3, 201, 21 if dims == 2 else 51, key=f"{key}.res.{dims}")
-    lo = c[1].number_input("From", -10.0, 0.0, -1.0, 0.1, key=f"{key}.lo")
-    hi = c[2].number_input("To", 0.0, 10.0, 1.0, 0.1, key=f"{key}.hi")
+    res = _number(key, "res", c[0], "Points per axis", 3, 201, 21 if dims == 2 else 51, wkey=f"{key}.res.{dims}")
+    lo = _number(key, "lo", c[1], "From", -10.0, 0.0, -1.0, step=0.1)
+    hi = _number(key, "hi", c[2], "To", 0.0, 10.0, 1.0, step=0.1)
     data = _eval_set(key)
     models = [m for m in (a, other) if m is not None]
     bn = _recompute_bn(models, key)
@@ -200,7 +226,7 @@ def _show_surfaces(results, key: str) -> None:
             st.markdown(f"**{plain(names[row[0][0]])}**")
         for col, (m, title, loss, acc) in zip(st.columns(2 if recomputed else len(row)), row):
             with col:
-                fig = _surface_figure(view, results[m], loss, acc if show_acc else None, log, zrange, title)
+                fig = surface_figure(view, results[m], loss, acc if show_acc else None, log, zrange, title)
                 st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{drawn}")
                 _surface_caption(results[m], loss)
                 if loss is results[m].loss:           # the model's exports, once, under its stored surface
@@ -208,14 +234,6 @@ def _show_surfaces(results, key: str) -> None:
             drawn += 1
     if recomputed:
         st.caption(BN_NOTE)
-
-
-def _surface_figure(view: str, res, loss, acc, log: bool, zrange, title: str):
-    if view == "3-D surface":
-        return surface3d(res.xs, res.ys, loss, acc, log, zrange, title)
-    if view == "contour":
-        return contour(res.xs, res.ys, loss, log, zrange, title=title)
-    return heatmap(res.xs, res.ys, loss, log, zrange, title=title)
 
 
 def _surface_caption(res, loss) -> None:
@@ -240,7 +258,7 @@ def _show_lines(results, names, key: str) -> None:
                  {"loss_recomputed": res.loss_recomputed[0], "accuracy_recomputed": res.accuracy_recomputed[0]})
         line = Curve(alphas=res.xs, loss=res.loss[0], accuracy=res.accuracy[0], **again)
         with col:
-            fig = curves(res.xs, None, line, x_title="step along the direction")
+            fig = curves(res.xs, None, line, x_title="step along the direction (0 = the model)", marks=(0,))
             fig.update_layout(title=names[i])
             st.plotly_chart(fig, config=CONFIG, key=f"{key}.line{i}")
             bad = [x for j, x in enumerate(res.xs) if not np.isfinite(line.loss[j])
@@ -248,6 +266,9 @@ def _show_lines(results, names, key: str) -> None:
             if bad:
                 st.warning(f"The loss is undefined (not a finite number) at {', '.join(f'{x:.3g}' for x in bad)}: "
                            "those points are gaps in the line, not zeros.")
+            table = pd.DataFrame({"step": res.xs, "loss": line.loss, "accuracy": line.accuracy,
+                                  **{f"{k}_bn": v for k, v in again.items()}})
+            st.download_button("Line (.csv)", table.to_csv(index=False), "landscape_line.csv", key=f"{key}.line{i}.csv")
     if any(r.loss_recomputed is not None for r in results):
         st.caption(BN_NOTE)
 
@@ -270,11 +291,14 @@ def _exports(res, fig, key: str) -> None:
 
 
 def trajectory_tab(key: str = "land.traj") -> None:
-    lm = model_select(f"{key}.model", min_checkpoints=3, current=False,
-                      empty="No model with 3 checkpoints or more: train one for 2 epochs or more on the Models page.")
+    reopen(f"{key}.job", "landscape_trajectory", lambda c: {
+        f"{key}.model": c.model.run_id, f"{key}.res": c.resolution, f"{key}.split": c.data.split,
+        f"{key}.n": c.data.n_examples})
+    lm = pick_model(f"{key}.model", "Model", min_checkpoints=3,
+                    empty="No model with 3 checkpoints or more: train one for 2 epochs or more on the Models page.")
     if lm is None:
         return
-    res = st.number_input("Points per axis of the plane", 3, 101, 15, key=f"{key}.res")
+    res = _number(key, "res", st, "Points per axis of the plane", 3, 101, 15)
     data = _eval_set(key)
     ok = _cost_gate(lm, int(res) ** 2, data, key)
     if st.button("Compute trajectory", type="primary", key=f"{key}.run", disabled=not ok):
@@ -298,20 +322,26 @@ def _show_trajectory(res, key: str) -> None:
 
 
 def curvature_tab(key: str = "land.hess") -> None:
-    lm = model_select(f"{key}.model", pick_epoch=True)
+    reopen(f"{key}.job", "landscape_hessian", lambda c: {
+        **set_picker(f"{key}.model", c.model, current=True), f"{key}.k": c.k, f"{key}.iters": c.iters,
+        f"{key}.restarts": c.restarts, f"{key}.n": c.data.n_examples, f"{key}.params": c.params})
+    reopen(f"{key}.map.job", "landscape_convexity", lambda c: {
+        **set_picker(f"{key}.model", c.model, current=True), f"{key}.iters": c.iters, f"{key}.n": c.data.n_examples,
+        f"{key}.map.res": c.resolution, f"{key}.map.span": c.hi, f"{key}.map.seed": c.directions.seed})
+    lm = pick_model(f"{key}.model", "Model", epoch_param=param(key, "epoch"), current=True)
     if lm is None:
         return
     c = st.columns(5)
-    k = c[0].number_input("Eigenvalues", 1, 10, 3, key=f"{key}.k")
-    iters = c[1].number_input("Lanczos restarts (at most)", 5, 500, 50, key=f"{key}.iters",
-                              help="ARPACK's restarts of the Lanczos process; each costs about 20 Hessian-vector "
-                                   "products. A search that runs out says so.")
-    restarts = c[2].number_input("Random starts", 1, 10, 3, key=f"{key}.restarts")
-    n = c[3].number_input("Training examples", 10, 10000, 500, step=100, key=f"{key}.n")
-    params = c[4].radio("Parameters", ["all", "weights"], key=f"{key}.params",
-                        format_func={"all": "all", "weights": "2+-dim tensors"}.get,
-                        help="The official code takes the Hessian over weight tensors of 2 or more dimensions "
-                             "only (no biases, no BatchNorm scales); 'all' takes every parameter.")
+    k = _number(key, "k", c[0], "Eigenvalues", 1, 10, 3)
+    iters = _number(key, "iters", c[1], "Lanczos restarts (at most)", 5, 500, 50,
+                    help="ARPACK's restarts of the Lanczos process; each costs about 20 Hessian-vector products. A "
+                         "search that runs out says so.")
+    restarts = _number(key, "restarts", c[2], "Random starts", 1, 10, 3)
+    n = _number(key, "n", c[3], "Training examples", 10, 10000, 500, step=100)
+    params = bound(param(key, "params"), f"{key}.params", choice(["all", "weights"]), lambda: c[4].radio(
+        "Parameters", ["all", "weights"], key=f"{key}.params", format_func={"all": "all", "weights": "2+-dim tensors"}.get,
+        help="The official code takes the Hessian over weight tensors of 2 or more dimensions only (no biases, no "
+             "BatchNorm scales); 'all' takes every parameter."), "all")
     if st.button("Compute eigenvalues", type="primary", key=f"{key}.run"):
         cfg = HessianConfig(model=ref(lm), k=int(k), iters=int(iters), restarts=int(restarts), params=params,
                             data=EvalSet(split="train", n_examples=int(n)))
@@ -321,9 +351,9 @@ def curvature_tab(key: str = "land.hess") -> None:
                 "filter-normalized random plane; near 0 the surface is locally convex, large values mean strong "
                 "negative curvature. Each point costs two Lanczos searches (λ_max and λ_min).")
     c = st.columns(3)
-    res = c[0].number_input("Points per axis", 2, 21, 5, key=f"{key}.map.res")
-    span = c[1].number_input("Half-width of the plane", 0.1, 5.0, 1.0, 0.1, key=f"{key}.map.span")
-    seed = c[2].number_input("Directions' seed", 0, 1_000_000, 123, key=f"{key}.map.seed")
+    res = _number(key, "map.res", c[0], "Points per axis", 2, 21, 5)
+    span = _number(key, "map.span", c[1], "Half-width of the plane", 0.1, 5.0, 1.0, step=0.1)
+    seed = _number(key, "map.seed", c[2], "Directions' seed", 0, 1_000_000, 123)
     if st.button("Compute the convexity map", key=f"{key}.map.run"):
         cfg = ConvexityConfig(model=ref(lm), directions=DirectionConfig(seed=int(seed)), lo=-float(span),
                               hi=float(span), resolution=int(res), iters=int(iters),
@@ -333,10 +363,7 @@ def curvature_tab(key: str = "land.hess") -> None:
 
 
 def _show_convexity(res, key: str) -> None:
-    from ui.landscape_figs import heatmap
-
-    fig = heatmap(res.xs, res.ys, res.ratio, title="|λ_min| / λ_max")
-    fig.update_traces(colorbar=dict(title="ratio"), selector=dict(type="heatmap"))
+    fig = heatmap(res.xs, res.ys, res.ratio, title="|λ_min| / λ_max", colorbar="ratio")
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.map.fig")
     st.caption(f"At the model: λ_max = {res.lambda_max[len(res.ys) // 2, len(res.xs) // 2]:.4g}, "
                f"λ_min = {res.lambda_min[len(res.ys) // 2, len(res.xs) // 2]:.4g}.")
@@ -344,18 +371,13 @@ def _show_convexity(res, key: str) -> None:
     if blank:
         st.warning(f"{blank} of {2 * res.lambda_max.size} eigenvalue searches did not converge: their points are "
                    "blank. Raise the Lanczos restarts to fill them.")
+    table = pd.DataFrame([{"x": x, "y": y, "lambda_min": res.lambda_min[i, j], "lambda_max": res.lambda_max[i, j],
+                           "ratio": res.ratio[i, j]} for i, y in enumerate(res.ys) for j, x in enumerate(res.xs)])
+    st.download_button("Convexity map (.csv)", table.to_csv(index=False), "convexity.csv", key=f"{key}.map.csv")
 
 
 def _show_density(density, key: str) -> None:
-    import plotly.graph_objects as go
-
-    lo, hi = float(density.nodes.min()), float(density.nodes.max())
-    pad = 0.05 * (hi - lo or 1.0)
-    grid = np.linspace(lo - pad, hi + pad, 600)
-    sigma = (hi - lo or 1.0) / 100
-    fig = go.Figure(go.Scatter(x=grid, y=density.on(grid, sigma) + 1e-12, mode="lines"))
-    fig.update_layout(height=280, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue",
-                      yaxis=dict(title="density", type="log"))
+    fig, sigma = density_figure(density)
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.density")
     st.caption(f"The eigenvalue density (stochastic Lanczos quadrature, {density.nodes.shape[1]} steps, each Ritz value "
                f"a Gaussian of width {sigma:.2g}), log scale as PyHessian draws it: most of the spectrum sits near 0, "
@@ -363,16 +385,8 @@ def _show_density(density, key: str) -> None:
 
 
 def _show_hessian(res, key: str) -> None:
-    import plotly.graph_objects as go
-
     k = res.values.shape[1]
-    fig = go.Figure()
-    for r in range(res.values.shape[0]):
-        fig.add_trace(go.Scatter(x=list(range(1, k + 1)), y=res.values[r], mode="markers", marker=dict(size=10),
-                                 name=f"start {r + 1}"))
-    fig.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue (by magnitude)",
-                      yaxis_title="λ", xaxis=dict(dtick=1))
-    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
+    st.plotly_chart(eigenvalue_figure(res.values), config=CONFIG, key=f"{key}.fig")
     spread = np.nanmax(res.values, 0) - np.nanmin(res.values, 0)
     st.caption("The eigenvalues of largest magnitude of the training loss's Hessian (evaluated in eval mode), by "
                "Lanczos on Hessian-vector products (ARPACK, as the official code), from seeded random starts "

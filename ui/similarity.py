@@ -10,13 +10,16 @@ import streamlit as st
 
 from analysis.activations import hidden_layers
 from analysis.embedding import UMAP_METRICS, ProjectionConfig
+from analysis.evaluation import CONV_MODES
 from backend.jobs import job, ref
 from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
-from ui.common import MODEL_KEY, cached_data, from_url, model_options, model_select, models_select, run_model
+from ui.common import MODEL_KEY, cached_data, from_url, model_options, models_select, run_model
 from ui.figures import CONFIG
 from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, reopen, submit
+from ui.pickers import (bound, choice, choices, number, param, penultimate, pick_b, pick_model, read, recipe_seeds,
+                        set_picker, write)
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
                  "svcca": "SVCCA", "pwcca": "PWCCA"}
@@ -45,18 +48,26 @@ def one_data_set(specs: list) -> bool:
 
 def act_spec(key: str) -> ActSpec:
     c = st.columns(3)
-    n = c[0].number_input("Examples (test set)", 100, 60000, 2000, step=500, key=f"{key}.n",
-                          help="The first n test images (all of them if the test set is smaller). "
-                               "CCA wants 5-10x more examples than features.")
-    mode = c[1].selectbox("Convolutional layers", ["pool", "flatten", "positions"], key=f"{key}.mode",
-                          help="pool: average over positions (N, C); flatten: (N, C·H·W); "
-                               "positions: every position a data point (N·H·W, C)")
-    seed = c[2].number_input("Baseline seed", 0, 10_000, 0, key=f"{key}.seed")
+    n = bound(param(key, "n"), f"{key}.n", number(100, 60000), lambda: c[0].number_input(
+        "Examples (test set)", 100, 60000, 2000, step=500, key=f"{key}.n",
+        help="The first n test images (all of them if the test set is smaller). CCA wants 5-10x more examples "
+             "than features."), 2000)
+    mode = bound(param(key, "mode"), f"{key}.mode", choice(CONV_MODES), lambda: c[1].selectbox(
+        "Convolutional layers", list(CONV_MODES), key=f"{key}.mode",
+        help="pool: average over positions (N, C); flatten: (N, C·H·W); positions: every position a data point (N·H·W, C)"), "pool")
+    seed = bound(param(key, "seed"), f"{key}.seed", number(0, 10_000),
+                 lambda: c[2].number_input("Baseline seed", 0, 10_000, 0, key=f"{key}.seed"), 0)
     return ActSpec(n_examples=int(n), conv_mode=mode, seed=int(seed))
 
 
+def _acts(key: str, acts: ActSpec) -> dict:
+    """act_spec's widget values for a stored job's ActSpec (a reopened result)."""
+    return {f"{key}.n": acts.n_examples, f"{key}.mode": acts.conv_mode, f"{key}.seed": acts.seed}
+
+
 def _metric(key: str) -> str:
-    return st.selectbox("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key=f"{key}.metric")
+    return bound(param(key, "metric"), f"{key}.metric", choice(list(METRIC_LABELS)), lambda: st.selectbox(
+        "Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key=f"{key}.metric"), "linear_cka")
 
 
 def _submit(state: str, kind: str, cfg, refs, label: str) -> None:
@@ -90,30 +101,39 @@ def heatmap(values: np.ndarray, baseline: np.ndarray, rows: list[str], cols: lis
 
 
 def _pick_pair(key: str):
-    """(the two columns, model A, model B) or None: A is the current model, B by default the newest
-    other model of A's data set; each with a checkpoint picker."""
+    """(the two columns, model A, model B) or None: A is the current model, B by default another seed
+    of A's recipe (ui.pickers.pick_b); each with a checkpoint picker."""
     c = st.columns(2)
     with c[0]:
-        a = model_select(f"{key}.a", "Model A", pick_epoch=True)
+        a = pick_model(f"{key}.a", "Model A", epoch_param=param(key, "epoch"), current=True)
     if a is None:
         return None
     with c[1]:
-        b = model_select(f"{key}.b", "Model B", pick_epoch=True, current=False, like=a)
+        b = pick_b(f"{key}.b", "Model B", a, param(key, "b"), param(key, "b_epoch"))
     return None if b is None else (c, a, b)
 
 
+def _pair_widgets(key: str, a, b) -> dict:
+    """The pair pickers' values for a stored job's two ModelRefs."""
+    return {**set_picker(f"{key}.a", a, current=True), **set_picker(f"{key}.b", b)}
+
+
+def _modules(lm) -> list[str]:
+    return [n for n, _ in lm.model.named_modules() if n]
+
+
 def layer_matrix(key: str = "sim.layers") -> None:
+    reopen(f"{key}.job", "layer_similarity", lambda c: {
+        **_pair_widgets(key, c.a, c.b), f"{key}.la.{c.a.run_id}": list(c.layers_a),
+        f"{key}.lb.{c.b.run_id}": list(c.layers_b), f"{key}.metric": c.metric, **_acts(key, c.acts)})
     pair = _pick_pair(key)
     if pair is None:
         return
     c, a, b = pair
-    a_id, b_id = a.run_id, b.run_id
     # layer pickers are keyed by model: under a fixed key Streamlit keeps the previous model's choice,
     # cut down to the layer names both models happen to share
-    la = c[0].multiselect("Layers of A", [n for n, _ in a.model.named_modules() if n], hidden_layers(a.model),
-                          key=f"{key}.la.{a_id}")
-    lb = c[1].multiselect("Layers of B", [n for n, _ in b.model.named_modules() if n], hidden_layers(b.model),
-                          key=f"{key}.lb.{b_id}")
+    la = _layer_list(key, "la", c[0], a, "Layers of A")
+    lb = _layer_list(key, "lb", c[1], b, "Layers of B")
     metric, acts = _metric(key), act_spec(key)
     if not one_data_set([a.data, b.data]):
         return
@@ -131,6 +151,22 @@ SEED_BASELINE = ("the larger of the two models' values against a randomly initia
                  "architecture, so a cell and its mirror agree (hover for the baseline)")
 
 
+def _layer_list(key: str, side: str, col, lm, label: str) -> list[str]:
+    """A multiselect of `lm`'s layers (by default the hidden ones), bound to ?<tab>.<side>=."""
+    wkey = f"{key}.{side}.{lm.run_id}"
+    return bound(param(key, side), wkey, choices(_modules(lm)),
+                 lambda: col.multiselect(label, _modules(lm), hidden_layers(lm.model), key=wkey), hidden_layers(lm.model))
+
+
+def _layer_one(key: str, side: str, col, layers: list[str], label: str, wkey: str) -> str:
+    """A selectbox of `layers`, by default the last before the logits, bound to ?<tab>.<side>=."""
+    if st.session_state.get(wkey) not in layers:
+        st.session_state.pop(wkey, None)
+    return bound(param(key, side), wkey, choice(layers),
+                 lambda: col.selectbox(label, layers, index=layers.index(penultimate(layers)), key=wkey),
+                 penultimate(layers))
+
+
 def _show_matrix(m, key: str, baseline: str = LAYER_BASELINE) -> None:
     st.plotly_chart(heatmap(m.values, m.baseline, m.rows, m.cols, m.metric), config=CONFIG, key=f"{key}.heat")
     st.caption(f"✗ marks a value that does not beat its null baseline: {baseline}.")
@@ -141,10 +177,15 @@ def _show_matrix(m, key: str, baseline: str = LAYER_BASELINE) -> None:
 
 
 def seed_matrix(key: str = "sim.seeds") -> None:
-    # default: the newest models of one data set
+    cfg = reopen(f"{key}.job", "seed_similarity", lambda c: {
+        f"{key}.models": [r.run_id for r in c.models], f"{key}.layer": c.layer, f"{key}.metric": c.metric,
+        **_acts(key, c.acts)})
+    _default_models(f"{key}.models", param(key, "models"), cfg, seeds=True)
     models = models_select(f"{key}.models", "Models (e.g. seeds of one recipe)", default=3)
+    write(param(key, "models"), f"{key}.models", [m.run_id for m in models])
     if len(models) < 2:
-        st.info("Pick at least two models.")
+        st.info("Pick at least two models: seeds of one recipe (the Models page trains several seeds at once, "
+                "e.g. '0-2').")
         return
     if not one_data_set([m.data for m in models]):
         return
@@ -154,7 +195,7 @@ def seed_matrix(key: str = "sim.seeds") -> None:
         st.error("These models have no layer name in common: compare seeds or variants of one architecture here, "
                  "or use the Layers × layers tab.")
         return
-    layer = st.selectbox("Layer", shared, key=f"{key}.layer.{'.'.join(shared)}")
+    layer = _layer_one(key, "layer", st, shared, "Layer", f"{key}.layer")
     metric, acts = _metric(key), act_spec(key)
     if st.button("Compute", type="primary", key=f"{key}.run"):
         refs = tuple(ref(m) for m in models)
@@ -163,14 +204,28 @@ def seed_matrix(key: str = "sim.seeds") -> None:
     job_panel(f"{key}.job", lambda res: _show_matrix(res[0], key, SEED_BASELINE))
 
 
+def _default_models(key: str, models_param: str, reopened, seeds: bool) -> None:
+    """Before a models multiselect: a link's list (?<tab>.models=); else, on the first draw or when
+    ?model= names a model not in the list, the current model (the newest without one), with the
+    other seeds of its recipe where `seeds`. A reopened job's list (`reopened`) stays."""
+    runs = models_with_data()
+    named = st.query_params.get("model") in runs and from_url("model", MODEL_KEY)
+    if read(models_param, key, choices(list(runs))) or reopened is not None:
+        return
+    if key not in st.session_state or (named and st.session_state[MODEL_KEY] not in st.session_state[key]):
+        anchor = st.session_state.get(MODEL_KEY) if st.session_state.get(MODEL_KEY) in runs else next(iter(runs))
+        st.session_state[key] = recipe_seeds(anchor, runs) if seeds else [anchor]
+
+
 def convergence(key: str = "sim.train") -> None:
-    lm = model_select(f"{key}.model", min_checkpoints=2, current=False,
-                      empty="No model with several checkpoints: train one on the Models page.")
+    reopen(f"{key}.job", "convergence", lambda c: {
+        f"{key}.model": c.model.run_id, f"{key}.layers.{c.model.run_id}": list(c.layers), f"{key}.metric": c.metric,
+        **_acts(key, c.acts)})
+    lm = pick_model(f"{key}.model", "Model", min_checkpoints=2,
+                    empty="No model with several checkpoints: train one on the Models page.")
     if lm is None:
         return
-    run_id = lm.run_id
-    layers = st.multiselect("Layers", [n for n, _ in lm.model.named_modules() if n], hidden_layers(lm.model),
-                            key=f"{key}.layers.{run_id}")
+    layers = _layer_list(key, "layers", st, lm, "Layers")
     metric, acts = _metric(key), act_spec(key)
     if st.button("Compute", type="primary", key=f"{key}.run", disabled=not layers):
         r = ref(lm)
@@ -187,8 +242,10 @@ def _show_convergence(c, key: str) -> None:
         fig.add_trace(go.Scatter(x=c.epochs, y=c.values[:, i], name=layer, mode="lines+markers", line=dict(color=color)))
         fig.add_trace(go.Scatter(x=[c.epochs[0], c.epochs[-1]], y=[c.baseline[i]] * 2, mode="lines", showlegend=False,
                                  line=dict(color=color, dash="dot"), hovertemplate=f"{layer} random baseline %{{y:.3f}}"))
-    fig.update_layout(xaxis_title="epoch (0 = initialization)", yaxis=dict(title=f"{METRIC_LABELS[c.metric]} with the "
-                      "final state", range=[0, 1.02]), height=420, margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_layout(xaxis=dict(title="epoch (0 = initialization)", tickformat="d",   # epochs are whole
+                                 dtick=1 if len(c.epochs) <= 20 else None),
+                      yaxis=dict(title=f"{METRIC_LABELS[c.metric]} with the final state", range=[0, 1.02]),
+                      height=420, margin=dict(l=0, r=0, t=30, b=0))
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
     st.caption("Dotted lines: each layer's final state against a randomly initialized network. Layers whose curve "
                "reaches 1 early have converged early.")
@@ -197,12 +254,15 @@ def _show_convergence(c, key: str) -> None:
 
 
 def all_metrics(key: str = "sim.pair") -> None:
+    reopen(f"{key}.job", "all_metrics", lambda c: {
+        **_pair_widgets(key, c.a, c.b), f"{key}.la.{c.a.run_id}": c.layer_a, f"{key}.lb.{c.b.run_id}": c.layer_b,
+        **_acts(key, c.acts)})
     pair = _pick_pair(key)
     if pair is None:
         return
     c, a, b = pair
-    la = c[0].selectbox("Layer of A", hidden_layers(a.model), key=f"{key}.la.{a.run_id}")
-    lb = c[1].selectbox("Layer of B", hidden_layers(b.model), key=f"{key}.lb.{b.run_id}")
+    la = _layer_one(key, "la", c[0], hidden_layers(a.model), "Layer of A", f"{key}.la.{a.run_id}")
+    lb = _layer_one(key, "lb", c[1], hidden_layers(b.model), "Layer of B", f"{key}.lb.{b.run_id}")
     acts = act_spec(key)
     if not one_data_set([a.data, b.data]):
         return
@@ -233,38 +293,52 @@ def _show_pair(p, key: str) -> None:
     st.download_button("Table (.csv)", table.to_csv(index=False), "metrics.csv", key=f"{key}.csv")
 
 
-def _unknown(run_id: str):
-    raise ValueError(f"no model {run_id} in the workspace")
+def _projection_widgets(key: str, c: ProjectionJobConfig) -> dict:
+    """The Projection tab's widget values for a stored job (one model: the link names one job)."""
+    p, run = c.projection, c.model.run_id
+    return {f"{key}.models": [run], f"{key}.layer.{run}": c.layer, f"{key}.method": p.method, f"{key}.split": c.split,
+            f"{key}.n": c.n_examples, f"{key}.nn": p.n_neighbors, f"{key}.md": p.min_dist, f"{key}.metric": p.metric,
+            f"{key}.seed": p.seed, f"{key}.shown": ([run], c.split)}
 
 
 def projection(key: str = "sim.proj") -> None:
     # a link (e.g. from a memorized example on the Memorization page) names the model, the split and
-    # an example to mark: ?model=...&split=train&mark=17&colour=memorized. It projects at once.
-    linked = from_url("mark", f"{key}.mark", int)
-    from_url("model", MODEL_KEY, lambda v: v if v in models_with_data() else _unknown(v))
-    from_url("split", f"{key}.split")
-    from_url("colour", f"{key}.colour")
+    # an example to mark: ?model=...&split=train&mark=17&colour=memorized. It projects at once. Those
+    # three keep their names; the other settings are ?proj.<setting>=.
+    reopened = reopen(f"{key}.jobs", "projection", lambda c: _projection_widgets(key, c))
+    linked = read("mark", f"{key}.mark", number(0, None))
+    _default_models(f"{key}.models", param(key, "models"), reopened, seeds=False)
     models = models_select(f"{key}.models", "Models (side by side)", default=1, max_selections=2)
+    write(param(key, "models"), f"{key}.models", [m.run_id for m in models])
     if not models:
         return
-    picked = [m.run_id for m in models]
+    picked, layers = [m.run_id for m in models], hidden_layers(models[0].model)
     if linked:                                    # the last layer before the logits
-        st.session_state[f"{key}.layer.{models[0].run_id}"] = hidden_layers(models[0].model)[-2:][0]
+        st.session_state[f"{key}.layer.{models[0].run_id}"] = penultimate(layers)
     c = st.columns(4)
-    layer = c[0].selectbox("Layer", hidden_layers(models[0].model), key=f"{key}.layer.{models[0].run_id}")
-    method = c[1].radio("Method", ["umap", "pca"], horizontal=True, key=f"{key}.method")
-    split = c[2].radio("Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
-                       help="The training split shows relabelled (memorized) examples where there was label noise.")
-    n = c[3].number_input("Examples", 100, 70000, 2000, step=500, key=f"{key}.n",
-                          help="The split's first n examples (a marked example beyond them is added by raising n).")
+    layer = _layer_one(key, "layer", c[0], layers, "Layer", f"{key}.layer.{models[0].run_id}")
+    method = bound(param(key, "method"), f"{key}.method", choice(["umap", "pca"]), lambda: c[1].radio(
+        "Method", ["umap", "pca"], horizontal=True, key=f"{key}.method"), "umap")
+    split = bound("split", f"{key}.split", choice(["test", "train"]), lambda: c[2].radio(
+        "Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
+        help="The training split shows relabelled (memorized) examples where there was label noise."), "test")
+    n = bound(param(key, "n"), f"{key}.n", number(100, 70000), lambda: c[3].number_input(
+        "Examples", 100, 70000, 2000, step=500, key=f"{key}.n",
+        help="The split's first n examples (a marked example beyond them is added by raising n)."), 2000)
     c = st.columns(5)
-    neighbors = c[0].number_input("UMAP neighbours", 2, 200, 15, key=f"{key}.nn")
-    min_dist = c[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, key=f"{key}.md")
-    metric = c[2].selectbox("UMAP metric", UMAP_METRICS, key=f"{key}.metric")
-    seed = c[3].number_input("Seed", 0, 10_000, 0, key=f"{key}.seed")
+    neighbors = bound(param(key, "nn"), f"{key}.nn", number(2, 200),
+                      lambda: c[0].number_input("UMAP neighbours", 2, 200, 15, key=f"{key}.nn"), 15)
+    min_dist = bound(param(key, "md"), f"{key}.md", number(0.0, 1.0, float),
+                     lambda: c[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, key=f"{key}.md"), 0.1)
+    metric = bound(param(key, "metric"), f"{key}.metric", choice(UMAP_METRICS),
+                   lambda: c[2].selectbox("UMAP metric", UMAP_METRICS, key=f"{key}.metric"), "euclidean")
+    seed = bound(param(key, "seed"), f"{key}.seed", number(0, 10_000),
+                 lambda: c[3].number_input("Seed", 0, 10_000, 0, key=f"{key}.seed"), 0)
     mark = c[4].number_input("Mark example #", 0, None, None, key=f"{key}.mark", placeholder="index",
                              help="Draw this example of the split as a star, in every panel.")
-    colour = st.radio("Colour by", ["class", "correct", "memorized"], horizontal=True, key=f"{key}.colour")
+    write("mark", f"{key}.mark", mark)
+    colour = bound("colour", f"{key}.colour", choice(["class", "correct", "memorized"]), lambda: st.radio(
+        "Colour by", ["class", "correct", "memorized"], horizontal=True, key=f"{key}.colour"), "class")
     cfg = ProjectionConfig(method=method, n_neighbors=int(neighbors), min_dist=float(min_dist), metric=metric,
                            seed=int(seed))
     n_examples = max(int(n), int(mark) + 1) if mark is not None else int(n)
