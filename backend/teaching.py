@@ -103,6 +103,16 @@ def tour_jobs() -> dict[str, Job]:
     }
 
 
+def view_jobs() -> list[Job]:
+    """What the views need besides a step's result to open on it: the test-set predictions the
+    Saliency and Level sets pages pick images by (a link from the tour then computes nothing)."""
+    from backend.saliency_tasks import PredictConfig
+
+    seed0 = load_model(run_id_for(train_configs()[0]))
+    r0 = ref(seed0)
+    return [job("predict", PredictConfig(model=r0, split="test"), (r0,), f"test predictions of {seed0.name}")]
+
+
 def _level_set_pair(lm, test) -> tuple[int, tuple[int, ...]]:
     """The Level sets page's default pick: the first correctly classified image of class 0, and the
     first of classes 1, 2 and 3 classified correctly with p > 0.6 (correctly, where none is)."""
@@ -144,6 +154,8 @@ def warm(runner, say: Callable[[str], None] = print, timeout: float = 1800) -> d
         say(f"computing the {key} step")
         done[key] = runner.submit(j)
         _wait(runner, done[key], timeout)
+    for j in view_jobs():
+        _wait(runner, runner.submit(j), timeout)
     say(f"the class demo is ready ({time.perf_counter() - start:.0f} s)")
     return done
 

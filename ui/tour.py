@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backend.tasks import train_jobs
-from backend.teaching import STEPS, missing, tour_jobs, train_configs
+from backend.teaching import STEPS, missing, tour_jobs, train_configs, view_jobs
 from models.training import run_id_for
 from ui.common import cached_model
 from ui.jobs import job_panel, submit
@@ -22,6 +22,11 @@ PREPARE_SECONDS = 30
 def _jobs(fingerprints: tuple[str, ...]):
     """The tour's jobs for these exact models (the fingerprints key the cache)."""
     return tour_jobs()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _view_jobs(fingerprint: str):
+    return view_jobs()
 
 
 def _models():
@@ -52,6 +57,7 @@ def class_demo(key: str = "tour") -> None:
     for other in STEPS:             # every step computed ahead (a few seconds in all), not only the one shown
         if other.key != step.key:
             submit(f"{key}.{other.key}", jobs[other.key])
+    submit(f"{key}.views", _view_jobs(seed0.fingerprint))     # and what the views' links need to open at once
     submit(f"{key}.{step.key}", jobs[step.key])
     job_panel(f"{key}.{step.key}", lambda res: _show(step.key, res, seed0, noisy, jobs, f"{key}.{step.key}.view"))
     model = noisy if step.key == "memorization" else seed0

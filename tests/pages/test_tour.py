@@ -56,3 +56,28 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
     lst.button(key="lst.run").click().run()
     assert lst.session_state["lst.job"] == [jobs["level_sets"].key()]
     assert backend().status(jobs["level_sets"].key()) == JobStatus.DONE
+
+
+def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home):
+    """"Explore this in the … view" opens every step's view with the step's stored result shown and
+    nothing submitted (the link names the job: ?job=)."""
+    from backend.teaching import STEPS, tour_jobs, warm
+    from ui.jobs import backend
+
+    warm(backend(), say=lambda m: None)
+    jobs = tour_jobs()
+    home = AppTest.from_file(ROOT_APP, default_timeout=120).run()
+    for step in STEPS:
+        home.radio(key="tour.step").set_value(step.key).run()
+        (link,) = [e.proto for e in home.get("page_link") if e.proto.label.startswith("Explore this in the")]
+        before = {r["id"]: r["status"] for r in backend().store.list()}
+        view = AppTest.from_file(ROOT_APP, default_timeout=120)
+        for part in link.query_string.split("&"):
+            k, _, v = part.partition("=")
+            view.query_params[k] = v.replace("+", " ")
+        view.switch_page(step.page).run()
+        assert not view.exception and not view.error, (step.key, [e.value for e in view.error])
+        state = view._session_state.filtered_state
+        shown = [k for k, v in state.items() if k.endswith((".job", ".jobs")) and v == [jobs[step.key].key()]]
+        assert shown, (step.key, {k: v for k, v in state.items() if k.endswith((".job", ".jobs"))})
+        assert {r["id"]: r["status"] for r in backend().store.list()} == before, step.key
