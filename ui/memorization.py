@@ -74,6 +74,12 @@ def _run(key: str, kind: str, cfg, lm: LoadedModel, label: str, button: str, sho
     job_panel(f"{key}.job", lambda res: run_safely(lambda: show(res[0]), label))
 
 
+def epoch_axis(epochs, title: str = "epoch") -> dict:
+    """An x axis of whole epochs: ticks on integers (a few epochs would otherwise read 0.5, 1.5)."""
+    last = max(epochs, default=1)
+    return dict(title=title, tick0=0, dtick=max(1, -(-int(last) // 10)))
+
+
 def csv_button(df: pd.DataFrame, name: str, key: str) -> None:
     st.download_button(f"{name} (.csv)", df.to_csv(index=False), f"{name.lower().replace(' ', '_')}.csv", key=key)
 
@@ -117,7 +123,7 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
     for y, name, dash in ((res.clean_acc, "clean train", "solid"), (res.noisy_acc, "noisy train (noisy label: memorized)", "solid"),
                           (res.noisy_true_acc, "noisy train (true label)", "dot"), (res.test_acc, "test", "dash")):
         fig.add_trace(go.Scatter(x=res.epochs, y=y, name=name, line=dict(dash=dash)))
-    fig.update_layout(height=340, margin=dict(l=0, r=0, t=30, b=0), xaxis_title="epoch", yaxis=dict(title="accuracy",
+    fig.update_layout(height=340, margin=dict(l=0, r=0, t=30, b=0), xaxis=epoch_axis(res.epochs), yaxis=dict(title="accuracy",
                       range=[0, 1.02]), title="Accuracy over training", legend=dict(orientation="h", y=-0.25))
     st.plotly_chart(fig, config=CONFIG, key=f"{key}.curves")
     mem = np.flatnonzero(res.memorized)
@@ -199,7 +205,7 @@ def show_gradients(res, key: str) -> None:
     ratio = res.noisy_norm.sum(1) / np.maximum(res.clean_norm.sum(1), 1e-12)
     line = go.Figure([go.Scatter(x=res.epochs, y=ratio, name="noisy / clean norm"),
                       go.Scatter(x=res.epochs, y=res.cosine.mean(1), name="mean cosine", yaxis="y2")])
-    line.update_layout(height=280, margin=dict(l=0, r=0, t=30, b=0), xaxis_title="epoch",
+    line.update_layout(height=280, margin=dict(l=0, r=0, t=30, b=0), xaxis=epoch_axis(res.epochs),
                        yaxis=dict(title="noisy / clean", rangemode="tozero"),
                        yaxis2=dict(title="cosine", overlaying="y", side="right", range=[-1, 1], showgrid=False,
                                    tickvals=[-1, -0.5, 0, 0.5, 1]),
@@ -277,7 +283,8 @@ def show_retraining(res, key: str) -> None:
                       legend=dict(orientation="h", y=-0.25))
     st.plotly_chart(bar, config=CONFIG, key=f"{key}.bar")
     curves = go.Figure([go.Scatter(x=np.arange(1, len(a) + 1), y=a, name=g) for g, a in zip(res.groups, res.noisy_acc)])
-    curves.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0), xaxis_title="retraining epoch",
+    curves.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0),
+                         xaxis=epoch_axis(range(1, 1 + max(len(a) for a in res.noisy_acc)), "retraining epoch"),
                          yaxis=dict(title="noisy accuracy", range=[0, 1.02]), title="Noisy-example accuracy while retraining")
     st.plotly_chart(curves, config=CONFIG, key=f"{key}.curves")
     csv_button(pd.DataFrame({"layer": res.groups, "noisy accuracy after": final, "test accuracy after": res.test_acc,
