@@ -227,7 +227,8 @@ def _show_surfaces(results, key: str) -> None:
         for col, (m, title, loss, acc) in zip(st.columns(2 if recomputed else len(row)), row):
             with col:
                 fig = surface_figure(view, results[m], loss, acc if show_acc else None, log, zrange, title)
-                st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{drawn}")
+                st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig{drawn}",
+                                width="stretch" if view == "3-D surface" else "content")   # 2-D: square
                 _surface_caption(results[m], loss)
                 if loss is results[m].loss:           # the model's exports, once, under its stored surface
                     _exports(results[m], fig, f"{key}.{m}")
@@ -313,7 +314,7 @@ def _show_trajectory(res, key: str) -> None:
     log = st.toggle("Log scale", key=f"{key}.log")
     fig = contour(plane.xs, plane.ys, plane.loss, log, path=(p.coords[:, 0], p.coords[:, 1],
                                                              [f"ep {e}" for e in res.epochs]), labels=labels)
-    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig")
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.fig", width="content")
     st.caption("The path of the checkpoints (θₑ − θ_final projected on the two principal directions of the path; "
                "it ends at the origin, the final model) over the loss on that plane. Directions are not "
                "filter-normalized, as in the paper.")
@@ -363,8 +364,9 @@ def curvature_tab(key: str = "land.hess") -> None:
 
 
 def _show_convexity(res, key: str) -> None:
-    fig = heatmap(res.xs, res.ys, res.ratio, title="|λ_min| / λ_max", colorbar="ratio")
-    st.plotly_chart(fig, config=CONFIG, key=f"{key}.map.fig")
+    top = float(np.nanmax(res.ratio)) if np.isfinite(res.ratio).any() else 1.0
+    fig = heatmap(res.xs, res.ys, res.ratio, zrange=(0.0, top or 1.0), title="|λ_min| / λ_max", colorbar="ratio")
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.map.fig", width="content")
     st.caption(f"At the model: λ_max = {res.lambda_max[len(res.ys) // 2, len(res.xs) // 2]:.4g}, "
                f"λ_min = {res.lambda_min[len(res.ys) // 2, len(res.xs) // 2]:.4g}.")
     blank = int(np.isnan(res.lambda_max).sum() + np.isnan(res.lambda_min).sum())

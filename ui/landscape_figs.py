@@ -84,8 +84,10 @@ def spaced(x: np.ndarray, y: np.ndarray, width: float, height: float, gap: float
 
 def square(fig: go.Figure, xs, ys) -> go.Figure:
     """A square plotting area whatever the two axes' ranges (the plane's two directions are drawn at
-    one size, as in the paper's figures)."""
+    one size, as in the paper's figures), in a figure about as wide as it is tall, colour bar included:
+    draw it with st.plotly_chart(..., width="content")."""
     ratio = (np.ptp(xs) or 1.0) / (np.ptp(ys) or 1.0)
+    fig.update_layout(width=fig.layout.height + 90)
     fig.update_xaxes(constrain="domain")
     return fig.update_yaxes(scaleanchor="x", scaleratio=ratio, constrain="domain")
 
@@ -131,10 +133,11 @@ def surface_figure(view: str, res, loss, acc, log: bool, zrange, title: str) -> 
 
 
 def eigenvalue_figure(values: np.ndarray) -> go.Figure:
-    """The Hessian's top eigenvalues (restarts, k): one marker per random start."""
-    k = values.shape[1]
-    fig = go.Figure([go.Scatter(x=list(range(1, k + 1)), y=row, mode="markers", marker=dict(size=10),
-                                name=f"start {r + 1}") for r, row in enumerate(values)])
+    """The Hessian's top eigenvalues (restarts, k): one marker per random start, the starts side by
+    side around each eigenvalue's number (converged starts agree and would hide each other)."""
+    n, k = values.shape
+    fig = go.Figure([go.Scatter(x=np.arange(1, k + 1) + 0.08 * (r - (n - 1) / 2), y=row, mode="markers",
+                                marker=dict(size=10), name=f"start {r + 1}") for r, row in enumerate(values)])
     fig.update_layout(height=360, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue (by magnitude)",
                       yaxis_title="λ", xaxis=dict(dtick=1))
     return fig
@@ -149,5 +152,5 @@ def density_figure(density) -> tuple[go.Figure, float]:
     sigma = (hi - lo or 1.0) / 100
     fig = go.Figure(go.Scatter(x=grid, y=density.on(grid, sigma) + 1e-12, mode="lines"))
     fig.update_layout(height=280, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="eigenvalue",
-                      yaxis=dict(title="density", type="log"))
+                      yaxis=dict(title="density", type="log", exponentformat="power"))   # not 1µ, 1n, 1p
     return fig, sigma

@@ -81,3 +81,20 @@ def test_recomputed_batchnorm_statistics_are_drawn_beside_the_stored_ones(traine
     run_until(at, lambda a: "Curves (.csv)" in _downloads(a))
     assert "recomputed BN statistics" in at.get("plotly_chart")[-1].proto.spec
     assert not at.exception and not at.error
+
+
+def test_figures_mark_only_the_model_on_a_line_draw_planes_square_and_keep_labels_apart():
+    import numpy as np
+
+    from analysis.landscape import Curve
+    from ui.landscape_figs import contour, curves, spaced
+
+    xs = np.linspace(-1, 1, 21)
+    line = curves(xs, None, Curve(alphas=xs, loss=xs ** 2, accuracy=1 - xs ** 2 / 2), marks=(0,))
+    assert [s.x0 for s in line.layout.shapes] == [0]               # the model; no checkpoint at +1 on a line
+    assert line.layout.yaxis2.dtick == 20                          # round accuracy ticks, not 23.6 / 47.3
+    plane = contour(xs, 3 * xs, np.zeros((21, 21)))
+    assert plane.layout.yaxis.scaleanchor == "x" and plane.layout.yaxis.scaleratio == 1 / 3   # a square area
+    # a path whose last checkpoints crowd the final model: those are named on hover only
+    px_, py_ = np.array([-6.0, -2.0, -0.5, -0.2, -0.1, 0.0]), np.array([0.0, 1.2, 0.8, 0.2, 0.05, 0.0])
+    assert spaced(px_, py_, 7.0, 1.6) == {0, 1, 2, 3, 5}
