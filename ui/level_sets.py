@@ -15,9 +15,11 @@ from analysis.level_sets import LSTConfig
 from backend.jobs import job, ref
 from backend.level_set_tasks import TraversalConfig
 from models.zoo import LoadedModel
-from ui.common import MODEL_KEY, cached_data, model_options, model_select, plain, plot_text, run_safely, to_url
+from ui.common import (MODEL_KEY, cached_data, eligible_runs, from_url, model_options, model_select, plain, plot_text,
+                       run_safely, to_url)
 from ui.figures import CONFIG, image_grid, montage_png
-from ui.jobs import job_panel, predictions, reopen, submit
+from ui.jobs import job_panel, predictions, submit
+from ui.url_widgets import coded, number_in, one_of, reopen_here, url_widget
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:
@@ -40,12 +42,14 @@ TEACHING = """
 PRESETS = {"argparse defaults (η 0.05, T 100, δ 0.05)": LSTConfig(),
            "the paper's ImageNet run (η 0.01, T 400, δ 0.2)": LSTConfig(eta=0.01, steps=400, delta=0.2, eps_adv=2e-3)}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+TARGET_MODES = ("by class", "at random")
+SETTING_PARAMS = {"eta": "eta", "T": "T", "delta": "delta", "eps": "eps", "jitter": "jit"}   # {param: widget}
 DELTA_HELP = "Share of the triangle's 66 points whose confidence is above p_src − Δ (strictly: for Δ = 0, above the source's own)."
 
 
 def level_sets(key: str = "lst") -> None:
     """The model, then the traversal; a reopened result (Runs page) sets every widget first."""
-    reopen(f"{key}.job", "level_set_traversal", lambda c: traversal_widgets(c, key))
+    reopen_here(f"{key}.job", "level_set_traversal", lambda c: traversal_widgets(c, key))
     lm = model_select(f"{key}.model", empty="No models yet: train one on the **Models** page (the digits CNN takes "
                                             "seconds).")
     if lm is not None:
@@ -83,6 +87,10 @@ def _log_every(steps: int, frames: int) -> int:
 
 def traversal(lm: LoadedModel, key: str = "lst") -> None:
     models = [lm]
+    # a link names the second model (?compare=<run id>)
+    if from_url("compare", f"{key}.model_b", one_of([r for r in eligible_runs(data=lm.record.get("data"))
+                                                      if r != lm.run_id])):
+        st.session_state[f"{key}.compare"] = True
     if st.toggle("Compare with a second model", key=f"{key}.compare",
                  help="Run the same source and targets through a second model of the same data set, e.g. one "
                       "trained with PGD (Models page, adversarial training), and see both side by side."):
@@ -92,6 +100,7 @@ def traversal(lm: LoadedModel, key: str = "lst") -> None:
             st.warning("Pick a model other than the first one to compare.")
         elif b is not None:
             models.append(b)
+    to_url("compare", f"{key}.model_b", models[1].run_id if len(models) > 1 else None)
     pair = pick_pair(models, key)
     cfg = settings(key)
     if pair is None or cfg is None:
@@ -141,9 +150,11 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
                                    "the gallery below shows them.")
     source = int(pool[which - 1])
     others = [k for k in classes if k != src_class]
-    mode = c[2].radio("Targets", ["by class", "at random"], horizontal=True, key=f"{key}.mode",
-                      help="Targets are test images of other classes that every model classifies correctly with "
-                           "p > 0.6, as in the paper (correctly classified ones where a class has none).")
+    mode = url_widget("pick", f"{key}.mode", lambda: c[2].radio(
+        "Targets", TARGET_MODES, horizontal=True, key=f"{key}.mode",
+        help="Targets are test images of other classes that every model classifies correctly with p > 0.6, as in "
+             "the paper (correctly classified ones where a class has none)."), TARGET_MODES[0],
+        *coded(dict(zip(("class", "random"), TARGET_MODES))))
 
     if mode == "by class":
         chosen = c[2].multiselect("Target classes", others, others[:3], key=f"{key}.targets.{src_class}",
@@ -159,8 +170,12 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
                     targets.append(int(tp[w - 1]))
     else:
         r = c[2].columns(2)
-        n = r[0].slider("How many", 1, len(others), min(3, len(others)), key=f"{key}.nrand")
-        seed = r[1].number_input("Draw", 0, 1_000_000, 0, key=f"{key}.rseed", help="Change to draw other targets.")
+        n = url_widget("n", f"{key}.nrand", lambda: r[0].slider(
+            "How many", 1, len(others), min(3, len(others)), key=f"{key}.nrand"), min(3, len(others)),
+            number_in(1, len(others)))
+        seed = url_widget("draw", f"{key}.rseed", lambda: r[1].number_input(
+            "Draw", 0, 1_000_000, 0, key=f"{key}.rseed", help="Change to draw other targets."), 0,
+            number_in(0, 1_000_000))
         rng = np.random.default_rng([int(seed), source])
         targets = []
         for k in rng.permutation([k for k in others if len(target_pool(k))])[:n]:
@@ -168,7 +183,10 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
             targets.append(int(tp[rng.integers(len(tp))]))
     targets = tuple(targets)
     to_url("source", f"{key}.source", source)          # a reload or a shared link reopens the same images
-    to_url("targets", f"{key}.targets", ",".join(map(str, targets)) or None)
+    # drawn targets follow from the draw's settings in the link; chosen ones are named
+    to_url("targets", f"{key}.targets", ",".join(map(str, targets)) if mode == TARGET_MODES[0] and targets else None)
+    for param, widget in (("n", "nrand"), ("draw", "rseed")) if mode == TARGET_MODES[0] else ():
+        to_url(param, f"{key}.{widget}", None)
 
     with st.expander(f"Gallery: correctly classified {plain(name(src_class))} images"):
         shown = pool[:32]
@@ -226,23 +244,39 @@ def _images_from_url(key: str, labels: np.ndarray, correct: np.ndarray, target_p
 
 
 def settings(key: str) -> LSTConfig | None:
+    """The traversal's settings, each in the address bar where it differs from the preset's."""
     with st.expander("Traversal settings", expanded=False):
-        preset = st.radio("Start from", list(PRESETS), key=f"{key}.preset", horizontal=True)
+        preset = url_widget("preset", f"{key}.preset", lambda: st.radio(
+            "Start from", list(PRESETS), key=f"{key}.preset", horizontal=True), next(iter(PRESETS)),
+            *coded(dict(zip(("argparse", "paper"), PRESETS))))
+        if st.session_state.get(f"_{key}.preset_was", preset) != preset:   # another preset: its own values
+            for param, widget in SETTING_PARAMS.items():
+                to_url(param, f"{key}.{widget}.{preset}", None)
+        st.session_state[f"_{key}.preset_was"] = preset
         base = PRESETS[preset]
         c = st.columns(7)
-        eta = c[0].number_input("η (step)", 1e-4, 1.0, base.eta, format="%.4f", key=f"{key}.eta.{preset}",
-                                help="Share of the (projected) way to the target taken per step.")
-        steps = c[1].number_input("T (steps)", 1, 2000, base.steps, key=f"{key}.T.{preset}",
-                                  help="Exactly this many iterations: the paper's code has no stopping rule.")
-        delta = c[2].number_input("δ", 0.001, 1.0, base.delta, format="%.3f", key=f"{key}.delta.{preset}",
-                                  help="A step is accepted only while p0 − p(c) < δ.")
-        eps = c[3].number_input("ε_adv (×1/255)", 0.0, 50.0, base.eps_adv * 255, key=f"{key}.eps.{preset}",
-                                help="Bound of the cumulative confidence-raising term, per pixel.")
-        jitter = c[4].number_input("Jitter (×1/255)", 0.0, 50.0, base.jitter * 255, key=f"{key}.jit.{preset}",
-                                   help="Total width of the uniform noise added to the source at the start.")
-        seed = c[5].number_input("Seed", 0, 1_000_000, 0, key=f"{key}.seed", help="Seed of the initial jitter.")
-        frames = c[6].number_input("Path frames", 1, 16, 5, key=f"{key}.frames",
-                                   help="Intermediate iterates kept for the filmstrip, evenly spaced over the T steps.")
+        eta = url_widget("eta", f"{key}.eta.{preset}", lambda: c[0].number_input(
+            "η (step)", 1e-4, 1.0, base.eta, format="%.4f", key=f"{key}.eta.{preset}",
+            help="Share of the (projected) way to the target taken per step."), base.eta, number_in(1e-4, 1, float))
+        steps = url_widget("T", f"{key}.T.{preset}", lambda: c[1].number_input(
+            "T (steps)", 1, 2000, base.steps, key=f"{key}.T.{preset}",
+            help="Exactly this many iterations: the paper's code has no stopping rule."), base.steps, number_in(1, 2000))
+        delta = url_widget("delta", f"{key}.delta.{preset}", lambda: c[2].number_input(
+            "δ", 0.001, 1.0, base.delta, format="%.3f", key=f"{key}.delta.{preset}",
+            help="A step is accepted only while p0 − p(c) < δ."), base.delta, number_in(0.001, 1, float))
+        eps = url_widget("eps", f"{key}.eps.{preset}", lambda: c[3].number_input(
+            "ε_adv (×1/255)", 0.0, 50.0, base.eps_adv * 255, key=f"{key}.eps.{preset}",
+            help="Bound of the cumulative confidence-raising term, per pixel."), base.eps_adv * 255,
+            number_in(0, 50, float))
+        jitter = url_widget("jitter", f"{key}.jit.{preset}", lambda: c[4].number_input(
+            "Jitter (×1/255)", 0.0, 50.0, base.jitter * 255, key=f"{key}.jit.{preset}",
+            help="Total width of the uniform noise added to the source at the start."), base.jitter * 255,
+            number_in(0, 50, float))
+        seed = url_widget("seed", f"{key}.seed", lambda: c[5].number_input(
+            "Seed", 0, 1_000_000, 0, key=f"{key}.seed", help="Seed of the initial jitter."), 0, number_in(0, 1_000_000))
+        frames = url_widget("frames", f"{key}.frames", lambda: c[6].number_input(
+            "Path frames", 1, 16, 5, key=f"{key}.frames",
+            help="Intermediate iterates kept for the filmstrip, evenly spaced over the T steps."), 5, number_in(1, 16))
     return run_safely(lambda: LSTConfig(eta=float(eta), steps=int(steps), delta=float(delta), eps_adv=float(eps) / 255,
                                         jitter=float(jitter) / 255, seed=int(seed),
                                         log_every=_log_every(int(steps), int(frames))), "Traversal settings")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.saliency import (METHOD_LABELS, METHODS, SaliencyConfig, conv_layers, conv_output_sizes,
+from analysis.saliency import (BASELINES, METHOD_LABELS, METHODS, SaliencyConfig, conv_layers, conv_output_sizes,
                                suggest_gradcam_layer)
 from analysis.visualization import SIGNS
 from backend.jobs import job, ref
@@ -22,20 +22,21 @@ from ui.common import (
     plot_text,
     cached_data,
     eligible_runs,
-    from_url,
     model_select,
     plain,
     run_model,
-    to_url,
     training_split,
 )
 from ui.figures import CONFIG
-from ui.jobs import job_panel, predictions, reopen, submit
+from ui.jobs import job_panel, predictions, submit
 from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
+from ui.url_widgets import coded, comma, number_in, one_of, pair_in, reopen_here, some_of, url_widget
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}
 TARGETS = {"predicted": "predicted class", "true": "true class"}        # else "a chosen class"
+PREDICTIONS, FLIPPED = ("all", "correct", "incorrect"), ("all", "relabelled", "memorized")
+MODES, RANGES = ("blended", "heat map"), ("per map", "shared")
 
 
 def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
@@ -48,9 +49,9 @@ def pick_models(key: str, compare: bool = True) -> list[LoadedModel]:
     if not compare:
         return [primary]
     same = {r: rec for r, rec in eligible_runs(data=primary.record["data"]).items() if r != primary.run_id}
-    others = st.multiselect("Compare with (same data set)", list(same), key=f"{key}.others",
-                            format_func=lambda r: same[r]["name"],
-                            help="e.g. a standard and a PGD-trained copy of the same architecture")
+    others = url_widget("compare", f"{key}.others", lambda: st.multiselect(
+        "Compare with (same data set)", list(same), key=f"{key}.others", format_func=lambda r: same[r]["name"],
+        help="e.g. a standard and a PGD-trained copy of the same architecture"), [], some_of(list(same)), comma)
     return [primary, *[lm for r in others if (lm := run_model(same[r])) is not None]]
 
 
@@ -76,49 +77,60 @@ def method_widgets(methods: tuple[SaliencyConfig, ...], key: str) -> dict:
 
 
 def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_METHODS,
-                allow_target: bool = True, url: bool = False) -> tuple[SaliencyConfig, ...]:
-    """The methods and their settings; with `url`, the chosen methods live in the address bar."""
-    if url:
-        from_url("methods", f"{key}.methods", lambda v: [m for m in v.split(",") if m in METHODS])
-    picked = st.session_state.get(f"{key}.methods")
-    methods = st.multiselect("Methods", METHODS, None if picked is not None else list(default), key=f"{key}.methods",
-                             format_func=METHOD_LABELS.get)
-    if url:
-        to_url("methods", f"{key}.methods", ",".join(methods) if list(methods) != list(default) else None)
+                allow_target: bool = True, url: str | None = None) -> tuple[SaliencyConfig, ...]:
+    """The methods and their settings; with `url` (a prefix of the parameters' names), every one of
+    them lives in the address bar."""
+    def linked(param, widget, draw, value, parse=str, text=str):
+        return url_widget(None if url is None else url + param, f"{key}.{widget}", draw, value, parse, text)
+
+    methods = linked("methods", "methods", lambda: st.multiselect(
+        "Methods", METHODS, None if f"{key}.methods" in st.session_state else list(default), key=f"{key}.methods",
+        format_func=METHOD_LABELS.get), list(default), lambda v: [m for m in v.split(",") if m in METHODS], comma)
     target = "predicted"
     if allow_target:
         c = st.columns([2, 1])
-        choice = c[0].radio("Explain", [*TARGETS.values(), "a chosen class"], horizontal=True, key=f"{key}.target")
+        choice = linked("explain", "target", lambda: c[0].radio(
+            "Explain", [*TARGETS.values(), "a chosen class"], horizontal=True, key=f"{key}.target"),
+            TARGETS["predicted"], *coded({**TARGETS, "class": "a chosen class"}))
         target = {v: k for k, v in TARGETS.items()}.get(choice)
         if target is None:
-            target = int(c[1].selectbox("Class", range(len(lm.classes)), key=f"{key}.cls",
-                                        format_func=lambda i: lm.classes[i]))
+            target = int(linked("class", "cls", lambda: c[1].selectbox(
+                "Class", range(len(lm.classes)), key=f"{key}.cls", format_func=lambda i: lm.classes[i]),
+                0, one_of(range(len(lm.classes)))))
     with st.expander("Method settings"):
         c = st.columns(4)
-        ig_base = c[0].selectbox("Baseline (IG and DeepLift)", ["zeros", "blurred", "mean"], key=f"{key}.igb",
-                                 format_func={"zeros": "black (zeros)", "blurred": "blurred copy of the image",
-                                              "mean": "data-set mean colour"}.get,
-                                 help="The reference image both methods attribute against: a map explains "
-                                      "f(image) - f(baseline).")
-        steps = c[0].number_input("IG steps", 4, 512, 50, key=f"{key}.igs")
-        noise = c[1].number_input("SmoothGrad/VarGrad noise σ (pixels)", 0.0, 1.0, 0.15, key=f"{key}.sgn")
-        samples = c[1].number_input("SmoothGrad/VarGrad samples", 1, 200, 20, key=f"{key}.sgs",
-                                    help="Each image's noise is fixed by the seed and its index, so maps do "
-                                         "not change with the chunk size or the device.")
-        window = c[2].number_input("Occlusion window (px)", 1, 64, 4, key=f"{key}.ow")
-        stride = c[2].number_input("Occlusion stride (px)", 1, 64, 2, key=f"{key}.os")
+        ig_base = linked("baseline", "igb", lambda: c[0].selectbox(
+            "Baseline (IG and DeepLift)", BASELINES, key=f"{key}.igb",
+            format_func={"zeros": "black (zeros)", "blurred": "blurred copy of the image",
+                         "mean": "data-set mean colour"}.get,
+            help="The reference image both methods attribute against: a map explains f(image) - f(baseline)."),
+            BASELINES[0], one_of(BASELINES))
+        steps = linked("steps", "igs", lambda: c[0].number_input("IG steps", 4, 512, 50, key=f"{key}.igs"), 50,
+                       number_in(4, 512))
+        noise = linked("noise", "sgn", lambda: c[1].number_input(
+            "SmoothGrad/VarGrad noise σ (pixels)", 0.0, 1.0, 0.15, key=f"{key}.sgn"), 0.15, number_in(0, 1, float))
+        samples = linked("samples", "sgs", lambda: c[1].number_input(
+            "SmoothGrad/VarGrad samples", 1, 200, 20, key=f"{key}.sgs",
+            help="Each image's noise is fixed by the seed and its index, so maps do not change with the chunk "
+                 "size or the device."), 20, number_in(1, 200))
+        window = linked("window", "ow", lambda: c[2].number_input("Occlusion window (px)", 1, 64, 4, key=f"{key}.ow"),
+                        4, number_in(1, 64))
+        stride = linked("stride", "os", lambda: c[2].number_input("Occlusion stride (px)", 1, 64, 2, key=f"{key}.os"),
+                        2, number_in(1, 64))
         convs = conv_layers(lm.model)
         sizes = conv_output_sizes(lm.model, tuple(lm.arch.in_shape)) if convs else {}
         best = suggest_gradcam_layer(lm.model, tuple(lm.arch.in_shape)) if convs else None
-        layer = c[3].selectbox("Grad-CAM layer", convs, convs.index(best) if convs else None, key=f"{key}.layer",
-                               format_func=lambda n: f"{n} ({'×'.join(map(str, sizes.get(n, ())))})",
-                               help="The last convolutional layer whose output is at least 2×2 is suggested.") \
+        layer = linked("layer", "layer", lambda: c[3].selectbox(
+            "Grad-CAM layer", convs, convs.index(best), key=f"{key}.layer",
+            format_func=lambda n: f"{n} ({'×'.join(map(str, sizes.get(n, ())))})",
+            help="The last convolutional layer whose output is at least 2×2 is suggested."), best, one_of(convs)) \
             if convs else None
         if layer is not None and min(sizes.get(layer, (2, 2))) < 2 and "gradcam" in methods:
             st.warning(f"Grad-CAM at {layer} gives a {'×'.join(map(str, sizes[layer]))} map: one value per image, "
                        f"so its maps are blank. {best} ({'×'.join(map(str, sizes[best]))}) shows where.")
-        batch = c[3].number_input("Images per chunk", 1, 4096, 128, key=f"{key}.batch",
-                                  help="Bounds memory; does not change the maps.")
+        batch = linked("chunk", "batch", lambda: c[3].number_input(
+            "Images per chunk", 1, 4096, 128, key=f"{key}.batch", help="Bounds memory; does not change the maps."),
+            128, number_in(1, 4096))
     if "gradcam" in methods and layer is None:
         st.warning("Grad-CAM does not apply to this model: it has no convolutional layer (an MLP?). Skipped.")
         methods = [m for m in methods if m != "gradcam"]
@@ -131,13 +143,11 @@ def method_form(lm: LoadedModel, key: str, default: tuple[str, ...] = DEFAULT_ME
 
 def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
     """(split, indices): test or training images by class, correctness, confidence, relabelling or
-    explicit indices, paged. A link can name them (?split=train&idx=3,17)."""
-    from_url("split", f"{key}.split")
-    from_url("idx", f"{key}.idx")
-    split = st.radio("Images from", ["test", "train"], horizontal=True, key=f"{key}.split",
-                     help="The training split is the set the model was trained on, with its true labels; where "
-                          "labels were flipped, each image also shows the label it was trained with.")
-    to_url("split", f"{key}.split", None if split == "test" else split)
+    explicit indices, paged. The address bar holds every choice (?split=train&idx=3,17&page=2...)."""
+    split = url_widget("split", f"{key}.split", lambda: st.radio(
+        "Images from", ["test", "train"], horizontal=True, key=f"{key}.split",
+        help="The training split is the set the model was trained on, with its true labels; where labels were "
+             "flipped, each image also shows the label it was trained with."), "test", one_of(["test", "train"]))
     probs = predictions(lm, f"{key}.pred_job.{split}", split)
     if probs is None:
         return split, ()
@@ -149,19 +159,24 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
         trained, relabelled = labels, np.zeros(len(labels), dtype=bool)
     pred, conf = probs.argmax(1), probs.max(1)
     c = st.columns([2, 1, 2, 1, 1])
-    classes = c[0].multiselect("Classes (true)", range(len(lm.classes)), key=f"{key}.classes",
-                               format_func=lambda i: lm.classes[i], placeholder="all")
-    which = c[1].selectbox("Predictions", ["all", "correct", "incorrect"], key=f"{key}.which")
-    lo, hi = c[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.01, key=f"{key}.conf")
-    per_page = c[3].number_input("Per page", 1, 32, 6, key=f"{key}.per")
+    n = len(lm.classes)
+    classes = url_widget("classes", f"{key}.classes", lambda: c[0].multiselect(
+        "Classes (true)", range(n), key=f"{key}.classes", format_func=lambda i: lm.classes[i], placeholder="all"),
+        [], some_of(range(n)), comma)
+    which = url_widget("preds", f"{key}.which", lambda: c[1].selectbox(
+        "Predictions", PREDICTIONS, key=f"{key}.which"), "all", one_of(PREDICTIONS))
+    lo, hi = url_widget("conf", f"{key}.conf", lambda: c[2].slider(
+        "Confidence", 0.0, 1.0, (0.0, 1.0), 0.01, key=f"{key}.conf"), (0.0, 1.0), pair_in(0, 1), comma)
+    per_page = url_widget("per", f"{key}.per", lambda: c[3].number_input("Per page", 1, 32, 6, key=f"{key}.per"),
+                          6, number_in(1, 32))
     c2 = st.columns([3, 2])
-    typed = c2[0].text_input("Or indices (e.g. 3, 17, 256)", key=f"{key}.idx").strip()
-    to_url("idx", f"{key}.idx", typed.replace(" ", "") or None)
+    typed = url_widget("idx", f"{key}.idx", lambda: c2[0].text_input("Or indices (e.g. 3, 17, 256)", key=f"{key}.idx"),
+                       "", text=lambda v: v.replace(" ", "")).strip()
     keep = (conf >= lo) & (conf <= hi)
     if relabelled.any():
-        flipped = c2[1].selectbox("Training labels", ["all", "relabelled", "memorized"], key=f"{key}.flipped",
-                                  help="Relabelled: trained with a flipped label. Memorized: relabelled and "
-                                       "predicted with the flipped label it was trained with.")
+        flipped = url_widget("labels", f"{key}.flipped", lambda: c2[1].selectbox(
+            "Training labels", FLIPPED, key=f"{key}.flipped", help="Relabelled: trained with a flipped label. "
+            "Memorized: relabelled and predicted with the flipped label it was trained with."), "all", one_of(FLIPPED))
         if flipped != "all":
             keep &= relabelled & ((pred == trained) if flipped == "memorized" else True)
     if classes:
@@ -179,7 +194,8 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
             st.error(f"indices of the {split} split are 0 to {len(labels) - 1}; got {plain(repr(typed))}")
             return split, ()
     pages = max(1, -(-len(idx) // int(per_page)))
-    page = c[4].number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}.page")
+    page = url_widget("page", f"{key}.page", lambda: c[4].number_input(f"Page (of {pages})", 1, pages, 1,
+                                                                        key=f"{key}.page"), 1, number_in(1, pages))
     st.caption(f"{len(idx):,} of {len(labels):,} {split} images match.")
     return split, tuple(int(i) for i in idx[(page - 1) * int(per_page): page * int(per_page)])
 
@@ -187,21 +203,22 @@ def image_picker(lm: LoadedModel, key: str) -> tuple[str, tuple[int, ...]]:
 def display_form(key: str) -> Display:
     """Captum's visualize_image_attr options, and which normalization they amount to (the sign and
     the mode are in the address bar)."""
-    from_url("sign", f"{key}.sign")
-    from_url("show", f"{key}.mode")
     c = st.columns([2, 2, 1, 1, 2])
-    sign = c[0].radio("Sign", SIGNS, horizontal=True, key=f"{key}.sign", format_func=SIGN_LABELS.get,
-                      help="absolute: how much a pixel matters; positive/negative: the pixels that raise/lower the "
-                           "explained class's score; all: both, on a red-white-green scale")
-    mode = c[1].radio("Show", ["blended", "heat map"], horizontal=True, key=f"{key}.mode",
-                      format_func={"blended": "blended over the image", "heat map": "heat map beside it"}.get)
-    alpha = c[2].slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}.opacity", disabled=mode != "blended")
-    perc = c[3].number_input("Clip top %", 0.0, 50.0, 2.0, 0.5, key=f"{key}.perc",
-                             help="Captum's outlier_perc: the colour range ends where the sorted |attributions| "
-                                  "reach (100 − this)% of their total")
-    shared = c[4].radio("Colour range", ["per map", "shared"], horizontal=True, key=f"{key}.shared") == "shared"
-    to_url("sign", f"{key}.sign", None if sign == SIGNS[0] else sign)
-    to_url("show", f"{key}.mode", None if mode == "blended" else mode)
+    sign = url_widget("sign", f"{key}.sign", lambda: c[0].radio(
+        "Sign", SIGNS, horizontal=True, key=f"{key}.sign", format_func=SIGN_LABELS.get,
+        help="absolute: how much a pixel matters; positive/negative: the pixels that raise/lower the explained "
+             "class's score; all: both, on a red-white-green scale"), SIGNS[0], one_of(SIGNS))
+    mode = url_widget("show", f"{key}.mode", lambda: c[1].radio(
+        "Show", MODES, horizontal=True, key=f"{key}.mode",
+        format_func={"blended": "blended over the image", "heat map": "heat map beside it"}.get), MODES[0], one_of(MODES))
+    alpha = url_widget("opacity", f"{key}.opacity", lambda: c[2].slider(
+        "Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}.opacity", disabled=mode != "blended"), 0.5, number_in(0, 1, float))
+    perc = url_widget("clip", f"{key}.perc", lambda: c[3].number_input(
+        "Clip top %", 0.0, 50.0, 2.0, 0.5, key=f"{key}.perc",
+        help="Captum's outlier_perc: the colour range ends where the sorted |attributions| reach (100 − this)% of "
+             "their total"), 2.0, number_in(0, 50, float))
+    shared = url_widget("range", f"{key}.shared", lambda: c[4].radio(
+        "Colour range", RANGES, horizontal=True, key=f"{key}.shared"), RANGES[0], one_of(RANGES)) == "shared"
     d = Display(sign=sign, mode=mode, alpha=float(alpha), outlier_perc=float(perc), shared=shared)
     st.caption(f"Normalization ({'one range for every map shown' if shared else 'each map on its own, as Captum does'}): "
                f"channels summed, {SIGN_LABELS[sign].lower()} kept, divided by the value below which "
@@ -213,7 +230,7 @@ def display_form(key: str) -> Display:
 def maps(key: str = "sal.browse") -> None:
     """The Maps tab: a grid of maps for the chosen images, methods and models (computed as soon as
     the widgets change; a reopened result sets them all first)."""
-    reopen(f"{key}.jobs", "saliency", lambda c: {**model_widgets(c.model.run_id), **grid_widgets(c, key)})
+    reopen_here(f"{key}.jobs", "saliency", lambda c: {**model_widgets(c.model.run_id), **grid_widgets(c, key)})
     models = pick_models("sal")
     if models:
         browse(models, key)
@@ -230,7 +247,7 @@ def grid_widgets(c: GridConfig, key: str) -> dict:
 def browse(models: list[LoadedModel], key: str = "sal.browse") -> None:
     lm = models[0]
     split, indices = image_picker(lm, key)
-    methods = method_form(lm, key, url=True)
+    methods = method_form(lm, key, url="")
     d = display_form(key)
     if not indices or not methods:
         st.info("Choose at least one image and one method.")

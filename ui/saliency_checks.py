@@ -14,21 +14,26 @@ from backend.tasks import train_jobs
 from models.data import DataSpec
 from models.training import preset
 from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, model_options, models_select, plain, run_safely
+from ui.common import cached_data, eligible_runs, from_url, model_options, models_select, plain, run_safely, to_url
 from ui.figures import CONFIG
-from ui.jobs import job_panel, reopen, submit
+from ui.jobs import job_panel, submit
 from ui.saliency import method_form, method_widgets, model_widgets, pick_models
 from ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
+from ui.url_widgets import comma, flag, flag_text, number_in, one_of, reopen_here, some_of, url_widget
 
 ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
+NULL_KS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+ROAR_METHODS = tuple(m for m in METHODS if m not in ("random", "gradcam"))
+ROAR_KS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
 def blockmnist_check(key: str = "sal.block") -> None:
-    reopen(f"{key}.job", "null_mass", lambda c: {
+    reopen_here(f"{key}.job", "null_mass", lambda c: {
         f"{key}.top": DataSpec.from_dict(model_options()[c.models[0].run_id]["data"]).block_top_only,
         f"{key}.models": [r.run_id for r in c.models], **method_widgets(c.methods, f"{key}.form"),
         f"{key}.k": c.k_grid[0], f"{key}.n": c.n_images, f"{key}.k_shown": c.k_grid[0]})
-    top = st.toggle("BlockMNIST-Top (signal always on top)", key=f"{key}.top")
+    top = url_widget("block.top", f"{key}.top", lambda: st.toggle("BlockMNIST-Top (signal always on top)",
+                                                                  key=f"{key}.top"), False, flag, flag_text)
     spec = DataSpec(name="blockmnist", block_top_only=top)
     runs = eligible_runs(data=spec)
     with st.expander(f"Train the zoo: standard and L2-PGD MLP and CNN on {spec.label}", expanded=not runs):
@@ -40,17 +45,22 @@ def blockmnist_check(key: str = "sal.block") -> None:
     # outside the expander, which closes once models exist: the progress and the outcome stay in view
     job_panel(f"{key}.train_jobs", lambda recs: st.success(
         f"Trained {len(recs)} models: {plain(', '.join(r['name'] for r in recs))}. They are picked below."))
+    from_url("block.models", f"{key}.models", some_of(list(runs)))
     models = models_select(f"{key}.models", "Models", default=4, data=spec) if runs else []
+    if runs:
+        to_url("block.models", f"{key}.models", comma(m.run_id for m in models) or None)
     if not runs:
         st.info(f"No models trained on {spec.label} yet.")
     if not models:
         return
     c = st.columns([3, 2, 1])
     with c[0]:
-        methods = method_form(models[0], f"{key}.form", default=("gradient",), allow_target=False)
-    k = c[1].select_slider("k (top share of coordinates)", [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5], 0.05,
-                           key=f"{key}.k", format_func=lambda v: f"{v:.0%}")
-    n = c[2].number_input("Images", 10, 2000, 500, key=f"{key}.n")
+        methods = method_form(models[0], f"{key}.form", default=("gradient",), allow_target=False, url="block.")
+    k = url_widget("block.k", f"{key}.k", lambda: c[1].select_slider(
+        "k (top share of coordinates)", NULL_KS, 0.05, key=f"{key}.k", format_func=lambda v: f"{v:.0%}"), 0.05,
+        one_of(NULL_KS))
+    n = url_widget("block.n", f"{key}.n", lambda: c[2].number_input("Images", 10, 2000, 500, key=f"{key}.n"), 500,
+                   number_in(10, 2000))
     if not methods:
         return
     refs = tuple(ref(m) for m in models)
@@ -85,7 +95,7 @@ def _show_null_mass(res, k: float, key: str) -> None:
 
 
 def diffroar(key: str = "sal.roar") -> None:
-    reopen(f"{key}.job", "diffroar", lambda c: {
+    reopen_here(f"{key}.job", "diffroar", lambda c: {
         **model_widgets(c.model.run_id), f"{key}.methods": [m for m in c.roar.methods if m != "random"],
         f"{key}.k": list(c.roar.k_grid), f"{key}.seeds": len(c.roar.seeds), f"{key}.epochs": c.roar.epochs,
         f"{key}.subset": c.roar.train_subset})
@@ -99,13 +109,18 @@ def _diffroar(lm: LoadedModel, key: str) -> None:
         st.warning("DiffROAR retrains the model's own recipe, so it needs a model trained in Lenscape.")
         return
     c = st.columns([3, 3, 1, 1, 1])
-    methods = c[0].multiselect("Methods (Random is always added)", [m for m in METHODS if m not in ("random", "gradcam")],
-                               ["gradient"], key=f"{key}.methods", format_func=METHOD_LABELS.get)
-    ks = c[1].multiselect("k: fractions of coordinates kept", [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9],
-                          [0.05, 0.1, 0.2, 0.5], key=f"{key}.k", format_func=lambda v: f"{v:.0%}")
-    seeds = c[2].number_input("Seeds", 1, 5, 2, key=f"{key}.seeds")
-    epochs = c[3].number_input("Epochs", 1, 50, 2, key=f"{key}.epochs")
-    subset = c[4].number_input("Train subset", 0, 100000, 10000, key=f"{key}.subset", help="0 = all")
+    methods = url_widget("roar.methods", f"{key}.methods", lambda: c[0].multiselect(
+        "Methods (Random is always added)", ROAR_METHODS, ["gradient"], key=f"{key}.methods",
+        format_func=METHOD_LABELS.get), ["gradient"], some_of(ROAR_METHODS), comma)
+    ks = url_widget("roar.k", f"{key}.k", lambda: c[1].multiselect(
+        "k: fractions of coordinates kept", ROAR_KS, [0.05, 0.1, 0.2, 0.5], key=f"{key}.k",
+        format_func=lambda v: f"{v:.0%}"), [0.05, 0.1, 0.2, 0.5], some_of(ROAR_KS), comma)
+    seeds = url_widget("roar.seeds", f"{key}.seeds", lambda: c[2].number_input("Seeds", 1, 5, 2, key=f"{key}.seeds"),
+                       2, number_in(1, 5))
+    epochs = url_widget("roar.epochs", f"{key}.epochs", lambda: c[3].number_input(
+        "Epochs", 1, 50, 2, key=f"{key}.epochs"), 2, number_in(1, 50))
+    subset = url_widget("roar.subset", f"{key}.subset", lambda: c[4].number_input(
+        "Train subset", 0, 100000, 10000, key=f"{key}.subset", help="0 = all"), 10000, number_in(0, 100000))
     roar = run_safely(lambda: DiffRoarConfig(methods=tuple(methods), k_grid=tuple(sorted(ks)),
                                              seeds=tuple(range(int(seeds))), epochs=int(epochs),
                                              train_subset=int(subset)), "DiffROAR settings")
@@ -132,7 +147,7 @@ def _show_roar(res, key: str) -> None:
 
 
 def randomization(key: str = "sal.rand") -> None:
-    reopen(f"{key}.job", "randomization", lambda c: {
+    reopen_here(f"{key}.job", "randomization", lambda c: {
         **model_widgets(c.model.run_id), **method_widgets(c.methods, f"{key}.form"), f"{key}.n": len(c.indices),
         f"{key}.order": c.order, f"{key}.mapmode": c.map_mode})
     models = pick_models("sal", compare=False)
@@ -144,15 +159,18 @@ def _randomization(lm: LoadedModel, key: str) -> None:
     c = st.columns([4, 1])
     with c[0]:
         methods = method_form(lm, f"{key}.form", default=("gradient", "guided_backprop", "integrated_gradients"),
-                              allow_target=False)
-    n = c[1].number_input("Images", 2, 32, 4, key=f"{key}.n", help="At least 2: maps of different images are "
-                          "one of the baselines.")
+                              allow_target=False, url="rand.")
+    n = url_widget("rand.n", f"{key}.n", lambda: c[1].number_input(
+        "Images", 2, 32, 4, key=f"{key}.n", help="At least 2: maps of different images are one of the baselines."),
+        4, number_in(2, 32))
     c = st.columns(2)
-    order = c[0].radio("Order", ORDERS, horizontal=True, key=f"{key}.order",
-                       format_func={"cascading": "cascading (top layer, then the top two, ...)",
-                                    "independent": "independent (one layer at a time)"}.get)
-    map_mode = c[1].radio("Maps compared", MAP_MODES, horizontal=True, key=f"{key}.mapmode",
-                          format_func={"abs": "absolute values", "signed": "signed values"}.get)
+    order = url_widget("rand.order", f"{key}.order", lambda: c[0].radio(
+        "Order", ORDERS, horizontal=True, key=f"{key}.order",
+        format_func={"cascading": "cascading (top layer, then the top two, ...)",
+                     "independent": "independent (one layer at a time)"}.get), ORDERS[0], one_of(ORDERS))
+    map_mode = url_widget("rand.maps", f"{key}.mapmode", lambda: c[1].radio(
+        "Maps compared", MAP_MODES, horizontal=True, key=f"{key}.mapmode",
+        format_func={"abs": "absolute values", "signed": "signed values"}.get), MAP_MODES[0], one_of(MAP_MODES))
     if not methods:
         return
     r = ref(lm)

@@ -9,10 +9,11 @@ from analysis.summary import ModelSummary
 from backend.tasks import summary_job_for
 from models.data import DataSpec
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, cached_data, model_options, model_select, plot_text, run_safely
+from ui.common import MODEL_KEY, cached_data, from_url, model_options, model_select, plot_text, run_safely, to_url
 from ui.data import data_widgets
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
-from ui.jobs import job_panel, reopen, submit
+from ui.jobs import job_panel, submit
+from ui.url_widgets import one_of, reopen_here
 
 JOB_KEY = "models.summary_job"
 
@@ -24,12 +25,21 @@ def reopen_summary(key: str = "summary", data_key: str = "data") -> None:
         rec, run = model_options()[c.model.run_id], c.model.run_id
         data = data_widgets(DataSpec.from_dict(rec["data"]), data_key) if rec.get("data") else {}
         return {**data, MODEL_KEY: run, f"{key}.model": run, f"{key}.model.epoch.{run}": int(c.model.epoch)}
-    reopen(JOB_KEY, "model_summary", widgets)
+    reopen_here(JOB_KEY, "model_summary", widgets)
 
 
 def model_picker(key: str = "summary") -> LoadedModel | None:
-    return model_select(f"{key}.model", needs_data=False, pick_epoch=True,
-                        empty="No models yet: train one above, or import one.")
+    """The model and its checkpoint, both in the address bar (?model=...&epoch=2; the last one is left out)."""
+    runs = model_options()
+    run = st.query_params.get("model") or st.session_state.get(MODEL_KEY)
+    if run in runs:
+        from_url("epoch", f"{key}.model.epoch.{run}", one_of([c["epoch"] for c in runs[run]["checkpoints"]]))
+    lm = model_select(f"{key}.model", needs_data=False, pick_epoch=True,
+                      empty="No models yet: train one above, or import one.")
+    if lm is not None:
+        last = max(c["epoch"] for c in lm.record["checkpoints"])
+        to_url("epoch", f"{key}.model.epoch.{lm.run_id}", None if lm.epoch == last else lm.epoch)
+    return lm
 
 
 def show_model(lm: LoadedModel) -> None:

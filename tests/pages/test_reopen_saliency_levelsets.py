@@ -193,3 +193,144 @@ def test_model_summary_reopens_on_its_model_and_checkpoint(runner, wait_for_job,
     assert_reopened(runner, job_id, "models.summary_job", {
         "models.summary.model": run, f"models.summary.model.epoch.{run}": 1, "models.data.name": "digits"},
         "Test accuracy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, 2: every URL these pages write reproduces the view in a fresh session
+
+PAGES = {name: str(ROOT / "pages" / f"{name}.py") for name in ("1_Models", "2_Saliency", "3_Level_sets")}
+
+
+def _settle(at: AppTest, runs: int = 3) -> AppTest:
+    """A few reruns, as the job panels' polling would make (predictions, then the widgets they pick)."""
+    import time
+
+    for _ in range(runs):
+        time.sleep(0.3)
+        at.run()
+    return at
+
+
+def assert_link_reproduces(at: AppTest, page: str, keys: list[str], runs: int = 3) -> AppTest:
+    """Open the address bar `at` shows in a fresh session: each widget in `keys` holds the value it
+    has in `at`, and no warning says a parameter was not understood."""
+    link = AppTest.from_file(PAGES[page], default_timeout=120)
+    for k, v in at.query_params.items():
+        link.query_params[k] = v
+    _settle(link.run(), runs)
+    assert not link.exception, link.exception
+    assert not [w.value for w in link.warning if "link" in w.value], [w.value for w in link.warning]
+    for key in keys:
+        want, got = at.session_state[key], link.session_state[key]
+        norm = (lambda v: list(v) if isinstance(v, (list, tuple)) else v)
+        assert norm(got) == norm(want), (key, got, want, dict(at.query_params))
+    return link
+
+
+def _set(at: AppTest, values: dict) -> AppTest:
+    """Set widgets by key, one run each (later widgets depend on earlier ones)."""
+    for key, value in values.items():
+        at.session_state[key] = value
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_models_page_link_holds_an_image_folder_and_its_size(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((10, 10, 3), 40 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    at = AppTest.from_file(PAGES["1_Models"], default_timeout=60)
+    at.query_params["data"] = "imagefolder"                 # the app's own URL: understood, asks for the folder
+    at.run()
+    assert not at.warning and any("Enter the path of a folder" in i.value for i in at.info), [w.value for w in at.warning]
+    _set(at, {"models.data.folder": str(tmp_path / "imgs"), "models.data.size": 8})
+    _settle(at)                                                       # the folder is decoded by a job
+    assert at.query_params["folder"] == str(tmp_path / "imgs") and at.query_params["size"] == "8"
+    assert_link_reproduces(at, "1_Models", ["models.data.name", "models.data.folder", "models.data.size"])
+    # a folder outside the allowed roots is refused as a typed one is, and not put in the box
+    bad = AppTest.from_file(PAGES["1_Models"], default_timeout=60)
+    bad.query_params.update({"data": "imagefolder", "folder": "/etc"})
+    bad.run()
+    assert any("is not allowed" in w.value for w in bad.warning) and not bad.exception
+    assert not bad.session_state["models.data.folder"]
+
+
+@pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
+def test_models_page_link_holds_blockmnist_options():
+    at = AppTest.from_file(PAGES["1_Models"], default_timeout=120).run()
+    _set(at, {"models.data.name": "blockmnist", "models.data.a": 3, "models.data.b": 8, "models.data.top": True,
+              "models.data.patch": 6})
+    assert {k: at.query_params[k] for k in ("digit0", "digit1", "top", "patch")} == {
+        "digit0": "3", "digit1": "8", "top": "1", "patch": "6"}
+    assert_link_reproduces(at, "1_Models", ["models.data.name", "models.data.a", "models.data.b", "models.data.top",
+                                           "models.data.patch"])
+    _set(at, {"models.data.name": "digits"})                         # other data sets' options leave the link
+    assert not {"digit0", "digit1", "top", "patch"} & set(at.query_params)
+
+
+def test_models_page_link_holds_the_summary_checkpoint(trained_run):
+    older, _ = trained_run("digits-mlp", seeds=(0, 1), epochs=3)
+    at = AppTest.from_file(PAGES["1_Models"], default_timeout=60)
+    at.query_params.update({"tab": "Workspace models", "model": older["run_id"]})
+    at.run()
+    _set(at, {f"models.summary.model.epoch.{older['run_id']}": 1})
+    assert at.query_params["epoch"] == "1"
+    link = assert_link_reproduces(at, "1_Models", ["models.summary.model", f"models.summary.model.epoch.{older['run_id']}"])
+    assert link.session_state["models.summary_job"] == at.session_state["models.summary_job"]
+
+
+def test_saliency_maps_link_holds_every_setting_and_the_comparison(trained_run):
+    older, newer = trained_run("digits-cnn", seeds=(0, 1), epochs=2)
+    at = AppTest.from_file(PAGES["2_Saliency"], default_timeout=120)
+    at.query_params["model"] = older["run_id"]
+    _settle(at.run(), 2)
+    k = "sal.browse"
+    values = {"sal.others": [newer["run_id"]], f"{k}.split": "train", f"{k}.classes": [1, 2], f"{k}.which": "correct",
+              f"{k}.conf": (0.2, 1.0), f"{k}.per": 3, f"{k}.page": 2, f"{k}.methods": ["gradient", "occlusion", "gradcam"],
+              f"{k}.target": "a chosen class", f"{k}.cls": 3, f"{k}.igb": "mean", f"{k}.igs": 8, f"{k}.sgn": 0.2,
+              f"{k}.sgs": 5, f"{k}.ow": 3, f"{k}.os": 1, f"{k}.batch": 64, f"{k}.sign": "all", f"{k}.mode": "heat map",
+              f"{k}.opacity": 0.7, f"{k}.perc": 1.0, f"{k}.shared": "shared"}
+    _settle(_set(at, values), 2)
+    assert at.query_params["compare"] == newer["run_id"]
+    link = assert_link_reproduces(at, "2_Saliency", ["sal.primary", *values, f"{k}.layer"])
+    assert link.session_state[f"{k}.jobs"] == at.session_state[f"{k}.jobs"]        # the same jobs: stored ones
+
+
+def test_saliency_checks_links_hold_their_settings(trained_run):
+    trained_run("digits-mlp", epochs=2)
+    at = AppTest.from_file(PAGES["2_Saliency"], default_timeout=120)
+    at.query_params["tab"] = "Randomization check"
+    at.run()
+    rand = {"sal.rand.form.methods": ["gradient", "smoothgrad"], "sal.rand.form.sgs": 3, "sal.rand.n": 5,
+            "sal.rand.order": "independent", "sal.rand.mapmode": "signed"}
+    _set(at, rand)
+    assert_link_reproduces(at, "2_Saliency", list(rand), runs=1)
+    at.query_params["tab"] = "DiffROAR"
+    at.session_state["tab"] = "DiffROAR"
+    roar = {"sal.roar.methods": ["gradient_x_input"], "sal.roar.k": [0.1, 0.3], "sal.roar.seeds": 1,
+            "sal.roar.epochs": 3, "sal.roar.subset": 500}
+    _set(at.run(), roar)
+    assert_link_reproduces(at, "2_Saliency", list(roar), runs=1)
+
+
+def test_level_sets_link_holds_the_second_model_images_and_settings(trained_run):
+    older, newer = trained_run("digits-cnn", seeds=(0, 1), epochs=6)
+    at = AppTest.from_file(PAGES["3_Level_sets"], default_timeout=120)
+    at.query_params["model"] = older["run_id"]
+    _settle(at.run(), 2)
+    paper = "the paper's ImageNet run (η 0.01, T 400, δ 0.2)"
+    values = {"lst.compare": True, "lst.model_b": newer["run_id"], "lst.cls": 4, "lst.which.4": 2,
+              "lst.targets.4": [0, 7], "lst.tw.7": 2, "lst.preset": paper, f"lst.eta.{paper}": 0.02,
+              f"lst.T.{paper}": 30, f"lst.delta.{paper}": 0.15, f"lst.eps.{paper}": 1.5, f"lst.jit.{paper}": 2.0,
+              "lst.seed": 9, "lst.frames": 3}
+    _settle(_set(at, values), 2)
+    assert at.query_params["compare"] == newer["run_id"] and at.query_params["preset"] == "paper"
+    assert_link_reproduces(at, "3_Level_sets", list(values))
+    drawn = {"lst.mode": "at random", "lst.nrand": 2, "lst.rseed": 4}
+    _settle(_set(at, drawn), 1)
+    assert "targets" not in at.query_params and at.query_params["pick"] == "random"
+    assert_link_reproduces(at, "3_Level_sets", ["lst.cls", "lst.which.4", *drawn])
