@@ -140,19 +140,56 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch_label:
 
 def suggest_architecture(state: dict[str, torch.Tensor], in_shape: tuple[int, int, int],
                          num_classes: int) -> dict | None:
-    """The built-in architecture (as ArchSpec fields: name and, where they vary, widths, channels,
-    batchnorm) whose state_dict has exactly the keys and shapes of `state` for these inputs, or None."""
+    """The built-in or torchvision architecture (as ArchSpec fields: name and, where they vary,
+    widths, channels, batchnorm, torchvision_name) whose state_dict has exactly the keys and shapes
+    of `state` for these inputs, or None. Candidates are built on the meta device (shapes only, no
+    memory); of torchvision's, only the family `state`'s keys point to."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     c = in_shape[0]
-    for fields in _candidates(state):
+    for fields in [*_candidates(state), *_torchvision_candidates(state)]:
         try:
-            model = build_model(ArchSpec(**fields, in_shape=in_shape, num_classes=num_classes, mean=(0.0,) * c,
-                                         std=(1.0,) * c))
+            with torch.device("meta"):
+                model = build_model(ArchSpec(**fields, in_shape=in_shape, num_classes=num_classes,
+                                             mean=(0.0,) * c, std=(1.0,) * c))
         except (InvalidInputError, RuntimeError):
             continue
         if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
             return fields
     return None
+
+
+# A key that only one family of torchvision classifiers has in its state_dict → the names of that
+# family start with these (tests/models check it against torchvision). RegNets are left out: they
+# cannot be built on the meta device, and some are too large to build to compare shapes.
+TORCHVISION_FAMILIES = {
+    "features.0.weight": ("alexnet", "squeezenet", "vgg"),
+    "features.1.0.layer_scale": ("convnext",),
+    "features.1.0.block.0.0.weight": ("efficientnet",),
+    "features.1.conv.0.0.weight": ("mobilenet_v2",),
+    "features.1.block.0.0.weight": ("mobilenet_v3",),
+    "features.1.0.norm1.weight": ("swin",),
+    "features.conv0.weight": ("densenet",),
+    "conv1.conv.weight": ("googlenet",),
+    "Conv2d_1a_3x3.conv.weight": ("inception",),
+    "stem.0.0.weight": ("maxvit",),
+    "layers.0.weight": ("mnasnet",),
+    "layer1.0.conv1.weight": ("resnet", "resnext", "wide_resnet"),
+    "conv1.0.weight": ("shufflenet",),
+    "class_token": ("vit",),
+}
+
+
+def torchvision_names() -> list[str]:
+    """torchvision's classifiers, by name."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(torchvision.models))
+
+
+def _torchvision_candidates(state: dict[str, torch.Tensor]) -> list[dict]:
+    prefixes = tuple(p for key, family in TORCHVISION_FAMILIES.items() if key in state for p in family)
+    return [{"name": "torchvision", "torchvision_name": n} for n in torchvision_names() if n.startswith(prefixes)] \
+        if prefixes else []
 
 
 def _candidates(state: dict[str, torch.Tensor]) -> list[dict]:

@@ -10,13 +10,23 @@ from models.architectures import ArchSpec, default_normalization
 from models.data import DataSpec
 from models.errors import InvalidInputError
 from models.loading import (model_from_state, read_model_file, read_state_dict, suggest_architecture,
-                             torchvision_pretrained)
+                             torchvision_names, torchvision_pretrained)
 from models.paths import user_path
 from models.zoo import AlreadyImported, import_model
 from ui.common import adopt_model, cached_data, plain, run_safely
 from ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
+TV = "torchvision:"            # an architecture option naming a torchvision classifier
+
+
+def _option(fields: dict) -> str:
+    """The architecture option for ArchSpec fields."""
+    return f"{TV}{fields['torchvision_name']}" if fields["name"] == "torchvision" else fields["name"]
+
+
+def arch_label(option: str) -> str:
+    return f"torchvision {option.removeprefix(TV)}" if option.startswith(TV) else ARCH_LABELS[option]
 
 
 def import_form(spec: DataSpec, key: str = "load") -> None:
@@ -43,14 +53,17 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         return
     arch_name, fields, widths, readable = "torchvision", {"name": "torchvision"}, "", True
     if not tv_name:
-        found = _suggestion(raw, filename, train.input_shape, train.num_classes)
-        readable, fields = found is not False, found or {}
-        names = list(ARCH_LABELS)
+        suggested = _suggestion(raw, filename, train.input_shape, train.num_classes)
+        readable, fields = suggested is not False, suggested or {}
+        options = [*ARCH_LABELS, *(f"{TV}{n}" for n in torchvision_names())]
+        found = _option(fields) if fields else ""
         c = st.columns(3)
-        arch_name = c[0].selectbox("Architecture", names, names.index(fields["name"]) if fields else 0,
-                                   format_func=ARCH_LABELS.get, key=f"{key}.arch.{fields.get('name', '')}")
-        if arch_name != fields.get("name"):
-            fields = {"name": arch_name}
+        choice = c[0].selectbox("Architecture", options, options.index(found) if found else 0, format_func=arch_label,
+                                key=f"{key}.arch.{found}", help="Lenscape's own, or any torchvision classifier.")
+        if choice != found:
+            fields = ({"name": "torchvision", "torchvision_name": choice.removeprefix(TV)} if choice.startswith(TV)
+                      else {"name": choice})
+        arch_name = fields["name"]
         if arch_name == "mlp":
             shown = ", ".join(map(str, fields.get("widths", (256, 256))))
             widths = c[1].text_input("MLP widths", shown, key=f"{key}.widths.{shown}")
@@ -63,8 +76,8 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
     if st.button("Import", type="primary", key=f"{key}.run", disabled=not readable):
         def run() -> dict:
             extra = {"widths": parse_widths(widths)} if widths else {}
-            arch = ArchSpec(**{**fields, **extra}, in_shape=train.input_shape, num_classes=train.num_classes,
-                            mean=mean, std=std, torchvision_name=tv_name)
+            arch = ArchSpec(**{"torchvision_name": tv_name, **fields, **extra}, in_shape=train.input_shape,
+                            num_classes=train.num_classes, mean=mean, std=std)
             state = torchvision_pretrained(tv_name) if tv_name and download else _read(raw, filename)
             label = name or Path(filename).stem or tv_name
             try:
@@ -97,10 +110,10 @@ def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) ->
         st.error(f"Import: {plain(exc)}")
         return False
     if fields:
-        st.caption(f"The file's tensors match **{ARCH_LABELS[fields['name']]}** for "
+        st.caption(f"The file's tensors match **{arch_label(_option(fields))}** for "
                    f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes; it is preselected.")
     else:
-        st.warning(f"The file's names and shapes match none of the built-in architectures for "
+        st.warning(f"The file's names and shapes match none of the built-in or torchvision architectures for "
                    f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes: pick one, and the import "
                    "will list what does not fit.")
     return fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import streamlit as st
@@ -29,7 +30,15 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[int]] | None:
     presets = {n: p for n, p in PRESETS.items() if p.data.name == spec.name}
-    choice = st.selectbox("Recipe", [*presets, "custom"], key=f"{key}.preset",
+
+    # a preset whose architecture was changed says so in the label (not in its options: the browser
+    # sends an option's text back, so that text must not change)
+    was = st.session_state.get(f"{key}.preset", next(iter(presets), "custom"))
+    arch_now = st.session_state.get(f"{key}.arch.{was}")
+    label = ("Recipe" if was not in presets or arch_now in (None, presets[was].arch)
+             else f"Recipe: preset {was} with {ARCH_LABELS.get(arch_now, arch_now)} instead of "
+                  f"{ARCH_LABELS.get(presets[was].arch, presets[was].arch)}")
+    choice = st.selectbox(label, [*presets, "custom"], key=f"{key}.preset",
                           format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}")
     base = replace(presets.get(choice, TrainConfig()), data=spec)
     # not a form: the fields that apply follow the choices (widths for an MLP, PGD settings when
@@ -69,19 +78,105 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
                                       help="Share of channels always on (generalization)")
             p_mem = c[2].number_input("p_mem", 0.01, 1.0, p_mem, key=f"{key}.pmem.{choice}",
                                       help="Chance each example keeps each remaining (memorization) channel")
+
+        def build() -> tuple[TrainConfig, list[int]]:
+            cfg = replace(base, arch=arch, widths=parse_widths(widths) if arch == "mlp" else base.widths,
+                          batchnorm=batchnorm, epochs=int(epochs), batch_size=int(batch), lr=float(lr),
+                          schedule=schedule, train_subset=int(subset), label_noise=float(noise),
+                          p_gen=float(p_gen) if tied else 0.0, p_mem=float(p_mem) if tied else 0.0,
+                          adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None)
+            return cfg, parse_seeds(seeds)
+
+        try:
+            recipe = build()
+        except InvalidInputError:
+            recipe = None                           # said when Train is pressed
+        try:
+            if recipe is not None:
+                st.caption(about_recipe(recipe[0], presets.get(choice), choice, len(recipe[1])))
+        except InvalidInputError as exc:           # e.g. an architecture these images do not fit
+            st.warning(plain(exc))
         submitted = st.button("Train", type="primary", key=f"{key}.run")
-    if not submitted:
-        return None
+    return run_safely(build, "Training recipe") if submitted else None
 
-    def build() -> tuple[TrainConfig, list[int]]:
-        cfg = replace(base, arch=arch, widths=parse_widths(widths) if arch == "mlp" else base.widths, batchnorm=batchnorm, epochs=int(epochs),
-                      batch_size=int(batch), lr=float(lr), schedule=schedule, train_subset=int(subset),
-                      label_noise=float(noise), p_gen=float(p_gen) if tied else 0.0,
-                      p_mem=float(p_mem) if tied else 0.0,
-                      adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None)
-        return cfg, parse_seeds(seeds)
 
-    return run_safely(build, "Training recipe")
+CHANGES = {"arch": "architecture", "widths": "widths", "batchnorm": "BatchNorm", "epochs": "epochs",
+           "batch_size": "batch size", "lr": "learning rate", "schedule": "schedule", "train_subset": "subset",
+           "label_noise": "label noise", "adversarial": "adversarial training", "p_gen": "tied dropout"}
+
+
+def about_recipe(cfg: TrainConfig, preset_cfg: TrainConfig | None, name: str, seeds: int) -> str:
+    """What will train: the preset and what differs from it, and about how long it takes here."""
+    if preset_cfg is None:
+        head = "Custom recipe"
+    else:
+        changed = [what for f, what in CHANGES.items() if getattr(cfg, f) != getattr(preset_cfg, f)]
+        head = f"Preset **{name}**" + (f", changed: {', '.join(changed)}" if changed else "")
+    seconds, n = estimated_seconds(cfg)
+    if seconds is None:
+        return head + "."
+    per = f" per seed ({seeds} seeds)" if seeds > 1 else ""
+    return (f"{head}. About **{_duration(seconds)}**{per} on this device: {n:,} images × {cfg.epochs} epochs, from a "
+            f"timed training step of {ARCH_LABELS.get(cfg.arch, cfg.arch)}"
+            + (f" with {cfg.adversarial.steps}-step PGD" if cfg.adversarial else "") + ".")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimated_seconds(cfg: TrainConfig) -> tuple[float | None, int]:
+    """(seconds to train `cfg` here, training images): a timed step's seconds per example times the
+    examples of every epoch (PGD's steps each cost about a forward and backward more), plus the test
+    set's forward pass each epoch. None where the data cannot be read; InvalidInputError where the
+    architecture does not fit the images."""
+    from ui.common import backend, cached_data
+
+    try:
+        train, test = cached_data(cfg.data, "train"), cached_data(cfg.data, "test")
+    except InvalidInputError:
+        return None, 0
+    n = min(len(train), cfg.train_subset) if cfg.train_subset else len(train)
+    arch = replace(cfg, p_gen=0.0, p_mem=0.0).arch_spec(train)      # tied dropout needs example ids; cost alike
+    device = str(backend().device)
+    probe = min(cfg.batch_size, 8 if device == "cpu" else 128)   # a CPU's cost per example hardly depends on it
+    per = _seconds_per_example(json.dumps(arch.to_dict()), probe, device)
+    passes = 1 + (cfg.adversarial.steps if cfg.adversarial else 0)
+    return cfg.epochs * per * (n * passes + len(test) / 3), n
+
+
+@st.cache_data(max_entries=32, show_spinner="Timing a training step on this device…")
+def _seconds_per_example(arch_json: str, batch: int, device: str) -> float:
+    """Seconds per example of one SGD step (forward, backward, update) on random inputs, after a
+    warm-up step; keyed by the architecture, batch and device."""
+    import time
+
+    import torch
+
+    from models.architectures import ArchSpec, build_model
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(arch_json).items()}
+    spec = ArchSpec(**fields)
+    model = build_model(spec, seed=0).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.rand(batch, *spec.in_shape, device=device)
+    y = torch.randint(spec.num_classes, (batch,), device=device)
+
+    def step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    step()                                          # warm-up: first-call allocations are not the cost
+    start = time.perf_counter()
+    step()
+    return (time.perf_counter() - start) / batch
 
 
 def show_trained(records: list[dict]) -> None:

@@ -146,6 +146,30 @@ def test_the_architecture_whose_keys_and_shapes_match_is_suggested(fields):
     assert suggest_architecture({"weight": torch.zeros(3)}, shape, 10) is None
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vgg11"])
+def test_a_torchvision_state_dict_is_recognized_by_name(name):
+    import torchvision
+
+    from models.loading import suggest_architecture
+    state = torchvision.models.get_model(name, weights=None, num_classes=10).state_dict()
+    assert suggest_architecture(state, (3, 32, 32), 10) == {"name": "torchvision", "torchvision_name": name}
+
+
+def test_each_torchvision_family_key_belongs_to_that_family_alone():
+    """models.loading.TORCHVISION_FAMILIES against torchvision itself: every classifier but the
+    RegNets has one of the keys, and only keys that point to its own family."""
+    import torchvision
+
+    from models.loading import TORCHVISION_FAMILIES, torchvision_names
+    for name in torchvision_names():
+        if name.startswith("regnet"):
+            continue
+        with torch.device("meta"):
+            keys = set(torchvision.models.get_model(name, weights=None, num_classes=10).state_dict())
+        families = [f for key, f in TORCHVISION_FAMILIES.items() if key in keys]
+        assert families and all(name.startswith(f) for f in families), (name, families)
+
+
 @pytest.mark.skipif(not LENET.exists(), reason="needs shared/data")
 def test_the_tutorial_lenet_is_recognized_and_gets_its_own_normalization():
     from models.architectures import default_normalization

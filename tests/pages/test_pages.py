@@ -186,3 +186,61 @@ def test_the_data_set_lives_in_the_address_bar():
     bad.query_params["data"] = "imagenet-21k"
     bad.run()
     assert any("not understood" in w.value for w in bad.warning) and not bad.exception
+
+
+def test_the_recipe_says_what_changed_and_about_how_long_training_takes():
+    """Issue 23, 3: the Recipe's label follows a changed architecture, and the form estimates the
+    training time from a timed step (CIFAR-10's ResNet-18 for 30 epochs: hours on a CPU)."""
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    at.selectbox(key="models.train.preset").set_value("digits-mlp").run()
+    about = lambda: " ".join(c.value for c in at.caption if "on this device" in c.value)  # noqa: E731
+    assert "Preset **digits-mlp**. About **" in about() and "× 20 epochs" in about()
+    at.selectbox(key="models.train.arch.digits-mlp").set_value("cnn").run()
+    assert at.selectbox(key="models.train.preset").label == "Recipe: preset digits-mlp with Small CNN instead of MLP"
+    at.number_input(key="models.train.epochs.digits-mlp").set_value(4).run()
+    assert "changed: architecture, epochs" in about() and "× 4 epochs" in about()
+    at.selectbox(key="models.train.arch.digits-mlp").set_value("lenet").run()      # 32×32 inputs only: said at once
+    assert any("cannot take images of shape (1, 8, 8)" in shown(w.value) for w in at.warning)
+    assert not at.exception
+
+
+def test_cifar10s_default_recipe_shows_its_estimated_time():
+    import os
+
+    import pytest
+
+    if not (Path(os.environ.get("LENSCAPE_DATA", "")) / "cifar10-jpg" / "test").exists():
+        pytest.skip("needs CIFAR-10 in LENSCAPE_DATA")
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=180)
+    at.query_params["data"] = "cifar10"
+    run_until(at.run(), lambda a: any("on this device" in c.value for c in a.caption), timeout=300)
+    about = next(c.value for c in at.caption if "on this device" in c.value)
+    assert "Preset **cifar10-resnet18**" in about and "50,000 images × 30 epochs" in about and "About **" in about
+    assert not at.exception and not at.error
+
+
+def test_a_torchvision_state_dict_is_offered_as_a_torchvision_architecture(tmp_path):
+    """Issue 23, 3: an uploaded torchvision classifier's weights are recognized by name; the list of
+    architectures holds torchvision's classifiers."""
+    import numpy as np
+    import torchvision
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((32, 32, 3), 50 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    state = {k: v.contiguous() for k, v in
+             torchvision.models.get_model("resnet18", weights=None, num_classes=2).state_dict().items()}
+    (tmp_path / "tv.safetensors").write_bytes(save(state))
+    at = AppTest.from_file(MODELS_PAGE, default_timeout=60)
+    at.query_params.update({"data": "imagefolder", "folder": str(tmp_path / "imgs"), "tab": "Import"})
+    run_until(at.run(), lambda a: any(r.key == "models.load.source" for r in a.radio))     # decoded by a job first
+    at.radio(key="models.load.source").set_value("A file on this machine").run()
+    at.text_input(key="models.load.path").set_value(str(tmp_path / "tv.safetensors")).run()
+    assert any("match **torchvision resnet18**" in c.value for c in at.caption), [c.value for c in at.caption]
+    picker = at.selectbox(key="models.load.arch.torchvision:resnet18")
+    assert picker.value == "torchvision:resnet18" and "torchvision vgg11" in picker.options
+    at.button(key="models.load.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [r["arch"]["torchvision_name"] for r in list_runs()] == ["resnet18"]
