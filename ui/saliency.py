@@ -29,7 +29,7 @@ from ui.common import (
 )
 from ui.figures import CONFIG
 from ui.jobs import job_panel, predictions, submit
-from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
+from ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
 from ui.url_widgets import coded, comma, number_in, one_of, pair_in, reopen_here, some_of, url_widget
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
@@ -290,8 +290,9 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
         titles.append("<br>".join([head, *preds]))         # a line per model: a narrow column still shows it
         cells.append([r.attributions[i] for res in results for r in res])
     if len(models) > 1:
-        common, own = what_differs([m.name for m in models])
-        st.markdown("  \n".join(f"**{t}** = {plain(m.name)}" + (f" — differs in: {plain(', '.join(o))}" if o else "")
+        common, own = what_differs([model_facts(m.record, m.epoch) for m in models])
+        st.markdown("  \n".join(f"**{t}** = {plain(m.name)} — "
+                                 + (f"differs in: {plain(' · '.join(o))}" if o else "the same recipe, other weights")
                                  for t, m, o in zip(tags, models, own))
                     + (f"  \nShared: {plain(' · '.join(common))}" if common else ""))
     fig = attribution_grid(images, cells, titles, cols, d)

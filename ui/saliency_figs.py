@@ -79,12 +79,56 @@ def rank_corr_curves(results) -> go.Figure:
 # ---------------------------------------------------------------------------------------------
 # The Maps tab's grid: the image first, then each model's maps, normalized as Captum does
 
-def what_differs(labels: list[str], sep: str = " · ") -> tuple[list[str], list[list[str]]]:
-    """(the " · "-separated parts every label has, each label's other parts): a legend that names
-    what differs between models."""
-    parts = [label.split(sep) for label in labels]
-    common = [p for p in parts[0] if all(p in q for q in parts[1:])] if parts else []
-    return common, [[p for p in q if p not in common] for q in parts]
+ARCH_NAMES = {"mlp": "MLP", "cnn": "small CNN", "lenet": "LeNet", "resnet18": "ResNet-18", "resnet9": "ResNet-9"}
+
+
+def model_facts(record: dict, epoch: int) -> dict[str, str | None]:
+    """What makes a model what it is, each fact as shown ("seed 0"); None where it does not apply
+    (an imported model has no recipe)."""
+    arch, cfg = record.get("arch") or {}, record.get("config") or {}
+    name = arch.get("name", "?")
+    shown = (f"torchvision {arch.get('torchvision_name')}" if name == "torchvision" else ARCH_NAMES.get(name, name))
+    if name == "mlp":
+        shown += " " + "-".join(map(str, arch.get("widths", ())))
+    if name == "cnn" and arch.get("batchnorm"):
+        shown += " with BatchNorm"
+    data = record.get("data")
+    facts = {"data": _data_label(data), "arch": shown, "made": "trained here" if cfg else "imported"}
+    if arch.get("p_gen"):
+        facts["dropout"] = f"tied dropout {arch['p_gen']:g}/{arch.get('p_mem', 0):g}"
+    pgd = cfg.get("adversarial")
+    facts.update({"epochs": f"{cfg['epochs']} epochs" if cfg else None,
+                  "checkpoint": f"at epoch {epoch}" if cfg and epoch != cfg.get("epochs") else None,
+                  "seed": f"seed {cfg['seed']}" if cfg else None,
+                  "noise": f"{cfg['label_noise']:.0%} label noise" if cfg.get("label_noise") else None,
+                  "pgd": f"PGD-{pgd['norm']} ε {pgd['eps']:g}" if pgd else ("standard training" if cfg else None),
+                  "lr": f"lr {cfg['lr']:g}" if cfg else None, "batch": f"batch {cfg['batch_size']}" if cfg else None,
+                  "schedule": f"{cfg['schedule']} schedule" if cfg else None,
+                  "subset": f"{cfg['train_subset']:,} training images" if cfg.get("train_subset") else None,
+                  "norm": "input mean " + ", ".join(f"{v:.3g}" for v in arch.get("mean", ()))})
+    return facts
+
+
+def _data_label(data: dict | None) -> str:
+    from models.data import DataSpec
+
+    return DataSpec.from_dict(data).label if data else "no data set"
+
+
+QUIET = {"norm", "lr", "batch", "schedule"}           # named where they differ, not among the shared facts
+SOME_ONLY = {"epochs", "seed", "checkpoint", "noise", "dropout", "subset"}   # named even where others have none
+
+
+def what_differs(facts: list[dict[str, str | None]]) -> tuple[list[str], list[list[str]]]:
+    """(the facts every model shares, each model's facts that differ between them): a legend that
+    names only real differences. A fact is one where two models have different values, or, for the
+    facts of a recipe (SOME_ONLY), where one model has it and another has none (imported)."""
+    keys = list(dict.fromkeys(k for f in facts for k in f))
+    values = {k: [f.get(k) for f in facts] for k in keys}
+    differ = [k for k, vs in values.items()
+              if len({v for v in vs if v is not None}) > 1 or (k in SOME_ONLY and None in vs and any(vs))]
+    common = [vs[0] for k, vs in values.items() if k not in QUIET and vs[0] is not None and len(set(vs)) == 1]
+    return common, [[f[k] for k in differ if f.get(k) is not None] for f in facts]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from analysis.visualization import threshold
-from ui.saliency_figs import Display, attribution_grid, grid_file, what_differs
+from ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
 
 
 def _cells():
@@ -46,9 +46,25 @@ def test_png_and_pdf_name_the_model_method_and_parameters():
     assert pdf.startswith(b"%PDF") and b"Lenscape saliency maps" in pdf
 
 
-def test_what_differs_between_model_names():
-    common, own = what_differs(["Digits · MLP 256 · seed 0", "Digits · MLP 256 · seed 1 · PGD"])
-    assert common == ["Digits", "MLP 256"] and own == [["seed 0"], ["seed 1", "PGD"]]
+def _record(arch: str, config: dict | None, **arch_fields) -> dict:
+    return {"arch": {"name": arch, "mean": [0.5] * 3, **arch_fields}, "config": config,
+            "data": {"name": "cifar10"}}
+
+
+def test_the_legend_names_only_real_differences():
+    """Issue 23, 4: two CIFAR-10 LeNets, one imported and one trained here, differ in how they were
+    made (and the trained one's recipe), not in their names' words."""
+    recipe = {"epochs": 4, "seed": 0, "label_noise": 0.0, "adversarial": None, "lr": 0.05, "batch_size": 128,
+              "schedule": "cosine", "train_subset": 0}
+    common, own = what_differs([model_facts(_record("lenet", None), 0), model_facts(_record("lenet", recipe), 4)])
+    assert common == ["CIFAR-10", "LeNet"] and own == [["imported"], ["trained here", "4 epochs", "seed 0"]]
+    pgd = {**recipe, "seed": 1, "adversarial": {"norm": "l2", "eps": 0.5, "steps": 7}}
+    common, own = what_differs([model_facts(_record("mlp", recipe, widths=[256]), 4),
+                                model_facts(_record("mlp", pgd, widths=[256]), 4)])
+    assert common == ["CIFAR-10", "MLP 256", "trained here", "4 epochs"]
+    assert own == [["seed 0", "standard training"], ["seed 1", "PGD-l2 ε 0.5"]]
+    _, own = what_differs([model_facts(_record("cnn", recipe), 4), model_facts(_record("cnn", {**recipe, "lr": 0.1}), 2)])
+    assert own == [["lr 0.05"], ["at epoch 2", "lr 0.1"]]
 
 
 def test_outlines_box_the_signal_block_of_each_row_in_every_column():
