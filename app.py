@@ -3,7 +3,9 @@ import streamlit as st
 
 from backend.device import describe_device
 from models.paths import data_root, home_dir
+from models.data import DataSpec
 from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup, plain
+from ui.summary import test_accuracy
 from ui.tour import class_demo
 
 
@@ -32,12 +34,15 @@ def home() -> None:
         columns=["View", "Question", "Paper"]).set_index("View"))
 
     st.subheader("Workspace")
-    spec = st.session_state.get(DATA_KEY)
-    st.markdown(f"**Data set:** {plain(spec.label) if spec else 'none chosen yet (the Models page picks one)'}")
     runs = model_options()
+    current = st.session_state.get(MODEL_KEY)
+    spec = st.session_state.get(DATA_KEY)
+    if spec is None and (runs.get(current) or {}).get("data"):     # the current model's
+        spec = DataSpec.from_dict(runs[current]["data"])
+    st.markdown(f"**Data set:** {plain(spec.label) if spec else 'none chosen yet (the Models page picks one)'}")
     if runs:
-        current = st.session_state.get(MODEL_KEY)
-        st.dataframe(pd.DataFrame([{"": "▶" if r["run_id"] == current else "", **model_row(r)} for r in runs.values()]),
+        st.dataframe(pd.DataFrame([{"": "▶" if r["run_id"] == current else "", **model_row(r),
+                                    "test acc": test_accuracy(r)} for r in runs.values()]),
                      hide_index=True, width="stretch",
                      column_config={"": st.column_config.TextColumn(width=24),
                                     "model": st.column_config.TextColumn(width="medium"),

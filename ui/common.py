@@ -239,8 +239,14 @@ def sidebar() -> None:
 
 
 def show_workspace() -> None:
-    """Fill the sidebar's data-set and model lines from the session's current choices."""
+    """Fill the sidebar's data-set and model lines from the session's current choices. A link that
+    names a model (?model=) makes it current, with its data set, on every page (once per link)."""
     runs = model_options()
+    url = st.query_params.get("model")
+    if url in runs and st.session_state.get("_url.model") != url:
+        st.session_state[MODEL_KEY] = st.session_state["_url.model"] = url
+        if runs[url].get("data"):
+            st.session_state[DATA_KEY] = DataSpec.from_dict(runs[url]["data"])
     current = runs.get(st.session_state.get(MODEL_KEY) or "")
     spec = st.session_state.get(DATA_KEY)
     if spec is None and current and current.get("data"):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from backend.tasks import summary_job_for
 from models.architectures import ArchSpec, default_normalization
 from models.data import DataSpec
 from models.errors import InvalidInputError
@@ -13,7 +14,9 @@ from models.loading import (model_from_state, read_model_file, read_state_dict, 
                              torchvision_names, torchvision_pretrained)
 from models.paths import user_path
 from models.zoo import AlreadyImported, import_model
-from ui.common import adopt_model, cached_data, plain, run_safely
+from ui.common import adopt_model, cached_data, plain, run_model, run_safely
+from ui.jobs import submit
+from ui.summary import JOB_KEY as SUMMARY_JOB
 from ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
@@ -88,6 +91,8 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         rec = run_safely(run, "Import")
         if rec:
             adopt_model(rec)
+            if (lm := run_model(rec)) is not None:     # its test accuracy, for the tables (Home, Runs)
+                submit(SUMMARY_JOB, summary_job_for(lm))
             st.success(f"**{plain(rec['name'])}** ({plain(rec['run_id'])}) is the current model: see its accuracy under "
                        "**Workspace models**, or open a view.")
 

@@ -19,6 +19,7 @@ from models.paths import home_dir, runs_dir
 from models.zoo import delete_run, list_runs
 from ui.common import backend, model_row, plain, plot_text, run_safely, timestamp
 from ui.figures import CONFIG
+from ui.summary import test_accuracy
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
 # same job again
@@ -75,7 +76,7 @@ def _folder_size(path: Path) -> int:
 
 
 def model_rows(runs: list[dict], tags: dict[str, list[str]]) -> pd.DataFrame:
-    return pd.DataFrame([{**model_row(r), "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
+    return pd.DataFrame([{**model_row(r), "test acc": test_accuracy(r), "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
                           "tags": ", ".join(tags.get(r["run_id"], []))} for r in runs])
 
 

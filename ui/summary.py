@@ -6,16 +6,42 @@ import pandas as pd
 import streamlit as st
 
 from analysis.summary import ModelSummary
-from backend.tasks import summary_job_for
+from backend.jobs import ModelRef, job
+from backend.tasks import SummaryJobConfig, summary_job_for
 from models.data import DataSpec
 from models.zoo import LoadedModel, delete_run
-from ui.common import MODEL_KEY, cached_data, from_url, model_options, model_select, plot_text, run_safely, to_url
+from ui.common import (MODEL_KEY, backend, cached_data, from_url, model_options, model_select, plot_text, run_safely,
+                       to_url)
 from ui.data import data_widgets
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
 from ui.jobs import job_panel, submit
 from ui.url_widgets import one_of, reopen_here
 
 JOB_KEY = "models.summary_job"
+
+
+def test_accuracy(rec: dict) -> float | None:
+    """A model's test accuracy: its last epoch's from training, else (an imported model) the one its
+    stored summary measured, the figure the Models page shows; None before that summary is computed."""
+    metrics = rec.get("metrics") or []
+    if metrics:
+        return metrics[-1].get("test_acc")
+    if not rec.get("data") or not rec.get("checkpoints"):
+        return None
+    last = max(rec["checkpoints"], key=lambda c: c["epoch"])
+    r = ModelRef(run_id=rec["run_id"], epoch=last["epoch"], fingerprint=last["fingerprint"])
+    job_id = job("model_summary", SummaryJobConfig(model=r), (r,), data=DataSpec.from_dict(rec["data"])).key()
+    row = backend().store.get(job_id)
+    return _summary_accuracy(job_id) if row and row.get("status") == "DONE" else None
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _summary_accuracy(job_id: str) -> float | None:
+    """A stored summary's test accuracy (a job's result never changes under its id)."""
+    try:
+        return float(backend().result(job_id).test_acc)
+    except Exception:  # noqa: BLE001 - unreadable or gone: no figure rather than a broken table
+        return None
 
 
 def reopen_summary(key: str = "summary", data_key: str = "data") -> None:

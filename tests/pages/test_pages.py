@@ -244,3 +244,36 @@ def test_a_torchvision_state_dict_is_offered_as_a_torchvision_architecture(tmp_p
     at.button(key="models.load.run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert [r["arch"]["torchvision_name"] for r in list_runs()] == ["resnet18"]
+
+
+def test_an_imported_model_shows_its_test_accuracy_on_home_and_runs_and_the_data_set_follows_it(tmp_path):
+    """Issue 23, 5: an imported model has no training metrics; its accuracy is the one its summary
+    measures (the Models page's figure), computed when it is imported. A link naming a model makes it
+    current, with its data set, on pages without a model picker too."""
+    from models.architectures import ArchSpec, build_model
+    from models.data import DataSpec, load_data
+    from ui.common import backend
+
+    train = load_data(DataSpec(name="digits"), "train")
+    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std, widths=(32,))
+    torch.manual_seed(0)
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(save({k: v.contiguous() for k, v in build_model(spec).state_dict().items()}))
+    at = open_tab(AppTest.from_file(MODELS_PAGE, default_timeout=60).run(), "Import")
+    at.radio(key="models.load.source").set_value("A file on this machine").run()
+    at.text_input(key="models.load.path").set_value(str(path)).run()
+    at.button(key="models.load.run").click().run()
+    (job_id,) = at.session_state["models.summary_job"]              # submitted with the import
+    acc = backend().result(job_id) if backend().wait(job_id, 120).value == "DONE" else None
+    assert acc is not None
+    (rec,) = list_runs()
+    home = AppTest.from_file(ROOT_APP, default_timeout=60)
+    home.query_params["model"] = rec["run_id"]
+    home.run()
+    assert home.dataframe[0].value["test acc"][0] == acc.test_acc
+    assert "Data set: Digits" in _sidebar(home) and "current: mine" in _sidebar(home)
+    assert any("**Data set:** Digits" in m.value for m in home.markdown)
+    runs = AppTest.from_file(ROOT_APP, default_timeout=60)
+    runs.query_params["model"] = rec["run_id"]
+    runs.switch_page("pages/7_Runs.py").run()
+    assert runs.dataframe[0].value["test acc"][0] == acc.test_acc and "Data set: Digits" in _sidebar(runs)
