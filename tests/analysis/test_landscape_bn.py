@@ -14,27 +14,8 @@ from analysis.landscape import (DirectionConfig, interpolate_states, interpolati
 from models.architectures import ArchSpec, build_model
 from models.errors import InvalidInputError
 
-CNN_BN = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), channels=(4, 6),
-                  batchnorm=True)
-
-
-def _data(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8), torch.randint(0, 3, (n,), generator=g)
-
-
-def _trained(seed=0, steps=20):
-    """A BatchNorm CNN after a few SGD steps in train mode (running statistics away from 0/1)."""
-    model = build_model(CNN_BN, seed=seed)
-    images, labels = _data(seed=seed + 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    model.train()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(images.float() / 255), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+# the BatchNorm CNN and its data, shared with the landscape tests
+from test_landscape import CNN_BN, _data, _trained  # noqa: E402
 
 
 def _stats(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
