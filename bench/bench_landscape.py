@@ -25,13 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.landscape import DirectionConfig, random_directions, surface  # noqa: E402
 from models.architectures import ArchSpec, build_model  # noqa: E402
-from timing import mnist_or_random  # noqa: E402
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+from timing import mnist_or_random, timed  # noqa: E402
 
 
 def main() -> None:

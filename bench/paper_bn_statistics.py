@@ -29,6 +29,7 @@ from models.architectures import ArchSpec  # noqa: E402
 from models.checkpoints import load_checkpoint  # noqa: E402
 from models.loading import model_from_state  # noqa: E402
 from models.training import prepare_data, preset, train_run  # noqa: E402
+from timing import timed  # noqa: E402
 
 POINTS = ((0.0, 0.0), (0.5, 0.0), (1.0, 1.0))
 
@@ -41,12 +42,6 @@ def trained(folder: Path, device: str, epochs: int, seed: int):
     print(f"trained seed {seed}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
           f"in {time.perf_counter() - start:.1f} s")
     return model
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

@@ -34,3 +34,10 @@ def mnist_or_random(split: str, n: int):
         return ImageData(images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8),
                          labels=torch.randint(0, 10, (n,)), classes=tuple("0123456789"), mean=(0.13,), std=(0.31,),
                          spec=DataSpec(name="mnist"), split=split)
+
+
+def timed(fn):
+    """(fn(), seconds it took), once: for runs too long to repeat."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
