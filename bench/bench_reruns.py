@@ -2,8 +2,10 @@
 
 Starts the app on a fresh workspace, drives headless Chromium, and times each interaction from the
 click until the app reports its script finished (`data-test-script-state` = notRunning) and the
-page shows what the interaction asked for. Prints the server-side rerun of the Models page as the
-baseline measured in the same run (the browser's share is the rest).
+page shows what the interaction asked for. Display-only changes of the Saliency grid with 9 methods
+(sign, blended or heat map) are timed until the browser has drawn the new figure. Each row's median
+is printed as a ratio to the baseline measured in the same run: a rerun of the Models page (a
+checkbox on the training form).
 
     python bench/bench_reruns.py [--repeats 3]
 
@@ -44,6 +46,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="lenscape-bench-")
     env = {**os.environ, "LENSCAPE_HOME": home,
            "LENSCAPE_DATA": os.environ.get("LENSCAPE_DATA", str(ROOT.parent / "shared" / "data"))}
+    run_id = _train_cnn(env)
     rows: list[tuple[str, list[float]]] = []
     # twice on the same workspace: the first server decodes the data sets into the workspace's cache,
     # the second (a restart) loads them from it
@@ -65,29 +68,82 @@ def main() -> None:
                 browser = pw.chromium.launch(executable_path=exe, args=FLAGS)
                 pg = browser.new_page(viewport={"width": 1400, "height": 1000})
                 rows += [(f"{when}: {label}", times) for label, times in _run(pg, url, args.repeats).items()]
+                rows += [(f"{when}: {label}", times) for label, times in
+                         _saliency(pg, url, run_id, args.repeats).items()]
                 browser.close()
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"{'interaction':62s} {'n':>3s} {'median s':>9s} {'max s':>7s}")
+    base = statistics.median(next(t for label, t in rows if label.endswith(BASELINE)))
+    print(f"{'interaction':66s} {'n':>3s} {'median s':>9s} {'max s':>7s} {'× baseline':>10s}")
     for label, times in rows:
-        print(f"{label:62s} {len(times):3d} {statistics.median(times):9.2f} {max(times):7.2f}")
+        print(f"{label:66s} {len(times):3d} {statistics.median(times):9.2f} {max(times):7.2f} "
+              f"{statistics.median(times) / base:10.1f}")
+    print(f"baseline: the median of '{BASELINE}' in the first server, {base:.2f} s")
 
 
-def _run(pg, url: str, repeats: int) -> dict[str, list[float]]:
-    def idle(timeout=120_000):
-        pg.wait_for_function("() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
-                             " return a && a.getAttribute('data-test-script-state') === 'notRunning' }",
-                             timeout=timeout)
+BASELINE = "rerun: a checkbox on the training form"
+NINE = ("gradient,loss_gradient,gradient_x_input,smoothgrad,vargrad,integrated_gradients,guided_backprop,deeplift,"
+        "occlusion")
 
+
+def _train_cnn(env: dict) -> str:
+    """A digits CNN in the bench's workspace (seconds): the model whose maps the Saliency rows draw."""
+    code = ("from models.training import preset, run_id_for, train_run; from models.paths import runs_dir; "
+            "cfg = preset('digits-cnn', epochs=4); train_run(cfg, runs_dir() / run_id_for(cfg)); print(run_id_for(cfg))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1]
+
+
+def _idle(pg, timeout=120_000) -> None:
+    pg.wait_for_function("() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
+                         " return a && a.getAttribute('data-test-script-state') === 'notRunning' }",
+                         timeout=timeout)
+
+
+def _timer(pg):
     def timed(action, done) -> float:
-        idle()
+        _idle(pg)
         start = time.perf_counter()
         action()
         pg.wait_for_timeout(30)                     # let the rerun start before waiting for its end
-        idle()
+        _idle(pg)
         done()
         return time.perf_counter() - start
+    return timed
+
+
+def _saliency(pg, url: str, run_id: str, repeats: int) -> dict[str, list[float]]:
+    """Display-only changes of a grid of 9 methods × 6 images: the maps are stored, nothing is
+    computed; timed until the browser has drawn the new figure (Plotly's afterplot, or a new plot)."""
+    timed = _timer(pg)
+    pg.goto(f"{url}/Saliency?model={run_id}&methods={NINE}")
+    pg.get_by_text("Integrated Gradients completeness error").wait_for(timeout=600_000)
+    _idle(pg)
+    mark = ("() => document.querySelectorAll('.js-plotly-plot').forEach(p => { p.__old = true; p.__drawn = false;"
+            " if (p.on) p.on('plotly_afterplot', () => { p.__drawn = true; }); })")
+    drawn = ("() => [...document.querySelectorAll('.js-plotly-plot')].some(p => !p.__old || p.__drawn)")
+
+    def change(locator):
+        def act():
+            pg.evaluate(mark)
+            locator.click()
+        return act
+
+    results: dict[str, list[float]] = {}
+    steps = [("sign", pg.get_by_text("All", exact=True).first), ("sign", pg.get_by_text("Absolute", exact=True).first),
+             ("blended or heat map", pg.get_by_text("heat map beside it")),
+             ("blended or heat map", pg.get_by_text("blended over the image"))]
+    for _ in range(repeats):
+        for what, locator in steps:
+            results.setdefault(f"display only, 9 methods × 6 images: {what}", []).append(
+                timed(change(locator), lambda: pg.wait_for_function(drawn, timeout=120_000)))
+    return results
+
+
+def _run(pg, url: str, repeats: int) -> dict[str, list[float]]:
+    timed = _timer(pg)
+    idle = lambda: _idle(pg)  # noqa: E731
 
     results: dict[str, list[float]] = {}
     pg.goto(url + "/Models")

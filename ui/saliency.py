@@ -295,8 +295,8 @@ def _draw_grid(models, split, indices, results, d: Display, key) -> None:
                                  + (f"differs in: {plain(' · '.join(o))}" if o else "the same recipe, other weights")
                                  for t, m, o in zip(tags, models, own))
                     + (f"  \nShared: {plain(' · '.join(common))}" if common else ""))
-    fig = attribution_grid(images, cells, titles, cols, d)
-    st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid")
+    fig = attribution_grid(images, cells, titles, cols, d, group=len(methods))   # each model's maps start a row
+    st.plotly_chart(fig, config=CONFIG, key=f"{key}.grid", width="content")
     for r in results[0]:
         if r.delta is not None:
             st.caption(f"Integrated Gradients completeness error |Σ attr − (f(x) − f(baseline))|: "

@@ -91,7 +91,8 @@ def _show_null_mass(res, k: float, key: str) -> None:
     cols = [f"{s} · {METHOD_LABELS.get(m, m)}" if len(res.methods) > 1 else s for s in short for m in res.methods]
     titles = [f"#{e} · signal {'top' if t else 'bottom'}" for e, t in enumerate(res.example_signal_top)]
     st.plotly_chart(attribution_grid(images, cells, titles, cols, Display(mode="heat map"), cell=120,
-                                     outlines=outlines), config=CONFIG, key=f"{key}.examples")
+                                     outlines=outlines, group=len(res.methods)),
+                    config=CONFIG, key=f"{key}.examples", width="content")
 
 
 def diffroar(key: str = "sal.roar") -> None:
@@ -211,7 +212,7 @@ def _show_randomization(lm: LoadedModel, results, key: str) -> None:
     cells = [[res.maps[s, 0][None] for s in range(len(cols))] for res in results]
     st.plotly_chart(attribution_grid(image.repeat(len(results), 0), cells, [METHOD_LABELS[r.method] for r in results],
                                      cols, Display(sign="all" if signed else "absolute_value", mode="heat map"),
-                                     cell=120), config=CONFIG, key=f"{key}.strips")
+                                     cell=120), config=CONFIG, key=f"{key}.strips", width="content")
     rows = [{"method": res.method, "order": res.order, "maps": res.map_mode, "layer": layer,
              "mean rank correlation": float(mean), "different images": res.floor, "two random networks": res.random_level,
              "flagged": bool(res.flagged)} for res in results for layer, mean in zip(res.layers, res.layer_means)]

@@ -4,10 +4,10 @@ randomization strips."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from analysis.saliency import METHOD_LABELS
 from analysis.visualization import COLOURS, normalized, signed_map, threshold
@@ -159,57 +159,162 @@ def display_values(cells: list[list[np.ndarray]], d: Display) -> tuple[list[list
             limits)
 
 
+# The grid's geometry, in pixels: it is drawn at a fixed width so that maps keep their size and
+# colour bars their maps' height (a grid stretched to the page's width shrank maps to ~50 px with 9
+# methods, bars taller than the maps). Maps wrap onto more rows rather than shrink below MIN_MAP.
+WIDTH = 920           # the main column of a 1,400-px window with the sidebar open
+GAP = 14              # between cells
+BAR = 50              # what a map's own colour bar takes beside it: gap, strip and labels
+STRIP = 7             # the colour strip's width
+MIN_MAP = 100         # maps stay at least this wide
+TITLE_LINE, HEAD_LINE = 15, 18   # per line of a map's title (12-px type) and of an image's header (13-px)
+
+
+def grid_shape(n_maps: int, per_map: bool, largest: float) -> tuple[int, float]:
+    """(maps per row, map width): the most maps per row (after the image) that stay MIN_MAP wide."""
+    bar, right = (BAR, 0) if per_map else (0, BAR)
+    for k in range(max(n_maps, 1), 0, -1):
+        width = (WIDTH - right - k * (GAP + bar)) / (k + 1)
+        if width >= MIN_MAP or k == 1:
+            return k, min(width, largest)
+    raise AssertionError("unreachable")
+
+
+def _wrap(text: str, chars: int) -> list[str]:
+    """`text` on lines of about `chars` characters, broken at spaces."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= chars:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+@lru_cache(maxsize=8)
+def _palette(sign: str) -> np.ndarray:
+    """(256, 3) uint8: the sign's Plotly colour scale (as the heat maps drew it), low to high."""
+    from matplotlib.colors import to_rgb
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    scale = COLOURS[sign]
+    if not isinstance(scale, str):                  # CSS colour names, as the browser reads them
+        scale = [[at, "rgb({}, {}, {})".format(*(round(255 * v) for v in to_rgb(name)))] for at, name in scale]
+    return np.array([unlabel_rgb(c) for c in sample_colorscale(scale, list(np.linspace(0, 1, 256)))]).round() \
+        .astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, scale: int = 1) -> str:
+    """(H, W, 3) uint8 → a PNG data URI, pixels repeated `scale` times (sharp when enlarged)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if scale > 1:
+        rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def map_rgb(value: np.ndarray, image: np.ndarray, d: Display) -> np.ndarray:
+    """(H, W) map in its display range → (H, W, 3) uint8: the colour scale, blended at `d.alpha`
+    over the image in grey (over white where the map's size differs from the image's)."""
+    lo = -1.0 if d.sign == "all" else 0.0
+    idx = np.clip(np.round((value - lo) / (1.0 - lo) * 255), 0, 255).astype(np.int64)
+    rgb = _palette(d.sign)[idx].astype(np.float64)
+    if d.mode == "blended":
+        base = gray(image) * 255 if value.shape == image.shape[1:] else np.full(value.shape, 255.0)
+        rgb = d.alpha * rgb + (1 - d.alpha) * base[..., None]
+    return rgb.round().astype(np.uint8)
+
+
 def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str],
                      col_titles: list[str], d: Display, cell: int = 190,
-                     outlines: list[tuple[int, int] | None] | None = None) -> go.Figure:
-    """Rows are images: the image itself, then one map per column (cells[r][c] is a (C, H, W)
-    attribution, Grad-CAM's (1, H, W)). Colour bars are labelled in attribution units.
-    `outlines[r]` = (row0, row1) draws a green box around pixel rows row0..row1 of row r's image
-    and maps (BlockMNIST's signal block)."""
+                     outlines: list[tuple[int, int] | None] | None = None, group: int | None = None) -> go.Figure:
+    """Each image (its title above, as a header) and then its maps: cells[r][c] is a (C, H, W)
+    attribution (Grad-CAM's (1, H, W)) under col_titles[c], as many per row as stay MIN_MAP px wide
+    (at most `cell`), the rest on the next rows; every `group` maps (a model's, in a comparison)
+    start a row, so that one method's maps of several models line up. Each map has its colour bar
+    (or, with d.shared, one for all), labelled in attribution units. `outlines[r]` = (row0, row1)
+    boxes pixel rows row0..row1 of row r's image and maps (BlockMNIST's signal block). The maps are
+    pictures: the figure is quick to build and to draw, whatever the number of methods."""
     values, limits = display_values(cells, d)
-    rows, cols = len(cells), len(col_titles) + 1
-    titles = [t for r in range(rows) for t in [image_titles[r], *(col_titles if r == 0 else [""] * (cols - 1))]]
-    per_map = not d.shared
     h, w = images.shape[-2:]
-    lines = max(t.count("<br>") + 1 for t in image_titles)      # title lines above each row (13 px type)
-    row_px, gap_px = cell * h / w, 18 * lines + 8
-    height = int(rows * (row_px + gap_px) + 40)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05 if per_map else 0.012,
-                        vertical_spacing=gap_px / height if rows > 1 else 0)
-    scale = COLOURS[d.sign]
-    lo = -1 if d.sign == "all" else 0
-    for r in range(rows):
-        fig.add_trace(go.Image(z=_rgb(images[r]), hoverinfo="skip"), r + 1, 1)
-        base = gray(images[r])
-        for c in range(cols - 1):
-            v, lim = values[r][c], limits[r][c]
-            if d.mode == "blended" and v.shape == base.shape:
-                fig.add_trace(go.Heatmap(z=base, colorscale="gray", showscale=False, hoverinfo="skip", zmin=0, zmax=1),
-                              r + 1, c + 2)
-            sub = fig.get_subplot(r + 1, c + 2)
-            bar = dict(thickness=8, len=(sub.yaxis.domain[1] - sub.yaxis.domain[0]) * 0.9, y=sum(sub.yaxis.domain) / 2,
-                       x=sub.xaxis.domain[1] + 0.003, xanchor="left", yanchor="middle", tickfont=dict(size=9),
-                       tickvals=[lo, 0, 1] if lo else [0, 1],
-                       ticktext=[f"{-lim:.2g}", "0", f"{lim:.2g}"] if lo else ["0", f"{lim:.2g}"])
-            fig.add_trace(go.Heatmap(
-                z=v, colorscale=scale, zmin=lo, zmax=1, opacity=d.alpha if d.mode == "blended" else 1.0,
-                showscale=per_map or (r == 0 and c == cols - 2),
-                colorbar=bar if per_map else dict(thickness=12, len=0.6, tickvals=bar["tickvals"], ticktext=bar["ticktext"],
-                                                  title=dict(text="attribution", side="right")),
-                hovertemplate="%{z:.2f} of the range<extra></extra>"), r + 1, c + 2)
-        if outlines and outlines[r] is not None:
-            y0, y1 = outlines[r]
-            for c in range(cols):
-                fig.add_shape(type="rect", x0=-0.5, x1=base.shape[1] - 0.5, y0=y0 - 0.5, y1=y1 - 0.5,
-                              line=dict(color="#00e676", width=2), row=r + 1, col=c + 1)
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
-    for i in range(1, rows * cols + 1):
-        fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
-    fig.update_layout(height=max(260, height), margin=dict(l=0, r=40, t=gap_px, b=0),
-                      plot_bgcolor="white")
-    fig.for_each_annotation(lambda a: a.update(font_size=13))
-    return fig
+    per_map = not d.shared
+    group = group or len(col_titles)
+    k, size = grid_shape(min(group, len(col_titles)), per_map, cell)
+    tall = size * h / w
+    pitch = size + GAP + (BAR if per_map else 0)
+    titles = [_wrap(t, max(8, int((pitch - 6) / 7))) for t in col_titles]
+    title_px = TITLE_LINE * max(len(t) for t in titles) + 4 if titles else 0
+    scale = max(1, int(np.ceil(size / w)))
+    strip = _png(_palette(d.sign)[::-1][:, None, :], 1)
+    pictures, notes, boxes = [], [], []
+    y, first_map = 0.0, None
+    for r in range(len(cells)):
+        head = image_titles[r].split("<br>")
+        notes.append(_note("<br>".join(head), 0, y, size=13, xanchor="left"))
+        y += HEAD_LINE * len(head) + 4
+        for start, stop in _rows(len(col_titles), group, k):
+            top = y + title_px
+            first_map = top if first_map is None else first_map
+            spots = [(0.0, images[r], None)] if start == 0 else []
+            spots += [(size + GAP + (c - start) * pitch, values[r][c], c) for c in range(start, stop)]
+            for x, v, c in spots:
+                rgb = _rgb(v) if c is None else map_rgb(v, images[r], d)
+                pictures.append(_picture(_png(rgb, scale), x, top, size, tall))
+                if c is not None:
+                    notes.append(_note("<br>".join(titles[c]), x + size / 2, top - 2, yanchor="bottom"))
+                if c is not None and per_map:
+                    pictures.append(_picture(strip, x + size + 4, top, STRIP, tall))
+                    notes += _bar_labels(limits[r][c], d.sign, x + size + 4 + STRIP, top, tall)
+                if outlines and outlines[r] is not None:
+                    boxes.append((x, top + tall * outlines[r][0] / h, x + size, top + tall * outlines[r][1] / h))
+            y = top + tall + GAP
+    if not per_map and first_map is not None:             # one bar for all, beside the first row
+        pictures.append(_picture(strip, WIDTH - BAR + 4, first_map, STRIP, tall))
+        notes += _bar_labels(limits[0][0], d.sign, WIDTH - BAR + 4 + STRIP, first_map, tall)
+    return _figure(pictures, notes, boxes, y)
+
+
+def _rows(n: int, group: int, k: int) -> list[tuple[int, int]]:
+    """(first, last + 1) map of each row: `k` a row, every `group` maps starting a row."""
+    return [(start, min(start + k, g0 + group, n)) for g0 in range(0, n, group) for start in range(g0, min(g0 + group, n), k)]
+
+
+def _bar_labels(limit: float, sign: str, x: float, top: float, tall: float) -> list[dict]:
+    """A colour strip's labels in attribution units: its ends, and 0 in the middle for signed maps."""
+    ticks = [(f"{limit:.2g}", 0.0), ("0", 1.0)] if sign != "all" else [(f"{limit:.2g}", 0.0), ("0", 0.5),
+                                                                        (f"{-limit:.2g}", 1.0)]
+    return [_note(text, x + 2, top + at * tall, size=10, xanchor="left", yanchor="middle") for text, at in ticks]
+
+
+def _picture(uri: str, x: float, top: float, width: float, height: float) -> dict:
+    return dict(source=uri, xref="paper", yref="paper", x=x / WIDTH, y=top, sizex=width / WIDTH, sizey=height,
+                xanchor="left", yanchor="top", sizing="stretch", layer="above")
+
+
+def _note(text: str, x: float, top: float, size: int = 12, xanchor: str = "center", yanchor: str = "top") -> dict:
+    return dict(text=text, x=x / WIDTH, y=top, xref="paper", yref="paper", xanchor=xanchor, yanchor=yanchor,
+                showarrow=False, font=dict(size=size), align="left" if xanchor == "left" else "center")
+
+
+def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height: float) -> go.Figure:
+    """The grid from pixel positions measured from the top (y is turned into the paper's, from the bottom)."""
+    height = max(height, 60.0)
+    flip = lambda top: 1 - top / height  # noqa: E731
+    for p in pictures:
+        p.update(y=flip(p["y"]), sizey=p["sizey"] / height)
+    for n in notes:
+        n.update(y=flip(n["y"]))
+    shapes = [dict(type="rect", xref="paper", yref="paper", x0=x0 / WIDTH, x1=x1 / WIDTH, y0=flip(y1), y1=flip(y0),
+                   line=dict(color="#00e676", width=2)) for x0, y0, x1, y1 in boxes]
+    axis = dict(visible=False, range=[0, 1], fixedrange=True)
+    return go.Figure(layout=dict(width=WIDTH, height=int(height), margin=dict(l=0, r=0, t=0, b=0), images=pictures,
+                                 annotations=notes, shapes=shapes, xaxis=axis, yaxis=axis, plot_bgcolor="white",
+                                 paper_bgcolor="white", dragmode=False))
 
 
 def grid_file(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str], col_titles: list[str],

@@ -4,11 +4,11 @@ attribution units, and PNG/PDF files that say what they show."""
 import io
 
 import numpy as np
-import plotly.graph_objects as go
+import pytest
 from PIL import Image
 
 from analysis.visualization import threshold
-from ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
+from ui.saliency_figs import WIDTH, Display, attribution_grid, grid_file, model_facts, what_differs
 
 
 def _cells():
@@ -18,22 +18,69 @@ def _cells():
     return images, cells
 
 
+def _boxes(fig) -> list[tuple[float, float, float, float]]:
+    """Each picture of the grid as (left, top, width, height) in pixels from the figure's top left."""
+    W, H = fig.layout.width, fig.layout.height
+    return [(i.x * W, (1 - i.y) * H, i.sizex * W, i.sizey * H) for i in fig.layout.images]
+
+
+def _texts(fig) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
 def test_grid_rows_start_with_the_image_and_bars_are_in_attribution_units():
     images, cells = _cells()
     fig = attribution_grid(images, cells, ["#0 · true cat", "#1 · true dog"], ["Gradient", "IG"], Display())
-    assert isinstance(fig.data[0], go.Image) and fig.data[0].z.shape == (6, 6, 3)
-    maps = [t for t in fig.data if isinstance(t, go.Heatmap) and t.colorscale[0][1] != "rgb(0, 0, 0)" and t.showscale]
-    assert len(maps) == 4                                               # a colour bar per map
+    pictures = _boxes(fig)
+    assert len(pictures) == 2 * (1 + 2 * 2)                        # per row: the image, and each map with its bar
+    assert pictures[0][:2] == (0, pictures[1][1])                   # the image first, level with the maps
     lim = threshold([np.abs(cells[0][1].sum(0))], 2)
-    assert maps[1].colorbar.ticktext == ("0", f"{lim:.2g}")             # IG's own range, from Captum's rule
-    titles = [a.text for a in fig.layout.annotations]
-    assert titles[:3] == ["#0 · true cat", "Gradient", "IG"] and "#1 · true dog" in titles
-
+    texts = _texts(fig)
+    assert texts[:2] == ["#0 · true cat", "Gradient"] and "IG" in texts and "#1 · true dog" in texts
+    assert f"{lim:.2g}" in texts                                   # IG's own range, from Captum's rule
     shared = attribution_grid(images, cells, ["a", "b"], ["Gradient", "IG"], Display(sign="all", shared=True))
-    bars = [t for t in shared.data if isinstance(t, go.Heatmap) and t.showscale]
-    assert len(bars) == 1 and bars[0].zmin == -1
+    assert len(_boxes(shared)) == 2 * 3 + 1                         # one bar for all
     top = threshold([c.sum(0) for row in cells for c in row], 2)
-    assert bars[0].colorbar.ticktext == (f"{-top:.2g}", "0", f"{top:.2g}")
+    assert {f"{-top:.2g}", "0", f"{top:.2g}"} <= set(_texts(shared))
+
+
+def test_nine_methods_wrap_onto_rows_with_maps_bars_and_titles_that_fit():
+    """Issue 23, 6: with 9 methods the maps stay at least 96 px wide in the 920-px figure (a 1,400-px
+    window), each bar exactly as tall as its map, and no two titles of a row overlap."""
+    g = np.random.default_rng(2)
+    images = g.random((3, 1, 8, 8))
+    cells = [[g.normal(size=(1, 8, 8)) for _ in range(9)] for _ in range(3)]
+    names = ["Gradient (logit)", "Gradient (loss)", "Gradient × input", "SmoothGrad", "VarGrad", "Integrated Gradients",
+             "Guided Backprop", "DeepLift", "Occlusion"]
+    for d in (Display(), Display(shared=True, mode="heat map")):
+        fig = attribution_grid(images, cells, ["#0<br>pred 3 99%", "#1", "#2"], names, d)
+        assert fig.layout.width == WIDTH == 920
+        maps = [b for b in _boxes(fig) if b[2] > 20]
+        strips = [b for b in _boxes(fig) if b[2] <= 20]
+        assert len(maps) == 3 * 10 and min(w for _, _, w, _ in maps) >= 96
+        assert all(x + w <= WIDTH + 1e-6 for x, _, w, _ in _boxes(fig))
+        assert {round(h, 6) for *_, h in strips} == {round(maps[0][3], 6)}      # bars as tall as the maps
+        # titles: one row of titles at a time; neighbours at least a map's width apart, each line short enough
+        titles = [a for a in fig.layout.annotations if a.text in names or "<br>" in a.text and a.xanchor == "center"]
+        by_row: dict[float, list[float]] = {}
+        for a in titles:
+            by_row.setdefault(round(a.y, 6), []).append(a.x * WIDTH)
+            assert max(len(line) for line in a.text.split("<br>")) * 7 <= maps[0][2] + 50
+        for xs in by_row.values():
+            xs.sort()
+            assert all(b - a >= maps[0][2] for a, b in zip(xs, xs[1:]))
+
+
+def test_a_comparison_starts_each_models_maps_on_a_row():
+    g = np.random.default_rng(3)
+    images = g.random((1, 1, 8, 8))
+    cells = [[g.normal(size=(1, 8, 8)) for _ in range(6)]]
+    cols = [f"{t} · M{i}" for t in "AB" for i in range(3)]
+    fig = attribution_grid(images, cells, ["#0"], cols, Display(), group=3)
+    rows = sorted({round((1 - a.y) * fig.layout.height) for a in fig.layout.annotations if a.text.startswith(("A", "B"))})
+    assert len(rows) == 2                                          # A's three maps, then B's under them
+    column = {a.text: round(a.x, 6) for a in fig.layout.annotations}
+    assert column["A · M1"] == column["B · M1"]
 
 
 def test_png_and_pdf_name_the_model_method_and_parameters():
@@ -73,9 +120,11 @@ def test_outlines_box_the_signal_block_of_each_row_in_every_column():
     cells = [[g.normal(size=(1, 8, 4))] for _ in range(2)]
     fig = attribution_grid(images, cells, ["#0 · signal top", "#1 · signal bottom"], ["Gradient"],
                            Display(mode="heat map"), outlines=[(0, 4), (4, 8)])
-    boxes = [(s.xref, s.y0, s.y1) for s in fig.layout.shapes]
-    # row 0: the image (x) and the map (x2) boxed over rows 0..3; row 1: x3 and x4 over rows 4..7
-    assert boxes == [("x", -0.5, 3.5), ("x2", -0.5, 3.5), ("x3", 3.5, 7.5), ("x4", 3.5, 7.5)]
-    assert all(s.x0 == -0.5 and s.x1 == 3.5 for s in fig.layout.shapes)
+    pictures, H = _boxes(fig), fig.layout.height
+    boxes = [(s.x0 * WIDTH, (1 - s.y1) * H, s.x1 * WIDTH, (1 - s.y0) * H) for s in fig.layout.shapes]
+    # row 0: the image and the map boxed over their top half (pixel rows 0..3); row 1 over the bottom half
+    for (x, top, w, h), (x0, y0, x1, y1), half in zip([p for p in pictures if p[2] > 20], boxes, (0, 0, 1, 1)):
+        assert (x0, x1) == pytest.approx((x, x + w))
+        assert (y0, y1) == pytest.approx((top + half * h / 2, top + (half + 1) * h / 2))
     plain = attribution_grid(images, cells, ["a", "b"], ["Gradient"], Display(), outlines=[None, (0, 4)])
-    assert [s.xref for s in plain.layout.shapes] == ["x3", "x4"]
+    assert len(plain.layout.shapes) == 2
