@@ -405,7 +405,10 @@ def curves(res, compact: bool) -> go.Figure:
         fig.add_trace(go.Scatter(x=steps[1:], y=rate, showlegend=False, **common), *at[3])
     for y in (float(lst.p0[0]), float(lst.p0[0]) - res.delta):
         fig.add_hline(y=y, line=dict(dash="dot", color="#999"), row=at[0][0], col=at[0][1])
-    fig.update_xaxes(title_text="step")
+    # a share is in [0, 1]: left to itself, a constant share of 1 (every step accepted) was drawn
+    # in the middle of a 0-2 axis
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", row=at[3][0], col=at[3][1])
+    fig.update_xaxes(title_text="step", **({"dtick": 1} if len(lst.accepted) <= 10 else {"tickformat": "d"}))
     fig.update_layout(height=560 if compact else 340, margin=dict(l=0, r=0, t=40, b=0),
                       legend=dict(orientation="h", y=-0.18 if compact else -0.3))
     return fig

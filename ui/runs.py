@@ -170,11 +170,36 @@ def overlay_curves(runs: list[dict]) -> go.Figure:
                                  mode="lines+markers"))
         fig.add_trace(go.Scatter(x=epochs, y=[m.get("train_loss") for m in r["metrics"]], name=plot_text(f"{r['name']}: train loss"),
                                  line=dict(dash="dot"), yaxis="y2"))
+    epochs = [m["epoch"] for r in runs for m in r["metrics"]]
+    accuracy = [m.get("test_acc") for r in runs for m in r["metrics"]]
     fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), title="Training curves of the selected models",
-                      xaxis_title="epoch", yaxis=dict(title="test accuracy", tickformat=".0%"),
-                      yaxis2=dict(title="training loss", overlaying="y", side="right"),
+                      xaxis=dict(title="epoch", **epoch_axis(epochs)),
+                      yaxis=dict(title="test accuracy", **percent_axis(accuracy)),
+                      # its own ticks: synced to the accuracy's grid they read 0.314, 0.858, 1.401
+                      yaxis2=dict(title="training loss", overlaying="y", side="right", tickmode="auto", nticks=6,
+                                  showgrid=False, rangemode="tozero"),
                       legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+def epoch_axis(epochs: list[int]) -> dict:
+    """Whole epochs only: a tick per epoch over a short run (auto ticks read 1.5, 2.5)."""
+    return dict(dtick=1, tick0=0) if epochs and max(epochs) - min(epochs) <= 12 else dict(tickformat="d")
+
+
+def percent_axis(values: list[float | None]) -> dict:
+    """A share axis in percent with as many decimals as the values' spread needs (accuracies of
+    98.6-99.4% read '99% 99% 99% 99% 99%' with none); a single value gets a range of ±1 point."""
+    import math
+
+    shown = [v for v in values if v is not None]
+    if not shown:
+        return dict(tickformat=".0%")
+    span = max(shown) - min(shown)
+    if span < 1e-9:
+        return dict(tickformat=".1%", range=[max(0.0, shown[0] - 0.01), min(1.0, shown[0] + 0.01) + 0.002])
+    step = span * 100 / 4                           # percentage points between about five ticks
+    return dict(tickformat=f".{min(3, max(0, math.ceil(-math.log10(step))))}%")
 
 
 def results_section(key: str = "runs.results") -> None:

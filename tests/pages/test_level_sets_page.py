@@ -109,3 +109,24 @@ def test_each_triangle_is_titled_with_its_own_pair_of_outputs():
     fig = triangle_figure(tri, (0, 2))
     assert fig.layout.title.text == "Triangle: source, outputs 1 and 3"
     assert [a.text for a in fig.layout.annotations] == ["source", "output 1", "output 3"]
+
+
+def test_the_accepted_share_stays_on_a_share_axis():
+    """Issue 23, 7: with every step accepted the running share is 1 throughout; its axis is 0-100%,
+    not an autorange of 0-2 around the constant."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ui.level_sets import curves
+
+    T, k = 8, 2
+    lst = SimpleNamespace(confidence=np.ones((T + 1, k)), dist_l2=np.ones((T + 1, k)), dist_linf=np.ones((T + 1, k)),
+                          ssim=np.ones((T + 1, k)), accepted=np.ones((T, k), dtype=bool), p0=np.ones(k))
+    res = SimpleNamespace(lst=lst, targets=[3, 4], delta=0.05)
+    for compact in (False, True):
+        fig = curves(res, compact)
+        share = fig.layout.yaxis4
+        assert tuple(share.range) == (0, 1.05) and share.tickformat == ".0%"
+        assert max(max(t.y) for t in fig.data if t.yaxis == "y4") == 1.0
+        assert fig.layout.xaxis.dtick == 1                              # 8 steps: whole ones

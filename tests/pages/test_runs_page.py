@@ -68,3 +68,18 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     _confirm(at, "runs.models")
     at.button(key="runs.models.delete").click().run()
     assert len(list_runs()) == 1 and not at.exception
+
+
+def test_training_curves_axes_say_what_the_numbers_are():
+    """Issue 23, 7: accuracies of 98.6-99.2% get a decimal (not '99% 99% 99%'), the loss axis its own
+    round ticks (not the accuracy grid's 0.314/0.858), epochs whole numbers."""
+    from ui.runs import overlay_curves, percent_axis
+
+    runs = [{"name": f"seed {s}", "metrics": [{"epoch": e, "test_acc": 0.986 + 0.002 * e, "train_loss": 0.3 / e}
+                                               for e in (1, 2, 3, 4)]} for s in (0, 1)]
+    fig = overlay_curves(runs)
+    assert fig.layout.yaxis.tickformat == ".1%" and fig.layout.yaxis2.tickmode == "auto"
+    assert fig.layout.xaxis.dtick == 1
+    assert percent_axis([0.5, 0.9])["tickformat"] == ".0%" and percent_axis([0.9981, 0.9986])["tickformat"] == ".2%"
+    single = percent_axis([0.9967])
+    assert single["range"][0] < 0.9967 < single["range"][1] and single["tickformat"] == ".1%"
