@@ -87,7 +87,8 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
                           adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None)
             return cfg, parse_seeds(seeds)
 
-        try:
+        submitted = st.button("Train", type="primary", key=f"{key}.run")
+        try:                                        # under the button: timing a step takes a moment, once
             recipe = build()
         except InvalidInputError:
             recipe = None                           # said when Train is pressed
@@ -96,7 +97,6 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
                 st.caption(about_recipe(recipe[0], presets.get(choice), choice, len(recipe[1])))
         except InvalidInputError as exc:           # e.g. an architecture these images do not fit
             st.warning(plain(exc))
-        submitted = st.button("Train", type="primary", key=f"{key}.run")
     return run_safely(build, "Training recipe") if submitted else None
 
 
