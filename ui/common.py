@@ -394,19 +394,3 @@ def models_select(key: str, label: str = "Models", *, default: int = 1, max_sele
     picked = st.multiselect(label, list(runs), preferred, key=key, format_func=_run_label(runs),
                             max_selections=max_selections)
     return [lm for r in picked if (lm := run_model(runs[r])) is not None]
-
-
-
-def set_model_picker(key: str, model_ref: Any, current: bool = False) -> None:
-    """Before picker `key` is drawn: choose the run and checkpoint a stored job's ModelRef names (a
-    reopened result). `current` pickers are bound to the workspace's current model."""
-    if current:
-        st.session_state[MODEL_KEY] = model_ref.run_id
-    st.session_state[key] = model_ref.run_id
-    st.session_state[f"{key}.epoch.{model_ref.run_id}"] = int(model_ref.epoch)
-
-
-def set_widgets(values: dict[str, Any]) -> None:
-    """Before the widgets are drawn: give each key its value (a reopened result's settings)."""
-    for key, value in values.items():
-        st.session_state[key] = value

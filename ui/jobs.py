@@ -229,4 +229,8 @@ def reopen(state_key: str, kinds: str | tuple[str, ...], widgets: Callable[[Any]
     for key, value in widgets(config).items():
         st.session_state[key] = value
     attach(state_key, job_id)
+    # from here on the widgets' own parameters hold the view: a reload after a change must not bring
+    # the stored job's settings back
+    if "job" in st.query_params:
+        del st.query_params["job"]
     return config

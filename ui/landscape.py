@@ -19,7 +19,8 @@ from ui.common import backend, model_options, plain, plot_text
 from ui.figures import CONFIG
 from ui.jobs import job_panel, reopen, submit
 from ui.landscape_figs import contour, curves, density_figure, eigenvalue_figure, gaps, heatmap, surface_figure
-from ui.pickers import bound, choice, flag, number, param, pick_b, pick_model, set_picker
+from ui.pickers import bound, param, pick_b, pick_model, set_picker
+from ui.url_widgets import flag, number_in, one_of
 
 TEACHING = """
 - **Why filter-normalized directions?** A network with BatchNorm (or ReLUs) computes the same function when
@@ -59,7 +60,7 @@ def _recompute_bn(models: list[LoadedModel], key: str) -> BNSubset | None:
 
 def _eval_set(key: str) -> EvalSet:
     c = st.columns(2)
-    split = bound(param(key, "split"), f"{key}.split", choice(["test", "train"]), lambda: c[0].radio(
+    split = bound(param(key, "split"), f"{key}.split", one_of(["test", "train"]), lambda: c[0].radio(
         "Evaluated on", ["test", "train"], horizontal=True, key=f"{key}.split",
         help="train: the examples and labels it was trained on"), "test")
     n = _number(key, "n", c[1], "Examples (0 = all)", 0, 60000, 1000, step=500)
@@ -69,7 +70,7 @@ def _eval_set(key: str) -> EvalSet:
 def _number(key: str, name: str, col, label: str, lo, hi, default, wkey: str | None = None, **kwargs):
     """A number input keyed f"{key}.{name}" (or `wkey`) bound to ?<tab>.<name>=."""
     wkey = wkey or f"{key}.{name}"
-    return bound(param(key, name), wkey, number(lo, hi, type(default)),
+    return bound(param(key, name), wkey, number_in(lo, hi, type(default)),
                  lambda: col.number_input(label, lo, hi, default, key=wkey, **kwargs), default)
 
 
@@ -174,9 +175,9 @@ def directions_tab(key: str = "land.dirs") -> None:
             "Compare with a second model (same directions' seed, one colour scale)", key=f"{key}.compare"), False):
         other = pick_b(f"{key}.b", "Second model", a, param(key, "b"))
     c = st.columns(4)
-    dims = bound(param(key, "dims"), f"{key}.dims", choice([2, 1]), lambda: c[0].radio(
+    dims = bound(param(key, "dims"), f"{key}.dims", one_of([2, 1]), lambda: c[0].radio(
         "Directions", [2, 1], horizontal=True, key=f"{key}.dims", format_func={1: "1 (a line)", 2: "2 (a plane)"}.get), 2)
-    norm = bound(param(key, "norm"), f"{key}.norm", choice(NORMS), lambda: c[1].selectbox(
+    norm = bound(param(key, "norm"), f"{key}.norm", one_of(NORMS), lambda: c[1].selectbox(
         "Normalization", NORMS, key=f"{key}.norm",
         format_func={"filter": "filter-wise (the paper's)", "layer": "layer-wise", "none": "none"}.get), "filter")
     ignore = bound(param(key, "ignore"), f"{key}.ignore", flag, lambda: c[2].checkbox(
@@ -339,7 +340,7 @@ def curvature_tab(key: str = "land.hess") -> None:
                          "search that runs out says so.")
     restarts = _number(key, "restarts", c[2], "Random starts", 1, 10, 3)
     n = _number(key, "n", c[3], "Training examples", 10, 10000, 500, step=100)
-    params = bound(param(key, "params"), f"{key}.params", choice(["all", "weights"]), lambda: c[4].radio(
+    params = bound(param(key, "params"), f"{key}.params", one_of(["all", "weights"]), lambda: c[4].radio(
         "Parameters", ["all", "weights"], key=f"{key}.params", format_func={"all": "all", "weights": "2+-dim tensors"}.get,
         help="The official code takes the Hessian over weight tensors of 2 or more dimensions only (no biases, no "
              "BatchNorm scales); 'all' takes every parameter."), "all")

@@ -18,8 +18,8 @@ from ui.common import (MODEL_KEY, cached_data, eligible_runs, from_url, model_op
                        run_safely, to_url)
 from ui.figures import CONFIG, image_grid, montage_png
 from ui.level_sets_figs import PALETTE, curves, triangle_figure
-from ui.jobs import job_panel, predictions, submit
-from ui.url_widgets import coded, number_in, one_of, reopen_here, url_widget
+from ui.jobs import job_panel, predictions, reopen, submit
+from ui.url_widgets import coded, number_in, one_of, url_widget
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:
@@ -48,7 +48,7 @@ DELTA_HELP = "Share of the triangle's 66 points whose confidence is above p_src 
 
 def level_sets(key: str = "lst") -> None:
     """The model, then the traversal; a reopened result (Runs page) sets every widget first."""
-    reopen_here(f"{key}.job", "level_set_traversal", lambda c: traversal_widgets(c, key))
+    reopen(f"{key}.job", "level_set_traversal", lambda c: traversal_widgets(c, key))
     lm = model_select(f"{key}.model", empty="No models yet: train one on the **Models** page (the digits CNN takes "
                                             "seconds).")
     if lm is not None:

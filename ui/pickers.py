@@ -8,47 +8,16 @@ text is outside input: each value is checked against what its widget accepts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
 from models.zoo import LoadedModel
 from ui.common import MODEL_KEY, eligible_runs, from_url, model_select, to_url
+from ui.url_widgets import _same, one_of
 
 NO_DEFAULT = object()
-
-
-def choice(options: Sequence) -> Callable[[str], Any]:
-    """A parameter's text → the option it names (ValueError if none: from_url ignores it, saying so)."""
-    def convert(text: str):
-        for option in options:
-            if str(option) == text:
-                return option
-        raise ValueError(text)
-    return convert
-
-
-def choices(options: Sequence) -> Callable[[str], list]:
-    """Comma-separated options → a list of them (ValueError if one is not an option)."""
-    one = choice(options)
-    return lambda text: [one(t) for t in text.split(",") if t]
-
-
-def number(lo: float, hi: float | None, kind: type = int) -> Callable[[str], Any]:
-    """A number in [lo, hi] (a number input's bounds; `hi` None: no upper bound)."""
-    def convert(text: str):
-        value = kind(text)
-        if not lo <= value <= (hi if hi is not None else value):
-            raise ValueError(text)
-        return value
-    return convert
-
-
-def flag(text: str) -> bool:
-    if text not in ("0", "1"):
-        raise ValueError(text)
-    return text == "1"
 
 
 def _text(value: Any) -> str | None:
@@ -76,9 +45,7 @@ def read(name: str, key: str, convert: Callable[[str], Any] = str) -> bool:
 
 def write(name: str, key: str, value: Any, default: Any = NO_DEFAULT) -> None:
     """Parameter `name` holds widget `key`'s value (left out at `default`)."""
-    same = list(value) == list(default) if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)) \
-        else value == default
-    to_url(name, key, None if same else _text(value))
+    to_url(name, key, None if _same(value, default) else _text(value))
     st.session_state[f"_pickers.{name}"] = key
 
 
@@ -131,7 +98,7 @@ def pick_model(key: str, label: str, *, name: str = "model", epoch_param: str | 
         read(name, key)
     run = _shown_run(key, current, runs)
     if epoch_param and run is not None:
-        read(epoch_param, f"{key}.epoch.{run}", choice([c["epoch"] for c in runs[run]["checkpoints"]]))
+        read(epoch_param, f"{key}.epoch.{run}", one_of([c["epoch"] for c in runs[run]["checkpoints"]]))
     lm = model_select(key, label, pick_epoch=epoch_param is not None, current=current,
                       min_checkpoints=min_checkpoints, **kwargs)
     if lm is not None:

@@ -28,9 +28,9 @@ from ui.common import (
     training_split,
 )
 from ui.figures import CONFIG
-from ui.jobs import job_panel, predictions, submit
+from ui.jobs import job_panel, predictions, reopen, submit
 from ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
-from ui.url_widgets import coded, comma, number_in, one_of, pair_in, reopen_here, some_of, url_widget
+from ui.url_widgets import coded, comma, number_in, one_of, pair_in, some_of, url_widget
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}
@@ -230,7 +230,7 @@ def display_form(key: str) -> Display:
 def maps(key: str = "sal.browse") -> None:
     """The Maps tab: a grid of maps for the chosen images, methods and models (computed as soon as
     the widgets change; a reopened result sets them all first)."""
-    reopen_here(f"{key}.jobs", "saliency", lambda c: {**model_widgets(c.model.run_id), **grid_widgets(c, key)})
+    reopen(f"{key}.jobs", "saliency", lambda c: {**model_widgets(c.model.run_id), **grid_widgets(c, key)})
     models = pick_models("sal")
     if models:
         browse(models, key)

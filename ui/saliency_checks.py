@@ -16,10 +16,10 @@ from models.training import preset
 from models.zoo import LoadedModel
 from ui.common import cached_data, eligible_runs, from_url, model_options, models_select, plain, run_safely, to_url
 from ui.figures import CONFIG
-from ui.jobs import job_panel, submit
+from ui.jobs import job_panel, reopen, submit
 from ui.saliency import method_form, method_widgets, model_widgets, pick_models
 from ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
-from ui.url_widgets import comma, flag, flag_text, number_in, one_of, reopen_here, some_of, url_widget
+from ui.url_widgets import comma, flag, flag_text, number_in, one_of, some_of, url_widget
 
 ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
 NULL_KS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -28,7 +28,7 @@ ROAR_KS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
 def blockmnist_check(key: str = "sal.block") -> None:
-    reopen_here(f"{key}.job", "null_mass", lambda c: {
+    reopen(f"{key}.job", "null_mass", lambda c: {
         f"{key}.top": DataSpec.from_dict(model_options()[c.models[0].run_id]["data"]).block_top_only,
         f"{key}.models": [r.run_id for r in c.models], **method_widgets(c.methods, f"{key}.form"),
         f"{key}.k": c.k_grid[0], f"{key}.n": c.n_images, f"{key}.k_shown": c.k_grid[0]})
@@ -96,7 +96,7 @@ def _show_null_mass(res, k: float, key: str) -> None:
 
 
 def diffroar(key: str = "sal.roar") -> None:
-    reopen_here(f"{key}.job", "diffroar", lambda c: {
+    reopen(f"{key}.job", "diffroar", lambda c: {
         **model_widgets(c.model.run_id), f"{key}.methods": [m for m in c.roar.methods if m != "random"],
         f"{key}.k": list(c.roar.k_grid), f"{key}.seeds": len(c.roar.seeds), f"{key}.epochs": c.roar.epochs,
         f"{key}.subset": c.roar.train_subset})
@@ -148,7 +148,7 @@ def _show_roar(res, key: str) -> None:
 
 
 def randomization(key: str = "sal.rand") -> None:
-    reopen_here(f"{key}.job", "randomization", lambda c: {
+    reopen(f"{key}.job", "randomization", lambda c: {
         **model_widgets(c.model.run_id), **method_widgets(c.methods, f"{key}.form"), f"{key}.n": len(c.indices),
         f"{key}.order": c.order, f"{key}.mapmode": c.map_mode})
     models = pick_models("sal", compare=False)

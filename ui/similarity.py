@@ -18,8 +18,8 @@ from ui.common import MODEL_KEY, cached_data, from_url, model_options, models_se
 from ui.figures import CONFIG
 from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
 from ui.jobs import job_panel, reopen, submit
-from ui.pickers import (bound, choice, choices, number, param, penultimate, pick_b, pick_model, read, recipe_seeds,
-                        set_picker, write)
+from ui.pickers import bound, param, penultimate, pick_b, pick_model, read, recipe_seeds, set_picker, write
+from ui.url_widgets import number_in, one_of, some_of
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
                  "svcca": "SVCCA", "pwcca": "PWCCA"}
@@ -48,14 +48,14 @@ def one_data_set(specs: list) -> bool:
 
 def act_spec(key: str) -> ActSpec:
     c = st.columns(3)
-    n = bound(param(key, "n"), f"{key}.n", number(100, 60000), lambda: c[0].number_input(
+    n = bound(param(key, "n"), f"{key}.n", number_in(100, 60000), lambda: c[0].number_input(
         "Examples (test set)", 100, 60000, 2000, step=500, key=f"{key}.n",
         help="The first n test images (all of them if the test set is smaller). CCA wants 5-10x more examples "
              "than features."), 2000)
-    mode = bound(param(key, "mode"), f"{key}.mode", choice(CONV_MODES), lambda: c[1].selectbox(
+    mode = bound(param(key, "mode"), f"{key}.mode", one_of(CONV_MODES), lambda: c[1].selectbox(
         "Convolutional layers", list(CONV_MODES), key=f"{key}.mode",
         help="pool: average over positions (N, C); flatten: (N, C·H·W); positions: every position a data point (N·H·W, C)"), "pool")
-    seed = bound(param(key, "seed"), f"{key}.seed", number(0, 10_000),
+    seed = bound(param(key, "seed"), f"{key}.seed", number_in(0, 10_000),
                  lambda: c[2].number_input("Baseline seed", 0, 10_000, 0, key=f"{key}.seed"), 0)
     return ActSpec(n_examples=int(n), conv_mode=mode, seed=int(seed))
 
@@ -66,7 +66,7 @@ def _acts(key: str, acts: ActSpec) -> dict:
 
 
 def _metric(key: str) -> str:
-    return bound(param(key, "metric"), f"{key}.metric", choice(list(METRIC_LABELS)), lambda: st.selectbox(
+    return bound(param(key, "metric"), f"{key}.metric", one_of(list(METRIC_LABELS)), lambda: st.selectbox(
         "Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get, key=f"{key}.metric"), "linear_cka")
 
 
@@ -154,7 +154,7 @@ SEED_BASELINE = ("the larger of the two models' values against a randomly initia
 def _layer_list(key: str, side: str, col, lm, label: str) -> list[str]:
     """A multiselect of `lm`'s layers (by default the hidden ones), bound to ?<tab>.<side>=."""
     wkey = f"{key}.{side}.{lm.run_id}"
-    return bound(param(key, side), wkey, choices(_modules(lm)),
+    return bound(param(key, side), wkey, some_of(_modules(lm)),
                  lambda: col.multiselect(label, _modules(lm), hidden_layers(lm.model), key=wkey), hidden_layers(lm.model))
 
 
@@ -162,7 +162,7 @@ def _layer_one(key: str, side: str, col, layers: list[str], label: str, wkey: st
     """A selectbox of `layers`, by default the last before the logits, bound to ?<tab>.<side>=."""
     if st.session_state.get(wkey) not in layers:
         st.session_state.pop(wkey, None)
-    return bound(param(key, side), wkey, choice(layers),
+    return bound(param(key, side), wkey, one_of(layers),
                  lambda: col.selectbox(label, layers, index=layers.index(penultimate(layers)), key=wkey),
                  penultimate(layers))
 
@@ -210,7 +210,7 @@ def _default_models(key: str, models_param: str, reopened, seeds: bool) -> None:
     other seeds of its recipe where `seeds`. A reopened job's list (`reopened`) stays."""
     runs = models_with_data()
     named = st.query_params.get("model") in runs and from_url("model", MODEL_KEY)
-    if read(models_param, key, choices(list(runs))) or reopened is not None:
+    if read(models_param, key, some_of(list(runs))) or reopened is not None:
         return
     if key not in st.session_state or (named and st.session_state[MODEL_KEY] not in st.session_state[key]):
         anchor = st.session_state.get(MODEL_KEY) if st.session_state.get(MODEL_KEY) in runs else next(iter(runs))
@@ -306,7 +306,7 @@ def projection(key: str = "sim.proj") -> None:
     # an example to mark: ?model=...&split=train&mark=17&colour=memorized. It projects at once. Those
     # three keep their names; the other settings are ?proj.<setting>=.
     reopened = reopen(f"{key}.jobs", "projection", lambda c: _projection_widgets(key, c))
-    linked = read("mark", f"{key}.mark", number(0, None))
+    linked = read("mark", f"{key}.mark", number_in(0, None))
     _default_models(f"{key}.models", param(key, "models"), reopened, seeds=False)
     models = models_select(f"{key}.models", "Models (side by side)", default=1, max_selections=2)
     write(param(key, "models"), f"{key}.models", [m.run_id for m in models])
@@ -317,27 +317,27 @@ def projection(key: str = "sim.proj") -> None:
         st.session_state[f"{key}.layer.{models[0].run_id}"] = penultimate(layers)
     c = st.columns(4)
     layer = _layer_one(key, "layer", c[0], layers, "Layer", f"{key}.layer.{models[0].run_id}")
-    method = bound(param(key, "method"), f"{key}.method", choice(["umap", "pca"]), lambda: c[1].radio(
+    method = bound(param(key, "method"), f"{key}.method", one_of(["umap", "pca"]), lambda: c[1].radio(
         "Method", ["umap", "pca"], horizontal=True, key=f"{key}.method"), "umap")
-    split = bound("split", f"{key}.split", choice(["test", "train"]), lambda: c[2].radio(
+    split = bound("split", f"{key}.split", one_of(["test", "train"]), lambda: c[2].radio(
         "Examples from", ["test", "train"], horizontal=True, key=f"{key}.split",
         help="The training split shows relabelled (memorized) examples where there was label noise."), "test")
-    n = bound(param(key, "n"), f"{key}.n", number(100, 70000), lambda: c[3].number_input(
+    n = bound(param(key, "n"), f"{key}.n", number_in(100, 70000), lambda: c[3].number_input(
         "Examples", 100, 70000, 2000, step=500, key=f"{key}.n",
         help="The split's first n examples (a marked example beyond them is added by raising n)."), 2000)
     c = st.columns(5)
-    neighbors = bound(param(key, "nn"), f"{key}.nn", number(2, 200),
+    neighbors = bound(param(key, "nn"), f"{key}.nn", number_in(2, 200),
                       lambda: c[0].number_input("UMAP neighbours", 2, 200, 15, key=f"{key}.nn"), 15)
-    min_dist = bound(param(key, "md"), f"{key}.md", number(0.0, 1.0, float),
+    min_dist = bound(param(key, "md"), f"{key}.md", number_in(0.0, 1.0, float),
                      lambda: c[1].number_input("UMAP min_dist", 0.0, 1.0, 0.1, key=f"{key}.md"), 0.1)
-    metric = bound(param(key, "metric"), f"{key}.metric", choice(UMAP_METRICS),
+    metric = bound(param(key, "metric"), f"{key}.metric", one_of(UMAP_METRICS),
                    lambda: c[2].selectbox("UMAP metric", UMAP_METRICS, key=f"{key}.metric"), "euclidean")
-    seed = bound(param(key, "seed"), f"{key}.seed", number(0, 10_000),
+    seed = bound(param(key, "seed"), f"{key}.seed", number_in(0, 10_000),
                  lambda: c[3].number_input("Seed", 0, 10_000, 0, key=f"{key}.seed"), 0)
     mark = c[4].number_input("Mark example #", 0, None, None, key=f"{key}.mark", placeholder="index",
                              help="Draw this example of the split as a star, in every panel.")
     write("mark", f"{key}.mark", mark)
-    colour = bound("colour", f"{key}.colour", choice(["class", "correct", "memorized"]), lambda: st.radio(
+    colour = bound("colour", f"{key}.colour", one_of(["class", "correct", "memorized"]), lambda: st.radio(
         "Colour by", ["class", "correct", "memorized"], horizontal=True, key=f"{key}.colour"), "class")
     cfg = ProjectionConfig(method=method, n_neighbors=int(neighbors), min_dist=float(min_dist), metric=metric,
                            seed=int(seed))

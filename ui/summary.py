@@ -14,8 +14,8 @@ from ui.common import (MODEL_KEY, backend, cached_data, from_url, model_options,
                        to_url)
 from ui.data import data_widgets
 from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
-from ui.jobs import job_panel, submit
-from ui.url_widgets import one_of, reopen_here
+from ui.jobs import job_panel, reopen, submit
+from ui.url_widgets import one_of
 
 JOB_KEY = "models.summary_job"
 
@@ -51,7 +51,7 @@ def reopen_summary(key: str = "summary", data_key: str = "data") -> None:
         rec, run = model_options()[c.model.run_id], c.model.run_id
         data = data_widgets(DataSpec.from_dict(rec["data"]), data_key) if rec.get("data") else {}
         return {**data, MODEL_KEY: run, f"{key}.model": run, f"{key}.model.epoch.{run}": int(c.model.epoch)}
-    reopen_here(JOB_KEY, "model_summary", widgets)
+    reopen(JOB_KEY, "model_summary", widgets)
 
 
 def model_picker(key: str = "summary") -> LoadedModel | None:

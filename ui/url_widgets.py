@@ -52,11 +52,12 @@ def comma(values: Sequence[Any]) -> str:
     return ",".join(map(str, values))
 
 
-def number_in(lo: float, hi: float, kind: type = int) -> Callable[[str], Any]:
-    """A number of `kind` in [lo, hi] (what a number input or slider with those bounds accepts)."""
+def number_in(lo: float, hi: float | None, kind: type = int) -> Callable[[str], Any]:
+    """A number of `kind` in [lo, hi] (what a number input or slider with those bounds accepts; `hi`
+    None: no upper bound)."""
     def parse(text: str) -> Any:
         value = kind(text)
-        if not lo <= value <= hi:
+        if not lo <= value <= (value if hi is None else hi):
             raise ValueError(f"outside [{lo}, {hi}]")
         return value
     return parse
@@ -87,16 +88,3 @@ def coded(codes: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[Any], 
     code = one_of(list(codes))
     back = {v: k for k, v in codes.items()}
     return (lambda text: codes[code(text)]), back.__getitem__
-
-
-def reopen_here(state_key: str, kinds: str | tuple[str, ...], widgets: Callable[[Any], dict]) -> Any:
-    """ui.jobs.reopen, then the link's ?job= is dropped: from here on the widgets' own parameters
-    hold the view (a reload after a change must not bring the stored job's settings back)."""
-    import streamlit as st
-
-    from ui.jobs import reopen
-
-    config = reopen(state_key, kinds, widgets)
-    if config is not None and "job" in st.query_params:
-        del st.query_params["job"]
-    return config

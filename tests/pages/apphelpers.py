@@ -58,3 +58,40 @@ def open_tab(at: AppTest, label: str) -> AppTest:
     """Open a page's tab (pages render only the open one), as a click on it would."""
     at.session_state["tab"] = label
     return at.run()
+
+
+# Reopening a stored result from the Runs page (issue 23, 1): the tests of every view use these.
+
+def open_reopen_link(runner, job_id: str) -> AppTest:
+    """The page the Runs page's "Reopen in its view" link names, opened through the app's navigation."""
+    from ui.runs import reopen_link
+
+    page, params = reopen_link(runner.store.get(job_id))
+    at = AppTest.from_file(ROOT_APP, default_timeout=120)     # links need the app's navigation
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.switch_page(page).run()
+
+
+def result_labels(at: AppTest) -> list[str]:
+    return [e.label for kind in ("download_button", "metric") for e in at.get(kind)]
+
+
+def assert_reopened(runner, job_id: str, state_key: str, widgets: dict, shown: str, reruns: int = 0) -> AppTest:
+    """Open the link; the widgets hold `widgets`, the panel shows the stored job (`shown` is the label
+    of a download button or metric its result draws), and the store has no new or running job.
+    `reruns`: page runs after the first (a view that picks its images once predictions are in)."""
+    before = {r["id"]: r["status"] for r in runner.store.list()}
+    at = open_reopen_link(runner, job_id)
+    for _ in range(reruns):
+        at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    for key, value in widgets.items():
+        got = at.session_state[key]
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, (key, got, value)
+    assert at.session_state[state_key] == [job_id]
+    assert shown in result_labels(at), result_labels(at)
+    after = {r["id"]: r["status"] for r in runner.store.list()}
+    assert after == before, set(after) ^ set(before)
+    return at

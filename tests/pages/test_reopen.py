@@ -7,42 +7,10 @@ with the Runs page's own link (ui.runs.reopen_link)."""
 from __future__ import annotations
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT
+from apphelpers import assert_reopened
 from backend.jobs import job, ref
 from models.zoo import load_model
-
-
-def _open(runner, job_id: str) -> AppTest:
-    from ui.runs import reopen_link
-
-    page, params = reopen_link(runner.store.get(job_id))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)     # links need the app's navigation
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.switch_page(page).run()
-
-
-def _widget(at: AppTest, key: str):
-    return at.session_state[key]
-
-
-def assert_reopened(runner, job_id: str, state_key: str, widgets: dict, shown: str) -> AppTest:
-    """Open the link; the widgets hold `widgets`, the panel shows the stored job (`shown` is a
-    download button its result draws), and the store has no new or running job."""
-    before = {r["id"]: r["status"] for r in runner.store.list()}
-    at = _open(runner, job_id)
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    for key, value in widgets.items():
-        got = _widget(at, key)
-        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, (key, got, value)
-    assert at.session_state[state_key] == [job_id]
-    assert shown in [d.label for d in at.get("download_button")], [d.label for d in at.get("download_button")]
-    after = {r["id"]: r["status"] for r in runner.store.list()}
-    assert after == before, set(after) ^ set(before)
-    return at
 
 
 @pytest.fixture

@@ -17,46 +17,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT
+from apphelpers import ROOT, assert_reopened
 from backend.jobs import job, ref
 from models.data import DataSpec, load_data
 from models.zoo import load_model
 
 HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
-
-
-def _open(runner, job_id: str) -> AppTest:
-    from ui.runs import reopen_link
-
-    page, params = reopen_link(runner.store.get(job_id))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)     # links need the app's navigation
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.switch_page(page).run()
-
-
-def _labels(at: AppTest) -> list[str]:
-    return [e.label for kind in ("download_button", "metric") for e in at.get(kind)]
-
-
-def assert_reopened(runner, job_id: str, state_key: str, widgets: dict, shown: str, reruns: int = 0) -> AppTest:
-    """Open the link; the widgets hold `widgets`, the panel shows the stored job (`shown` is the label
-    of a download button or metric its result draws), and the store has no new or running job.
-    `reruns`: page runs after the first (a view that picks its images once predictions are in)."""
-    before = {r["id"]: r["status"] for r in runner.store.list()}
-    at = _open(runner, job_id)
-    for _ in range(reruns):
-        at.run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    for key, value in widgets.items():
-        got = at.session_state[key]
-        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, (key, got, value)
-    assert at.session_state[state_key] == [job_id]
-    assert shown in _labels(at), _labels(at)
-    after = {r["id"]: r["status"] for r in runner.store.list()}
-    assert after == before, set(after) ^ set(before)
-    return at
 
 
 def _predict(runner, wait_for_job, lm, split: str = "test"):

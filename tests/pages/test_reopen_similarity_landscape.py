@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import ROOT, open_tab
+from apphelpers import ROOT, assert_reopened, open_tab
 from backend.jobs import job, ref
 from models.zoo import load_model
 
@@ -20,34 +20,9 @@ SIMILARITY = str(ROOT / "pages" / "5_Similarity.py")
 LANDSCAPE = str(ROOT / "pages" / "6_Loss_landscape.py")
 
 
-def _open(runner, job_id: str) -> AppTest:
-    from ui.runs import reopen_link
-
-    page, params = reopen_link(runner.store.get(job_id))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)     # links need the app's navigation
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.switch_page(page).run()
-
-
 def _values(at: AppTest, widgets: dict) -> dict:
     got = {key: at.session_state[key] for key in widgets}
     return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in got.items()}
-
-
-def assert_reopened(runner, job_id: str, state_key: str, widgets: dict, shown: str) -> AppTest:
-    """Open the link; the widgets hold `widgets`, the panel shows the stored job (`shown` is a
-    download button its result draws), and the store has no new or running job."""
-    before = {r["id"]: r["status"] for r in runner.store.list()}
-    at = _open(runner, job_id)
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    assert _values(at, widgets) == widgets
-    assert at.session_state[state_key] == [job_id]
-    assert shown in [d.label for d in at.get("download_button")], [d.label for d in at.get("download_button")]
-    after = {r["id"]: r["status"] for r in runner.store.list()}
-    assert after == before, set(after) ^ set(before)
-    return at
 
 
 def assert_link_reproduces(at: AppTest, page: str, widgets: dict) -> AppTest:
