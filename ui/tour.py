@@ -9,13 +9,13 @@ import streamlit as st
 from backend.tasks import train_jobs
 from backend.teaching import STEPS, missing, tour_jobs, train_configs, view_jobs
 from models.training import run_id_for
-from ui.common import cached_model
+from ui.common import MODEL_KEY, adopt_model, cached_model
 from ui.jobs import job_panel, submit
 
 
 # measured from Home's button in a fresh workspace on this project's 2-core test machine (the e2e test
 # prints it): training the three models takes most of it, the five results a few seconds
-PREPARE_SECONDS = 30
+PREPARE_SECONDS = 25
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -53,6 +53,8 @@ def class_demo(key: str = "tour") -> None:
     step = next(s for s in STEPS if s.key == step_key)
     st.markdown(step.text)
     seed0, seed1, noisy = _models()
+    if not st.session_state.get(MODEL_KEY):       # the sidebar's model and data set follow the demo's
+        adopt_model(seed0.record)
     jobs = _jobs((seed0.fingerprint, seed1.fingerprint, noisy.fingerprint))
     for other in STEPS:             # every step computed ahead (a few seconds in all), not only the one shown
         if other.key != step.key:

@@ -463,14 +463,69 @@ def _class_demo(page, shots) -> None:
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
     seconds = time.perf_counter() - start
     print(f"\nclass demo: 1 click and {seconds:.1f} s from Home to the first saliency maps")
-    _snap(page, shots, "tour-saliency")
-    for label, shot, ready in (("2 · Do two seeds", "tour-similarity", "marks a value that does not beat"),
-                               ("3 · What lies between", "tour-landscape", "Solid: training set"),
-                               ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted"),
-                               ("5 · What does memorizing", "tour-memorization", "Memorized examples")):
+    home = page.url
+    # each step, then its "Explore this in the … view": the view opens on the same result, nothing to press
+    for label, shot, ready, view, there in (
+            ("1 · Which pixels", "tour-saliency", "Integrated Gradients completeness error", "Saliency",
+             "Integrated Gradients completeness error"),
+            ("2 · Do two seeds", "tour-similarity", "marks a value that does not beat", "Similarity",
+             "marks a value that does not beat"),
+            ("3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", "Solid: training set"),
+            ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", "Path and metrics"),
+            ("5 · What does memorizing", "tour-memorization", "Memorized examples", "Memorization",
+             "Relabelled examples (.csv)")):
         page.get_by_text(label).click()
         page.get_by_text(ready).first.wait_for(timeout=120_000)
         _snap(page, shots, shot)
-    page.get_by_role("link", name="Explore this in the Memorization view").click()
-    page.get_by_role("button", name="Show what was memorized").click()
-    page.get_by_role("button", name="Relabelled examples (.csv)").wait_for(timeout=30_000)   # stored by the demo
+        page.get_by_role("link", name=f"Explore this in the {view} view").click()
+        page.get_by_text(there).first.wait_for(timeout=60_000)
+        _settle(page)
+        _snap(page, shots, f"{shot}-explored")
+        page.goto(home)
+        _settle(page)
+
+
+def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
+    """Issue 23: a result reopened by the Runs page's link is shown at once with the settings that
+    made it (a 1-D line came back as the 2-D form, without its result); nine saliency methods read
+    well; the Models page estimates CIFAR-10's default recipe before training."""
+    from urllib.parse import urlencode
+
+    from backend.store import ResultStore
+    from ui.runs import reopen_link
+
+    page.goto(f"{server}/Loss_landscape?model={seeds[1]}")
+    _settle(page)
+    page.get_by_text("1 (a line)").click()
+    _settle(page)
+    for label, value in (("Points per axis", "7"), ("Examples (0 = all)", "200")):
+        page.get_by_label(label).fill(value)
+        page.get_by_label(label).press("Enter")
+        _settle(page)
+    page.get_by_role("button", name="Compute line").click()
+    page.get_by_role("button", name="Line (.csv)").wait_for(timeout=180_000)
+    store = ResultStore(e2e_home / "store")
+    row = next(j for j in store.list("landscape_surface") if j["status"] == "DONE" and '"dims": 1' in j["config"]
+               and '"resolution": 7' in j["config"])
+    view, params = reopen_link(row)
+    before = {j["id"] for j in store.list()}
+    page.goto(f"{server}/{view.split('_', 1)[1].removesuffix('.py')}?{urlencode(params)}")
+    page.get_by_role("button", name="Line (.csv)").wait_for(timeout=60_000)       # at once: nothing to press
+    _settle(page)
+    assert page.get_by_role("radio", name="1 (a line)").is_checked()
+    assert page.get_by_label("Points per axis").input_value() == "7"
+    assert {j["id"] for j in store.list()} == before                              # nothing computed again
+    _snap(page, shots, "reopened-line")
+
+    nine = ",".join(("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
+                     "guided_backprop", "deeplift", "occlusion"))
+    page.goto(f"{server}/Saliency?model={seeds[0]}&methods={nine}")
+    _settle(page)
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
+    page.wait_for_timeout(1000)
+    _snap(page, shots, "saliency-nine-methods")
+
+    page.goto(f"{server}/Models?data=cifar10")
+    _settle(page)
+    page.get_by_text("images × 30 epochs").first.wait_for(timeout=180_000)          # the time, before training
+    _snap(page, shots, "models-cifar10-estimate")
