@@ -496,6 +496,15 @@ def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
 
     page.goto(f"{server}/Loss_landscape?model={seeds[1]}")
     _settle(page)
+    # a model opened by link is the current one, its data set in the sidebar (it read "none chosen yet")
+    assert "Data set: Digits" in page.locator("[data-testid='stSidebar']").inner_text()
+    # the interpolation starts at the final checkpoints of two seeds (A started at initialization)
+    page.get_by_role("tab", name="Interpolation").click()
+    _settle(page)
+    thumbs = page.locator("[data-testid='stSliderThumbValue']")                   # the two checkpoint sliders
+    assert [thumbs.nth(i).inner_text() for i in range(2)] == [str(PRETRAINED[1])] * 2
+    page.get_by_role("tab", name="Random directions").click()
+    _settle(page)
     page.get_by_text("1 (a line)").click()
     _settle(page)
     for label, value in (("Points per axis", "7"), ("Examples (0 = all)", "200")):
