@@ -287,6 +287,14 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
     sidebar.get_by_text("current: cifar10_lenet_captum_tutorial").wait_for()
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
     _snap(page, shots, "saliency-lenet")
+    # Home and Runs list the imported model with the accuracy its summary measured (they said "None")
+    for where in ("", "/Runs"):
+        page.goto(f"{server}{where}")
+        _settle(page)
+        grid = page.locator("[data-testid='stDataFrame']").first
+        grid.wait_for(timeout=60_000)
+        text = grid.text_content() or ""        # the grid draws on a canvas; its accessible copy holds the values
+        assert "cifar10_lenet_captum_tutorial" in text and "0.5842" in text, (where, text[:300])
 
 
 def test_a_pickle_that_would_run_code_is_refused_at_upload(page, server, shots, tmp_path):
