@@ -127,16 +127,16 @@ def interpolation_tab(key: str = "land.interp") -> None:
                                   recompute_bn=bn)
         submit(f"{key}.job", job("landscape_interpolation", cfg, (ref(a), ref(b)),
                                  f"interpolation {a.name} @{a.epoch} → {b.name} @{b.epoch}"))
-    job_panel(f"{key}.job", lambda res: _show_interpolation(res[0], key))
+    job_panel(f"{key}.job", lambda res: _show_interpolation(res[0], key, bool(batchnorm_layers(a.model))))
 
 
-def _show_interpolation(res, key: str) -> None:
+def _show_interpolation(res, key: str, batchnorm: bool = True) -> None:
     st.plotly_chart(curves(res.train.alphas, res.train, res.test), config=CONFIG, key=f"{key}.fig")
     recomputed = res.train.loss_recomputed is not None
-    st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1). "
-               "BatchNorm running statistics are interpolated too (linearly, as the official code; beyond the two "
-               "checkpoints the standard deviations are extrapolated, so variances never go negative)"
-               + (", or, in green and orange, recomputed at each α." if recomputed else "."))
+    bn = ("BatchNorm running statistics are interpolated too (linearly, as the official code; beyond the two "
+          "checkpoints the standard deviations are extrapolated, so variances never go negative)"
+          + (", or, in green and orange, recomputed at each α." if recomputed else ".")) if batchnorm else ""
+    st.caption("Solid: training set, dashed: test set. Dotted lines mark the two checkpoints (α = 0 and 1). " + bn)
     if recomputed:
         st.caption(BN_NOTE)
     losses = [res.train.loss, res.test.loss]

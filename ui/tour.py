@@ -86,9 +86,10 @@ def _show(key: str, res: list, seed0, noisy, jobs, wkey: str) -> None:
 
         show_all(res, [(seed0.name, seed0.classes)], wkey)
     elif key == "landscape":
+        from analysis.landscape import batchnorm_layers
         from ui.landscape import _show_interpolation
 
-        _show_interpolation(res[0], wkey)
+        _show_interpolation(res[0], wkey, bool(batchnorm_layers(seed0.model)))
     else:
         from ui.memorization import show_overview
 
