@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,23 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.evaluation import random_subset  # noqa: E402
 from analysis.landscape import DirectionConfig, interpolation, random_directions, surface  # noqa: E402
-from models.architectures import ArchSpec  # noqa: E402
-from models.checkpoints import load_checkpoint  # noqa: E402
-from models.loading import model_from_state  # noqa: E402
-from models.training import prepare_data, preset, train_run  # noqa: E402
-from timing import timed  # noqa: E402
+from models.training import prepare_data, preset  # noqa: E402
+from timing import timed, trained_model  # noqa: E402
 
 POINTS = ((0.0, 0.0), (0.5, 0.0), (1.0, 1.0))
 
 
 def trained(folder: Path, device: str, epochs: int, seed: int):
-    start = time.perf_counter()
-    rec = train_run(preset("digits-cnn", batchnorm=True, epochs=epochs, seed=seed), folder, device=device)
-    state, _ = load_checkpoint(folder / rec["checkpoints"][-1]["file"])
-    model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).to(device).eval()
-    print(f"trained seed {seed}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
-          f"in {time.perf_counter() - start:.1f} s")
-    return model
+    return trained_model(preset("digits-cnn", batchnorm=True, epochs=epochs, seed=seed), folder, device)
 
 
 def main() -> None:

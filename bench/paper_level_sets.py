@@ -27,21 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.level_sets import LSTConfig, level_set_traversal, triangle  # noqa: E402
 from models.attacks import PGDConfig  # noqa: E402
-from models.architectures import ArchSpec  # noqa: E402
-from models.checkpoints import load_checkpoint  # noqa: E402
 from models.data import DataSpec, load_data  # noqa: E402
-from models.loading import model_from_state  # noqa: E402
-from models.training import preset, train_run  # noqa: E402
+from models.training import preset  # noqa: E402
+from timing import trained_model  # noqa: E402
 
 
 def trained(folder: Path, device: str, **overrides):
-    start = time.perf_counter()
-    rec = train_run(preset("mnist-cnn", **overrides), folder, device=device)
-    state, _ = load_checkpoint(folder / rec["checkpoints"][-1]["file"])
-    model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).to(device).eval()
-    print(f"trained {folder.name}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
-          f"in {time.perf_counter() - start:.0f} s")
-    return model
+    return trained_model(preset("mnist-cnn", **overrides), folder, device)
 
 
 def main() -> None:

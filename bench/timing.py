@@ -41,3 +41,20 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def trained_model(recipe, folder, device: str = "cpu"):
+    """Train `recipe` (a TrainConfig) into `folder` and return its final model in eval mode, saying
+    its test accuracy and how long it took."""
+    from models.architectures import ArchSpec
+    from models.checkpoints import load_checkpoint
+    from models.loading import model_from_state
+    from models.training import train_run
+
+    start = time.perf_counter()
+    rec = train_run(recipe, folder, device=device)
+    state, _ = load_checkpoint(folder / rec["checkpoints"][-1]["file"])
+    model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).to(device).eval()
+    print(f"trained {folder.name}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return model
