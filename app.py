@@ -1,12 +1,12 @@
 import pandas as pd
 import streamlit as st
 
-from backend.device import describe_device
-from models.paths import data_root, home_dir
-from models.data import DataSpec
-from ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup, plain
-from ui.summary import test_accuracy
-from ui.tour import class_demo
+from lenscape.backend.device import describe_device
+from lenscape.models.paths import data_root, home_dir
+from lenscape.models.data import DataSpec
+from lenscape.ui.common import DATA_KEY, MODEL_KEY, backend, model_options, model_row, page_setup, plain
+from lenscape.ui.summary import test_accuracy
+from lenscape.ui.tour import class_demo
 
 
 def home() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress, evaluate
+from lenscape.analysis.evaluation import Progress, _no_progress, evaluate
 
 
 def hidden_layers(model: nn.Module) -> list[str]:

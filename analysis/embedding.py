@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 UMAP_METRICS = ("euclidean", "cosine", "correlation", "manhattan")
 

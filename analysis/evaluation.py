@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.hooks import recording
-from analysis.similarity import conv_to_matrix
-from models.errors import InvalidInputError
+from lenscape.analysis.hooks import recording
+from lenscape.analysis.similarity import conv_to_matrix
+from lenscape.errors import InvalidInputError
 
 Progress = Callable[[float, str], None]
 T = TypeVar("T")

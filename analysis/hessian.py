@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 Params = Literal["all", "weights"]     # "weights": tensors with 2+ dimensions only, as the official code
 

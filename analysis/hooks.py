@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 def _store(acts: dict[str, torch.Tensor], name: str) -> Callable:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress, evaluate
-from analysis.hessian import extreme_spectra
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import Progress, _no_progress, evaluate
+from lenscape.analysis.hessian import extreme_spectra
+from lenscape.errors import InvalidInputError
 
 NORMS = ("filter", "layer", "none")
 Direction = dict[str, torch.Tensor]

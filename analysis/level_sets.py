@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress, frozen_parameters
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import Progress, _no_progress, frozen_parameters
+from lenscape.errors import InvalidInputError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress, evaluate, frozen_parameters
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import Progress, _no_progress, evaluate, frozen_parameters
+from lenscape.errors import InvalidInputError
 
 
 def _float(images: torch.Tensor, device) -> torch.Tensor:
@@ -155,7 +155,7 @@ def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: list[torch
 def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy: torch.Tensor,
                     ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(g_clean, g_noisy), one tensor per parameter, for one batch (see split_backward)."""
-    from models.architectures import example_ids
+    from lenscape.models.architectures import example_ids
 
     with example_ids(model, ids if ids is not None else torch.arange(len(y))):
         losses = F.cross_entropy(model(x), y, reduction="none")
@@ -581,7 +581,7 @@ def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor
     None). Kept: training examples (indices given) with their own example-tied masks, as they were
     trained; other images (the test set) with the memorization neurons scaled by p_mem (the test
     mode). Dropped: the memorization neurons zeroed and the generalization neurons rescaled."""
-    from models.architectures import ExampleTiedDropout, example_ids
+    from lenscape.models.architectures import ExampleTiedDropout, example_ids
 
     layers = [m for m in model.modules() if isinstance(m, ExampleTiedDropout)]
     if not layers:

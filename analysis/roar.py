@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import Progress, _no_progress, in_chunks
-from analysis.summary import predict_proba
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import Progress, _no_progress, in_chunks
+from lenscape.analysis.summary import predict_proba
+from lenscape.errors import InvalidInputError
 
 METHODS = ("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
            "guided_backprop", "deeplift", "occlusion", "gradcam", "random")

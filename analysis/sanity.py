@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.saliency import SaliencyConfig, attribute, to_map
-from models.errors import InvalidInputError
-from models.seeding import generator, init_parameters
+from lenscape.analysis.saliency import SaliencyConfig, attribute, to_map
+from lenscape.errors import InvalidInputError
+from lenscape.models.seeding import generator, init_parameters
 
 ORDERS = ("cascading", "independent")
 MAP_MODES = ("abs", "signed")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 Array = np.ndarray | torch.Tensor
 

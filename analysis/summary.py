@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.evaluation import evaluate
-from analysis.hooks import run_with_cache
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import evaluate
+from lenscape.analysis.hooks import run_with_cache
+from lenscape.errors import InvalidInputError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.codec import _own_dataclass, to_jsonable
-from backend.jobs import REGISTRY
-from models.errors import InvalidInputError
-from models.zoo import RUN_ID
+from lenscape.backend.codec import _own_dataclass, to_jsonable
+from lenscape.backend.jobs import REGISTRY
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import RUN_ID
 
 CHECKPOINT_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}\.safetensors")
 FINGERPRINT = re.compile(r"[0-9a-f]{16}")
@@ -390,8 +390,8 @@ def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
     need(isinstance(run.get("source", ""), str), "source")
     need(_gradient_record(run.get("gradients")), "gradient record")
     try:
-        from models.data import DataSpec
-        from models.training import TrainConfig
+        from lenscape.models.data import DataSpec
+        from lenscape.models.training import TrainConfig
 
         if run.get("data") is not None:
             DataSpec.from_dict(run["data"])
@@ -409,7 +409,7 @@ def check_run_id(run: dict, todo: list[dict]) -> None:
     """The run id is the one Lenscape derives from the content (`import-<fingerprint>` of an imported
     model's weights, `run-<hash>` of a trained run's recipe, with the architecture that recipe
     builds), so a bundle cannot take the id a later import or training will look for."""
-    from models.training import TrainConfig, run_id_for
+    from lenscape.models.training import TrainConfig, run_id_for
 
     run_id, name = run["run_id"], todo[0]["name"]
     if run_id.startswith("import-"):

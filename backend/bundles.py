@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from backend import bundle_checks as checks
-from backend.jobs import REGISTRY, code_version
-from backend.store import ResultStore
-from models.checkpoints import model_fingerprint, read_json, write_json
-from models.errors import InvalidInputError
-from models.loading import check_finite_state
-from models.paths import runs_dir
-from models.zoo import list_runs
+from lenscape.backend import bundle_checks as checks
+from lenscape.backend.jobs import REGISTRY, code_version
+from lenscape.backend.store import ResultStore
+from lenscape.models.checkpoints import model_fingerprint, read_json, write_json
+from lenscape.errors import InvalidInputError
+from lenscape.models.loading import check_finite_state
+from lenscape.models.paths import runs_dir
+from lenscape.models.zoo import list_runs
 
 FORMAT = "lenscape-bundle/1"
 
@@ -330,8 +330,8 @@ def _fingerprint(run: dict, state: dict) -> str:
     included), as the workspace computed it when it saved them. The architecture is first built on
     the meta device (no memory) and must have exactly the file's names and shapes, so a record that
     names a huge architecture costs nothing."""
-    from models.architectures import ArchSpec, build_model
-    from models.loading import model_from_state
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.loading import model_from_state
 
     try:
         arch = ArchSpec.from_dict(run["arch"])
@@ -346,7 +346,7 @@ def _fingerprint(run: dict, state: dict) -> str:
 
 def _decoded_check(raw: bytes):
     """The result object (decoding proves today's code can read it back)."""
-    from backend.codec import decode
+    from lenscape.backend.codec import decode
 
     try:
         return decode(raw)

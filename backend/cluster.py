@@ -11,7 +11,7 @@ from concurrent.futures import Future
 
 import torch
 
-from backend.pieces import _threads
+from lenscape.backend.pieces import _threads
 
 
 def ray_address() -> str | None:
@@ -118,7 +118,7 @@ def _imports() -> int:
 
     # every job kind's module, and so every piece function; by name, so that code versions (which
     # follow a module's import statements) do not count the warm-up as a dependency of every kind
-    importlib.import_module("backend.kinds")
+    importlib.import_module("lenscape.backend.kinds")
 
     # a few training steps of a small MLP and CNN, one thread, as a piece would: torch's kernels and
     # allocator set up in this worker before the first real piece

@@ -14,7 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-OWN_PACKAGES = ("analysis", "models", "backend")
+OWN_PACKAGES = ("lenscape.analysis", "lenscape.models", "lenscape.backend")
+# Results and bundles stored before Lenscape became one package name their types `analysis.x:T`:
+# they are read as `lenscape.analysis.x:T` (issue 24: an old workspace keeps working).
+LEGACY_PACKAGES = ("analysis", "models", "backend")
+
+
+def own_module(module: str) -> bool:
+    """True for a module of Lenscape's own packages whose types may be rebuilt from storage."""
+    return any(module == p or module.startswith(p + ".") for p in OWN_PACKAGES)
+
+
+def current_name(module: str) -> str:
+    """A stored module name as it is called now: `analysis.saliency` → `lenscape.analysis.saliency`."""
+    return f"lenscape.{module}" if module.split(".")[0] in LEGACY_PACKAGES else module
 
 
 def encode(obj: Any) -> bytes:
@@ -106,13 +119,14 @@ def _dec(node: Any, arrays: dict) -> Any:
 
 def _own_dataclass(path: str) -> type:
     module, _, qualname = path.partition(":")
-    if module.split(".")[0] not in OWN_PACKAGES:
+    module = current_name(module)
+    if not own_module(module):
         raise ValueError(f"refusing to rebuild {path}: not a Lenscape type")
     cls = importlib.import_module(module)
     for part in qualname.split("."):
         cls = getattr(cls, part)
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise ValueError(f"{path} is not a dataclass")
-    if cls.__module__.split(".")[0] not in OWN_PACKAGES:   # reached through an import of one of ours
+    if not own_module(cls.__module__):   # reached through an import of one of ours
         raise ValueError(f"refusing to rebuild {path}: {cls.__module__}.{cls.__qualname__} is not a Lenscape type")
     return cls

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 def choose_device(force: str | None = None) -> torch.device:

@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.codec import OWN_PACKAGES, to_jsonable
-from models.errors import InvalidInputError
+from lenscape.backend.codec import own_module, to_jsonable
+from lenscape.errors import InvalidInputError
 
 LANES = ("short", "long")
 
@@ -227,7 +227,7 @@ def _storable_type_problems(tp: Any, where: str) -> list[str]:
     if origin in (typing.Union, types.UnionType, tuple, list, dict) or tp in (list, tuple, dict):
         return [p for a in args if a is not Ellipsis for p in _storable_type_problems(a, where)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if tp.__module__.split(".")[0] not in OWN_PACKAGES:
+        if not own_module(tp.__module__):
             return [f"{where}: {tp.__module__}.{tp.__name__} is not a Lenscape type"]
         hints = typing.get_type_hints(tp)
         return [p for f in dataclasses.fields(tp) for p in _storable_type_problems(hints[f.name], f"{where}.{f.name}")]
@@ -269,7 +269,7 @@ def module_closure(module: str) -> dict[str, bytes]:
 
 
 def _source_path(module: str) -> str | None:
-    if module.split(".")[0] not in OWN_PACKAGES:
+    if not own_module(module):
         return None
     try:
         spec = importlib.util.find_spec(module)
@@ -291,7 +291,7 @@ def _own_imports(source: bytes, module: str) -> set[str]:
                 base = ".".join(p for p in [*parts, base] if p)
             out.add(base)
             out |= {f"{base}.{a.name}" for a in node.names}   # `from analysis import saliency`
-    return {m for m in out if m.split(".")[0] in OWN_PACKAGES}
+    return {m for m in out if own_module(m)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ class JobContext:
     def share_model(self, lm: Any) -> Any:
         """A handle to a LoadedModel for pieces (backend.pieces.payload_model turns it into the model):
         here the model itself, on Ray a safetensors payload in the object store."""
-        from backend.pieces import LocalPieces
+        from lenscape.backend.pieces import LocalPieces
 
         return (self.pieces or LocalPieces(self.device)).share_model(lm)
 
@@ -371,7 +371,7 @@ class JobContext:
             resources: Any = None) -> list:
         """[fn(*args, device=...) for args in pieces], run where the runner runs pieces; the job's
         progress goes from `lo` to `hi` as pieces finish; a cancel stops the rest."""
-        from backend.pieces import LocalPieces, Resources
+        from lenscape.backend.pieces import LocalPieces, Resources
 
         runner = self.pieces or LocalPieces(self.device)
         pieces = list(pieces)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend import landscape_tasks, level_set_tasks, memorization_tasks, saliency_tasks, similarity_tasks, tasks
-from backend.jobs import REGISTRY, Registry
+from lenscape.backend import landscape_tasks, level_set_tasks, memorization_tasks, saliency_tasks, similarity_tasks, tasks
+from lenscape.backend.jobs import REGISTRY, Registry
 
 KINDS = (
     tasks.train_job, tasks.summary_job, tasks.prepare_data_job,

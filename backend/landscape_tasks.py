@@ -15,19 +15,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.evaluation import random_subset
-from analysis.hessian import HessianEigs, hessian_top_eigenvalues, hessian_trace, spectral_density
-from analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, batchnorm_layers, convexity_map,
+from lenscape.analysis.evaluation import random_subset
+from lenscape.analysis.hessian import HessianEigs, hessian_top_eigenvalues, hessian_trace, spectral_density
+from lenscape.analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, batchnorm_layers, convexity_map,
                                 evaluate_points, grid_points, interpolation, random_directions, surface,
                                 trajectory)
-from backend.codec import to_jsonable
-from backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
-from backend.limits import check_seconds, seconds_per_example
-from backend.pieces import ModelPayload, Resources, payload_model, piece_progress
-from models.data import load_data
-from models.paths import cache_dir
-from models.errors import InvalidInputError
-from models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
+from lenscape.backend.codec import to_jsonable
+from lenscape.backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
+from lenscape.backend.limits import check_seconds, seconds_per_example
+from lenscape.backend.pieces import ModelPayload, Resources, payload_model, piece_progress
+from lenscape.models.data import load_data
+from lenscape.models.paths import cache_dir
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import LoadedModel, get_run, iter_states, load_model, load_state, training_data
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,11 +9,11 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from analysis.level_sets import LSTConfig, LSTResult, Triangle, level_set_traversal, triangle
-from backend.jobs import JobContext, ModelRef, job_kind
-from models.data import load_data
-from models.errors import InvalidInputError
-from models.zoo import load_model
+from lenscape.analysis.level_sets import LSTConfig, LSTResult, Triangle, level_set_traversal, triangle
+from lenscape.backend.jobs import JobContext, ModelRef, job_kind
+from lenscape.models.data import load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import load_model
 
 
 @dataclass(frozen=True, kw_only=True)

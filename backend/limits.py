@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from backend.codec import to_jsonable
-from models.errors import InvalidInputError
+from lenscape.backend.codec import to_jsonable
+from lenscape.errors import InvalidInputError
 
 
 @dataclass(frozen=True)

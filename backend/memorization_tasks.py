@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from analysis.evaluation import evaluate
-from analysis.memorization import (GROUPINGS, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
+from lenscape.analysis.evaluation import evaluate
+from lenscape.analysis.memorization import (GROUPINGS, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
                                    accuracy, flip_neurons, gradient_account, group_account, layer_groups,
                                    masked_accuracy, neuron_layers, neuron_units, retrain_group, rewound,
                                    tied_dropout_accuracies)
-from backend.jobs import JobContext, ModelRef, job_kind, stage
-from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
-from models.errors import InvalidInputError
-from models.zoo import LoadedModel, get_run, load_model, load_state, training_data
+from lenscape.backend.jobs import JobContext, ModelRef, job_kind, stage
+from lenscape.backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import LoadedModel, get_run, load_model, load_state, training_data
 
 
 class NothingMemorized(InvalidInputError):

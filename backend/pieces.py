@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.jobs import JobCancelled
+from lenscape.backend.jobs import JobCancelled
 
 RETRIES = 2          # extra tries of a piece whose worker process died (Ray's max_retries)
 
@@ -148,7 +148,7 @@ class RayPieces:
             return _BOARD["board"]
 
     def _cluster_gpus(self) -> float:
-        from backend.cluster import cluster_summary   # late: cluster imports this module
+        from lenscape.backend.cluster import cluster_summary   # late: cluster imports this module
 
         return cluster_summary()["gpus"]
 
@@ -316,9 +316,9 @@ def payload_model(payload: ModelPayload, device: torch.device | str) -> torch.nn
 
 
 def _build(payload: ModelPayload) -> torch.nn.Module:
-    from models.architectures import ArchSpec
-    from models.checkpoints import model_fingerprint
-    from models.loading import model_from_state, read_state_dict
+    from lenscape.models.architectures import ArchSpec
+    from lenscape.models.checkpoints import model_fingerprint
+    from lenscape.models.loading import model_from_state, read_state_dict
 
     model = model_from_state(ArchSpec.from_dict(payload.arch), read_state_dict(payload.weights, payload.name))
     if model_fingerprint(model) != payload.fingerprint:

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from backend.codec import encode, to_jsonable
-from backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
+from lenscape.backend.codec import encode, to_jsonable
+from lenscape.backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
                           UnknownJob, code_version)
-from backend.store import CorruptResult, ResultStore
+from lenscape.backend.store import CorruptResult, ResultStore
 
 
 @dataclass
@@ -59,7 +59,7 @@ def library_versions() -> dict:
 class LocalRunner:
     def __init__(self, store: ResultStore, device: torch.device | None = None, workers: int = 1,
                  long_workers: int = 1, cache_entries: int = 64) -> None:
-        from backend.device import choose_device
+        from lenscape.backend.device import choose_device
 
         self.store = store
         self.device = device or choose_device()
@@ -91,7 +91,7 @@ class LocalRunner:
     def submit(self, job: Job, watcher: str | None = None) -> str:
         """The job's id; computes it unless it is running, stored (and readable), or failed: a
         failed job keeps its error until `retry` (a page's rerun never starts it again)."""
-        from backend.limits import check_config
+        from lenscape.backend.limits import check_config
 
         check_config(job.config)                 # the server's limits, whatever the page let through
         job_id = job.key()
@@ -330,8 +330,8 @@ class RayRunner(LocalRunner):
 
     def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
                  long_workers: int | None = None, ray_workers: int | None = None, **kwargs) -> None:
-        from backend.cluster import connect, exposed_ports, warm_up
-        from backend.pieces import RayPieces
+        from lenscape.backend.cluster import connect, exposed_ports, warm_up
+        from lenscape.backend.pieces import RayPieces
 
         self.address = address
         self.cluster = connect(address, ray_workers)
@@ -351,7 +351,7 @@ class RayRunner(LocalRunner):
             log.warning(self.notice)
 
     def where(self) -> str:
-        from backend.cluster import cluster_summary
+        from lenscape.backend.cluster import cluster_summary
 
         c = self.cluster = cluster_summary()
         return (f"Ray cluster ({'started here' if self.address == 'local' else self.address}): {c['nodes']} node"
@@ -362,9 +362,9 @@ def open_backend(root: Path | None = None, workers: int = 1, address: str | None
     """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds
     registered: on the Ray cluster `address` names (default: LENSCAPE_RAY_ADDRESS; "" for none),
     else here."""
-    from backend.cluster import RayUnavailable, ray_address
-    from backend.kinds import register_all
-    from models.paths import home_dir, runs_dir
+    from lenscape.backend.cluster import RayUnavailable, ray_address
+    from lenscape.backend.kinds import register_all
+    from lenscape.models.paths import home_dir, runs_dir
 
     register_all()
     check_writable(root)
@@ -401,8 +401,8 @@ def check_writable(root: Path | None = None) -> None:
     import sqlite3
     import tempfile
 
-    from backend.store import damaged_index, is_damaged
-    from models.paths import home_dir
+    from lenscape.backend.store import damaged_index, is_damaged
+    from lenscape.models.paths import home_dir
 
     where = root or home_dir() / "store"
     try:
@@ -421,7 +421,7 @@ def check_writable(root: Path | None = None) -> None:
 
 
 def _not_writable(where: Path, exc: Exception) -> Exception:
-    from models.errors import WorkspaceNotWritable
+    from lenscape.errors import WorkspaceNotWritable
 
     return WorkspaceNotWritable(
         f"Lenscape cannot write to its workspace {where} ({type(exc).__name__}: {exc}). Models, results and "

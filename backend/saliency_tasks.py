@@ -8,16 +8,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
-from analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
-from analysis.summary import predict_proba
-from analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
-from backend.jobs import JobCancelled, JobContext, ModelRef, job_kind
-from backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
-from models.data import ImageData, load_data, null_block_mask
-from models.errors import InvalidInputError
-from models.training import TrainConfig, fit_and_score
-from models.zoo import LoadedModel, load_model, training_data
+from lenscape.analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
+from lenscape.analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
+from lenscape.analysis.summary import predict_proba
+from lenscape.analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
+from lenscape.backend.jobs import JobCancelled, JobContext, ModelRef, job_kind
+from lenscape.backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
+from lenscape.models.data import ImageData, load_data, null_block_mask
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import TrainConfig, fit_and_score
+from lenscape.models.zoo import LoadedModel, load_model, training_data
 
 SPLITS = ("test", "train")
 

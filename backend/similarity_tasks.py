@@ -11,16 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.activations import extract
-from analysis.evaluation import CONV_MODES, evaluate
-from analysis.embedding import Projection, ProjectionConfig, project
-from analysis.similarity import METRICS
-from backend.jobs import JobContext, ModelRef, job_kind, stage
-from backend.pieces import Resources
-from models.architectures import build_model
-from models.data import load_data
-from models.errors import InvalidInputError
-from models.zoo import LoadedModel, iter_states, load_model, training_data
+from lenscape.analysis.activations import extract
+from lenscape.analysis.evaluation import CONV_MODES, evaluate
+from lenscape.analysis.embedding import Projection, ProjectionConfig, project
+from lenscape.analysis.similarity import METRICS
+from lenscape.backend.jobs import JobContext, ModelRef, job_kind, stage
+from lenscape.backend.pieces import Resources
+from lenscape.models.architectures import build_model
+from lenscape.models.data import load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import LoadedModel, iter_states, load_model, training_data
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,8 +18,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from backend.codec import decode, encode
-from models.errors import WorkspaceDamaged, WorkspaceNotWritable
+from lenscape.backend.codec import decode, encode
+from lenscape.errors import WorkspaceDamaged, WorkspaceNotWritable
 
 COLUMNS = ("id", "kind", "label", "config", "fingerprints", "data", "status", "message", "created",
            "started", "finished", "seconds", "device", "versions", "error", "checksum", "owner", "code")

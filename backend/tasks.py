@@ -10,18 +10,18 @@ from pathlib import Path
 
 import torch
 
-from analysis.evaluation import evaluate
-from analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
-from backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
-from backend.pieces import Resources, piece_progress
-from backend.runner import process_alive
-from models.checkpoints import read_json
-from models.data import DataSpec, ImageData, prepare
-from models.errors import InvalidInputError
-from models.paths import runs_dir
-from models.seeding import generator
-from models.training import PreparedData, TrainConfig, finished_run, prepare_data, run_id_for, train_run
-from models.zoo import LoadedModel, load_model, training_data
+from lenscape.analysis.evaluation import evaluate
+from lenscape.analysis.summary import ModelSummary, SummaryConfig, confusion_matrix, layer_table
+from lenscape.backend.jobs import Job, JobContext, ModelRef, job, job_kind, ref, stage
+from lenscape.backend.pieces import Resources, piece_progress
+from lenscape.backend.runner import process_alive
+from lenscape.models.checkpoints import read_json
+from lenscape.models.data import DataSpec, ImageData, prepare
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import runs_dir
+from lenscape.models.seeding import generator
+from lenscape.models.training import PreparedData, TrainConfig, finished_run, prepare_data, run_id_for, train_run
+from lenscape.models.zoo import LoadedModel, load_model, training_data
 
 
 @job_kind("train", lane="long")

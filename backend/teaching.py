@@ -1,5 +1,5 @@
 """The class demo: a few small models and one result per view, computed ahead
-(`python -m models warm --preset teaching`, or the button on Home) so that a live demo opens on
+(`lenscape warm --preset teaching`, or the button on Home) so that a live demo opens on
 pictures instead of progress bars.
 
 Each tour step's job is built exactly as its view builds its default job, so "explore this in the
@@ -13,20 +13,20 @@ from typing import Callable
 
 import numpy as np
 
-from analysis.activations import hidden_layers
-from analysis.level_sets import LSTConfig
-from analysis.saliency import SaliencyConfig
-from analysis.summary import predict_proba
-from backend.jobs import Job, JobStatus, job, ref
-from backend.landscape_tasks import InterpolationConfig
-from backend.level_set_tasks import TraversalConfig
-from backend.memorization_tasks import SweepConfig
-from backend.saliency_tasks import GridConfig
-from backend.similarity_tasks import LayerMatrixConfig
-from models.data import load_data, stratified
-from models.paths import runs_dir
-from models.training import TrainConfig, preset, run_id_for
-from models.zoo import load_model
+from lenscape.analysis.activations import hidden_layers
+from lenscape.analysis.level_sets import LSTConfig
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.analysis.summary import predict_proba
+from lenscape.backend.jobs import Job, JobStatus, job, ref
+from lenscape.backend.landscape_tasks import InterpolationConfig
+from lenscape.backend.level_set_tasks import TraversalConfig
+from lenscape.backend.memorization_tasks import SweepConfig
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.backend.similarity_tasks import LayerMatrixConfig
+from lenscape.models.data import load_data, stratified
+from lenscape.models.paths import runs_dir
+from lenscape.models.training import TrainConfig, preset, run_id_for
+from lenscape.models.zoo import load_model
 
 # preset, seeds: two seeds of the small CNN (its layers differ enough for the similarity step's diagonal to
 # show: linear CKA between two MLP seeds is 0.85-0.98 everywhere), and the MLP with 10% flipped labels
@@ -106,7 +106,7 @@ def tour_jobs() -> dict[str, Job]:
 def view_jobs() -> list[Job]:
     """What the views need besides a step's result to open on it: the test-set predictions the
     Saliency and Level sets pages pick images by (a link from the tour then computes nothing)."""
-    from backend.saliency_tasks import PredictConfig
+    from lenscape.backend.saliency_tasks import PredictConfig
 
     seed0 = load_model(run_id_for(train_configs()[0]))
     r0 = ref(seed0)
@@ -140,7 +140,7 @@ def _page_lst() -> LSTConfig:
 def warm(runner, say: Callable[[str], None] = print, timeout: float = 1800) -> dict[str, str]:
     """Train what is missing, then compute every step's result (each stored under its own job id,
     so a later request, from the tour or a view, finds it). Returns {step: job id}."""
-    from backend.tasks import train_jobs
+    from lenscape.backend.tasks import train_jobs
 
     start = time.perf_counter()
     todo = missing()

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.memorization import FlipConfig, _example_batch, flip_neurons  # noqa: E402
-from models.architectures import ArchSpec  # noqa: E402
-from models.checkpoints import load_checkpoint  # noqa: E402
-from models.loading import model_from_state  # noqa: E402
-from models.training import prepare_data, preset, train_run  # noqa: E402
+from lenscape.analysis.memorization import FlipConfig, _example_batch, flip_neurons  # noqa: E402
+from lenscape.models.architectures import ArchSpec  # noqa: E402
+from lenscape.models.checkpoints import load_checkpoint  # noqa: E402
+from lenscape.models.loading import model_from_state  # noqa: E402
+from lenscape.models.training import prepare_data, preset, train_run  # noqa: E402
 
 
 def bare(model, x, y, examples, steps, cfg, device):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.landscape import DirectionConfig, random_directions, surface  # noqa: E402
-from models.architectures import ArchSpec, build_model  # noqa: E402
+from lenscape.analysis.landscape import DirectionConfig, random_directions, surface  # noqa: E402
+from lenscape.models.architectures import ArchSpec, build_model  # noqa: E402
 from timing import mnist_or_random, timed  # noqa: E402
 
 

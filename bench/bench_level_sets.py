@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.level_sets import LSTConfig, level_set_traversal  # noqa: E402
-from models.architectures import ArchSpec, build_model  # noqa: E402
+from lenscape.analysis.level_sets import LSTConfig, level_set_traversal  # noqa: E402
+from lenscape.models.architectures import ArchSpec, build_model  # noqa: E402
 from timing import median_seconds, mnist_or_random  # noqa: E402
 
 

@@ -37,17 +37,17 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from analysis.roar import DiffRoarConfig
-    from backend.jobs import JobStatus, job, ref
-    from backend.kinds import register_all
-    from backend.cluster import connect, warm_up
-    from backend.runner import LocalRunner, RayRunner
-    from backend.saliency_tasks import DiffRoarJobConfig
-    from backend.store import ResultStore
-    from backend.tasks import train_jobs
-    from models.paths import home_dir
-    from models.training import preset
-    from models.zoo import load_model
+    from lenscape.analysis.roar import DiffRoarConfig
+    from lenscape.backend.jobs import JobStatus, job, ref
+    from lenscape.backend.kinds import register_all
+    from lenscape.backend.cluster import connect, warm_up
+    from lenscape.backend.runner import LocalRunner, RayRunner
+    from lenscape.backend.saliency_tasks import DiffRoarJobConfig
+    from lenscape.backend.store import ResultStore
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.paths import home_dir
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import load_model
 
     register_all()
     device = torch.device(args.device)

@@ -52,7 +52,7 @@ def main() -> None:
     # the second (a restart) loads them from it
     for when in ("fresh workspace", "server restarted"):
         port = _port()
-        server = subprocess.Popen([sys.executable, "-m", "ui.serve", "--server.port", str(port),
+        server = subprocess.Popen([sys.executable, "-m", "lenscape", "app", "--server.port", str(port),
                                    "--server.address", "127.0.0.1", "--server.headless", "true"],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import analysis.saliency as sal  # noqa: E402
-from analysis.saliency import SaliencyConfig, attribute  # noqa: E402
-from models.architectures import ArchSpec, build_model  # noqa: E402
+import lenscape.analysis.saliency as sal  # noqa: E402
+from lenscape.analysis.saliency import SaliencyConfig, attribute  # noqa: E402
+from lenscape.models.architectures import ArchSpec, build_model  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 CASES = {"cnn256": ("mnist", "cnn", 256), "cnn4096": ("mnist", "cnn", 4096), "resnet1024": ("cifar10", "resnet18", 1024)}
@@ -30,7 +30,7 @@ CASES = {"cnn256": ("mnist", "cnn", 256), "cnn4096": ("mnist", "cnn", 4096), "re
 
 def images(data: str, n: int) -> torch.Tensor:
     try:
-        from models.data import DataSpec, load_data
+        from lenscape.models.data import DataSpec, load_data
         return load_data(DataSpec(name=data), "test").x(slice(0, n))
     except Exception:  # the data set is missing here
         return torch.rand(n, *((1, 28, 28) if data == "mnist" else (3, 32, 32)))

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.similarity import MinibatchCKA, linear_cka, pwcca  # noqa: E402
+from lenscape.analysis.similarity import MinibatchCKA, linear_cka, pwcca  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _model(arch: str, device):
-    from models.architectures import ArchSpec, build_model
-    from models.checkpoints import model_fingerprint
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.checkpoints import model_fingerprint
 
     spec = ArchSpec(name=arch, in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
     model = build_model(spec, seed=0).eval()
@@ -76,10 +76,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from analysis.landscape import DirectionConfig, grid_points, random_directions
-    from backend.landscape_tasks import TILE_POINTS
-    from backend.cluster import connect
-    from backend.pieces import LocalPieces, RayPieces, Resources
+    from lenscape.analysis.landscape import DirectionConfig, grid_points, random_directions
+    from lenscape.backend.landscape_tasks import TILE_POINTS
+    from lenscape.backend.cluster import connect
+    from lenscape.backend.pieces import LocalPieces, RayPieces, Resources
 
     device = torch.device(args.device)
     lm = _model(args.arch, device)
@@ -132,7 +132,7 @@ def main() -> None:
 
 def _tile_where(model, dirs, images, labels, points, *, device):
     """A tile, and which process computed it."""
-    from backend.landscape_tasks import surface_tile
+    from lenscape.backend.landscape_tasks import surface_tile
 
     loss, acc = surface_tile(model, dirs, images, labels, points, device=device)
     return loss, acc, os.getpid()

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.architectures import build_model  # noqa: E402
-from models.data import DataSpec  # noqa: E402
-from models.training import TrainConfig, _epoch, _optimizer  # noqa: E402
+from lenscape.models.architectures import build_model  # noqa: E402
+from lenscape.models.data import DataSpec  # noqa: E402
+from lenscape.models.training import TrainConfig, _epoch, _optimizer  # noqa: E402
 from timing import median_seconds, mnist_or_random  # noqa: E402
 
 

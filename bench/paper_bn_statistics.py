@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.evaluation import random_subset  # noqa: E402
-from analysis.landscape import DirectionConfig, interpolation, random_directions, surface  # noqa: E402
-from models.training import prepare_data, preset  # noqa: E402
+from lenscape.analysis.evaluation import random_subset  # noqa: E402
+from lenscape.analysis.landscape import DirectionConfig, interpolation, random_directions, surface  # noqa: E402
+from lenscape.models.training import prepare_data, preset  # noqa: E402
 from timing import timed, trained_model  # noqa: E402
 
 POINTS = ((0.0, 0.0), (0.5, 0.0), (1.0, 1.0))

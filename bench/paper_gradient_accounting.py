@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.memorization import gradient_account, layer_groups  # noqa: E402
-from backend.memorization_tasks import recorded_gradients  # noqa: E402
-from models.checkpoints import load_checkpoint  # noqa: E402
-from models.architectures import ArchSpec, build_model  # noqa: E402
-from models.training import prepare_data, preset, train_run  # noqa: E402
+from lenscape.analysis.memorization import gradient_account, layer_groups  # noqa: E402
+from lenscape.backend.memorization_tasks import recorded_gradients  # noqa: E402
+from lenscape.models.checkpoints import load_checkpoint  # noqa: E402
+from lenscape.models.architectures import ArchSpec, build_model  # noqa: E402
+from lenscape.models.training import prepare_data, preset, train_run  # noqa: E402
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.level_sets import LSTConfig, level_set_traversal, triangle  # noqa: E402
-from models.attacks import PGDConfig  # noqa: E402
-from models.data import DataSpec, load_data  # noqa: E402
-from models.training import preset  # noqa: E402
+from lenscape.analysis.level_sets import LSTConfig, level_set_traversal, triangle  # noqa: E402
+from lenscape.models.attacks import PGDConfig  # noqa: E402
+from lenscape.models.data import DataSpec, load_data  # noqa: E402
+from lenscape.models.training import preset  # noqa: E402
 from timing import trained_model  # noqa: E402
 
 

@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, layer_groups,  # noqa: E402
+from lenscape.analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, layer_groups,  # noqa: E402
                                    retrain_group, rewound)
-from models.architectures import ArchSpec  # noqa: E402
-from models.checkpoints import load_checkpoint  # noqa: E402
-from models.loading import model_from_state  # noqa: E402
-from models.training import prepare_data, preset, train_run  # noqa: E402
+from lenscape.models.architectures import ArchSpec  # noqa: E402
+from lenscape.models.checkpoints import load_checkpoint  # noqa: E402
+from lenscape.models.loading import model_from_state  # noqa: E402
+from lenscape.models.training import prepare_data, preset, train_run  # noqa: E402
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def median_seconds(fn, repeats: int = 5, device: torch.device | str = "cpu") -> 
 
 def mnist_or_random(split: str, n: int):
     """The first n MNIST images of `split` as ImageData; random uint8 images where MNIST is missing."""
-    from models.data import DataSpec, ImageData, load_data
+    from lenscape.models.data import DataSpec, ImageData, load_data
 
     try:
         return load_data(DataSpec(name="mnist"), split).head(n)
@@ -46,10 +46,10 @@ def timed(fn):
 def trained_model(recipe, folder, device: str = "cpu"):
     """Train `recipe` (a TrainConfig) into `folder` and return its final model in eval mode, saying
     its test accuracy and how long it took."""
-    from models.architectures import ArchSpec
-    from models.checkpoints import load_checkpoint
-    from models.loading import model_from_state
-    from models.training import train_run
+    from lenscape.models.architectures import ArchSpec
+    from lenscape.models.checkpoints import load_checkpoint
+    from lenscape.models.loading import model_from_state
+    from lenscape.models.training import train_run
 
     start = time.perf_counter()
     rec = train_run(recipe, folder, device=device)

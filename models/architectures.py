@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 ARCHITECTURES = ("mlp", "cnn", "resnet18", "resnet9", "lenet", "torchvision")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -214,8 +214,8 @@ class LeNet(Chain):
 def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
     """A freshly initialized model for `spec`: with `seed`, its initial weights depend on the seed
     alone (drawn from a generator, not the global RNG other jobs share; see models.seeding)."""
-    from models.resnets import ResNet9, ResNet18, torchvision_classifier
-    from models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
+    from lenscape.models.resnets import ResNet9, ResNet18, torchvision_classifier
+    from lenscape.models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
 
     builders = {"mlp": MLP, "cnn": SmallCNN, "lenet": LeNet, "resnet18": ResNet18,
                 "resnet9": ResNet9, "torchvision": torchvision_classifier}

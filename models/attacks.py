@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.errors import DataUnavailableError, InvalidInputError
-from models.image_folders import folder_cache, folder_tensors
-from models.paths import data_root, offline, user_path
+from lenscape.errors import DataUnavailableError, InvalidInputError
+from lenscape.models.image_folders import folder_cache, folder_tensors
+from lenscape.models.paths import data_root, offline, user_path
 
 DATASETS = ("digits", "mnist", "cifar10", "blockmnist", "imagefolder")
 Split = Literal["train", "test"]

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.errors import InvalidInputError
-from models.paths import cache_dir
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import cache_dir
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 GRAY_MODES = {"L", "1", "I;16"}

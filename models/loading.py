@@ -14,9 +14,9 @@ import stat
 import torch
 from torch import nn
 
-from models.architectures import ArchSpec, build_model, check_io
-from models.errors import InvalidInputError
-from models.paths import user_path
+from lenscape.models.architectures import ArchSpec, build_model, check_io
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import user_path
 
 MAX_BYTES = 1 << 30  # a bound on what we read at all; the app's upload limit is lower
 

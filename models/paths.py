@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 def home_dir() -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.architectures import ArchSpec, ExampleTiedDropout, InputNorm
-from models.errors import InvalidInputError
+from lenscape.models.architectures import ArchSpec, ExampleTiedDropout, InputNorm
+from lenscape.errors import InvalidInputError
 
 
 class BasicBlock(nn.Module):

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.architectures import ArchSpec, build_model, example_ids
-from models.attacks import PGDConfig, pgd_perturbation
-from models.checkpoints import model_fingerprint, read_json, save_checkpoint, write_json
-from models.data import DataSpec, ImageData, apply_label_noise, load_data
-from models.errors import InvalidInputError
+from lenscape.models.architectures import ArchSpec, build_model, example_ids
+from lenscape.models.attacks import PGDConfig, pgd_perturbation
+from lenscape.models.checkpoints import model_fingerprint, read_json, save_checkpoint, write_json
+from lenscape.models.data import DataSpec, ImageData, apply_label_noise, load_data
+from lenscape.errors import InvalidInputError
 
 SCHEDULES = ("constant", "cosine", "step", "triangle")
 Progress = Callable[[float, str], None]  # may raise to stop the run
@@ -147,7 +147,7 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cp
              batch_size: int = 1000, labels: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
     """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels.
     The data go to the device once (see on_device); analysis.evaluation does the batching."""
-    from analysis.evaluation import evaluate as batched
+    from lenscape.analysis.evaluation import evaluate as batched
 
     labels = data.labels if labels is None else labels
     if not len(data):
@@ -260,7 +260,7 @@ def _gradient_recorder(model: nn.Module, data: PreparedData, record: dict):
     """(GradientRecorder, noise mask on the device) for a run with label noise, else None: the
     paper's gradient accounting, summed while each epoch trains, goes into run.json's "gradients"
     (ALGORITHMS.md section 3)."""
-    from analysis.memorization import GradientRecorder
+    from lenscape.analysis.memorization import GradientRecorder
 
     if data.noise_mask is None or not bool(data.noise_mask.any()):
         return None

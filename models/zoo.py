@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.architectures import ArchSpec
-from models.checkpoints import load_checkpoint, model_fingerprint, read_json, save_checkpoint, write_json
-from models.data import DataSpec, load_data
-from models.errors import InvalidInputError
-from models.loading import model_from_state
-from models.paths import runs_dir
-from models.training import PreparedData, TrainConfig, prepare_data
+from lenscape.models.architectures import ArchSpec
+from lenscape.models.checkpoints import load_checkpoint, model_fingerprint, read_json, save_checkpoint, write_json
+from lenscape.models.data import DataSpec, load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.loading import model_from_state
+from lenscape.models.paths import runs_dir
+from lenscape.models.training import PreparedData, TrainConfig, prepare_data
 
 
 @dataclass(frozen=True)

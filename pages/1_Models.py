@@ -1,12 +1,12 @@
 import streamlit as st
 
-from backend.tasks import train_jobs
-from ui.common import backend, page_setup, page_tabs
-from ui.data import data_picker, data_preview
-from ui.jobs import job_panel, submit
-from ui.loading import import_form
-from ui.summary import model_picker, reopen_summary, show_model
-from ui.training import show_trained, train_form
+from lenscape.backend.tasks import train_jobs
+from lenscape.ui.common import backend, page_setup, page_tabs
+from lenscape.ui.data import data_picker, data_preview
+from lenscape.ui.jobs import job_panel, submit
+from lenscape.ui.loading import import_form
+from lenscape.ui.summary import model_picker, reopen_summary, show_model
+from lenscape.ui.training import show_trained, train_form
 
 page_setup("Models")
 st.title("Models")

@@ -1,8 +1,8 @@
 import streamlit as st
 
-from ui.common import page_setup, page_tabs
-from ui.saliency import maps
-from ui.saliency_checks import blockmnist_check, diffroar, randomization
+from lenscape.ui.common import page_setup, page_tabs
+from lenscape.ui.saliency import maps
+from lenscape.ui.saliency_checks import blockmnist_check, diffroar, randomization
 
 page_setup("Saliency")
 st.title("Saliency")

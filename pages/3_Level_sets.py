@@ -1,7 +1,7 @@
 import streamlit as st
 
-from ui.common import page_setup
-from ui.level_sets import TEACHING, level_sets
+from lenscape.ui.common import page_setup
+from lenscape.ui.level_sets import TEACHING, level_sets
 
 page_setup("Level sets")
 st.title("Level sets")

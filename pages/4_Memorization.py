@@ -1,7 +1,7 @@
 import streamlit as st
 
-from ui.common import model_select, page_setup, page_tabs
-from ui.memorization import (TEACHING, TIED_PRESET, flipping, gradients, noisy_or_offer, overview, retraining,
+from lenscape.ui.common import model_select, page_setup, page_tabs
+from lenscape.ui.memorization import (TEACHING, TIED_PRESET, flipping, gradients, noisy_or_offer, overview, retraining,
                              rewinding, tied_dropout, train_offer)
 
 page_setup("Memorization")

@@ -1,7 +1,7 @@
 import streamlit as st
 
-from ui.common import page_setup, page_tabs
-from ui.similarity import all_metrics, convergence, layer_matrix, models_with_data, projection, seed_matrix
+from lenscape.ui.common import page_setup, page_tabs
+from lenscape.ui.similarity import all_metrics, convergence, layer_matrix, models_with_data, projection, seed_matrix
 
 page_setup("Similarity")
 st.title("Similarity")

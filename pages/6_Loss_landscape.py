@@ -1,7 +1,7 @@
 import streamlit as st
 
-from ui.common import eligible_runs, page_setup, page_tabs
-from ui.landscape import TEACHING, curvature_tab, directions_tab, interpolation_tab, trajectory_tab
+from lenscape.ui.common import eligible_runs, page_setup, page_tabs
+from lenscape.ui.landscape import TEACHING, curvature_tab, directions_tab, interpolation_tab, trajectory_tab
 
 page_setup("Loss landscape")
 st.title("Loss landscape")

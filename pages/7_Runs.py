@@ -1,8 +1,8 @@
 import streamlit as st
 
-from ui.common import page_setup
-from ui.jobs import my_jobs_section
-from ui.runs import import_section, models_section, results_section
+from lenscape.ui.common import page_setup
+from lenscape.ui.jobs import my_jobs_section
+from lenscape.ui.runs import import_section, models_section, results_section
 
 page_setup("Runs")
 st.title("Runs")

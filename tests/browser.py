@@ -47,7 +47,7 @@ def streamlit_server(home: Path) -> Iterator[str]:
     env = {**os.environ, "LENSCAPE_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ui.serve",      # as ./lenscape app starts it
+    proc = subprocess.Popen([sys.executable, "-m", "lenscape", "app",      # as lenscape app starts it
                              "--server.port", str(port), "--server.address", "127.0.0.1"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 90

@@ -33,14 +33,14 @@ def has_data(name: str) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def job_kinds():
     """The app's job kinds, registered as open_backend() registers them."""
-    from backend.kinds import register_all
+    from lenscape.backend.kinds import register_all
     return register_all()
 
 
 @pytest.fixture
 def runner(lenscape_home):
     """The real backend (local runner and on-disk store) over the test's workspace."""
-    from backend.runner import open_backend
+    from lenscape.backend.runner import open_backend
     r = open_backend()
     yield r
     r.shutdown()
@@ -49,7 +49,7 @@ def runner(lenscape_home):
 @pytest.fixture
 def wait_for_job(runner):
     """wait_for_job(job_id) -> its result; fails the test with the job's error if it did not finish."""
-    from backend.jobs import JobStatus
+    from lenscape.backend.jobs import JobStatus
 
     def wait(job_id: str, timeout: float = 900):
         status = runner.wait(job_id, timeout)
@@ -64,8 +64,8 @@ def trained_run(runner, wait_for_job):
     backend's train jobs into the test's workspace. `recipe` is a preset name or a TrainConfig."""
     from dataclasses import replace
 
-    from backend.tasks import train_jobs
-    from models.training import preset
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
 
     def train(recipe="digits-mlp", seeds=(0,), **overrides) -> list[dict]:
         cfg = preset(recipe, **overrides) if isinstance(recipe, str) else replace(recipe, **overrides)
@@ -79,7 +79,7 @@ def trained_run(runner, wait_for_job):
 @pytest.fixture(scope="session")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    from backend.cluster import connect
+    from lenscape.backend.cluster import connect
 
     started = time.perf_counter()
     summary = connect("local", workers=2)
@@ -98,7 +98,7 @@ def runner_kind(request) -> str:
 @pytest.fixture
 def make_runner(runner_kind):
     """make_runner(store, **kwargs): a runner of the test's kind ("local" or "ray") over `store`."""
-    from backend.runner import LocalRunner, RayRunner
+    from lenscape.backend.runner import LocalRunner, RayRunner
 
     def make(store, **kwargs):
         return RayRunner(store, "local", **kwargs) if runner_kind == "ray" else LocalRunner(store, **kwargs)

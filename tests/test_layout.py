@@ -5,19 +5,25 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"app", "pages", "ui", "backend", "models", "analysis"}
-ALLOWED = {"pages": {"ui", "backend", "models", "analysis"}, "ui": {"ui", "backend", "models", "analysis"},
-           "backend": {"backend", "analysis", "models"}, "analysis": {"analysis", "models"}, "models": {"models"}}
-# analysis → models only for data types, errors and seeded initialization
-ANALYSIS_MAY_USE = {"models", "models.errors", "models.data", "models.seeding", "models.architectures"}
+# Installed as one package: `lenscape.analysis` is the folder analysis/, and so on. lenscape/ holds what
+# belongs to no layer: the errors every layer raises (`lenscape.errors`), the command line and the
+# notebook API (front ends, like app.py).
+OURS = {"app", "pages", "ui", "backend", "models", "analysis", "errors"}
+ALLOWED = {"pages": {"ui", "backend", "models", "analysis", "errors"},
+           "ui": {"ui", "backend", "models", "analysis", "errors"},
+           "backend": {"backend", "analysis", "models", "errors"}, "analysis": {"analysis", "models", "errors"},
+           "models": {"models", "errors"}}
+# analysis → models only for data types and seeded initialization
+ANALYSIS_MAY_USE = {"models.data", "models.seeding", "models.architectures"}
 # The one crossing against the grain, on purpose: training evaluates with the same batched
 # evaluation every view uses (one loop, one out-of-memory retry), imported inside the function; and
 # records the paper's gradient accounting with the same clean/noisy split the Memorization view uses.
-# And the command line, a front end like app.py: `python -m models warm --preset teaching` prepares the
-# class demo through the backend (imported inside the command, so `python -m models train` stays light).
-EXCEPTIONS = {("models/training.py", "analysis.evaluation"), ("models/training.py", "analysis.memorization"),
-              ("models/__main__.py", "backend.runner"),
-              ("models/__main__.py", "backend.teaching")}
+EXCEPTIONS = {("models/training.py", "analysis.evaluation"), ("models/training.py", "analysis.memorization")}
+
+
+def _ours(module: str) -> str:
+    """`lenscape.analysis.cka` → `analysis.cka`; `lenscape` alone, or another package's module, as it is."""
+    return module.removeprefix("lenscape.") if module.startswith("lenscape.") else module
 
 
 def _imports(path: Path) -> set[str]:
@@ -29,7 +35,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path.relative_to(ROOT)}: relative import (line {node.lineno})"
             names.add(node.module)
-    return names
+    return {_ours(n) for n in names}
 
 
 def _problems() -> list[str]:
@@ -56,7 +62,7 @@ def test_import_rules_and_streamlit_only_in_the_ui():
 
 def test_the_rules_catch_an_import_inside_a_function(tmp_path, monkeypatch):
     bad = ROOT / "models" / "_layout_probe.py"
-    bad.write_text("def f():\n    from ui.common import backend\n    import streamlit\n")
+    bad.write_text("def f():\n    from lenscape.ui.common import backend\n    import streamlit\n")
     try:
         found = _problems()
     finally:

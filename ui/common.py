@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from backend.device import describe_device
-from backend.runner import LocalRunner, open_backend
-from models.data import DataSpec, ImageData, is_prepared, load_data
-from models.errors import InvalidInputError, WorkspaceNotWritable
-from models.zoo import LoadedModel, list_runs, load_model
+from lenscape.backend.device import describe_device
+from lenscape.backend.runner import LocalRunner, open_backend
+from lenscape.models.data import DataSpec, ImageData, is_prepared, load_data
+from lenscape.errors import InvalidInputError, WorkspaceNotWritable
+from lenscape.models.zoo import LoadedModel, list_runs, load_model
 
 MODEL_KEY = "workspace.model"
 DATA_KEY = "workspace.data"
@@ -59,7 +59,7 @@ def plot_text(text: object) -> str:
 def backend() -> LocalRunner:
     """One runner per server process: every tab and every rerun attaches to the same jobs. Jobs
     run here, or on the Ray cluster that whoever started the server named (LENSCAPE_RAY_ADDRESS)."""
-    from backend.cluster import ray_address
+    from lenscape.backend.cluster import ray_address
 
     return _backend(ray_address() or "")
 
@@ -83,9 +83,9 @@ def cached_data(spec: DataSpec, split: str) -> ImageData:
 
 
 def _prepare(spec: DataSpec) -> None:
-    from backend.jobs import JobStatus
-    from backend.tasks import prepare_data_job_for
-    from ui.jobs import job_panel, submit
+    from lenscape.backend.jobs import JobStatus
+    from lenscape.backend.tasks import prepare_data_job_for
+    from lenscape.ui.jobs import job_panel, submit
 
     key = f"data.prepare.{spec.key()}"
     (job_id,) = submit(key, prepare_data_job_for(spec))
@@ -110,7 +110,7 @@ class TrainingSplit:
 
 @st.cache_resource(show_spinner="Loading the training set…", max_entries=4)
 def _training_split(run_id: str, fingerprint: str, _lm: LoadedModel) -> TrainingSplit:
-    from models.zoo import training_data
+    from lenscape.models.zoo import training_data
 
     prepared = training_data(_lm)
     mask = (prepared.noise_mask.numpy() if prepared.noise_mask is not None

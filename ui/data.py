@@ -5,12 +5,12 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.paths import user_path
-from ui.common import DATA_KEY, cached_data, plain, run_safely, show_data_set, to_url
-from ui.figures import montage_png
-from ui.url_widgets import flag, flag_text, number_in, one_of, url_widget
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import user_path
+from lenscape.ui.common import DATA_KEY, cached_data, plain, run_safely, show_data_set, to_url
+from lenscape.ui.figures import montage_png
+from lenscape.ui.url_widgets import flag, flag_text, number_in, one_of, url_widget
 
 NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
          "blockmnist": "BlockMNIST (56×28, signal + null block)", "imagefolder": "My images (ImageFolder)"}

@@ -25,7 +25,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 from PIL import Image
 
-from models.paths import cache_dir
+from lenscape.models.paths import cache_dir
 
 SOURCE = Path(__file__).resolve().parents[1] / "assets" / "hover_scatter" / "index.html"
 MAX_VALUES = 16_000_000    # pixel values kept per panel: ~20,000 MNIST or ~5,000 CIFAR-10 thumbnails (a 3 MB file)

@@ -11,9 +11,9 @@ from typing import Any
 
 import streamlit as st
 
-from backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady
-from models.errors import InvalidInputError
-from ui.common import backend, plain
+from lenscape.backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady
+from lenscape.errors import InvalidInputError
+from lenscape.ui.common import backend, plain
 
 RUNNING = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -69,8 +69,8 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
 def predictions(lm, state_key: str, split: str = "test"):
     """(N, C) probabilities of `lm` over a split from the "predict" job, or None while it runs (its
     progress bar is drawn)."""
-    from backend.jobs import job, ref
-    from backend.saliency_tasks import PredictConfig
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.saliency_tasks import PredictConfig
 
     r = ref(lm)
     (job_id,) = submit(state_key, job("predict", PredictConfig(model=r, split=split), (r,),
@@ -194,7 +194,7 @@ def linked_job(kinds: str | tuple[str, ...]) -> tuple[str, Any] | None:
     drawing them and shows the job with `attach`, so nothing is computed again."""
     import json
 
-    from backend.bundle_checks import rebuild
+    from lenscape.backend.bundle_checks import rebuild
 
     job_id = st.query_params.get("job")
     kinds = (kinds,) if isinstance(kinds, str) else kinds

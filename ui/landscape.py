@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.landscape import NORMS, Curve, DirectionConfig, batchnorm_layers
-from backend.jobs import job, ref
-from backend.limits import limits, seconds_per_example
-from backend.landscape_tasks import (BNSubset, ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig,
+from lenscape.analysis.landscape import NORMS, Curve, DirectionConfig, batchnorm_layers
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.limits import limits, seconds_per_example
+from lenscape.backend.landscape_tasks import (BNSubset, ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig,
                                      SurfaceConfig, TrajectoryConfig)
-from models.zoo import LoadedModel
-from ui.common import backend, model_options, plain, plot_text
-from ui.figures import CONFIG
-from ui.jobs import job_panel, reopen, submit
-from ui.landscape_figs import contour, curves, density_figure, eigenvalue_figure, gaps, heatmap, surface_figure
-from ui.pickers import bound, param, pick_b, pick_model, set_picker
-from ui.url_widgets import flag, number_in, one_of
+from lenscape.models.zoo import LoadedModel
+from lenscape.ui.common import backend, model_options, plain, plot_text
+from lenscape.ui.figures import CONFIG
+from lenscape.ui.jobs import job_panel, reopen, submit
+from lenscape.ui.landscape_figs import contour, curves, density_figure, eigenvalue_figure, gaps, heatmap, surface_figure
+from lenscape.ui.pickers import bound, param, pick_b, pick_model, set_picker
+from lenscape.ui.url_widgets import flag, number_in, one_of
 
 TEACHING = """
 - **Why filter-normalized directions?** A network with BatchNorm (or ReLUs) computes the same function when

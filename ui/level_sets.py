@@ -10,16 +10,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.level_sets import LSTConfig
-from backend.jobs import job, ref
-from backend.level_set_tasks import TraversalConfig
-from models.zoo import LoadedModel
-from ui.common import (MODEL_KEY, cached_data, eligible_runs, from_url, model_options, model_select, plain, plot_text,
+from lenscape.analysis.level_sets import LSTConfig
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.level_set_tasks import TraversalConfig
+from lenscape.models.zoo import LoadedModel
+from lenscape.ui.common import (MODEL_KEY, cached_data, eligible_runs, from_url, model_options, model_select, plain, plot_text,
                        run_safely, to_url)
-from ui.figures import CONFIG, image_grid, montage_png
-from ui.level_sets_figs import PALETTE, curves, triangle_figure
-from ui.jobs import job_panel, predictions, reopen, submit
-from ui.url_widgets import coded, number_in, one_of, url_widget
+from lenscape.ui.figures import CONFIG, image_grid, montage_png
+from lenscape.ui.level_sets_figs import PALETTE, curves, triangle_figure
+from lenscape.ui.jobs import job_panel, predictions, reopen, submit
+from lenscape.ui.url_widgets import coded, number_in, one_of, url_widget
 
 TEACHING = """
 - **An equi-confidence level set** is every input the model gives (about) the same confidence in a class:

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend.tasks import summary_job_for
-from models.architectures import ArchSpec, default_normalization
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.loading import (model_from_state, read_model_file, read_state_dict, suggest_architecture,
+from lenscape.backend.tasks import summary_job_for
+from lenscape.models.architectures import ArchSpec, default_normalization
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.loading import (model_from_state, read_model_file, read_state_dict, suggest_architecture,
                              torchvision_names, torchvision_pretrained)
-from models.paths import user_path
-from models.zoo import AlreadyImported, import_model
-from ui.common import adopt_model, cached_data, plain, run_model, run_safely
-from ui.jobs import submit
-from ui.summary import JOB_KEY as SUMMARY_JOB
-from ui.training import ARCH_LABELS, parse_widths
+from lenscape.models.paths import user_path
+from lenscape.models.zoo import AlreadyImported, import_model
+from lenscape.ui.common import adopt_model, cached_data, plain, run_model, run_safely
+from lenscape.ui.jobs import submit
+from lenscape.ui.summary import JOB_KEY as SUMMARY_JOB
+from lenscape.ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
 TV = "torchvision:"            # an architecture option naming a torchvision classifier

@@ -9,16 +9,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from analysis.memorization import GROUPING_HELP, GROUPINGS, FlipConfig, RetrainConfig, layer_groups, paper_grouping
-from backend.jobs import job, ref
-from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
+from lenscape.analysis.memorization import GROUPING_HELP, GROUPINGS, FlipConfig, RetrainConfig, layer_groups, paper_grouping
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                         TiedDropoutConfig)
-from backend.tasks import train_jobs
-from models.training import preset
-from models.zoo import LoadedModel, training_data
-from ui.common import plain, plot_text, run_safely
-from ui.figures import CONFIG, image_grid
-from ui.jobs import job_panel, reopen, submit
+from lenscape.backend.tasks import train_jobs
+from lenscape.models.training import preset
+from lenscape.models.zoo import LoadedModel, training_data
+from lenscape.ui.common import plain, plot_text, run_safely
+from lenscape.ui.figures import CONFIG, image_grid
+from lenscape.ui.jobs import job_panel, reopen, submit
 
 TEACHING = {
     "overview": "Some training labels were flipped on purpose (the noise rate). A model that fits them anyway "

@@ -13,9 +13,9 @@ from typing import Any
 
 import streamlit as st
 
-from models.zoo import LoadedModel
-from ui.common import MODEL_KEY, eligible_runs, from_url, model_select, to_url
-from ui.url_widgets import _same, one_of
+from lenscape.models.zoo import LoadedModel
+from lenscape.ui.common import MODEL_KEY, eligible_runs, from_url, model_select, to_url
+from lenscape.ui.url_widgets import _same, one_of
 
 NO_DEFAULT = object()
 

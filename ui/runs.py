@@ -12,14 +12,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend.bundles import export_bundle, import_bundle
-from models.checkpoints import read_json, write_json
-from models.errors import InvalidInputError
-from models.paths import home_dir, runs_dir
-from models.zoo import delete_run, list_runs
-from ui.common import backend, model_row, plain, plot_text, run_safely, timestamp
-from ui.figures import CONFIG
-from ui.summary import test_accuracy
+from lenscape.backend.bundles import export_bundle, import_bundle
+from lenscape.models.checkpoints import read_json, write_json
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import home_dir, runs_dir
+from lenscape.models.zoo import delete_run, list_runs
+from lenscape.ui.common import backend, model_row, plain, plot_text, run_safely, timestamp
+from lenscape.ui.figures import CONFIG
+from lenscape.ui.summary import test_accuracy
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
 # same job again

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.saliency import (BASELINES, METHOD_LABELS, METHODS, SaliencyConfig, conv_layers, conv_output_sizes,
+from lenscape.analysis.saliency import (BASELINES, METHOD_LABELS, METHODS, SaliencyConfig, conv_layers, conv_output_sizes,
                                suggest_gradcam_layer)
-from analysis.visualization import SIGNS
-from backend.jobs import job, ref
-from backend.saliency_tasks import GridConfig
-from models.data import stratified
-from models.zoo import LoadedModel
-from ui.common import (
+from lenscape.analysis.visualization import SIGNS
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.models.data import stratified
+from lenscape.models.zoo import LoadedModel
+from lenscape.ui.common import (
     MODEL_KEY,
     backend,
     plot_text,
@@ -27,10 +27,10 @@ from ui.common import (
     run_model,
     training_split,
 )
-from ui.figures import CONFIG
-from ui.jobs import job_panel, predictions, reopen, submit
-from ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
-from ui.url_widgets import coded, comma, number_in, one_of, pair_in, some_of, url_widget
+from lenscape.ui.figures import CONFIG
+from lenscape.ui.jobs import job_panel, predictions, reopen, submit
+from lenscape.ui.saliency_figs import Display, attribution_grid, grid_file, model_facts, what_differs
+from lenscape.ui.url_widgets import coded, comma, number_in, one_of, pair_in, some_of, url_widget
 
 DEFAULT_METHODS = ("gradient", "integrated_gradients", "smoothgrad")
 SIGN_LABELS = {"absolute_value": "Absolute", "positive": "Positive", "negative": "Negative", "all": "All"}

@@ -5,21 +5,21 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.roar import DiffRoarConfig
-from analysis.saliency import METHOD_LABELS, METHODS
-from analysis.sanity import MAP_MODES, MARGIN, ORDERS
-from backend.jobs import job, ref
-from backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig
-from backend.tasks import train_jobs
-from models.data import DataSpec
-from models.training import preset
-from models.zoo import LoadedModel
-from ui.common import cached_data, eligible_runs, from_url, model_options, models_select, plain, run_safely, to_url
-from ui.figures import CONFIG
-from ui.jobs import job_panel, reopen, submit
-from ui.saliency import method_form, method_widgets, model_widgets, pick_models
-from ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
-from ui.url_widgets import comma, flag, flag_text, number_in, one_of, some_of, url_widget
+from lenscape.analysis.roar import DiffRoarConfig
+from lenscape.analysis.saliency import METHOD_LABELS, METHODS
+from lenscape.analysis.sanity import MAP_MODES, MARGIN, ORDERS
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.saliency_tasks import DiffRoarJobConfig, NullMassConfig, RandomizationConfig
+from lenscape.backend.tasks import train_jobs
+from lenscape.models.data import DataSpec
+from lenscape.models.training import preset
+from lenscape.models.zoo import LoadedModel
+from lenscape.ui.common import cached_data, eligible_runs, from_url, model_options, models_select, plain, run_safely, to_url
+from lenscape.ui.figures import CONFIG
+from lenscape.ui.jobs import job_panel, reopen, submit
+from lenscape.ui.saliency import method_form, method_widgets, model_widgets, pick_models
+from lenscape.ui.saliency_figs import Display, attribution_grid, diffroar_curves, null_mass_boxes, rank_corr_curves
+from lenscape.ui.url_widgets import comma, flag, flag_text, number_in, one_of, some_of, url_widget
 
 ZOO = ("blockmnist-mlp", "blockmnist-mlp-robust", "blockmnist-cnn", "blockmnist-cnn-robust")
 NULL_KS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)

@@ -9,8 +9,8 @@ from functools import lru_cache
 import numpy as np
 import plotly.graph_objects as go
 
-from analysis.saliency import METHOD_LABELS
-from analysis.visualization import COLOURS, normalized, signed_map, threshold
+from lenscape.analysis.saliency import METHOD_LABELS
+from lenscape.analysis.visualization import COLOURS, normalized, signed_map, threshold
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -110,7 +110,7 @@ def model_facts(record: dict, epoch: int) -> dict[str, str | None]:
 
 
 def _data_label(data: dict | None) -> str:
-    from models.data import DataSpec
+    from lenscape.models.data import DataSpec
 
     return DataSpec.from_dict(data).label if data else "no data set"
 

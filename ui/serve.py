@@ -1,4 +1,4 @@
-"""Start Lenscape's Streamlit server (`./lenscape app` runs `python -m ui.serve`), with a stricter
+"""Start Lenscape's Streamlit server (`lenscape app`, which `./lenscape.sh app` runs), with a stricter
 WebSocket origin check than Streamlit's own.
 
 Streamlit accepts a WebSocket whose Origin is the request's own host, or any origin whose *host

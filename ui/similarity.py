@@ -8,18 +8,18 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.activations import hidden_layers
-from analysis.embedding import UMAP_METRICS, ProjectionConfig
-from analysis.evaluation import CONV_MODES
-from backend.jobs import job, ref
-from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
+from lenscape.analysis.activations import hidden_layers
+from lenscape.analysis.embedding import UMAP_METRICS, ProjectionConfig
+from lenscape.analysis.evaluation import CONV_MODES
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig, ProjectionJobConfig,
                                       SeedMatrixConfig)
-from ui.common import MODEL_KEY, cached_data, from_url, model_options, models_select, run_model
-from ui.figures import CONFIG
-from ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
-from ui.jobs import job_panel, reopen, submit
-from ui.pickers import bound, param, penultimate, pick_b, pick_model, read, recipe_seeds, set_picker, write
-from ui.url_widgets import number_in, one_of, some_of
+from lenscape.ui.common import MODEL_KEY, cached_data, from_url, model_options, models_select, run_model
+from lenscape.ui.figures import CONFIG
+from lenscape.ui.hover_scatter import Panel, Sprite, hover_scatter, images_to_keep, sprite_sheet
+from lenscape.ui.jobs import job_panel, reopen, submit
+from lenscape.ui.pickers import bound, param, penultimate, pick_b, pick_model, read, recipe_seeds, set_picker, write
+from lenscape.ui.url_widgets import number_in, one_of, some_of
 
 METRIC_LABELS = {"linear_cka": "Linear CKA", "rbf_cka": "RBF CKA", "debiased_cka": "Debiased CKA", "cca": "CCA (mean ρ)",
                  "svcca": "SVCCA", "pwcca": "PWCCA"}

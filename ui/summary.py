@@ -5,17 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.summary import ModelSummary
-from backend.jobs import ModelRef, job
-from backend.tasks import SummaryJobConfig, summary_job_for
-from models.data import DataSpec
-from models.zoo import LoadedModel, delete_run
-from ui.common import (MODEL_KEY, backend, cached_data, from_url, model_options, model_select, plot_text, run_safely,
+from lenscape.analysis.summary import ModelSummary
+from lenscape.backend.jobs import ModelRef, job
+from lenscape.backend.tasks import SummaryJobConfig, summary_job_for
+from lenscape.models.data import DataSpec
+from lenscape.models.zoo import LoadedModel, delete_run
+from lenscape.ui.common import (MODEL_KEY, backend, cached_data, from_url, model_options, model_select, plot_text, run_safely,
                        to_url)
-from ui.data import data_widgets
-from ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
-from ui.jobs import job_panel, reopen, submit
-from ui.url_widgets import one_of
+from lenscape.ui.data import data_widgets
+from lenscape.ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
+from lenscape.ui.jobs import job_panel, reopen, submit
+from lenscape.ui.url_widgets import one_of
 
 JOB_KEY = "models.summary_job"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from backend.tasks import train_jobs
-from backend.teaching import STEPS, missing, tour_jobs, train_configs, view_jobs
-from models.training import run_id_for
-from ui.common import MODEL_KEY, adopt_model, cached_model
-from ui.jobs import job_panel, submit
+from lenscape.backend.tasks import train_jobs
+from lenscape.backend.teaching import STEPS, missing, tour_jobs, train_configs, view_jobs
+from lenscape.models.training import run_id_for
+from lenscape.ui.common import MODEL_KEY, adopt_model, cached_model
+from lenscape.ui.jobs import job_panel, submit
 
 
 # measured from Home's button in a fresh workspace on this project's 2-core test machine (the e2e test
@@ -30,7 +30,7 @@ def _view_jobs(fingerprint: str):
 
 
 def _models():
-    from models.zoo import get_run
+    from lenscape.models.zoo import get_run
 
     recs = [get_run(run_id_for(c)) for c in train_configs()]
     return [cached_model(r["run_id"], None, r["checkpoints"][-1]["fingerprint"]) for r in recs]
@@ -42,7 +42,7 @@ def class_demo(key: str = "tour") -> None:
     if todo:
         st.markdown(f"Three small models on the built-in digits, and one result per view computed ahead, so a "
                     f"class sees pictures instead of progress bars. About {PREPARE_SECONDS} seconds on a 2-core CPU "
-                    "(or beforehand: `python -m models warm --preset teaching`).")
+                    "(or beforehand: `lenscape warm --preset teaching`).")
         if st.button("Prepare the class demo", type="primary", key=f"{key}.prepare"):
             submit(f"{key}.train", [j for c in todo for j in train_jobs(c, [c.seed])], keep_replaced=True)
         job_panel(f"{key}.train", lambda recs: st.rerun())
@@ -72,25 +72,25 @@ def class_demo(key: str = "tour") -> None:
 
 def _show(key: str, res: list, seed0, noisy, jobs, wkey: str) -> None:
     if key == "saliency":
-        from ui.saliency import _draw_grid
-        from ui.saliency_figs import Display
+        from lenscape.ui.saliency import _draw_grid
+        from lenscape.ui.saliency_figs import Display
 
         cfg = jobs["saliency"].config
         _draw_grid([seed0], cfg.split, cfg.indices, res, Display(), wkey)
     elif key == "similarity":
-        from ui.similarity import _show_matrix
+        from lenscape.ui.similarity import _show_matrix
 
         _show_matrix(res[0], wkey)
     elif key == "level_sets":
-        from ui.level_sets import show_all
+        from lenscape.ui.level_sets import show_all
 
         show_all(res, [(seed0.name, seed0.classes)], wkey)
     elif key == "landscape":
-        from analysis.landscape import batchnorm_layers
-        from ui.landscape import _show_interpolation
+        from lenscape.analysis.landscape import batchnorm_layers
+        from lenscape.ui.landscape import _show_interpolation
 
         _show_interpolation(res[0], wkey, bool(batchnorm_layers(seed0.model)))
     else:
-        from ui.memorization import show_overview
+        from lenscape.ui.memorization import show_overview
 
         show_overview(noisy, res[0], wkey)

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import streamlit as st
 
-from models.attacks import PGDConfig
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.training import PRESETS, SCHEDULES, TrainConfig, parse_seeds
-from ui.common import adopt_model, plain, plot_text, run_safely
-from ui.figures import CONFIG, training_curves
+from lenscape.models.attacks import PGDConfig
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import PRESETS, SCHEDULES, TrainConfig, parse_seeds
+from lenscape.ui.common import adopt_model, plain, plot_text, run_safely
+from lenscape.ui.figures import CONFIG, training_curves
 
 ARCH_LABELS = {"mlp": "MLP", "cnn": "Small CNN", "resnet18": "ResNet-18 (CIFAR)", "resnet9": "ResNet-9",
                "lenet": "LeNet (Captum tutorial)"}
@@ -134,7 +134,7 @@ def estimated_seconds(cfg: TrainConfig) -> tuple[float | None, int]:
     examples of every epoch (PGD's steps each cost about a forward and backward more), plus the test
     set's forward pass each epoch. None where the data cannot be read; InvalidInputError where the
     architecture does not fit the images."""
-    from ui.common import backend, cached_data
+    from lenscape.ui.common import backend, cached_data
 
     try:
         train, test = cached_data(cfg.data, "train"), cached_data(cfg.data, "test")
@@ -157,7 +157,7 @@ def _seconds_per_example(arch_json: str, batch: int, device: str) -> float:
 
     import torch
 
-    from models.architectures import ArchSpec, build_model
+    from lenscape.models.architectures import ArchSpec, build_model
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(arch_json).items()}
     spec = ArchSpec(**fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ui.common import from_url, to_url
+from lenscape.ui.common import from_url, to_url
 
 
 def url_widget(param: str | None, key: str, draw: Callable[[], Any], default: Any,

@@ -5,16 +5,16 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis.roar import DiffRoarConfig
-from analysis.saliency import SaliencyConfig, attribute, null_mass_at_k
-from backend.jobs import job, ref
-from backend.saliency_tasks import DiffRoarJobConfig
+from lenscape.analysis.roar import DiffRoarConfig
+from lenscape.analysis.saliency import SaliencyConfig, attribute, null_mass_at_k
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.saliency_tasks import DiffRoarJobConfig
 from conftest import has_data
-from models.attacks import PGDConfig
-from models.data import DataSpec, load_data, null_block_mask
-from models.paths import runs_dir
-from models.training import TrainConfig, run_id_for, train_run
-from models.zoo import load_model
+from lenscape.models.attacks import PGDConfig
+from lenscape.models.data import DataSpec, load_data, null_block_mask
+from lenscape.models.paths import runs_dir
+from lenscape.models.training import TrainConfig, run_id_for, train_run
+from lenscape.models.zoo import load_model
 
 pytestmark = [pytest.mark.paper, pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")]
 BLOCK = DataSpec(name="blockmnist")

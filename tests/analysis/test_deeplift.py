@@ -7,8 +7,8 @@ and against DeepLift's completeness, on a tiny case and on ResNet-18."""
 import torch
 from torch import nn
 
-from analysis.saliency import SaliencyConfig, compute_saliency, unshared_activations
-from models.architectures import ArchSpec, Chain, InputNorm, build_model
+from lenscape.analysis.saliency import SaliencyConfig, compute_saliency, unshared_activations
+from lenscape.models.architectures import ArchSpec, Chain, InputNorm, build_model
 
 
 def _two_relu_forward(block, x):
@@ -121,7 +121,7 @@ class _Branchy(_Twice):
 def test_a_model_that_cannot_be_separated_says_so_and_what_to_use():
     import pytest
 
-    from models.errors import InvalidInputError
+    from lenscape.errors import InvalidInputError
 
     x, y = torch.randn(2, 1, 2, 3), torch.tensor([0, 1])
     with pytest.raises(InvalidInputError, match=r"calls \['relu'\] more than once .*TraceError.*Integrated Gradients"):

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from analysis.evaluation import evaluate, in_chunks, random_subset
-from models.errors import InvalidInputError
+from lenscape.analysis.evaluation import evaluate, in_chunks, random_subset
+from lenscape.errors import InvalidInputError
 
 
 def _model(seed=0):
@@ -138,7 +138,7 @@ def test_out_of_memory_goes_down_to_one_example_before_giving_up():
 
 
 def test_summary_config_refuses_negative_counts_and_allows_zero():
-    from analysis.summary import SummaryConfig
+    from lenscape.analysis.summary import SummaryConfig
 
     assert SummaryConfig(n_samples=0, max_eval=0).max_eval == 0
     for bad in ({"n_samples": -1}, {"max_eval": -1}):

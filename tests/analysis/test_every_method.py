@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.saliency import METHODS, SaliencyConfig, compute_saliency, suggest_gradcam_layer
-from models.architectures import ArchSpec, build_model
+from lenscape.analysis.saliency import METHODS, SaliencyConfig, compute_saliency, suggest_gradcam_layer
+from lenscape.models.architectures import ArchSpec, build_model
 
 TIED = dict(p_gen=0.4, p_mem=0.2)
 ARCHS = {

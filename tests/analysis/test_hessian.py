@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.hessian import hessian_extremes, hessian_top_eigenvalues, lanczos
+from lenscape.analysis.hessian import hessian_extremes, hessian_top_eigenvalues, lanczos
 
 torch.manual_seed(0)
 X, Y = torch.randn(64, 4), torch.randint(0, 3, (64,))
@@ -101,7 +101,7 @@ def _dense_matrix(model: nn.Module, scale: float = 1.0, weights_only: bool = Fal
 
 
 def test_hutchinson_is_unbiased_around_the_dense_trace_and_exact_for_a_diagonal_hessian():
-    from analysis.hessian import hessian_trace
+    from lenscape.analysis.hessian import hessian_trace
 
     model = _mlp(seed=5)
     h = _dense_matrix(model)
@@ -125,7 +125,7 @@ def test_hutchinson_is_unbiased_around_the_dense_trace_and_exact_for_a_diagonal_
 
 
 def test_slq_is_gauss_quadrature_of_the_start_vector_exact_for_low_degree_moments():
-    from analysis.hessian import spectral_density, start_vector
+    from lenscape.analysis.hessian import spectral_density, start_vector
 
     model = _mlp(seed=6)
     h = _dense_matrix(model)

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.evaluation import evaluate
-from analysis.hessian import hessian_top_eigenvalues
-from analysis.landscape import (DirectionConfig, interpolate_states, interpolation,
+from lenscape.analysis.evaluation import evaluate
+from lenscape.analysis.hessian import hessian_top_eigenvalues
+from lenscape.analysis.landscape import (DirectionConfig, interpolate_states, interpolation,
                                 random_directions, surface, trajectory)
-from models.architectures import ArchSpec, build_model
-from models.errors import InvalidInputError
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.errors import InvalidInputError
 
 CNN_BN = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), channels=(4, 6),
                   batchnorm=True)
@@ -178,7 +178,7 @@ def test_the_batch_size_does_not_change_the_surface():
 
 
 def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
-    from analysis.hessian import hessian_extremes
+    from lenscape.analysis.hessian import hessian_extremes
 
     g = torch.Generator().manual_seed(1)
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
@@ -191,7 +191,7 @@ def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
 
 
 def test_convexity_map_on_a_model_leaves_it_untouched():
-    from analysis.landscape import convexity_map
+    from lenscape.analysis.landscape import convexity_map
 
     model, (images, labels) = _trained(), _data(24)
     before = _snapshot(model)
@@ -240,7 +240,7 @@ def test_the_details_mutation_testing_asked_about():
 
 
 def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spectrum():
-    from analysis.hessian import hessian_extremes
+    from lenscape.analysis.hessian import hessian_extremes
 
     g = torch.Generator().manual_seed(2)
     q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
@@ -290,7 +290,7 @@ def test_an_interpolation_between_batchnorm_models_beyond_the_segment_has_no_nan
 
 
 def test_a_convexity_point_whose_search_does_not_converge_is_blank_not_wrong():
-    from analysis.landscape import convexity_map
+    from lenscape.analysis.landscape import convexity_map
 
     model, (images, labels) = _trained(), _data(24)
     x = images.float() / 255

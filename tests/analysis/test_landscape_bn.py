@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.landscape import (DirectionConfig, interpolate_states, interpolation, random_directions,
+from lenscape.analysis.landscape import (DirectionConfig, interpolate_states, interpolation, random_directions,
                                 recompute_bn_statistics, surface)
-from models.architectures import ArchSpec, build_model
-from models.errors import InvalidInputError
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.errors import InvalidInputError
 
 # the BatchNorm CNN and its data, shared with the landscape tests
 from test_landscape import CNN_BN, _data, _trained  # noqa: E402

@@ -7,19 +7,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.level_sets import LSTConfig, barycentric_grid, level_set_traversal, project_out, ssim, triangle
-from models.architectures import ArchSpec
-from models.data import DataSpec, load_data
-from models.errors import InvalidInputError
-from models.training import preset, train_run
+from lenscape.analysis.level_sets import LSTConfig, barycentric_grid, level_set_traversal, project_out, ssim, triangle
+from lenscape.models.architectures import ArchSpec
+from lenscape.models.data import DataSpec, load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import preset, train_run
 from conftest import has_data
 
 
 @pytest.fixture(scope="module")
 def digits_cnn(tmp_path_factory):
     """The digits CNN preset trained for 8 epochs (seconds), loaded from its last checkpoint."""
-    from models.checkpoints import load_checkpoint
-    from models.loading import model_from_state
+    from lenscape.models.checkpoints import load_checkpoint
+    from lenscape.models.loading import model_from_state
 
     folder = tmp_path_factory.mktemp("lst") / "run"
     rec = train_run(preset("digits-cnn", epochs=8), folder)
@@ -164,8 +164,8 @@ def test_on_mnist_a_small_cnn_walks_much_closer_to_the_target_in_the_source_clas
     """ALGORITHMS.md section 2, at MNIST scale: a small CNN (10 000 images, 2 epochs), the argparse
     defaults (η 0.05, T 100, δ 0.05). Measured: final / initial RMS distance 0.36-0.55, the outputs
     still classified as the source class with p(c) within δ of p0."""
-    from models.checkpoints import load_checkpoint
-    from models.loading import model_from_state
+    from lenscape.models.checkpoints import load_checkpoint
+    from lenscape.models.loading import model_from_state
 
     rec = train_run(preset("mnist-cnn", train_subset=10000, epochs=2), tmp_path / "run")
     state, _ = load_checkpoint(tmp_path / "run" / rec["checkpoints"][-1]["file"])

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, gradient_account, layer_groups,
+from lenscape.analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, gradient_account, layer_groups,
                                    masked_accuracy, neuron_layers, retrain_group, rewound, split_gradients,
                                    tied_dropout_accuracies)
-from models.architectures import ArchSpec, build_model
-from models.errors import InvalidInputError
-from models.training import prepare_data, preset, train_run
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import prepare_data, preset, train_run
 
 
 def _cnn(seed=0, batchnorm=False):
@@ -90,8 +90,8 @@ def test_gradient_account_against_a_loop_written_here():
 @pytest.fixture(scope="module")
 def noisy_run(tmp_path_factory):
     """A digits MLP (256, 256) trained 100 epochs on 10% flipped labels: it memorizes all of them."""
-    from models.checkpoints import load_checkpoint
-    from models.loading import model_from_state
+    from lenscape.models.checkpoints import load_checkpoint
+    from lenscape.models.loading import model_from_state
 
     folder = tmp_path_factory.mktemp("mem") / "run"
     cfg = preset("digits-mlp-noise10")
@@ -221,8 +221,8 @@ def test_example_tied_dropout_forgets_the_memorized_examples_when_their_neurons_
     """Digits MLP (256, 256), 10% noise, p_gen 0.5, p_mem 0.2 on the last hidden layer. Measured:
     noisy examples 100% with their own masks, 11% with the memorization neurons dropped; test
     96.7% → 96.4%."""
-    from models.checkpoints import load_checkpoint
-    from models.loading import model_from_state
+    from lenscape.models.checkpoints import load_checkpoint
+    from lenscape.models.loading import model_from_state
 
     cfg = preset("digits-mlp-tied-dropout")
     rec = train_run(cfg, tmp_path / "run")
@@ -310,7 +310,7 @@ def test_the_papers_groups_of_its_resnets():
 
 
 def test_split_gradients_passes_the_example_ids_to_example_tied_dropout():
-    from models.architectures import example_ids
+    from lenscape.models.architectures import example_ids
 
     model = _tied_mlp().train()
     x, y, noisy = _batch()
@@ -329,7 +329,7 @@ def test_split_gradients_passes_the_example_ids_to_example_tied_dropout():
 
 
 def test_gradient_account_of_a_tied_dropout_model_on_uint8_images_uses_each_examples_index():
-    from models.architectures import example_ids
+    from lenscape.models.architectures import example_ids
 
     model = _tied_mlp()
     g = torch.Generator().manual_seed(4)
@@ -521,7 +521,7 @@ def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_dr
 
 
 def test_flip_noise_is_the_examples_share_of_a_batch_noise_of_the_given_norm():
-    from analysis.memorization import _noise_scale
+    from lenscape.analysis.memorization import _noise_scale
 
     g = torch.Generator().manual_seed(0)
     xb = torch.rand(3, 16, 1, 8, 8, generator=g)                         # (k groups, B, C, H, W)
@@ -567,7 +567,7 @@ def test_tied_dropout_accuracies_against_each_mode_written_here():
 
 
 def test_layer_group_names_and_a_record_that_lacks_a_parameter():
-    from analysis.memorization import ParamGradients, group_account, paper_grouping
+    from lenscape.analysis.memorization import ParamGradients, group_account, paper_grouping
 
     nn = torch.nn
     r18 = build_model(ArchSpec(name="resnet18", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3,

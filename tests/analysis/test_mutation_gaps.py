@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.saliency import SaliencyConfig, attribute, compute_saliency, ig_baseline, null_mass_at_k
-from analysis.sanity import _average_ranks, spearman
-from analysis.similarity import _median, cca, linear_cka
-from models.errors import InvalidInputError
+from lenscape.analysis.saliency import SaliencyConfig, attribute, compute_saliency, ig_baseline, null_mass_at_k
+from lenscape.analysis.sanity import _average_ranks, spearman
+from lenscape.analysis.similarity import _median, cca, linear_cka
+from lenscape.errors import InvalidInputError
 from test_similarity_reference import ref_linear_cka
 
 

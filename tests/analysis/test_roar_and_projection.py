@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.embedding import ProjectionConfig, project
-from analysis.roar import DiffRoarConfig, apply_keep_mask, keep_mask, pairwise_differences
-from models.errors import InvalidInputError
+from lenscape.analysis.embedding import ProjectionConfig, project
+from lenscape.analysis.roar import DiffRoarConfig, apply_keep_mask, keep_mask, pairwise_differences
+from lenscape.errors import InvalidInputError
 
 
 def test_keep_mask_counts_and_pairwise_differences():

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.saliency import (METHODS, SaliencyConfig, attribute, compute_saliency, null_mass_at_k,
+from lenscape.analysis.saliency import (METHODS, SaliencyConfig, attribute, compute_saliency, null_mass_at_k,
                                suggest_gradcam_layer, to_map)
-from models.architectures import ArchSpec, build_model
-from models.errors import InvalidInputError
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.errors import InvalidInputError
 
 
 class Linear(nn.Module):
@@ -137,8 +137,8 @@ def test_compute_saliency_reports_predictions_confidences_and_config_and_ig_alon
 
 def test_grad_cam_defaults_to_the_last_conv_layer_with_a_map_of_at_least_2x2():
     """Issue 22, 10: ResNet-18's layer4 is 1×1 on 32-px inputs, so Grad-CAM there is one value per image."""
-    from analysis.saliency import conv_output_sizes
-    from models.architectures import ArchSpec, build_model
+    from lenscape.analysis.saliency import conv_output_sizes
+    from lenscape.models.architectures import ArchSpec, build_model
 
     spec = ArchSpec(name="torchvision", torchvision_name="resnet18", in_shape=(3, 32, 32), num_classes=10,
                     mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.saliency import SaliencyConfig, attribute, noise_for, null_mass_at_k
-from models.architectures import ArchSpec, build_model
+from lenscape.analysis.saliency import SaliencyConfig, attribute, noise_for, null_mass_at_k
+from lenscape.models.architectures import ArchSpec, build_model
 
 
 class TwoLayer(nn.Module):

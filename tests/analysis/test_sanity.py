@@ -8,13 +8,13 @@ import torch
 from captum.attr import Saliency
 from scipy.stats import spearmanr
 
-from analysis.saliency import SaliencyConfig
-from analysis.sanity import MARGIN, model_randomization, parameter_layers, randomized
-from models.architectures import ArchSpec, build_model
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.training import TrainConfig, train_run
-from models.zoo import load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.analysis.sanity import MARGIN, model_randomization, parameter_layers, randomized
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import TrainConfig, train_run
+from lenscape.models.zoo import load_model
 
 LENET = Path(__file__).resolve().parents[3] / "shared" / "data" / "models" / "cifar10_lenet_captum_tutorial.pt"
 
@@ -94,8 +94,8 @@ def test_on_the_captum_lenet_gradient_passes_and_signed_guided_backprop_is_flagg
     """The issue's case: gradient maps of different images already correlate above 0.5 here, so the
     old fixed threshold flagged every method; against the measured floor gradient passes, and Guided
     Backprop's signed maps survive randomization (Adebayo et al.'s finding)."""
-    from models.data import load_data
-    from models.loading import model_from_state, read_state_dict
+    from lenscape.models.data import load_data
+    from lenscape.models.loading import model_from_state, read_state_dict
     arch = ArchSpec(name="lenet", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3)
     model = model_from_state(arch, read_state_dict(LENET.read_bytes()))
     x = load_data(DataSpec(name="cifar10"), "test").x(torch.arange(0, 10000, 1250))
@@ -108,7 +108,7 @@ def test_on_the_captum_lenet_gradient_passes_and_signed_guided_backprop_is_flagg
 
 
 def test_anticorrelated_unrelated_maps_do_not_make_no_correlation_look_similar():
-    from analysis.sanity import RandomizationResult
+    from lenscape.analysis.sanity import RandomizationResult
     common = dict(method="gradient", order="cascading", map_mode="signed", layers=["fc"], maps=np.zeros((2, 2, 1, 1)))
     res = RandomizationResult(**common, rank_corr=np.array([[0.05, 0.05]]), between_images=np.array([-0.3, -0.2]),
                               between_random=np.array([0.0, 0.0]))

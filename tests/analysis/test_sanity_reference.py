@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
-from analysis.sanity import spearman
+from lenscape.analysis.sanity import spearman
 
 
 def test_the_issue_example_with_ties_matches_scipy():

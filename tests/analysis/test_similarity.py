@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.similarity import (METRICS, MinibatchCKA, canonical_correlations, cca, conv_to_matrix, debiased_cka,
+from lenscape.analysis.similarity import (METRICS, MinibatchCKA, canonical_correlations, cca, conv_to_matrix, debiased_cka,
                                  linear_cka, pwcca, rbf_cka, svcca)
-from models.errors import InvalidInputError
+from lenscape.errors import InvalidInputError
 
 
 @pytest.fixture

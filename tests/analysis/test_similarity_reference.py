@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.similarity import (METRICS, MinibatchCKA, cca, debiased_cka, linear_cka, pwcca, rbf_cka, rbf_gram,
+from lenscape.analysis.similarity import (METRICS, MinibatchCKA, cca, debiased_cka, linear_cka, pwcca, rbf_cka, rbf_gram,
                                  svcca)
 
 

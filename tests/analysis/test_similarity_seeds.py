@@ -4,13 +4,13 @@ largest on the diagonal, and every metric beats its random-network baseline at t
 import numpy as np
 import pytest
 
-from analysis.activations import hidden_layers
-from backend.jobs import job, ref
-from backend.similarity_tasks import ActSpec, LayerMatrixConfig, PairConfig
+from lenscape.analysis.activations import hidden_layers
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.similarity_tasks import ActSpec, LayerMatrixConfig, PairConfig
 from conftest import has_data
-from models.data import DataSpec
-from models.training import TrainConfig
-from models.zoo import load_model
+from lenscape.models.data import DataSpec
+from lenscape.models.training import TrainConfig
+from lenscape.models.zoo import load_model
 
 pytestmark = [pytest.mark.paper, pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")]
 RECIPE = TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=2, lr=0.05, train_subset=12000)

@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from analysis.activations import extract, hidden_layers
-from analysis.evaluation import evaluate
-from analysis.summary import confusion_matrix, layer_table, predict_proba
-from models.architectures import ArchSpec, build_model
+from lenscape.analysis.activations import extract, hidden_layers
+from lenscape.analysis.evaluation import evaluate
+from lenscape.analysis.summary import confusion_matrix, layer_table, predict_proba
+from lenscape.models.architectures import ArchSpec, build_model
 
 
 @settings(max_examples=30, deadline=None)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from analysis.visualization import SIGNS, normalized, signed_map, threshold
+from lenscape.analysis.visualization import SIGNS, normalized, signed_map, threshold
 
 maps = arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 9), st.integers(2, 9)),
               elements=st.floats(-5, 5, allow_nan=False, width=32))

@@ -9,14 +9,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from analysis.saliency import SaliencyConfig
-from backend.bundles import export_bundle, import_bundle
-from backend.jobs import JobStatus, job, ref
-from backend.runner import LocalRunner
-from backend.saliency_tasks import GridConfig
-from backend.store import ResultStore
-from models.errors import InvalidInputError
-from models.zoo import list_runs, load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.backend.bundles import export_bundle, import_bundle
+from lenscape.backend.jobs import JobStatus, job, ref
+from lenscape.backend.runner import LocalRunner
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.backend.store import ResultStore
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import list_runs, load_model
 
 
 def _rezip(data: bytes, name: str, change) -> bytes:

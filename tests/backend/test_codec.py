@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.summary import SummaryConfig
-from backend.codec import decode, encode
+from lenscape.analysis.summary import SummaryConfig
+from lenscape.backend.codec import decode, encode
 
 
 def test_round_trip_of_nested_results():

@@ -8,16 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.saliency import SaliencyConfig
-from analysis.sanity import model_randomization
-from backend.jobs import JobStatus
-from backend.runner import LocalRunner
-from backend.store import ResultStore
-from backend.tasks import train_jobs
-from models.architectures import ArchSpec, build_model
-from models.checkpoints import model_fingerprint
-from models.seeding import generator, init_parameters
-from models.training import preset
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.analysis.sanity import model_randomization
+from lenscape.backend.jobs import JobStatus
+from lenscape.backend.runner import LocalRunner
+from lenscape.backend.store import ResultStore
+from lenscape.backend.tasks import train_jobs
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.checkpoints import model_fingerprint
+from lenscape.models.seeding import generator, init_parameters
+from lenscape.models.training import preset
 
 
 @contextmanager
@@ -115,7 +115,7 @@ def test_randomization_check_is_the_same_while_the_global_rng_is_in_use():
 def test_training_neither_reads_nor_moves_the_global_rng(tmp_path):
     """Deterministic counterpart of the side-by-side test: a job that leaves the global generator as
     it found it, and whose result does not depend on it, cannot disturb or be disturbed by another."""
-    from models.training import fit_and_score, prepare_data, train_run
+    from lenscape.models.training import fit_and_score, prepare_data, train_run
 
     cfg = preset("digits-mlp", epochs=2)
     fingerprints = []

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.jobs import REGISTRY, Job, ModelRef, Registry, code_version, describe_kind, job_kind, module_closure
-from backend.kinds import KINDS, register_all
-from models.errors import InvalidInputError
+from lenscape.backend.jobs import REGISTRY, Job, ModelRef, Registry, code_version, describe_kind, job_kind, module_closure
+from lenscape.backend.kinds import KINDS, register_all
+from lenscape.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_every_decorated_kind_is_registered_explicitly_and_follows_the_rules():
 
 def test_nothing_registers_by_import():
     fresh = Registry()
-    import backend.saliency_tasks  # noqa: F401
+    import lenscape.backend.saliency_tasks  # noqa: F401
     assert fresh.names() == []
     with pytest.raises(KeyError, match="backend/kinds.py"):
         fresh["saliency"]
@@ -118,8 +118,8 @@ def test_broken_rules_are_refused_with_the_rule_named():
 
 def test_a_job_refuses_a_config_of_another_type():
     register_all()
-    from backend.saliency_tasks import GridConfig
-    from backend.similarity_tasks import ActSpec
+    from lenscape.backend.saliency_tasks import GridConfig
+    from lenscape.backend.similarity_tasks import ActSpec
 
     with pytest.raises(TypeError, match="GridConfig"):
         Job("saliency", ActSpec())
@@ -137,10 +137,10 @@ def test_a_job_refuses_a_config_of_another_type():
 def test_code_version_covers_every_module_a_kind_imports():
     register_all()
     covered = set(module_closure(REGISTRY["saliency"].module))
-    assert {"backend.saliency_tasks", "analysis.saliency", "analysis.roar", "models.zoo", "models.training",
-            "backend.jobs", "backend.codec"} <= covered
-    assert "analysis.hooks" in covered                     # only through analysis.saliency / summary
-    assert "ui.common" not in covered and "backend.similarity_tasks" not in covered
+    assert {"lenscape.backend.saliency_tasks", "lenscape.analysis.saliency", "lenscape.analysis.roar", "lenscape.models.zoo", "lenscape.models.training",
+            "lenscape.backend.jobs", "lenscape.backend.codec"} <= covered
+    assert "lenscape.analysis.hooks" in covered                     # only through analysis.saliency / summary
+    assert "lenscape.ui.common" not in covered and "lenscape.backend.similarity_tasks" not in covered
 
 
 def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_pat
     (pkg / "middle.py").write_text("from backend._probe import leaf\n")
     (pkg / "kind.py").write_text(textwrap.dedent('''
         from dataclasses import dataclass
-        from backend.jobs import job_kind
+        from lenscape.backend.jobs import job_kind
 
 
         @dataclass(frozen=True)
@@ -163,20 +163,20 @@ def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_pat
 
         @job_kind("t_probe")
         def probe(ctx, cfg: Cfg) -> int:
-            from backend._probe import middle  # imported inside the function: still followed
+            from lenscape.backend._probe import middle  # imported inside the function: still followed
             return 0
         '''))
-    import backend
+    import lenscape.backend as backend
     monkeypatch.setattr(backend, "__path__", [*backend.__path__, str(tmp_path / "backend")])
-    for m in [m for m in sys.modules if m.startswith("backend._probe")]:
+    for m in [m for m in sys.modules if m.startswith("lenscape.backend._probe")]:
         monkeypatch.delitem(sys.modules, m)
-    from backend._probe.kind import probe
+    from lenscape.backend._probe.kind import probe
 
     registry = REGISTRY
     registry.register(probe)
     code_version.cache_clear()
     before = code_version("t_probe")
-    assert set(module_closure("backend._probe.kind")) >= {"backend._probe.middle", "backend._probe.leaf"}
+    assert set(module_closure("lenscape.backend._probe.kind")) >= {"lenscape.backend._probe.middle", "lenscape.backend._probe.leaf"}
     (pkg / "leaf.py").write_text("VALUE = 2\n")
     code_version.cache_clear()
     assert code_version("t_probe") != before

@@ -10,20 +10,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend.jobs import JobStatus
-from backend.runner import open_backend
-from backend.tasks import train_jobs
-from models.paths import runs_dir
-from models.training import preset
-from models.zoo import list_runs
+from lenscape.backend.jobs import JobStatus
+from lenscape.backend.runner import open_backend
+from lenscape.backend.tasks import train_jobs
+from lenscape.models.paths import runs_dir
+from lenscape.models.training import preset
+from lenscape.models.zoo import list_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 400
 SERVER = f"""
 import time
-from backend.runner import open_backend
-from backend.tasks import train_jobs
-from models.training import preset
+from lenscape.backend.runner import open_backend
+from lenscape.backend.tasks import train_jobs
+from lenscape.models.training import preset
 runner = open_backend()
 (job,) = train_jobs(preset("digits-mlp", epochs={EPOCHS}), [0])
 print(runner.submit(job), flush=True)

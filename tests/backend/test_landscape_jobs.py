@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.evaluation import evaluate
-from backend.jobs import job, ref
-from backend.landscape_tasks import (BNSubset, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
+from lenscape.analysis.evaluation import evaluate
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.landscape_tasks import (BNSubset, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
                                      TrajectoryConfig)
-from models.data import DataSpec, load_data
-from models.errors import InvalidInputError
-from models.zoo import load_model
+from lenscape.models.data import DataSpec, load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import load_model
 
 
 def test_surface_interpolation_trajectory_and_hessian_jobs(runner, trained_run, wait_for_job):
@@ -73,7 +73,7 @@ def test_refining_a_grid_evaluates_only_the_new_points(runner, trained_run, wait
     assert fine.reused == 9 and fine.loss.shape == (5, 5)
     assert np.array_equal(fine.loss[::2, ::2], coarse.loss)               # the shared points, as computed
     # and the reused points are what a fresh evaluation gives
-    from analysis.landscape import random_directions, surface
+    from lenscape.analysis.landscape import random_directions, surface
     lm = load_model(rec["run_id"])
     test = load_data(DataSpec(name="digits"), "test").head(100)
     dirs = random_directions(lm.model, 2, SurfaceConfig(model=r).directions)
@@ -96,9 +96,9 @@ def test_recomputed_batchnorm_statistics_on_a_surface_and_an_interpolation(runne
     both = line(bn)
     assert plain.loss_recomputed is None and both.loss_recomputed.shape == (1, 3)
     assert both.reused == 3 and np.array_equal(both.loss, plain.loss)     # the stored figures, from the cache
-    from analysis.evaluation import random_subset
-    from analysis.landscape import random_directions, surface
-    from models.zoo import training_data
+    from lenscape.analysis.evaluation import random_subset
+    from lenscape.analysis.landscape import random_directions, surface
+    from lenscape.models.zoo import training_data
     lm = load_model(rec["run_id"])
     train = training_data(lm).train
     subset = train.images[random_subset(len(train), 64, torch.Generator().manual_seed(3))]

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.level_sets import LSTConfig, triangle
-from backend.jobs import job, ref
-from backend.level_set_tasks import TraversalConfig
-from models.data import DataSpec, load_data
-from models.errors import InvalidInputError
-from models.zoo import load_model
+from lenscape.analysis.level_sets import LSTConfig, triangle
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.level_set_tasks import TraversalConfig
+from lenscape.models.data import DataSpec, load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import load_model
 
 
 def test_traversal_star_and_triangles(runner, trained_run, wait_for_job):

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.memorization import FlipConfig, RetrainConfig
-from backend.jobs import job, ref
-from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
+from lenscape.analysis.memorization import FlipConfig, RetrainConfig
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                         TiedDropoutConfig)
-from models.errors import InvalidInputError
-from models.training import TrainConfig, prepare_data
-from models.zoo import load_model
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import TrainConfig, prepare_data
+from lenscape.models.zoo import load_model
 
 
 def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job):
@@ -70,8 +70,8 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
 
 
 def test_a_run_trained_before_the_record_existed_says_so(runner, trained_run):
-    from models.checkpoints import read_json, write_json
-    from models.zoo import run_folder
+    from lenscape.models.checkpoints import read_json, write_json
+    from lenscape.models.zoo import run_folder
 
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=2)
     path = run_folder(rec["run_id"]) / "run.json"

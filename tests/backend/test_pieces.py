@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, job_kind
-from backend.runner import LocalRunner
-from backend.store import ResultStore
+from lenscape.backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, job_kind
+from lenscape.backend.runner import LocalRunner
+from lenscape.backend.store import ResultStore
 
 ray = pytest.importorskip("ray")
 
@@ -132,7 +132,7 @@ def test_identical_requests_from_many_sessions_compute_once(any_runner, tmp_path
 
 
 def test_a_killed_worker_is_retried_and_the_result_is_right(ray_instance, tmp_path):
-    from backend.runner import RayRunner
+    from lenscape.backend.runner import RayRunner
 
     folder = tmp_path / "markers"
     folder.mkdir()
@@ -147,8 +147,8 @@ def test_a_killed_worker_is_retried_and_the_result_is_right(ray_instance, tmp_pa
 
 
 def test_a_worker_that_keeps_dying_fails_the_job_cleanly(ray_instance, tmp_path):
-    from backend.pieces import RETRIES
-    from backend.runner import RayRunner
+    from lenscape.backend.pieces import RETRIES
+    from lenscape.backend.runner import RayRunner
 
     folder = tmp_path / "markers"
     folder.mkdir()
@@ -164,9 +164,9 @@ def test_a_worker_that_keeps_dying_fails_the_job_cleanly(ray_instance, tmp_path)
 
 def _local_with_a_digits_mlp(tmp_path, monkeypatch):
     """A local runner over tmp_path/local and a digits MLP it trained into tmp_path/home."""
-    from backend.tasks import train_jobs
-    from models.training import preset
-    from models.zoo import load_model
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import load_model
 
     monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
     local = LocalRunner(ResultStore(tmp_path / "local"))
@@ -178,10 +178,10 @@ def _local_with_a_digits_mlp(tmp_path, monkeypatch):
 
 def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monkeypatch):
     """DiffROAR's retrainings as pieces: the same accuracies from the local runner and from Ray."""
-    from analysis.roar import DiffRoarConfig
-    from backend.jobs import job, ref
-    from backend.runner import RayRunner
-    from backend.saliency_tasks import DiffRoarJobConfig
+    from lenscape.analysis.roar import DiffRoarConfig
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.runner import RayRunner
+    from lenscape.backend.saliency_tasks import DiffRoarJobConfig
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     cfg = DiffRoarJobConfig(model=ref(lm), roar=DiffRoarConfig(methods=("gradient",), k_grid=(0.1, 0.5),
@@ -203,10 +203,10 @@ def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, 
     """The surface's grid split into tiles (pieces): Ray workers load the model with the safe
     loader and give the values the local runner gives, bit for bit; the point cache is per
     workspace, so the second runner recomputes every point."""
-    from analysis.landscape import DirectionConfig
-    from backend.jobs import job, ref
-    from backend.landscape_tasks import TILE_POINTS, EvalSet, SurfaceConfig
-    from backend.runner import RayRunner
+    from lenscape.analysis.landscape import DirectionConfig
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.landscape_tasks import TILE_POINTS, EvalSet, SurfaceConfig
+    from lenscape.backend.runner import RayRunner
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     cfg = SurfaceConfig(model=ref(lm), directions=DirectionConfig(seed=3), resolution=7, data=EvalSet(n_examples=300))
@@ -226,7 +226,7 @@ def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, 
 
 
 def _remote(tmp_path, name="ray"):
-    from backend.runner import RayRunner
+    from lenscape.backend.runner import RayRunner
 
     return RayRunner(ResultStore(tmp_path / name), "local")
 
@@ -246,9 +246,9 @@ def test_training_is_one_piece_with_the_same_weights_on_both_runners_and_seeds_t
     """A training run is a piece: on Ray the worker gets the data by reference and sends the run's
     files back, which land in the workspace whole; every checkpoint's weights match the local run's.
     The seeds of one request train at once (2 workers), and the bar moves inside the run."""
-    from backend.tasks import train_jobs
-    from models.training import preset
-    from models.zoo import load_model
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import load_model
 
     import torch
 
@@ -293,10 +293,10 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
     so chunks give the whole set's maps; both runners give the same bits."""
     import torch
 
-    from analysis.saliency import SaliencyConfig, compute_saliency
-    from backend.jobs import job, ref
-    from backend.saliency_tasks import SALIENCY_PIECE, GridConfig
-    from models.data import load_data
+    from lenscape.analysis.saliency import SaliencyConfig, compute_saliency
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.saliency_tasks import SALIENCY_PIECE, GridConfig
+    from lenscape.models.data import load_data
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     methods = (SaliencyConfig(method="smoothgrad", n_samples=3, seed=5),
@@ -317,13 +317,13 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
 
 def test_a_seed_matrix_in_pairs_is_linear_cka_on_both_runners(ray_instance, tmp_path, monkeypatch):
     """Each cell of the seeds × seeds matrix is a piece; checked against CKA written out in NumPy."""
-    from analysis.activations import extract
-    from backend.jobs import job, ref
-    from backend.similarity_tasks import ActSpec, SeedMatrixConfig
-    from backend.tasks import train_jobs
-    from models.data import load_data
-    from models.training import preset
-    from models.zoo import load_model
+    from lenscape.analysis.activations import extract
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.similarity_tasks import ActSpec, SeedMatrixConfig
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.data import load_data
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import load_model
 
     local, lm0 = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     (more,) = train_jobs(preset("digits-mlp", epochs=3), [1])
@@ -348,12 +348,12 @@ def test_a_seed_matrix_in_pairs_is_linear_cka_on_both_runners(ray_instance, tmp_
 def test_neuron_flipping_in_batches_of_examples_is_the_same_on_both_runners(ray_instance, tmp_path, monkeypatch):
     """Batches of examples are pieces; an example's neurons do not depend on its batch, so the job
     matches flip_neurons over all of them at once."""
-    from analysis.memorization import FlipConfig, flip_neurons
-    from backend.jobs import job, ref
-    from backend.memorization_tasks import FLIP_PIECE, FlipJobConfig
-    from backend.tasks import train_jobs
-    from models.training import preset
-    from models.zoo import load_model, training_data
+    from lenscape.analysis.memorization import FlipConfig, flip_neurons
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.memorization_tasks import FLIP_PIECE, FlipJobConfig
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import load_model, training_data
 
     monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
     local = LocalRunner(ResultStore(tmp_path / "local"))

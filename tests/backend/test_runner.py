@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from analysis.summary import SummaryConfig
-from backend.codec import encode
-from backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
-from backend.runner import LocalRunner
-from backend.store import ResultStore
+from lenscape.analysis.summary import SummaryConfig
+from lenscape.backend.codec import encode
+from lenscape.backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
+from lenscape.backend.runner import LocalRunner
+from lenscape.backend.store import ResultStore
 
 CALLS: dict[str, int] = {}
 GATES: dict[str, threading.Event] = {}
@@ -178,10 +178,10 @@ def test_key_depends_on_config_fingerprints_and_data():
 
 def test_real_training_job_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path))
-    from backend.runner import open_backend
-    from backend.tasks import summary_job_for, train_jobs
-    from models.training import preset
-    from models.zoo import list_runs, load_model
+    from lenscape.backend.runner import open_backend
+    from lenscape.backend.tasks import summary_job_for, train_jobs
+    from lenscape.models.training import preset
+    from lenscape.models.zoo import list_runs, load_model
 
     runner = open_backend()
     ids = [runner.submit(j) for j in train_jobs(preset("digits-mlp", epochs=4), [0, 1])]

@@ -6,10 +6,10 @@ import tempfile
 import numpy as np
 import torch
 
-from analysis.saliency import SaliencyConfig
-from backend.jobs import JobContext, ref
-from backend.saliency_tasks import GridConfig, saliency_job
-from models.zoo import load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.backend.jobs import JobContext, ref
+from lenscape.backend.saliency_tasks import GridConfig, saliency_job
+from lenscape.models.zoo import load_model
 
 
 def test_progress_moves_with_every_chunk_of_every_method(trained_run):

@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from backend.jobs import job, ref
-from backend.similarity_tasks import ActSpec, SeedMatrixConfig
-from models.data import DataSpec
-from models.training import TrainConfig
-from models.zoo import load_model
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.similarity_tasks import ActSpec, SeedMatrixConfig
+from lenscape.models.data import DataSpec
+from lenscape.models.training import TrainConfig
+from lenscape.models.zoo import load_model
 
 RECIPE = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(32,), epochs=2, batch_size=64, lr=0.1)
 

@@ -4,15 +4,15 @@ on the stored result that the step draws, after `warm` prepared the demo in this
 import numpy as np
 import pytest
 
-from backend.teaching import STEPS, tour_jobs, warm
-from models.data import load_data
+from lenscape.backend.teaching import STEPS, tour_jobs, warm
+from lenscape.models.data import load_data
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     import os
 
-    from backend.runner import open_backend
+    from lenscape.backend.runner import open_backend
 
     home = tmp_path_factory.mktemp("tour-home")
     old = os.environ.get("LENSCAPE_HOME")
@@ -23,7 +23,7 @@ def results(tmp_path_factory):
         jobs = tour_jobs()
         res = {k: runner.result(j.key()) for k, j in jobs.items()}
         cfg = jobs["saliency"].config
-        from models.zoo import load_model
+        from lenscape.models.zoo import load_model
 
         res["saliency images"] = load_data(load_model(cfg.model.run_id).data, "test").x(list(cfg.indices)).numpy()
         yield res, jobs

@@ -32,7 +32,7 @@ PRETRAINED = ("digits-mlp", 4, (0, 1))     # preset, epochs, seeds: trained befo
 @pytest.fixture(scope="module")
 def seeds() -> list[str]:
     """Run ids of the pre-trained digits MLP seeds."""
-    from models.training import preset, run_id_for
+    from lenscape.models.training import preset, run_id_for
 
     name, epochs, which = PRETRAINED
     return [run_id_for(preset(name, epochs=epochs, seed=s)) for s in which]
@@ -365,7 +365,7 @@ def test_level_sets_traversal(page, server, shots, seeds):
 def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, seeds):
     """A model without label noise gets an explanation and an offer; the offered noisy model is
     trained from the page, then the overview and neuron flipping run on it."""
-    from models.training import preset, run_id_for
+    from lenscape.models.training import preset, run_id_for
 
     page.goto(f"{server}/Memorization?model={seeds[0]}")
     _settle(page)
@@ -422,8 +422,8 @@ def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot:
 
 def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server, shots, seeds, e2e_home, tmp_path):
     """A saliency result exported as a bundle, deleted, imported through the page and reopened."""
-    from backend.bundles import export_bundle
-    from backend.store import ResultStore
+    from lenscape.backend.bundles import export_bundle
+    from lenscape.backend.store import ResultStore
 
     page.goto(f"{server}/Saliency?model={seeds[0]}&idx=1,2")
     _settle(page)
@@ -499,8 +499,8 @@ def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
     well; the Models page estimates CIFAR-10's default recipe before training."""
     from urllib.parse import urlencode
 
-    from backend.store import ResultStore
-    from ui.runs import reopen_link
+    from lenscape.backend.store import ResultStore
+    from lenscape.ui.runs import reopen_link
 
     page.goto(f"{server}/Loss_landscape?model={seeds[1]}")
     _settle(page)

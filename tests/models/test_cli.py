@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.zoo import list_runs
+from lenscape.models.zoo import list_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from conftest import has_data
-from models.data import (CIFAR_CLASSES, DataSpec, apply_label_noise, load_data, null_block, null_block_mask)
-from models.errors import DataUnavailableError, InvalidInputError
+from lenscape.models.data import (CIFAR_CLASSES, DataSpec, apply_label_noise, load_data, null_block, null_block_mask)
+from lenscape.errors import DataUnavailableError, InvalidInputError
 
 
 def test_digits_split_shapes_and_labels():
@@ -108,7 +108,7 @@ def test_missing_mnist_names_the_files(tmp_path, monkeypatch):
 
 
 def test_image_folders_are_decoded_once_and_a_new_image_is_noticed(tmp_path):
-    from models.data import is_prepared, prepare
+    from lenscape.models.data import is_prepared, prepare
 
     _write_folder(tmp_path / "imgs", [("cat", 12), ("dog", 12)])
     spec = DataSpec(name="imagefolder", folder=str(tmp_path / "imgs"))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.memorization import layer_groups
-from models.architectures import build_model, example_ids
-from models.checkpoints import read_json
-from models.data import DataSpec
-from models.training import TrainConfig, lr_factor, prepare_data, train_run
+from lenscape.analysis.memorization import layer_groups
+from lenscape.models.architectures import build_model, example_ids
+from lenscape.models.checkpoints import read_json
+from lenscape.models.data import DataSpec
+from lenscape.models.training import TrainConfig, lr_factor, prepare_data, train_run
 
 NOISY = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(32,), epochs=3, batch_size=128, lr=0.1,
                     label_noise=0.2, train_subset=600)
@@ -79,7 +79,7 @@ def test_recording_leaves_training_as_it_was(tmp_path):
     """The step uses g_clean + g_noisy: the same gradient as one backward of the mean loss up to
     rounding, so the weights end where the plain loop's end."""
     train_run(NOISY, tmp_path / "run")
-    from models.checkpoints import load_checkpoint
+    from lenscape.models.checkpoints import load_checkpoint
 
     state, _ = load_checkpoint(tmp_path / "run" / "epoch_003.safetensors")
     _, model = _rederived(NOISY)
@@ -94,7 +94,7 @@ def test_no_record_without_label_noise(tmp_path):
 
 def test_grouped_figures_from_the_record_follow_the_papers_formula(tmp_path):
     """Σ_p ‖G_p‖/√numel(p) and the mean cosine over a group's parameters, as experiments/gradients.py."""
-    from backend.memorization_tasks import recorded_gradients
+    from lenscape.backend.memorization_tasks import recorded_gradients
 
     rec = train_run(NOISY, tmp_path / "run")
     data = prepare_data(NOISY)

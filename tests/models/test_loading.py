@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import save
 
 from conftest import has_data
-from models.architectures import ArchSpec, build_model
-from models.checkpoints import load_checkpoint, model_fingerprint, save_checkpoint
-from models.data import DataSpec, load_data
-from models.errors import InvalidInputError
-from models.loading import model_from_state, read_state_dict, torchvision_pretrained
-from models.training import evaluate
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.checkpoints import load_checkpoint, model_fingerprint, save_checkpoint
+from lenscape.models.data import DataSpec, load_data
+from lenscape.errors import InvalidInputError
+from lenscape.models.loading import model_from_state, read_state_dict, torchvision_pretrained
+from lenscape.models.training import evaluate
 
 LENET = Path(os.environ.get("LENSCAPE_DATA", "")) / "models" / "cifar10_lenet_captum_tutorial.pt"
 SPEC = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,))
@@ -116,7 +116,7 @@ def test_output_size_and_image_size_mismatch():
     with pytest.raises(InvalidInputError, match="cannot take images of shape"):
         build_model(ArchSpec(name="lenet", in_shape=(3, 8, 8), num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3))
     with pytest.raises(InvalidInputError, match="outputs per image but the data set has 2 classes"):
-        from models.architectures import check_io
+        from lenscape.models.architectures import check_io
         check_io(build_model(SPEC), two_class)
 
 
@@ -138,7 +138,7 @@ def test_torchvision_by_name_without_network_says_what_to_do():
                                     {"name": "cnn", "channels": (32, 64), "batchnorm": False},
                                     {"name": "mlp", "widths": (40, 20)}, {"name": "resnet9"}])
 def test_the_architecture_whose_keys_and_shapes_match_is_suggested(fields):
-    from models.loading import suggest_architecture
+    from lenscape.models.loading import suggest_architecture
     shape = (3, 32, 32)
     model = build_model(ArchSpec(**fields, in_shape=shape, num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3))
     assert suggest_architecture(model.state_dict(), shape, 10) == fields
@@ -150,7 +150,7 @@ def test_the_architecture_whose_keys_and_shapes_match_is_suggested(fields):
 def test_a_torchvision_state_dict_is_recognized_by_name(name):
     import torchvision
 
-    from models.loading import suggest_architecture
+    from lenscape.models.loading import suggest_architecture
     state = torchvision.models.get_model(name, weights=None, num_classes=10).state_dict()
     assert suggest_architecture(state, (3, 32, 32), 10) == {"name": "torchvision", "torchvision_name": name}
 
@@ -160,7 +160,7 @@ def test_each_torchvision_family_key_belongs_to_that_family_alone():
     RegNets has one of the keys, and only keys that point to its own family."""
     import torchvision
 
-    from models.loading import TORCHVISION_FAMILIES, torchvision_names
+    from lenscape.models.loading import TORCHVISION_FAMILIES, torchvision_names
     for name in torchvision_names():
         if name.startswith("regnet"):
             continue
@@ -172,8 +172,8 @@ def test_each_torchvision_family_key_belongs_to_that_family_alone():
 
 @pytest.mark.skipif(not LENET.exists(), reason="needs shared/data")
 def test_the_tutorial_lenet_is_recognized_and_gets_its_own_normalization():
-    from models.architectures import default_normalization
-    from models.loading import suggest_architecture
+    from lenscape.models.architectures import default_normalization
+    from lenscape.models.loading import suggest_architecture
     assert suggest_architecture(read_state_dict(LENET.read_bytes()), (3, 32, 32), 10) == {"name": "lenet"}
     data_mean, data_std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
     assert default_normalization("lenet", data_mean, data_std) == ((0.5,) * 3, (0.5,) * 3)
@@ -189,7 +189,7 @@ def test_fingerprint_sees_the_input_normalization():
 
 
 def test_importing_the_same_model_again_does_not_rename_it(tmp_path):
-    from models.zoo import AlreadyImported, get_run, import_model
+    from lenscape.models.zoo import AlreadyImported, get_run, import_model
     model = build_model(SPEC)
     first = import_model(model, SPEC, "first name", None, tuple("0123456789"), "imported", root=tmp_path)
     with pytest.raises(AlreadyImported, match="already in the workspace as 'first name'") as info:

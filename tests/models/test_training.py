@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.architectures import ArchSpec, ExampleTiedDropout, build_model
-from models.attacks import PGDConfig, pgd_perturbation
-from models.checkpoints import load_checkpoint, model_fingerprint, read_json
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.training import TrainConfig, lr_factor, preset, train_run
-from models.zoo import list_runs, load_model
+from lenscape.models.architectures import ArchSpec, ExampleTiedDropout, build_model
+from lenscape.models.attacks import PGDConfig, pgd_perturbation
+from lenscape.models.checkpoints import load_checkpoint, model_fingerprint, read_json
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.training import TrainConfig, lr_factor, preset, train_run
+from lenscape.models.zoo import list_runs, load_model
 
 TINY = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(64,), epochs=8, batch_size=64, lr=0.1)
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from models.checkpoints import state_fingerprint
-from models.zoo import iter_states, load_model, load_state, training_data
+from lenscape.models.checkpoints import state_fingerprint
+from lenscape.models.zoo import iter_states, load_model, load_state, training_data
 
 
 def test_states_match_the_checkpoints_and_training_data_has_the_noise_mask(trained_run):
@@ -33,8 +33,8 @@ def test_states_match_the_checkpoints_and_training_data_has_the_noise_mask(train
 def test_list_runs_reads_a_record_again_only_when_it_changed(trained_run, monkeypatch):
     import json
 
-    import models.zoo as zoo
-    from models.paths import runs_dir
+    import lenscape.models.zoo as zoo
+    from lenscape.models.paths import runs_dir
 
     (rec,) = trained_run("digits-mlp", epochs=1)
     reads = []

@@ -33,7 +33,7 @@ def run_until(at: AppTest, done, timeout: float = 120) -> AppTest:
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from backend.jobs import REGISTRY, job_kind  # noqa: E402
+from lenscape.backend.jobs import REGISTRY, job_kind  # noqa: E402
 
 GATES: dict[str, threading.Event] = {}
 
@@ -64,7 +64,7 @@ def open_tab(at: AppTest, label: str) -> AppTest:
 
 def open_reopen_link(runner, job_id: str) -> AppTest:
     """The page the Runs page's "Reopen in its view" link names, opened through the app's navigation."""
-    from ui.runs import reopen_link
+    from lenscape.ui.runs import reopen_link
 
     page, params = reopen_link(runner.store.get(job_id))
     at = AppTest.from_file(ROOT_APP, default_timeout=120)     # links need the app's navigation

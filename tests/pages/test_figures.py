@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ui.figures import montage_png
+from lenscape.ui.figures import montage_png
 
 
 def test_montage_keeps_the_aspect_and_the_pixels():

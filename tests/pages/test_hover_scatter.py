@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui.hover_scatter import _component_dir, _prune, _publish, images_to_keep, sprite_sheet
+from lenscape.ui.hover_scatter import _component_dir, _prune, _publish, images_to_keep, sprite_sheet
 
 
 def _decode(data: bytes) -> np.ndarray:

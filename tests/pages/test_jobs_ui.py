@@ -4,15 +4,15 @@ session waits on it or the page keeps replaced jobs (training)."""
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import GATES
-from backend.jobs import JobStatus
+from lenscape.backend.jobs import JobStatus
 
 
 def _script():
     import streamlit as st
 
     from apphelpers import GateConfig
-    from backend.jobs import job
-    from ui.jobs import submit
+    from lenscape.backend.jobs import job
+    from lenscape.ui.jobs import submit
 
     n = st.number_input("n", value=0, key="n")
     keep = st.checkbox("keep", key="keep")
@@ -24,7 +24,7 @@ def _ids(at):
 
 
 def test_a_superseded_job_is_cancelled_and_a_kept_one_is_not():
-    from ui.common import backend
+    from lenscape.ui.common import backend
 
     at = AppTest.from_function(_script, default_timeout=30)
     at.session_state["prefix"] = "sup"
@@ -50,7 +50,7 @@ def test_a_superseded_job_is_cancelled_and_a_kept_one_is_not():
 
 
 def test_a_job_another_session_waits_on_is_not_cancelled():
-    from ui.common import backend
+    from lenscape.ui.common import backend
 
     one = AppTest.from_function(_script, default_timeout=30)
     two = AppTest.from_function(_script, default_timeout=30)

@@ -86,8 +86,8 @@ def test_recomputed_batchnorm_statistics_are_drawn_beside_the_stored_ones(traine
 def test_figures_mark_only_the_model_on_a_line_draw_planes_square_and_keep_labels_apart():
     import numpy as np
 
-    from analysis.landscape import Curve
-    from ui.landscape_figs import contour, curves, spaced
+    from lenscape.analysis.landscape import Curve
+    from lenscape.ui.landscape_figs import contour, curves, spaced
 
     xs = np.linspace(-1, 1, 21)
     line = curves(xs, None, Curve(alphas=xs, loss=xs ** 2, accuracy=1 - xs ** 2 / 2), marks=(0,))

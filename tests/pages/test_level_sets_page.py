@@ -28,7 +28,7 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     assert not at.exception and not at.error
 
     # the address bar names the images (test-set indices): a shared link opens on the same ones
-    from ui.jobs import backend
+    from lenscape.ui.jobs import backend
 
     res = backend().result(at.session_state["lst.job"][0])
     assert at.query_params["source"] == str(res.source) and at.query_params["targets"] == ",".join(map(str, res.targets))
@@ -56,9 +56,9 @@ def test_two_models_side_by_side_with_random_targets(trained_run):
     import numpy as np
     import torch
 
-    from models.data import DataSpec, load_data
-    from models.zoo import load_model
-    from ui.jobs import backend
+    from lenscape.models.data import DataSpec, load_data
+    from lenscape.models.zoo import load_model
+    from lenscape.ui.jobs import backend
 
     a, b = trained_run("digits-cnn", seeds=(0, 1), epochs=8)
     at = AppTest.from_file(PAGE, default_timeout=120)
@@ -101,8 +101,8 @@ def test_each_triangle_is_titled_with_its_own_pair_of_outputs():
     """With every pair drawn, the second triangle is outputs 1 and 3, not 2 and 3."""
     import numpy as np
 
-    from analysis.level_sets import Triangle
-    from ui.level_sets import triangle_figure
+    from lenscape.analysis.level_sets import Triangle
+    from lenscape.ui.level_sets import triangle_figure
 
     w = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     tri = Triangle(weights=w, confidence=np.ones(3), xy=w, p_source=1.0, mean=1.0, fraction_above={}, edge_min=0.0)
@@ -118,7 +118,7 @@ def test_the_accepted_share_stays_on_a_share_axis():
 
     import numpy as np
 
-    from ui.level_sets import curves
+    from lenscape.ui.level_sets import curves
 
     T, k = 8, 2
     lst = SimpleNamespace(confidence=np.ones((T + 1, k)), dist_l2=np.ones((T + 1, k)), dist_linf=np.ones((T + 1, k)),

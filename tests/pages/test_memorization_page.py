@@ -52,8 +52,8 @@ def test_every_experiment_runs_on_a_noisy_model(trained_run):
 
 
 def test_a_run_without_an_in_training_record_offers_the_checkpoint_version(trained_run):
-    from models.checkpoints import read_json, write_json
-    from models.zoo import run_folder
+    from lenscape.models.checkpoints import read_json, write_json
+    from lenscape.models.zoo import run_folder
 
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=3)
     path = run_folder(rec["run_id"]) / "run.json"
@@ -73,9 +73,9 @@ def test_a_run_without_an_in_training_record_offers_the_checkpoint_version(train
 def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trained_run):
     import torch
 
-    from backend.jobs import JobStatus
-    from models.zoo import load_model, training_data
-    from ui.jobs import backend
+    from lenscape.backend.jobs import JobStatus
+    from lenscape.models.zoo import load_model, training_data
+    from lenscape.ui.jobs import backend
 
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=40)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)   # links need the app's navigation

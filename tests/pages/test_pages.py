@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from models.zoo import list_runs
+from lenscape.models.zoo import list_runs
 from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until, shown
 
 
@@ -13,8 +13,8 @@ def test_home_shows_views_workspace_and_device():
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "Compute" in " ".join(h.value for h in at.subheader)
-    from backend.device import describe_device
-    from ui.common import backend
+    from lenscape.backend.device import describe_device
+    from lenscape.ui.common import backend
     assert describe_device(backend().device)["kind"] in text     # "CPU" here, "CUDA" under LENSCAPE_DEVICE=cuda
     views = at.table[0].value
     assert list(views.index) == ["Saliency", "Level sets", "Memorization", "Similarity", "Loss landscape"]
@@ -62,8 +62,8 @@ def _sidebar(at: AppTest) -> str:
 
 
 def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_renamed(tmp_path):
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec, load_data
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec, load_data
 
     train = load_data(DataSpec(name="digits"), "train")
     spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std,
@@ -103,9 +103,9 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
 
 
 def test_views_show_the_current_models_data_set():
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec
-    from models.zoo import import_model
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
 
     arch = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))
     rec = import_model(build_model(arch), arch, "tiny", DataSpec(name="digits"), tuple("0123456789"), "test")
@@ -117,7 +117,7 @@ def test_views_show_the_current_models_data_set():
 
 
 def test_second_session_reattaches_to_a_running_training_and_cancels_it():
-    from ui.common import backend
+    from lenscape.ui.common import backend
 
     first = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
     first.selectbox(key="models.train.preset").set_value("digits-cnn").run()
@@ -250,9 +250,9 @@ def test_an_imported_model_shows_its_test_accuracy_on_home_and_runs_and_the_data
     """Issue 23, 5: an imported model has no training metrics; its accuracy is the one its summary
     measures (the Models page's figure), computed when it is imported. A link naming a model makes it
     current, with its data set, on pages without a model picker too."""
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec, load_data
-    from ui.common import backend
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec, load_data
+    from lenscape.ui.common import backend
 
     train = load_data(DataSpec(name="digits"), "train")
     spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std, widths=(32,))

@@ -31,7 +31,7 @@ def test_a_ray_client_address_is_refused_with_a_reason_and_jobs_run_here(monkeyp
     assert not at.exception
     warnings = " ".join(w.value for w in at.sidebar.warning)
     assert "not supported" in warnings and "Jobs run on this machine" in warnings
-    from ui.common import backend
+    from lenscape.ui.common import backend
     assert backend().pieces is None
 
 
@@ -47,9 +47,9 @@ def test_an_unreachable_cluster_is_given_up_within_the_timeout():
 
 
 def test_a_local_ray_says_whether_it_can_be_reached_from_the_network(ray_instance, tmp_path):
-    from backend.cluster import exposed_ports
-    from backend.runner import RayRunner
-    from backend.store import ResultStore
+    from lenscape.backend.cluster import exposed_ports
+    from lenscape.backend.runner import RayRunner
+    from lenscape.backend.store import ResultStore
 
     runner = RayRunner(ResultStore(tmp_path / "store"), "local")
     try:

@@ -23,7 +23,7 @@ class _Payload:
 
 
 def _digits_mlp_state(widths=(32,)):
-    from models.architectures import ArchSpec, build_model
+    from lenscape.models.architectures import ArchSpec, build_model
     spec = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), widths=widths)
     return {k: v.contiguous() for k, v in build_model(spec, seed=0).state_dict().items()}
 
@@ -59,7 +59,7 @@ def test_hostile_and_broken_files_imported_by_path_are_refused_with_a_reason(tmp
     assert says in text, text
     assert not at.exception
     assert not (tmp_path / "pwned").exists()   # the pickle's code never ran
-    from models.zoo import list_runs
+    from lenscape.models.zoo import list_runs
     assert list_runs() == []                   # nothing half-imported
 
 
@@ -68,7 +68,7 @@ def test_a_stored_result_with_flipped_bytes_is_computed_again_not_shown_broken(t
     at = open_tab(AppTest.from_file(MODELS_PAGE, default_timeout=60).run(), "Workspace models")
     run_until(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
     acc = next(m.value for m in at.metric if m.label == "Test accuracy")
-    from ui.common import backend
+    from lenscape.ui.common import backend
     store = backend().store
     (row,) = [r for r in store.list("model_summary") if r["status"] == "DONE"]
     raw = bytearray(store.path(row["id"]).read_bytes())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from apphelpers import assert_reopened
-from backend.jobs import job, ref
-from models.zoo import load_model
+from lenscape.backend.jobs import job, ref
+from lenscape.models.zoo import load_model
 
 
 @pytest.fixture
@@ -20,8 +20,8 @@ def noisy(trained_run):
 
 
 def test_every_memorization_kind_reopens_on_its_result(runner, wait_for_job, noisy, trained_run):
-    from analysis.memorization import FlipConfig, RetrainConfig
-    from backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
+    from lenscape.analysis.memorization import FlipConfig, RetrainConfig
+    from lenscape.backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
                                             TiedDropoutConfig)
 
     r = ref(noisy)

@@ -5,8 +5,8 @@ config, rebuilt through its checks."""
 import pytest
 
 from apphelpers import ROOT_APP
-from backend.jobs import job, ref
-from models.zoo import load_model
+from lenscape.backend.jobs import job, ref
+from lenscape.models.zoo import load_model
 from streamlit.testing.v1 import AppTest
 
 
@@ -23,7 +23,7 @@ def test_a_crafted_job_id_is_ignored(trained_run, runner, crafted):
 
 
 def test_a_job_of_another_view_does_not_set_this_one(trained_run, runner, wait_for_job):
-    from backend.memorization_tasks import SweepConfig
+    from lenscape.backend.memorization_tasks import SweepConfig
 
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=2)
     r = ref(load_model(rec["run_id"]))

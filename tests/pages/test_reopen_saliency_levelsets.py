@@ -18,16 +18,16 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, assert_reopened
-from backend.jobs import job, ref
-from models.data import DataSpec, load_data
-from models.zoo import load_model
+from lenscape.backend.jobs import job, ref
+from lenscape.models.data import DataSpec, load_data
+from lenscape.models.zoo import load_model
 
 HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
 def _predict(runner, wait_for_job, lm, split: str = "test"):
     """The predictions job the page ran before the result could be computed (its image pickers)."""
-    from backend.saliency_tasks import PredictConfig
+    from lenscape.backend.saliency_tasks import PredictConfig
 
     r = ref(lm)
     return wait_for_job(runner.submit(job("predict", PredictConfig(model=r, split=split), (r,), "predictions")))
@@ -36,14 +36,14 @@ def _predict(runner, wait_for_job, lm, split: str = "test"):
 def _methods(lm, names, **settings):
     """SaliencyConfigs as the method form builds them: the same settings on every method, the
     training data's mean for the "mean" baseline."""
-    from analysis.saliency import SaliencyConfig
+    from lenscape.analysis.saliency import SaliencyConfig
 
     mean = tuple(load_data(lm.data, "train").mean)
     return tuple(SaliencyConfig(method=m, baseline_mean=mean, **settings) for m in names)
 
 
 def test_saliency_maps_reopen_with_every_widget(runner, wait_for_job, trained_run):
-    from backend.saliency_tasks import GridConfig
+    from lenscape.backend.saliency_tasks import GridConfig
 
     older, rec = trained_run("digits-mlp", seeds=(0, 1), epochs=2)
     lm = load_model(older["run_id"])                       # not the newest: the page's default is the other one
@@ -62,8 +62,8 @@ def test_saliency_maps_reopen_with_every_widget(runner, wait_for_job, trained_ru
 
 
 def test_saliency_maps_reopen_on_a_chosen_class_and_a_gradcam_layer(runner, wait_for_job, trained_run):
-    from analysis.saliency import conv_layers
-    from backend.saliency_tasks import GridConfig
+    from lenscape.analysis.saliency import conv_layers
+    from lenscape.backend.saliency_tasks import GridConfig
 
     (rec,) = trained_run("digits-cnn", epochs=2)
     lm = load_model(rec["run_id"])
@@ -80,8 +80,8 @@ def test_saliency_maps_reopen_on_a_chosen_class_and_a_gradcam_layer(runner, wait
 
 
 def test_randomization_and_diffroar_reopen_with_every_widget(runner, wait_for_job, trained_run):
-    from analysis.roar import DiffRoarConfig
-    from backend.saliency_tasks import DiffRoarJobConfig, RandomizationConfig
+    from lenscape.analysis.roar import DiffRoarConfig
+    from lenscape.backend.saliency_tasks import DiffRoarJobConfig, RandomizationConfig
 
     older, _ = trained_run("digits-mlp", seeds=(0, 1), epochs=2)
     lm = load_model(older["run_id"])
@@ -106,7 +106,7 @@ def test_randomization_and_diffroar_reopen_with_every_widget(runner, wait_for_jo
 
 @pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
 def test_blockmnist_null_mass_reopens_with_every_widget(runner, wait_for_job, trained_run):
-    from backend.saliency_tasks import NullMassConfig
+    from lenscape.backend.saliency_tasks import NullMassConfig
 
     top = DataSpec(name="blockmnist", block_top_only=True)                 # the toggle's other side
     (rec,) = trained_run("blockmnist-mlp", data=top, epochs=1, train_subset=2000)
@@ -122,9 +122,9 @@ def test_blockmnist_null_mass_reopens_with_every_widget(runner, wait_for_job, tr
 
 
 def test_level_set_traversal_reopens_with_every_widget(runner, wait_for_job, trained_run):
-    from analysis.level_sets import LSTConfig
-    from backend.level_set_tasks import TraversalConfig
-    from ui.level_sets import PRESETS
+    from lenscape.analysis.level_sets import LSTConfig
+    from lenscape.backend.level_set_tasks import TraversalConfig
+    from lenscape.ui.level_sets import PRESETS
 
     older, _ = trained_run("digits-cnn", seeds=(0, 1), epochs=6)
     lm = load_model(older["run_id"])
@@ -149,7 +149,7 @@ def test_level_set_traversal_reopens_with_every_widget(runner, wait_for_job, tra
 
 
 def test_model_summary_reopens_on_its_model_and_checkpoint(runner, wait_for_job, trained_run):
-    from backend.tasks import summary_job_for
+    from lenscape.backend.tasks import summary_job_for
 
     older, _ = trained_run("digits-mlp", seeds=(0, 1), epochs=3)
     lm = load_model(older["run_id"], epoch=1)

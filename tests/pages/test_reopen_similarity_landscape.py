@@ -13,8 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, assert_reopened, open_tab
-from backend.jobs import job, ref
-from models.zoo import load_model
+from lenscape.backend.jobs import job, ref
+from lenscape.models.zoo import load_model
 
 SIMILARITY = str(ROOT / "pages" / "5_Similarity.py")
 LANDSCAPE = str(ROOT / "pages" / "6_Loss_landscape.py")
@@ -56,8 +56,8 @@ def cnns(trained_run):
 
 
 def test_every_similarity_kind_reopens_on_its_result(runner, wait_for_job, cnns):
-    from analysis.embedding import ProjectionConfig
-    from backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig,
+    from lenscape.analysis.embedding import ProjectionConfig
+    from lenscape.backend.similarity_tasks import (ActSpec, ConvergenceConfig, LayerMatrixConfig, PairConfig,
                                           ProjectionJobConfig, SeedMatrixConfig)
 
     c0, c1, c2 = cnns
@@ -104,8 +104,8 @@ def mlps(trained_run):
 
 
 def test_every_landscape_kind_reopens_on_its_result(runner, wait_for_job, mlps):
-    from analysis.landscape import DirectionConfig
-    from backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
+    from lenscape.analysis.landscape import DirectionConfig
+    from lenscape.backend.landscape_tasks import (ConvexityConfig, EvalSet, HessianConfig, InterpolationConfig, SurfaceConfig,
                                          TrajectoryConfig)
 
     m0, m1 = mlps

@@ -6,10 +6,10 @@ from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT_APP
 
-from analysis.saliency import SaliencyConfig
-from backend.jobs import job, ref
-from backend.saliency_tasks import GridConfig
-from models.zoo import list_runs, load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.models.zoo import list_runs, load_model
 
 
 def _select(at: AppTest, table: int, rows: list[int]) -> AppTest:
@@ -73,7 +73,7 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
 def test_training_curves_axes_say_what_the_numbers_are():
     """Issue 23, 7: accuracies of 98.6-99.2% get a decimal (not '99% 99% 99%'), the loss axis its own
     round ticks (not the accuracy grid's 0.314/0.858), epochs whole numbers."""
-    from ui.runs import overlay_curves, percent_axis
+    from lenscape.ui.runs import overlay_curves, percent_axis
 
     runs = [{"name": f"seed {s}", "metrics": [{"epoch": e, "test_acc": 0.986 + 0.002 * e, "train_loss": 0.3 / e}
                                                for e in (1, 2, 3, 4)]} for s in (0, 1)]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.visualization import threshold
-from ui.saliency_figs import WIDTH, Display, attribution_grid, grid_file, model_facts, what_differs
+from lenscape.analysis.visualization import threshold
+from lenscape.ui.saliency_figs import WIDTH, Display, attribution_grid, grid_file, model_facts, what_differs
 
 
 def _cells():

@@ -104,7 +104,7 @@ def test_a_closed_tab_and_another_page_keep_their_settings(trained_run, monkeypa
     assert not at.exception
     assert _randomization_settings(at) == (7, "independent", ["gradient"])
     # without it, Streamlit's defaults come back (the test can tell the difference)
-    import ui.common
-    monkeypatch.setattr(ui.common, "keep_widget_values", lambda: None)
+    import lenscape.ui.common
+    monkeypatch.setattr(lenscape.ui.common, "keep_widget_values", lambda: None)
     at = visit(AppTest.from_file(ROOT_APP, default_timeout=120).run())
     assert _randomization_settings(at) == (4, "cascading", ["gradient", "guided_backprop", "integrated_gradients"])

@@ -31,7 +31,7 @@ def test_layer_heatmap_seed_matrix_metrics_and_pca_projection(trained_run):
 
 
 def test_shorten_keeps_what_differs():
-    from ui.similarity import shorten
+    from lenscape.ui.similarity import shorten
     short, shared = shorten(["Digits · MLP 128 · seed 0: relu1", "Digits · MLP 128 · seed 1: relu1"])
     assert short == ["seed 0: relu1", "seed 1: relu1"] and shared == "Digits · MLP 128"
     assert shorten(["a · b", "c · b"]) == (["a · b", "c · b"], "")
@@ -39,9 +39,9 @@ def test_shorten_keeps_what_differs():
 
 
 def test_seeds_tab_refuses_models_of_different_data_sets(trained_run):
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec
-    from models.zoo import import_model
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
 
     trained_run("digits-mlp", seeds=(0, 1), epochs=5)
     arch = ArchSpec(name="mlp", in_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.31,), widths=(16,))
@@ -51,7 +51,7 @@ def test_seeds_tab_refuses_models_of_different_data_sets(trained_run):
     open_tab(at, "Seeds (N × N)")
     seeds = at.multiselect(key="sim.seeds.models")
     assert len(seeds.value) == 1  # the default holds models of one data set: the newest model only here
-    from models.zoo import list_runs
+    from lenscape.models.zoo import list_runs
     other = next(r["run_id"] for r in list_runs() if r["run_id"] not in seeds.value)
     at.multiselect(key="sim.seeds.models").set_value([*seeds.value, other])
     at.run()

@@ -1,4 +1,4 @@
-"""The class demo: prepared from Home with one click (or `python -m models warm`), then a tour
+"""The class demo: prepared from Home with one click (or `lenscape warm`), then a tour
 whose every step is drawn from a stored result, and whose links open views on the same results."""
 
 import subprocess
@@ -10,8 +10,8 @@ from apphelpers import ROOT, ROOT_APP, run_until
 
 
 def test_one_click_prepares_the_tour_and_every_step_draws():
-    from backend.teaching import STEPS, tour_jobs
-    from ui.jobs import backend
+    from lenscape.backend.teaching import STEPS, tour_jobs
+    from lenscape.ui.jobs import backend
 
     at = AppTest.from_file(ROOT_APP, default_timeout=120).run()
     at.button(key="tour.prepare").click().run()
@@ -35,9 +35,9 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "the class demo is ready" in out.stdout
-    from backend.jobs import JobStatus
-    from backend.teaching import tour_jobs
-    from ui.jobs import backend
+    from lenscape.backend.jobs import JobStatus
+    from lenscape.backend.teaching import tour_jobs
+    from lenscape.ui.jobs import backend
 
     jobs = tour_jobs()
     sal = AppTest.from_file(str(ROOT / "pages" / "2_Saliency.py"), default_timeout=120)
@@ -61,8 +61,8 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
 def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home):
     """"Explore this in the … view" opens every step's view with the step's stored result shown and
     nothing submitted (the link names the job: ?job=)."""
-    from backend.teaching import STEPS, tour_jobs, warm
-    from ui.jobs import backend
+    from lenscape.backend.teaching import STEPS, tour_jobs, warm
+    from lenscape.ui.jobs import backend
 
     warm(backend(), say=lambda m: None)
     jobs = tour_jobs()

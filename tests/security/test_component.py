@@ -21,9 +21,9 @@ NAME = 'Tiny <i>net</i> & "co" <img src=x>'          # drawn as these characters
 def home(tmp_path_factory):
     import torch
 
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec
-    from models.zoo import import_model
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
 
     home = tmp_path_factory.mktemp("component-home")
     arch = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))

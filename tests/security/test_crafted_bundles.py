@@ -20,17 +20,17 @@ import pytest
 import torch
 from safetensors.torch import save as safetensors_save
 
-from analysis.saliency import SaliencyConfig
-from backend.bundles import export_bundle, import_bundle
-from backend.codec import encode
-from backend.jobs import job, ref
-from backend.saliency_tasks import GridConfig
-from backend.store import ResultStore
-from models.architectures import ArchSpec, build_model
-from models.checkpoints import model_fingerprint
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.zoo import import_model, list_runs, load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.backend.bundles import export_bundle, import_bundle
+from lenscape.backend.codec import encode
+from lenscape.backend.jobs import job, ref
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.backend.store import ResultStore
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.checkpoints import model_fingerprint
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import import_model, list_runs, load_model
 
 ARCH = ArchSpec(name="mlp", widths=(16,), in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,))
 
@@ -229,8 +229,8 @@ def test_a_manifest_whose_kind_does_not_match_its_result_is_refused(honest, othe
     store, runs = other
     parts = honest.copy()
     parts.manifest["kind"] = "model_summary"
-    parts.manifest["config"] = {"__type__": "backend.tasks:SummaryJobConfig", "model": parts.manifest["config"]["model"],
-                                "summary": {"__type__": "analysis.summary:SummaryConfig", "max_eval": 2000,
+    parts.manifest["config"] = {"__type__": "lenscape.backend.tasks:SummaryJobConfig", "model": parts.manifest["config"]["model"],
+                                "summary": {"__type__": "lenscape.analysis.summary:SummaryConfig", "max_eval": 2000,
                                             "n_samples": 12, "seed": 0}}
     _refused(store, runs, parts.zip(), "not what a model_summary job returns")
 
@@ -369,7 +369,7 @@ def test_a_bundle_cannot_take_the_id_another_import_will_look_for(honest, other)
 
 
 def test_a_bundle_cannot_take_a_recipe_s_run_id_with_another_architecture(honest, other):
-    from models.training import preset, run_id_for
+    from lenscape.models.training import preset, run_id_for
 
     store, runs = other
     cfg = preset("digits-mlp")
@@ -420,7 +420,7 @@ def test_a_zip_of_a_hundred_thousand_entries_is_refused_at_once(other):
 
 
 def test_two_checkpoints_of_one_run_travel_in_one_bundle(runner, trained_run, wait_for_job, lenscape_home, other):
-    from backend.landscape_tasks import InterpolationConfig
+    from lenscape.backend.landscape_tasks import InterpolationConfig
 
     (rec,) = trained_run("digits-mlp", epochs=2)
     a, b = load_model(rec["run_id"], 1), load_model(rec["run_id"], 2)
@@ -438,14 +438,14 @@ def test_two_checkpoints_of_one_run_travel_in_one_bundle(runner, trained_run, wa
 
 
 def test_the_codec_rebuilds_only_lenscape_s_own_types_and_no_empty_item_arrays():
-    from backend.codec import decode
+    from lenscape.backend.codec import decode
 
     def npz(meta: dict, **arrays) -> bytes:
         buf = io.BytesIO()
         np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
         return buf.getvalue()
 
-    foreign = {"__t__": "dc", "type": "models.zoo:torch.utils._pytree.TreeSpec", "fields": {}}
+    foreign = {"__t__": "dc", "type": "lenscape.models.zoo:torch.utils._pytree.TreeSpec", "fields": {}}
     with pytest.raises(ValueError, match="not a Lenscape type"):
         decode(npz(foreign))
     with pytest.raises(ValueError, match="zero-size"):
@@ -482,5 +482,5 @@ def test_a_bundle_from_before_a_config_gained_a_field_still_imports(honest, othe
     assert store.get(manifest["job_id"])["status"] == "DONE"
     # a field the manifest does give must still read back exactly
     changed = honest.copy()
-    changed.manifest["config"]["methods"][0]["__type__"] = "backend.saliency_tasks.GridConfig"
+    changed.manifest["config"]["methods"][0]["__type__"] = "lenscape.backend.saliency_tasks.GridConfig"
     _refused(store, runs, changed.zip())

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.jobs import REGISTRY, JobStatus, job, job_kind
-from backend.runner import LocalRunner, open_backend
-from backend.store import ResultStore
-from models.errors import WorkspaceDamaged, WorkspaceNotWritable
+from lenscape.backend.jobs import REGISTRY, JobStatus, job, job_kind
+from lenscape.backend.runner import LocalRunner, open_backend
+from lenscape.backend.store import ResultStore
+from lenscape.errors import WorkspaceDamaged, WorkspaceNotWritable
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = threading.Event()
@@ -88,7 +88,7 @@ def test_a_job_whose_result_cannot_be_written_ends_failed_and_the_row_follows(sm
 
 
 def test_a_run_folder_that_cannot_be_installed_leaves_nothing(small_disk):
-    from backend.tasks import install_run
+    from lenscape.backend.tasks import install_run
 
     runs = small_disk / "runs"
     runs.mkdir()

@@ -31,7 +31,7 @@ def home(tmp_path_factory):
 
 def _runs(home) -> list[tuple]:
     """(status, started) of every decoding job the server ran."""
-    from backend.store import ResultStore
+    from lenscape.backend.store import ResultStore
 
     return [(r["status"], r["started"]) for r in ResultStore(home / "store").list(kind="prepare_data")]
 

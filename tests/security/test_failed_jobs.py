@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from analysis.saliency import SaliencyConfig, compute_saliency
-from backend.jobs import REGISTRY, JobContext, JobFailed, JobStatus, job, job_kind, ref
-from backend.saliency_tasks import GridConfig
-from models.architectures import ArchSpec, build_model
-from models.data import DataSpec
-from models.zoo import import_model, load_model
+from lenscape.analysis.saliency import SaliencyConfig, compute_saliency
+from lenscape.backend.jobs import REGISTRY, JobContext, JobFailed, JobStatus, job, job_kind, ref
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.data import DataSpec
+from lenscape.models.zoo import import_model, load_model
 
 CALLS: list[float] = []
 
@@ -61,7 +61,7 @@ def test_retry_runs_a_failed_job_once_more(runner, failing_kind):
 
 
 def test_a_failure_recorded_by_an_earlier_process_is_not_rerun(runner, failing_kind, lenscape_home):
-    from backend.runner import LocalRunner
+    from lenscape.backend.runner import LocalRunner
 
     job_id = runner.submit(failing_kind)
     runner.wait(job_id, 30)
@@ -95,7 +95,7 @@ def test_a_grid_keeps_the_methods_that_worked(runner, wait_for_job):
 
 
 def _digits(n):
-    from models.data import load_data
+    from lenscape.models.data import load_data
 
     test = load_data(DataSpec(name="digits"), "test")
     return test.x(slice(0, n)), test.labels[:n]
@@ -111,7 +111,7 @@ def test_a_grid_whose_every_method_fails_fails_with_every_reason(runner):
 
 def test_a_job_cut_short_by_the_app_stopping_runs_when_asked_again(runner, failing_kind, lenscape_home):
     """An interrupted job did not fail: submitting the same work again runs it (once)."""
-    from backend.runner import LocalRunner
+    from lenscape.backend.runner import LocalRunner
 
     job = failing_kind
     job_id = job.key()

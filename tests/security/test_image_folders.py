@@ -9,8 +9,8 @@ import PIL.ImageFile
 import pytest
 from PIL import Image
 
-from models.data import DataSpec, load_data, prepare
-from models.errors import InvalidInputError
+from lenscape.models.data import DataSpec, load_data, prepare
+from lenscape.errors import InvalidInputError
 
 
 @pytest.fixture(autouse=True)

@@ -14,15 +14,15 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from analysis.saliency import SaliencyConfig
-from backend.jobs import REGISTRY, JobStatus, job, job_kind, ref
-from backend.landscape_tasks import EvalSet, SurfaceConfig
-from backend.limits import seconds_per_example
-from backend.saliency_tasks import GridConfig
-from models.architectures import ArchSpec, build_model
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.zoo import import_model, load_model
+from lenscape.analysis.saliency import SaliencyConfig
+from lenscape.backend.jobs import REGISTRY, JobStatus, job, job_kind, ref
+from lenscape.backend.landscape_tasks import EvalSet, SurfaceConfig
+from lenscape.backend.limits import seconds_per_example
+from lenscape.backend.saliency_tasks import GridConfig
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import import_model, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = ArchSpec(name="mlp", widths=(16,), in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,))
@@ -104,7 +104,7 @@ def waits(ctx, cfg: WaitConfig) -> int:
 
 
 def test_a_user_cancels_their_own_job_from_the_runs_page():
-    from ui.common import backend
+    from lenscape.ui.common import backend
 
     REGISTRY.register(waits)
     GATE.clear()
@@ -141,8 +141,8 @@ def test_more_fields_that_decide_the_cost_are_limited(runner, tiny, make, field)
 @pytest.mark.parametrize("overrides,field", [({"widths": (131072, 16)}, "widths"), ({"epochs": 10**6}, "epochs"),
                                              ({"batch_size": 10**9}, "batch_size")])
 def test_a_training_recipe_over_the_limits_is_refused(runner, overrides, field):
-    from backend.tasks import train_jobs
-    from models.training import preset
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
 
     (j,) = train_jobs(preset("digits-mlp", **overrides), [0])
     with pytest.raises(InvalidInputError, match=f"{field}.*over this server's limit"):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from models.errors import InvalidInputError
-from models.loading import read_state_dict
+from lenscape.errors import InvalidInputError
+from lenscape.models.loading import read_state_dict
 
 MUTANTS = 500   # per format: about half a second for each
 
@@ -76,7 +76,7 @@ def test_nan_or_inf_weights_are_refused_naming_the_tensor(fmt, bad):
 
 
 def test_check_finite_state_names_the_first_bad_tensors_and_passes_finite_ones():
-    from models.loading import check_finite_state
+    from lenscape.models.loading import check_finite_state
 
     check_finite_state(_state(), "ok.safetensors")         # finite, integer and float64 tensors: fine
     state = {f"layer{i}.weight": torch.full((2,), float("nan")) for i in range(9)}

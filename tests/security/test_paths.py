@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data import DataSpec, is_prepared, load_data
-from models.errors import InvalidInputError
+from lenscape.models.data import DataSpec, is_prepared, load_data
+from lenscape.errors import InvalidInputError
 
 SECRET = b"root:$6$s3cr3t-hash:19000:0:99999:7:::\n"
 
@@ -35,7 +35,7 @@ def _refusal(fn, text: str) -> str:
 
 
 def _read(text):
-    from ui.loading import _read
+    from lenscape.ui.loading import _read
     return _read(None, text)
 
 
@@ -48,7 +48,8 @@ def test_a_file_outside_the_roots_is_refused_the_same_whether_it_exists_or_not(a
 
 
 def test_the_import_forms_preview_refuses_alike_and_reads_nothing(allowed, tmp_path, monkeypatch):
-    import ui.loading
+    from lenscape import ui
+    import lenscape.ui.loading  # noqa: F401
 
     shown = []
     unescaped = lambda md: re.sub(r"\\(.)", r"\1", md.replace("\u2060", ""))   # noqa: E731 - as a reader sees it
@@ -66,7 +67,7 @@ def test_a_link_inside_a_root_that_leads_outside_is_refused(allowed, tmp_path):
 
 
 def test_the_data_root_the_workspace_and_configured_roots_are_allowed(allowed, tmp_path, monkeypatch):
-    from models.paths import allowed_roots, data_root, home_dir, user_path
+    from lenscape.models.paths import allowed_roots, data_root, home_dir, user_path
 
     other = tmp_path / "other"
     monkeypatch.setenv("LENSCAPE_ALLOWED_ROOTS", os.pathsep.join([str(allowed), "", str(other)]))

@@ -24,9 +24,9 @@ def home(tmp_path_factory):
     """Three MNIST models (older, listed last) and three digits models (newer, listed first)."""
     import torch
 
-    from models.architectures import ArchSpec, build_model
-    from models.data import DataSpec
-    from models.zoo import import_model
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
 
     home = tmp_path_factory.mktemp("runs-selection-home")
     for data, shape in (("mnist", (1, 28, 28)), ("digits", (1, 8, 8))):
@@ -39,7 +39,7 @@ def home(tmp_path_factory):
 
 
 def _ids(home, data: str | None = None) -> set[str]:
-    from models.zoo import list_runs
+    from lenscape.models.zoo import list_runs
 
     return {r["run_id"] for r in list_runs(home / "runs") if data is None or r["data"]["name"] == data}
 

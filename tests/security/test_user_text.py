@@ -45,7 +45,7 @@ def _unescape(md: str) -> str:
 def _reads_back(text: str) -> None:
     """plain(text) reads back as `text` (line breaks as spaces) with nothing Markdown can use; every
     bare address (http://, www., an @) has the word joiner before it that keeps GFM from linking it."""
-    from ui.common import plain
+    from lenscape.ui.common import plain
 
     shown = _unescape(plain(text))
     assert shown.replace(WORD_JOINER, "") == " ".join(text.splitlines()).replace(WORD_JOINER, "")
@@ -70,7 +70,7 @@ def test_strings_made_of_markdown_pieces_too(text):
                                   "http://h/a www.h.com a@h.com", ":red[x] :material/home: :smile: $x^2$ $$y$$",
                                   "**b** _i_ `c` ~s~ # h\n- l\n1. n\n> q", "<img src=x onerror=alert(1)>", "a\\b"])
 def test_known_markdown_is_escaped(text):
-    from ui.common import plain
+    from lenscape.ui.common import plain
 
     md = plain(text)
     _reads_back(text)
@@ -80,7 +80,7 @@ def test_known_markdown_is_escaped(text):
 @settings(deadline=None)             # the first example imports Streamlit
 @given(st.text())
 def test_plot_text_has_no_tag_and_reads_back(text):
-    from ui.common import plot_text
+    from lenscape.ui.common import plot_text
 
     shown = plot_text(text)
     assert "<" not in shown and ">" not in shown and html.unescape(shown) == text
@@ -102,7 +102,7 @@ def _names(beacon: Recorder) -> list[str]:
 
 
 def _arch():
-    from models.architectures import ArchSpec
+    from lenscape.models.architectures import ArchSpec
 
     return ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))
 
@@ -112,9 +112,9 @@ def home(tmp_path_factory, beacon):
     """A workspace with two digits models whose names are Markdown that would reach the beacon."""
     import torch
 
-    from models.architectures import build_model
-    from models.data import DataSpec
-    from models.zoo import import_model
+    from lenscape.models.architectures import build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
 
     home = tmp_path_factory.mktemp("user-text-home")
     ids = []
@@ -175,8 +175,8 @@ def test_names_are_text_on_home_models_runs_and_a_view(page, server, home, beaco
 
 
 def test_a_bundle_imported_on_the_runs_page_names_its_model_as_text(page, server, home, beacon, tmp_path):
-    from backend.bundles import export_bundle
-    from backend.store import ResultStore
+    from lenscape.backend.bundles import export_bundle
+    from lenscape.backend.store import ResultStore
 
     first = home.joinpath("ids").read_text().split()[0]
     page.goto(f"{server}/Saliency?model={first}&idx=3,4")
@@ -201,7 +201,7 @@ def test_a_model_imported_on_the_models_page_is_named_as_text(page, server, beac
     import torch
     from safetensors.torch import save
 
-    from models.architectures import build_model
+    from lenscape.models.architectures import build_model
 
     torch.manual_seed(7)
     data = save(build_model(_arch()).state_dict())

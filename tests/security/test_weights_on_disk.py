@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from models.architectures import ArchSpec, build_model
-from models.data import DataSpec
-from models.errors import InvalidInputError
-from models.zoo import import_model, iter_states, load_model, load_state
+from lenscape.models.architectures import ArchSpec, build_model
+from lenscape.models.data import DataSpec
+from lenscape.errors import InvalidInputError
+from lenscape.models.zoo import import_model, iter_states, load_model, load_state
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = ArchSpec(name="mlp", widths=(16,), in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,))
@@ -61,7 +61,7 @@ def test_a_model_id_from_a_link_is_a_name_never_a_path(lenscape_home, tmp_path, 
     (outside / "run.json").write_text('{"status": "complete"}')
     with pytest.raises(InvalidInputError, match="not a model id"):
         load_model(run_id)
-    from models.zoo import delete_run
+    from lenscape.models.zoo import delete_run
     with pytest.raises(InvalidInputError, match="not a model id"):
         delete_run(run_id)
     assert (outside / "run.json").exists()
@@ -78,7 +78,7 @@ def test_weights_rewritten_in_place_with_the_old_time_are_noticed(swapped, lensc
     """Same size, modification time set back: the change time (which no program can set) still moved."""
     import os
 
-    from models.zoo import get_run
+    from lenscape.models.zoo import get_run
     path = lenscape_home / "runs" / swapped["run_id"] / "epoch_000.safetensors"
     torch.manual_seed(0)
     from safetensors.torch import save

@@ -1,5 +1,9 @@
-"""Headless training: `python -m models train --preset mnist-cnn --seeds 0-4 [--epochs 1]`;
-`python -m models warm --preset teaching` prepares the class demo (models and one result per view).
+"""The `lenscape` command (also `python -m lenscape`):
+
+    lenscape app [--port 8501] [streamlit options]   start the app (localhost only unless configured)
+    lenscape train --preset mnist-cnn --seeds 0-4 [--epochs 1] [--device cuda]
+    lenscape warm --preset teaching                   prepare the class demo (models and one result per view)
+    lenscape presets                                  list the training presets
 
 Runs land in the same workspace (LENSCAPE_HOME/runs) as the app's, under the same run ids,
 so the app lists them and does not train them again.
@@ -11,14 +15,19 @@ import argparse
 import sys
 import time
 
-from models.errors import InvalidInputError
-from models.paths import runs_dir
-from models.training import PRESETS, parse_seeds, preset, run_id_for, train_run
+from lenscape.errors import InvalidInputError
+from lenscape.models.paths import runs_dir
+from lenscape.models.training import PRESETS, parse_seeds, preset, run_id_for, train_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:                       # the rest goes to Streamlit as it is
+        return _app(argv[1:])
+    parser = argparse.ArgumentParser(prog="lenscape", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("app", help="start the app (options after it go to Streamlit, e.g. --server.port 8502)")
     train = sub.add_parser("train", help="train one preset for one or more seeds")
     train.add_argument("--preset", required=True, choices=sorted(PRESETS))
     train.add_argument("--seeds", default="0", help="e.g. 0, 0-4 or 1,3,5")
@@ -29,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     warm.add_argument("--preset", default="teaching", choices=["teaching"])
     args = parser.parse_args(argv)
     if args.command == "warm":
-        from backend.runner import open_backend
-        from backend.teaching import warm as warm_up
+        from lenscape.backend.runner import open_backend
+        from lenscape.backend.teaching import warm as warm_up
 
         runner = open_backend()
         try:
@@ -60,3 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _app(args: list[str]) -> int:
+    from lenscape.ui.serve import main as serve
+
+    if args[:1] == ["--port"] and len(args) >= 2:     # the one option most people want, spelled plainly
+        args = ["--server.port", args[1], *args[2:]]
+    serve(args)
+    return 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# ./lenscape app   — create .venv, install Lenscape, start the app and open it in the browser
-# ./lenscape test  — install the test dependencies (and Chromium where apt-get can), run the whole suite
+# ./lenscape.sh app   — create .venv, install Lenscape, start the app and open it in the browser
+# ./lenscape.sh test  — install the test dependencies (and Chromium where apt-get can), run the whole suite
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -29,13 +29,13 @@ case "${1:-}" in
     port=${LENSCAPE_PORT:-8501}
     # headless avoids Streamlit's first-run e-mail prompt; we open the browser ourselves
     (sleep 4 && .venv/bin/python -m webbrowser -t "http://localhost:$port" >/dev/null 2>&1 || true) &
-    exec .venv/bin/python -m ui.serve --server.port "$port" ;;
+    exec .venv/bin/lenscape app --server.port "$port" ;;
   test)
     venv ".[test]"
     ensure_chromium
     shift
     exec .venv/bin/python -m pytest "$@" ;;
   *)
-    echo "usage: ./lenscape app | ./lenscape test" >&2
+    echo "usage: ./lenscape.sh app | ./lenscape.sh test" >&2
     exit 2 ;;
 esac
