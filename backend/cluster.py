@@ -46,6 +46,11 @@ def connect(address: str, workers: int | None = None, timeout: float | None = No
                              "with LENSCAPE_RAY_ADDRESS=auto, or give the cluster's GCS address as host:port")
     if not (address in ("local", "auto") or re.fullmatch(r"[\w.\-]+:\d+", address)):
         raise RayUnavailable(f"a Ray address is 'local', 'auto' or 'host:port'; got {address!r}")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RayUnavailable('Ray is not installed here: pip install "lenscape[cluster]" (or pip install -e ".[cluster]" '
+                             "in a checkout), then start the app again") from None
     timeout = connect_timeout() if timeout is None else timeout
     attempt = _RayThread()                 # a thread of its own: one that hangs in ray.init is left behind
     try:
@@ -68,7 +73,9 @@ def _connect(address: str, workers: int | None) -> dict:
         raise RuntimeError(f"this process is connected to the Ray cluster {_CONNECTED['address']!r}; restart the "
                            f"app to use {address!r}")
     if not ray.is_initialized():
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        import lenscape
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(lenscape.__file__)))   # where `import lenscape` works
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
                             **{k: v for k, v in os.environ.items() if k.startswith("LENSCAPE_") and k != "LENSCAPE_RAY_ADDRESS"}}}
         started = time.perf_counter()

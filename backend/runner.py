@@ -1,7 +1,11 @@
-"""The local runner: jobs run on worker threads off the Streamlit script thread.
+"""The job system's one contract, `Runner`, and its two implementations: `LocalRunner` (jobs run on
+worker threads off the Streamlit script thread) and `RayRunner` (the same, with a job's pieces on a
+Ray cluster). Pages and the command line use only what `Runner` declares: the UI never reaches
+into the store.
 
 Contract (every runner): submit(job) -> id, attaching to a running job or returning a stored
-result at once; status, progress, result (raises NotReady, JobFailed, JobCancelled), cancel.
+result at once; status, progress, result (raises NotReady, JobFailed, JobCancelled), cancel; and
+the stored jobs' records (`record`, `records`, `forget`, `stored_bytes`).
 
 Two lanes, each with its own workers: "long" jobs (training, DiffROAR) never hold up the "short"
 ones a page waits on. A stored result that cannot be read back (bad checksum, or a format today's
@@ -25,7 +29,7 @@ from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -33,6 +37,81 @@ from lenscape.backend.codec import encode, to_jsonable
 from lenscape.backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
                           UnknownJob, code_version)
 from lenscape.backend.store import CorruptResult, ResultStore
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What every runner offers the app, the command line and the notebook API."""
+
+    device: torch.device
+    device_label: str               # stored with each job ("cuda:0", "ray (...)")
+    notice: str                     # something about where jobs run that every page should say ("" if none)
+
+    def where(self) -> str:
+        """Where jobs run, for the sidebar."""
+        ...
+
+    def submit(self, job: Job, watcher: str | None = None) -> str:
+        """The job's id; computes it unless it runs, is stored, or failed (see `retry`)."""
+        ...
+
+    def retry(self, job_id: str, watcher: str | None = None) -> None:
+        """Let a failed or cancelled job run again."""
+        ...
+
+    def release(self, job_id: str, watcher: str) -> None:
+        """`watcher` no longer waits on the job: it is cancelled if nobody else does."""
+        ...
+
+    def status(self, job_id: str) -> JobStatus:
+        """Raises UnknownJob for an id neither running nor stored."""
+        ...
+
+    def progress(self, job_id: str) -> Progress: ...
+
+    def result(self, job_id: str) -> Any:
+        """The stored result; raises NotReady, JobFailed or JobCancelled."""
+        ...
+
+    def error(self, job_id: str) -> str | None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus: ...
+
+    def running(self, kind: str | None = None) -> list[str]:
+        """Ids of the queued or running jobs (of one kind), oldest first."""
+        ...
+
+    def watched_by(self, session: str) -> dict[str, set[str]]:
+        """{job id: watchers} of the running jobs a browser tab waits on."""
+        ...
+
+    def record(self, job_id: str) -> dict | None:
+        """The stored job's row (kind, label, status, config as JSON, fingerprints, seconds, ...)."""
+        ...
+
+    def records(self, kind: str | None = None) -> list[dict]:
+        """Every stored job's row (of one kind), newest first."""
+        ...
+
+    def forget(self, job_id: str) -> None:
+        """Delete a stored job and its result (it is computed again when next asked for)."""
+        ...
+
+    def stored_bytes(self, job_id: str) -> int:
+        """The size of the job's stored result file, 0 if none."""
+        ...
+
+    def export_bundle(self, job_id: str) -> bytes:
+        """A reproducibility bundle (zip bytes) of a stored result and the models it used."""
+        ...
+
+    def import_bundle(self, data: bytes) -> dict:
+        """File a bundle's result and models here, all or nothing; returns its manifest."""
+        ...
+
+    def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -300,6 +379,29 @@ class LocalRunner:
             active.done.wait(timeout)
         return self.status(job_id)
 
+    def record(self, job_id: str) -> dict | None:
+        return self.store.get(job_id)
+
+    def records(self, kind: str | None = None) -> list[dict]:
+        return self.store.list(kind=kind)
+
+    def forget(self, job_id: str) -> None:
+        self.store.delete(job_id)
+
+    def stored_bytes(self, job_id: str) -> int:
+        path = self.store.path(job_id)
+        return path.stat().st_size if path.exists() else 0
+
+    def export_bundle(self, job_id: str) -> bytes:
+        from lenscape.backend.bundles import export_bundle
+
+        return export_bundle(self.store, job_id)
+
+    def import_bundle(self, data: bytes) -> dict:
+        from lenscape.backend.bundles import import_bundle
+
+        return import_bundle(self.store, data)
+
     def shutdown(self) -> None:
         for active in self._active.values():
             active.cancel.set()
@@ -358,7 +460,7 @@ class RayRunner(LocalRunner):
                 f"{'s' if c['nodes'] != 1 else ''}, {c['cpus']:g} CPUs, {c['gpus']:g} GPUs")
 
 
-def open_backend(root: Path | None = None, workers: int = 1, address: str | None = None) -> LocalRunner:
+def open_backend(root: Path | None = None, workers: int = 1, address: str | None = None) -> Runner:
     """The runner over the workspace's store (LENSCAPE_HOME/store), with the app's job kinds
     registered: on the Ray cluster `address` names (default: LENSCAPE_RAY_ADDRESS; "" for none),
     else here."""

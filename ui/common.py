@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from lenscape.backend.device import describe_device
-from lenscape.backend.runner import LocalRunner, open_backend
+from lenscape.backend.runner import Runner, open_backend
 from lenscape.models.data import DataSpec, ImageData, is_prepared, load_data
 from lenscape.errors import InvalidInputError, WorkspaceNotWritable
 from lenscape.models.zoo import LoadedModel, list_runs, load_model
@@ -56,7 +56,7 @@ def plot_text(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
-def backend() -> LocalRunner:
+def backend() -> Runner:
     """One runner per server process: every tab and every rerun attaches to the same jobs. Jobs
     run here, or on the Ray cluster that whoever started the server named (LENSCAPE_RAY_ADDRESS)."""
     from lenscape.backend.cluster import ray_address
@@ -65,7 +65,7 @@ def backend() -> LocalRunner:
 
 
 @st.cache_resource(show_spinner="Connecting to the Ray cluster…")
-def _backend(address: str) -> LocalRunner:
+def _backend(address: str) -> Runner:
     return open_backend(address=address)
 
 
@@ -90,7 +90,7 @@ def _prepare(spec: DataSpec) -> None:
     key = f"data.prepare.{spec.key()}"
     (job_id,) = submit(key, prepare_data_job_for(spec))
     if backend().status(job_id) == JobStatus.DONE and not is_prepared(spec):
-        backend().store.delete(job_id)          # the cache was removed since: decode again
+        backend().forget(job_id)          # the cache was removed since: decode again
         submit(key, prepare_data_job_for(spec))
     st.info(f"{plain(spec.label)}: its images are decoded once into a tensor file, so later loads take a fraction "
             "of a second. The page continues when this is done.")

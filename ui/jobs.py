@@ -109,7 +109,7 @@ def imported(runner, job_id: str, label: str) -> None:
     cols = st.columns([5, 2])
     cols[0].caption(f"{label}: imported from a reproducibility bundle, computed elsewhere and not checked here.")
     if cols[1].button("Compute here", key=f"recompute.{job_id}", icon=":material/refresh:"):
-        runner.store.delete(job_id)
+        runner.forget(job_id)
         st.rerun()
 
 
@@ -124,7 +124,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
         results, running = [], False
         for job_id in ids:
             status = _status(runner, job_id)
-            row = runner.store.get(job_id) or {}
+            row = runner.record(job_id) or {}
             label = plain(row.get("label") or job_id)             # names models: shown as Markdown
             if status in RUNNING:
                 running = True
@@ -175,7 +175,7 @@ def _my_jobs() -> None:
         st.caption("No job of yours is running.")
         return
     for job_id in mine:
-        row = runner.store.get(job_id) or {}
+        row = runner.record(job_id) or {}
         prog = runner.progress(job_id)
         cols = st.columns([6, 1])
         cols[0].progress(prog.fraction, text=f"{plain(row.get('label') or job_id)} — {plain(prog.message or 'queued')}")
@@ -200,7 +200,7 @@ def linked_job(kinds: str | tuple[str, ...]) -> tuple[str, Any] | None:
     kinds = (kinds,) if isinstance(kinds, str) else kinds
     if not job_id or st.session_state.get("_reopened") == job_id:
         return None
-    row = backend().store.get(job_id)
+    row = backend().record(job_id)
     if row is None or row.get("kind") not in kinds:
         return None
     st.session_state["_reopened"] = job_id

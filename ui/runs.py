@@ -12,7 +12,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lenscape.backend.bundles import export_bundle, import_bundle
 from lenscape.models.checkpoints import read_json, write_json
 from lenscape.errors import InvalidInputError
 from lenscape.models.paths import home_dir, runs_dir
@@ -81,16 +80,15 @@ def model_rows(runs: list[dict], tags: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[str]]) -> pd.DataFrame:
-    store = backend().store
+    runner = backend()
     rows = []
     for j in jobs:
         fps = json.loads(j["fingerprints"] or "[]")
-        path = store.path(j["id"])
         rows.append({"result": j["label"] or j["kind"], "kind": j["kind"], "status": j["status"],
                      "models": ", ".join(names.get(fp, f"(gone) {fp}") for fp in fps),
                      "created": timestamp(j["created"]),
                      "seconds": j["seconds"], "device": j["device"],
-                     "size (KB)": path.stat().st_size / 1024 if path.exists() else 0.0,
+                     "size (KB)": runner.stored_bytes(j["id"]) / 1024,
                      "config": (j["config"] or "")[:160], "tags": ", ".join(tags.get(j["id"], [])), "job id": j["id"]})
     return pd.DataFrame(rows)
 
@@ -203,8 +201,7 @@ def percent_axis(values: list[float | None]) -> dict:
 
 
 def results_section(key: str = "runs.results") -> None:
-    store = backend().store
-    jobs = [j for j in store.list() if j["kind"] not in ("predict", "prepare_data")]
+    jobs = [j for j in backend().records() if j["kind"] not in ("predict", "prepare_data")]
     runs, tags = list_runs(), load_tags()
     names = {ck["fingerprint"]: f"{r['name']} @ {ck['epoch']}" for r in runs for ck in r.get("checkpoints", [])}
     if not jobs:
@@ -220,17 +217,17 @@ def results_section(key: str = "runs.results") -> None:
         return
     if len(picked) == 1:
         job_id = picked[0]
-        row = store.get(job_id)
+        row = backend().record(job_id)
         c = st.columns(3)
         link = reopen_link(row)
         if link:
             page, params = link
             c[0].page_link(page, label="Reopen in its view", icon=":material/open_in_new:", query_params=params)
         if row["status"] == "DONE":
-            c[1].download_button("Reproducibility bundle (.zip)", lambda: export_bundle(store, job_id),
+            c[1].download_button("Reproducibility bundle (.zip)", lambda: backend().export_bundle(job_id),
                                  f"lenscape_{row['kind']}_{job_id}.zip", mime="application/zip", key=f"{key}.bundle")
     labels = dict(zip(frame["job id"], frame["result"]))
-    _tag_or_delete(picked, {p: f"{labels.get(p, p)} ({p})" for p in picked}, key, "result", "", store.delete)
+    _tag_or_delete(picked, {p: f"{labels.get(p, p)} ({p})" for p in picked}, key, "result", "", backend().forget)
 
 
 def _tag_or_delete(picked: list[str], names: dict[str, str], key: str, what: str, extra: str, delete) -> None:
@@ -284,7 +281,7 @@ def import_section(key: str = "runs.import") -> None:
         manifest = done[1]
     else:
         try:
-            manifest = import_bundle(backend().store, up.getvalue())
+            manifest = backend().import_bundle(up.getvalue())
         except InvalidInputError as exc:
             st.error(f"Not imported: {plain(exc)}")
             return

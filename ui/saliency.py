@@ -326,9 +326,8 @@ def _without_failed(results: list, key: str) -> list:
         cols = st.columns([6, 1])
         cols[0].error(f"{METHOD_LABELS[method]} failed on this model, so its column is left out: {plain(error)}")
         if cols[1].button("Retry", key=f"{key}.retry.{method}", icon=":material/refresh:"):
-            store = backend().store
             for job_id in st.session_state.get(f"{key}.jobs") or []:
-                store.delete(job_id)
+                backend().forget(job_id)
             st.rerun()
     return [[r for r in res if r.config.method not in bad] for res in results]
 

@@ -31,7 +31,7 @@ def test_accuracy(rec: dict) -> float | None:
     last = max(rec["checkpoints"], key=lambda c: c["epoch"])
     r = ModelRef(run_id=rec["run_id"], epoch=last["epoch"], fingerprint=last["fingerprint"])
     job_id = job("model_summary", SummaryJobConfig(model=r), (r,), data=DataSpec.from_dict(rec["data"])).key()
-    row = backend().store.get(job_id)
+    row = backend().record(job_id)
     return _summary_accuracy(job_id) if row and row.get("status") == "DONE" else None
 
 

@@ -278,3 +278,37 @@ def test_a_burst_of_submissions_from_many_threads_computes_each_job_once(runner)
 
 def _job_keep(name):
     return Job("test_slow", SlowConfig(name), fingerprints=("abc",), label=name)
+
+
+def test_both_runners_keep_the_one_contract_the_ui_uses(runner, store):
+    """`Runner` is what pages, the command line and notebooks use: both runners implement all of it,
+    and its store queries answer from the real store."""
+    import inspect
+
+    from lenscape.backend.runner import RayRunner, Runner
+
+    assert isinstance(runner, Runner)
+    declared = {n for n, _ in inspect.getmembers(Runner, inspect.isfunction) if not n.startswith("_")}
+    assert {"submit", "result", "record", "records", "forget", "stored_bytes", "export_bundle"} <= declared
+    for cls in (LocalRunner, RayRunner):
+        for name in declared:
+            assert inspect.signature(getattr(cls, name)).parameters.keys() == \
+                inspect.signature(getattr(Runner, name)).parameters.keys(), (cls, name)
+    job_id = runner.submit(_job("contract", steps=2))
+    assert runner.wait(job_id, 30) == JobStatus.DONE
+    row = runner.record(job_id)
+    assert row["kind"] == "test_slow" and row["label"] == "contract" and row == store.get(job_id)
+    assert [r["id"] for r in runner.records("test_slow")] == [job_id] and runner.records("no_such_kind") == []
+    assert runner.stored_bytes(job_id) == store.path(job_id).stat().st_size > 0
+    runner.forget(job_id)
+    assert runner.record(job_id) is None and runner.stored_bytes(job_id) == 0 and not store.path(job_id).exists()
+
+
+def test_the_ui_uses_the_runner_contract_and_never_its_store():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    reached = [f"{p.relative_to(root)}:{n.lineno}" for folder in ("ui", "pages") for p in (root / folder).glob("*.py")
+               for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Attribute) and n.attr == "store"]
+    assert reached == [], reached
