@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lenscape.analysis.hooks import recording
-from lenscape.analysis.similarity import conv_to_matrix
+from lenscape.analysis.hooks import conv_to_matrix
 from lenscape.errors import InvalidInputError
 
 Progress = Callable[[float, str], None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,3 +39,18 @@ def run_with_cache(model: nn.Module, x: torch.Tensor,
     with recording(model, layers) as acts:
         out = model(x)
     return out, dict(acts)
+
+
+def conv_to_matrix(acts: np.ndarray | torch.Tensor, mode: str = "pool") -> torch.Tensor:
+    """(N, C, H, W) → (N, C) by average pooling ("pool"), or (N·H·W, C) with every spatial
+    position as a data point ("positions"). 2-D input is returned as it is."""
+    t = torch.as_tensor(acts)
+    if t.ndim == 2:
+        return t
+    if t.ndim != 4:
+        raise InvalidInputError(f"expected (N, C, H, W) or (N, D) activations; got {tuple(t.shape)}")
+    if mode == "pool":
+        return t.mean(dim=(2, 3))
+    if mode == "positions":
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    raise InvalidInputError(f"mode must be 'pool' or 'positions'; got {mode!r}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from lenscape.analysis.hooks import conv_to_matrix  # noqa: F401 - public here too
 from lenscape.errors import InvalidInputError
 
 Array = np.ndarray | torch.Tensor
@@ -78,21 +79,6 @@ def _products(xc: torch.Tensor, yc: torch.Tensor) -> tuple:
 
 def _all_finite(a) -> bool:
     return bool(np.isfinite(a).all()) if isinstance(a, np.ndarray) else bool(torch.isfinite(a).all())
-
-
-def conv_to_matrix(acts: Array, mode: str = "pool") -> torch.Tensor:
-    """(N, C, H, W) → (N, C) by average pooling ("pool"), or (N·H·W, C) with every spatial
-    position as a data point ("positions"). 2-D input is returned as it is."""
-    t = torch.as_tensor(acts)
-    if t.ndim == 2:
-        return t
-    if t.ndim != 4:
-        raise InvalidInputError(f"expected (N, C, H, W) or (N, D) activations; got {tuple(t.shape)}")
-    if mode == "pool":
-        return t.mean(dim=(2, 3))
-    if mode == "positions":
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    raise InvalidInputError(f"mode must be 'pool' or 'positions'; got {mode!r}")
 
 
 # ---------------------------------------------------------------- CKA

@@ -25,9 +25,21 @@ user cancels, which is how a job stops), run on ``ctx.device``, draw random numb
 ``InvalidInputError`` for bad input.
 
 Submit it with ``job("name", config, models=(ref,...), label="what the user sees")`` and
-``runner.submit(...)`` (pages use ``ui.jobs.submit``). The key hashes the kind, the source of every
-Lenscape module the kind's module imports (directly or not: a change in ``analysis/`` recomputes), the
+``runner.submit(...)`` (pages use ``ui.jobs.submit``). The key hashes the kind, its code version, the
 model fingerprints, the data selection and the config.
+
+Code versions: what invalidates stored results
+----------------------------------------------
+A kind's code version hashes the code of the maths it runs: its own module and every Lenscape module
+it imports, directly or not (``analysis/``, the architectures, data loading, training), each as its
+syntax tree without docstrings, so comments, docstrings and formatting change nothing. It does *not*
+follow the plumbing (``PLUMBING``: the job system, the store, the codec, the runners, bundles, paths,
+the UI), so a fix there keeps every stored result, the class demo's included.
+
+**Bump the version** when a kind's results change in a way no hash of its code can see: a new default
+in a library it calls, a data file that changed, a bug fixed in plumbing that had leaked into results.
+Write ``@job_kind("name", version=2)`` (one more than before): every stored result of that kind is then
+computed again when next asked for, and results of other kinds are kept.
 """
 
 from __future__ import annotations
@@ -123,16 +135,20 @@ class JobKind:
     result_type: Any
     lane: str
     module: str
+    version: int = 1
 
 
-def job_kind(name: str, *, lane: str = "short") -> Callable:
+def job_kind(name: str, *, lane: str = "short", version: int = 1) -> Callable:
     """Mark `fn(ctx, config) -> result` as the job kind `name`. It does not register it: add it
-    to backend/kinds.py's KINDS."""
+    to backend/kinds.py's KINDS. `version`: bump it to recompute the kind's stored results when its
+    maths changed in a way its code's hash cannot see (module docstring)."""
     if lane not in LANES:
         raise ValueError(f"lane must be one of {LANES}; got {lane!r}")
+    if not (isinstance(version, int) and version >= 1):
+        raise ValueError(f"version must be a positive int; got {version!r}")
 
     def mark(fn: Callable) -> Callable:
-        fn.__job_kind__ = (name, lane)
+        fn.__job_kind__ = (name, lane, version)   # type: ignore[attr-defined]
         return fn
     return mark
 
@@ -176,7 +192,7 @@ def describe_kind(fn: Callable) -> JobKind:
     where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
     if not mark:
         raise TypeError(f"{where} is not decorated with @job_kind(name)")
-    name, lane = mark
+    name, lane, version = mark
     params = list(inspect.signature(fn).parameters)
     if len(params) != 2:
         raise TypeError(f"job kind {name!r} ({where}) must take (ctx, config); it takes {params}")
@@ -196,7 +212,7 @@ def describe_kind(fn: Callable) -> JobKind:
     problems = _storable_type_problems(result_type, "result")
     if problems:
         raise TypeError(f"job kind {name!r}: the result cannot be stored safely: {problems}")
-    return JobKind(name, fn, cfg_type, result_type, lane, fn.__module__)
+    return JobKind(name, fn, cfg_type, result_type, lane, fn.__module__, version)
 
 
 _JSON_SCALARS = (int, float, str, bool, type(None))
@@ -238,12 +254,25 @@ def _storable_type_problems(tp: Any, where: str) -> list[str]:
 # Code versions
 
 
+# Modules whose code decides how jobs run, are stored and shown, not what they compute: no kind's
+# code version follows them (module docstring). Everything else of ours a kind imports counts.
+PLUMBING = frozenset({
+    "lenscape", "lenscape.errors", "lenscape.backend", "lenscape.backend.jobs", "lenscape.backend.codec",
+    "lenscape.backend.store", "lenscape.backend.runner", "lenscape.backend.pieces", "lenscape.backend.limits",
+    "lenscape.backend.kinds", "lenscape.backend.cluster", "lenscape.backend.bundles",
+    "lenscape.backend.bundle_checks", "lenscape.backend.device", "lenscape.backend.teaching",
+    "lenscape.models", "lenscape.models.paths", "lenscape.models.checkpoints", "lenscape.models.loading",
+})
+
+
 @functools.lru_cache(maxsize=None)
 def code_version(kind: str) -> str:
-    """A hash of the source of every Lenscape module the kind's module imports, transitively.
+    """A hash of the kind's `version` and of the maths it runs: its module and every Lenscape module
+    it imports, transitively, but not the plumbing; each as a syntax tree without docstrings.
     Computed once per process: the code that runs is the code that was imported."""
-    modules = module_closure(REGISTRY[kind].module)
-    h = hashlib.sha256()
+    spec = REGISTRY[kind]
+    modules = module_closure(spec.module)
+    h = hashlib.sha256(f"version {spec.version}\n".encode())
     for name in sorted(modules):
         h.update(f"{name}\n".encode())
         h.update(modules[name])
@@ -251,21 +280,40 @@ def code_version(kind: str) -> str:
 
 
 def module_closure(module: str) -> dict[str, bytes]:
-    """{module name: source bytes} of `module` and every Lenscape module it imports (at the top or
-    inside functions), followed transitively."""
+    """{module name: normalized code} of `module` and every Lenscape module it imports (at the top or
+    inside functions), followed transitively, leaving out and not following `PLUMBING`."""
     seen: dict[str, bytes] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in PLUMBING:
             continue
-        path = _source_path(name)
-        if path is None:
+        source = _read_source(name)
+        if source is None:
             continue
-        source = open(path, "rb").read()
-        seen[name] = source
+        seen[name] = normalized_code(source)
         todo.extend(m for m in _own_imports(source, name) if m not in seen)
     return seen
+
+
+def _read_source(module: str) -> bytes | None:
+    path = _source_path(module)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def normalized_code(source: bytes) -> bytes:
+    """The module's syntax tree without docstrings (no comments, no layout): what it computes."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False).encode()
 
 
 def _source_path(module: str) -> str | None:
