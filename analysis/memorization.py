@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -611,3 +612,54 @@ def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor
         for m, mode in zip(layers, before):
             m.mode = mode
     return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemorizationCurves:
+    epochs: list[int]
+    clean_acc: np.ndarray             # (E,) on the clean training examples
+    noisy_acc: np.ndarray             # (E,) on the relabelled ones, under their noisy labels (memorized share)
+    noisy_true_acc: np.ndarray        # (E,) on the relabelled ones, under their original labels
+    test_acc: np.ndarray              # (E,)
+
+
+def memorization_curves(model: nn.Module, states: Mapping[int, dict[str, torch.Tensor]], images: torch.Tensor,
+                        labels: torch.Tensor, noisy: torch.Tensor, original_labels: torch.Tensor,
+                        test_images: torch.Tensor, test_labels: torch.Tensor, *,
+                        progress: Progress = _no_progress) -> MemorizationCurves:
+    """How a network memorizes mislabeled examples over training (Maini et al. 2023, Fig. 1): per
+    checkpoint, the accuracy on the clean examples, on the relabelled ones under their noisy labels
+    (the memorized share) and under their true labels, and on the test set.
+
+    Args:
+        model: a network of the run's architecture; each of `states` is loaded into it in turn.
+        states: {epoch: state_dict}; any Mapping, so a lazy one can read checkpoints one at a time.
+        images, labels: the training set as trained on (noisy labels included).
+        noisy: (N,) bool, True for the relabelled examples; original_labels: their labels before.
+        test_images, test_labels: the test set.
+
+    Returns:
+        MemorizationCurves, one value per epoch (sorted).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> noisy = torch.tensor([False, False, False, False, True, True])
+        >>> curves = memorization_curves(net, {0: net.state_dict()}, x, y, noisy, 1 - y, x, y)
+        >>> curves.epochs, curves.noisy_acc.shape
+        ([0], (1,))
+    """
+    mask = noisy.bool()
+    epochs = sorted(states)
+    rows = []
+    for i, e in enumerate(epochs):
+        model.load_state_dict(states[e])
+        rows.append([evaluate(model, a, b).accuracy for a, b in
+                     ((images[~mask], labels[~mask]), (images[mask], labels[mask]),
+                      (images[mask], original_labels[mask]), (test_images, test_labels))])
+        progress((i + 1) / len(epochs), f"epoch {e}")
+    r = np.array(rows, dtype=float).reshape(len(epochs), 4)
+    return MemorizationCurves(epochs=epochs, clean_acc=r[:, 0], noisy_acc=r[:, 1], noisy_true_acc=r[:, 2],
+                              test_acc=r[:, 3])

@@ -1,17 +1,21 @@
 """DiffROAR (Shah, Jain & Netrapalli 2021): keep only the top-k or bottom-k attributed
 coordinates, retrain, and compare: DiffROAR(k) = Acc(top-k kept) − Acc(bottom-k kept).
 
-The pure parts live here (ranking, masking, the summary over seeds); the retraining loop is a
-backend job, because it trains models.
+The whole check is `diffroar`; it takes the retraining as a function (training is not this
+package's business), so a notebook passes its own and the app's job passes the recipe's training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch import nn
 
+from lenscape.analysis.evaluation import Progress, _no_progress
+from lenscape.analysis.saliency import SaliencyConfig, attribute
 from lenscape.errors import InvalidInputError
 
 
@@ -73,3 +77,73 @@ def pairwise_differences(acc_top: np.ndarray, acc_bottom: np.ndarray) -> tuple[n
     diffs = acc_top[..., :, None] - acc_bottom[..., None, :]      # (..., S, S)
     flat = diffs.reshape(*diffs.shape[:-2], -1)
     return flat.mean(-1), flat.std(-1)
+
+
+Images = tuple[torch.Tensor, torch.Tensor]        # (uint8 images (N, C, H, W), labels (N,))
+Retrain = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], float]
+
+
+def _serial(fn: Callable, items: list[tuple]) -> list:
+    return [fn(*item) for item in items]
+
+
+def diffroar(model: nn.Module, train: Images, test: Images, retrain_and_score: Retrain,
+             config: DiffRoarConfig = DiffRoarConfig(), saliency: SaliencyConfig | None = None, *,
+             fill: int | None = None, map: Callable[[Callable, list[tuple]], list] = _serial,
+             progress: Progress = _no_progress) -> DiffRoarResult:
+    """DiffROAR(k) = Acc(top-k kept) − Acc(bottom-k kept) for each method of `config` (Shah et al. 2021).
+
+    Args:
+        model: the classifier whose attributions rank the coordinates (eval mode is used).
+        train, test: (uint8 images, labels) to mask and retrain on / score on.
+        retrain_and_score: ``(train_images, train_labels, test_images, test_labels, seed) -> accuracy``
+            trains a fresh model of the recipe under study and returns its (best) test accuracy.
+        config: methods, the k grid, the retraining seeds.
+        saliency: the attribution settings; default the gradient of the true label, as the paper.
+        fill: the value masked coordinates take (default: the training images' mean pixel).
+        map: ``map(fn, items) == [fn(*item) for item in items]``, computed anywhere (the app runs the
+            retrainings side by side on a Ray cluster); serial by default.
+
+    Returns:
+        A DiffRoarResult: accuracies (methods, K, seeds) for both arms and their pairwise differences.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+        >>> imgs = torch.randint(0, 256, (8, 1, 4, 4), dtype=torch.uint8)
+        >>> labels = torch.arange(8) % 2
+        >>> count = lambda x, y, tx, ty, seed: float((tx > 0).float().mean())   # a stand-in "training"
+        >>> res = diffroar(net, (imgs, labels), (imgs, labels), count, DiffRoarConfig(k_grid=(0.25,), seeds=(0,)),
+        ...                fill=0)
+        >>> res.methods, res.acc_top.shape
+        (['gradient', 'random'], (2, 1, 1))
+    """
+    saliency = saliency or SaliencyConfig(target="true")
+    (x_train, y_train), (x_test, y_test) = train, test
+    fill = int(round(float(x_train.float().mean()))) if fill is None else fill
+    methods = config.all_methods
+    acc = np.zeros((2, len(methods), len(config.k_grid), len(config.seeds)))
+    for mi, method in enumerate(methods):
+        progress(mi / len(methods), f"attributions: {method}")
+        scfg = replace(saliency, method=method, seed=config.attribution_seed)
+        a_train = attribute(model, _unit(x_train), y_train, scfg)
+        a_test = attribute(model, _unit(x_test), y_test, scfg)
+        items, slots = [], []
+        for ki, k in enumerate(config.k_grid):
+            for arm, keep in enumerate(("top", "bottom")):
+                tr = apply_keep_mask(x_train, keep_mask(a_train, k, keep), fill)
+                te = apply_keep_mask(x_test, keep_mask(a_test, k, keep), fill)
+                for si, seed in enumerate(config.seeds):
+                    items.append((tr, y_train, te, y_test, seed))
+                    slots.append((arm, mi, ki, si))
+        for slot, score in zip(slots, map(retrain_and_score, items)):
+            acc[slot] = score
+    progress(1.0, "done")
+    mean, std = pairwise_differences(acc[0], acc[1])
+    return DiffRoarResult(methods=list(methods), k_grid=np.array(config.k_grid), acc_top=acc[0], acc_bottom=acc[1],
+                          diff_mean=mean, diff_std=std, config=config)
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(255.0) if images.dtype == torch.uint8 else images

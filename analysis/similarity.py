@@ -10,10 +10,12 @@ al.'s formula (translation invariant), SVCCA with the paper's 99 %-of-variance r
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from lenscape.analysis.hooks import conv_to_matrix  # noqa: F401 - public here too
 from lenscape.errors import InvalidInputError
@@ -302,3 +304,78 @@ def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
 
 METRICS = {"linear_cka": linear_cka, "rbf_cka": rbf_cka, "debiased_cka": debiased_cka, "cca": cca,
            "svcca": svcca, "pwcca": pwcca}
+
+
+# ---------------------------------------------------------------- matrices over models
+
+
+def score_pair(metric: str, x: Array, y: Array) -> tuple[float, str | None]:
+    """(metric(x, y), None), or (NaN, why not) where the metric is undefined for this pair."""
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return METRICS[metric](x, y), None
+    except InvalidInputError as exc:
+        return float("nan"), str(exc)
+
+
+def _serial(fn: Callable, items: list[tuple]) -> list:
+    return [fn(*item) for item in items]
+
+
+def pairwise_scores(metric: str, xs: Sequence[Array], ys: Sequence[Array], *,
+                    map: Callable[[Callable, list[tuple]], list] = _serial) -> tuple[np.ndarray, list[str]]:
+    """(metric(xs[i], ys[j]) for every pair as an (len(xs), len(ys)) array, the notes on undefined
+    pairs). `map(fn, items) == [fn(*item) for item in items]`, computed anywhere (serial by default)."""
+    cells = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
+    out, notes = np.zeros((len(xs), len(ys))), []
+    for (i, j), (value, note) in zip(cells, map(score_pair, [(metric, xs[i], ys[j]) for i, j in cells])):
+        out[i, j] = value
+        if note and note not in notes:
+            notes.append(note)
+    return out, notes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedMatrix:
+    values: np.ndarray                # (models, models)
+    baseline: np.ndarray              # (models, models): the larger of the pair's values against a random network
+    notes: list[str]
+
+
+def seed_matrix(models: Sequence[nn.Module], images: torch.Tensor, layer: str, metric: str = "linear_cka", *,
+                random_model: nn.Module | None = None, conv_mode: str = "pool",
+                map: Callable[[Callable, list[tuple]], list] = _serial) -> SeedMatrix:
+    """Similarity of one layer across models (seeds of a recipe: Kornblith et al. 2019, Table 1), on
+    the same images, with a random network's value as the chance level.
+
+    Args:
+        models: networks that all have a module named `layer`.
+        images: (N, C, H, W) in [0, 1] (or uint8).
+        metric: one of METRICS ("linear_cka", "rbf_cka", "debiased_cka", "cca", "svcca", "pwcca").
+        random_model: an untrained network like models[0]; each model is compared with it and a pair's
+            baseline is the larger of its two models' values (a pair beats chance only above it).
+        conv_mode: "pool", "flatten" or "positions" for convolutional layers.
+
+    Returns:
+        SeedMatrix(values, baseline, notes); baseline is NaN without a random model.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> nets = [nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU()) for _ in range(2)]
+        >>> m = seed_matrix(nets, torch.rand(32, 1, 4, 4), "2")
+        >>> m.values.shape, round(float(m.values[0, 0]), 6)
+        ((2, 2), 1.0)
+    """
+    from lenscape.analysis.activations import extract
+
+    acts = [extract(m, images, [layer], conv_mode)[layer] for m in models]
+    values, notes = pairwise_scores(metric, acts, acts, map=map)
+    if random_model is None:
+        return SeedMatrix(values=values, baseline=np.full_like(values, np.nan), notes=notes)
+    base, more = pairwise_scores(metric, acts, [extract(random_model, images, [layer], conv_mode)[layer]], map=map)
+    notes += [n for n in more if n not in notes]
+    return SeedMatrix(values=values, baseline=np.maximum(base[:, 0][:, None], base[:, 0][None, :]), notes=notes)

@@ -7,13 +7,14 @@ were relabelled (models.zoo.training_data rebuilds the exact training set)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from lenscape.analysis.evaluation import evaluate
-from lenscape.analysis.memorization import (GROUPINGS, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
+from lenscape.analysis.memorization import (GROUPINGS, memorization_curves, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
                                    accuracy, flip_neurons, gradient_account, group_account, layer_groups,
                                    masked_accuracy, neuron_layers, neuron_units, retrain_group, rewound,
                                    tied_dropout_accuracies)
@@ -78,24 +79,35 @@ class Overview:
     predictions: np.ndarray           # (M,) the model's predictions for them
 
 
+class _Checkpoints(Mapping):
+    """{epoch: state} of a run, each read from disk when asked for (not all at once)."""
+
+    def __init__(self, run_id: str, epochs: list[int]) -> None:
+        self.run_id, self.epochs = run_id, epochs
+
+    def __getitem__(self, epoch: int) -> dict[str, torch.Tensor]:
+        return load_state(self.run_id, epoch)
+
+    def __iter__(self):
+        return iter(self.epochs)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+
 @job_kind("memorization_overview")
 def overview_job(ctx: JobContext, cfg: SweepConfig) -> Overview:
     lm, data = _noisy_model(cfg.model, ctx.device)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
     ni = torch.nonzero(mask).flatten()
     epochs = _epochs(cfg.model.run_id, cfg.stride)
-    rows = []
     model = lm.model
-    for i, e in enumerate(epochs):
-        model.load_state_dict(load_state(cfg.model.run_id, e))
-        rows.append((accuracy(model, x[~mask], y[~mask]), accuracy(model, x[mask], y[mask]),
-                     accuracy(model, x[mask], data.original_labels[mask]),
-                     accuracy(model, data.test.images, data.test.labels)))
-        ctx.progress((i + 1) / (len(epochs) + 1), f"epoch {e}")
+    curves = memorization_curves(model, _Checkpoints(cfg.model.run_id, epochs), x, y, mask, data.original_labels,
+                                 data.test.images, data.test.labels, progress=stage(ctx, 0.0, 0.95))
     model.load_state_dict(load_state(cfg.model.run_id, cfg.model.epoch))
     pred = evaluate(model, x[ni]).predictions
-    r = np.array(rows)
-    return Overview(epochs=epochs, clean_acc=r[:, 0], noisy_acc=r[:, 1], noisy_true_acc=r[:, 2], test_acc=r[:, 3],
+    return Overview(epochs=curves.epochs, clean_acc=curves.clean_acc, noisy_acc=curves.noisy_acc,
+                    noisy_true_acc=curves.noisy_true_acc, test_acc=curves.test_acc,
                     noise_fraction=float(mask.float().mean()), noisy_indices=ni.numpy(),
                     memorized=(pred == y[ni]).numpy(), true_labels=data.original_labels[ni].numpy(),
                     noisy_labels=y[ni].numpy(), predictions=pred.numpy())

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from lenscape.analysis.roar import DiffRoarConfig, DiffRoarResult, apply_keep_mask, keep_mask, pairwise_differences
-from lenscape.analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, attribute, compute_saliency, null_mass_at_k
+from lenscape.analysis.roar import DiffRoarConfig, DiffRoarResult, diffroar
+from lenscape.analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, compute_saliency, null_mass
 from lenscape.analysis.summary import predict_proba
 from lenscape.analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
-from lenscape.backend.jobs import JobCancelled, JobContext, ModelRef, job_kind
+from lenscape.backend.jobs import JobCancelled, JobContext, ModelRef, job_kind, stage
 from lenscape.backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
 from lenscape.models.data import ImageData, load_data, null_block_mask
 from lenscape.errors import InvalidInputError
@@ -180,17 +180,12 @@ def null_mass_job(ctx: JobContext, cfg: NullMassConfig) -> NullMassResult:
             raise InvalidInputError(f"{lm.name} was not trained on BlockMNIST: the null-mass check needs to know "
                                     "which block holds the signal")
         x, y = test.x(slice(0, cfg.n_images)), test.labels[:cfg.n_images]
-        mask = null_block_mask(test.signal_top[:cfg.n_images])
         names.append(lm.name)
-        per_method, per_example = [], []
-        for j, m in enumerate(cfg.methods):
-            ctx.progress((i * len(cfg.methods) + j) / (len(cfg.models) * len(cfg.methods)), f"{lm.name}: {m.method}")
-            res = compute_saliency(lm.model, x, y, m)
-            attr = torch.from_numpy(res.attributions)
-            per_method.append(torch.stack([null_mass_at_k(attr, mask, k) for k in cfg.k_grid]).numpy())
-            per_example.append(res.attributions[:4])
-        masses.append(per_method)
-        examples.append(per_example)
+        one = stage(ctx, i / len(cfg.models), (i + 1) / len(cfg.models), lm.name)
+        res = null_mass(lm.model, x, y, null_block_mask(test.signal_top[:cfg.n_images]), cfg.methods, cfg.k_grid,
+                        progress=one)
+        masses.append(res.mass)
+        examples.append(res.examples)
     return NullMassResult(model_names=names, methods=[m.method for m in cfg.methods],
                           k_grid=np.array(cfg.k_grid), null_mass=np.array(masses),
                           null_share=float(null_block_mask(test.signal_top[:1]).float().mean()),
@@ -221,39 +216,33 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
     recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset,
                      adversarial=None, p_gen=0.0, p_mem=0.0)
     train, test = load_data(recipe.data, "train").head(cfg.roar.train_subset), load_data(recipe.data, "test")
-    fill = int(round(float(train.images.float().mean())))   # the training data's mean pixel
-    methods, roar = cfg.roar.all_methods, cfg.roar
-    acc = np.zeros((2, len(methods), len(roar.k_grid), len(roar.seeds)))
-    for mi, method in enumerate(methods):
-        ctx.progress(mi / len(methods), f"attributions: {method}")
-        scfg = replace(cfg.saliency, method=method, seed=roar.attribution_seed)
-        a_train, a_test = (attribute(lm.model, d.x(), d.labels, scfg) for d in (train, test))
-        # the retrainings are independent pieces (k × top/bottom × seeds): side by side on a Ray
-        # cluster, each masked data set shipped once by reference to every seed that trains on it
-        pieces, slots = [], []
-        for ki, k in enumerate(roar.k_grid):
-            for arm, keep in enumerate(("top", "bottom")):
-                tr = ctx.share(_masked(train, keep_mask(a_train, k, keep), fill))
-                te = ctx.share(_masked(test, keep_mask(a_test, k, keep), fill))
-                for si, seed in enumerate(roar.seeds):
-                    pieces.append((replace(recipe, seed=seed), tr, te))
-                    slots.append((arm, mi, ki, si))
-        scores = ctx.map(fit_and_score_piece, pieces, f"{method}: retrainings", lo=(mi + 0.1) / len(methods),
-                         hi=(mi + 1) / len(methods), resources=Resources(cpus=1, gpus=0.25, threads=1))
-        for slot, score in zip(slots, scores):
-            acc[slot] = score
-    mean, std = pairwise_differences(acc[0], acc[1])
-    return DiffRoarResult(methods=list(methods), k_grid=np.array(roar.k_grid), acc_top=acc[0], acc_bottom=acc[1],
-                          diff_mean=mean, diff_std=std, config=roar)
+    methods, calls = cfg.roar.all_methods, []
+
+    def on_pieces(fn, items: list[tuple]) -> list[float]:
+        """The retrainings of one method as independent pieces (side by side on a Ray cluster), each
+        masked data set shipped once, by reference, to every seed that trains on it."""
+        mi, shared = len(calls), {}
+        calls.append(mi)
+
+        def share(images: torch.Tensor, data: ImageData):
+            if id(images) not in shared:
+                shared[id(images)] = ctx.share(data.with_images(images))
+            return shared[id(images)]
+        pieces = [(replace(recipe, seed=seed), share(tr, train), share(te, test)) for tr, _, te, _, seed in items]
+        return ctx.map(fit_and_score_piece, pieces, f"{methods[mi]}: retrainings", lo=(mi + 0.1) / len(methods),
+                       hi=(mi + 1) / len(methods), resources=Resources(cpus=1, gpus=0.25, threads=1))
+
+    return diffroar(lm.model, (train.images, train.labels), (test.images, test.labels), _no_local_retraining,
+                    cfg.roar, cfg.saliency, map=on_pieces, progress=ctx.progress)
+
+
+def _no_local_retraining(*_):
+    raise AssertionError("the DiffROAR job retrains through its pieces")
 
 
 def fit_and_score_piece(recipe: TrainConfig, train: ImageData, test: ImageData, *, device) -> float:
     """One DiffROAR retraining (a piece: see backend/pieces.py)."""
     return fit_and_score(recipe, train, test, device)
-
-
-def _masked(data: ImageData, mask: torch.Tensor, fill: int) -> ImageData:
-    return data.with_images(apply_keep_mask(data.images, mask, fill))
 
 
 @dataclass(frozen=True, kw_only=True)

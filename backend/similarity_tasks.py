@@ -5,7 +5,6 @@ same architecture (and, for one pair, with the examples shuffled)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from lenscape.analysis.activations import extract
 from lenscape.analysis.evaluation import CONV_MODES, evaluate
 from lenscape.analysis.embedding import Projection, ProjectionConfig, project
-from lenscape.analysis.similarity import METRICS
+from lenscape.analysis.similarity import METRICS, score_pair, seed_matrix
 from lenscape.backend.jobs import JobContext, ModelRef, job_kind, stage
 from lenscape.backend.pieces import Resources
 from lenscape.models.architectures import build_model
@@ -67,12 +66,26 @@ def _keep(notes: list[str], note: str | None) -> None:
 
 def score_piece(metric: str, x: torch.Tensor, y: torch.Tensor, *, device) -> tuple[float, str | None]:
     """(the metric of one pair of activation matrices, or NaN and why not): a piece."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return METRICS[metric](x, y), None
-    except InvalidInputError as exc:
-        return float("nan"), str(exc)
+    return score_pair(metric, x, y)
+
+
+def _on_pieces(ctx: JobContext, spans: list[tuple[str, float, float]]):
+    """A `map` for analysis.similarity's matrices: its n-th call's pairs run as pieces (side by side on
+    a Ray cluster, one thread each: a pair's value must not depend on where it ran), reporting progress
+    over spans[n]; each activation matrix is sent to the workers once, by reference."""
+    shared: dict[int, object] = {}
+    calls = iter(spans)
+
+    def ref(t):
+        if id(t) not in shared:
+            shared[id(t)] = ctx.share(t)
+        return shared[id(t)]
+
+    def run(fn, items: list[tuple]) -> list:
+        label, lo, hi = next(calls)
+        return ctx.map(score_piece, [(metric, ref(x), ref(y)) for metric, x, y in items], f"{label}: {len(items)} pairs",
+                       lo, hi, resources=Resources(cpus=1, threads=1))
+    return run
 
 
 def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str,
@@ -156,16 +169,11 @@ class SeedMatrixConfig:
 @job_kind("seed_similarity")
 def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMatrix:
     lms = [load_model(r.run_id, r.epoch, device=ctx.device) for r in cfg.models]
-    x = _data_x(lms[0], cfg.acts)
-    acts = {lm.name + f" ({lm.run_id})": extract(lm.model, x, [cfg.layer], cfg.acts.conv_mode)[cfg.layer] for lm in lms}
-    rand = extract(_random_twin(lms[0], cfg.acts.seed, ctx.device), x, [cfg.layer], cfg.acts.conv_mode)
-    notes: list[str] = []
-    values = _matrix(cfg.metric, acts, acts, notes, ctx, "seeds", 0.1, 0.85)
-    base = _matrix(cfg.metric, acts, rand, notes, ctx, "random baseline", 0.85, 1.0)[:, 0]
-    # a pair beats chance only if it beats both models' own random-network values: one symmetric
-    # baseline per pair, so a cell and its mirror always agree
-    return SimilarityMatrix(values=values, baseline=np.maximum(base[:, None], base[None, :]),
-                            rows=[lm.name for lm in lms], cols=[lm.name for lm in lms], metric=cfg.metric, notes=notes)
+    res = seed_matrix([lm.model for lm in lms], _data_x(lms[0], cfg.acts), cfg.layer, cfg.metric,
+                      random_model=_random_twin(lms[0], cfg.acts.seed, ctx.device), conv_mode=cfg.acts.conv_mode,
+                      map=_on_pieces(ctx, [("seeds", 0.1, 0.85), ("random baseline", 0.85, 1.0)]))
+    return SimilarityMatrix(values=res.values, baseline=res.baseline, rows=[lm.name for lm in lms],
+                            cols=[lm.name for lm in lms], metric=cfg.metric, notes=res.notes)
 
 
 @dataclass(frozen=True, kw_only=True)
