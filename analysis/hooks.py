@@ -33,11 +33,11 @@ def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, tor
             h.remove()
 
 
-def run_with_cache(model: nn.Module, x: torch.Tensor,
+def run_with_cache(model: nn.Module, images: torch.Tensor,
                    layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(output, {layer: activation}) for one forward pass."""
     with recording(model, layers) as acts:
-        out = model(x)
+        out = model(images)
     return out, dict(acts)
 
 

@@ -101,13 +101,13 @@ def no_gradient(g: torch.Tensor) -> torch.Tensor:
     return ~((gf * gf).sum(1) > 0) | ~torch.isfinite(gf).all(1)
 
 
-def level_set_traversal(model: nn.Module, source: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
+def level_set_traversal(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target_images: torch.Tensor,
                         config: LSTConfig = LSTConfig(), progress: Progress = _no_progress) -> LSTResult:
     """The update of ALGORITHMS.md section 2, batched over source→target pairs. Sources must be
     classified correctly as `label`; the model's parameters are not changed (their gradients are off
     while it runs, as in the paper's code)."""
     with frozen_parameters(model):
-        return _traverse(model, source, label, target, config, progress)
+        return _traverse(model, images, labels, target_images, config, progress)
 
 
 def _traverse(model, source, label, target, config, progress) -> LSTResult:
@@ -186,13 +186,13 @@ class Triangle:
     edge_mean: float = float("nan")   # mean of p over the two source→output edges (the official "edge mean")
 
 
-def triangle(model: nn.Module, source: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
+def triangle(model: nn.Module, image: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
              step: float = 0.1, deltas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)) -> Triangle:
     """The source-class confidence over the triangle (x_s, x̂₁, x̂₂) of one source and two outputs
     (each (C, H, W)), with Table 2's metrics and the triangle drawn with its true geometry."""
     w = barycentric_grid(step)
     device = next(model.parameters()).device
-    xs, x1, x2 = (t.to(device).float() for t in (source, out1, out2))
+    xs, x1, x2 = (t.to(device).float() for t in (image, out1, out2))
     t1 = torch.tensor(w[:, 0], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
     t2 = torch.tensor(w[:, 1], dtype=torch.float32, device=device).view(-1, 1, 1, 1)
     points = (1 - t1 - t2) * xs + t1 * x1 + t2 * x2

@@ -153,13 +153,13 @@ def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: list[torch
     return parts[0], parts[1]
 
 
-def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy: torch.Tensor,
+def split_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor,
                     ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(g_clean, g_noisy), one tensor per parameter, for one batch (see split_backward)."""
     from lenscape.models.architectures import example_ids
 
-    with example_ids(model, ids if ids is not None else torch.arange(len(y))):
-        losses = F.cross_entropy(model(x), y, reduction="none")
+    with example_ids(model, ids if ids is not None else torch.arange(len(labels))):
+        losses = F.cross_entropy(model(images), labels, reduction="none")
     return split_backward(losses, noisy, list(model.parameters()))
 
 

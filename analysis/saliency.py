@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lenscape.analysis.evaluation import Progress, _no_progress, in_chunks
-from lenscape.analysis.summary import predict_proba
+from lenscape.analysis.evaluation import Progress, _no_progress, evaluate, in_chunks
 from lenscape.errors import InvalidInputError
 
 METHODS = ("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
@@ -73,17 +72,17 @@ class SaliencyResult:
     error: str = ""                   # this method failed (why); attributions are then empty
 
 
-def compute_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+def compute_saliency(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      config: SaliencyConfig, progress: Progress = _no_progress, offset: int = 0) -> SaliencyResult:
     """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]. `offset`: the
     position of x[0] in a larger set that is computed in parts (seeded methods draw per position)."""
     start = time.perf_counter()
     model.eval()
-    probs = predict_proba(model, x, config.batch_size)
+    probs = evaluate(model, images, batch_size=config.batch_size, probabilities=True).probabilities
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
-    attr = attribute(model, x, target, config, progress, offset)
-    delta = _ig_delta(model, x, target, attr, config) if config.method == "integrated_gradients" else None
+    attr = attribute(model, images, target, config, progress, offset)
+    delta = _ig_delta(model, images, target, attr, config) if config.method == "integrated_gradients" else None
     return SaliencyResult(attributions=attr.numpy(), predictions=pred.numpy(),
                           confidences=probs.max(1).values.numpy(), targets=target.numpy(), config=config,
                           delta=None if delta is None else delta.numpy(), seconds=time.perf_counter() - start)
@@ -99,7 +98,7 @@ def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes
     return torch.full_like(pred, int(target))
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
+def attribute(model: nn.Module, images: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
               progress: Progress = _no_progress, offset: int = 0) -> torch.Tensor:
     """Attributions in chunks; `target` (N,) is the class each image's map explains. `progress`
     hears after each chunk. Seeded methods (SmoothGrad, VarGrad, random) draw image i's noise from
@@ -108,8 +107,8 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: S
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
         _conv_layer(model, config.layer)
-    out = in_chunks(len(x), config.batch_size, lambda start, stop: fn(
-        model, x[start:stop].to(device), target[start:stop].to(device), config, offset + start).detach().cpu(),
+    out = in_chunks(len(images), config.batch_size, lambda start, stop: fn(
+        model, images[start:stop].to(device), target[start:stop].to(device), config, offset + start).detach().cpu(),
         progress, "images")
     return torch.cat(out)
 

@@ -105,7 +105,7 @@ def _average_ranks(a: torch.Tensor) -> torch.Tensor:
     return (below + 1 + upto) / 2
 
 
-def model_randomization(model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
+def model_randomization(model: nn.Module, images: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
                         order: str = "cascading", map_mode: str = "abs", seed: int = 0) -> RandomizationResult:
     """Maps of `x` for `target` as layers are re-initialized (the model passed in is not changed)."""
     if order not in ORDERS:
@@ -113,7 +113,7 @@ def model_randomization(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     if map_mode not in MAP_MODES:
         raise InvalidInputError(f"map_mode must be one of {MAP_MODES}; got {map_mode!r}")
     trained = copy.deepcopy(model).eval()
-    maps_of = lambda m: to_map(attribute(m, x, target, config), map_mode)  # noqa: E731
+    maps_of = lambda m: to_map(attribute(m, images, target, config), map_mode)  # noqa: E731
     base = maps_of(trained)
     layers = list(reversed(parameter_layers(trained)))
     work, maps, corr = copy.deepcopy(trained), [base], []
@@ -123,10 +123,10 @@ def model_randomization(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         _reinit(dict(work.named_modules())[name], seed + i)
         maps.append(maps_of(work))
         corr.append(spearman(base, maps[-1]))
-    between_images = spearman(base, base.roll(1, 0)) if len(x) > 1 else torch.full((len(x),), float("nan"))
+    between_images = spearman(base, base.roll(1, 0)) if len(images) > 1 else torch.full((len(images),), float("nan"))
     twins = [randomized(trained, seed + 10_000 * k) for k in (1, 2)]
     between_random = spearman(maps_of(twins[0]), maps_of(twins[1]))
-    rank_corr = torch.stack(corr).numpy() if corr else np.zeros((0, len(x)))
+    rank_corr = torch.stack(corr).numpy() if corr else np.zeros((0, len(images)))
     return RandomizationResult(method=config.method, order=order, map_mode=map_mode, layers=layers,
                                maps=torch.stack(maps).numpy(), rank_corr=rank_corr,
                                between_images=between_images.numpy(), between_random=between_random.numpy())

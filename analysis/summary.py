@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lenscape.analysis.evaluation import evaluate
 from lenscape.analysis.hooks import run_with_cache
 from lenscape.errors import InvalidInputError
 
@@ -64,8 +63,3 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int)
     """(C, C) counts: row = true class, column = predicted class."""
     flat = labels.long() * num_classes + pred.long()
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
-
-
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Softmax probabilities in eval mode, in batches. x: (N, C, H, W) in [0, 1] (or uint8)."""
-    return evaluate(model, x, batch_size=batch_size, probabilities=True).probabilities

@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from lenscape.analysis.evaluation import evaluate
 from lenscape.analysis.roar import DiffRoarConfig, DiffRoarResult, diffroar
 from lenscape.analysis.saliency import METHOD_LABELS, SaliencyConfig, SaliencyResult, compute_saliency, null_mass
-from lenscape.analysis.summary import predict_proba
 from lenscape.analysis.sanity import MAP_MODES, ORDERS, RandomizationResult, model_randomization
 from lenscape.backend.jobs import JobCancelled, JobContext, ModelRef, job_kind, stage
 from lenscape.backend.pieces import ModelPayload, Resources, concat, payload_model, piece_progress
@@ -54,7 +54,7 @@ def predict_job(ctx: JobContext, cfg: PredictConfig) -> np.ndarray:
     """(N, C) probabilities over a split: what the image picker filters on."""
     lm, data = _load(cfg.model, ctx, cfg.split)
     ctx.progress(0.1, f"predicting {len(data):,} {cfg.split} images")
-    return predict_proba(lm.model, data.x()).numpy()
+    return evaluate(lm.model, data.x(), probabilities=True).probabilities.numpy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +271,7 @@ def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[Randomi
     lm, test = _load(cfg.model, ctx)
     idx = torch.tensor(cfg.indices, dtype=torch.long)
     x = test.x(idx)
-    target = predict_proba(lm.model, x).argmax(1)  # the original model's predictions stay the targets
+    target = evaluate(lm.model, x).predictions  # the original model's predictions stay the targets
     out = []
     for i, m in enumerate(cfg.methods):
         ctx.progress(i / len(cfg.methods), f"randomizing layers ({cfg.order}) for {m.method}")

@@ -16,7 +16,7 @@ import numpy as np
 from lenscape.analysis.activations import hidden_layers
 from lenscape.analysis.level_sets import LSTConfig
 from lenscape.analysis.saliency import SaliencyConfig
-from lenscape.analysis.summary import predict_proba
+from lenscape.analysis.evaluation import evaluate
 from lenscape.backend.jobs import Job, JobStatus, job, ref
 from lenscape.backend.landscape_tasks import InterpolationConfig
 from lenscape.backend.level_set_tasks import TraversalConfig
@@ -116,7 +116,7 @@ def view_jobs() -> list[Job]:
 def _level_set_pair(lm, test) -> tuple[int, tuple[int, ...]]:
     """The Level sets page's default pick: the first correctly classified image of class 0, and the
     first of classes 1, 2 and 3 classified correctly with p > 0.6 (correctly, where none is)."""
-    probs = predict_proba(lm.model, test.x()).numpy()
+    probs = evaluate(lm.model, test.x(), probabilities=True).probabilities.numpy()
     labels = test.labels.numpy()
     correct = probs.argmax(1) == labels
     sure = correct & (probs[np.arange(len(labels)), labels] > 0.6)

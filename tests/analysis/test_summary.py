@@ -8,7 +8,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 
 from lenscape.analysis.activations import extract, hidden_layers
 from lenscape.analysis.evaluation import evaluate
-from lenscape.analysis.summary import confusion_matrix, layer_table, predict_proba
+from lenscape.analysis.summary import confusion_matrix, layer_table
 from lenscape.models.architectures import ArchSpec, build_model
 
 
@@ -41,7 +41,7 @@ def test_hidden_layers_are_the_activations_then_the_logits():
     assert hidden_layers(build_model(CNN, seed=0)) == ["relu1", "relu2", "relu3", "fc2"]
 
 
-def test_extract_and_predict_proba_are_the_batched_evaluation():
+def test_extract_and_probabilities_are_the_batched_evaluation():
     model = build_model(CNN, seed=0)
     x = torch.rand(11, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -51,7 +51,8 @@ def test_extract_and_predict_proba_are_the_batched_evaluation():
     assert torch.allclose(acts["relu2"], relu2.mean(dim=(2, 3)), atol=1e-6)
     assert torch.allclose(acts["fc2"], logits, atol=1e-6)
     assert torch.allclose(extract(model, x, ["relu2"], conv_mode="flatten")["relu2"], relu2.flatten(1), atol=1e-6)
-    assert torch.allclose(predict_proba(model, x, batch_size=3), torch.softmax(logits, 1), atol=1e-6)
+    assert torch.allclose(evaluate(model, x, batch_size=3, probabilities=True).probabilities, torch.softmax(logits, 1),
+                          atol=1e-6)
     assert torch.equal(evaluate(model, x).predictions, logits.argmax(1))
 
 
