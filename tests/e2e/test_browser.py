@@ -48,7 +48,7 @@ def e2e_home(tmp_path_factory) -> Path:
 def server(e2e_home, seeds):
     name, epochs, which = PRETRAINED
     env = {**os.environ, "LENSCAPE_HOME": str(e2e_home)}
-    subprocess.run([sys.executable, "-m", "models", "train", "--preset", name, "--epochs", str(epochs),
+    subprocess.run([sys.executable, "-m", "lenscape", "train", "--preset", name, "--epochs", str(epochs),
                     "--seeds", ",".join(map(str, which))], cwd=ROOT, env=env, check=True, capture_output=True)
     assert all((e2e_home / "runs" / r / "run.json").exists() for r in seeds)
     with _streamlit(e2e_home) as url:

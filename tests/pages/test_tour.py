@@ -31,7 +31,7 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
 
 
 def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(lenscape_home):
-    out = subprocess.run([sys.executable, "-m", "models", "warm", "--preset", "teaching"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "the class demo is ready" in out.stdout
