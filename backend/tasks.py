@@ -139,7 +139,7 @@ def prepare_data_job_for(spec: DataSpec) -> Job:
     return job("prepare_data", PrepareDataConfig(data=spec), label=f"decoding the images of {spec.label} (once)")
 
 
-def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:
+def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Job:  # noqa: B008 - frozen
     r = ref(lm)
     return job("model_summary", SummaryJobConfig(model=r, summary=cfg), (r,), f"summary of {lm.name}", data=lm.data)
 

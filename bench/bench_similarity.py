@@ -103,7 +103,7 @@ def measure(what: str, n: int) -> None:
     base = _status_mib("VmRSS")
     if what == "minibatch":
         mb = MinibatchCKA()
-        for i in range(0, n, 500):  # activations arrive batch by batch, as from a data loader
+        for _ in range(0, n, 500):  # activations arrive batch by batch, as from a data loader
             a = torch.from_numpy(rng.normal(size=(500, 64)))
             mb.update(a, a + torch.from_numpy(rng.normal(size=(500, 64))))
     else:

@@ -143,7 +143,7 @@ def test_level_set_traversal_reopens_with_every_widget(runner, wait_for_job, tra
     at = assert_reopened(runner, job_id, "lst.job", {
         "lst.model": lm.run_id, "lst.compare": False, "lst.cls": 3, "lst.which.3": 2, "lst.mode": "by class",
         "lst.targets.3": [1, 5], "lst.tw.1": 1, "lst.tw.5": 2, f"lst.eta.{p}": 0.07, f"lst.T.{p}": 12,
-        f"lst.delta.{p}": 0.1, f"lst.seed": 5, "lst.frames": 3}, "Path and metrics (.npz)", reruns=1)
+        f"lst.delta.{p}": 0.1, "lst.seed": 5, "lst.frames": 3}, "Path and metrics (.npz)", reruns=1)
     assert at.session_state[f"lst.eps.{p}"] == pytest.approx(2) and at.session_state[f"lst.jit.{p}"] == pytest.approx(3)
     assert at.query_params["source"] == str(source) and at.query_params["targets"] == ",".join(map(str, targets))
 

@@ -32,7 +32,8 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
 
 @pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
 def test_blockmnist_null_mass_for_standard_and_robust_mlps(trained_run):
-    trained_run("blockmnist-mlp"); trained_run("blockmnist-mlp-robust")
+    trained_run("blockmnist-mlp")
+    trained_run("blockmnist-mlp-robust")
     at = open_tab(AppTest.from_file(SALIENCY, default_timeout=120).run(), "BlockMNIST check")
     assert len(at.multiselect(key="sal.block.models").value) == 2
     assert not [w for w in [*at.selectbox, *at.multiselect] if w.key.startswith("sal.primary") or w.key == "sal.others"]
