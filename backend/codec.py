@@ -34,7 +34,8 @@ def encode(obj: Any) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     meta = json.dumps(_enc(obj, arrays)).encode()
     buf = io.BytesIO()
-    np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+    entries: dict[str, Any] = {"__meta__": np.frombuffer(meta, dtype=np.uint8), **arrays}
+    np.savez(buf, **entries)
     return buf.getvalue()
 
 

@@ -201,8 +201,7 @@ def describe_kind(fn: Callable) -> JobKind:
     except Exception as exc:
         raise TypeError(f"job kind {name!r}: its annotations do not resolve ({exc})") from None
     cfg_type, result_type = hints.get(params[1]), hints.get("return")
-    if not (isinstance(cfg_type, type) and dataclasses.is_dataclass(cfg_type)
-            and cfg_type.__dataclass_params__.frozen):
+    if not (isinstance(cfg_type, type) and dataclasses.is_dataclass(cfg_type) and _frozen(cfg_type)):
         raise TypeError(f"job kind {name!r}: its config must be annotated as a frozen dataclass; got {cfg_type!r}")
     problems = _jsonable_type_problems(cfg_type, f"{cfg_type.__name__}")
     if problems:
@@ -218,6 +217,10 @@ def describe_kind(fn: Callable) -> JobKind:
 _JSON_SCALARS = (int, float, str, bool, type(None))
 
 
+def _frozen(cls: type) -> bool:
+    return bool(getattr(cls, "__dataclass_params__").frozen)  # noqa: B009 - not in the type stubs
+
+
 def _jsonable_type_problems(tp: Any, where: str) -> list[str]:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp in _JSON_SCALARS:
@@ -227,7 +230,7 @@ def _jsonable_type_problems(tp: Any, where: str) -> list[str]:
     if origin in (typing.Union, types.UnionType) or origin is tuple:
         return [p for a in args if a is not Ellipsis for p in _jsonable_type_problems(a, where)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not tp.__dataclass_params__.frozen:
+        if not _frozen(tp):
             return [f"{where}: {tp.__name__} is not frozen"]
         hints = typing.get_type_hints(tp)
         return [p for f in dataclasses.fields(tp) for p in _jsonable_type_problems(hints[f.name], f"{where}.{f.name}")]

@@ -69,7 +69,7 @@ class LocalPieces:
         so nothing is serialized and rebuilt."""
         return ModelPayload(lm.run_id, lm.epoch, lm.name, lm.fingerprint, lm.arch.to_dict(), b"", live=lm.model)
 
-    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[int, int], None],
+    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[float, int, str], None],
             cancelled: Callable[[], bool], resources: Resources) -> list:
         out, n = [], len(pieces)
         for i, args in enumerate(pieces):
@@ -109,7 +109,7 @@ class RayPieces:
     def share_model(self, lm) -> Any:
         return self._ray.put(model_payload(lm))
 
-    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[int, int], None],
+    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[float, int, str], None],
             cancelled: Callable[[], bool], resources: Resources) -> list:
         ray = self._ray
         gpus = resources.gpus if self._cluster_gpus() else 0.0

@@ -148,11 +148,11 @@ class LocalRunner:
         self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
         self._jobs: dict[str, Job] = {}                          # every job submitted here: to recompute
-        self._results: OrderedDict[str, tuple[str, Any]] = OrderedDict()   # id -> (checksum, decoded)
+        self._results: OrderedDict[str, tuple[str | None, Any]] = OrderedDict()   # id -> (checksum, decoded)
         self._retry: set[str] = set()                            # failed jobs a user asked to run again
         self._unsynced: dict[str, dict] = {}                     # rows the store refused when their job ended
         self._cache_entries = cache_entries
-        self.pieces = None                       # a job's independent pieces run in its thread (backend/pieces.py)
+        self.pieces: Any = None                  # a job's independent pieces run in its thread (backend/pieces.py)
         self.notice = ""                         # something about where jobs run that every page should say
         self.device_label = str(self.device)     # stored with each job
         self._mark_interrupted()
@@ -203,7 +203,7 @@ class LocalRunner:
             return active.status == JobStatus.FAILED
         row = self.store.get(job_id)
         # a job the app's stop cut short did not fail: the same work asked for again runs
-        return bool(row) and row["status"] == "FAILED" and row["error"] != INTERRUPTED
+        return row is not None and row["status"] == "FAILED" and row["error"] != INTERRUPTED
 
     def retry(self, job_id: str, watcher: str | None = None) -> None:
         """Let a failed (or cancelled) job run again: now, if this runner knows the job (for

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lenscape.backend.codec import decode, encode
 from lenscape.errors import WorkspaceDamaged, WorkspaceNotWritable
@@ -97,7 +97,8 @@ class ResultStore:
         return dict(row) if row else None
 
     def list(self, kind: str | None = None) -> list[dict]:
-        query, args = "SELECT * FROM jobs", ()
+        query = "SELECT * FROM jobs"
+        args: tuple[str, ...] = ()
         if kind:
             query, args = query + " WHERE kind=?", (kind,)
         with closing(self._connect()) as con:
@@ -153,7 +154,7 @@ class ResultStore:
             self._drop(job_id, "the result file failed its checksum")
         return raw
 
-    def _drop(self, job_id: str, why: str) -> None:
+    def _drop(self, job_id: str, why: str) -> NoReturn:
         self.path(job_id).unlink(missing_ok=True)
         if self.get(job_id):
             self.upsert(job_id, status="CORRUPT", error=why, finished=time.time())
