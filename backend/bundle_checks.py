@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenscape.backend.codec import _own_dataclass, to_jsonable
+from lenscape.backend.codec import _own_dataclass, current_name, to_jsonable
 from lenscape.backend.jobs import REGISTRY
 from lenscape.errors import InvalidInputError
 from lenscape.models.zoo import RUN_ID
@@ -238,7 +238,11 @@ def _as_given(rebuilt: Any, given: Any) -> Any:
     gained a field (rebuild gave it its default) still reads back as written. The job id is made
     from the manifest's own config, so it is unchanged."""
     if isinstance(rebuilt, dict) and isinstance(given, dict) and "__type__" in given:
-        return {k: _as_given(v, given[k]) for k, v in rebuilt.items() if k in given}
+        out = {k: _as_given(v, given[k]) for k, v in rebuilt.items() if k in given}
+        module, _, name = str(given["__type__"]).partition(":")
+        if out.get("__type__") == f"{current_name(module)}:{name}":   # exported before Lenscape was one package
+            out["__type__"] = given["__type__"]
+        return out
     if isinstance(rebuilt, list) and isinstance(given, list) and len(rebuilt) == len(given):
         return [_as_given(r, g) for r, g in zip(rebuilt, given)]
     return rebuilt
@@ -309,13 +313,26 @@ def _inner_configs(value: Any) -> list:
     return out
 
 
+def _current_types(node: Any) -> Any:
+    """A config's JSON with its types named as today (`analysis.x:T` → `lenscape.analysis.x:T`)."""
+    if isinstance(node, list):
+        return [_current_types(v) for v in node]
+    if isinstance(node, dict):
+        out = {k: _current_types(v) for k, v in node.items()}
+        if isinstance(node.get("__type__"), str):
+            module, _, name = node["__type__"].partition(":")
+            out["__type__"] = f"{current_name(module)}:{name}"
+        return out
+    return node
+
+
 def check_result(result: Any, manifest: dict) -> None:
     """The result is of the type its kind returns, and any config it carries is part of the manifest's."""
     kind = REGISTRY[manifest["kind"]]
     if not conforms(result, kind.result_type):
         raise InvalidInputError(f"the bundle's result is not what a {kind.name} job returns "
                                 f"(a {type(result).__name__}): kind and result do not match")
-    nodes = [json.dumps(n, sort_keys=True) for n in _nodes(manifest["config"])]
+    nodes = [json.dumps(_current_types(n), sort_keys=True) for n in _nodes(manifest["config"])]
     for inner in _inner_configs(result):
         if json.dumps(to_jsonable(inner), sort_keys=True) not in nodes:
             raise InvalidInputError(f"the bundle's result was computed with another {type(inner).__name__} than "
