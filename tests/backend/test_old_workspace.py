@@ -2,10 +2,10 @@
 keeps working: stored results and configs name their types by the old module names, and read back as
 today's types; old bundles import; results whose key changed are computed again, never an error."""
 
+import io
 import json
 import re
 import zipfile
-import io
 
 import numpy as np
 import pytest
@@ -18,7 +18,10 @@ from lenscape.backend.codec import decode, encode, to_jsonable
 from lenscape.backend.jobs import ModelRef
 from lenscape.backend.saliency_tasks import GridConfig
 from lenscape.backend.store import ResultStore
-from tests.security.test_crafted_bundles import _parts, honest, job_id_of  # noqa: F401 - the fixture
+from tests.security import test_crafted_bundles as crafted
+
+honest = crafted.honest            # the fixture: a real bundle of a real saliency result, taken apart
+job_id_of = crafted.job_id_of
 
 OLD = re.compile(r'"lenscape\.(analysis|backend|models)\.')
 
