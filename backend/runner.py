@@ -46,6 +46,7 @@ class Runner(Protocol):
     device: torch.device
     device_label: str               # stored with each job ("cuda:0", "ray (...)")
     notice: str                     # something about where jobs run that every page should say ("" if none)
+    pieces: Any                     # where a job's independent pieces run: None in its own thread (backend/pieces.py)
 
     def where(self) -> str:
         """Where jobs run, for the sidebar."""

@@ -89,7 +89,7 @@ NINE = ("gradient,loss_gradient,gradient_x_input,smoothgrad,vargrad,integrated_g
 
 def _train_cnn(env: dict) -> str:
     """A digits CNN in the bench's workspace (seconds): the model whose maps the Saliency rows draw."""
-    code = ("from models.training import preset, run_id_for, train_run; from models.paths import runs_dir; "
+    code = ("from lenscape.models.training import preset, run_id_for, train_run; from lenscape.models.paths import runs_dir; "
             "cfg = preset('digits-cnn', epochs=4); train_run(cfg, runs_dir() / run_id_for(cfg)); print(run_id_for(cfg))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return out.stdout.split()[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import re
 import traceback
 from collections.abc import Callable
@@ -232,6 +233,9 @@ def sidebar() -> None:
             st.caption("Training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping can spread "
                        "over a Ray cluster. Whoever starts the server chooses it, with `LENSCAPE_RAY_ADDRESS` "
                        "(`auto`, `host:port`, or `local`): a page cannot change where jobs run.")
+            if importlib.util.find_spec("ray") is None:
+                st.caption('Ray is not installed here. Whoever runs the server installs it with '
+                           '`pip install "lenscape[cluster]"` (in a checkout: `.venv/bin/pip install -e ".[cluster]"`).')
         # slots, so that a picker further down this run can show its fresh choice here
         st.session_state["_sidebar.data_slot"] = st.empty()
         st.session_state["_sidebar.model_slot"] = st.empty()

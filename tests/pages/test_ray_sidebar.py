@@ -4,6 +4,7 @@ message on every page; Ray Client addresses are refused with a reason; a local R
 beyond loopback is said to."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ def test_a_ray_client_address_is_refused_with_a_reason_and_jobs_run_here(monkeyp
 
 def test_an_unreachable_cluster_is_given_up_within_the_timeout():
     """In a process of its own: the connect left hanging behind must not be this test process's."""
-    code = ("import time; from backend.runner import open_backend; t = time.time(); r = open_backend(); "
+    code = ("import time; from lenscape.backend.runner import open_backend; t = time.time(); r = open_backend(); "
             "print(round(time.time() - t, 1), type(r).__name__, '|', r.notice)")
     env = {**os.environ, "LENSCAPE_RAY_ADDRESS": "10.255.255.1:6379", "LENSCAPE_RAY_TIMEOUT": "4"}
     started = time.time()
@@ -59,3 +60,17 @@ def test_a_local_ray_says_whether_it_can_be_reached_from_the_network(ray_instanc
             assert "listens on" in runner.notice and ports[0] in runner.notice
     finally:
         runner.shutdown()
+
+
+def test_without_ray_the_page_says_how_to_install_it_and_jobs_run_here(monkeypatch):
+    """Ray is the [cluster] extra: a server asked for a cluster without it runs jobs here and says why,
+    and the sidebar tells whoever runs the server what to install."""
+    monkeypatch.setitem(sys.modules, "ray", None)                    # as if not installed
+    monkeypatch.setenv("LENSCAPE_RAY_ADDRESS", "local")
+    at = AppTest.from_file(ROOT_APP, default_timeout=120).run()
+    assert not at.exception
+    said = " ".join(w.value for w in at.sidebar.warning) + " ".join(c.value for c in at.sidebar.caption)
+    said = re.sub(r"\\(.)", r"\1", said)                           # as a reader sees the Markdown
+    assert said.count('pip install "lenscape[cluster]"') >= 2 and "Jobs run on this machine" in said
+    from lenscape.ui.common import backend
+    assert backend().pieces is None
