@@ -34,6 +34,25 @@ class Projection:
 
 
 def project(acts: np.ndarray, config: ProjectionConfig) -> Projection:
+    """A 2-D map of activations, one point per example: UMAP (umap-learn; compiled by numba on its
+    first use) or PCA (scikit-learn), seeded by ``config.seed``.
+
+    Args:
+        acts: (N, ...) activations, N >= 5, flattened to (N, D); NaN or infinite values are refused.
+        config: the method ("umap" or "pca") and UMAP's n_neighbors (capped at N − 1), min_dist and metric.
+
+    Returns:
+        A Projection: coords (N, 2), and for PCA the explained-variance ratio of the two axes (None for UMAP).
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import project, ProjectionConfig
+        >>> _ = torch.manual_seed(0)
+        >>> acts = torch.rand(50, 2) @ torch.rand(2, 10)    # 10 features that span a plane
+        >>> p = project(acts.numpy(), ProjectionConfig(method="pca"))
+        >>> p.coords.shape, round(float(p.explained.sum()), 4)   # two axes hold all of the variance
+        ((50, 2), 1.0)
+    """
     a = np.asarray(acts, dtype=np.float32).reshape(len(acts), -1)
     if len(a) < 5:
         raise InvalidInputError(f"a projection needs at least 5 examples; got {len(a)}")

@@ -92,7 +92,39 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
              conv_mode: str = "pool", progress: Progress = _no_progress) -> Evaluation:
     """Run `model` in eval mode over `images` (N, C, H, W) and collect what was asked for; results
     are on the CPU. Convolutional activations become (N, C) by average pooling ("pool"),
-    (N, C·H·W) ("flatten") or (N·H·W, C) with positions as data points ("positions")."""
+    (N, C·H·W) ("flatten") or (N·H·W, C) with positions as data points ("positions").
+
+    Args:
+        model: the classifier; run in eval mode, its mode restored afterwards.
+        images: (N, C, H, W) floats in [0, 1], or uint8 (divided by 255 chunk by chunk); any device.
+        labels: (N,) true classes, or None (loss and accuracy are then NaN).
+        batch_size: images per forward pass; bounds memory, not the answer.
+        probabilities: also return the softmax probabilities.
+        layers: ``named_modules()`` paths whose outputs to return as matrices.
+        conv_mode: "pool" (default), "flatten" or "positions", for convolutional outputs.
+        progress: ``progress(fraction, message)``, called after each chunk.
+
+    Returns:
+        An Evaluation: mean cross-entropy, accuracy, predictions (N,), probabilities (N, classes) when
+        asked for (else None), and {layer: (N, D)} activations.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from torch import nn
+        >>> from lenscape.analysis import evaluate
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+        >>> images, labels = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+        >>> ev = evaluate(net, images, labels, layers=["1"])
+        >>> abs(ev.loss - F.cross_entropy(net(images), labels).item()) < 1e-6, ev.activations["1"].shape
+        (True, torch.Size([6, 4]))
+        >>> with torch.no_grad():
+        ...     _ = net[1].weight.zero_(), net[1].bias.zero_()     # every logit 0: chance
+        >>> ev = evaluate(net, images, labels, probabilities=True)
+        >>> round(ev.loss, 4), ev.probabilities[0]                # ln 4 = 1.3863, uniform probabilities
+        (1.3863, tensor([0.2500, 0.2500, 0.2500, 0.2500]))
+    """
     if conv_mode not in CONV_MODES:
         raise InvalidInputError(f"conv_mode must be one of {CONV_MODES}; got {conv_mode!r}")
     if labels is not None and len(labels) != len(images):

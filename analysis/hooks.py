@@ -43,7 +43,26 @@ def run_with_cache(model: nn.Module, images: torch.Tensor,
 
 def conv_to_matrix(acts: np.ndarray | torch.Tensor, mode: str = "pool") -> torch.Tensor:
     """(N, C, H, W) → (N, C) by average pooling ("pool"), or (N·H·W, C) with every spatial
-    position as a data point ("positions"). 2-D input is returned as it is."""
+    position as a data point ("positions"). 2-D input is returned as it is.
+
+    Args:
+        acts: (N, C, H, W) convolutional activations, or (N, D) (returned unchanged); array or tensor.
+        mode: "pool" (default: the mean over H and W) or "positions" (rows ordered image, row, column).
+
+    Returns:
+        A tensor (N, C) for "pool", (N·H·W, C) for "positions".
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import conv_to_matrix
+        >>> acts = torch.arange(24.0).view(2, 3, 2, 2)      # 2 images, 3 channels, 2×2 positions
+        >>> conv_to_matrix(acts)                             # each channel's mean over its 4 positions
+        tensor([[ 1.5000,  5.5000,  9.5000],
+                [13.5000, 17.5000, 21.5000]])
+        >>> conv_to_matrix(acts, "positions")[:2]            # image 0 at (0, 0), then at (0, 1)
+        tensor([[0., 4., 8.],
+                [1., 5., 9.]])
+    """
     t = torch.as_tensor(acts)
     if t.ndim == 2:
         return t
