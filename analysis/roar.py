@@ -56,7 +56,25 @@ class DiffRoarResult:
 
 def keep_mask(attr: torch.Tensor, k: float, keep: str) -> torch.Tensor:
     """(N, C, H, W) bool: True on the round(k·D) coordinates with the largest (keep="top") or
-    smallest ("bottom") |attribution|, ranked per coordinate as the paper's code does."""
+    smallest ("bottom") |attribution|, ranked per coordinate as the paper's code does.
+
+    Args:
+        attr: (N, C, H, W) attributions (D = C·H·W coordinates per image); only |attr| counts.
+        k: the fraction of the D coordinates to keep, in (0, 1] (at least one is kept).
+        keep: "top" (the largest |attr|) or "bottom" (the smallest).
+
+    Returns:
+        An (N, C, H, W) bool tensor, True on the kept coordinates.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import keep_mask
+        >>> attr = torch.tensor([[[[0.1, -0.9], [0.5, 0.0]]]])     # one 1×2×2 map
+        >>> keep_mask(attr, 0.5, "top")[0, 0].tolist()             # |-0.9| and |0.5|: the sign does not count
+        [[False, True], [True, False]]
+        >>> keep_mask(attr, 0.5, "bottom")[0, 0].tolist()
+        [[True, False], [False, True]]
+    """
     if keep not in ("top", "bottom"):
         raise InvalidInputError(f"keep must be 'top' or 'bottom'; got {keep!r}")
     a = attr.abs().flatten(1)                                      # (N, D)

@@ -1,6 +1,6 @@
 """Input attributions through Captum, and NullMass@k (Shah, Jain & Netrapalli 2021).
 
-`attribute(model, x, target, config)` returns (N, C, H, W) attributions (Grad-CAM: (N, 1, H, W)),
+`attribute(model, images, target, config)` returns (N, C, H, W) attributions (Grad-CAM: (N, 1, H, W)),
 computed in eval mode in chunks of `config.batch_size` images (memory is bounded, the answer
 is not changed). A CUDA out-of-memory halves the chunk and retries.
 """
@@ -74,8 +74,37 @@ class SaliencyResult:
 
 def compute_saliency(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      config: SaliencyConfig, progress: Progress = _no_progress, offset: int = 0) -> SaliencyResult:
-    """Predictions, targets and attributions for images x (N, C, H, W) in [0, 1]. `offset`: the
-    position of x[0] in a larger set that is computed in parts (seeded methods draw per position)."""
+    """Predictions, targets and attributions for `images` (N, C, H, W) in [0, 1]. `offset`: the
+    position of images[0] in a larger set that is computed in parts (seeded methods draw per position).
+
+    Args:
+        model: the classifier; put in eval mode (and left there).
+        images: (N, C, H, W) floats in [0, 1].
+        labels: (N,) true classes; used where ``config.target`` is "true".
+        config: the method and its settings; ``config.target`` picks the class each map explains:
+            "predicted" (default), "true" (`labels`) or one class index for every image.
+        progress: ``progress(fraction, message)``, called after each chunk of attributions.
+        offset: index of images[0] in the whole set (seeded methods' noise is drawn per index).
+
+    Returns:
+        A SaliencyResult: attributions (N, C, H, W) (Grad-CAM (N, 1, H, W)), predictions, confidences
+        (softmax of the prediction) and targets (N,), and for Integrated Gradients its completeness
+        error per image (delta); NumPy arrays.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import compute_saliency, SaliencyConfig
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4)).eval()
+        >>> images, labels = torch.rand(3, 1, 4, 4), torch.tensor([2, 0, 1])
+        >>> res = compute_saliency(net, images, labels, SaliencyConfig(method="gradient", target="true"))
+        >>> res.attributions.shape, res.targets.tolist()
+        ((3, 1, 4, 4), [2, 0, 1])
+        >>> # a linear model's logit gradient is its weight row for the target class
+        >>> torch.allclose(torch.from_numpy(res.attributions[0]).flatten(), net[1].weight[2])
+        True
+    """
     start = time.perf_counter()
     model.eval()
     probs = evaluate(model, images, batch_size=config.batch_size, probabilities=True).probabilities
@@ -102,7 +131,32 @@ def attribute(model: nn.Module, images: torch.Tensor, target: torch.Tensor, conf
               progress: Progress = _no_progress, offset: int = 0) -> torch.Tensor:
     """Attributions in chunks; `target` (N,) is the class each image's map explains. `progress`
     hears after each chunk. Seeded methods (SmoothGrad, VarGrad, random) draw image i's noise from
-    its position offset + i, so a set computed in parts equals the set computed whole."""
+    its position offset + i, so a set computed in parts equals the set computed whole.
+
+    Args:
+        model: the classifier; put in eval mode (and left there).
+        images: (N, C, H, W) floats in [0, 1], on any device (each chunk is moved to the model's).
+        target: (N,) int64, the class each map explains.
+        config: the method (one of METHODS) and its settings; ``config.target`` is not used here.
+        progress: ``progress(fraction, message)``, called after each chunk.
+        offset: index of images[0] in the whole set (seeded methods' noise is drawn per index).
+
+    Returns:
+        (N, C, H, W) attributions on the CPU ((N, 1, H, W) for Grad-CAM, upsampled to the image size).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import attribute, SaliencyConfig
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4)).eval()
+        >>> images, target = torch.rand(3, 1, 4, 4), torch.tensor([3, 3, 1])
+        >>> attr = attribute(net, images, target, SaliencyConfig(method="gradient_x_input"))
+        >>> # for a linear model, gradient × input sums to the target logit minus its bias
+        >>> logit = net(images).gather(1, target[:, None])[:, 0]
+        >>> attr.shape, torch.allclose(attr.flatten(1).sum(1), logit - net[1].bias[target])
+        (torch.Size([3, 1, 4, 4]), True)
+    """
     model.eval()
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
@@ -336,7 +390,25 @@ def conv_output_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, 
 def suggest_gradcam_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> str:
     """The last convolutional layer, which is what Grad-CAM usually explains; with `in_shape`, the last
     whose output is at least 2×2 (a 1×1 map, as ResNet-18's layer4 gives on 32-px images, is one value
-    per image: a blank map)."""
+    per image: a blank map).
+
+    Args:
+        model: the network; it must have an ``nn.Conv2d`` (an MLP is refused with InvalidInputError).
+        in_shape: (C, H, W) of one input image, or None to take the last convolution whatever its size.
+
+    Returns:
+        The ``named_modules()`` path of the layer, for ``SaliencyConfig(method="gradcam", layer=...)``.
+
+    Example:
+        >>> from torch import nn
+        >>> from lenscape.analysis import suggest_gradcam_layer
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+        ...                     nn.Conv2d(4, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> suggest_gradcam_layer(net), suggest_gradcam_layer(net, (1, 8, 8))   # "3" sees 2×2 maps
+        ('3', '3')
+        >>> suggest_gradcam_layer(net, (1, 4, 4))   # on 4×4 images "3" sees 1×1: the first conv instead
+        '0'
+    """
     convs = conv_layers(model)
     if not convs:
         raise InvalidInputError("Grad-CAM does not apply: this model has no convolutional layer (an MLP?)")
@@ -359,7 +431,22 @@ def _conv_layer(model: nn.Module, name: str | None) -> nn.Module:
 
 
 def to_map(attr: torch.Tensor | np.ndarray, mode: Literal["signed", "abs"] = "abs") -> torch.Tensor:
-    """(N, C, H, W) → (N, H, W): channels summed, signed or as absolute values."""
+    """(N, C, H, W) → (N, H, W): channels summed, signed or as absolute values.
+
+    Args:
+        attr: (N, C, H, W) attributions, array or tensor.
+        mode: "abs" (default: the sum of the channels' absolute values) or "signed" (the plain sum).
+
+    Returns:
+        An (N, H, W) tensor.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import to_map
+        >>> attr = torch.tensor([[[[1.0, -2.0]], [[3.0, 1.0]]]])    # (1, 2, 1, 2): two channels
+        >>> to_map(attr), to_map(attr, "signed")                      # |1| + |3|, |-2| + |1|; 1 + 3, -2 + 1
+        (tensor([[[4., 3.]]]), tensor([[[ 4., -1.]]]))
+    """
     a = torch.as_tensor(attr)
     return a.abs().sum(1) if mode == "abs" else a.sum(1)
 
@@ -367,7 +454,28 @@ def to_map(attr: torch.Tensor | np.ndarray, mode: Literal["signed", "abs"] = "ab
 def null_mass_at_k(attr: torch.Tensor | np.ndarray, null_mask: torch.Tensor, k: float) -> torch.Tensor:
     """Share of the top-k |attribution| mass (k a fraction of the C·H·W coordinates, ranked per
     coordinate as the paper's code does) that lies in the null block. Ties at the k-th value are
-    shared out evenly, so a uniform map gives exactly the null block's share. (N,)"""
+    shared out evenly, so a uniform map gives exactly the null block's share. (N,)
+
+    Args:
+        attr: (N, C, H, W) attributions, array or tensor; only |attr| counts.
+        null_mask: (N, 1, H, W) or (N, C, H, W) bool, True on each image's null block.
+        k: the fraction of the C·H·W coordinates that counts as the top (at least one coordinate).
+
+    Returns:
+        (N,) float32 in [0, 1]: the share of each image's top-k mass in the null block (0 for an all-zero map).
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import null_mass_at_k
+        >>> null = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+        >>> null[:, :, 2:] = True                                     # the bottom half carries no signal
+        >>> uniform = torch.ones(2, 1, 4, 4)
+        >>> null_mass_at_k(uniform, null, 0.1)                        # ties shared: the null block's share
+        tensor([0.5000, 0.5000])
+        >>> top_only = uniform.masked_fill(null, 0.0)
+        >>> null_mass_at_k(top_only, null, 0.25)                      # a map that ignores the null block
+        tensor([0., 0.])
+    """
     full = torch.as_tensor(attr)
     a = full.abs().flatten(1).double()                                # (N, D)
     null = null_mask.to(full.device).expand_as(full).flatten(1).double()
