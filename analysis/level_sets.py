@@ -64,7 +64,25 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     largest window that fits, with σ = radius / 3.5.
 
     Written here, not taken from torchmetrics, because torchmetrics averages over reflected borders
-    (on an 8×8 image, most of the positions), which neither skimage nor the reference code does."""
+    (on an 8×8 image, most of the positions), which neither skimage nor the reference code does.
+
+    Args:
+        x: (N, C, H, W) images, H and W at least 3.
+        y: (N, C, H, W) images to compare with, pair by pair.
+        data_range: the span of the pixel values (1.0 for [0, 1] images); sets the constants C₁ and C₂.
+
+    Returns:
+        (N,) SSIM per pair: 1 for identical images, lower the less alike their structure.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import ssim
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x = torch.rand(2, 1, 8, 8, generator=gen)
+        >>> noisy = (x + 0.1 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+        >>> ssim(x, x), ssim(x, noisy).round(decimals=2)
+        (tensor([1., 1.]), tensor([0.9700, 0.9800]))
+    """
     r = min(5, (min(x.shape[-2:]) - 1) // 2)
     if r < 1:
         raise InvalidInputError(f"SSIM needs images of at least 3×3 pixels; got {tuple(x.shape[-2:])}")
@@ -103,9 +121,41 @@ def no_gradient(g: torch.Tensor) -> torch.Tensor:
 
 def level_set_traversal(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target_images: torch.Tensor,
                         config: LSTConfig = LSTConfig(), progress: Progress = _no_progress) -> LSTResult:
-    """The update of ALGORITHMS.md section 2, batched over source→target pairs. Sources must be
-    classified correctly as `label`; the model's parameters are not changed (their gradients are off
-    while it runs, as in the paper's code)."""
+    """The update of ALGORITHMS.md section 2, batched over source→target pairs. The sources
+    (`images`) must be classified correctly as `labels`; the model's parameters are not changed
+    (their gradients are off while it runs, as in the paper's code).
+
+    Args:
+        model: the classifier; put in eval mode (and left there).
+        images: (N, C, H, W) source images in [0, 1], each classified as its label.
+        labels: (N,) the sources' classes: the class whose confidence the walk keeps.
+        target_images: (N, C, H, W) the images each source walks toward (same shape as `images`).
+        config: step size eta, steps T, the allowed confidence drop delta, the jitter, its seed, ...
+        progress: ``progress(fraction, message)``, called after each step.
+
+    Returns:
+        An LSTResult: the final iterates (N, C, H, W), the clean confidence p0 (N,), and per step the
+        confidence, acceptance, distances and SSIM to the target, snapshots and final predictions.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import level_set_traversal, LSTConfig
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+        >>> with torch.no_grad():                                  # only pixel 0 decides the class
+        ...     net[1].weight.zero_()[:, 0] = torch.tensor([2.0, -2.0])
+        ...     _ = net[1].bias.zero_()
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> images, targets = torch.rand(2, 1, 4, 4, generator=gen), torch.rand(2, 1, 4, 4, generator=gen)
+        >>> images[:, 0, 0, 0], targets[:, 0, 0, 0] = 0.9, 0.0     # sources: class 0, p0 = 0.9734; targets: p = 0.5
+        >>> labels = torch.zeros(2, dtype=torch.long)
+        >>> res = level_set_traversal(net, images, labels, targets, LSTConfig(eta=0.5, steps=10, jitter=0.0))
+        >>> res.p0.round(4), bool((res.p0 - res.confidence.min(0) < 0.05).all()), res.predictions.tolist()
+        (array([0.9734, 0.9734], dtype=float32), True, [0, 0])
+        >>> # every pixel but pixel 0 has reached the target; pixel 0 kept the confidence
+        >>> bool(abs(res.output - targets.numpy()).reshape(2, -1)[:, 1:].max() < 0.01), res.output[:, 0, 0, 0].round(2)
+        (True, array([0.91, 0.91], dtype=float32))
+    """
     with frozen_parameters(model):
         return _traverse(model, images, labels, target_images, config, progress)
 
@@ -188,8 +238,41 @@ class Triangle:
 
 def triangle(model: nn.Module, image: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
              step: float = 0.1, deltas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)) -> Triangle:
-    """The source-class confidence over the triangle (x_s, x̂₁, x̂₂) of one source and two outputs
-    (each (C, H, W)), with Table 2's metrics and the triangle drawn with its true geometry."""
+    """The source-class confidence over the triangle (x_s, x̂₁, x̂₂) of one source `image` and two
+    outputs `out1`, `out2` (each (C, H, W)), with Table 2's metrics and the triangle drawn with its
+    true geometry.
+
+    Args:
+        model: the classifier; put in eval mode (and left there).
+        image: (C, H, W) the source image x_s, in [0, 1].
+        out1: (C, H, W) the first traversal output x̂₁ (from `level_set_traversal`).
+        out2: (C, H, W) the second output x̂₂.
+        label: the source's class, whose confidence is mapped.
+        step: spacing of the barycentric grid (0.1: 66 points).
+        deltas: the Δ of fraction_above, the share of points with confidence above p_source − Δ.
+
+    Returns:
+        A Triangle: the grid's weights and confidences (P,), the points' 2-D positions, p_source, the mean,
+        fraction_above {Δ: share}, and the minimum and mean over the two edges that leave the source.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import triangle
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+        >>> with torch.no_grad():                                  # only pixel 0 decides the class
+        ...     net[1].weight.zero_()[:, 0] = torch.tensor([2.0, -2.0])
+        ...     _ = net[1].bias.zero_()
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> image, out1, out2 = torch.rand(3, 1, 4, 4, generator=gen)
+        >>> image[0, 0, 0] = out1[0, 0, 0] = out2[0, 0, 0] = 0.9
+        >>> tri = triangle(net, image, out1, out2, 0, deltas=(0.05,))    # a flat triangle: p_c is the same everywhere
+        >>> round(tri.p_source, 4), round(tri.mean, 4), tri.fraction_above, abs(tri.edge_min) < 1e-6
+        (0.9734, 0.9734, {0.05: 1.0}, True)
+        >>> out2[0, 0, 0] = 0.0                                    # now x̂₂ sits on the decision boundary
+        >>> round(triangle(net, image, out1, out2, 0).edge_min, 4)   # p = 0.5 there: 0.5 − 0.9734
+        -0.4734
+    """
     w = barycentric_grid(step)
     device = next(model.parameters()).device
     xs, x1, x2 = (t.to(device).float() for t in (image, out1, out2))

@@ -85,7 +85,26 @@ def layer_groups(model: nn.Module, by: str = "paper") -> dict[str, list[str]]:
     - "block": the model's top-level children ('layer1' … 'layer4' of a ResNet), top-level layers
       grouped as in "layer" (the stem 'conv1+bn1', 'fc');
     - "module": each module that owns parameters on its own (conv1, bn1, ...);
-    - "paper": what the paper's code does for this model (paper_grouping)."""
+    - "paper": what the paper's code does for this model (paper_grouping).
+
+    Args:
+        model: the network.
+        by: "paper" (default), "layer", "block" or "module" (see above).
+
+    Returns:
+        {group name: [parameter names]}, in the model's order; every parameter is in exactly one group.
+
+    Example:
+        >>> from lenscape.analysis import layer_groups
+        >>> from lenscape.models.architectures import ArchSpec, build_model
+        >>> cnn = build_model(ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,),
+        ...                            channels=(4, 6), batchnorm=True), seed=0)
+        >>> groups = layer_groups(cnn)                  # not a ResNet: by layer, each conv with its BatchNorm
+        >>> list(groups), groups["conv1+bn1"]
+        (['conv1+bn1', 'conv2+bn2', 'fc1', 'fc2'], ['conv1.weight', 'conv1.bias', 'bn1.weight', 'bn1.bias'])
+        >>> list(layer_groups(cnn, by="module"))
+        ['conv1', 'bn1', 'conv2', 'bn2', 'fc1', 'fc2']
+    """
     if by not in GROUPINGS:
         raise InvalidInputError(f"grouping must be one of {GROUPINGS}; got {by!r}")
     if by == "paper":
@@ -242,7 +261,36 @@ def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     training set in its order at fixed weights (batches of `batch_size`, the model in training
     mode as in training; BatchNorm's running statistics are left untouched: a copy of the model is
     used). The paper sums while the epoch trains instead (GradientRecorder); the two agree only
-    once the learning rate has decayed."""
+    once the learning rate has decayed.
+
+    Args:
+        model: the network at the checkpoint (a copy is used; the model itself is not changed).
+        images: (N, C, H, W) the training set in its training order, uint8 or floats in [0, 1].
+        labels: (N,) the labels trained on (the noisy ones included).
+        noisy: (N,) bool, True for the mislabeled examples.
+        batch_size: examples per batch, as in training (each batch's gradients are of its mean loss).
+        progress: ``progress(fraction, message)``, called after each batch.
+        grouping: how parameters form layers: "paper" (default), "layer", "block" or "module" (`layer_groups`).
+
+    Returns:
+        A GradientAccount per group: the clean and noisy gradients' norms (Σ over the group's parameters of
+        ‖G‖ / √numel) and their mean cosine.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import gradient_account
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> images, labels = torch.rand(4, 1, 4, 4).repeat(2, 1, 1, 1), torch.tensor([0, 1, 2, 0]).repeat(2)
+        >>> noisy = torch.arange(8) >= 4        # the "noisy" half is an exact copy of the clean half
+        >>> acc = gradient_account(net, images, labels, noisy)
+        >>> acc.groups, acc.cosine.round(4), bool(acc.clean_norm[0] == acc.noisy_norm[0])
+        (['1'], array([1.]), True)
+        >>> flipped = torch.cat([labels[:4], (labels[4:] + 1) % 3])       # the copies now mislabeled
+        >>> bool(gradient_account(net, images, flipped, noisy).cosine[0] < 0)   # they pull the other way
+        True
+    """
     if noisy.dtype != torch.bool or len(noisy) != len(labels):
         raise InvalidInputError("the noise mask must be a boolean tensor with one entry per training example")
     model = copy.deepcopy(model).train()
@@ -274,7 +322,31 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def rewound(final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], params: list[str]) -> dict[str, torch.Tensor]:
-    """The final state with the parameters `params` (not BatchNorm's buffers) taken from `early`."""
+    """The final state with the parameters `params` (not BatchNorm's buffers) taken from `early`.
+
+    Args:
+        final: the state dict at the end of training.
+        early: the state dict to rewind to (an earlier checkpoint of the same architecture).
+        params: the names to take from `early` (a group of `layer_groups`); both must hold them.
+
+    Returns:
+        A new state dict (its tensors shared with the two, not copied); neither input is changed.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import rewound
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> early = {k: v.clone() for k, v in net.state_dict().items()}
+        >>> with torch.no_grad():
+        ...     _ = net[1].weight.add_(1.0), net[1].bias.add_(1.0)      # "training"
+        >>> final = net.state_dict()
+        >>> state = rewound(final, early, ["1.weight"])
+        >>> torch.equal(state["1.weight"], early["1.weight"]), torch.equal(state["1.bias"], final["1.bias"])
+        (True, True)
+        >>> all(torch.equal(v, early[k]) for k, v in rewound(final, early, list(early)).items())   # all of them
+        True
+    """
     missing = [p for p in params if p not in final or p not in early]
     if missing:
         raise InvalidInputError(f"parameters {missing} are not in both checkpoints")
@@ -314,7 +386,41 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
     the clean examples only; after each epoch, measure the accuracy on the noisy examples under
     their noisy labels. `group` is a name in layer_groups(model, grouping). The model stays in eval
     mode throughout (BatchNorm statistics and every other tensor are left exactly as they were).
-    `model` is changed in place."""
+    `model` is changed in place.
+
+    Args:
+        model: the trained network; the group's parameters are reset and retrained in place.
+        initial: a state dict holding the group's parameters to reset to (e.g. the initialization).
+        group: a name in ``layer_groups(model, grouping)``.
+        images: (N, C, H, W) the training set, uint8 or floats in [0, 1].
+        labels: (N,) the labels trained on (the noisy ones included).
+        noisy: (N,) bool, True for the mislabeled examples (left out of training, measured after each epoch).
+        config: SGD's learning rate (a triangle schedule), epochs, patience, batch size, momentum, decay, seed.
+        progress: ``progress(fraction, message)``, called after each epoch.
+        grouping: how parameters form layers (`layer_groups`); "paper" by default.
+
+    Returns:
+        A RetrainResult: per epoch, the accuracy on the clean examples trained on and on the noisy examples
+        under their noisy labels (the memorization the group alone can carry), and the epochs run.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import retrain_group, RetrainConfig
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> initial = {k: v.clone() for k, v in net.state_dict().items()}
+        >>> images = torch.rand(16, 1, 4, 4)
+        >>> labels = (images.flatten(1)[:, 0] > 0.5).long()
+        >>> noisy = torch.arange(16) < 4
+        >>> labels[noisy] = 1 - labels[noisy]
+        >>> first = net[1].weight.clone()
+        >>> res = retrain_group(net, initial, "3", images, labels, noisy, RetrainConfig(lr=0.5, max_epochs=3))
+        >>> res.group, res.epochs, res.noisy_acc.shape
+        ('3', 3, (3,))
+        >>> torch.equal(net[1].weight, first), torch.equal(net[3].weight, initial["3.weight"])   # only "3" moved
+        (True, False)
+    """
     groups = layer_groups(model, grouping)
     if group not in groups:
         raise InvalidInputError(f"no layer {group!r}; layers: {', '.join(groups)}")
@@ -438,7 +544,37 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     each step removes the neuron with the largest first-order drop of
     L = (1/|B|)·[Σ_{i≠t} ℓ_i − |B|·ℓ_t] on t's own batch B, which raises t's loss while keeping the
     rest of the batch's. `group_size` examples are analysed in one batched pass; the result for an
-    example does not depend on which others share its pass. The model is not changed."""
+    example does not depend on which others share its pass. The model is not changed.
+
+    Args:
+        model: the trained network; put in eval mode (and left there). The last conv or linear layer
+            (the classifier) is never cut.
+        images: (N, C, H, W) the training set, uint8 or floats in [0, 1].
+        labels: (N,) the labels trained on.
+        examples: the training-set indices to analyse.
+        config: batch size, noisy copies (n_eot) and their noise, the caps on steps and on accuracy lost, seed.
+        progress: ``progress(fraction, message)``, called after each group of examples.
+
+    Returns:
+        A FlipResult per example: whether it flipped, the neurons removed ((layer index, unit), in order)
+        and how many, why it stopped ("flipped", "cap" or "accuracy") and the accuracy its batch lost.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import flip_neurons, FlipConfig
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> images = torch.rand(12, 1, 4, 4)
+        >>> with torch.no_grad():
+        ...     labels = net(images).argmax(1)          # every example predicted as its label
+        >>> labels[:3].tolist(), net[3].bias.argmax().item()   # with no hidden neuron left, class 1 wins
+        ([1, 1, 0], 1)
+        >>> res = flip_neurons(net, images, labels, [0, 2], FlipConfig(batch_size=8, n_eot=2, max_steps=8,
+        ...                                                           max_acc_drop=1.0))
+        >>> res.layers, res.flipped.tolist(), res.stopped, res.n_neurons.tolist()
+        (['1'], [False, True], ['cap', 'flipped'], [8, 1])
+    """
     examples = torch.as_tensor(examples, dtype=torch.long).flatten()
     n = len(labels)
     if len(examples) == 0:
@@ -581,7 +717,32 @@ def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor
     """{"kept": {set: acc}, "dropped": {set: acc}} for sets (images, labels, training indices or
     None). Kept: training examples (indices given) with their own example-tied masks, as they were
     trained; other images (the test set) with the memorization neurons scaled by p_mem (the test
-    mode). Dropped: the memorization neurons zeroed and the generalization neurons rescaled."""
+    mode). Dropped: the memorization neurons zeroed and the generalization neurons rescaled.
+
+    Args:
+        model: a network with example-tied dropout (an ArchSpec with p_gen and p_mem set); put in
+            eval mode (and left there), the dropout layers' modes restored afterwards.
+        sets: {name: (images (N, C, H, W) uint8 or [0, 1] floats, labels (N,), training indices (N,) or None)}.
+        batch_size: images per forward pass.
+
+    Returns:
+        {"kept": {name: accuracy}, "dropped": {name: accuracy}} (NaN for an empty set).
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import tied_dropout_accuracies, evaluate
+        >>> from lenscape.models.architectures import ArchSpec, build_model
+        >>> net = build_model(ArchSpec(name="mlp", in_shape=(1, 4, 4), num_classes=2, mean=(0.5,), std=(0.5,),
+        ...                            widths=(8,), p_gen=0.5, p_mem=1.0), seed=0)
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x, y = torch.rand(10, 1, 4, 4, generator=gen), torch.randint(0, 2, (10,), generator=gen)
+        >>> acc = tied_dropout_accuracies(net, {"train": (x, y, torch.arange(10)), "test": (x, y, None)})
+        >>> sorted(acc), sorted(acc["kept"])
+        (['dropped', 'kept'], ['test', 'train'])
+        >>> # p_mem = 1: every example keeps every memorization neuron, so "kept" is the plain network
+        >>> acc["kept"]["train"] == acc["kept"]["test"] == evaluate(net, x, y).accuracy
+        True
+    """
     from lenscape.models.architectures import ExampleTiedDropout, example_ids
 
     layers = [m for m in model.modules() if isinstance(m, ExampleTiedDropout)]
