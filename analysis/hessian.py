@@ -128,7 +128,33 @@ def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], tor
                             params: Params = "all") -> HessianEigs:
     """The k Hessian eigenvalues of largest magnitude of `loss_fn(model)` with respect to the
     parameters, by Lanczos from `restarts` seeded random starts (their spread shows how well it
-    converged; `iters` bounds ARPACK's restarts). The model is not changed."""
+    converged; `iters` bounds ARPACK's restarts). The model is not changed.
+
+    Args:
+        model: the network; evaluated in eval mode, every module's mode restored afterwards.
+        loss_fn: ``loss_fn(model) -> scalar tensor``, the loss whose Hessian is meant (a fixed batch, say).
+        k: how many eigenvalues, 1 <= k < the number of parameters.
+        iters: ARPACK's maxiter (its restarts) per search.
+        restarts: independent searches, from start vectors seeded seed·1000 + r.
+        seed: seeds the start vectors.
+        tol: ARPACK's relative accuracy, and the residual each pair must meet to count as converged.
+        params: "all" (default) or "weights" (tensors with 2+ dimensions, as the official code).
+
+    Returns:
+        A HessianEigs: values (restarts, k) sorted by magnitude (NaN where a search found fewer), the
+        Hessian-vector products used, the relative residuals, and whether each restart converged.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Linear(3, 1, bias=False)
+        >>> curvature = torch.tensor([4.0, 2.0, 1.0])
+        >>> loss_fn = lambda m: 0.5 * (curvature * m.weight[0] ** 2).sum()     # its Hessian is diag(4, 2, 1)
+        >>> from lenscape.analysis import hessian_top_eigenvalues
+        >>> eigs = hessian_top_eigenvalues(net, loss_fn, k=2, restarts=2)
+        >>> eigs.values.round(4).tolist(), eigs.converged.tolist()
+        ([[4.0, 2.0], [4.0, 2.0]], [True, True])
+    """
     runs = [lanczos(model, loss_fn, k, "LM", tol, iters, params, seed=int(seed) * 1000 + r) for r in range(restarts)]
     pad = lambda a: np.pad(a, (0, k - len(a)), constant_values=np.nan)    # noqa: E731 - unconverged: fewer
     return HessianEigs(values=np.stack([pad(s.values) for s in runs]),
@@ -140,7 +166,32 @@ def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], tor
 def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
                      seed: int = 0, tol: float = 1e-6, params: Params = "all") -> tuple[float, float]:
     """(λ_max, λ_min) of the Hessian, each by Lanczos (ARPACK's largest and smallest algebraic).
-    Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex."""
+    Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex.
+
+    Args:
+        model: the network; evaluated in eval mode, every module's mode restored afterwards.
+        loss_fn: ``loss_fn(model) -> scalar tensor``, the loss whose Hessian is meant.
+        iters: ARPACK's maxiter (its restarts) per search.
+        seed: seeds the start vector (λ_min's search uses seed + 1).
+        tol: ARPACK's relative accuracy.
+        params: "all" (default) or "weights" (tensors with 2+ dimensions).
+
+    Returns:
+        (λ_max, λ_min) as floats; NaN for a search that found nothing (see `extreme_spectra` for convergence).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Linear(3, 1, bias=False)
+        >>> curvature = torch.tensor([4.0, 2.0, 1.0])
+        >>> loss_fn = lambda m: 0.5 * (curvature * m.weight[0] ** 2).sum()     # its Hessian is diag(4, 2, 1)
+        >>> from lenscape.analysis import hessian_extremes
+        >>> [round(v, 4) for v in hessian_extremes(net, loss_fn)]
+        [4.0, 1.0]
+        >>> saddle = lambda m: 0.5 * (torch.tensor([4.0, -2.0, 1.0]) * m.weight[0] ** 2).sum()
+        >>> [round(v, 4) for v in hessian_extremes(net, saddle)]     # λ_min < 0: not convex here
+        [4.0, -2.0]
+    """
     top, bottom = extreme_spectra(model, loss_fn, iters, seed, tol, params)
     first = lambda s: float(s.values[0]) if len(s.values) else float("nan")   # noqa: E731 - none converged
     return first(top), first(bottom)
@@ -166,7 +217,29 @@ class HessianTrace:
 
 def hessian_trace(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], samples: int = 100,
                   seed: int = 0, params: Params = "all") -> HessianTrace:
-    """tr(H) by Hutchinson's estimator, E[vᵀHv] over Rademacher vectors v (PyHessian's `trace`)."""
+    """tr(H) by Hutchinson's estimator, E[vᵀHv] over Rademacher vectors v (PyHessian's `trace`).
+
+    Args:
+        model: the network; evaluated in eval mode, every module's mode restored afterwards.
+        loss_fn: ``loss_fn(model) -> scalar tensor``, the loss whose Hessian is meant.
+        samples: how many vectors v, at least 2 (for the standard error).
+        seed: seeds the draws of v (NumPy's default_rng).
+        params: "all" (default) or "weights" (tensors with 2+ dimensions).
+
+    Returns:
+        A HessianTrace: the estimate (the mean of vᵀHv), its standard error, and each draw's vᵀHv.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Linear(3, 1, bias=False)
+        >>> curvature = torch.tensor([4.0, 2.0, 1.0])
+        >>> loss_fn = lambda m: 0.5 * (curvature * m.weight[0] ** 2).sum()     # its Hessian is diag(4, 2, 1)
+        >>> from lenscape.analysis import hessian_trace
+        >>> tr = hessian_trace(net, loss_fn, samples=10)
+        >>> round(tr.estimate, 4), round(tr.std_error, 4)      # exact for a diagonal Hessian: vᵢ² = 1
+        (7.0, 0.0)
+    """
     if samples < 2:
         raise InvalidInputError(f"the trace needs at least 2 samples (for its error); got {samples}")
     gen = np.random.default_rng(int(seed))
@@ -197,7 +270,31 @@ def spectral_density(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`):
     per run, `steps` Lanczos steps with full reorthogonalization from start_vector(n, seed + run);
     the tridiagonal matrix's eigenvalues are the nodes, the squares of their eigenvectors' first
-    components the weights (Gauss quadrature of v̂ᵀ f(H) v̂, exact for polynomials of degree < 2·steps)."""
+    components the weights (Gauss quadrature of v̂ᵀ f(H) v̂, exact for polynomials of degree < 2·steps).
+
+    Args:
+        model: the network; evaluated in eval mode, every module's mode restored afterwards.
+        loss_fn: ``loss_fn(model) -> scalar tensor``, the loss whose Hessian is meant.
+        steps: Lanczos steps per run (at most the number of parameters): the nodes per run.
+        runs: independent runs, averaged by `SpectralDensity.on`.
+        seed: run r starts from start_vector(n, seed + r).
+        params: "all" (default) or "weights" (tensors with 2+ dimensions).
+
+    Returns:
+        A SpectralDensity: nodes and weights (runs, steps) (a run that ended early is padded with weight 0);
+        ``.on(grid, sigma)`` gives the smoothed density.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Linear(3, 1, bias=False)
+        >>> curvature = torch.tensor([4.0, 2.0, 1.0])
+        >>> loss_fn = lambda m: 0.5 * (curvature * m.weight[0] ** 2).sum()     # its Hessian is diag(4, 2, 1)
+        >>> from lenscape.analysis import spectral_density
+        >>> sd = spectral_density(net, loss_fn, steps=3)           # 3 steps on 3 parameters: the eigenvalues
+        >>> sd.nodes.round(4).tolist(), round(float(sd.weights.sum()), 4)
+        ([[1.0, 2.0, 4.0]], 1.0)
+    """
     with evaluated(model):
         n, matvec = _flat_operator(model, loss_fn, params)
         steps = min(int(steps), n)

@@ -49,7 +49,32 @@ def random_directions(model: nn.Module, n: int, config: DirectionConfig = Direct
     - "none": left as drawn.
 
     1-D parameters are zero with `ignore_biasbn` (the paper's setting); otherwise they are normalized
-    as one slice (the official code copies θ into the direction instead, which is not the method)."""
+    as one slice (the official code copies θ into the direction instead, which is not the method).
+
+    Args:
+        model: the network at θ*; its ``named_parameters()`` give the directions' keys and norms.
+        n: how many directions (1 for a line, 2 for a surface).
+        config: the normalization ("filter", "layer" or "none"), ignore_biasbn, and the seed (123, the paper's).
+
+    Returns:
+        A list of n dicts {parameter name: tensor shaped, typed and placed like the parameter}; the same
+        config gives the same directions.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import random_directions
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> d = random_directions(net, 2)
+        >>> len(d), sorted(d[0])
+        (2, ['1.bias', '1.weight'])
+        >>> # filter normalization: each row of the direction has the norm of the same row of the weights
+        >>> torch.allclose(d[0]["1.weight"].norm(dim=1), net[1].weight.norm(dim=1)), bool((d[0]["1.bias"] == 0).all())
+        (True, True)
+        >>> torch.equal(random_directions(net, 2)[1]["1.weight"], d[1]["1.weight"])   # seeded
+        True
+    """
     gen = torch.Generator().manual_seed(int(config.seed))
     out = []
     for _ in range(n):
@@ -178,7 +203,33 @@ def recompute_bn_statistics(model: nn.Module, images: torch.Tensor, batch_size: 
     num_batches_tracked is 1. In k chunks (sizes differing by at most 1) they are PyTorch's
     cumulative average for momentum None, the plain average of the k per-chunk values: with equal
     chunks the mean is still the subset's, the variance misses the spread between chunk means. A
-    CUDA out-of-memory error doubles the number of chunks and starts again."""
+    CUDA out-of-memory error doubles the number of chunks and starts again.
+
+    Args:
+        model: a network with BatchNorm layers that track running statistics (others are refused);
+            changed in place.
+        images: (N, C, H, W) uint8 or floats in [0, 1], N >= 2.
+        batch_size: None for one pass over all of `images`, else chunks of about this many.
+
+    Returns:
+        None; every BatchNorm layer's running_mean, running_var and num_batches_tracked are replaced.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import recompute_bn_statistics
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))
+        >>> images = torch.rand(8, 1, 4, 4)
+        >>> recompute_bn_statistics(net, images)
+        >>> with torch.no_grad():
+        ...     h = net[0](images)                     # what the BatchNorm layer sees
+        >>> bn = net[1]
+        >>> torch.allclose(bn.running_mean, h.mean((0, 2, 3))), torch.allclose(bn.running_var, h.var((0, 2, 3)))
+        (True, True)
+        >>> int(bn.num_batches_tracked), net.training  # one pass; the model's mode is as it was
+        (1, True)
+    """
     layers = _batchnorm_or_refuse(model)
     x = _as_float(images, next(model.parameters()).device, False)
     _recompute(model, layers, x, 1 if batch_size is None else -(-len(x) // batch_size))
@@ -254,7 +305,41 @@ def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[floa
             progress: Progress = _no_progress, fast: bool = True, bn_examples: torch.Tensor | None = None) -> Surface:
     """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid (see evaluate_points). One direction and
     `ys=None` give a line. With `bn_examples`, also the figures with BatchNorm statistics recomputed
-    at each point from them (`loss_recomputed`, `accuracy_recomputed`)."""
+    at each point from them (`loss_recomputed`, `accuracy_recomputed`).
+
+    Args:
+        model: the network at θ*; moved to each point and restored bit for bit afterwards.
+        directions: one or two directions (`random_directions`), {parameter name: tensor}.
+        xs: the coefficients along the first direction.
+        ys: the coefficients along the second direction, or None for a line (one direction).
+        images: (N, C, H, W) uint8 or floats in [0, 1], the examples the loss is measured on.
+        labels: (N,) true classes.
+        batch_size: examples per forward pass (None: `auto_batch`); bounds memory, not the answer.
+        progress: ``progress(fraction, message)``, called after each point.
+        fast: channels_last for convolutional models (same values within float tolerance).
+        bn_examples: (M, C, H, W) images to recompute BatchNorm's statistics from at each point, or None.
+
+    Returns:
+        A Surface: xs, ys ([0.0] for a line), and the mean cross-entropy and accuracy as (len(ys), len(xs))
+        arrays (z[iy, ix], Plotly's orientation); also the recomputed-statistics arrays with `bn_examples`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import surface, random_directions, evaluate
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> images, labels = torch.rand(20, 1, 4, 4), torch.randint(0, 3, (20,))
+        >>> before = net[1].weight.clone()
+        >>> d = random_directions(net, 2)
+        >>> line = surface(net, d[:1], [-1.0, 0.0, 1.0], None, images, labels)
+        >>> line.loss.shape, bool(abs(line.loss[0, 1] - evaluate(net, images, labels).loss) < 1e-6)   # 0: θ*
+        ((1, 3), True)
+        >>> surface(net, d, [-1.0, 0.0, 1.0], [-0.5, 0.5], images, labels).loss.shape   # (ys, xs)
+        (2, 3)
+        >>> torch.equal(net[1].weight, before)
+        True
+    """
     if len(directions) not in (1, 2) or (len(directions) == 2) == (ys is None):
         raise InvalidInputError("give one direction and no y values (a line), or two directions and y values")
     xs = np.asarray(xs, dtype=float)
@@ -312,7 +397,37 @@ def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, tor
                   progress: Progress = _no_progress, bn_examples: torch.Tensor | None = None) -> Curve:
     """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
     with `model` (an instance of their architecture, restored afterwards); with `bn_examples`, also
-    with the BatchNorm statistics recomputed at each α from them (`recompute_bn_statistics`)."""
+    with the BatchNorm statistics recomputed at each α from them (`recompute_bn_statistics`).
+
+    Args:
+        model: an instance of the checkpoints' architecture; its state is restored afterwards.
+        a: the state dict at α = 0.
+        b: the state dict at α = 1 (same keys and shapes as `a`).
+        alphas: the points θ(α) = θa + α(θb − θa) to evaluate; values outside [0, 1] extrapolate.
+        images: (N, C, H, W) uint8 or floats in [0, 1], the examples the loss is measured on.
+        labels: (N,) true classes.
+        batch_size: examples per forward pass (None: `auto_batch`); bounds memory, not the answer.
+        progress: ``progress(fraction, message)``, called after each α.
+        bn_examples: (M, C, H, W) images to recompute BatchNorm's statistics from at each α, or None.
+
+    Returns:
+        A Curve: alphas, and the mean cross-entropy and accuracy at each (len(alphas),); also the
+        recomputed-statistics arrays with `bn_examples`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import interpolation, evaluate
+        >>> _ = torch.manual_seed(0)
+        >>> net_a = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> net_b = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> images, labels = torch.rand(20, 1, 4, 4), torch.randint(0, 3, (20,))
+        >>> curve = interpolation(net_a, net_a.state_dict(), net_b.state_dict(), [0.0, 0.5, 1.0], images, labels)
+        >>> bool(abs(curve.loss[0] - evaluate(net_a, images, labels).loss) < 1e-6)     # α = 0 is model a
+        True
+        >>> bool(abs(curve.loss[-1] - evaluate(net_b, images, labels).loss) < 1e-6)    # α = 1 is model b
+        True
+    """
     alphas = np.asarray(alphas, dtype=float)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = np.zeros((4 if bn_examples is not None else 2, len(alphas)))    # loss, acc[, recomputed loss, acc]
@@ -346,7 +461,30 @@ class Trajectory:
 
 def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
     """PCA of θ_e − θ_final over the checkpoints (the last one is θ_final), over parameters with 2+
-    dimensions (biases and BatchNorm entries ignored, as the paper's `ignore=biasbn`)."""
+    dimensions (biases and BatchNorm entries ignored, as the paper's `ignore=biasbn`).
+
+    Args:
+        states: at least 3 state dicts of one run, in training order; the last is θ_final.
+
+    Returns:
+        A Trajectory: the two unit principal directions {name: tensor} (the 2+-dimensional entries), each
+        checkpoint's coordinates (E, 2) on them (the final one at (0, 0)), and each axis's explained share.
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from torch import nn
+        >>> from lenscape.analysis import trajectory
+        >>> _ = torch.manual_seed(0)
+        >>> final = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).state_dict()
+        >>> step = {k: torch.randn(v.shape) for k, v in final.items()}
+        >>> states = [{k: final[k] + (4 - e) * step[k] for k in final} for e in range(5)]   # a straight run
+        >>> t = trajectory(states)
+        >>> t.explained.round(4).tolist(), sorted(t.directions[0]), np.allclose(t.coords[-1], 0)
+        ([1.0, 0.0], ['1.weight'], True)
+        >>> round(abs(float(t.coords[0, 0])) / float(step["1.weight"].norm()), 4)   # the start: 4 steps away
+        4.0
+    """
     if len(states) < 3:
         raise InvalidInputError(f"a trajectory needs at least 3 checkpoints; got {len(states)}")
     final = states[-1]

@@ -88,7 +88,26 @@ def _all_finite(a) -> bool:
 
 def linear_cka(x: Array, y: Array) -> float:
     """‖YcᵀXc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F), in feature space (O(n·d₁·d₂)) or, when there are
-    more features than examples, through the n×n Gram matrices."""
+    more features than examples, through the n×n Gram matrices.
+
+    Args:
+        x: (n, d₁) activations of one layer, n >= 4; NumPy array or torch tensor (any device).
+        y: (n, d₂) activations of another layer on the same n examples, in the same order.
+
+    Returns:
+        Linear CKA in [0, 1]: 1 when y is x up to an orthogonal map, an isotropic scaling and a shift.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import linear_cka
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(100, 8)
+        >>> rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+        >>> round(linear_cka(x, x), 4), round(linear_cka(x, 3 * x @ rotation + 1), 4)
+        (1.0, 1.0)
+        >>> round(linear_cka(x, x @ torch.randn(8, 8)), 4)      # not invariant to any invertible map (CCA is)
+        0.6388
+    """
     x, y = _pair(x, y, check=False)
     xc, yc = _center(x), _center(y)
     if max(x.shape[1], y.shape[1]) > x.shape[0]:
@@ -118,6 +137,29 @@ def _median(t: torch.Tensor) -> torch.Tensor:
 
 
 def rbf_cka(x: Array, y: Array, threshold: float = 1.0) -> float:
+    """CKA with Gaussian (RBF) kernels, exp(−D² / (2·threshold²·median(D²))) on each side, D the
+    examples' Euclidean distances (Kornblith et al.'s demo notebook): the bandwidth follows the
+    median distance, so the value does not depend on the activations' scale.
+
+    Args:
+        x: (n, d₁) activations of one layer, n >= 4; NumPy array or torch tensor.
+        y: (n, d₂) activations of another layer on the same examples, in the same order.
+        threshold: the bandwidth σ = threshold·√median(D²) (1.0, the demo's default); > 0.
+
+    Returns:
+        RBF CKA in [0, 1]: 1 when y is x up to an orthogonal map, an isotropic scaling and a shift.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import rbf_cka
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(100, 8)
+        >>> rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+        >>> round(rbf_cka(x, x), 4), round(rbf_cka(x, 3 * x @ rotation + 1), 4)
+        (1.0, 1.0)
+        >>> rbf_cka(x, torch.randn(100, 5)) < 0.2      # unrelated features
+        True
+    """
     if threshold <= 0:
         raise InvalidInputError(f"threshold must be positive; got {threshold}")
     x, y = _pair(x, y)
@@ -125,7 +167,24 @@ def rbf_cka(x: Array, y: Array, threshold: float = 1.0) -> float:
 
 
 def debiased_cka(x: Array, y: Array) -> float:
-    """Linear CKA with the unbiased HSIC estimator (Song et al.), ≈ 0 for independent features."""
+    """Linear CKA with the unbiased HSIC estimator (Song et al.), ≈ 0 for independent features.
+
+    Args:
+        x: (n, d₁) activations of one layer, n >= 4; NumPy array or torch tensor.
+        y: (n, d₂) activations of another layer on the same examples, in the same order.
+
+    Returns:
+        Debiased CKA: 1 for the same representation, near 0 for independent ones (it can be slightly
+        negative), where plain linear CKA is pulled up when there are few examples and many features.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import debiased_cka, linear_cka
+        >>> _ = torch.manual_seed(0)
+        >>> x, y = torch.randn(20, 8), torch.randn(20, 100)      # independent, and only 20 examples
+        >>> round(linear_cka(x, y), 4), round(debiased_cka(x, y), 4), round(debiased_cka(x, x), 4)
+        (0.5254, 0.022, 1.0)
+    """
     x, y = _pair(x, y)
     return _gram_cka(x @ x.T, y @ y.T, debiased=True)
 
@@ -258,7 +317,26 @@ def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
 
 
 def cca(x: Array, y: Array, epsilon: float = 0.0) -> float:
-    """Mean canonical correlation (over all min(d₁, d₂) directions)."""
+    """Mean canonical correlation (over all min(d₁, d₂) directions).
+
+    Args:
+        x: (n, d₁) activations of one layer; needs n > max(d₁, d₂) (constant features are dropped).
+        y: (n, d₂) activations of another layer on the same examples, in the same order.
+        epsilon: ridge added to each covariance (after dividing it by its largest entry) before whitening.
+
+    Returns:
+        The mean of the canonical correlations ρ, in [0, 1]: 1 when y is an invertible linear map of x.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import cca
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(100, 8)
+        >>> round(cca(x, x @ torch.randn(8, 8) + 1.0), 4)     # invariant to any invertible linear map and shift
+        1.0
+        >>> round(cca(x, torch.randn(100, 5)), 4)             # chance level with 100 examples: not 0
+        0.2439
+    """
     return float(canonical_correlations(x, y, epsilon)["rho"].mean())
 
 
@@ -275,6 +353,28 @@ def svd_reduce(t: torch.Tensor, variance: float = 0.99, keep: int | None = None)
 
 
 def svcca(x: Array, y: Array, variance: float = 0.99, keep: int | None = None) -> float:
+    """SVCCA (Raghu et al. 2017): each side projected on its top singular directions (the fewest that
+    hold `variance` of the variance, or exactly `keep`), then the mean canonical correlation.
+
+    Args:
+        x: (n, d₁) activations of one layer, n >= 4; NumPy array or torch tensor.
+        y: (n, d₂) activations of another layer on the same examples, in the same order.
+        variance: the share of Σs² the kept directions must reach, in (0, 1]; the paper's 0.99 by default.
+        keep: keep exactly this many directions on each side instead (None: use `variance`).
+
+    Returns:
+        The mean canonical correlation of the two reduced representations, in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import svcca
+        >>> _ = torch.manual_seed(0)
+        >>> signal = torch.randn(100, 3)                          # both layers carry the same 3 directions
+        >>> x = signal @ torch.randn(3, 10)
+        >>> y = signal @ torch.randn(3, 6) + 0.001 * torch.randn(100, 6)
+        >>> round(svcca(x, y), 4), round(svcca(x, torch.randn(100, 6)), 4)
+        (1.0, 0.1866)
+    """
     if not 0 < variance <= 1:
         raise InvalidInputError(f"variance is a fraction in (0, 1]; got {variance}")
     x, y = _pair(x, y)
@@ -289,7 +389,27 @@ def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
     Translation invariant, and invariant to any invertible map of the layer that does not supply
     the weights. The weights themselves are tied to the smaller layer's neuron basis (that is the
     method's point), so an invertible map of that layer changes them; permuting or uniformly
-    scaling its neurons does not."""
+    scaling its neurons does not.
+
+    Args:
+        x: (n, d₁) activations of one layer; needs n > max(d₁, d₂).
+        y: (n, d₂) activations of another layer on the same examples, in the same order.
+        epsilon: ridge added to each covariance (after dividing it by its largest entry) before whitening.
+
+    Returns:
+        The projection-weighted mean of the canonical correlations, in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import pwcca
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(100, 8)
+        >>> half = torch.cat([x[:, :4], torch.randn(100, 4)], 1)      # shares 4 of x's 8 neurons
+        >>> round(pwcca(x, x @ torch.randn(8, 8) + 5.0), 4)           # an invertible map of the other layer
+        1.0
+        >>> round(pwcca(x, half), 4), round(pwcca(2 * x[:, torch.randperm(8)], half), 4)   # x permuted, scaled
+        (0.6024, 0.6024)
+    """
     x, y = _pair(x, y, check=False)
     if x.shape[1] > y.shape[1]:
         x, y = y, x  # weights come from the layer with fewer neurons
@@ -328,7 +448,27 @@ def _serial(fn: Callable, items: list[tuple]) -> list:
 def pairwise_scores(metric: str, xs: Sequence[Array], ys: Sequence[Array], *,
                     map: Callable[[Callable, list[tuple]], list] = _serial) -> tuple[np.ndarray, list[str]]:
     """(metric(xs[i], ys[j]) for every pair as an (len(xs), len(ys)) array, the notes on undefined
-    pairs). `map(fn, items) == [fn(*item) for item in items]`, computed anywhere (serial by default)."""
+    pairs). `map(fn, items) == [fn(*item) for item in items]`, computed anywhere (serial by default).
+
+    Args:
+        metric: a key of METRICS ("linear_cka", "rbf_cka", "debiased_cka", "cca", "svcca", "pwcca").
+        xs: activation matrices (n, dᵢ), all on the same n examples.
+        ys: activation matrices (n, dⱼ) on the same examples.
+        map: how to compute the cells; ``map(fn, items) == [fn(*item) for item in items]``.
+
+    Returns:
+        (scores, notes): a (len(xs), len(ys)) float array, NaN where the metric is undefined for a pair,
+        and the distinct reasons why, in the order met.
+
+    Example:
+        >>> import torch
+        >>> from lenscape.analysis import pairwise_scores
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(100, 8)
+        >>> scores, notes = pairwise_scores("linear_cka", [x, 2 * x], [x, torch.zeros(100, 3)])
+        >>> scores.round(4).tolist(), notes
+        ([[1.0, nan], [1.0, nan]], ['a representation is constant over these examples: CKA is undefined'])
+    """
     cells = [(i, j) for i in range(len(xs)) for j in range(len(ys))]
     out, notes = np.zeros((len(xs), len(ys))), []
     for (i, j), (value, note) in zip(cells, map(score_pair, [(metric, xs[i], ys[j]) for i, j in cells])):
