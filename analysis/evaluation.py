@@ -134,7 +134,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     device = next(model.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=device)   # summed on the device: no sync per chunk
     correct = torch.zeros((), dtype=torch.long, device=device)
-    preds, probs, acts = [], [], {n: [] for n in layers}
+    preds: list[torch.Tensor] = []
+    probs: list[torch.Tensor] = []
+    acts: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     try:
         with recording(model, layers) as rec:
             def step(start: int, stop: int) -> None:

@@ -49,6 +49,7 @@ def _hvp_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
 
     def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
         dot = sum((g * x).sum() for g, x in zip(grads, v))
+        assert isinstance(dot, torch.Tensor)     # `chosen` is not empty: never sum()'s start value 0
         return [h.detach() for h in torch.autograd.grad(dot, chosen, retain_graph=True)]
     return chosen, hvp
 

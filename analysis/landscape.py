@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lenscape.analysis.evaluation import Progress, _no_progress, evaluate
 from lenscape.analysis.hessian import extreme_spectra
@@ -186,9 +187,9 @@ def evaluate_points(model: nn.Module, directions: Sequence[Direction], points: n
     return loss, acc
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """The model's BatchNorm layers that keep running statistics (the ones eval mode reads)."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 def recompute_bn_statistics(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> None:
@@ -235,7 +236,7 @@ def recompute_bn_statistics(model: nn.Module, images: torch.Tensor, batch_size: 
     _recompute(model, layers, x, 1 if batch_size is None else -(-len(x) // batch_size))
 
 
-def _batchnorm_or_refuse(model: nn.Module) -> list[nn.Module]:
+def _batchnorm_or_refuse(model: nn.Module) -> list[_BatchNorm]:
     layers = batchnorm_layers(model)
     if not layers:
         raise InvalidInputError(f"{type(model).__name__} has no BatchNorm layer with running statistics: there is "
@@ -243,7 +244,7 @@ def _batchnorm_or_refuse(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def _recompute(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunks: int = 1) -> None:
+def _recompute(model: nn.Module, layers: Sequence[_BatchNorm], x: torch.Tensor, chunks: int = 1) -> None:
     if len(x) < 2:
         raise InvalidInputError(f"recomputing BatchNorm statistics needs at least 2 examples; got {len(x)}")
     while True:
@@ -257,7 +258,7 @@ def _recompute(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunk
 
 
 @torch.no_grad()
-def _bn_pass(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunks: int) -> None:
+def _bn_pass(model: nn.Module, layers: Sequence[_BatchNorm], x: torch.Tensor, chunks: int) -> None:
     modes = [(m, m.training) for m in model.modules()]
     momenta = [(m, m.momentum) for m in layers]
     model.eval()
@@ -271,8 +272,8 @@ def _bn_pass(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, chunks:
     finally:
         for m, momentum in momenta:
             m.momentum = momentum
-        for m, mode in modes:
-            m.training = mode
+        for module, mode in modes:
+            module.training = mode
 
 
 @contextmanager
@@ -300,7 +301,8 @@ def grid_points(xs: np.ndarray, ys: np.ndarray | None) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float] | None,
+def surface(model: nn.Module, directions: Sequence[Direction], xs: np.ndarray | Sequence[float],
+            ys: np.ndarray | Sequence[float] | None,
             images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
             progress: Progress = _no_progress, fast: bool = True, bn_examples: torch.Tensor | None = None) -> Surface:
     """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid (see evaluate_points). One direction and
@@ -352,9 +354,9 @@ def surface(model: nn.Module, directions: Sequence[Direction], xs: Sequence[floa
     out = [evaluate_points(model, directions, points, images, labels, batch_size, _part(progress, i, len(sets)),
                            fast, bn) for i, bn in enumerate(sets)]
     loss, acc = out[0]
-    again = {} if bn_examples is None else {"loss_recomputed": out[1][0].reshape(shape),
-                                            "accuracy_recomputed": out[1][1].reshape(shape)}
-    return Surface(xs=xs, ys=ys, loss=loss.reshape(shape), accuracy=acc.reshape(shape), **again)
+    return Surface(xs=xs, ys=ys, loss=loss.reshape(shape), accuracy=acc.reshape(shape),
+                   loss_recomputed=None if bn_examples is None else out[1][0].reshape(shape),
+                   accuracy_recomputed=None if bn_examples is None else out[1][1].reshape(shape))
 
 
 def _part(progress: Progress, i: int, n: int) -> Progress:
@@ -392,7 +394,8 @@ class Curve:
     accuracy_recomputed: np.ndarray | None = None   # not asked for
 
 
-def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alphas: Sequence[float],
+def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                  alphas: np.ndarray | Sequence[float],
                   images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
                   progress: Progress = _no_progress, bn_examples: torch.Tensor | None = None) -> Curve:
     """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
@@ -448,8 +451,9 @@ def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, tor
             progress((i + 1) / len(alphas), f"α = {alpha:.2f}")
     finally:
         model.load_state_dict(saved)
-    again = {} if bn_examples is None else {"loss_recomputed": out[2], "accuracy_recomputed": out[3]}
-    return Curve(alphas=alphas, loss=out[0], accuracy=out[1], **again)
+    return Curve(alphas=alphas, loss=out[0], accuracy=out[1],
+                 loss_recomputed=None if bn_examples is None else out[2],
+                 accuracy_recomputed=None if bn_examples is None else out[3])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -504,7 +508,8 @@ def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
     return Trajectory(directions=directions, coords=coords, explained=pca.explained_variance_ratio_.copy())
 
 
-def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: Sequence[float], ys: Sequence[float],
+def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: np.ndarray | Sequence[float],
+                  ys: np.ndarray | Sequence[float],
                   loss_at: Callable[[nn.Module], torch.Tensor], iters: int = 50, seed: int = 0,
                   progress: Progress = _no_progress, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(λ_max, λ_min, |λ_min| / λ_max) on the grid (ny, nx), the model moved to each point and back;

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -138,7 +139,7 @@ def _owned_by(owned: dict[str, list[str]], prefix: str) -> list[str]:
     return [p for m, ps in owned.items() if m == prefix or m.startswith(prefix + ".") for p in ps]
 
 
-def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     """The layers whose output units are "neurons" for flipping: convolutions (an output channel)
     and linear layers (an output unit), in the model's order, without the classifier (the last
     layer): its units are the class scores themselves, and removing the label's would flip any
@@ -147,7 +148,7 @@ def neuron_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers[:-1]
 
 
-def neuron_units(layers: list[tuple[str, nn.Module]]) -> list[int]:
+def neuron_units(layers: Sequence[tuple[str, nn.Conv2d | nn.Linear]]) -> list[int]:
     """How many neurons each of `layers` has: output channels or output units."""
     return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for _, m in layers]
 
@@ -155,7 +156,7 @@ def neuron_units(layers: list[tuple[str, nn.Module]]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Gradient accounting
 
-def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: list[torch.Tensor],
+def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: Sequence[torch.Tensor],
                    retain_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(g_clean, g_noisy) of one batch's per-example `losses`: the gradients of Σ_C ℓ / |B| and
     Σ_N ℓ / |B| (= (|C|/|B|)·mean_C ℓ and (|N|/|B|)·mean_N ℓ), which add up to the gradient of the
@@ -500,12 +501,21 @@ class FlipResult:
     batches: np.ndarray             # (K, batch_size) the batch each example was analysed with (its own first)
 
 
+class _FlipState(TypedDict):
+    """flip_neurons' per-example results while the groups are worked through (see FlipResult)."""
+    flipped: np.ndarray
+    n_neurons: np.ndarray
+    stopped: list[str]
+    neurons: list[list[tuple[int, int]]]
+    acc_drop: np.ndarray
+
+
 class _Masks:
     """Forward hooks that multiply each neuron layer's output by a per-group (K, units) mask: rows
     come in K consecutive groups of equal size. Zeroing a unit's mask entry is zeroing its weights
     and bias, and ∂L/∂mask at 1 is the paper's score θ·∇_θ L summed over the unit's parameters."""
 
-    def __init__(self, layers: list[nn.Module], masks: list[torch.Tensor]) -> None:
+    def __init__(self, layers: Sequence[nn.Module], masks: list[torch.Tensor]) -> None:
         self.masks = masks
         self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(layers)]
 
@@ -590,8 +600,8 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     units = neuron_units(layers)
     k_all = len(examples)
     batches = torch.stack([_example_batch(n, int(t), size, config.seed) for t in examples])
-    out = dict(flipped=np.zeros(k_all, bool), n_neurons=np.zeros(k_all, int), stopped=[""] * k_all,
-               neurons=[[] for _ in range(k_all)], acc_drop=np.zeros(k_all))
+    out = _FlipState(flipped=np.zeros(k_all, bool), n_neurons=np.zeros(k_all, int), stopped=[""] * k_all,
+                     neurons=[[] for _ in range(k_all)], acc_drop=np.zeros(k_all))
     with frozen_parameters(model):
         for g0 in range(0, k_all, config.group_size):
             group = list(range(g0, min(k_all, g0 + config.group_size)))
@@ -602,7 +612,8 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
                       batch_acc_drop=out["acc_drop"], batches=batches.numpy())
 
 
-def _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out) -> None:
+def _flip_group(model, images, labels, examples, batches, group, layers, units, config, device,
+                out: _FlipState) -> None:
     """The greedy loop for the examples `group` (positions into `examples`) in one batched pass. An
     example that stops leaves the pass: the rest go on with a smaller batch."""
     b = batches.shape[1]

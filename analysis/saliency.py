@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -108,6 +108,7 @@ def compute_saliency(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     start = time.perf_counter()
     model.eval()
     probs = evaluate(model, images, batch_size=config.batch_size, probabilities=True).probabilities
+    assert probs is not None                         # asked for with probabilities=True
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
     attr = attribute(model, images, target, config, progress, offset)
@@ -359,10 +360,13 @@ def _random(model, x, t, cfg, start):
                         for i in range(len(x))]).to(x.device)
 
 
-_METHOD_FNS = {"gradient": _gradient, "loss_gradient": _loss_gradient, "gradient_x_input": _gradient_x_input,
-               "smoothgrad": partial(_noise_tunnel, "smoothgrad"), "vargrad": partial(_noise_tunnel, "vargrad"),
-               "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
-               "deeplift": _deeplift, "occlusion": _occlusion, "gradcam": _gradcam, "random": _random}
+# (model, images, target, config, offset of images[0]) -> attributions
+_MethodFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, SaliencyConfig, int], torch.Tensor]
+_METHOD_FNS: dict[str, _MethodFn] = {
+    "gradient": _gradient, "loss_gradient": _loss_gradient, "gradient_x_input": _gradient_x_input,
+    "smoothgrad": partial(_noise_tunnel, "smoothgrad"), "vargrad": partial(_noise_tunnel, "vargrad"),
+    "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
+    "deeplift": _deeplift, "occlusion": _occlusion, "gradcam": _gradcam, "random": _random}
 
 
 def conv_layers(model: nn.Module) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -141,8 +142,9 @@ def model_randomization(model: nn.Module, images: torch.Tensor, target: torch.Te
         raise InvalidInputError(f"order must be one of {ORDERS}; got {order!r}")
     if map_mode not in MAP_MODES:
         raise InvalidInputError(f"map_mode must be one of {MAP_MODES}; got {map_mode!r}")
+    mode: Literal["abs", "signed"] = "signed" if map_mode == "signed" else "abs"   # map_mode is one of MAP_MODES
     trained = copy.deepcopy(model).eval()
-    maps_of = lambda m: to_map(attribute(m, images, target, config), map_mode)  # noqa: E731
+    maps_of = lambda m: to_map(attribute(m, images, target, config), mode)  # noqa: E731
     base = maps_of(trained)
     layers = list(reversed(parameter_layers(trained)))
     work, maps, corr = copy.deepcopy(trained), [base], []

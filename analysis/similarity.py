@@ -219,9 +219,11 @@ class MinibatchCKA:
 
     def __init__(self) -> None:
         self.batch_size: int | None = None
-        self.xy = self.xx = self.yy = None
+        self.xy: torch.Tensor | None = None
+        self.xx: torch.Tensor | None = None
+        self.yy: torch.Tensor | None = None
 
-    def update(self, xs: Array | Sequence[Array], ys: Array | Sequence[Array]) -> None:
+    def update(self, xs: Array | list[Array] | tuple[Array, ...], ys: Array | list[Array] | tuple[Array, ...]) -> None:
         xs = [xs] if not isinstance(xs, (list, tuple)) else xs
         ys = [ys] if not isinstance(ys, (list, tuple)) else ys
         kx = [center_gram(_gram(a), unbiased=True) for a in xs]
@@ -241,6 +243,7 @@ class MinibatchCKA:
     def matrix(self) -> np.ndarray:
         if self.xy is None:
             raise InvalidInputError("MinibatchCKA has seen no batches")
+        assert self.xx is not None and self.yy is not None   # set together with xy
         return (self.xy / torch.sqrt(self.xx[:, None] * self.yy[None, :]).clamp_min(1e-300)).numpy()
 
     def value(self) -> float:
