@@ -458,7 +458,7 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
                 sched.step()
                 correct += int((logits.argmax(1) == y).sum())
             train_acc.append(correct / max(1, len(order)))
-            noisy_acc.append(accuracy(model, images[noisy_idx], labels[noisy_idx]))
+            noisy_acc.append(evaluate(model, images[noisy_idx], labels[noisy_idx]).accuracy)
             progress((epoch + 1) / config.max_epochs, f"epoch {epoch + 1}: clean train {train_acc[-1]:.1%} · "
                                                       f"noisy {noisy_acc[-1]:.1%}")
             perfect = perfect + 1 if train_acc[-1] == 1.0 else 0
@@ -715,7 +715,7 @@ def masked_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         masks[layer][0, unit] = 0.0
     hooks = _Masks([m for _, m in layers], masks)
     try:
-        return accuracy(model, images, labels, batch_size)
+        return evaluate(model, images, labels, batch_size=batch_size).accuracy
     finally:
         hooks.remove()
 

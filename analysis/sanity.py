@@ -39,7 +39,7 @@ class RandomizationResult:
     layers: list[str]             # in the order they are re-initialized (top first)
     maps: np.ndarray              # (L + 1, N, H, W): the original first
     rank_corr: np.ndarray         # (L, N) Spearman ρ with the original map; NaN where a map is constant
-    between_images: np.ndarray    # (N,) ρ of image i's map with image i+1's under the trained model
+    between_images: np.ndarray    # (N,) ρ of image i's map with image i−1's (the last with the first's) under the trained model
     between_random: np.ndarray    # (N,) ρ of two independently randomized networks' maps of image i
 
     @property

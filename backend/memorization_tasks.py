@@ -15,7 +15,7 @@ import torch
 
 from lenscape.analysis.evaluation import evaluate
 from lenscape.analysis.memorization import (GROUPINGS, memorization_curves, FlipConfig, FlipResult, GradientAccount, ParamGradients, RetrainConfig,
-                                   accuracy, flip_neurons, gradient_account, group_account, layer_groups,
+                                   flip_neurons, gradient_account, group_account, layer_groups,
                                    masked_accuracy, neuron_layers, neuron_units, retrain_group, rewound,
                                    tied_dropout_accuracies)
 from lenscape.backend.jobs import JobContext, ModelRef, job_kind, stage
@@ -210,8 +210,8 @@ def rewinding_job(ctx: JobContext, cfg: SweepConfig) -> RewindResult:
     epochs = _epochs(cfg.model.run_id, cfg.stride)
 
     def accs():
-        return (accuracy(lm.model, x[~mask], y[~mask]), accuracy(lm.model, x[mask], y[mask]),
-                accuracy(lm.model, data.test.images, data.test.labels))
+        return (evaluate(lm.model, x[~mask], y[~mask]).accuracy, evaluate(lm.model, x[mask], y[mask]).accuracy,
+                evaluate(lm.model, data.test.images, data.test.labels).accuracy)
 
     base = accs()
     out = np.zeros((3, len(groups), len(epochs)))
@@ -261,7 +261,7 @@ def retraining_job(ctx: JobContext, cfg: RetrainJobConfig) -> RetrainJobResult:
     unknown = [g for g in groups if g not in all_groups]
     if unknown:
         raise InvalidInputError(f"no layers {unknown} in {lm.name}; layers: {', '.join(all_groups)}")
-    before = accuracy(lm.model, x[mask], y[mask])
+    before = evaluate(lm.model, x[mask], y[mask]).accuracy
     tr, nz, te = [], [], []
     for i, g in enumerate(groups):
         lm.model.load_state_dict(final)
@@ -269,7 +269,7 @@ def retraining_job(ctx: JobContext, cfg: RetrainJobConfig) -> RetrainJobResult:
                             stage(ctx, i / len(groups), (i + 1) / len(groups), g), cfg.grouping)
         tr.append(res.train_acc)
         nz.append(res.noisy_acc)
-        te.append(accuracy(lm.model, data.test.images, data.test.labels))
+        te.append(evaluate(lm.model, data.test.images, data.test.labels).accuracy)
     lm.model.load_state_dict(final)
     return RetrainJobResult(groups=groups, train_acc=tr, noisy_acc=nz, final_noisy=before, test_acc=te)
 
@@ -347,7 +347,7 @@ def flipping_job(ctx: JobContext, cfg: FlipJobConfig) -> FlipJobResult:
     return FlipJobResult(examples=res.examples, kind=kinds, n_neurons=res.n_neurons, flipped=res.flipped,
                          stopped=res.stopped, neurons=res.neurons, layers=res.layers, layer_units=units,
                          clean_acc=np.concatenate([p[1] for p in parts]), test_acc=np.concatenate([p[2] for p in parts]),
-                         base_clean_acc=accuracy(lm.model, xc, yc), base_test_acc=accuracy(lm.model, xt, yt),
+                         base_clean_acc=evaluate(lm.model, xc, yc).accuracy, base_test_acc=evaluate(lm.model, xt, yt).accuracy,
                          labels=y[examples].numpy(), true_labels=data.original_labels[examples].numpy())
 
 

@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lenscape.analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, layer_groups,  # noqa: E402
+from lenscape.analysis.evaluation import evaluate  # noqa: E402
+from lenscape.analysis.memorization import (FlipConfig, RetrainConfig, flip_neurons, layer_groups,  # noqa: E402
                                    retrain_group, rewound)
 from lenscape.models.architectures import ArchSpec  # noqa: E402
 from lenscape.models.checkpoints import load_checkpoint  # noqa: E402
@@ -59,7 +60,7 @@ def main() -> None:
         pred = torch.cat([model(x[s:s + 2000].to(device).float() / 255).argmax(1).cpu() for s in range(0, len(y), 2000)])
     memorized = torch.nonzero(noisy & (pred == y)).flatten()
     clean = torch.nonzero(~noisy & (pred == y)).flatten()
-    test_acc = accuracy(model, data.test.images, data.test.labels)
+    test_acc = evaluate(model, data.test.images, data.test.labels).accuracy
     print(f"noise rate {float(noisy.float().mean()):.1%} ({int(noisy.sum())} of {len(y)}); memorized "
           f"{len(memorized)} ({len(memorized) / int(noisy.sum()):.1%} accuracy on the relabelled examples under "
           f"their noisy labels); clean train {float((pred[~noisy] == y[~noisy]).float().mean()):.1%}; test {test_acc:.1%}")
@@ -80,7 +81,7 @@ def main() -> None:
           f"from its initial weights on clean examples ({args.retrain_epochs} epochs at most); clean accuracy after rewinding")
     for g, names in groups.items():
         m = model_from_state(ArchSpec.from_dict(rec["arch"]), rewound(final_state, init_state, names)).to(device).eval()
-        rw_noisy, rw_clean = accuracy(m, x[noisy], y[noisy]), accuracy(m, x[~noisy], y[~noisy])
+        rw_noisy, rw_clean = evaluate(m, x[noisy], y[noisy]).accuracy, evaluate(m, x[~noisy], y[~noisy]).accuracy
         work = model_from_state(ArchSpec.from_dict(rec["arch"]), final_state).to(device).eval()
         res = retrain_group(work, init_state, g, x, y, noisy, RetrainConfig(max_epochs=args.retrain_epochs))
         print(f"  {g:8s} rewound: noisy {rw_noisy:6.1%} clean {rw_clean:6.1%} · retrained: noisy {res.noisy_acc[-1]:6.1%} "
