@@ -169,6 +169,15 @@ class Registry:
                     raise ValueError(f"job kind {kind.name!r} is taken by {known.module}.{known.fn.__name__}")
                 self._kinds[kind.name] = kind
 
+    def unregister(self, *fns: Callable) -> None:
+        """Forget the kinds of `fns` (a test's own kinds, once the test is over); a name now held
+        by another function is left alone."""
+        for fn in fns:
+            name = describe_kind(fn).name
+            with self._lock:
+                if name in self._kinds and self._kinds[name].fn is fn:
+                    del self._kinds[name]
+
     def __getitem__(self, name: str) -> JobKind:
         try:
             return self._kinds[name]

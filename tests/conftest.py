@@ -38,6 +38,22 @@ def job_kinds():
 
 
 @pytest.fixture
+def register_kinds():
+    """register_kinds(*fns): a test's own job kinds, known to the registry until the test ends (a
+    module's autouse fixture registers them for each of its tests). Ask for it before `runner`, so
+    that the runner stops before its kinds are forgotten."""
+    from lenscape.backend.jobs import REGISTRY
+
+    added: list = []
+
+    def register(*fns) -> None:
+        REGISTRY.register(*fns)
+        added.extend(fns)
+    yield register
+    REGISTRY.unregister(*added)
+
+
+@pytest.fixture
 def runner(lenscape_home):
     """The real backend (local runner and on-disk store) over the test's workspace."""
     from lenscape.backend.runner import open_backend

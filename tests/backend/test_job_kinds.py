@@ -143,7 +143,7 @@ def test_code_version_covers_every_module_a_kind_imports():
     assert "lenscape.ui.common" not in covered and "lenscape.backend.similarity_tasks" not in covered
 
 
-def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_path, monkeypatch):
+def test_code_version_changes_when_a_dependency_two_imports_away_changes(register_kinds, tmp_path, monkeypatch):
     """A package of our own (under a name code versions follow) whose job module imports a helper
     that imports another: editing the last one changes the kind's version."""
     pkg = tmp_path / "backend" / "_probe"
@@ -172,8 +172,7 @@ def test_code_version_changes_when_a_dependency_two_imports_away_changes(tmp_pat
         monkeypatch.delitem(sys.modules, m)
     from lenscape.backend._probe.kind import probe
 
-    registry = REGISTRY
-    registry.register(probe)
+    register_kinds(probe)                           # forgotten after the test, with its package
     code_version.cache_clear()
     before = code_version("t_probe")
     assert set(module_closure("lenscape.backend._probe.kind")) >= {"lenscape.backend._probe.middle", "lenscape.backend._probe.leaf"}

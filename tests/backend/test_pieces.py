@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenscape.backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, job_kind
+from lenscape.backend.jobs import Job, JobCancelled, JobFailed, JobStatus, job_kind
 from lenscape.backend.runner import LocalRunner
 from lenscape.backend.store import ResultStore
 
@@ -53,7 +53,11 @@ def pieces_job(ctx, cfg: PiecesConfig) -> np.ndarray:
     return np.stack(out)
 
 
-REGISTRY.register(pieces_job)
+@pytest.fixture(autouse=True)
+def own_kinds(register_kinds):
+    register_kinds(pieces_job)
+
+
 # Ray's workers cannot import this test module by name (pytest put its folder on the path only
 # here): ship its functions by value
 ray.cloudpickle.register_pickle_by_value(__import__(__name__))

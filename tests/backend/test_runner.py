@@ -9,7 +9,7 @@ import pytest
 
 from lenscape.analysis.summary import SummaryConfig
 from lenscape.backend.codec import encode
-from lenscape.backend.jobs import REGISTRY, Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
+from lenscape.backend.jobs import Job, JobCancelled, JobFailed, JobStatus, NotReady, job_kind
 from lenscape.backend.runner import LocalRunner
 from lenscape.backend.store import ResultStore
 
@@ -60,7 +60,9 @@ def config_job(ctx, cfg: SlowConfig) -> SummaryConfig:
     return SummaryConfig(n_samples=cfg.steps)
 
 
-REGISTRY.register(slow_job, long_job, config_job)
+@pytest.fixture(autouse=True)
+def own_kinds(register_kinds):
+    register_kinds(slow_job, long_job, config_job)
 
 
 @pytest.fixture

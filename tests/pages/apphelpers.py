@@ -29,11 +29,12 @@ def run_until(at: AppTest, done, timeout: float = 120) -> AppTest:
     raise AssertionError(f"timed out; errors: {[e.value for e in at.error]}")
 
 
-# A job kind for page tests: it waits at a gate until the test opens it.
+# A job kind for page tests: it waits at a gate until the test opens it. A test module that uses it
+# registers it for its tests (the register_kinds fixture).
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from lenscape.backend.jobs import REGISTRY, job_kind  # noqa: E402
+from lenscape.backend.jobs import job_kind  # noqa: E402
 
 GATES: dict[str, threading.Event] = {}
 
@@ -49,9 +50,6 @@ def gated_job(ctx, cfg: GateConfig) -> str:
     while not gate.wait(0.02):
         ctx.progress(0.5, "waiting at the gate")      # raises JobCancelled once cancelled
     return cfg.name
-
-
-REGISTRY.register(gated_job)
 
 
 def open_tab(at: AppTest, label: str) -> AppTest:

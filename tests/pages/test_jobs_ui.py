@@ -1,10 +1,16 @@
 """ui.jobs.submit: a page's new job replaces (and cancels) the one it supersedes, unless another
 session waits on it or the page keeps replaced jobs (training)."""
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import GATES
+from apphelpers import GATES, gated_job
 from lenscape.backend.jobs import JobStatus
+
+
+@pytest.fixture(autouse=True)
+def own_kinds(register_kinds):
+    register_kinds(gated_job)
 
 
 def _script():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lenscape.backend.jobs import REGISTRY, JobStatus, job, job_kind
+from lenscape.backend.jobs import JobStatus, job, job_kind
 from lenscape.backend.runner import LocalRunner, open_backend
 from lenscape.backend.store import ResultStore
 from lenscape.errors import WorkspaceDamaged, WorkspaceNotWritable
@@ -62,8 +62,8 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_job_whose_result_cannot_be_written_ends_failed_and_the_row_follows(small_disk):
-    REGISTRY.register(big_result)
+def test_a_job_whose_result_cannot_be_written_ends_failed_and_the_row_follows(register_kinds, small_disk):
+    register_kinds(big_result)
     GATE.clear()
     store = ResultStore(small_disk / "store")
     runner = LocalRunner(store)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lenscape.analysis.saliency import SaliencyConfig, compute_saliency
-from lenscape.backend.jobs import REGISTRY, JobContext, JobFailed, JobStatus, job, job_kind, ref
+from lenscape.backend.jobs import JobContext, JobFailed, JobStatus, job, job_kind, ref
 from lenscape.backend.saliency_tasks import GridConfig
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.models.data import DataSpec
@@ -32,8 +32,8 @@ def always_fails(ctx: JobContext, cfg: FlakyConfig) -> float:
 
 
 @pytest.fixture
-def failing_kind():
-    REGISTRY.register(always_fails)
+def failing_kind(register_kinds):
+    register_kinds(always_fails)
     CALLS.clear()
     return job("test_always_fails", FlakyConfig(), label="decode")
 

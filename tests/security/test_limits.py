@@ -15,7 +15,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from lenscape.analysis.saliency import SaliencyConfig
-from lenscape.backend.jobs import REGISTRY, JobStatus, job, job_kind, ref
+from lenscape.backend.jobs import JobStatus, job, job_kind, ref
 from lenscape.backend.landscape_tasks import EvalSet, SurfaceConfig
 from lenscape.backend.limits import seconds_per_example
 from lenscape.backend.saliency_tasks import GridConfig
@@ -103,10 +103,10 @@ def waits(ctx, cfg: WaitConfig) -> int:
     return 1
 
 
-def test_a_user_cancels_their_own_job_from_the_runs_page():
+def test_a_user_cancels_their_own_job_from_the_runs_page(register_kinds):
     from lenscape.ui.common import backend
 
-    REGISTRY.register(waits)
+    register_kinds(waits)
     GATE.clear()
     runner = backend()
     mine = runner.submit(job("test_waits", WaitConfig(name="mine"), label="my long job"), watcher="tab-1:sal")
@@ -158,8 +158,8 @@ def test_a_record_s_timings_do_not_decide_the_estimate(tiny):
     assert seconds_per_example(forged) > honest / 100
 
 
-def test_retry_keeps_the_tab_as_the_job_s_watcher(runner):
-    REGISTRY.register(waits)
+def test_retry_keeps_the_tab_as_the_job_s_watcher(register_kinds, runner):
+    register_kinds(waits)
     GATE.clear()
     j = job("test_waits", WaitConfig(name="retried"), label="again")
     try:
