@@ -93,7 +93,20 @@ def test_progress_is_the_fraction_of_pieces_done(any_runner):
     assert seen - {0.0} <= {0.25, 0.5, 0.75, 1.0} and seen & {0.25, 0.5, 0.75}, seen
 
 
-def test_cancel_stops_the_pieces_and_stores_nothing(any_runner, tmp_path):
+def _no_piece_can_start(runner_kind: str, timeout: float = 60) -> None:
+    """Wait until no piece of a cancelled job is left to start. Locally there is nothing to wait
+    for: pieces run in the job's thread, which has ended when the job is CANCELLED. On Ray, until
+    the cluster's CPUs are all free again: a piece still running holds one, and a piece still
+    queued would be given one (so without a working cancel they stay busy until every piece ran)."""
+    if runner_kind != "ray":
+        return
+    deadline = time.time() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.time() < deadline, f"Ray's CPUs still busy {timeout} s after the cancel"
+        time.sleep(0.02)
+
+
+def test_cancel_stops_the_pieces_and_stores_nothing(any_runner, runner_kind, tmp_path):
     folder = tmp_path / "markers"
     folder.mkdir()
     job_id = any_runner.submit(_job(name="cancel", n=12, seconds=0.5, folder=str(folder)))
@@ -102,7 +115,7 @@ def test_cancel_stops_the_pieces_and_stores_nothing(any_runner, tmp_path):
         time.sleep(0.05)
     any_runner.cancel(job_id)
     assert any_runner.wait(job_id, 60) == JobStatus.CANCELLED
-    time.sleep(1.5)                                  # anything still running would have marked by now
+    _no_piece_can_start(runner_kind)                 # anything still running would have marked by now
     started = len(list(folder.iterdir()))
     assert started < 12, f"{started} of 12 pieces ran after the cancel"
     assert not any_runner.store.path(job_id).exists()
