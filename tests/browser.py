@@ -81,6 +81,7 @@ def browser_page(viewport: dict | None = None):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
         pg = browser.new_page(viewport=viewport or {"width": 1400, "height": 2600})
+        pg.add_init_script(SCRIPT_RUNS)
         pg.set_default_timeout(90_000)  # a 2-core CI machine training in the background is slow to redraw
         try:
             yield pg
@@ -95,12 +96,85 @@ def screenshots_dir() -> Path:
     return folder
 
 
+# Streamlit's own messages say when a script run was asked for and when it ended: the page's side
+# of the WebSocket (BackMsg.rerun_script, field 11, out; ForwardMsg.script_finished, field 6, in) is
+# counted here, in the page, before the app's script loads. Only the top-level protobuf fields are read.
+SCRIPT_RUNS = """
+(() => {
+  if (window.__runs) return;
+  // asked, finished, early: sequence numbers of the last such message; ended: every run that ended
+  const runs = window.__runs = {seq: 0, asked: 0, finished: 0, early: 0, ended: 0, quietSince: null};
+  const fields = (bytes) => {                 // [[field number, value or bytes], ...] of one message
+    const out = [];
+    let i = 0;
+    const varint = () => {
+      let x = 0, m = 1, c;
+      do { c = bytes[i++]; x += (c & 127) * m; m *= 128; } while (c & 128 && i < bytes.length);
+      return x;
+    };
+    while (i < bytes.length) {
+      const tag = varint(), field = Math.floor(tag / 8), wire = tag & 7;
+      if (wire === 0) out.push([field, varint()]);
+      else if (wire === 2) { const n = varint(); out.push([field, bytes.subarray(i, i + n)]); i += n; }
+      else if (wire === 1) i += 8;
+      else if (wire === 5) i += 4;
+      else break;
+    }
+    return out;
+  };
+  const asBytes = (data) => data instanceof ArrayBuffer ? new Uint8Array(data)
+    : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try {
+      const bytes = asBytes(data);
+      const rerun = bytes && fields(bytes).find(([f]) => f === 11);
+      // a whole-page run (a fragment's own run, fragment_id = field 5, is not waited for)
+      if (rerun && !fields(rerun[1]).some(([f, v]) => f === 5 && v.length)) runs.asked = ++runs.seq;
+    } catch (e) {}
+    return send.call(this, data);
+  };
+  const Socket = window.WebSocket;
+  window.WebSocket = class extends Socket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        try {
+          const bytes = asBytes(event.data);
+          const done = bytes && fields(bytes).find(([f]) => f === 6);
+          if (!done) return;
+          runs.ended += 1;
+          if (done[1] === 2) runs.early = ++runs.seq;               // FINISHED_EARLY_FOR_RERUN: another follows
+          else if (done[1] !== 3) runs.finished = ++runs.seq;       // a whole run (3: a fragment's)
+        } catch (e) {}
+      });
+    }
+  };
+})();
+"""
+
+# Settled: the last whole-page run asked for has finished (not cut short for another), the app says
+# its script is not running, and that has held for QUIET_MS since settle() began to wait: a widget
+# may send its change a moment after Playwright's action returns (a table's row ticks go out ~0.3 s
+# after the click, a data editor's edits after 150 ms, a custom component's message on the next task).
+SETTLED = """(quietMs) => {
+  const runs = window.__runs, app = document.querySelector("[data-testid='stApp']");
+  const now = runs && app && runs.finished > runs.asked && runs.finished > runs.early
+    && app.getAttribute("data-test-script-state") === "notRunning"
+    && document.querySelector("[data-testid='stMainBlockContainer'] h1") !== null;
+  if (!now) { if (runs) runs.quietSince = null; return false; }
+  runs.quietSince = runs.quietSince ?? performance.now();
+  return performance.now() - runs.quietSince >= quietMs;
+}"""
+QUIET_MS = 500
+
+
 def settle(pg, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has drawn the page and finished running the script."""
+    """Wait until Streamlit has drawn the page and finished running the script (every run the page
+    asked for, and any the script started itself with st.rerun)."""
     pg.wait_for_selector("[data-testid='stMainBlockContainer'] h1", timeout=timeout_ms)
-    pg.wait_for_timeout(800)
-    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
-    pg.wait_for_timeout(500)
+    pg.evaluate("() => { if (window.__runs) window.__runs.quietSince = null; }")   # quiet from now on
+    pg.wait_for_function(SETTLED, arg=QUIET_MS, timeout=timeout_ms, polling=50)
 
 
 def no_exception(pg) -> None:
