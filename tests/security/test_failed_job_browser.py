@@ -36,6 +36,21 @@ def _runs(home) -> list[tuple]:
     return [(r["status"], r["started"]) for r in ResultStore(home / "store").list(kind="prepare_data")]
 
 
+POLL_MS = 1000                                       # ui.jobs.job_panel's poll_seconds
+
+
+def _script_runs_ended(page) -> int:
+    """Script runs (whole page or fragment) the page has seen end (tests/browser.py counts them)."""
+    return page.evaluate("() => window.__runs.ended")
+
+
+def _rerun(page) -> None:
+    """Rerun the page as a user would: Streamlit's R key, pressed outside any text box."""
+    page.locator("[data-testid='stMainBlockContainer'] h1").first.click()
+    page.keyboard.press("r")
+    settle(page)
+
+
 def _errors(page, text: str):
     return page.locator("[data-testid='stAlertContentError']").filter(has_text=text)
 
@@ -53,9 +68,17 @@ def test_a_failed_job_is_shown_once_with_retry_and_not_resubmitted(page, server,
     settle(page)
     first = _runs(home)
     assert [s for s, _ in first] == ["FAILED"], first
-    time.sleep(15)                                   # the old page resubmitted every 5-10 s
-    page.wait_for_timeout(500)
-    assert _runs(home) == first, "the failed job was started again without anyone asking"
+    # The old page resubmitted it every 5-10 s: its job panel polled, saw the failure, reran the page,
+    # and the rerun submitted the job again. Now nothing on the page polls once the job has failed (no
+    # script run over three cycles of the job panel's 1 s poll), and a rerun does not start it again.
+    ended = _script_runs_ended(page)
+    page.wait_for_timeout(3 * POLL_MS)
+    assert _script_runs_ended(page) == ended, "the page still reruns by itself after the failure"
+    for _ in range(2):
+        ended = _script_runs_ended(page)
+        _rerun(page)
+        assert _script_runs_ended(page) > ended                  # the page did run again
+        assert _runs(home) == first, "a rerun of the page started the failed job again"
     assert _errors(page, "differ in size").count() == 1
     assert "odd.png" in _errors(page, "differ in size").first.inner_text()
     snap(page, screenshots_dir(), "security-failed-job-once")
