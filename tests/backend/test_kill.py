@@ -18,7 +18,7 @@ from lenscape.models.training import preset
 from lenscape.models.zoo import list_runs
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 400
+EPOCHS = 120
 SERVER = f"""
 import time
 from lenscape.backend.runner import open_backend
