@@ -316,6 +316,7 @@ def _read_source(module: str) -> bytes | None:
         return f.read()
 
 
+@functools.lru_cache(maxsize=1024)
 def normalized_code(source: bytes) -> bytes:
     """The module's syntax tree without docstrings (no comments, no layout): what it computes."""
     tree = ast.parse(source)
@@ -338,7 +339,8 @@ def _source_path(module: str) -> str | None:
     return spec.origin if spec and spec.origin and spec.origin.endswith(".py") else None
 
 
-def _own_imports(source: bytes, module: str) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def _own_imports(source: bytes, module: str) -> frozenset[str]:
     out: set[str] = set()
     package = module.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
@@ -351,7 +353,7 @@ def _own_imports(source: bytes, module: str) -> set[str]:
                 base = ".".join(p for p in [*parts, base] if p)
             out.add(base)
             out |= {f"{base}.{a.name}" for a in node.names}   # `from analysis import saliency`
-    return {m for m in out if own_module(m)}
+    return frozenset(m for m in out if own_module(m))
 
 
 # ---------------------------------------------------------------------------------------------

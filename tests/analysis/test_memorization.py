@@ -185,7 +185,7 @@ def test_flipping_matches_zeroing_real_weights_one_example_at_a_time():
     cfg = FlipConfig(batch_size=20, n_eot=1, noise=0.0, max_steps=15, max_acc_drop=1.0, group_size=3)
     examples = [0, 5, 7, 11, 30]
     res = flip_neurons(model, x, y, examples, cfg)
-    for i, t in enumerate(examples):
+    for i in range(len(examples)):
         ref, stopped, _ = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps, 1.0)
         flipped = stopped == "flipped"
         assert res.neurons[i] == ref and bool(res.flipped[i]) == flipped
