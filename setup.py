@@ -9,8 +9,12 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-APP_FILES = ["app.py", ".streamlit/config.toml", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "pages").glob("*.py"))),
-             *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "assets").rglob("*")) if p.is_file())]
+APP_FILES = [
+    "app.py",
+    ".streamlit/config.toml",
+    *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "pages").glob("*.py"))),
+    *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "assets").rglob("*")) if p.is_file()),
+]
 
 
 class BuildWithApp(build_py):

@@ -34,8 +34,14 @@ def hidden_layers(model: nn.Module) -> list[str]:
     return picks + [n for n in logits if n not in picks]
 
 
-def extract(model: nn.Module, images: torch.Tensor, layers: Sequence[str], conv_mode: str = "pool",
-            batch_size: int = 256, progress: Progress = _no_progress) -> dict[str, torch.Tensor]:
+def extract(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: Sequence[str],
+    conv_mode: str = "pool",
+    batch_size: int = 256,
+    progress: Progress = _no_progress,
+) -> dict[str, torch.Tensor]:
     """{layer: (N, D)} on the CPU. Convolutional outputs become (N, C) by average pooling
     ("pool"), (N, C·H·W) ("flatten"), or (N·H·W, C) with positions as data points ("positions").
 
@@ -64,4 +70,6 @@ def extract(model: nn.Module, images: torch.Tensor, layers: Sequence[str], conv_
         >>> torch.allclose(pooled, positions.view(5, 16, 3).mean(1))   # pooling = the mean over positions
         True
     """
-    return evaluate(model, images, layers=layers, conv_mode=conv_mode, batch_size=batch_size, progress=progress).activations
+    return evaluate(
+        model, images, layers=layers, conv_mode=conv_mode, batch_size=batch_size, progress=progress
+    ).activations

@@ -13,9 +13,9 @@ UMAP_METRICS = ("euclidean", "cosine", "correlation", "manhattan")
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectionConfig:
-    method: str = "umap"          # "umap" or "pca"
-    n_neighbors: int = 15         # UMAP: local vs global structure (umap-learn's default)
-    min_dist: float = 0.1         # UMAP: how tightly points pack (umap-learn's default)
+    method: str = "umap"  # "umap" or "pca"
+    n_neighbors: int = 15  # UMAP: local vs global structure (umap-learn's default)
+    min_dist: float = 0.1  # UMAP: how tightly points pack (umap-learn's default)
     metric: str = "euclidean"
     seed: int = 0
 
@@ -28,7 +28,7 @@ class ProjectionConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Projection:
-    coords: np.ndarray            # (N, 2)
+    coords: np.ndarray  # (N, 2)
     explained: np.ndarray | None  # PCA: explained-variance ratio of the two axes
     config: ProjectionConfig
 
@@ -60,9 +60,16 @@ def project(acts: np.ndarray, config: ProjectionConfig) -> Projection:
         raise InvalidInputError("activations hold NaN or infinite values")
     if config.method == "pca":
         from sklearn.decomposition import PCA
+
         pca = PCA(n_components=2, random_state=config.seed)
         return Projection(coords=pca.fit_transform(a), explained=pca.explained_variance_ratio_, config=config)
     import umap  # compiles with numba on first import (~15 s)
-    reducer = umap.UMAP(n_neighbors=min(config.n_neighbors, len(a) - 1), min_dist=config.min_dist,
-                        metric=config.metric, random_state=config.seed, n_components=2)
+
+    reducer = umap.UMAP(
+        n_neighbors=min(config.n_neighbors, len(a) - 1),
+        min_dist=config.min_dist,
+        metric=config.metric,
+        random_state=config.seed,
+        n_components=2,
+    )
     return Projection(coords=reducer.fit_transform(a), explained=None, config=config)

@@ -33,8 +33,9 @@ def _no_progress(fraction: float, message: str) -> None:
     return None
 
 
-def in_chunks(n: int, batch_size: int, step: Callable[[int, int], T], progress: Progress = _no_progress,
-              what: str = "examples") -> list[T]:
+def in_chunks(
+    n: int, batch_size: int, step: Callable[[int, int], T], progress: Progress = _no_progress, what: str = "examples"
+) -> list[T]:
     """[step(start, stop) for consecutive chunks covering range(n)]. A CUDA out-of-memory error
     halves the chunk size and retries the chunk (down to one example, then it is raised)."""
     if batch_size < 1:
@@ -79,17 +80,25 @@ def random_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class Evaluation:
-    loss: float                                   # mean cross-entropy (NaN without labels)
-    accuracy: float                               # fraction correct (NaN without labels)
-    predictions: torch.Tensor                     # (N,) int64
-    probabilities: torch.Tensor | None = None     # (N, C) softmax, when asked for
-    activations: dict[str, torch.Tensor] = field(default_factory=dict)   # {layer: (N, D)}, when asked for
+    loss: float  # mean cross-entropy (NaN without labels)
+    accuracy: float  # fraction correct (NaN without labels)
+    predictions: torch.Tensor  # (N,) int64
+    probabilities: torch.Tensor | None = None  # (N, C) softmax, when asked for
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)  # {layer: (N, D)}, when asked for
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-             batch_size: int = 1000, probabilities: bool = False, layers: Sequence[str] = (),
-             conv_mode: str = "pool", progress: Progress = _no_progress) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    batch_size: int = 1000,
+    probabilities: bool = False,
+    layers: Sequence[str] = (),
+    conv_mode: str = "pool",
+    progress: Progress = _no_progress,
+) -> Evaluation:
     """Run `model` in eval mode over `images` (N, C, H, W) and collect what was asked for; results
     are on the CPU. Convolutional activations become (N, C) by average pooling ("pool"),
     (N, C·H·W) ("flatten") or (N·H·W, C) with positions as data points ("positions").
@@ -132,13 +141,14 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total = torch.zeros((), dtype=torch.float64, device=device)   # summed on the device: no sync per chunk
+    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per chunk
     correct = torch.zeros((), dtype=torch.long, device=device)
     preds: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     acts: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     try:
         with recording(model, layers) as rec:
+
             def step(start: int, stop: int) -> None:
                 nonlocal total, correct
                 x = images[start:stop].to(device, non_blocking=True)
@@ -165,7 +175,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
         accuracy=float(correct) / n if labels is not None and n else nan,
         predictions=torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long),
         probabilities=(torch.cat(probs) if probs else torch.zeros(0)) if probabilities else None,
-        activations={k: torch.cat(v) for k, v in acts.items() if v})
+        activations={k: torch.cat(v) for k, v in acts.items() if v},
+    )
 
 
 def _as_matrix(a: torch.Tensor, conv_mode: str) -> torch.Tensor:

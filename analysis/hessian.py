@@ -23,7 +23,7 @@ from torch import nn
 
 from lenscape.errors import InvalidInputError
 
-Params = Literal["all", "weights"]     # "weights": tensors with 2+ dimensions only, as the official code
+Params = Literal["all", "weights"]  # "weights": tensors with 2+ dimensions only, as the official code
 
 
 @contextmanager
@@ -49,8 +49,9 @@ def _hvp_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
 
     def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
         dot = sum((g * x).sum() for g, x in zip(grads, v))
-        assert isinstance(dot, torch.Tensor)     # `chosen` is not empty: never sum()'s start value 0
+        assert isinstance(dot, torch.Tensor)  # `chosen` is not empty: never sum()'s start value 0
         return [h.detach() for h in torch.autograd.grad(dot, chosen, retain_graph=True)]
+
     return chosen, hvp
 
 
@@ -68,20 +69,28 @@ def _flat_operator(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor
         parts = torch.from_numpy(np.asarray(x, dtype=np.float64).ravel()).split(sizes)
         v = [t.view(s).to(p.dtype).to(p.device) for t, s, p in zip(parts, shapes, chosen)]
         return torch.cat([h.reshape(-1).double().cpu() for h in hvp(v)]).numpy()
+
     return sum(sizes), matvec
 
 
 @dataclass(frozen=True, kw_only=True)
 class Spectrum:
-    values: np.ndarray            # (k,) eigenvalues found
-    residuals: np.ndarray         # (k,) ‖Hv − λv‖ / max(|λ|, 1e-12)
-    products: int                 # Hessian-vector products the search used
-    converged: bool               # ARPACK converged and every residual is within the tolerance
+    values: np.ndarray  # (k,) eigenvalues found
+    residuals: np.ndarray  # (k,) ‖Hv − λv‖ / max(|λ|, 1e-12)
+    products: int  # Hessian-vector products the search used
+    converged: bool  # ARPACK converged and every residual is within the tolerance
 
 
-def lanczos(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: int = 1,
-            which: Literal["LM", "LA", "SA"] = "LM", tol: float = 1e-6, maxiter: int | None = None,
-            params: Params = "all", seed: int = 0) -> Spectrum:
+def lanczos(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    k: int = 1,
+    which: Literal["LM", "LA", "SA"] = "LM",
+    tol: float = 1e-6,
+    maxiter: int | None = None,
+    params: Params = "all",
+    seed: int = 0,
+) -> Spectrum:
     """The k Hessian eigenvalues of `loss_fn(model)` of largest magnitude ("LM"), largest ("LA") or
     smallest ("SA"), sorted by magnitude (LM) or value (LA descending, SA ascending), by Lanczos from
     a seeded random start. `tol`: ARPACK's relative accuracy, and the residual each pair must meet."""
@@ -102,12 +111,16 @@ def lanczos(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: i
         try:
             vals, vecs = eigsh(op, k=k, which=which, tol=tol, maxiter=maxiter, v0=v0)
             done = True
-        except ArpackNoConvergence as exc:         # what it has, said to be unconverged
+        except ArpackNoConvergence as exc:  # what it has, said to be unconverged
             vals, vecs, done = exc.eigenvalues, exc.eigenvectors, False
         order = {"LM": np.argsort(-np.abs(vals)), "LA": np.argsort(-vals), "SA": np.argsort(vals)}[which]
         vals, vecs = vals[order], vecs[:, order]
-        res = np.array([np.linalg.norm(product(vecs[:, i]) - vals[i] * vecs[:, i]) / max(abs(vals[i]), 1e-12)
-                        for i in range(len(vals))])
+        res = np.array(
+            [
+                np.linalg.norm(product(vecs[:, i]) - vals[i] * vecs[:, i]) / max(abs(vals[i]), 1e-12)
+                for i in range(len(vals))
+            ]
+        )
     # the residual test is looser than ARPACK's own: its tolerance bounds the error of λ, which is
     # about the square of the residual's
     ok = done and len(vals) == k and bool((res <= max(tol, 1e-8) ** 0.5).all())
@@ -116,17 +129,24 @@ def lanczos(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: i
 
 @dataclass(frozen=True, kw_only=True)
 class HessianEigs:
-    values: np.ndarray            # (restarts, k): the k eigenvalues of largest magnitude, per restart
-    iterations: np.ndarray        # (restarts, k) Hessian-vector products used (the same for a restart's k)
-    residuals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # (restarts, k) relative
-    converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))   # (restarts,)
-    trace: HessianTrace | None = None          # Hutchinson's estimate, where asked for
-    density: SpectralDensity | None = None     # stochastic Lanczos quadrature, where asked for
+    values: np.ndarray  # (restarts, k): the k eigenvalues of largest magnitude, per restart
+    iterations: np.ndarray  # (restarts, k) Hessian-vector products used (the same for a restart's k)
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (restarts, k) relative
+    converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (restarts,)
+    trace: HessianTrace | None = None  # Hutchinson's estimate, where asked for
+    density: SpectralDensity | None = None  # stochastic Lanczos quadrature, where asked for
 
 
-def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], k: int = 1,
-                            iters: int = 100, restarts: int = 3, seed: int = 0, tol: float = 1e-6,
-                            params: Params = "all") -> HessianEigs:
+def hessian_top_eigenvalues(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    k: int = 1,
+    iters: int = 100,
+    restarts: int = 3,
+    seed: int = 0,
+    tol: float = 1e-6,
+    params: Params = "all",
+) -> HessianEigs:
     """The k Hessian eigenvalues of largest magnitude of `loss_fn(model)` with respect to the
     parameters, by Lanczos from `restarts` seeded random starts (their spread shows how well it
     converged; `iters` bounds ARPACK's restarts). The model is not changed.
@@ -157,15 +177,23 @@ def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable[[nn.Module], tor
         ([[4.0, 2.0], [4.0, 2.0]], [True, True])
     """
     runs = [lanczos(model, loss_fn, k, "LM", tol, iters, params, seed=int(seed) * 1000 + r) for r in range(restarts)]
-    pad = lambda a: np.pad(a, (0, k - len(a)), constant_values=np.nan)    # noqa: E731 - unconverged: fewer
-    return HessianEigs(values=np.stack([pad(s.values) for s in runs]),
-                       iterations=np.array([[s.products] * k for s in runs], dtype=int),
-                       residuals=np.stack([pad(s.residuals) for s in runs]),
-                       converged=np.array([s.converged for s in runs]))
+    pad = lambda a: np.pad(a, (0, k - len(a)), constant_values=np.nan)  # noqa: E731 - unconverged: fewer
+    return HessianEigs(
+        values=np.stack([pad(s.values) for s in runs]),
+        iterations=np.array([[s.products] * k for s in runs], dtype=int),
+        residuals=np.stack([pad(s.residuals) for s in runs]),
+        converged=np.array([s.converged for s in runs]),
+    )
 
 
-def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
-                     seed: int = 0, tol: float = 1e-6, params: Params = "all") -> tuple[float, float]:
+def hessian_extremes(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    iters: int = 100,
+    seed: int = 0,
+    tol: float = 1e-6,
+    params: Params = "all",
+) -> tuple[float, float]:
     """(λ_max, λ_min) of the Hessian, each by Lanczos (ARPACK's largest and smallest algebraic).
     Li et al. map |λ_min| / λ_max over a plane: near 0, locally convex.
 
@@ -194,15 +222,23 @@ def hessian_extremes(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
         [4.0, -2.0]
     """
     top, bottom = extreme_spectra(model, loss_fn, iters, seed, tol, params)
-    first = lambda s: float(s.values[0]) if len(s.values) else float("nan")   # noqa: E731 - none converged
+    first = lambda s: float(s.values[0]) if len(s.values) else float("nan")  # noqa: E731 - none converged
     return first(top), first(bottom)
 
 
-def extreme_spectra(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], iters: int = 100,
-                    seed: int = 0, tol: float = 1e-6, params: Params = "all") -> tuple[Spectrum, Spectrum]:
+def extreme_spectra(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    iters: int = 100,
+    seed: int = 0,
+    tol: float = 1e-6,
+    params: Params = "all",
+) -> tuple[Spectrum, Spectrum]:
     """The Lanczos searches for λ_max (largest algebraic) and λ_min (smallest), with their convergence."""
-    return (lanczos(model, loss_fn, 1, "LA", tol, iters, params, seed),
-            lanczos(model, loss_fn, 1, "SA", tol, iters, params, seed + 1))
+    return (
+        lanczos(model, loss_fn, 1, "LA", tol, iters, params, seed),
+        lanczos(model, loss_fn, 1, "SA", tol, iters, params, seed + 1),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,13 +247,18 @@ def extreme_spectra(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tenso
 
 @dataclass(frozen=True, kw_only=True)
 class HessianTrace:
-    estimate: float               # mean of vᵀHv over Rademacher v (Hutchinson): an unbiased estimate of tr(H)
-    std_error: float              # its standard error
-    samples: np.ndarray           # (n,) each draw's vᵀHv
+    estimate: float  # mean of vᵀHv over Rademacher v (Hutchinson): an unbiased estimate of tr(H)
+    std_error: float  # its standard error
+    samples: np.ndarray  # (n,) each draw's vᵀHv
 
 
-def hessian_trace(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], samples: int = 100,
-                  seed: int = 0, params: Params = "all") -> HessianTrace:
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    samples: int = 100,
+    seed: int = 0,
+    params: Params = "all",
+) -> HessianTrace:
     """tr(H) by Hutchinson's estimator, E[vᵀHv] over Rademacher vectors v (PyHessian's `trace`).
 
     Args:
@@ -248,16 +289,17 @@ def hessian_trace(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
         n, matvec = _flat_operator(model, loss_fn, params)
         draws = np.empty(samples)
         for i in range(samples):
-            v = gen.integers(0, 2, n).astype(np.float64) * 2 - 1          # (n,) ±1
+            v = gen.integers(0, 2, n).astype(np.float64) * 2 - 1  # (n,) ±1
             draws[i] = v @ matvec(v)
-    return HessianTrace(estimate=float(draws.mean()), std_error=float(draws.std(ddof=1) / np.sqrt(samples)),
-                        samples=draws)
+    return HessianTrace(
+        estimate=float(draws.mean()), std_error=float(draws.std(ddof=1) / np.sqrt(samples)), samples=draws
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class SpectralDensity:
-    nodes: np.ndarray             # (runs, m) Ritz values of each run's Lanczos tridiagonal matrix
-    weights: np.ndarray           # (runs, m) their Gauss quadrature weights (each run's sum to 1)
+    nodes: np.ndarray  # (runs, m) Ritz values of each run's Lanczos tridiagonal matrix
+    weights: np.ndarray  # (runs, m) their Gauss quadrature weights (each run's sum to 1)
 
     def on(self, grid: np.ndarray, sigma: float) -> np.ndarray:
         """The density on `grid`: every node a Gaussian of width `sigma`, weighted, runs averaged."""
@@ -266,8 +308,14 @@ class SpectralDensity:
         return (bumps * self.weights).sum(-1).mean(-1)
 
 
-def spectral_density(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], steps: int = 30,
-                     runs: int = 1, seed: int = 0, params: Params = "all") -> SpectralDensity:
+def spectral_density(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    steps: int = 30,
+    runs: int = 1,
+    seed: int = 0,
+    params: Params = "all",
+) -> SpectralDensity:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`):
     per run, `steps` Lanczos steps with full reorthogonalization from start_vector(n, seed + run);
     the tridiagonal matrix's eigenvalues are the nodes, the squares of their eigenvectors' first
@@ -303,8 +351,10 @@ def spectral_density(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
             raise InvalidInputError(f"need steps >= 1 and runs >= 1; got {steps}, {runs}")
         out = [_gauss_quadrature(matvec, start_vector(n, int(seed) + r), steps) for r in range(runs)]
     m = max(len(x) for x, _ in out)
-    pad = lambda a, v: np.pad(a, (0, m - len(a)), constant_values=v)      # noqa: E731 - a run that ended early
-    return SpectralDensity(nodes=np.stack([pad(x, 0.0) for x, _ in out]), weights=np.stack([pad(w, 0.0) for _, w in out]))
+    pad = lambda a, v: np.pad(a, (0, m - len(a)), constant_values=v)  # noqa: E731 - a run that ended early
+    return SpectralDensity(
+        nodes=np.stack([pad(x, 0.0) for x, _ in out]), weights=np.stack([pad(w, 0.0) for _, w in out])
+    )
 
 
 def _gauss_quadrature(matvec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,14 +364,14 @@ def _gauss_quadrature(matvec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, n
     for j in range(steps):
         alpha.append(float(w @ basis[j]))
         w = w - alpha[j] * basis[j]
-        for u in basis:                               # full reorthogonalization: float error otherwise
-            w = w - (w @ u) * u                       # brings back found directions (ghost eigenvalues)
+        for u in basis:  # full reorthogonalization: float error otherwise
+            w = w - (w @ u) * u  # brings back found directions (ghost eigenvalues)
         b = float(np.linalg.norm(w))
         if j == steps - 1 or b < 1e-10 * max(1.0, abs(alpha[j])):
             break
         beta.append(b)
         basis.append(w / b)
         w = matvec(basis[-1]) - b * basis[-2]
-    t = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
+    t = np.diag(alpha) + np.diag(beta[: len(alpha) - 1], 1) + np.diag(beta[: len(alpha) - 1], -1)
     nodes, vecs = np.linalg.eigh(t)
     return nodes, vecs[0] ** 2

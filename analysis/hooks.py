@@ -15,6 +15,7 @@ from lenscape.errors import InvalidInputError
 def _store(acts: dict[str, torch.Tensor], name: str) -> Callable:
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         acts[name] = output
+
     return hook
 
 
@@ -33,8 +34,9 @@ def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, tor
             h.remove()
 
 
-def run_with_cache(model: nn.Module, images: torch.Tensor,
-                   layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def run_with_cache(
+    model: nn.Module, images: torch.Tensor, layers: Sequence[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(output, {layer: activation}) for one forward pass."""
     with recording(model, layers) as acts:
         out = model(images)

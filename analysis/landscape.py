@@ -32,9 +32,9 @@ Direction = dict[str, torch.Tensor]
 
 @dataclass(frozen=True, kw_only=True)
 class DirectionConfig:
-    norm: str = "filter"          # "filter" (the paper's), "layer", or "none"
-    ignore_biasbn: bool = True    # 1-D parameters (biases, BatchNorm γ/β) are zero in the direction
-    seed: int = 123               # the paper's code seeds with 123
+    norm: str = "filter"  # "filter" (the paper's), "layer", or "none"
+    ignore_biasbn: bool = True  # 1-D parameters (biases, BatchNorm γ/β) are zero in the direction
+    seed: int = 123  # the paper's code seeds with 123
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -111,6 +111,7 @@ def _moved(model: nn.Module):
                 for d, c in zip(directions, coefs):
                     if c:
                         p.add_(d[k], alpha=float(c))
+
     try:
         yield move
     finally:
@@ -121,13 +122,13 @@ def _moved(model: nn.Module):
 
 @dataclass(frozen=True, kw_only=True)
 class Surface:
-    xs: np.ndarray               # (nx,)
-    ys: np.ndarray               # (ny,); [0.0] for a 1-D line
-    loss: np.ndarray             # (ny, nx) mean cross-entropy, Plotly's orientation (z[iy, ix])
-    accuracy: np.ndarray         # (ny, nx)
-    reused: int = 0              # point evaluations taken from earlier grids (each set of figures counts)
-    loss_recomputed: np.ndarray | None = None       # (ny, nx) BatchNorm statistics recomputed at each point;
-    accuracy_recomputed: np.ndarray | None = None   # None where not asked for
+    xs: np.ndarray  # (nx,)
+    ys: np.ndarray  # (ny,); [0.0] for a 1-D line
+    loss: np.ndarray  # (ny, nx) mean cross-entropy, Plotly's orientation (z[iy, ix])
+    accuracy: np.ndarray  # (ny, nx)
+    reused: int = 0  # point evaluations taken from earlier grids (each set of figures counts)
+    loss_recomputed: np.ndarray | None = None  # (ny, nx) BatchNorm statistics recomputed at each point;
+    accuracy_recomputed: np.ndarray | None = None  # None where not asked for
 
 
 def auto_batch(model: nn.Module) -> int:
@@ -159,9 +160,17 @@ def _fast_layout(model: nn.Module, enabled: bool = True):
             model.to(memory_format=torch.contiguous_format)
 
 
-def evaluate_points(model: nn.Module, directions: Sequence[Direction], points: np.ndarray, images: torch.Tensor,
-                    labels: torch.Tensor, batch_size: int | None = None, progress: Progress = _no_progress,
-                    fast: bool = True, bn_examples: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_points(
+    model: nn.Module,
+    directions: Sequence[Direction],
+    points: np.ndarray,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    progress: Progress = _no_progress,
+    fast: bool = True,
+    bn_examples: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(loss, accuracy) at θ* + Σⱼ points[i, j]·dⱼ for each row of `points` (P, len(directions)), in
     eval mode: BatchNorm uses the model's running statistics, or, with `bn_examples`, statistics
     recomputed at each point from those examples (`recompute_bn_statistics`). `batch_size` None picks
@@ -173,8 +182,11 @@ def evaluate_points(model: nn.Module, directions: Sequence[Direction], points: n
     loss, acc = np.zeros(len(points)), np.zeros(len(points))
     device = next(model.parameters()).device
     batch_size = batch_size or auto_batch(model)
-    with (_fast_layout(model, fast) as channels_last, _moved(model) as move,
-          _kept_batchnorm(model, bn_examples) as layers):
+    with (
+        _fast_layout(model, fast) as channels_last,
+        _moved(model) as move,
+        _kept_batchnorm(model, bn_examples) as layers,
+    ):
         x_all, y_all = _as_float(images, device, channels_last), labels.to(device)
         x_bn = None if bn_examples is None else _as_float(bn_examples, device, channels_last)
         for i, coefs in enumerate(points):
@@ -239,8 +251,10 @@ def recompute_bn_statistics(model: nn.Module, images: torch.Tensor, batch_size: 
 def _batchnorm_or_refuse(model: nn.Module) -> list[_BatchNorm]:
     layers = batchnorm_layers(model)
     if not layers:
-        raise InvalidInputError(f"{type(model).__name__} has no BatchNorm layer with running statistics: there is "
-                                "nothing to recompute (its eval-mode loss does not depend on any)")
+        raise InvalidInputError(
+            f"{type(model).__name__} has no BatchNorm layer with running statistics: there is "
+            "nothing to recompute (its eval-mode loss does not depend on any)"
+        )
     return layers
 
 
@@ -264,10 +278,10 @@ def _bn_pass(model: nn.Module, layers: Sequence[_BatchNorm], x: torch.Tensor, ch
     model.eval()
     for m in layers:
         m.reset_running_stats()
-        m.momentum = None             # cumulative average: chunk t enters with weight 1/t
+        m.momentum = None  # cumulative average: chunk t enters with weight 1/t
         m.train()
     try:
-        for chunk in torch.tensor_split(x, min(chunks, len(x) // 2)):    # (B, C, H, W), B >= 2
+        for chunk in torch.tensor_split(x, min(chunks, len(x) // 2)):  # (B, C, H, W), B >= 2
             model(chunk)
     finally:
         for m, momentum in momenta:
@@ -301,10 +315,18 @@ def grid_points(xs: np.ndarray, ys: np.ndarray | None) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def surface(model: nn.Module, directions: Sequence[Direction], xs: np.ndarray | Sequence[float],
-            ys: np.ndarray | Sequence[float] | None,
-            images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
-            progress: Progress = _no_progress, fast: bool = True, bn_examples: torch.Tensor | None = None) -> Surface:
+def surface(
+    model: nn.Module,
+    directions: Sequence[Direction],
+    xs: np.ndarray | Sequence[float],
+    ys: np.ndarray | Sequence[float] | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    progress: Progress = _no_progress,
+    fast: bool = True,
+    bn_examples: torch.Tensor | None = None,
+) -> Surface:
     """Loss and accuracy at θ* + x·d₁ (+ y·d₂) on the grid (see evaluate_points). One direction and
     `ys=None` give a line. With `bn_examples`, also the figures with BatchNorm statistics recomputed
     at each point from them (`loss_recomputed`, `accuracy_recomputed`).
@@ -351,12 +373,19 @@ def surface(model: nn.Module, directions: Sequence[Direction], xs: np.ndarray | 
     if bn_examples is not None:
         _batchnorm_or_refuse(model)
     sets = [None] if bn_examples is None else [None, bn_examples]
-    out = [evaluate_points(model, directions, points, images, labels, batch_size, _part(progress, i, len(sets)),
-                           fast, bn) for i, bn in enumerate(sets)]
+    out = [
+        evaluate_points(model, directions, points, images, labels, batch_size, _part(progress, i, len(sets)), fast, bn)
+        for i, bn in enumerate(sets)
+    ]
     loss, acc = out[0]
-    return Surface(xs=xs, ys=ys, loss=loss.reshape(shape), accuracy=acc.reshape(shape),
-                   loss_recomputed=None if bn_examples is None else out[1][0].reshape(shape),
-                   accuracy_recomputed=None if bn_examples is None else out[1][1].reshape(shape))
+    return Surface(
+        xs=xs,
+        ys=ys,
+        loss=loss.reshape(shape),
+        accuracy=acc.reshape(shape),
+        loss_recomputed=None if bn_examples is None else out[1][0].reshape(shape),
+        accuracy_recomputed=None if bn_examples is None else out[1][1].reshape(shape),
+    )
 
 
 def _part(progress: Progress, i: int, n: int) -> Progress:
@@ -390,14 +419,21 @@ class Curve:
     alphas: np.ndarray
     loss: np.ndarray
     accuracy: np.ndarray
-    loss_recomputed: np.ndarray | None = None       # BatchNorm statistics recomputed at each α; None where
-    accuracy_recomputed: np.ndarray | None = None   # not asked for
+    loss_recomputed: np.ndarray | None = None  # BatchNorm statistics recomputed at each α; None where
+    accuracy_recomputed: np.ndarray | None = None  # not asked for
 
 
-def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
-                  alphas: np.ndarray | Sequence[float],
-                  images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
-                  progress: Progress = _no_progress, bn_examples: torch.Tensor | None = None) -> Curve:
+def interpolation(
+    model: nn.Module,
+    a: dict[str, torch.Tensor],
+    b: dict[str, torch.Tensor],
+    alphas: np.ndarray | Sequence[float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    progress: Progress = _no_progress,
+    bn_examples: torch.Tensor | None = None,
+) -> Curve:
     """Loss and accuracy along the straight line between two checkpoints' full states, evaluated
     with `model` (an instance of their architecture, restored afterwards); with `bn_examples`, also
     with the BatchNorm statistics recomputed at each α from them (`recompute_bn_statistics`).
@@ -433,7 +469,7 @@ def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, tor
     """
     alphas = np.asarray(alphas, dtype=float)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out = np.zeros((4 if bn_examples is not None else 2, len(alphas)))    # loss, acc[, recomputed loss, acc]
+    out = np.zeros((4 if bn_examples is not None else 2, len(alphas)))  # loss, acc[, recomputed loss, acc]
     device = next(model.parameters()).device
     batch_size = batch_size or auto_batch(model)
     layers = [] if bn_examples is None else _batchnorm_or_refuse(model)
@@ -451,16 +487,20 @@ def interpolation(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, tor
             progress((i + 1) / len(alphas), f"α = {alpha:.2f}")
     finally:
         model.load_state_dict(saved)
-    return Curve(alphas=alphas, loss=out[0], accuracy=out[1],
-                 loss_recomputed=None if bn_examples is None else out[2],
-                 accuracy_recomputed=None if bn_examples is None else out[3])
+    return Curve(
+        alphas=alphas,
+        loss=out[0],
+        accuracy=out[1],
+        loss_recomputed=None if bn_examples is None else out[2],
+        accuracy_recomputed=None if bn_examples is None else out[3],
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Trajectory:
-    directions: list[Direction]   # the two unit principal directions (state-dict entries with 2+ dims)
-    coords: np.ndarray            # (E, 2) each checkpoint's ⟨θ_e − θ_final, d⟩
-    explained: np.ndarray         # (2,) explained-variance ratio of each axis
+    directions: list[Direction]  # the two unit principal directions (state-dict entries with 2+ dims)
+    coords: np.ndarray  # (E, 2) each checkpoint's ⟨θ_e − θ_final, d⟩
+    explained: np.ndarray  # (2,) explained-variance ratio of each axis
 
 
 def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
@@ -497,21 +537,29 @@ def trajectory(states: Sequence[dict[str, torch.Tensor]]) -> Trajectory:
     from sklearn.decomposition import PCA  # scikit-learn's PCA: centred, two unit components
 
     pca = PCA(n_components=2, svd_solver="full").fit(rows)
-    comps = pca.components_                                      # (2, P), unit rows
-    coords = rows @ comps.T                                      # the final row is zero: (0, 0)
+    comps = pca.components_  # (2, P), unit rows
+    coords = rows @ comps.T  # the final row is zero: (0, 0)
     sizes = [final[k].numel() for k in keys]
     directions = []
     for c in comps:
         parts = np.split(c, np.cumsum(sizes)[:-1])
-        directions.append({k: torch.from_numpy(p.copy()).view_as(final[k]).to(final[k].dtype)
-                           for k, p in zip(keys, parts)})
+        directions.append(
+            {k: torch.from_numpy(p.copy()).view_as(final[k]).to(final[k].dtype) for k, p in zip(keys, parts)}
+        )
     return Trajectory(directions=directions, coords=coords, explained=pca.explained_variance_ratio_.copy())
 
 
-def convexity_map(model: nn.Module, directions: Sequence[Direction], xs: np.ndarray | Sequence[float],
-                  ys: np.ndarray | Sequence[float],
-                  loss_at: Callable[[nn.Module], torch.Tensor], iters: int = 50, seed: int = 0,
-                  progress: Progress = _no_progress, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def convexity_map(
+    model: nn.Module,
+    directions: Sequence[Direction],
+    xs: np.ndarray | Sequence[float],
+    ys: np.ndarray | Sequence[float],
+    loss_at: Callable[[nn.Module], torch.Tensor],
+    iters: int = 50,
+    seed: int = 0,
+    progress: Progress = _no_progress,
+    tol: float = 1e-6,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(λ_max, λ_min, |λ_min| / λ_max) on the grid (ny, nx), the model moved to each point and back;
     NaN where Lanczos did not converge within `iters` restarts."""
     xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)

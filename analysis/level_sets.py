@@ -21,13 +21,13 @@ from lenscape.errors import InvalidInputError
 
 @dataclass(frozen=True, kw_only=True)
 class LSTConfig:
-    eta: float = 0.05              # step toward the target (argparse default; the ImageNet run used 1e-2)
-    steps: int = 100               # T: exactly this many iterations (the code has no stopping rule)
-    delta: float = 0.05            # allowed drop of the source class's confidence below the clean p0
-    eps_adv: float = 1 / 255       # bound of the cumulative confidence-raising term
-    jitter: float = 4 / 255        # initial uniform jitter of total width `jitter` (±2/255)
+    eta: float = 0.05  # step toward the target (argparse default; the ImageNet run used 1e-2)
+    steps: int = 100  # T: exactly this many iterations (the code has no stopping rule)
+    delta: float = 0.05  # allowed drop of the source class's confidence below the clean p0
+    eps_adv: float = 1 / 255  # bound of the cumulative confidence-raising term
+    jitter: float = 4 / 255  # initial uniform jitter of total width `jitter` (±2/255)
     seed: int = 0
-    log_every: int = 10            # keep the iterate every this many steps (for the filmstrip)
+    log_every: int = 10  # keep the iterate every this many steps (for the filmstrip)
 
     def __post_init__(self) -> None:
         if not 0 < self.eta <= 1 or self.steps < 1 or not 0 < self.delta <= 1:
@@ -38,17 +38,17 @@ class LSTConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LSTResult:
-    output: np.ndarray             # (N, C, H, W) the final iterates
-    p0: np.ndarray                 # (N,) the clean sources' confidence in their class
-    confidence: np.ndarray         # (T + 1, N) the source class's confidence at each iterate
-    accepted: np.ndarray           # (T, N) bool: step t was accepted
-    dist_l2: np.ndarray            # (T + 1, N) RMS distance to the target (ℓ2 / √D)
-    dist_linf: np.ndarray          # (T + 1, N)
-    ssim: np.ndarray               # (T + 1, N) SSIM to the target (1 = identical)
-    snapshots: np.ndarray          # (S, N, C, H, W) iterates at steps `snapshot_steps`
-    snapshot_steps: np.ndarray     # (S,)
-    predictions: np.ndarray        # (N,) the model's class for the outputs
-    no_gradient: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))   # (T, N) step t had none
+    output: np.ndarray  # (N, C, H, W) the final iterates
+    p0: np.ndarray  # (N,) the clean sources' confidence in their class
+    confidence: np.ndarray  # (T + 1, N) the source class's confidence at each iterate
+    accepted: np.ndarray  # (T, N) bool: step t was accepted
+    dist_l2: np.ndarray  # (T + 1, N) RMS distance to the target (ℓ2 / √D)
+    dist_linf: np.ndarray  # (T + 1, N)
+    ssim: np.ndarray  # (T + 1, N) SSIM to the target (1 = identical)
+    snapshots: np.ndarray  # (S, N, C, H, W) iterates at steps `snapshot_steps`
+    snapshot_steps: np.ndarray  # (S,)
+    predictions: np.ndarray  # (N,) the model's class for the outputs
+    no_gradient: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))  # (T, N) step t had none
 
 
 def _confidence(model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     ch = x.shape[1]
     kh, kw = k.view(1, 1, -1, 1).repeat(ch, 1, 1, 1), k.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
 
-    def blur(z):                                   # separable Gaussian, valid positions only
+    def blur(z):  # separable Gaussian, valid positions only
         return F.conv2d(F.conv2d(z, kh, groups=ch), kw, groups=ch)
 
     mx, my = blur(x), blur(y)
@@ -119,8 +119,14 @@ def no_gradient(g: torch.Tensor) -> torch.Tensor:
     return ~((gf * gf).sum(1) > 0) | ~torch.isfinite(gf).all(1)
 
 
-def level_set_traversal(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target_images: torch.Tensor,
-                        config: LSTConfig = LSTConfig(), progress: Progress = _no_progress) -> LSTResult:
+def level_set_traversal(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    target_images: torch.Tensor,
+    config: LSTConfig = LSTConfig(),
+    progress: Progress = _no_progress,
+) -> LSTResult:
     """The update of ALGORITHMS.md section 2, batched over source→target pairs. The sources
     (`images`) must be classified correctly as `labels`; the model's parameters are not changed
     (their gradients are off while it runs, as in the paper's code).
@@ -162,7 +168,9 @@ def level_set_traversal(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 def _traverse(model, source, label, target, config, progress) -> LSTResult:
     if source.shape != target.shape:
-        raise InvalidInputError(f"source and target images differ in shape: {tuple(source.shape)} vs {tuple(target.shape)}")
+        raise InvalidInputError(
+            f"source and target images differ in shape: {tuple(source.shape)} vs {tuple(target.shape)}"
+        )
     model.eval()
     device = next(model.parameters()).device
     xs, xt, c = source.to(device).float(), target.to(device).float(), label.to(device).long()
@@ -173,8 +181,10 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
         raise InvalidInputError(f"the model does not take images of shape {tuple(xs.shape[1:])}: {e}") from e
     if (pred != c).any():
         bad = torch.nonzero(pred != c).flatten().tolist()
-        raise InvalidInputError(f"sources {bad} are not classified as their class: level set traversal starts "
-                                "from a correctly classified image")
+        raise InvalidInputError(
+            f"sources {bad} are not classified as their class: level set traversal starts "
+            "from a correctly classified image"
+        )
     p0 = _confidence(model, xs, c)
     gen = torch.Generator().manual_seed(int(config.seed))
     noise = torch.rand(xs.shape, generator=gen).to(device)
@@ -186,14 +196,14 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
 
     def dist(z):
         diff = (z - xt).flatten(1)
-        l2.append(diff.norm(dim=1) / dims ** 0.5)
+        l2.append(diff.norm(dim=1) / dims**0.5)
         linf.append(diff.abs().max(1).values)
         sim.append(ssim(z, xt))
 
     dist(x)
     for t in range(1, config.steps + 1):
         x_req = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x_req), c, reduction="sum")   # per-example gradients of CE(f(x), c)
+        loss = F.cross_entropy(model(x_req), c, reduction="sum")  # per-example gradients of CE(f(x), c)
         (g,) = torch.autograd.grad(loss, x_req)
         with torch.no_grad():
             v_perp = project_out(xt - x, g)
@@ -213,9 +223,19 @@ def _traverse(model, source, label, target, config, progress) -> LSTResult:
     with torch.no_grad():
         final_pred = model(x).argmax(1)
     cpu = lambda ts: torch.stack(ts).cpu().numpy()  # noqa: E731
-    return LSTResult(output=x.cpu().numpy(), p0=p0.cpu().numpy(), confidence=cpu(conf), accepted=cpu(acc),
-                     dist_l2=cpu(l2), dist_linf=cpu(linf), ssim=cpu(sim), snapshots=cpu(snaps), snapshot_steps=np.array(snap_steps),
-                     predictions=final_pred.cpu().numpy(), no_gradient=cpu(flat))
+    return LSTResult(
+        output=x.cpu().numpy(),
+        p0=p0.cpu().numpy(),
+        confidence=cpu(conf),
+        accepted=cpu(acc),
+        dist_l2=cpu(l2),
+        dist_linf=cpu(linf),
+        ssim=cpu(sim),
+        snapshots=cpu(snaps),
+        snapshot_steps=np.array(snap_steps),
+        predictions=final_pred.cpu().numpy(),
+        no_gradient=cpu(flat),
+    )
 
 
 def barycentric_grid(step: float = 0.1) -> np.ndarray:
@@ -226,18 +246,25 @@ def barycentric_grid(step: float = 0.1) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class Triangle:
-    weights: np.ndarray            # (P, 2) barycentric (t₁, t₂)
-    confidence: np.ndarray         # (P,) p_c at (1 − t₁ − t₂)·x_s + t₁·x̂₁ + t₂·x̂₂
-    xy: np.ndarray                 # (P, 2) the points in the triangle's true shape (x_s at 0, x̂₁ at (1, 0))
+    weights: np.ndarray  # (P, 2) barycentric (t₁, t₂)
+    confidence: np.ndarray  # (P,) p_c at (1 − t₁ − t₂)·x_s + t₁·x̂₁ + t₂·x̂₂
+    xy: np.ndarray  # (P, 2) the points in the triangle's true shape (x_s at 0, x̂₁ at (1, 0))
     p_source: float
     mean: float
-    fraction_above: dict           # {Δ: share of points with p > p_source − Δ}
-    edge_min: float                # min over the two source→output edges of p − p_source
-    edge_mean: float = float("nan")   # mean of p over the two source→output edges (the official "edge mean")
+    fraction_above: dict  # {Δ: share of points with p > p_source − Δ}
+    edge_min: float  # min over the two source→output edges of p − p_source
+    edge_mean: float = float("nan")  # mean of p over the two source→output edges (the official "edge mean")
 
 
-def triangle(model: nn.Module, image: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor, label: int,
-             step: float = 0.1, deltas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)) -> Triangle:
+def triangle(
+    model: nn.Module,
+    image: torch.Tensor,
+    out1: torch.Tensor,
+    out2: torch.Tensor,
+    label: int,
+    step: float = 0.1,
+    deltas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3),
+) -> Triangle:
     """The source-class confidence over the triangle (x_s, x̂₁, x̂₂) of one source `image` and two
     outputs `out1`, `out2` (each (C, H, W)), with Table 2's metrics and the triangle drawn with its
     true geometry.
@@ -289,6 +316,13 @@ def triangle(model: nn.Module, image: torch.Tensor, out1: torch.Tensor, out2: to
     theta = float(np.arccos(np.clip(cos, -1, 1)))
     xy = w[:, :1] * np.array([1.0, 0.0]) + w[:, 1:] * np.array([r * np.cos(theta), r * np.sin(theta)])
     on_edges = (w[:, 0] == 0) | (w[:, 1] == 0)
-    return Triangle(weights=w, confidence=p, xy=xy, p_source=p_src, mean=float(p.mean()),
-                    fraction_above={float(d): float((p > p_src - d).mean()) for d in deltas},
-                    edge_min=float((p[on_edges] - p_src).min()), edge_mean=float(p[on_edges].mean()))
+    return Triangle(
+        weights=w,
+        confidence=p,
+        xy=xy,
+        p_source=p_src,
+        mean=float(p.mean()),
+        fraction_above={float(d): float((p > p_src - d).mean()) for d in deltas},
+        edge_min=float((p[on_edges] - p_src).min()),
+        edge_mean=float(p[on_edges].mean()),
+    )

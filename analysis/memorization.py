@@ -59,8 +59,13 @@ def _follows(norm: nn.Module, layer: nn.Module) -> bool:
     if not isinstance(norm, NORMS) or not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
         return False
     outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    width = (norm.num_features if isinstance(norm, nn.modules.batchnorm._BatchNorm) else
-             norm.num_channels if isinstance(norm, nn.GroupNorm) else math.prod(norm.normalized_shape))
+    width = (
+        norm.num_features
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        else norm.num_channels
+        if isinstance(norm, nn.GroupNorm)
+        else math.prod(norm.normalized_shape)
+    )
     return width == outputs
 
 
@@ -114,7 +119,7 @@ def layer_groups(model: nn.Module, by: str = "paper") -> dict[str, list[str]]:
     if by == "module":
         return owned
     modules = dict(model.named_modules())
-    units: list[tuple[list[str], list[str]]] = []        # (module names, parameter names)
+    units: list[tuple[list[str], list[str]]] = []  # (module names, parameter names)
     for name, params in owned.items():
         if units and len(units[-1][0]) == 1 and _follows(modules[name], modules[units[-1][0][0]]):
             units[-1][0].append(name)
@@ -127,7 +132,7 @@ def layer_groups(model: nn.Module, by: str = "paper") -> dict[str, list[str]]:
         if len(names) == 2:
             parent = names[0].rpartition(".")[0]
             if parent and set(_owned_by(owned, parent)) == set(params):
-                key = parent                             # a Sequential that holds just the two: its name
+                key = parent  # a Sequential that holds just the two: its name
         if by == "block" and "." in names[0]:
             key = names[0].split(".", 1)[0]
         groups.setdefault(key, []).extend(params)
@@ -156,8 +161,10 @@ def neuron_units(layers: Sequence[tuple[str, nn.Conv2d | nn.Linear]]) -> list[in
 # ---------------------------------------------------------------------------------------------
 # Gradient accounting
 
-def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: Sequence[torch.Tensor],
-                   retain_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+
+def split_backward(
+    losses: torch.Tensor, noisy: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(g_clean, g_noisy) of one batch's per-example `losses`: the gradients of Σ_C ℓ / |B| and
     Σ_N ℓ / |B| (= (|C|/|B|)·mean_C ℓ and (|N|/|B|)·mean_N ℓ), which add up to the gradient of the
     batch's mean loss. An empty part, or a parameter the loss does not reach, gets zeros."""
@@ -165,16 +172,18 @@ def split_backward(losses: torch.Tensor, noisy: torch.Tensor, params: Sequence[t
     parts = []
     for k, sel in enumerate((~noisy, noisy)):
         if sel.any():
-            g = torch.autograd.grad(losses[sel].sum() / b, params, allow_unused=True,
-                                    retain_graph=retain_graph or k == 0)
+            g = torch.autograd.grad(
+                losses[sel].sum() / b, params, allow_unused=True, retain_graph=retain_graph or k == 0
+            )
             parts.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
         else:
             parts.append([torch.zeros_like(p) for p in params])
     return parts[0], parts[1]
 
 
-def split_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor,
-                    ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def split_gradients(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor, ids: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(g_clean, g_noisy), one tensor per parameter, for one batch (see split_backward)."""
     from lenscape.models.architectures import example_ids
 
@@ -187,27 +196,34 @@ def split_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 class ParamGradients:
     """Clean and noisy gradients summed over an epoch, per parameter tensor p: ‖G_clean,p‖,
     ‖G_noisy,p‖ and cos(G_clean,p, G_noisy,p) (0 where either is zero)."""
+
     names: list[str]
-    numel: np.ndarray             # (P,)
-    clean_norm: np.ndarray        # (P,)
-    noisy_norm: np.ndarray        # (P,)
-    cosine: np.ndarray            # (P,)
+    numel: np.ndarray  # (P,)
+    clean_norm: np.ndarray  # (P,)
+    noisy_norm: np.ndarray  # (P,)
+    cosine: np.ndarray  # (P,)
 
     @classmethod
     def of(cls, names: list[str], clean: list[torch.Tensor], noisy: list[torch.Tensor]) -> ParamGradients:
-        cos = [float(F.cosine_similarity(c.flatten().double(), n.flatten().double(), dim=0, eps=1e-300))
-               for c, n in zip(clean, noisy)]
-        return cls(names=list(names), numel=np.array([c.numel() for c in clean]),
-                   clean_norm=np.array([float(c.double().norm()) for c in clean]),
-                   noisy_norm=np.array([float(n.double().norm()) for n in noisy]), cosine=np.array(cos))
+        cos = [
+            float(F.cosine_similarity(c.flatten().double(), n.flatten().double(), dim=0, eps=1e-300))
+            for c, n in zip(clean, noisy)
+        ]
+        return cls(
+            names=list(names),
+            numel=np.array([c.numel() for c in clean]),
+            clean_norm=np.array([float(c.double().norm()) for c in clean]),
+            noisy_norm=np.array([float(n.double().norm()) for n in noisy]),
+            cosine=np.array(cos),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class GradientAccount:
     groups: list[str]
-    clean_norm: np.ndarray        # (G,) Σ_p ‖G_clean,p‖ / √numel(p) over the group's parameters
-    noisy_norm: np.ndarray        # (G,)
-    cosine: np.ndarray            # (G,) cos(G_clean,p, G_noisy,p), averaged over the group's parameters
+    clean_norm: np.ndarray  # (G,) Σ_p ‖G_clean,p‖ / √numel(p) over the group's parameters
+    noisy_norm: np.ndarray  # (G,)
+    cosine: np.ndarray  # (G,) cos(G_clean,p, G_noisy,p), averaged over the group's parameters
 
 
 def group_account(stats: ParamGradients, groups: dict[str, list[str]]) -> GradientAccount:
@@ -219,10 +235,12 @@ def group_account(stats: ParamGradients, groups: dict[str, list[str]]) -> Gradie
         raise InvalidInputError(f"no gradients recorded for parameters {missing[:4]}")
     rows = [[index[p] for p in ps] for ps in groups.values()]
     scale = np.sqrt(stats.numel.astype(float))
-    return GradientAccount(groups=list(groups),
-                           clean_norm=np.array([float(np.sum(stats.clean_norm[r] / scale[r])) for r in rows]),
-                           noisy_norm=np.array([float(np.sum(stats.noisy_norm[r] / scale[r])) for r in rows]),
-                           cosine=np.array([float(np.mean(stats.cosine[r])) for r in rows]))
+    return GradientAccount(
+        groups=list(groups),
+        clean_norm=np.array([float(np.sum(stats.clean_norm[r] / scale[r])) for r in rows]),
+        noisy_norm=np.array([float(np.sum(stats.noisy_norm[r] / scale[r])) for r in rows]),
+        cosine=np.array([float(np.mean(stats.cosine[r])) for r in rows]),
+    )
 
 
 class GradientRecorder:
@@ -255,9 +273,15 @@ class GradientRecorder:
         return stats
 
 
-def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, noisy: torch.Tensor,
-                     batch_size: int = 512, progress: Progress = _no_progress,
-                     grouping: str = "paper") -> GradientAccount:
+def gradient_account(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    noisy: torch.Tensor,
+    batch_size: int = 512,
+    progress: Progress = _no_progress,
+    grouping: str = "paper",
+) -> GradientAccount:
     """The checkpoint version: clean and noisy examples' gradients summed over one pass of the
     training set in its order at fixed weights (batches of `batch_size`, the model in training
     mode as in training; BatchNorm's running statistics are left untouched: a copy of the model is
@@ -304,8 +328,9 @@ def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     steps = math.ceil(n / batch_size)
     for b in range(steps):
         sl = slice(b * batch_size, min(n, (b + 1) * batch_size))
-        gc, gn = split_gradients(model, _float(images[sl], device), labels[sl].to(device), noisy[sl].to(device),
-                                 torch.arange(n)[sl])
+        gc, gn = split_gradients(
+            model, _float(images[sl], device), labels[sl].to(device), noisy[sl].to(device), torch.arange(n)[sl]
+        )
         for s, g in zip(sums_c, gc):
             s += g
         for s, g in zip(sums_n, gn):
@@ -317,12 +342,15 @@ def gradient_account(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 # ---------------------------------------------------------------------------------------------
 # Accuracy on named sets, rewinding, retraining
 
+
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
     """Eval-mode accuracy of `model` on (images, labels); nan for an empty set."""
     return evaluate(model, images, labels, batch_size=batch_size).accuracy if len(labels) else float("nan")
 
 
-def rewound(final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], params: list[str]) -> dict[str, torch.Tensor]:
+def rewound(
+    final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], params: list[str]
+) -> dict[str, torch.Tensor]:
     """The final state with the parameters `params` (not BatchNorm's buffers) taken from `early`.
 
     Args:
@@ -359,9 +387,9 @@ def rewound(final: dict[str, torch.Tensor], early: dict[str, torch.Tensor], para
 
 @dataclass(frozen=True, kw_only=True)
 class RetrainConfig:
-    lr: float = 0.01                # peak of the triangle schedule
+    lr: float = 0.01  # peak of the triangle schedule
     max_epochs: int = 20
-    patience: int = 3               # stop once training accuracy has been 1 for this many epochs
+    patience: int = 3  # stop once training accuracy has been 1 for this many epochs
     batch_size: int = 512
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -375,14 +403,22 @@ class RetrainConfig:
 @dataclass(frozen=True, kw_only=True)
 class RetrainResult:
     group: str
-    train_acc: np.ndarray           # (E,) accuracy on the clean examples trained on, per epoch
-    noisy_acc: np.ndarray           # (E,) accuracy on the noisy examples (their noisy labels), per epoch
+    train_acc: np.ndarray  # (E,) accuracy on the clean examples trained on, per epoch
+    noisy_acc: np.ndarray  # (E,) accuracy on the noisy examples (their noisy labels), per epoch
     epochs: int
 
 
-def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str, images: torch.Tensor,
-                  labels: torch.Tensor, noisy: torch.Tensor, config: RetrainConfig = RetrainConfig(),
-                  progress: Progress = _no_progress, grouping: str = "paper") -> RetrainResult:
+def retrain_group(
+    model: nn.Module,
+    initial: dict[str, torch.Tensor],
+    group: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    noisy: torch.Tensor,
+    config: RetrainConfig = RetrainConfig(),
+    progress: Progress = _no_progress,
+    grouping: str = "paper",
+) -> RetrainResult:
     """Reset `group`'s parameters to `initial`, freeze every other parameter and train the group on
     the clean examples only; after each epoch, measure the accuracy on the noisy examples under
     their noisy labels. `group` is a name in layer_groups(model, grouping). The model stays in eval
@@ -441,14 +477,14 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
     gen = torch.Generator().manual_seed(config.seed)
     train_acc, noisy_acc, perfect = [], [], 0
     model.eval()
-    with frozen_parameters(model):          # every other parameter frozen; all flags restored afterwards
+    with frozen_parameters(model):  # every other parameter frozen; all flags restored afterwards
         for p in trained:
             p.requires_grad_(True)
         for epoch in range(config.max_epochs):
             order = clean_idx[torch.randperm(len(clean_idx), generator=gen)]
             correct = 0
             for s in range(0, len(order), config.batch_size):
-                idx = order[s:s + config.batch_size]
+                idx = order[s : s + config.batch_size]
                 logits = model(_float(images[idx], device))
                 y = labels[idx].to(device)
                 loss = F.cross_entropy(logits, y)
@@ -459,50 +495,56 @@ def retrain_group(model: nn.Module, initial: dict[str, torch.Tensor], group: str
                 correct += int((logits.argmax(1) == y).sum())
             train_acc.append(correct / max(1, len(order)))
             noisy_acc.append(evaluate(model, images[noisy_idx], labels[noisy_idx]).accuracy)
-            progress((epoch + 1) / config.max_epochs, f"epoch {epoch + 1}: clean train {train_acc[-1]:.1%} · "
-                                                      f"noisy {noisy_acc[-1]:.1%}")
+            progress(
+                (epoch + 1) / config.max_epochs,
+                f"epoch {epoch + 1}: clean train {train_acc[-1]:.1%} · noisy {noisy_acc[-1]:.1%}",
+            )
             perfect = perfect + 1 if train_acc[-1] == 1.0 else 0
             if perfect >= config.patience:
                 break
-    return RetrainResult(group=group, train_acc=np.array(train_acc), noisy_acc=np.array(noisy_acc),
-                         epochs=len(train_acc))
+    return RetrainResult(
+        group=group, train_acc=np.array(train_acc), noisy_acc=np.array(noisy_acc), epochs=len(train_acc)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Greedy neuron flipping
 
+
 @dataclass(frozen=True, kw_only=True)
 class FlipConfig:
-    batch_size: int = 256           # the example plus batch_size − 1 other training examples (its own draw)
-    n_eot: int = 5                  # noisy copies averaged for the prediction (expectation over transformation)
-    noise: float = 0.01             # ‖noise‖ = noise · ‖x_B‖ over the whole batch
-    max_steps: int = 100            # cap on neurons removed
-    max_acc_drop: float = 0.25      # stop once the rest of the batch lost this much accuracy
-    group_size: int = 1             # examples analysed together in one batched pass (CPU: 1 is fastest, see bench)
+    batch_size: int = 256  # the example plus batch_size − 1 other training examples (its own draw)
+    n_eot: int = 5  # noisy copies averaged for the prediction (expectation over transformation)
+    noise: float = 0.01  # ‖noise‖ = noise · ‖x_B‖ over the whole batch
+    max_steps: int = 100  # cap on neurons removed
+    max_acc_drop: float = 0.25  # stop once the rest of the batch lost this much accuracy
+    group_size: int = 1  # examples analysed together in one batched pass (CPU: 1 is fastest, see bench)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.n_eot < 1 or self.noise < 0 or self.max_steps < 1 or self.group_size < 1:
-            raise InvalidInputError(f"need batch_size >= 2, n_eot >= 1, noise >= 0, max_steps >= 1, "
-                                    f"group_size >= 1; got {self}")
+            raise InvalidInputError(
+                f"need batch_size >= 2, n_eot >= 1, noise >= 0, max_steps >= 1, group_size >= 1; got {self}"
+            )
         if not 0 < self.max_acc_drop <= 1:
             raise InvalidInputError(f"max_acc_drop must be in (0, 1]; got {self.max_acc_drop}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlipResult:
-    examples: np.ndarray            # (K,) training-set indices analysed
-    flipped: np.ndarray             # (K,) bool: the prediction left the training label
-    n_neurons: np.ndarray           # (K,) neurons removed (when it flipped, the number it took)
-    stopped: list[str]              # "flipped", "cap" (max_steps) or "accuracy" (max_acc_drop) per example
-    neurons: list[list[tuple[int, int]]]   # per example, (layer index, unit) in the order removed
-    layers: list[str]               # names of the neuron layers (the layer index's meaning)
-    batch_acc_drop: np.ndarray      # (K,) accuracy the rest of its batch lost
-    batches: np.ndarray             # (K, batch_size) the batch each example was analysed with (its own first)
+    examples: np.ndarray  # (K,) training-set indices analysed
+    flipped: np.ndarray  # (K,) bool: the prediction left the training label
+    n_neurons: np.ndarray  # (K,) neurons removed (when it flipped, the number it took)
+    stopped: list[str]  # "flipped", "cap" (max_steps) or "accuracy" (max_acc_drop) per example
+    neurons: list[list[tuple[int, int]]]  # per example, (layer index, unit) in the order removed
+    layers: list[str]  # names of the neuron layers (the layer index's meaning)
+    batch_acc_drop: np.ndarray  # (K,) accuracy the rest of its batch lost
+    batches: np.ndarray  # (K, batch_size) the batch each example was analysed with (its own first)
 
 
 class _FlipState(TypedDict):
     """flip_neurons' per-example results while the groups are worked through (see FlipResult)."""
+
     flipped: np.ndarray
     n_neurons: np.ndarray
     stopped: list[str]
@@ -525,6 +567,7 @@ class _Masks:
             k = m.shape[0]
             shaped = out.view(k, out.shape[0] // k, *out.shape[1:])
             return (shaped * m.view(k, 1, m.shape[1], *[1] * (out.ndim - 2))).view(out.shape)
+
         return hook
 
     def remove(self) -> None:
@@ -543,12 +586,18 @@ def _example_batch(n: int, t: int, size: int, seed: int) -> torch.Tensor:
     """Example t first, then size − 1 other training examples drawn for t alone."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + t)
     others = torch.randperm(n - 1, generator=gen)[: size - 1]
-    others = others + (others >= t).long()              # skip t
+    others = others + (others >= t).long()  # skip t
     return torch.cat([torch.tensor([t]), others])
 
 
-def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, examples: list[int] | torch.Tensor,
-                 config: FlipConfig = FlipConfig(), progress: Progress = _no_progress) -> FlipResult:
+def flip_neurons(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    examples: list[int] | torch.Tensor,
+    config: FlipConfig = FlipConfig(),
+    progress: Progress = _no_progress,
+) -> FlipResult:
     """For each example t (a training-set index), remove neurons one at a time, greedily, until the
     model's prediction for t (averaged over n_eot noisy copies) leaves its training label `labels[t]`:
     each step removes the neuron with the largest first-order drop of
@@ -600,28 +649,41 @@ def flip_neurons(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     units = neuron_units(layers)
     k_all = len(examples)
     batches = torch.stack([_example_batch(n, int(t), size, config.seed) for t in examples])
-    out = _FlipState(flipped=np.zeros(k_all, bool), n_neurons=np.zeros(k_all, int), stopped=[""] * k_all,
-                     neurons=[[] for _ in range(k_all)], acc_drop=np.zeros(k_all))
+    out = _FlipState(
+        flipped=np.zeros(k_all, bool),
+        n_neurons=np.zeros(k_all, int),
+        stopped=[""] * k_all,
+        neurons=[[] for _ in range(k_all)],
+        acc_drop=np.zeros(k_all),
+    )
     with frozen_parameters(model):
         for g0 in range(0, k_all, config.group_size):
             group = list(range(g0, min(k_all, g0 + config.group_size)))
             _flip_group(model, images, labels, examples, batches, group, layers, units, config, device, out)
             progress(group[-1] / k_all + 1 / k_all, f"{group[-1] + 1}/{k_all} examples")
-    return FlipResult(examples=examples.numpy(), flipped=out["flipped"], n_neurons=out["n_neurons"],
-                      stopped=out["stopped"], neurons=out["neurons"], layers=[name for name, _ in layers],
-                      batch_acc_drop=out["acc_drop"], batches=batches.numpy())
+    return FlipResult(
+        examples=examples.numpy(),
+        flipped=out["flipped"],
+        n_neurons=out["n_neurons"],
+        stopped=out["stopped"],
+        neurons=out["neurons"],
+        layers=[name for name, _ in layers],
+        batch_acc_drop=out["acc_drop"],
+        batches=batches.numpy(),
+    )
 
 
-def _flip_group(model, images, labels, examples, batches, group, layers, units, config, device,
-                out: _FlipState) -> None:
+def _flip_group(
+    model, images, labels, examples, batches, group, layers, units, config, device, out: _FlipState
+) -> None:
     """The greedy loop for the examples `group` (positions into `examples`) in one batched pass. An
     example that stops leaves the pass: the rest go on with a smaller batch."""
     b = batches.shape[1]
-    live = list(group)                                                           # positions still being flipped
-    xb = torch.stack([_float(images[batches[g]], device) for g in live])         # (k, B, C, H, W)
-    yb = torch.stack([labels[batches[g]] for g in live]).to(device)              # (k, B)
+    live = list(group)  # positions still being flipped
+    xb = torch.stack([_float(images[batches[g]], device) for g in live])  # (k, B, C, H, W)
+    yb = torch.stack([labels[batches[g]] for g in live]).to(device)  # (k, B)
     gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + int(examples[g]) + 7) for g in live]
-    scale = _noise_scale(xb, config.noise)                                       # (k,)
+    scale = _noise_scale(xb, config.noise)  # (k,)
     masks = [torch.ones(len(live), u, device=device) for u in units]
     hooks = _Masks([m for _, m in layers], masks)
     offsets = np.cumsum([0, *units])
@@ -654,11 +716,11 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
         for step in range(config.max_steps + 1):
             k = len(live)
             noise = torch.stack([torch.randn(config.n_eot, *xb.shape[2:], generator=gen) for gen in gens]).to(device)
-            noisy_t = xb[:, :1] + scale.view(k, 1, 1, 1, 1) * noise                   # (k, n_eot, C, H, W)
+            noisy_t = xb[:, :1] + scale.view(k, 1, 1, 1, 1) * noise  # (k, n_eot, C, H, W)
             with torch.no_grad():
                 probs = torch.softmax(model(noisy_t.flatten(0, 1)), 1).view(k, config.n_eot, -1).mean(1)
             flipped = torch.nonzero(probs.argmax(1) != yb[:, 0]).flatten().tolist()
-            if flipped and base_acc is not None:         # what the rest of the batch lost, the last neuron included
+            if flipped and base_acc is not None:  # what the rest of the batch lost, the last neuron included
                 lost = (base_acc[flipped] - rest_accuracy(flipped)).cpu()
                 for j, i in enumerate(flipped):
                     out["acc_drop"][live[i]] = float(lost[j])
@@ -680,7 +742,7 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
             for i in range(k):
                 out["acc_drop"][live[i]] = float(drop[i])
             stopped = [i for i in range(k) if step == config.max_steps or float(drop[i]) > config.max_acc_drop]
-            objective = (losses[:, 1:].sum(1) - b * losses[:, 0]) / b                  # (k,) one L per example
+            objective = (losses[:, 1:].sum(1) - b * losses[:, 0]) / b  # (k,) one L per example
             grads = None if len(stopped) == k else torch.autograd.grad(objective.sum(), masks)
             for m in masks:
                 m.requires_grad_(False)
@@ -689,8 +751,10 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
             if grads is None:
                 break
             with torch.no_grad():
-                scores = torch.cat([torch.where(m > 0, g, torch.full_like(g, -math.inf)) for m, g in zip(masks, grads)], 1)
-                best = scores.argmax(1).tolist()                                        # (k,) over all units
+                scores = torch.cat(
+                    [torch.where(m > 0, g, torch.full_like(g, -math.inf)) for m, g in zip(masks, grads)], 1
+                )
+                best = scores.argmax(1).tolist()  # (k,) over all units
                 for i in range(k):
                     if i in stopped:
                         continue
@@ -705,8 +769,9 @@ def _flip_group(model, images, labels, examples, batches, group, layers, units, 
         hooks.remove()
 
 
-def masked_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, neurons: list[tuple[int, int]],
-                    batch_size: int = 1024) -> float:
+def masked_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, neurons: list[tuple[int, int]], batch_size: int = 1024
+) -> float:
     """Accuracy with the given neurons (layer index into neuron_layers, unit) removed."""
     layers = neuron_layers(model)
     units = neuron_units(layers)
@@ -723,8 +788,10 @@ def masked_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 # ---------------------------------------------------------------------------------------------
 # Example-tied dropout
 
-def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
-                            batch_size: int = 1024) -> dict[str, dict[str, float]]:
+
+def tied_dropout_accuracies(
+    model: nn.Module, sets: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], batch_size: int = 1024
+) -> dict[str, dict[str, float]]:
     """{"kept": {set: acc}, "dropped": {set: acc}} for sets (images, labels, training indices or
     None). Kept: training examples (indices given) with their own example-tied masks, as they were
     trained; other images (the test set) with the memorization neurons scaled by p_mem (the test
@@ -767,8 +834,10 @@ def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor
         correct = 0
         with torch.no_grad():
             for s in range(0, len(y), batch_size):
-                with example_ids(model, None if ids is None else ids[s:s + batch_size]):
-                    correct += int((model(_float(x[s:s + batch_size], device)).argmax(1).cpu() == y[s:s + batch_size]).sum())
+                with example_ids(model, None if ids is None else ids[s : s + batch_size]):
+                    correct += int(
+                        (model(_float(x[s : s + batch_size], device)).argmax(1).cpu() == y[s : s + batch_size]).sum()
+                    )
         return correct / len(y) if len(y) else float("nan")
 
     result: dict[str, dict[str, float]] = {"kept": {}, "dropped": {}}
@@ -789,16 +858,24 @@ def tied_dropout_accuracies(model: nn.Module, sets: dict[str, tuple[torch.Tensor
 @dataclass(frozen=True, kw_only=True)
 class MemorizationCurves:
     epochs: list[int]
-    clean_acc: np.ndarray             # (E,) on the clean training examples
-    noisy_acc: np.ndarray             # (E,) on the relabelled ones, under their noisy labels (memorized share)
-    noisy_true_acc: np.ndarray        # (E,) on the relabelled ones, under their original labels
-    test_acc: np.ndarray              # (E,)
+    clean_acc: np.ndarray  # (E,) on the clean training examples
+    noisy_acc: np.ndarray  # (E,) on the relabelled ones, under their noisy labels (memorized share)
+    noisy_true_acc: np.ndarray  # (E,) on the relabelled ones, under their original labels
+    test_acc: np.ndarray  # (E,)
 
 
-def memorization_curves(model: nn.Module, states: Mapping[int, dict[str, torch.Tensor]], images: torch.Tensor,
-                        labels: torch.Tensor, noisy: torch.Tensor, original_labels: torch.Tensor,
-                        test_images: torch.Tensor, test_labels: torch.Tensor, *,
-                        progress: Progress = _no_progress) -> MemorizationCurves:
+def memorization_curves(
+    model: nn.Module,
+    states: Mapping[int, dict[str, torch.Tensor]],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    noisy: torch.Tensor,
+    original_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    progress: Progress = _no_progress,
+) -> MemorizationCurves:
     """How a network memorizes mislabeled examples over training (Maini et al. 2023, Fig. 1): per
     checkpoint, the accuracy on the clean examples, on the relabelled ones under their noisy labels
     (the memorized share) and under their true labels, and on the test set.
@@ -828,10 +905,19 @@ def memorization_curves(model: nn.Module, states: Mapping[int, dict[str, torch.T
     rows = []
     for i, e in enumerate(epochs):
         model.load_state_dict(states[e])
-        rows.append([evaluate(model, a, b).accuracy for a, b in
-                     ((images[~mask], labels[~mask]), (images[mask], labels[mask]),
-                      (images[mask], original_labels[mask]), (test_images, test_labels))])
+        rows.append(
+            [
+                evaluate(model, a, b).accuracy
+                for a, b in (
+                    (images[~mask], labels[~mask]),
+                    (images[mask], labels[mask]),
+                    (images[mask], original_labels[mask]),
+                    (test_images, test_labels),
+                )
+            ]
+        )
         progress((i + 1) / len(epochs), f"epoch {e}")
     r = np.array(rows, dtype=float).reshape(len(epochs), 4)
-    return MemorizationCurves(epochs=epochs, clean_acc=r[:, 0], noisy_acc=r[:, 1], noisy_true_acc=r[:, 2],
-                              test_acc=r[:, 3])
+    return MemorizationCurves(
+        epochs=epochs, clean_acc=r[:, 0], noisy_acc=r[:, 1], noisy_true_acc=r[:, 2], test_acc=r[:, 3]
+    )

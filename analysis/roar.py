@@ -21,11 +21,11 @@ from lenscape.errors import InvalidInputError
 
 @dataclass(frozen=True, kw_only=True)
 class DiffRoarConfig:
-    methods: tuple[str, ...] = ("gradient",)      # "random" is always added as the baseline
+    methods: tuple[str, ...] = ("gradient",)  # "random" is always added as the baseline
     k_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)  # fraction of coordinates kept
-    seeds: tuple[int, ...] = (0, 1)               # retraining seeds per arm (the paper: 2-3 at least)
-    epochs: int = 2                               # per retraining; the best epoch's test accuracy counts
-    train_subset: int = 0                         # retrain on at most this many images (0 = all)
+    seeds: tuple[int, ...] = (0, 1)  # retraining seeds per arm (the paper: 2-3 at least)
+    epochs: int = 2  # per retraining; the best epoch's test accuracy counts
+    train_subset: int = 0  # retrain on at most this many images (0 = all)
     attribution_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,11 +46,11 @@ class DiffRoarConfig:
 @dataclass(frozen=True, kw_only=True)
 class DiffRoarResult:
     methods: list[str]
-    k_grid: np.ndarray            # (K,)
-    acc_top: np.ndarray           # (M, K, S) test accuracy keeping the top-k coordinates
-    acc_bottom: np.ndarray        # (M, K, S) keeping the bottom-k
-    diff_mean: np.ndarray         # (M, K) mean over all (top run, bottom run) pairs
-    diff_std: np.ndarray          # (M, K)
+    k_grid: np.ndarray  # (K,)
+    acc_top: np.ndarray  # (M, K, S) test accuracy keeping the top-k coordinates
+    acc_bottom: np.ndarray  # (M, K, S) keeping the bottom-k
+    diff_mean: np.ndarray  # (M, K) mean over all (top run, bottom run) pairs
+    diff_std: np.ndarray  # (M, K)
     config: DiffRoarConfig
 
 
@@ -77,7 +77,7 @@ def keep_mask(attr: torch.Tensor, k: float, keep: str) -> torch.Tensor:
     """
     if keep not in ("top", "bottom"):
         raise InvalidInputError(f"keep must be 'top' or 'bottom'; got {keep!r}")
-    a = attr.abs().flatten(1)                                      # (N, D)
+    a = attr.abs().flatten(1)  # (N, D)
     n_keep = max(1, int(round(k * a.shape[1])))
     idx = a.topk(n_keep, dim=1, largest=keep == "top").indices
     mask = torch.zeros_like(a, dtype=torch.bool).scatter_(1, idx, True)
@@ -92,12 +92,12 @@ def apply_keep_mask(images: torch.Tensor, mask: torch.Tensor, fill: int) -> torc
 def pairwise_differences(acc_top: np.ndarray, acc_bottom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of top − bottom over every (top seed, bottom seed) pair, as the notebook does.
     acc_*: (..., S) → (...)."""
-    diffs = acc_top[..., :, None] - acc_bottom[..., None, :]      # (..., S, S)
+    diffs = acc_top[..., :, None] - acc_bottom[..., None, :]  # (..., S, S)
     flat = diffs.reshape(*diffs.shape[:-2], -1)
     return flat.mean(-1), flat.std(-1)
 
 
-Images = tuple[torch.Tensor, torch.Tensor]        # (uint8 images (N, C, H, W), labels (N,))
+Images = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, C, H, W), labels (N,))
 Retrain = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], float]
 
 
@@ -105,10 +105,18 @@ def _serial(fn: Callable, items: list[tuple]) -> list:
     return [fn(*item) for item in items]
 
 
-def diffroar(model: nn.Module, train: Images, test: Images, retrain_and_score: Retrain,
-             config: DiffRoarConfig = DiffRoarConfig(), saliency: SaliencyConfig | None = None, *,
-             fill: int | None = None, map: Callable[[Callable, list[tuple]], list] = _serial,
-             progress: Progress = _no_progress) -> DiffRoarResult:
+def diffroar(
+    model: nn.Module,
+    train: Images,
+    test: Images,
+    retrain_and_score: Retrain,
+    config: DiffRoarConfig = DiffRoarConfig(),
+    saliency: SaliencyConfig | None = None,
+    *,
+    fill: int | None = None,
+    map: Callable[[Callable, list[tuple]], list] = _serial,
+    progress: Progress = _no_progress,
+) -> DiffRoarResult:
     """DiffROAR(k) = Acc(top-k kept) − Acc(bottom-k kept) for each method of `config` (Shah et al. 2021).
 
     Args:
@@ -159,8 +167,15 @@ def diffroar(model: nn.Module, train: Images, test: Images, retrain_and_score: R
             acc[slot] = score
     progress(1.0, "done")
     mean, std = pairwise_differences(acc[0], acc[1])
-    return DiffRoarResult(methods=list(methods), k_grid=np.array(config.k_grid), acc_top=acc[0], acc_bottom=acc[1],
-                          diff_mean=mean, diff_std=std, config=config)
+    return DiffRoarResult(
+        methods=list(methods),
+        k_grid=np.array(config.k_grid),
+        acc_top=acc[0],
+        acc_bottom=acc[1],
+        diff_mean=mean,
+        diff_std=std,
+        config=config,
+    )
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:

@@ -22,12 +22,32 @@ from torch import nn
 from lenscape.analysis.evaluation import Progress, _no_progress, evaluate, in_chunks
 from lenscape.errors import InvalidInputError
 
-METHODS = ("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
-           "guided_backprop", "deeplift", "occlusion", "gradcam", "random")
-METHOD_LABELS = {"gradient": "Gradient (logit)", "loss_gradient": "Gradient (loss)",
-                 "gradient_x_input": "Gradient × input", "smoothgrad": "SmoothGrad", "vargrad": "VarGrad",
-                 "integrated_gradients": "Integrated Gradients", "guided_backprop": "Guided Backprop",
-                 "deeplift": "DeepLift", "occlusion": "Occlusion", "gradcam": "Grad-CAM", "random": "Random"}
+METHODS = (
+    "gradient",
+    "loss_gradient",
+    "gradient_x_input",
+    "smoothgrad",
+    "vargrad",
+    "integrated_gradients",
+    "guided_backprop",
+    "deeplift",
+    "occlusion",
+    "gradcam",
+    "random",
+)
+METHOD_LABELS = {
+    "gradient": "Gradient (logit)",
+    "loss_gradient": "Gradient (loss)",
+    "gradient_x_input": "Gradient × input",
+    "smoothgrad": "SmoothGrad",
+    "vargrad": "VarGrad",
+    "integrated_gradients": "Integrated Gradients",
+    "guided_backprop": "Guided Backprop",
+    "deeplift": "DeepLift",
+    "occlusion": "Occlusion",
+    "gradcam": "Grad-CAM",
+    "random": "Random",
+}
 BASELINES = ("zeros", "blurred", "mean")
 
 
@@ -35,16 +55,16 @@ BASELINES = ("zeros", "blurred", "mean")
 class SaliencyConfig:
     method: str = "gradient"
     target: Literal["predicted", "true"] | int = "predicted"
-    layer: str | None = None          # Grad-CAM: a named_modules() path of a conv layer
-    n_steps: int = 50                 # IG steps; 50 is Captum's default
-    baseline: str = "zeros"           # IG and DeepLift: zeros (black), blurred copy of the input, or data mean
-    baseline_mean: tuple[float, ...] = ()   # per-channel data mean for baseline="mean"
-    noise_level: float = 0.15         # SmoothGrad/VarGrad noise std, in pixel units ([0, 1] images)
-    n_samples: int = 20               # SmoothGrad/VarGrad samples per image
-    window: int = 4                   # Occlusion window side (pixels)
-    stride: int = 2                   # Occlusion stride
-    batch_size: int = 128             # images per chunk: bounds memory, not the answer
-    seed: int = 0                     # noise of SmoothGrad/VarGrad/random
+    layer: str | None = None  # Grad-CAM: a named_modules() path of a conv layer
+    n_steps: int = 50  # IG steps; 50 is Captum's default
+    baseline: str = "zeros"  # IG and DeepLift: zeros (black), blurred copy of the input, or data mean
+    baseline_mean: tuple[float, ...] = ()  # per-channel data mean for baseline="mean"
+    noise_level: float = 0.15  # SmoothGrad/VarGrad noise std, in pixel units ([0, 1] images)
+    n_samples: int = 20  # SmoothGrad/VarGrad samples per image
+    window: int = 4  # Occlusion window side (pixels)
+    stride: int = 2  # Occlusion stride
+    batch_size: int = 128  # images per chunk: bounds memory, not the answer
+    seed: int = 0  # noise of SmoothGrad/VarGrad/random
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,19 +81,25 @@ class SaliencyConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SaliencyResult:
-    attributions: np.ndarray          # (N, C, H, W); Grad-CAM (N, 1, H, W)
-    predictions: np.ndarray           # (N,) predicted class
-    confidences: np.ndarray           # (N,) softmax probability of the prediction
-    targets: np.ndarray               # (N,) the class each map explains
+    attributions: np.ndarray  # (N, C, H, W); Grad-CAM (N, 1, H, W)
+    predictions: np.ndarray  # (N,) predicted class
+    confidences: np.ndarray  # (N,) softmax probability of the prediction
+    targets: np.ndarray  # (N,) the class each map explains
     config: SaliencyConfig
-    delta: np.ndarray | None = None   # IG completeness error per image
+    delta: np.ndarray | None = None  # IG completeness error per image
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
-    error: str = ""                   # this method failed (why); attributions are then empty
+    error: str = ""  # this method failed (why); attributions are then empty
 
 
-def compute_saliency(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     config: SaliencyConfig, progress: Progress = _no_progress, offset: int = 0) -> SaliencyResult:
+def compute_saliency(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: SaliencyConfig,
+    progress: Progress = _no_progress,
+    offset: int = 0,
+) -> SaliencyResult:
     """Predictions, targets and attributions for `images` (N, C, H, W) in [0, 1]. `offset`: the
     position of images[0] in a larger set that is computed in parts (seeded methods draw per position).
 
@@ -108,14 +134,20 @@ def compute_saliency(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     start = time.perf_counter()
     model.eval()
     probs = evaluate(model, images, batch_size=config.batch_size, probabilities=True).probabilities
-    assert probs is not None                         # asked for with probabilities=True
+    assert probs is not None  # asked for with probabilities=True
     pred = probs.argmax(1)
     target = resolve_target(config.target, pred, labels, probs.shape[1])
     attr = attribute(model, images, target, config, progress, offset)
     delta = _ig_delta(model, images, target, attr, config) if config.method == "integrated_gradients" else None
-    return SaliencyResult(attributions=attr.numpy(), predictions=pred.numpy(),
-                          confidences=probs.max(1).values.numpy(), targets=target.numpy(), config=config,
-                          delta=None if delta is None else delta.numpy(), seconds=time.perf_counter() - start)
+    return SaliencyResult(
+        attributions=attr.numpy(),
+        predictions=pred.numpy(),
+        confidences=probs.max(1).values.numpy(),
+        targets=target.numpy(),
+        config=config,
+        delta=None if delta is None else delta.numpy(),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -128,8 +160,14 @@ def resolve_target(target, pred: torch.Tensor, labels: torch.Tensor, num_classes
     return torch.full_like(pred, int(target))
 
 
-def attribute(model: nn.Module, images: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
-              progress: Progress = _no_progress, offset: int = 0) -> torch.Tensor:
+def attribute(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    config: SaliencyConfig,
+    progress: Progress = _no_progress,
+    offset: int = 0,
+) -> torch.Tensor:
     """Attributions in chunks; `target` (N,) is the class each image's map explains. `progress`
     hears after each chunk. Seeded methods (SmoothGrad, VarGrad, random) draw image i's noise from
     its position offset + i, so a set computed in parts equals the set computed whole.
@@ -162,9 +200,17 @@ def attribute(model: nn.Module, images: torch.Tensor, target: torch.Tensor, conf
     fn, device = _METHOD_FNS[config.method], _device(model)
     if config.method == "gradcam":
         _conv_layer(model, config.layer)
-    out = in_chunks(len(images), config.batch_size, lambda start, stop: fn(
-        model, images[start:stop].to(device), target[start:stop].to(device), config, offset + start).detach().cpu(),
-        progress, "images")
+    out = in_chunks(
+        len(images),
+        config.batch_size,
+        lambda start, stop: (
+            fn(model, images[start:stop].to(device), target[start:stop].to(device), config, offset + start)
+            .detach()
+            .cpu()
+        ),
+        progress,
+        "images",
+    )
     return torch.cat(out)
 
 
@@ -174,6 +220,7 @@ def _device(model: nn.Module) -> torch.device:
 
 def _captum():
     import captum.attr as ca  # imported late: Captum is heavy and only needed here
+
     return ca
 
 
@@ -187,8 +234,9 @@ def _summed_gradients(forward_fn, inputs, target_ind=None, additional_forward_ar
     with torch.autograd.set_grad_enabled(True):
         outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
         if outputs[0].numel() != 1:
-            raise InvalidInputError("attributions need one target per example; got outputs of shape "
-                                    f"{tuple(outputs.shape)}")
+            raise InvalidInputError(
+                f"attributions need one target per example; got outputs of shape {tuple(outputs.shape)}"
+            )
         return torch.autograd.grad(outputs.sum(), inputs)
 
 
@@ -239,15 +287,16 @@ def _noise_tunnel(kind: str, model, x, t, cfg, start):
     (NoiseTunnel draws from the global RNG, so its maps changed with the chunk size)."""
     b, s = len(x), cfg.n_samples
     noise = torch.stack([noise_for(cfg, start + i, tuple(x.shape[1:]), x.dtype) for i in range(b)])
-    noisy = (x.detach()[:, None] + noise.to(x.device)).flatten(0, 1)                # (B·S, C, H, W)
+    noisy = (x.detach()[:, None] + noise.to(x.device)).flatten(0, 1)  # (B·S, C, H, W)
     grads = _gradient(model, noisy, t.repeat_interleave(s), cfg, start).view(b, s, *x.shape[1:])
     mean = grads.mean(1)
-    return mean if kind == "smoothgrad" else (grads ** 2).mean(1) - mean ** 2
+    return mean if kind == "smoothgrad" else (grads**2).mean(1) - mean**2
 
 
 def ig_baseline(x: torch.Tensor, cfg: SaliencyConfig) -> torch.Tensor:
     if cfg.baseline == "blurred":
         from torchvision.transforms.functional import gaussian_blur
+
         side = max(3, (min(x.shape[-2:]) // 4) | 1)  # an odd kernel about a quarter of the image
         return gaussian_blur(x, [side, side], [side / 3.0, side / 3.0])
     if cfg.baseline == "mean":
@@ -259,8 +308,8 @@ def ig_baseline(x: torch.Tensor, cfg: SaliencyConfig) -> torch.Tensor:
 
 def _integrated_gradients(model, x, t, cfg, start):
     return _fast(_captum().IntegratedGradients(model)).attribute(
-        x, baselines=ig_baseline(x, cfg), target=t, n_steps=cfg.n_steps,
-        internal_batch_size=max(cfg.batch_size, len(x)))
+        x, baselines=ig_baseline(x, cfg), target=t, n_steps=cfg.n_steps, internal_batch_size=max(cfg.batch_size, len(x))
+    )
 
 
 def _ig_delta(model, x, target, attr, cfg) -> torch.Tensor:
@@ -269,10 +318,10 @@ def _ig_delta(model, x, target, attr, cfg) -> torch.Tensor:
     with torch.no_grad():
         out = []
         for i in range(0, len(x), cfg.batch_size):
-            xb, tb = x[i:i + cfg.batch_size].to(device), target[i:i + cfg.batch_size].to(device)
+            xb, tb = x[i : i + cfg.batch_size].to(device), target[i : i + cfg.batch_size].to(device)
             f_x = model(xb).gather(1, tb[:, None])[:, 0]
             f_b = model(ig_baseline(xb, cfg)).gather(1, tb[:, None])[:, 0]
-            out.append((attr[i:i + len(xb)].flatten(1).sum(1).to(device) - (f_x - f_b)).cpu())
+            out.append((attr[i : i + len(xb)].flatten(1).sum(1).to(device) - (f_x - f_b)).cpu())
     return torch.cat(out)
 
 
@@ -295,8 +344,11 @@ def unshared_activations(model: nn.Module, x: torch.Tensor) -> nn.Module:
     pre-hooks (the input normalization) run first, as on the model."""
     calls: dict[str, int] = {}
     names = {m: n for n, m in model.named_modules()}
-    handles = [m.register_forward_hook(lambda mod, i, o: calls.__setitem__(names[mod], calls.get(names[mod], 0) + 1))
-               for m in model.modules() if m is not model and not list(m.children())]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: calls.__setitem__(names[mod], calls.get(names[mod], 0) + 1))
+        for m in model.modules()
+        if m is not model and not list(m.children())
+    ]
     try:
         with torch.no_grad():
             model(x)
@@ -308,10 +360,12 @@ def unshared_activations(model: nn.Module, x: torch.Tensor) -> nn.Module:
         return model
     try:
         traced = torch.fx.symbolic_trace(model)
-    except Exception as exc:                          # noqa: BLE001 - whatever fx cannot follow
-        raise InvalidInputError(f"DeepLift needs each activation module called once; this model calls "
-                                f"{sorted(shared)[:4]} more than once and cannot be traced to separate them "
-                                f"({type(exc).__name__}). Use Integrated Gradients instead.") from None
+    except Exception as exc:  # noqa: BLE001 - whatever fx cannot follow
+        raise InvalidInputError(
+            f"DeepLift needs each activation module called once; this model calls "
+            f"{sorted(shared)[:4]} more than once and cannot be traced to separate them "
+            f"({type(exc).__name__}). Use Integrated Gradients instead."
+        ) from None
     seen: dict[str, int] = {}
     for node in traced.graph.nodes:
         if node.op == "call_module" and node.target in shared:
@@ -330,7 +384,7 @@ class _PreHooked(nn.Module):
     def __init__(self, model: nn.Module, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self._model = [model]                      # not a submodule: its parameters are net's already
+        self._model = [model]  # not a submodule: its parameters are net's already
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (x,)
@@ -342,9 +396,18 @@ class _PreHooked(nn.Module):
 def _occlusion(model, x, t, cfg, start):
     c = x.shape[1]
     with torch.no_grad():
-        return _captum().Occlusion(model).attribute(x, sliding_window_shapes=(c, cfg.window, cfg.window),
-                                                    strides=(c, cfg.stride, cfg.stride), target=t, baselines=0.0,
-                                                    perturbations_per_eval=16)
+        return (
+            _captum()
+            .Occlusion(model)
+            .attribute(
+                x,
+                sliding_window_shapes=(c, cfg.window, cfg.window),
+                strides=(c, cfg.stride, cfg.stride),
+                target=t,
+                baselines=0.0,
+                perturbations_per_eval=16,
+            )
+        )
 
 
 def _gradcam(model, x, t, cfg, start):
@@ -356,17 +419,26 @@ def _gradcam(model, x, t, cfg, start):
 
 def _random(model, x, t, cfg, start):
     """N(0, 1) per coordinate, drawn per image from (seed, image index): independent of chunking."""
-    return torch.stack([torch.randn(x.shape[1:], generator=_generator(cfg, start + i))
-                        for i in range(len(x))]).to(x.device)
+    return torch.stack([torch.randn(x.shape[1:], generator=_generator(cfg, start + i)) for i in range(len(x))]).to(
+        x.device
+    )
 
 
 # (model, images, target, config, offset of images[0]) -> attributions
 _MethodFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, SaliencyConfig, int], torch.Tensor]
 _METHOD_FNS: dict[str, _MethodFn] = {
-    "gradient": _gradient, "loss_gradient": _loss_gradient, "gradient_x_input": _gradient_x_input,
-    "smoothgrad": partial(_noise_tunnel, "smoothgrad"), "vargrad": partial(_noise_tunnel, "vargrad"),
-    "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
-    "deeplift": _deeplift, "occlusion": _occlusion, "gradcam": _gradcam, "random": _random}
+    "gradient": _gradient,
+    "loss_gradient": _loss_gradient,
+    "gradient_x_input": _gradient_x_input,
+    "smoothgrad": partial(_noise_tunnel, "smoothgrad"),
+    "vargrad": partial(_noise_tunnel, "vargrad"),
+    "integrated_gradients": _integrated_gradients,
+    "guided_backprop": _guided_backprop,
+    "deeplift": _deeplift,
+    "occlusion": _occlusion,
+    "gradcam": _gradcam,
+    "random": _random,
+}
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -377,8 +449,10 @@ def conv_output_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, 
     """{conv layer: (h, w) of its output} for one input of shape (C, H, W)."""
     sizes: dict[str, tuple[int, int]] = {}
     modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[-2:])))
-               for n in conv_layers(model)]
+    handles = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[-2:])))
+        for n in conv_layers(model)
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -429,8 +503,10 @@ def _conv_layer(model: nn.Module, name: str | None) -> nn.Module:
     if name not in modules:
         raise InvalidInputError(f"unknown layer {name!r}; convolutional layers: {conv_layers(model) or 'none'}")
     if not isinstance(modules[name], nn.Conv2d) and not any(isinstance(m, nn.Conv2d) for m in modules[name].modules()):
-        raise InvalidInputError(f"layer {name!r} is a {type(modules[name]).__name__}, not a convolutional layer; "
-                                f"Grad-CAM needs a (B, C, H, W) activation. Try {conv_layers(model)[-1:] or 'none'}")
+        raise InvalidInputError(
+            f"layer {name!r} is a {type(modules[name]).__name__}, not a convolutional layer; "
+            f"Grad-CAM needs a (B, C, H, W) activation. Try {conv_layers(model)[-1:] or 'none'}"
+        )
     return modules[name]
 
 
@@ -481,12 +557,12 @@ def null_mass_at_k(attr: torch.Tensor | np.ndarray, null_mask: torch.Tensor, k: 
         tensor([0., 0.])
     """
     full = torch.as_tensor(attr)
-    a = full.abs().flatten(1).double()                                # (N, D)
+    a = full.abs().flatten(1).double()  # (N, D)
     null = null_mask.to(full.device).expand_as(full).flatten(1).double()
     kk = max(1, int(round(k * a.shape[1])))
-    t = a.topk(kk, dim=1).values[:, -1:]                              # (N, 1) the k-th largest value
+    t = a.topk(kk, dim=1).values[:, -1:]  # (N, 1) the k-th largest value
     above, tied = (a > t).double(), (a == t).double()
-    rest = kk - above.sum(1)                                          # how many tied coordinates get in
+    rest = kk - above.sum(1)  # how many tied coordinates get in
     num = (a * above * null).sum(1) + rest * t[:, 0] * (tied * null).sum(1) / tied.sum(1)
     den = (a * above).sum(1) + rest * t[:, 0]
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den)).float()
@@ -495,15 +571,23 @@ def null_mass_at_k(attr: torch.Tensor | np.ndarray, null_mask: torch.Tensor, k: 
 @dataclass(frozen=True, kw_only=True)
 class NullMass:
     methods: list[str]
-    k_grid: np.ndarray            # (K,)
-    mass: np.ndarray              # (methods, K, N): each image's top-k attribution mass in the null block
-    null_share: float             # the null block's share of the coordinates: what a uniform map scores
-    examples: np.ndarray          # (methods, E, C, H, W): the first images' attributions
+    k_grid: np.ndarray  # (K,)
+    mass: np.ndarray  # (methods, K, N): each image's top-k attribution mass in the null block
+    null_share: float  # the null block's share of the coordinates: what a uniform map scores
+    examples: np.ndarray  # (methods, E, C, H, W): the first images' attributions
 
 
-def null_mass(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, null_mask: torch.Tensor,
-              methods: Sequence[SaliencyConfig], k_grid: Sequence[float] = (0.01, 0.05, 0.1, 0.2), *,
-              n_examples: int = 4, progress: Progress = _no_progress) -> NullMass:
+def null_mass(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    null_mask: torch.Tensor,
+    methods: Sequence[SaliencyConfig],
+    k_grid: Sequence[float] = (0.01, 0.05, 0.1, 0.2),
+    *,
+    n_examples: int = 4,
+    progress: Progress = _no_progress,
+) -> NullMass:
     """BlockMNIST's trust check (Shah et al. 2021): how much of each map's top-k mass lies in the block
     that carries no signal. A faithful map of a model that ignores the null block scores near 0.
 
@@ -539,5 +623,10 @@ def null_mass(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, null
         masses.append(torch.stack([null_mass_at_k(attr, mask, k) for k in k_grid]).numpy())
         examples.append(attr[:n_examples].numpy())
     progress(1.0, "done")
-    return NullMass(methods=[m.method for m in methods], k_grid=np.array(k_grid, dtype=float), mass=np.array(masses),
-                    null_share=float(mask[:1].expand(1, *images.shape[1:]).float().mean()), examples=np.array(examples))
+    return NullMass(
+        methods=[m.method for m in methods],
+        k_grid=np.array(k_grid, dtype=float),
+        mass=np.array(masses),
+        null_share=float(mask[:1].expand(1, *images.shape[1:]).float().mean()),
+        examples=np.array(examples),
+    )

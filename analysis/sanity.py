@@ -28,19 +28,21 @@ from lenscape.models.seeding import generator, init_parameters
 
 ORDERS = ("cascading", "independent")
 MAP_MODES = ("abs", "signed")
-MARGIN = 0.1   # how far above the different-images baseline a randomized map must stay to be flagged
+MARGIN = 0.1  # how far above the different-images baseline a randomized map must stay to be flagged
 
 
 @dataclass(frozen=True, kw_only=True)
 class RandomizationResult:
     method: str
-    order: str                    # "cascading" or "independent"
-    map_mode: str                 # "abs" or "signed"
-    layers: list[str]             # in the order they are re-initialized (top first)
-    maps: np.ndarray              # (L + 1, N, H, W): the original first
-    rank_corr: np.ndarray         # (L, N) Spearman ρ with the original map; NaN where a map is constant
-    between_images: np.ndarray    # (N,) ρ of image i's map with image i−1's (the last with the first's) under the trained model
-    between_random: np.ndarray    # (N,) ρ of two independently randomized networks' maps of image i
+    order: str  # "cascading" or "independent"
+    map_mode: str  # "abs" or "signed"
+    layers: list[str]  # in the order they are re-initialized (top first)
+    maps: np.ndarray  # (L + 1, N, H, W): the original first
+    rank_corr: np.ndarray  # (L, N) Spearman ρ with the original map; NaN where a map is constant
+    between_images: (
+        np.ndarray
+    )  # (N,) ρ of image i's map with image i−1's (the last with the first's) under the trained model
+    between_random: np.ndarray  # (N,) ρ of two independently randomized networks' maps of image i
 
     @property
     def floor(self) -> float:
@@ -99,15 +101,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _average_ranks(a: torch.Tensor) -> torch.Tensor:
     """1-based ranks per row; tied values share the mean of the ranks they span."""
-    flat = a.flatten(1).double().contiguous()                          # (N, D)
+    flat = a.flatten(1).double().contiguous()  # (N, D)
     ordered = flat.sort(1).values
-    below = torch.searchsorted(ordered, flat, right=False).double()     # values strictly smaller
-    upto = torch.searchsorted(ordered, flat, right=True).double()       # values smaller or equal
+    below = torch.searchsorted(ordered, flat, right=False).double()  # values strictly smaller
+    upto = torch.searchsorted(ordered, flat, right=True).double()  # values smaller or equal
     return (below + 1 + upto) / 2
 
 
-def model_randomization(model: nn.Module, images: torch.Tensor, target: torch.Tensor, config: SaliencyConfig,
-                        order: str = "cascading", map_mode: str = "abs", seed: int = 0) -> RandomizationResult:
+def model_randomization(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    config: SaliencyConfig,
+    order: str = "cascading",
+    map_mode: str = "abs",
+    seed: int = 0,
+) -> RandomizationResult:
     """Maps of `images` for `target` as layers are re-initialized (the model passed in is not changed).
 
     Args:
@@ -142,7 +151,7 @@ def model_randomization(model: nn.Module, images: torch.Tensor, target: torch.Te
         raise InvalidInputError(f"order must be one of {ORDERS}; got {order!r}")
     if map_mode not in MAP_MODES:
         raise InvalidInputError(f"map_mode must be one of {MAP_MODES}; got {map_mode!r}")
-    mode: Literal["abs", "signed"] = "signed" if map_mode == "signed" else "abs"   # map_mode is one of MAP_MODES
+    mode: Literal["abs", "signed"] = "signed" if map_mode == "signed" else "abs"  # map_mode is one of MAP_MODES
     trained = copy.deepcopy(model).eval()
     maps_of = lambda m: to_map(attribute(m, images, target, config), mode)  # noqa: E731
     base = maps_of(trained)
@@ -158,9 +167,16 @@ def model_randomization(model: nn.Module, images: torch.Tensor, target: torch.Te
     twins = [randomized(trained, seed + 10_000 * k) for k in (1, 2)]
     between_random = spearman(maps_of(twins[0]), maps_of(twins[1]))
     rank_corr = torch.stack(corr).numpy() if corr else np.zeros((0, len(images)))
-    return RandomizationResult(method=config.method, order=order, map_mode=map_mode, layers=layers,
-                               maps=torch.stack(maps).numpy(), rank_corr=rank_corr,
-                               between_images=between_images.numpy(), between_random=between_random.numpy())
+    return RandomizationResult(
+        method=config.method,
+        order=order,
+        map_mode=map_mode,
+        layers=layers,
+        maps=torch.stack(maps).numpy(),
+        rank_corr=rank_corr,
+        between_images=between_images.numpy(),
+        between_random=between_random.numpy(),
+    )
 
 
 def randomized(model: nn.Module, seed: int) -> nn.Module:

@@ -35,8 +35,10 @@ def _pair(x: Array, y: Array, check: bool = True) -> tuple[torch.Tensor, torch.T
 def _matrix(a: Array, name: str, check: bool = True) -> torch.Tensor:
     t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a)
     if t.ndim != 2:
-        raise InvalidInputError(f"{name} must be (n_examples, n_features); got shape {tuple(t.shape)} "
-                                "(flatten or pool convolutional activations first: see conv_to_matrix)")
+        raise InvalidInputError(
+            f"{name} must be (n_examples, n_features); got shape {tuple(t.shape)} "
+            "(flatten or pool convolutional activations first: see conv_to_matrix)"
+        )
     if t.shape[0] < 4:
         raise InvalidInputError(f"{name} has {t.shape[0]} examples; similarity needs at least 4")
     t = t.detach().to(torch.float64)
@@ -126,7 +128,7 @@ def rbf_gram(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     dots = x @ x.T
     sq = dots.diagonal()
     d2 = (sq[:, None] + sq[None, :] - 2 * dots).clamp_min(0)
-    return torch.exp(-d2 / (2 * threshold ** 2 * _median(d2).clamp_min(1e-300)))
+    return torch.exp(-d2 / (2 * threshold**2 * _median(d2).clamp_min(1e-300)))
 
 
 def _median(t: torch.Tensor) -> torch.Tensor:
@@ -243,7 +245,7 @@ class MinibatchCKA:
     def matrix(self) -> np.ndarray:
         if self.xy is None:
             raise InvalidInputError("MinibatchCKA has seen no batches")
-        assert self.xx is not None and self.yy is not None   # set together with xy
+        assert self.xx is not None and self.yy is not None  # set together with xy
         return (self.xy / torch.sqrt(self.xx[:, None] * self.yy[None, :]).clamp_min(1e-300)).numpy()
 
     def value(self) -> float:
@@ -288,7 +290,7 @@ def _inv_sqrt(cov, eps: float):
     eye = np.eye(len(cov)) if isinstance(cov, np.ndarray) else torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
     vals, vecs = _eigh(cov + eps * eye)
     vals = vals.clip(min=1e-12 * max(float(vals.max()), 1e-300))
-    return (vecs * vals ** -0.5) @ vecs.T
+    return (vecs * vals**-0.5) @ vecs.T
 
 
 def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
@@ -302,8 +304,10 @@ def canonical_correlations(x: Array, y: Array, epsilon: float = 0.0) -> dict:
         sxx, syy, sxy = sxx[kx][:, kx], syy[ky][:, ky], sxy[kx][:, ky]
     n, d1, d2 = x.shape[0], len(sxx), len(syy)
     if n <= max(d1, d2):
-        raise InvalidInputError(f"CCA needs more examples than features: n={n}, x has {d1}, y has {d2}; "
-                                "use SVCCA with keep= or more examples")
+        raise InvalidInputError(
+            f"CCA needs more examples than features: n={n}, x has {d1}, y has {d2}; "
+            "use SVCCA with keep= or more examples"
+        )
     if n < d1 + d2:
         warnings.warn(f"CCA with n={n} < {d1 + d2} features in all: correlations are biased towards 1", stacklevel=2)
     # cca_core's rescaling: each covariance divided by its largest entry, so that ε is relative to
@@ -349,7 +353,7 @@ def svd_reduce(t: torch.Tensor, variance: float = 0.99, keep: int | None = None)
     tc = _center(t)
     u, s, _ = torch.linalg.svd(tc, full_matrices=False)
     if keep is None:
-        share = (s ** 2).cumsum(0) / (s ** 2).sum().clamp_min(1e-300)
+        share = (s**2).cumsum(0) / (s**2).sum().clamp_min(1e-300)
         keep = int((share < variance).sum()) + 1
     keep = max(1, min(int(keep), len(s)))
     return u[:, :keep] * s[:keep]
@@ -420,13 +424,19 @@ def pwcca(x: Array, y: Array, epsilon: float = 1e-10) -> float:
     # The canonical variates h = Xc Σxx^(-1/2) u / √(n-1) are already orthonormal, so the QR step
     # of the paper's code is not needed and hᵀXc = √(n-1) · uᵀ Σxx^(-1/2) Σxx: the weights come from
     # d×d matrices, without another pass over the n examples.
-    alpha = abs(res["u"].T @ res["wx"] @ res["sxx"]).sum(1)   # αᵢ ∝ Σⱼ |⟨hᵢ, zⱼ⟩|
+    alpha = abs(res["u"].T @ res["wx"] @ res["sxx"]).sum(1)  # αᵢ ∝ Σⱼ |⟨hᵢ, zⱼ⟩|
     rho = res["rho"][: len(alpha)]
     return float((alpha / alpha.sum()) @ rho)
 
 
-METRICS = {"linear_cka": linear_cka, "rbf_cka": rbf_cka, "debiased_cka": debiased_cka, "cca": cca,
-           "svcca": svcca, "pwcca": pwcca}
+METRICS = {
+    "linear_cka": linear_cka,
+    "rbf_cka": rbf_cka,
+    "debiased_cka": debiased_cka,
+    "cca": cca,
+    "svcca": svcca,
+    "pwcca": pwcca,
+}
 
 
 # ---------------------------------------------------------------- matrices over models
@@ -448,8 +458,9 @@ def _serial(fn: Callable, items: list[tuple]) -> list:
     return [fn(*item) for item in items]
 
 
-def pairwise_scores(metric: str, xs: Sequence[Array], ys: Sequence[Array], *,
-                    map: Callable[[Callable, list[tuple]], list] = _serial) -> tuple[np.ndarray, list[str]]:
+def pairwise_scores(
+    metric: str, xs: Sequence[Array], ys: Sequence[Array], *, map: Callable[[Callable, list[tuple]], list] = _serial
+) -> tuple[np.ndarray, list[str]]:
     """(metric(xs[i], ys[j]) for every pair as an (len(xs), len(ys)) array, the notes on undefined
     pairs). `map(fn, items) == [fn(*item) for item in items]`, computed anywhere (serial by default).
 
@@ -483,14 +494,21 @@ def pairwise_scores(metric: str, xs: Sequence[Array], ys: Sequence[Array], *,
 
 @dataclass(frozen=True, kw_only=True)
 class SeedMatrix:
-    values: np.ndarray                # (models, models)
-    baseline: np.ndarray              # (models, models): the larger of the pair's values against a random network
+    values: np.ndarray  # (models, models)
+    baseline: np.ndarray  # (models, models): the larger of the pair's values against a random network
     notes: list[str]
 
 
-def seed_matrix(models: Sequence[nn.Module], images: torch.Tensor, layer: str, metric: str = "linear_cka", *,
-                random_model: nn.Module | None = None, conv_mode: str = "pool",
-                map: Callable[[Callable, list[tuple]], list] = _serial) -> SeedMatrix:
+def seed_matrix(
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    layer: str,
+    metric: str = "linear_cka",
+    *,
+    random_model: nn.Module | None = None,
+    conv_mode: str = "pool",
+    map: Callable[[Callable, list[tuple]], list] = _serial,
+) -> SeedMatrix:
     """Similarity of one layer across models (seeds of a recipe: Kornblith et al. 2019, Table 1), on
     the same images, with a random network's value as the chance level.
 

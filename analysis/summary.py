@@ -14,9 +14,9 @@ from lenscape.errors import InvalidInputError
 
 @dataclass(frozen=True, kw_only=True)
 class SummaryConfig:
-    n_samples: int = 24          # sample predictions shown in the grid
-    max_eval: int = 0            # evaluate on at most this many examples per split (0 = all)
-    seed: int = 0                # which test images are sampled
+    n_samples: int = 24  # sample predictions shown in the grid
+    max_eval: int = 0  # evaluate on at most this many examples per split (0 = all)
+    seed: int = 0  # which test images are sampled
 
     def __post_init__(self) -> None:
         if self.n_samples < 0 or self.max_eval < 0:
@@ -25,14 +25,14 @@ class SummaryConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSummary:
-    layers: list[dict]           # [{name, type, output_shape, params}]
+    layers: list[dict]  # [{name, type, output_shape, params}]
     n_params: int
     train_acc: float
     test_acc: float
-    confusion: np.ndarray        # (C, C): rows true class, columns predicted
-    sample_index: np.ndarray     # (K,) test-set indices
-    sample_probs: np.ndarray     # (K, C)
-    sample_labels: np.ndarray    # (K,)
+    confusion: np.ndarray  # (C, C): rows true class, columns predicted
+    sample_index: np.ndarray  # (K,) test-set indices
+    sample_probs: np.ndarray  # (K, C)
+    sample_labels: np.ndarray  # (K,)
     classes: list[str]
     fingerprint: str
 
@@ -54,8 +54,14 @@ def layer_table(model: nn.Module, in_shape: tuple[int, ...]) -> list[dict]:
         out = acts.get(name)
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
         own = sum(p.numel() for p in modules[name].parameters(recurse=False))
-        rows.append({"name": name, "type": type(modules[name]).__name__,
-                     "output_shape": "×".join(map(str, shape)) if shape else "—", "params": own})
+        rows.append(
+            {
+                "name": name,
+                "type": type(modules[name]).__name__,
+                "output_shape": "×".join(map(str, shape)) if shape else "—",
+                "params": own,
+            }
+        )
     return rows
 
 

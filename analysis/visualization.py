@@ -49,5 +49,9 @@ def normalized(m: np.ndarray, limit: float, sign: str = "all") -> np.ndarray:
     return np.clip(m / (-limit if sign == "negative" else limit), -1.0, 1.0)
 
 
-COLOURS = {"absolute_value": "Blues", "positive": "Greens", "negative": "Reds",
-           "all": ((0.0, "red"), (0.5, "white"), (1.0, "green"))}   # Captum's colour maps per sign
+COLOURS = {
+    "absolute_value": "Blues",
+    "positive": "Greens",
+    "negative": "Reds",
+    "all": ((0.0, "red"), (0.5, "white"), (1.0, "green")),
+}  # Captum's colour maps per sign

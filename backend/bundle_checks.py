@@ -35,10 +35,10 @@ JOB_ID = re.compile(r"[0-9a-f]{24}")
 CODE_VERSION = re.compile(r"[0-9a-f]{12}")
 
 MAX_MODELS = 32
-MAX_MANIFEST = 256 << 10          # bytes: a manifest is a few KB; whitespace padding is refused
-MAX_RUN_JSON = 4 << 20            # a run record with per-epoch metrics and the noise indices of 60,000 examples
+MAX_MANIFEST = 256 << 10  # bytes: a manifest is a few KB; whitespace padding is refused
+MAX_RUN_JSON = 4 << 20  # a run record with per-epoch metrics and the noise indices of 60,000 examples
 CHUNK = 1 << 20
-MAX_TIME = 9e9                    # seconds since 1970 (the year 2255): what pandas' timestamps hold
+MAX_TIME = 9e9  # seconds since 1970 (the year 2255): what pandas' timestamps hold
 
 
 def max_bundle_bytes() -> int:
@@ -77,8 +77,10 @@ class BundleZip:
         self.infos = {i.filename: i for i in infos}
         total, limit = sum(i.file_size for i in infos), max_bundle_bytes()
         if total > limit:
-            raise InvalidInputError(f"the bundle inflates to {_mb(total)}; the limit is {_mb(limit)} "
-                                    "(LENSCAPE_MAX_BUNDLE_MB, set by whoever runs the server)")
+            raise InvalidInputError(
+                f"the bundle inflates to {_mb(total)}; the limit is {_mb(limit)} "
+                "(LENSCAPE_MAX_BUNDLE_MB, set by whoever runs the server)"
+            )
         self.budget = limit
 
     def names(self) -> set[str]:
@@ -155,25 +157,44 @@ def check_manifest(manifest: Any) -> dict:
     _need(isinstance(manifest.get("config"), dict), "config", manifest.get("config"))
     _need(manifest.get("data") is None or isinstance(manifest.get("data"), dict), "data", manifest.get("data"))
     fps = manifest.get("fingerprints")
-    _need(isinstance(fps, list) and len(fps) <= MAX_MODELS and all(_id(FINGERPRINT, f) for f in fps), "fingerprints", fps)
+    _need(
+        isinstance(fps, list) and len(fps) <= MAX_MODELS and all(_id(FINGERPRINT, f) for f in fps), "fingerprints", fps
+    )
     versions = manifest.get("versions")
-    _need(isinstance(versions, dict) and len(versions) <= 32 and all(
-        isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200 for k, v in versions.items()),
-        "versions", versions)
+    _need(
+        isinstance(versions, dict)
+        and len(versions) <= 32
+        and all(isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200 for k, v in versions.items()),
+        "versions",
+        versions,
+    )
     _need(_number(manifest.get("created")) and manifest["created"] <= MAX_TIME, "created", manifest.get("created"))
-    _need(_number(manifest.get("seconds"), allow_none=True) and (manifest["seconds"] or 0) <= MAX_TIME, "seconds",
-          manifest.get("seconds"))
-    _need(isinstance(manifest.get("checksum"), str) and re.fullmatch(r"[0-9a-f]{64}", manifest["checksum"]) is not None,
-          "checksum", manifest.get("checksum"))
+    _need(
+        _number(manifest.get("seconds"), allow_none=True) and (manifest["seconds"] or 0) <= MAX_TIME,
+        "seconds",
+        manifest.get("seconds"),
+    )
+    _need(
+        isinstance(manifest.get("checksum"), str) and re.fullmatch(r"[0-9a-f]{64}", manifest["checksum"]) is not None,
+        "checksum",
+        manifest.get("checksum"),
+    )
     models = manifest.get("models")
     _need(isinstance(models, list) and len(models) <= MAX_MODELS, "models", models)
     for m in models:
         _need(isinstance(m, dict), "model entry", m)
         _need(_id(RUN_ID, m.get("run_id")), "model run id", m.get("run_id"))
         _need(_id(CHECKPOINT_FILE, m.get("file")), "checkpoint file name", m.get("file"))
-        _need(_id(FINGERPRINT, m.get("fingerprint")) and m["fingerprint"] in fps, "model fingerprint", m.get("fingerprint"))
-        _need(isinstance(m.get("epoch"), int) and not isinstance(m["epoch"], bool) and m["epoch"] >= 0,
-              "model epoch", m.get("epoch"))
+        _need(
+            _id(FINGERPRINT, m.get("fingerprint")) and m["fingerprint"] in fps,
+            "model fingerprint",
+            m.get("fingerprint"),
+        )
+        _need(
+            isinstance(m.get("epoch"), int) and not isinstance(m["epoch"], bool) and m["epoch"] >= 0,
+            "model epoch",
+            m.get("epoch"),
+        )
         _text(m, "name")
     keys = [(m["run_id"], m["file"]) for m in models]
     _need(len(set(keys)) == len(keys), "models list (a checkpoint named twice)", keys)
@@ -183,8 +204,13 @@ def check_manifest(manifest: Any) -> dict:
 def job_id_of(manifest: dict) -> str:
     """The job id the manifest's kind, code version, fingerprints, data and config make
     (backend.jobs.Job.key, with the exporting side's code version)."""
-    payload = {"kind": manifest["kind"], "code": manifest["code_version"], "fingerprints": list(manifest["fingerprints"]),
-               "data": manifest["data"], "config": manifest["config"]}
+    payload = {
+        "kind": manifest["kind"],
+        "code": manifest["code_version"],
+        "fingerprints": list(manifest["fingerprints"]),
+        "data": manifest["data"],
+        "config": manifest["config"],
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -212,9 +238,10 @@ def rebuild(node: Any) -> Any:
             return cls(**{k: rebuild(v) for k, v in node.items() if k != "__type__"})
         except InvalidInputError:
             raise
-        except Exception as exc:        # a wrong type deep inside: the config's own checks said no
-            raise InvalidInputError(f"the bundle's config does not make a {cls.__name__} ({type(exc).__name__}: "
-                                    f"{str(exc)[:160]})") from None
+        except Exception as exc:  # a wrong type deep inside: the config's own checks said no
+            raise InvalidInputError(
+                f"the bundle's config does not make a {cls.__name__} ({type(exc).__name__}: {str(exc)[:160]})"
+            ) from None
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     raise InvalidInputError(f"the bundle's config holds a {type(node).__name__}")
@@ -225,10 +252,12 @@ def check_config(manifest: dict) -> Any:
     kind = REGISTRY[manifest["kind"]]
     config = rebuild(manifest["config"])
     if type(config) is not kind.config_type:
-        raise InvalidInputError(f"the bundle's config is a {type(config).__name__}; a {kind.name} job takes a "
-                                f"{kind.config_type.__name__}")
-    if json.dumps(_as_given(to_jsonable(config), manifest["config"]), sort_keys=True) != \
-            json.dumps(manifest["config"], sort_keys=True):
+        raise InvalidInputError(
+            f"the bundle's config is a {type(config).__name__}; a {kind.name} job takes a {kind.config_type.__name__}"
+        )
+    if json.dumps(_as_given(to_jsonable(config), manifest["config"]), sort_keys=True) != json.dumps(
+        manifest["config"], sort_keys=True
+    ):
         raise InvalidInputError("the bundle's config does not read back as written")
     return config
 
@@ -240,7 +269,7 @@ def _as_given(rebuilt: Any, given: Any) -> Any:
     if isinstance(rebuilt, dict) and isinstance(given, dict) and "__type__" in given:
         out = {k: _as_given(v, given[k]) for k, v in rebuilt.items() if k in given}
         module, _, name = str(given["__type__"]).partition(":")
-        if out.get("__type__") == f"{current_name(module)}:{name}":   # exported before Lenscape was one package
+        if out.get("__type__") == f"{current_name(module)}:{name}":  # exported before Lenscape was one package
             out["__type__"] = given["__type__"]
         return out
     if isinstance(rebuilt, list) and isinstance(given, list) and len(rebuilt) == len(given):
@@ -330,13 +359,16 @@ def check_result(result: Any, manifest: dict) -> None:
     """The result is of the type its kind returns, and any config it carries is part of the manifest's."""
     kind = REGISTRY[manifest["kind"]]
     if not conforms(result, kind.result_type):
-        raise InvalidInputError(f"the bundle's result is not what a {kind.name} job returns "
-                                f"(a {type(result).__name__}): kind and result do not match")
+        raise InvalidInputError(
+            f"the bundle's result is not what a {kind.name} job returns "
+            f"(a {type(result).__name__}): kind and result do not match"
+        )
     nodes = [json.dumps(_current_types(n), sort_keys=True) for n in _nodes(manifest["config"])]
     for inner in _inner_configs(result):
         if json.dumps(to_jsonable(inner), sort_keys=True) not in nodes:
-            raise InvalidInputError(f"the bundle's result was computed with another {type(inner).__name__} than "
-                                    "its manifest's config names")
+            raise InvalidInputError(
+                f"the bundle's result was computed with another {type(inner).__name__} than its manifest's config names"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,17 +386,25 @@ def _gradient_record(rec: Any) -> bool:
     if not isinstance(rec, dict):
         return False
     names, numel, epochs = rec.get("names"), rec.get("numel"), rec.get("epochs")
-    if not (isinstance(names, list) and 0 < len(names) <= 10_000 and all(isinstance(n, str) and len(n) <= 300
-                                                                          for n in names)
-            and isinstance(numel, list) and len(numel) == len(names)
-            and all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 10**12 for k in numel)
-            and isinstance(epochs, list) and len(epochs) <= 100_000
-            and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs)):
+    if not (
+        isinstance(names, list)
+        and 0 < len(names) <= 10_000
+        and all(isinstance(n, str) and len(n) <= 300 for n in names)
+        and isinstance(numel, list)
+        and len(numel) == len(names)
+        and all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 10**12 for k in numel)
+        and isinstance(epochs, list)
+        and len(epochs) <= 100_000
+        and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs)
+    ):
         return False
     for key, lo, hi in (("clean_norm", 0, math.inf), ("noisy_norm", 0, math.inf), ("cosine", -1.000001, 1.000001)):
         rows = rec.get(key)
-        if not (isinstance(rows, list) and len(rows) == len(epochs) and all(
-                isinstance(r, list) and len(r) == len(names) and all(_finite(v, lo, hi) for v in r) for r in rows)):
+        if not (
+            isinstance(rows, list)
+            and len(rows) == len(epochs)
+            and all(isinstance(r, list) and len(r) == len(names) and all(_finite(v, lo, hi) for v in r) for r in rows)
+        ):
             return False
     return True
 
@@ -384,26 +424,58 @@ def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
     need(_finite(run.get("created"), 0, MAX_TIME), "creation time")
     need(isinstance(run.get("arch"), dict), "architecture")
     ckpts = run.get("checkpoints")
-    need(isinstance(ckpts, list) and len(ckpts) <= 10_000 and all(
-        isinstance(c, dict) and _id(CHECKPOINT_FILE, c.get("file")) and _id(FINGERPRINT, c.get("fingerprint"))
-        and isinstance(c.get("epoch"), int) and not isinstance(c["epoch"], bool) and c["epoch"] >= 0 for c in ckpts),
-        "checkpoint list")
+    need(
+        isinstance(ckpts, list)
+        and len(ckpts) <= 10_000
+        and all(
+            isinstance(c, dict)
+            and _id(CHECKPOINT_FILE, c.get("file"))
+            and _id(FINGERPRINT, c.get("fingerprint"))
+            and isinstance(c.get("epoch"), int)
+            and not isinstance(c["epoch"], bool)
+            and c["epoch"] >= 0
+            for c in ckpts
+        ),
+        "checkpoint list",
+    )
     for m in entries:
-        need([(c["epoch"], c["fingerprint"]) for c in ckpts if c["file"] == m["file"]] == [(m["epoch"], m["fingerprint"])],
-             f"checkpoint list (it does not describe {m['file']} as the manifest does)")
+        need(
+            [(c["epoch"], c["fingerprint"]) for c in ckpts if c["file"] == m["file"]]
+            == [(m["epoch"], m["fingerprint"])],
+            f"checkpoint list (it does not describe {m['file']} as the manifest does)",
+        )
     metrics = run.get("metrics", [])
-    need(isinstance(metrics, list) and len(metrics) <= 100_000 and all(
-        isinstance(r, dict) and all(isinstance(k, str) and (v is None or _finite(v, -math.inf)) for k, v in r.items())
-        for r in metrics), "metrics")
+    need(
+        isinstance(metrics, list)
+        and len(metrics) <= 100_000
+        and all(
+            isinstance(r, dict)
+            and all(isinstance(k, str) and (v is None or _finite(v, -math.inf)) for k, v in r.items())
+            for r in metrics
+        ),
+        "metrics",
+    )
     need(run.get("n_train") is None or (isinstance(run["n_train"], int) and 0 <= run["n_train"] <= 10**9), "n_train")
     classes = run.get("classes", [])
-    need(isinstance(classes, list) and len(classes) <= 100_000 and all(isinstance(c, str) and len(c) <= 200
-                                                                        for c in classes), "class names")
+    need(
+        isinstance(classes, list)
+        and len(classes) <= 100_000
+        and all(isinstance(c, str) and len(c) <= 200 for c in classes),
+        "class names",
+    )
     need(run.get("seed") is None or (isinstance(run["seed"], int) and not isinstance(run["seed"], bool)), "seed")
     noise = run.get("noise")
-    need(noise is None or (isinstance(noise, dict) and all(
-        isinstance(noise.get(k, []), list) and all(isinstance(i, int) and i >= 0 for i in noise.get(k, []))
-        for k in ("indices", "original_labels", "noisy_labels"))), "label-noise record")
+    need(
+        noise is None
+        or (
+            isinstance(noise, dict)
+            and all(
+                isinstance(noise.get(k, []), list) and all(isinstance(i, int) and i >= 0 for i in noise.get(k, []))
+                for k in ("indices", "original_labels", "noisy_labels")
+            )
+        ),
+        "label-noise record",
+    )
     need(isinstance(run.get("source", ""), str), "source")
     need(_gradient_record(run.get("gradients")), "gradient record")
     try:
@@ -414,9 +486,10 @@ def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
             DataSpec.from_dict(run["data"])
         if run.get("config") is not None:
             TrainConfig.from_dict(run["config"])
-    except Exception as exc:      # noqa: BLE001 - whatever a crafted record makes the constructors raise
-        raise InvalidInputError(f"the run record of {name!r} has a bad data set or recipe "
-                                f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted record makes the constructors raise
+        raise InvalidInputError(
+            f"the run record of {name!r} has a bad data set or recipe ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
 
 
 RECIPE_FIELDS = ("widths", "channels", "batchnorm", "p_gen", "p_mem")
@@ -432,8 +505,10 @@ def check_run_id(run: dict, todo: list[dict]) -> None:
     if run_id.startswith("import-"):
         first = min(run["checkpoints"], key=lambda c: c["epoch"])
         if run_id != f"import-{first['fingerprint']}" or len(run["checkpoints"]) != 1:
-            raise InvalidInputError(f"{name!r}: run id {run_id} is not the one Lenscape gives these weights "
-                                    f"(import-{first['fingerprint']}): another model's id cannot be taken")
+            raise InvalidInputError(
+                f"{name!r}: run id {run_id} is not the one Lenscape gives these weights "
+                f"(import-{first['fingerprint']}): another model's id cannot be taken"
+            )
         return
     if run_id.startswith("run-") and isinstance(run.get("config"), dict):
         cfg = TrainConfig.from_dict(run["config"])
@@ -441,8 +516,12 @@ def check_run_id(run: dict, todo: list[dict]) -> None:
         wanted = {"name": cfg.arch, **{k: getattr(cfg, k) for k in RECIPE_FIELDS}}
         got = {k: tuple(arch.get(k)) if isinstance(arch.get(k), list) else arch.get(k) for k in wanted}
         if run_id_for(cfg) != run_id or got != wanted:
-            raise InvalidInputError(f"{name!r}: run id {run_id} and architecture are not the ones its recipe makes "
-                                    "(another model's id cannot be taken)")
+            raise InvalidInputError(
+                f"{name!r}: run id {run_id} and architecture are not the ones its recipe makes "
+                "(another model's id cannot be taken)"
+            )
         return
-    raise InvalidInputError(f"{name!r}: run id {run_id} is neither a trained run's (run-…, with its recipe) nor an "
-                            "imported model's (import-…)")
+    raise InvalidInputError(
+        f"{name!r}: run id {run_id} is neither a trained run's (run-…, with its recipe) nor an "
+        "imported model's (import-…)"
+    )

@@ -61,17 +61,36 @@ def export_bundle(store: ResultStore, job_id: str, root: Path | None = None) -> 
                 raise InvalidInputError(f"the model with fingerprint {fp} is no longer in the workspace")
             rec, ck = where[fp]
             z.write(root / rec["run_id"] / ck["file"], f"models/{rec['run_id']}/{ck['file']}")
-            if rec["run_id"] not in {m["run_id"] for m in models}:      # one record per run
+            if rec["run_id"] not in {m["run_id"] for m in models}:  # one record per run
                 z.writestr(f"models/{rec['run_id']}/run.json", json.dumps(rec, indent=1))
-            models.append({"run_id": rec["run_id"], "name": rec["name"], "epoch": ck["epoch"], "fingerprint": fp,
-                           "file": ck["file"], "recipe": rec.get("config"), "seed": rec.get("seed")})
-        manifest = {"format": FORMAT, "job_id": job_id, "kind": row["kind"], "label": row["label"],
-                    "code_version": _exported_code(row),
-                    "config": json.loads(row["config"]), "fingerprints": json.loads(row["fingerprints"] or "[]"),
-                    "data": json.loads(row["data"]) if row["data"] else None, "device": row["device"],
-                    "versions": json.loads(row["versions"]) if row["versions"] else {}, "created": row["created"],
-                    "seconds": row["seconds"], "checksum": row["checksum"], "models": models,
-                    "exported": time.time()}
+            models.append(
+                {
+                    "run_id": rec["run_id"],
+                    "name": rec["name"],
+                    "epoch": ck["epoch"],
+                    "fingerprint": fp,
+                    "file": ck["file"],
+                    "recipe": rec.get("config"),
+                    "seed": rec.get("seed"),
+                }
+            )
+        manifest = {
+            "format": FORMAT,
+            "job_id": job_id,
+            "kind": row["kind"],
+            "label": row["label"],
+            "code_version": _exported_code(row),
+            "config": json.loads(row["config"]),
+            "fingerprints": json.loads(row["fingerprints"] or "[]"),
+            "data": json.loads(row["data"]) if row["data"] else None,
+            "device": row["device"],
+            "versions": json.loads(row["versions"]) if row["versions"] else {},
+            "created": row["created"],
+            "seconds": row["seconds"],
+            "checksum": row["checksum"],
+            "models": models,
+            "exported": time.time(),
+        }
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
         z.write(store.path(job_id), "result.npz")
     return buf.getvalue()
@@ -81,11 +100,18 @@ def _exported_code(row: dict) -> str:
     """The code version the job was computed with: recorded with it, or (a store from before that
     was recorded) today's, if it gives back the job's id; otherwise the bundle could not be checked."""
     code = row.get("code") or (code_version(row["kind"]) if row["kind"] in REGISTRY else None)
-    probe = {"kind": row["kind"], "code_version": code, "fingerprints": json.loads(row["fingerprints"] or "[]"),
-             "data": json.loads(row["data"]) if row["data"] else None, "config": json.loads(row["config"])}
+    probe = {
+        "kind": row["kind"],
+        "code_version": code,
+        "fingerprints": json.loads(row["fingerprints"] or "[]"),
+        "data": json.loads(row["data"]) if row["data"] else None,
+        "config": json.loads(row["config"]),
+    }
     if code is None or checks.job_id_of(probe) != row["id"]:
-        raise InvalidInputError(f"job {row['id']} was computed by another version of Lenscape's code than this one "
-                                "and its id cannot be checked by an importer: compute it again to export it")
+        raise InvalidInputError(
+            f"job {row['id']} was computed by another version of Lenscape's code than this one "
+            "and its id cannot be checked by an importer: compute it again to export it"
+        )
     return code
 
 
@@ -112,12 +138,17 @@ def _manifest(bundle: checks.BundleZip) -> dict:
         raise InvalidInputError(f"not a Lenscape bundle of format {FORMAT}: {str(got)[:60]!r}")
     checks.check_manifest(manifest)
     if checks.job_id_of(manifest) != manifest["job_id"]:
-        raise InvalidInputError("the bundle's job id does not follow from its kind, code version, models, data and "
-                                "config: it was changed, and is refused")
-    expected = {"manifest.json", "result.npz"} | {f"models/{m['run_id']}/{n}" for m in manifest["models"]
-                                                  for n in ("run.json", m["file"])}
+        raise InvalidInputError(
+            "the bundle's job id does not follow from its kind, code version, models, data and "
+            "config: it was changed, and is refused"
+        )
+    expected = {"manifest.json", "result.npz"} | {
+        f"models/{m['run_id']}/{n}" for m in manifest["models"] for n in ("run.json", m["file"])
+    }
     if bundle.names() - expected:
-        raise InvalidInputError(f"the bundle holds entries a bundle does not have: {sorted(bundle.names() - expected)[:3]}")
+        raise InvalidInputError(
+            f"the bundle holds entries a bundle does not have: {sorted(bundle.names() - expected)[:3]}"
+        )
     return manifest
 
 
@@ -127,9 +158,9 @@ class _Incoming:
     checked and written into the staging folder."""
 
     run_id: str
-    record: dict                # the run.json to write
-    staged: dict[str, Path]     # checkpoint file name -> its staged copy
-    new: bool                   # no folder of this run here yet
+    record: dict  # the run.json to write
+    staged: dict[str, Path]  # checkpoint file name -> its staged copy
+    new: bool  # no folder of this run here yet
 
 
 def import_bundle(store: ResultStore, data, root: Path | None = None) -> dict:
@@ -147,7 +178,7 @@ def import_bundle(store: ResultStore, data, root: Path | None = None) -> dict:
         existing = _existing_result(store, manifest)
         incoming = _checked_models(bundle, manifest, root, stage)
         if existing and not incoming:
-            return manifest                            # everything in it is here already
+            return manifest  # everything in it is here already
         _install(store, manifest, raw, incoming, root, write_result=not existing)
         return manifest
     finally:
@@ -176,10 +207,12 @@ def _existing_result(store: ResultStore, manifest: dict) -> bool:
         raise InvalidInputError(f"job {manifest['job_id']} is being computed here right now; import it later")
     if row["status"] == "DONE" and store.has_valid_result(manifest["job_id"]):
         if row["checksum"] != manifest["checksum"]:
-            raise InvalidInputError(f"this workspace holds another result under job id {manifest['job_id']}; "
-                                    "nothing was imported (delete that one on the Runs page first to replace it)")
+            raise InvalidInputError(
+                f"this workspace holds another result under job id {manifest['job_id']}; "
+                "nothing was imported (delete that one on the Runs page first to replace it)"
+            )
         return True
-    return False                                     # failed, cancelled or lost: the bundle's fills the place
+    return False  # failed, cancelled or lost: the bundle's fills the place
 
 
 def _checked_models(bundle: checks.BundleZip, manifest: dict, root: Path, stage: Path) -> list[_Incoming]:
@@ -221,16 +254,19 @@ def _run_record(bundle: checks.BundleZip, run_id: str, entries: list[dict]) -> d
         raise InvalidInputError(f"the run record of {name!r} is not JSON ({exc})") from None
     checks.check_run_record(run, run_id, entries)
     files = {m["file"] for m in entries}
-    return {**run, "checkpoints": sorted((c for c in run["checkpoints"] if c["file"] in files), key=lambda c: c["epoch"]),
-            "source": f"bundle: {str(run.get('source', 'trained'))[:100]}"}
+    return {
+        **run,
+        "checkpoints": sorted((c for c in run["checkpoints"] if c["file"] in files), key=lambda c: c["epoch"]),
+        "source": f"bundle: {str(run.get('source', 'trained'))[:100]}",
+    }
 
 
 def _safetensors(path: Path, m: dict) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path))              # safetensors only: nothing is unpickled
-    except Exception as exc:                       # noqa: BLE001 - its own error types for every corruption
+        state = load_file(str(path))  # safetensors only: nothing is unpickled
+    except Exception as exc:  # noqa: BLE001 - its own error types for every corruption
         raise InvalidInputError(f"the weights of {m['name']!r} are not a safetensors file ({exc})") from None
     check_finite_state(state, f"the weights of {m['name']!r}")
     return state
@@ -245,25 +281,33 @@ def _merged(folder: Path, run: dict, todo: list[dict], staged: dict[str, Path]) 
     if not (folder / "run.json").is_file():
         raise InvalidInputError(f"a run folder {folder.name!r} exists here without its record (a run in progress?)")
     current = read_json(folder / "run.json")
-    same = {k: v for k, v in current.items() if k != "checkpoints"} == {k: v for k, v in run.items() if k != "checkpoints"}
+    same = {k: v for k, v in current.items() if k != "checkpoints"} == {
+        k: v for k, v in run.items() if k != "checkpoints"
+    }
     there = {c["file"]: c for c in current.get("checkpoints", [])}
-    if all(f in there and (folder / f).is_file() and (folder / f).read_bytes() == p.read_bytes()
-           for f, p in staged.items()):
+    if all(
+        f in there and (folder / f).is_file() and (folder / f).read_bytes() == p.read_bytes() for f, p in staged.items()
+    ):
         return None
     if not (same and str(current.get("source", "")).startswith("bundle:")):
-        raise InvalidInputError(f"this workspace has another model under the run id {folder.name!r}: a bundle adds "
-                                "checkpoints only to a run that came from a bundle, and only to the same run. "
-                                "Nothing was imported.")
+        raise InvalidInputError(
+            f"this workspace has another model under the run id {folder.name!r}: a bundle adds "
+            "checkpoints only to a run that came from a bundle, and only to the same run. "
+            "Nothing was imported."
+        )
     clash = [m["file"] for m in todo if m["file"] in there or any(c["epoch"] == m["epoch"] for c in there.values())]
     if clash:
-        raise InvalidInputError(f"{folder.name} already has other weights for {clash[0]}: nothing was imported, and "
-                                "the weights there are unchanged")
+        raise InvalidInputError(
+            f"{folder.name} already has other weights for {clash[0]}: nothing was imported, and "
+            "the weights there are unchanged"
+        )
     merged = sorted([*current["checkpoints"], *run["checkpoints"]], key=lambda c: c["epoch"])
     return _Incoming(folder.name, {**current, "checkpoints": merged}, staged, new=False)
 
 
-def _install(store: ResultStore, manifest: dict, raw: bytes, incoming: list[_Incoming], root: Path,
-             write_result: bool) -> None:
+def _install(
+    store: ResultStore, manifest: dict, raw: bytes, incoming: list[_Incoming], root: Path, write_result: bool
+) -> None:
     """Put the checked models and result in place; on any failure take back what was put."""
     undo: list = []
     try:
@@ -287,7 +331,7 @@ def _place(item: _Incoming, root: Path, undo: list) -> None:
     root.mkdir(parents=True, exist_ok=True)
     folder = _inside(root, root / item.run_id)
     targets = {f: _inside(root, folder / f) for f in item.staged}
-    if item.new:                                     # a new run: its folder appears whole, by one rename
+    if item.new:  # a new run: its folder appears whole, by one rename
         tmp = _inside(root, root / f".{folder.name}.incoming-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -295,7 +339,7 @@ def _place(item: _Incoming, root: Path, undo: list) -> None:
             for f, path in item.staged.items():
                 shutil.copyfile(path, tmp / f)
             write_json(tmp / "run.json", item.record)
-            os.rename(tmp, folder)                   # fails if the folder appeared meanwhile: never merged silently
+            os.rename(tmp, folder)  # fails if the folder appeared meanwhile: never merged silently
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -307,7 +351,7 @@ def _place(item: _Incoming, root: Path, undo: list) -> None:
         tmp = folder / f".{f}.{os.getpid()}.tmp"
         shutil.copyfile(path, tmp)
         try:
-            os.link(tmp, targets[f])                 # FileExistsError rather than overwrite
+            os.link(tmp, targets[f])  # FileExistsError rather than overwrite
         finally:
             tmp.unlink(missing_ok=True)
         undo.append(lambda t=targets[f]: t.unlink(missing_ok=True))
@@ -317,12 +361,26 @@ def _place(item: _Incoming, root: Path, undo: list) -> None:
 def _file_result(store: ResultStore, manifest: dict, raw: bytes) -> None:
     job_id = manifest["job_id"]
     _inside(store.root, store.path(job_id))
-    store.put_raw(job_id, raw, kind=manifest["kind"], label=manifest["label"], config=manifest["config"],
-                  fingerprints=manifest["fingerprints"], data=manifest["data"], status="DONE",
-                  message="imported from a bundle", created=manifest["created"], started=manifest["created"],
-                  finished=manifest["created"] + (manifest["seconds"] or 0), seconds=manifest["seconds"],
-                  device=manifest["device"], versions=manifest["versions"], error=None, owner="bundle",
-                  code=manifest["code_version"])
+    store.put_raw(
+        job_id,
+        raw,
+        kind=manifest["kind"],
+        label=manifest["label"],
+        config=manifest["config"],
+        fingerprints=manifest["fingerprints"],
+        data=manifest["data"],
+        status="DONE",
+        message="imported from a bundle",
+        created=manifest["created"],
+        started=manifest["created"],
+        finished=manifest["created"] + (manifest["seconds"] or 0),
+        seconds=manifest["seconds"],
+        device=manifest["device"],
+        versions=manifest["versions"],
+        error=None,
+        owner="bundle",
+        code=manifest["code_version"],
+    )
 
 
 def _fingerprint(run: dict, state: dict) -> str:
@@ -340,7 +398,7 @@ def _fingerprint(run: dict, state: dict) -> str:
         if shapes != {k: tuple(v.shape) for k, v in state.items()}:
             raise InvalidInputError("the names or shapes differ")
         return model_fingerprint(model_from_state(arch, state))
-    except Exception as exc:                        # noqa: BLE001 - whatever a crafted record makes them raise
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted record makes them raise
         raise InvalidInputError(f"the bundle's weights do not fit their architecture ({str(exc)[:200]})") from None
 
 
@@ -350,6 +408,7 @@ def _decoded_check(raw: bytes):
 
     try:
         return decode(raw)
-    except Exception as exc:                        # noqa: BLE001 - any failure of a crafted file
-        raise InvalidInputError(f"this Lenscape cannot read the bundle's result ({type(exc).__name__}: "
-                                f"{str(exc)[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a crafted file
+        raise InvalidInputError(
+            f"this Lenscape cannot read the bundle's result ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None

@@ -42,25 +42,32 @@ def connect(address: str, workers: int | None = None, timeout: float | None = No
     from concurrent.futures import TimeoutError as FutureTimeout
 
     if address.startswith("ray://"):
-        raise RayUnavailable("Ray Client addresses (ray://) are not supported: run Lenscape on a node of the cluster "
-                             "with LENSCAPE_RAY_ADDRESS=auto, or give the cluster's GCS address as host:port")
+        raise RayUnavailable(
+            "Ray Client addresses (ray://) are not supported: run Lenscape on a node of the cluster "
+            "with LENSCAPE_RAY_ADDRESS=auto, or give the cluster's GCS address as host:port"
+        )
     if not (address in ("local", "auto") or re.fullmatch(r"[\w.\-]+:\d+", address)):
         raise RayUnavailable(f"a Ray address is 'local', 'auto' or 'host:port'; got {address!r}")
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise RayUnavailable('Ray is not installed here: pip install "lenscape[cluster]" (or pip install -e ".[cluster]" '
-                             "in a checkout), then start the app again") from None
+        raise RayUnavailable(
+            'Ray is not installed here: pip install "lenscape[cluster]" (or pip install -e ".[cluster]" '
+            "in a checkout), then start the app again"
+        ) from None
     timeout = connect_timeout() if timeout is None else timeout
-    attempt = _RayThread()                 # a thread of its own: one that hangs in ray.init is left behind
+    attempt = _RayThread()  # a thread of its own: one that hangs in ray.init is left behind
     try:
         summary = attempt.submit(_connect, address, workers).result(timeout)
     except FutureTimeout:
-        raise RayUnavailable(f"the Ray cluster {address!r} did not answer within {timeout:.0f} s "
-                             "(LENSCAPE_RAY_TIMEOUT)") from None
-    except Exception as exc:               # noqa: BLE001 - ray.init's many ways to fail
-        raise RayUnavailable(f"could not use the Ray cluster {address!r} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise RayUnavailable(
+            f"the Ray cluster {address!r} did not answer within {timeout:.0f} s (LENSCAPE_RAY_TIMEOUT)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - ray.init's many ways to fail
+        raise RayUnavailable(
+            f"could not use the Ray cluster {address!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        ) from None
     global _RAY_THREAD
     _RAY_THREAD = attempt
     return summary
@@ -70,20 +77,32 @@ def _connect(address: str, workers: int | None) -> dict:
     import ray
 
     if ray.is_initialized() and _CONNECTED.get("address") not in (None, address):
-        raise RuntimeError(f"this process is connected to the Ray cluster {_CONNECTED['address']!r}; restart the "
-                           f"app to use {address!r}")
+        raise RuntimeError(
+            f"this process is connected to the Ray cluster {_CONNECTED['address']!r}; restart the "
+            f"app to use {address!r}"
+        )
     if not ray.is_initialized():
         import lenscape
 
-        root = os.path.dirname(os.path.dirname(os.path.abspath(lenscape.__file__)))   # where `import lenscape` works
-        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
-                            **{k: v for k, v in os.environ.items() if k.startswith("LENSCAPE_") and k != "LENSCAPE_RAY_ADDRESS"}}}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(lenscape.__file__)))  # where `import lenscape` works
+        env = {
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+                **{k: v for k, v in os.environ.items() if k.startswith("LENSCAPE_") and k != "LENSCAPE_RAY_ADDRESS"},
+            }
+        }
         started = time.perf_counter()
         if address == "local":
             # the node's address is loopback (Ray versions that bind to the node address listen there
             # only; Ray 2.60's GCS and raylets still listen on every interface: see README)
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, logging_level="ERROR",
-                     log_to_driver=False, _node_ip_address="127.0.0.1")
+            ray.init(
+                num_cpus=workers,
+                include_dashboard=False,
+                runtime_env=env,
+                logging_level="ERROR",
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
         else:
             ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
         _CONNECTED.update(address=address, seconds=time.perf_counter() - started)
@@ -132,10 +151,10 @@ def _imports() -> int:
     from torch import nn
 
     with _threads(1, torch.device("cpu")):
-        for net, shape in ((nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)),
-                            (256, 1, 28, 28)),
-                           (nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10)),
-                            (32, 3, 32, 32))):
+        for net, shape in (
+            (nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)), (256, 1, 28, 28)),
+            (nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10)), (32, 3, 32, 32)),
+        ):
             opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
             for _ in range(10):
                 loss = nn.functional.cross_entropy(net(torch.randn(shape)), torch.randint(0, 10, (shape[0],)))

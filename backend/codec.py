@@ -43,7 +43,7 @@ def decode(raw: bytes) -> Any:
     _check_sizes(raw)
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    if any(a.dtype.itemsize == 0 for a in arrays.values()):   # empty-item arrays: any shape, no bytes
+    if any(a.dtype.itemsize == 0 for a in arrays.values()):  # empty-item arrays: any shape, no bytes
         raise ValueError("the result holds arrays of a zero-size type")
     meta = json.loads(arrays.pop("__meta__").tobytes().decode())
     return _dec(meta, arrays)
@@ -128,6 +128,6 @@ def _own_dataclass(path: str) -> type:
         cls = getattr(cls, part)
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise ValueError(f"{path} is not a dataclass")
-    if not own_module(cls.__module__):   # reached through an import of one of ours
+    if not own_module(cls.__module__):  # reached through an import of one of ours
         raise ValueError(f"refusing to rebuild {path}: {cls.__module__}.{cls.__qualname__} is not a Lenscape type")
     return cls

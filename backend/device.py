@@ -37,5 +37,8 @@ def describe_device(device: torch.device) -> dict:
         return {"kind": "CUDA", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)}
     if device.type == "mps":
         return {"kind": "MPS", "name": "Apple GPU", "memory_gb": None}
-    return {"kind": "CPU", "name": f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
-            "memory_gb": None}
+    return {
+        "kind": "CPU",
+        "name": f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "memory_gb": None,
+    }

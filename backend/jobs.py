@@ -148,8 +148,9 @@ def job_kind(name: str, *, lane: str = "short", version: int = 1) -> Callable:
         raise ValueError(f"version must be a positive int; got {version!r}")
 
     def mark(fn: Callable) -> Callable:
-        fn.__job_kind__ = (name, lane, version)   # type: ignore[attr-defined]
+        fn.__job_kind__ = (name, lane, version)  # type: ignore[attr-defined]
         return fn
+
     return mark
 
 
@@ -182,8 +183,9 @@ class Registry:
         try:
             return self._kinds[name]
         except KeyError:
-            raise KeyError(f"unknown job kind {name!r}; registered: {sorted(self._kinds)} "
-                           "(add it to backend/kinds.py)") from None
+            raise KeyError(
+                f"unknown job kind {name!r}; registered: {sorted(self._kinds)} (add it to backend/kinds.py)"
+            ) from None
 
     def __contains__(self, name: str) -> bool:
         return name in self._kinds
@@ -268,13 +270,29 @@ def _storable_type_problems(tp: Any, where: str) -> list[str]:
 
 # Modules whose code decides how jobs run, are stored and shown, not what they compute: no kind's
 # code version follows them (module docstring). Everything else of ours a kind imports counts.
-PLUMBING = frozenset({
-    "lenscape", "lenscape.errors", "lenscape.backend", "lenscape.backend.jobs", "lenscape.backend.codec",
-    "lenscape.backend.store", "lenscape.backend.runner", "lenscape.backend.pieces", "lenscape.backend.limits",
-    "lenscape.backend.kinds", "lenscape.backend.cluster", "lenscape.backend.bundles",
-    "lenscape.backend.bundle_checks", "lenscape.backend.device", "lenscape.backend.teaching",
-    "lenscape.models", "lenscape.models.paths", "lenscape.models.checkpoints", "lenscape.models.loading",
-})
+PLUMBING = frozenset(
+    {
+        "lenscape",
+        "lenscape.errors",
+        "lenscape.backend",
+        "lenscape.backend.jobs",
+        "lenscape.backend.codec",
+        "lenscape.backend.store",
+        "lenscape.backend.runner",
+        "lenscape.backend.pieces",
+        "lenscape.backend.limits",
+        "lenscape.backend.kinds",
+        "lenscape.backend.cluster",
+        "lenscape.backend.bundles",
+        "lenscape.backend.bundle_checks",
+        "lenscape.backend.device",
+        "lenscape.backend.teaching",
+        "lenscape.models",
+        "lenscape.models.paths",
+        "lenscape.models.checkpoints",
+        "lenscape.models.loading",
+    }
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -323,8 +341,12 @@ def normalized_code(source: bytes) -> bytes:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False).encode()
 
@@ -349,10 +371,10 @@ def _own_imports(source: bytes, module: str) -> frozenset[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(p for p in [*parts, base] if p)
             out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}   # `from analysis import saliency`
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from analysis import saliency`
     return frozenset(m for m in out if own_module(m))
 
 
@@ -365,22 +387,28 @@ class Job:
     kind: str
     config: Any
     fingerprints: tuple[str, ...] = ()
-    data: Any = None                  # the data selection (a DataSpec, indices, ...)
-    label: str = ""                   # what the user sees in job lists
+    data: Any = None  # the data selection (a DataSpec, indices, ...)
+    label: str = ""  # what the user sees in job lists
 
     def __post_init__(self) -> None:
         spec = REGISTRY[self.kind]
         if not isinstance(self.config, spec.config_type):
-            raise TypeError(f"job kind {self.kind!r} takes a {spec.config_type.__name__} config; "
-                            f"got {type(self.config).__name__}")
+            raise TypeError(
+                f"job kind {self.kind!r} takes a {spec.config_type.__name__} config; got {type(self.config).__name__}"
+            )
 
     @property
     def lane(self) -> str:
         return REGISTRY[self.kind].lane
 
     def key(self) -> str:
-        payload = {"kind": self.kind, "code": code_version(self.kind), "fingerprints": list(self.fingerprints),
-                   "data": to_jsonable(self.data), "config": to_jsonable(self.config)}
+        payload = {
+            "kind": self.kind,
+            "code": code_version(self.kind),
+            "fingerprints": list(self.fingerprints),
+            "data": to_jsonable(self.data),
+            "config": to_jsonable(self.config),
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -391,8 +419,10 @@ def job(kind: str, config: Any, models: tuple[ModelRef, ...] = (), label: str = 
 
 def stage(ctx: JobContext, lo: float, hi: float, what: str = "") -> Callable[[float, str], None]:
     """A progress callback for one stage of a job: its [0, 1] maps to [lo, hi] of the job's bar."""
+
     def report(fraction: float, message: str = "") -> None:
         ctx.progress(lo + (hi - lo) * fraction, f"{what}: {message}" if what else message)
+
     return report
 
 
@@ -402,7 +432,7 @@ class JobContext:
 
     job_id: str
     device: torch.device
-    workdir: Any                                   # a folder the job may write into (Path)
+    workdir: Any  # a folder the job may write into (Path)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[Progress], None] = lambda p: None
 
@@ -416,7 +446,7 @@ class JobContext:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
     # independent pieces (backend/pieces.py): here one after another, or as Ray tasks side by side
-    pieces: Any = None                             # LocalPieces or RayPieces; None: local
+    pieces: Any = None  # LocalPieces or RayPieces; None: local
 
     def share(self, obj: Any) -> Any:
         """A handle to pass to many pieces: on Ray, `obj` goes into the object store once."""
@@ -429,8 +459,9 @@ class JobContext:
 
         return (self.pieces or LocalPieces(self.device)).share_model(lm)
 
-    def map(self, fn: Callable, pieces: Any, what: str = "", lo: float = 0.0, hi: float = 1.0,
-            resources: Any = None) -> list:
+    def map(
+        self, fn: Callable, pieces: Any, what: str = "", lo: float = 0.0, hi: float = 1.0, resources: Any = None
+    ) -> list:
         """[fn(*args, device=...) for args in pieces], run where the runner runs pieces; the job's
         progress goes from `lo` to `hi` as pieces finish; a cancel stops the rest."""
         from lenscape.backend.pieces import LocalPieces, Resources
@@ -439,7 +470,7 @@ class JobContext:
         pieces = list(pieces)
 
         def report(done: float, total: int, message: str = "") -> None:
-            if total == 1:                      # one piece: its own words are the job's
+            if total == 1:  # one piece: its own words are the job's
                 text = message or what
             else:
                 text = f"{what} ({int(done)}/{total} pieces done)".strip() + (f" · {message}" if message else "")

@@ -17,9 +17,20 @@ import torch.nn.functional as F
 
 from lenscape.analysis.evaluation import random_subset
 from lenscape.analysis.hessian import HessianEigs, hessian_top_eigenvalues, hessian_trace, spectral_density
-from lenscape.analysis.landscape import (Curve, DirectionConfig, Surface, Trajectory, batchnorm_layers, convexity_map,
-                                evaluate_points, grid_points, interpolation, random_directions, surface,
-                                trajectory)
+from lenscape.analysis.landscape import (
+    Curve,
+    DirectionConfig,
+    Surface,
+    Trajectory,
+    batchnorm_layers,
+    convexity_map,
+    evaluate_points,
+    grid_points,
+    interpolation,
+    random_directions,
+    surface,
+    trajectory,
+)
 from lenscape.backend.codec import to_jsonable
 from lenscape.backend.jobs import JobContext, ModelRef, code_version, job_kind, stage
 from lenscape.backend.limits import check_seconds, seconds_per_example
@@ -33,7 +44,7 @@ from lenscape.models.zoo import LoadedModel, get_run, iter_states, load_model, l
 @dataclass(frozen=True, kw_only=True)
 class EvalSet:
     split: str = "test"
-    n_examples: int = 2000            # the first n examples of the split (0 = all)
+    n_examples: int = 2000  # the first n examples of the split (0 = all)
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -67,13 +78,15 @@ def _grid(lo: float, hi: float, n: int) -> np.ndarray:
 class BNSubset:
     """The fixed subset from which BatchNorm statistics are recomputed at every point (beyond the
     official code, which keeps the stored ones: ALGORITHMS.md section 5, "Mode")."""
-    n_examples: int = 512     # training examples: one train-mode pass each point; at 512 a channel's mean
-    seed: int = 0             # rests on 512·H·W values, and the pass costs a fraction of the evaluation's
+
+    n_examples: int = 512  # training examples: one train-mode pass each point; at 512 a channel's mean
+    seed: int = 0  # rests on 512·H·W values, and the pass costs a fraction of the evaluation's
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_examples <= 10_000:
-            raise InvalidInputError(f"recomputing BatchNorm statistics needs 2 to 10,000 examples; "
-                                    f"got {self.n_examples}")
+            raise InvalidInputError(
+                f"recomputing BatchNorm statistics needs 2 to 10,000 examples; got {self.n_examples}"
+            )
 
 
 def _bn_examples(lm: LoadedModel, spec: BNSubset | None) -> torch.Tensor | None:
@@ -82,8 +95,10 @@ def _bn_examples(lm: LoadedModel, spec: BNSubset | None) -> torch.Tensor | None:
     if spec is None:
         return None
     if not batchnorm_layers(lm.model):
-        raise InvalidInputError(f"{lm.name} has no BatchNorm layers: there are no statistics to recompute "
-                                "(leave 'Recompute BatchNorm statistics' off)")
+        raise InvalidInputError(
+            f"{lm.name} has no BatchNorm layers: there are no statistics to recompute "
+            "(leave 'Recompute BatchNorm statistics' off)"
+        )
     train = training_data(lm).train
     idx = random_subset(len(train), spec.n_examples, torch.Generator().manual_seed(spec.seed))
     return train.images[idx]
@@ -104,7 +119,7 @@ class SurfaceConfig:
     hi: float = 1.0
     resolution: int = 21
     data: EvalSet = EvalSet()
-    recompute_bn: BNSubset | None = None    # also the figures with BatchNorm statistics recomputed per point
+    recompute_bn: BNSubset | None = None  # also the figures with BatchNorm statistics recomputed per point
 
     def __post_init__(self) -> None:
         if self.dims not in (1, 2):
@@ -126,26 +141,42 @@ def surface_job(ctx: JobContext, cfg: SurfaceConfig) -> Surface:
     bn = _bn_examples(lm, cfg.recompute_bn)
     xs = _grid(cfg.lo, cfg.hi, cfg.resolution)
     ys = xs if cfg.dims == 2 else None
-    check_seconds(f"a {cfg.resolution}{'×' + str(cfg.resolution) if cfg.dims == 2 else ''}-point surface over "
-                  f"{len(labels):,} examples", len(xs) ** cfg.dims * _passes(len(labels), bn)
-                  * seconds_per_example(lm, ctx.device))
+    check_seconds(
+        f"a {cfg.resolution}{'×' + str(cfg.resolution) if cfg.dims == 2 else ''}-point surface over "
+        f"{len(labels):,} examples",
+        len(xs) ** cfg.dims * _passes(len(labels), bn) * seconds_per_example(lm, ctx.device),
+    )
     dirs = random_directions(lm.model, cfg.dims, cfg.directions)
     points = grid_points(xs, ys)
     # tiles of the grid are independent pieces: side by side on a Ray cluster, the model loaded there
     # with the safe loader, the directions and examples sent once by reference
     shared = (ctx.share_model(lm), ctx.share(dirs), ctx.share(images), ctx.share(labels))
     sets = [(None, None)] if bn is None else [(None, None), (ctx.share(bn), cfg.recompute_bn)]
-    out = [_cached_points(ctx, shared, points, bn_ref, _plane_cache(cfg, ctx.device, spec), i / len(sets),
-                          (i + 1) / len(sets)) for i, (bn_ref, spec) in enumerate(sets)]
+    out = [
+        _cached_points(
+            ctx, shared, points, bn_ref, _plane_cache(cfg, ctx.device, spec), i / len(sets), (i + 1) / len(sets)
+        )
+        for i, (bn_ref, spec) in enumerate(sets)
+    ]
     shape = (len(ys) if ys is not None else 1, len(xs))
-    again = {} if bn is None else {"loss_recomputed": out[1][0].reshape(shape),
-                                   "accuracy_recomputed": out[1][1].reshape(shape)}
-    return Surface(xs=xs, ys=ys if ys is not None else np.zeros(1), loss=out[0][0].reshape(shape),
-                   accuracy=out[0][1].reshape(shape), reused=sum(o[2] for o in out), **again)
+    again = (
+        {}
+        if bn is None
+        else {"loss_recomputed": out[1][0].reshape(shape), "accuracy_recomputed": out[1][1].reshape(shape)}
+    )
+    return Surface(
+        xs=xs,
+        ys=ys if ys is not None else np.zeros(1),
+        loss=out[0][0].reshape(shape),
+        accuracy=out[0][1].reshape(shape),
+        reused=sum(o[2] for o in out),
+        **again,
+    )
 
 
-def _cached_points(ctx: JobContext, shared: tuple, points: np.ndarray, bn, path: Path, lo: float,
-                   hi: float) -> tuple[np.ndarray, np.ndarray, int]:
+def _cached_points(
+    ctx: JobContext, shared: tuple, points: np.ndarray, bn, path: Path, lo: float, hi: float
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(loss, accuracy, points reused): the points `path` knows are read, the others evaluated in
     tiles (with BatchNorm statistics recomputed from `bn`, where given) and added to it."""
     known = _read_points(path)
@@ -157,12 +188,18 @@ def _cached_points(ctx: JobContext, shared: tuple, points: np.ndarray, bn, path:
             loss[i], acc[i] = known[k]
     if missing:
         what = "recomputed BatchNorm statistics" if bn is not None else "stored statistics"
-        ctx.progress(lo, f"{what}: {len(points) - len(missing)} of {len(points)} points known; "
-                         f"evaluating {len(missing)}")
+        ctx.progress(
+            lo, f"{what}: {len(points) - len(missing)} of {len(points)} points known; evaluating {len(missing)}"
+        )
         tiles = [t for t in np.array_split(np.array(missing), -(-len(missing) // TILE_POINTS)) if len(t)]
-        done = ctx.map(surface_tile, [(*shared, points[t], bn) for t in tiles],
-                       f"{len(missing)} points in {len(tiles)} tiles ({what})", lo=lo, hi=hi,
-                       resources=Resources(cpus=1, gpus=0.5))
+        done = ctx.map(
+            surface_tile,
+            [(*shared, points[t], bn) for t in tiles],
+            f"{len(missing)} points in {len(tiles)} tiles ({what})",
+            lo=lo,
+            hi=hi,
+            resources=Resources(cpus=1, gpus=0.5),
+        )
         new_loss, new_acc = np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
         loss[missing], acc[missing] = new_loss, new_acc
         known.update({keys[i]: (lv, av) for i, lv, av in zip(missing, new_loss, new_acc)})
@@ -170,18 +207,33 @@ def _cached_points(ctx: JobContext, shared: tuple, points: np.ndarray, bn, path:
     return loss, acc, len(points) - len(missing)
 
 
-TILE_POINTS = 16      # grid points per piece (a 21×21 grid is 28 tiles)
+TILE_POINTS = 16  # grid points per piece (a 21×21 grid is 28 tiles)
 
 
-def surface_tile(model: ModelPayload, dirs, images: torch.Tensor, labels: torch.Tensor, points: np.ndarray,
-                 bn_examples: torch.Tensor | None = None, *, device) -> tuple[np.ndarray, np.ndarray]:
+def surface_tile(
+    model: ModelPayload,
+    dirs,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    points: np.ndarray,
+    bn_examples: torch.Tensor | None = None,
+    *,
+    device,
+) -> tuple[np.ndarray, np.ndarray]:
     """(loss, accuracy) at a tile's grid points (a piece: see backend/pieces.py), with BatchNorm
     statistics recomputed at each point from `bn_examples` where given. The model is built from its
     payload with the safe loader, once per worker thread; the points are applied to its weights in
     place and the weights (and statistics) put back after."""
-    dirs = [{name: t.to(device) for name, t in d.items()} for d in dirs]    # no copy where already there
-    return evaluate_points(payload_model(model, device), dirs, points, images, labels,
-                           progress=lambda f, m: piece_progress(f, m), bn_examples=bn_examples)
+    dirs = [{name: t.to(device) for name, t in d.items()} for d in dirs]  # no copy where already there
+    return evaluate_points(
+        payload_model(model, device),
+        dirs,
+        points,
+        images,
+        labels,
+        progress=lambda f, m: piece_progress(f, m),
+        bn_examples=bn_examples,
+    )
 
 
 def _point_key(p: np.ndarray) -> tuple[float, ...]:
@@ -191,8 +243,14 @@ def _point_key(p: np.ndarray) -> tuple[float, ...]:
 def _plane_cache(cfg: SurfaceConfig, device: torch.device, bn: BNSubset | None = None) -> Path:
     """One file per plane: model checkpoint, directions, data, device type and code version, and for
     figures with recomputed BatchNorm statistics the subset they were recomputed from."""
-    ident = {"model": to_jsonable(cfg.model), "directions": to_jsonable(cfg.directions), "dims": cfg.dims,
-             "data": to_jsonable(cfg.data), "device": torch.device(device).type, "code": code_version("landscape_surface")}
+    ident = {
+        "model": to_jsonable(cfg.model),
+        "directions": to_jsonable(cfg.directions),
+        "dims": cfg.dims,
+        "data": to_jsonable(cfg.data),
+        "device": torch.device(device).type,
+        "code": code_version("landscape_surface"),
+    }
     if bn is not None:
         ident["recompute_bn"] = to_jsonable(bn)
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
@@ -203,16 +261,20 @@ def _read_points(path: Path) -> dict[tuple[float, ...], tuple[float, float]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {_point_key(p): (float(lv), float(av)) for p, lv, av in zip(z["points"], z["loss"], z["acc"])}
-    except (OSError, ValueError, KeyError):     # none yet, or damaged: evaluate again
+    except (OSError, ValueError, KeyError):  # none yet, or damaged: evaluate again
         return {}
 
 
 def _write_points(path: Path, known: dict) -> None:
     keys = list(known)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, points=np.array(keys, dtype=float), loss=np.array([known[k][0] for k in keys]),
-             acc=np.array([known[k][1] for k in keys]))
-    os.replace(tmp, path)                       # atomic: a concurrent reader sees the old or the new file
+    np.savez(
+        tmp,
+        points=np.array(keys, dtype=float),
+        loss=np.array([known[k][0] for k in keys]),
+        acc=np.array([known[k][1] for k in keys]),
+    )
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,8 +284,8 @@ class InterpolationConfig:
     lo: float = -0.5
     hi: float = 1.5
     points: int = 21
-    n_examples: int = 2000            # of each split
-    recompute_bn: BNSubset | None = None    # also the curves with BatchNorm statistics recomputed at each α
+    n_examples: int = 2000  # of each split
+    recompute_bn: BNSubset | None = None  # also the curves with BatchNorm statistics recomputed at each α
 
     def __post_init__(self) -> None:
         if not self.lo < self.hi or not 2 <= self.points <= 401:
@@ -242,44 +304,57 @@ class InterpolationResult:
 def interpolation_job(ctx: JobContext, cfg: InterpolationConfig) -> InterpolationResult:
     ra, rb = get_run(cfg.a.run_id), get_run(cfg.b.run_id)
     if ra["arch"] != rb["arch"]:
-        raise InvalidInputError(f"{ra['name']} and {rb['name']} are of different architectures: "
-                                "interpolate between checkpoints of one architecture")
+        raise InvalidInputError(
+            f"{ra['name']} and {rb['name']} are of different architectures: "
+            "interpolate between checkpoints of one architecture"
+        )
     if ra.get("data") != rb.get("data"):
         raise InvalidInputError(f"{ra['name']} and {rb['name']} were trained on different data sets")
     lm = load_model(cfg.a.run_id, cfg.a.epoch, device=ctx.device)
     bn = _bn_examples(lm, cfg.recompute_bn)
     n = sum(len(_examples(lm, EvalSet(split=s, n_examples=cfg.n_examples))[1]) for s in ("train", "test"))
-    per_point = n if bn is None else 2 * (n + len(bn))     # each split recomputes the statistics for itself
-    check_seconds(f"a {cfg.points}-point line over {n:,} examples",
-                  cfg.points * per_point * seconds_per_example(lm, ctx.device))
+    per_point = n if bn is None else 2 * (n + len(bn))  # each split recomputes the statistics for itself
+    check_seconds(
+        f"a {cfg.points}-point line over {n:,} examples", cfg.points * per_point * seconds_per_example(lm, ctx.device)
+    )
     sa = {k: v.to(ctx.device) for k, v in load_state(cfg.a.run_id, cfg.a.epoch).items()}
     sb = {k: v.to(ctx.device) for k, v in load_state(cfg.b.run_id, cfg.b.epoch).items()}
     alphas = _grid(cfg.lo, cfg.hi, cfg.points)
     curves = {}
     for i, split in enumerate(("train", "test")):
         images, labels = _examples(lm, EvalSet(split=split, n_examples=cfg.n_examples))
-        curves[split] = interpolation(lm.model, sa, sb, alphas, images, labels, bn_examples=bn,
-                                      progress=stage(ctx, i / 2, (i + 1) / 2, f"{split} set"))
+        curves[split] = interpolation(
+            lm.model,
+            sa,
+            sb,
+            alphas,
+            images,
+            labels,
+            bn_examples=bn,
+            progress=stage(ctx, i / 2, (i + 1) / 2, f"{split} set"),
+        )
     return InterpolationResult(**curves)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrajectoryConfig:
-    model: ModelRef                   # the run; its checkpoints up to this epoch make the path
+    model: ModelRef  # the run; its checkpoints up to this epoch make the path
     resolution: int = 15
-    margin: float = 0.25              # the plane extends this share beyond the path on each side
+    margin: float = 0.25  # the plane extends this share beyond the path on each side
     data: EvalSet = EvalSet()
 
     def __post_init__(self) -> None:
         if not 2 <= self.resolution <= 101 or self.margin < 0:
-            raise InvalidInputError(f"need 2 to 101 points per axis and margin >= 0; got {self.resolution}, {self.margin}")
+            raise InvalidInputError(
+                f"need 2 to 101 points per axis and margin >= 0; got {self.resolution}, {self.margin}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrajectoryResult:
     epochs: list[int]
     path: Trajectory
-    plane: Surface                    # the loss over the plane of the two principal directions
+    plane: Surface  # the loss over the plane of the two principal directions
 
 
 @job_kind("landscape_trajectory")
@@ -287,15 +362,21 @@ def trajectory_job(ctx: JobContext, cfg: TrajectoryConfig) -> TrajectoryResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     pairs = [(e, s) for e, s in iter_states(cfg.model.run_id) if e <= lm.epoch]
     if len(pairs) < 3:
-        raise InvalidInputError(f"{lm.name} has {len(pairs)} checkpoints up to epoch {lm.epoch}; a trajectory "
-                                "needs at least 3 (train it for 2 epochs or more)")
+        raise InvalidInputError(
+            f"{lm.name} has {len(pairs)} checkpoints up to epoch {lm.epoch}; a trajectory "
+            "needs at least 3 (train it for 2 epochs or more)"
+        )
     ctx.progress(0.02, f"PCA of {len(pairs)} checkpoints")
     path = trajectory([s for _, s in pairs])
     params = dict(lm.model.named_parameters())
-    dirs = [{k: d[k].to(p.device, p.dtype) if k in d else torch.zeros_like(p) for k, p in params.items()}
-            for d in path.directions]
+    dirs = [
+        {k: d[k].to(p.device, p.dtype) if k in d else torch.zeros_like(p) for k, p in params.items()}
+        for d in path.directions
+    ]
     span = [(float(c.min()), float(c.max())) for c in path.coords.T]
-    axes = [_grid(lo - cfg.margin * (hi - lo or 1), hi + cfg.margin * (hi - lo or 1), cfg.resolution) for lo, hi in span]
+    axes = [
+        _grid(lo - cfg.margin * (hi - lo or 1), hi + cfg.margin * (hi - lo or 1), cfg.resolution) for lo, hi in span
+    ]
     images, labels = _examples(lm, cfg.data)
     plane = surface(lm.model, dirs, axes[0], axes[1], images, labels, progress=stage(ctx, 0.05, 1.0, "plane"))
     return TrajectoryResult(epochs=[e for e, _ in pairs], path=path, plane=plane)
@@ -305,13 +386,13 @@ def trajectory_job(ctx: JobContext, cfg: TrajectoryConfig) -> TrajectoryResult:
 class HessianConfig:
     model: ModelRef
     k: int = 3
-    iters: int = 50                   # ARPACK's restarts of the Lanczos process, at most
-    restarts: int = 3                 # seeded random starts (their spread shows convergence)
+    iters: int = 50  # ARPACK's restarts of the Lanczos process, at most
+    restarts: int = 3  # seeded random starts (their spread shows convergence)
     seed: int = 0
-    tol: float = 1e-6                 # relative accuracy of each eigenvalue
-    params: str = "all"               # or "weights": tensors with 2+ dimensions only (the official code)
-    trace_samples: int = 50           # Hutchinson draws for tr(H) (0: none)
-    density_steps: int = 30           # Lanczos steps of the eigenvalue density (0: none)
+    tol: float = 1e-6  # relative accuracy of each eigenvalue
+    params: str = "all"  # or "weights": tensors with 2+ dimensions only (the official code)
+    trace_samples: int = 50  # Hutchinson draws for tr(H) (0: none)
+    density_steps: int = 30  # Lanczos steps of the eigenvalue density (0: none)
     data: EvalSet = EvalSet(split="train", n_examples=500)
 
     def __post_init__(self) -> None:
@@ -328,12 +409,14 @@ def hessian_job(ctx: JobContext, cfg: HessianConfig) -> HessianEigs:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     loss = _loss_on(lm, cfg.data, ctx.device)
     ctx.progress(0.05, "Lanczos")
-    eigs = hessian_top_eigenvalues(lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed,
-                                   tol=cfg.tol, params=cfg.params)
+    eigs = hessian_top_eigenvalues(
+        lm.model, loss, k=cfg.k, iters=cfg.iters, restarts=cfg.restarts, seed=cfg.seed, tol=cfg.tol, params=cfg.params
+    )
     ctx.progress(0.7, "trace and density")
     trace = hessian_trace(lm.model, loss, cfg.trace_samples, cfg.seed, cfg.params) if cfg.trace_samples else None
-    density = (spectral_density(lm.model, loss, cfg.density_steps, 1, cfg.seed, cfg.params)
-               if cfg.density_steps else None)
+    density = (
+        spectral_density(lm.model, loss, cfg.density_steps, 1, cfg.seed, cfg.params) if cfg.density_steps else None
+    )
     return replace(eigs, trace=trace, density=density)
 
 
@@ -349,17 +432,18 @@ class ConvexityConfig:
 
     def __post_init__(self) -> None:
         if not self.lo < self.hi or not 2 <= self.resolution <= 21 or self.iters < 1:
-            raise InvalidInputError(f"need lo < hi, 2 to 21 points per axis (each point is two power iterations) "
-                                    f"and iters >= 1; got {self}")
+            raise InvalidInputError(
+                f"need lo < hi, 2 to 21 points per axis (each point is two power iterations) and iters >= 1; got {self}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConvexityMap:
     xs: np.ndarray
     ys: np.ndarray
-    lambda_max: np.ndarray        # (ny, nx)
+    lambda_max: np.ndarray  # (ny, nx)
     lambda_min: np.ndarray
-    ratio: np.ndarray             # |λ_min| / λ_max: near 0 = locally convex
+    ratio: np.ndarray  # |λ_min| / λ_max: near 0 = locally convex
 
 
 @job_kind("landscape_convexity")
@@ -368,6 +452,5 @@ def convexity_job(ctx: JobContext, cfg: ConvexityConfig) -> ConvexityMap:
     loss = _loss_on(lm, cfg.data, ctx.device)
     dirs = random_directions(lm.model, 2, cfg.directions)
     grid = _grid(cfg.lo, cfg.hi, cfg.resolution)
-    lmax, lmin, ratio = convexity_map(lm.model, dirs, grid, grid, loss, cfg.iters,
-                                      progress=ctx.progress)
+    lmax, lmin, ratio = convexity_map(lm.model, dirs, grid, grid, loss, cfg.iters, progress=ctx.progress)
     return ConvexityMap(xs=grid, ys=grid, lambda_max=lmax, lambda_min=lmin, ratio=ratio)

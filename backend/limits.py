@@ -26,35 +26,48 @@ from lenscape.errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Limits:
-    images: int = 2_000              # images in one saliency grid, level-set request, projection...
-    examples: int = 60_000           # examples evaluated per point (n_examples, probe, ...; 0 = all is checked too)
-    ig_steps: int = 1_000            # Integrated Gradients steps
-    noise_samples: int = 500         # SmoothGrad / VarGrad samples per image
-    grid_side: int = 101             # points per axis of a landscape surface or convexity map
-    line_points: int = 1_001         # points of a 1-D interpolation
-    iterations: int = 10_000         # LST steps, power/Lanczos iterations, neurons flipped, PGD steps
-    restarts: int = 20               # random restarts of an eigenvalue search
-    methods: int = 20                # attribution methods in one request
-    batch: int = 1_024               # examples per forward pass (memory)
-    epochs: int = 1_000              # training epochs of one run
-    width: int = 16_384              # units of an MLP layer, channels of a CNN layer
-    job_seconds: float = 3_600.0     # estimated seconds of a landscape grid or line
+    images: int = 2_000  # images in one saliency grid, level-set request, projection...
+    examples: int = 60_000  # examples evaluated per point (n_examples, probe, ...; 0 = all is checked too)
+    ig_steps: int = 1_000  # Integrated Gradients steps
+    noise_samples: int = 500  # SmoothGrad / VarGrad samples per image
+    grid_side: int = 101  # points per axis of a landscape surface or convexity map
+    line_points: int = 1_001  # points of a 1-D interpolation
+    iterations: int = 10_000  # LST steps, power/Lanczos iterations, neurons flipped, PGD steps
+    restarts: int = 20  # random restarts of an eigenvalue search
+    methods: int = 20  # attribution methods in one request
+    batch: int = 1_024  # examples per forward pass (memory)
+    epochs: int = 1_000  # training epochs of one run
+    width: int = 16_384  # units of an MLP layer, channels of a CNN layer
+    job_seconds: float = 3_600.0  # estimated seconds of a landscape grid or line
 
 
 # config field (as named in the JSON form, under the config type's name, or "*" for any) -> limit
 SIZE_FIELDS: dict[tuple[str, str], str] = {
-    ("*", "indices"): "images", ("*", "targets"): "images", ("*", "examples"): "images",
-    ("*", "n_images"): "images", ("*", "n_clean"): "images",
-    ("*", "n_examples"): "examples", ("*", "probe"): "examples", ("*", "train_subset"): "examples",
+    ("*", "indices"): "images",
+    ("*", "targets"): "images",
+    ("*", "examples"): "images",
+    ("*", "n_images"): "images",
+    ("*", "n_clean"): "images",
+    ("*", "n_examples"): "examples",
+    ("*", "probe"): "examples",
+    ("*", "train_subset"): "examples",
     ("*", "max_eval"): "examples",
-    ("SaliencyConfig", "n_steps"): "ig_steps", ("SaliencyConfig", "n_samples"): "noise_samples",
-    ("*", "resolution"): "grid_side", ("InterpolationConfig", "points"): "line_points",
-    ("LSTConfig", "steps"): "iterations", ("*", "iters"): "iterations", ("*", "max_steps"): "iterations",
-    ("PGDConfig", "steps"): "iterations", ("*", "restarts"): "restarts", ("*", "methods"): "methods",
-    ("*", "batch_size"): "batch", ("TrainConfig", "epochs"): "epochs", ("*", "widths"): "width",
+    ("SaliencyConfig", "n_steps"): "ig_steps",
+    ("SaliencyConfig", "n_samples"): "noise_samples",
+    ("*", "resolution"): "grid_side",
+    ("InterpolationConfig", "points"): "line_points",
+    ("LSTConfig", "steps"): "iterations",
+    ("*", "iters"): "iterations",
+    ("*", "max_steps"): "iterations",
+    ("PGDConfig", "steps"): "iterations",
+    ("*", "restarts"): "restarts",
+    ("*", "methods"): "methods",
+    ("*", "batch_size"): "batch",
+    ("TrainConfig", "epochs"): "epochs",
+    ("*", "widths"): "width",
     ("*", "channels"): "width",
 }
-LARGEST = {"width"}                  # these limits bound each element of a list, not its length
+LARGEST = {"width"}  # these limits bound each element of a list, not its length
 
 
 def limits() -> Limits:
@@ -94,14 +107,19 @@ def _walk(node: Any, where: str, lim: Limits) -> None:
         limit = SIZE_FIELDS.get((type_name, key)) or SIZE_FIELDS.get(("*", key))
         if limit and _applies(type_name, key, method):
             if isinstance(value, list):
-                size = max((v for v in value if isinstance(v, (int, float))), default=0) if limit in LARGEST \
+                size = (
+                    max((v for v in value if isinstance(v, (int, float))), default=0)
+                    if limit in LARGEST
                     else len(value)
+                )
             else:
                 size = value
             if isinstance(size, (int, float)) and size > getattr(lim, limit):
-                raise InvalidInputError(f"{where}.{key} = {size:,} is over this server's limit of "
-                                        f"{getattr(lim, limit):,} ({limit}); whoever runs the server sets it "
-                                        "in LENSCAPE_LIMITS")
+                raise InvalidInputError(
+                    f"{where}.{key} = {size:,} is over this server's limit of "
+                    f"{getattr(lim, limit):,} ({limit}); whoever runs the server sets it "
+                    "in LENSCAPE_LIMITS"
+                )
         _walk(value, f"{where}.{key}", lim)
 
 
@@ -109,8 +127,9 @@ def _applies(type_name: str, key: str, method: Any) -> bool:
     """A SaliencyConfig's steps count only for IG, its samples only for the noise methods."""
     if type_name != "SaliencyConfig":
         return True
-    return {"n_steps": method == "integrated_gradients",
-            "n_samples": method in ("smoothgrad", "vargrad")}.get(key, True)
+    return {"n_steps": method == "integrated_gradients", "n_samples": method in ("smoothgrad", "vargrad")}.get(
+        key, True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +152,8 @@ def seconds_per_example(lm, device: torch.device | str = "cpu", batch: int = 64)
     x = torch.rand(batch, *lm.arch.in_shape, device=next(model.parameters()).device)
     times = []
     with torch.no_grad():
-        model(x)                                 # warm-up: first-call allocations are not the cost per example
-        for _ in range(3):                       # the best of three: a busy machine only ever adds time
+        model(x)  # warm-up: first-call allocations are not the cost per example
+        for _ in range(3):  # the best of three: a busy machine only ever adds time
             start = time.perf_counter()
             model(x)
             if x.is_cuda:
@@ -149,6 +168,8 @@ def seconds_per_example(lm, device: torch.device | str = "cpu", batch: int = 64)
 def check_seconds(what: str, seconds: float, lim: Limits | None = None) -> None:
     lim = lim or limits()
     if seconds > lim.job_seconds:
-        raise InvalidInputError(f"{what} would take about {seconds:,.0f} s here; this server's limit is "
-                                f"{lim.job_seconds:,.0f} s (job_seconds in LENSCAPE_LIMITS). Lower the resolution "
-                                "or the number of examples.")
+        raise InvalidInputError(
+            f"{what} would take about {seconds:,.0f} s here; this server's limit is "
+            f"{lim.job_seconds:,.0f} s (job_seconds in LENSCAPE_LIMITS). Lower the resolution "
+            "or the number of examples."
+        )

@@ -38,7 +38,7 @@ import torch
 
 from lenscape.backend.jobs import JobCancelled
 
-RETRIES = 2          # extra tries of a piece whose worker process died (Ray's max_retries)
+RETRIES = 2  # extra tries of a piece whose worker process died (Ray's max_retries)
 
 
 @dataclass(frozen=True)
@@ -69,15 +69,21 @@ class LocalPieces:
         so nothing is serialized and rebuilt."""
         return ModelPayload(lm.run_id, lm.epoch, lm.name, lm.fingerprint, lm.arch.to_dict(), b"", live=lm.model)
 
-    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[float, int, str], None],
-            cancelled: Callable[[], bool], resources: Resources) -> list:
+    def map(
+        self,
+        fn: Callable,
+        pieces: Sequence[tuple],
+        report: Callable[[float, int, str], None],
+        cancelled: Callable[[], bool],
+        resources: Resources,
+    ) -> list:
         out, n = [], len(pieces)
         for i, args in enumerate(pieces):
             if cancelled():
                 raise JobCancelled("cancelled")
 
             def within(fraction: float, message: str = "", i=i) -> None:
-                if cancelled():                 # a long piece (a training) stops at its next report
+                if cancelled():  # a long piece (a training) stops at its next report
                     raise JobCancelled("cancelled")
                 report(i + min(max(fraction, 0.0), 1.0), n, message)
 
@@ -101,7 +107,7 @@ class RayPieces:
 
         self._ray = ray
         self._remote = ray.remote(_ray_call)
-        self._board()                    # started now, so it is up by the first job
+        self._board()  # started now, so it is up by the first job
 
     def share(self, obj: Any) -> Any:
         return self._ray.put(obj)
@@ -109,12 +115,17 @@ class RayPieces:
     def share_model(self, lm) -> Any:
         return self._ray.put(model_payload(lm))
 
-    def map(self, fn: Callable, pieces: Sequence[tuple], report: Callable[[float, int, str], None],
-            cancelled: Callable[[], bool], resources: Resources) -> list:
+    def map(
+        self,
+        fn: Callable,
+        pieces: Sequence[tuple],
+        report: Callable[[float, int, str], None],
+        cancelled: Callable[[], bool],
+        resources: Resources,
+    ) -> list:
         ray = self._ray
         gpus = resources.gpus if self._cluster_gpus() else 0.0
-        task = self._remote.options(num_cpus=resources.cpus, num_gpus=gpus, max_retries=RETRIES,
-                                    retry_exceptions=False)
+        task = self._remote.options(num_cpus=resources.cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False)
         board, call = self._board(), f"{os.getpid()}-{next(_CALLS)}"
         refs = [task.remote(fn, board, call, i, resources.threads, *args) for i, args in enumerate(pieces)]
         index = {r: i for i, r in enumerate(refs)}
@@ -148,7 +159,7 @@ class RayPieces:
             return _BOARD["board"]
 
     def _cluster_gpus(self) -> float:
-        from lenscape.backend.cluster import cluster_summary   # late: cluster imports this module
+        from lenscape.backend.cluster import cluster_summary  # late: cluster imports this module
 
         return cluster_summary()["gpus"]
 
@@ -170,7 +181,7 @@ class _BoardView:
         if ready:
             try:
                 self.seen = self.ray.get(self.asking)
-            except Exception:            # a lost board: keep what it said last
+            except Exception:  # a lost board: keep what it said last
                 pass
             self.asking = None
         running = {i: v for i, v in self.seen.items() if i not in finished}
@@ -184,9 +195,11 @@ def _unwrap(ray, ref) -> Any:
     try:
         return ray.get(ref)
     except WorkerCrashedError as exc:
-        raise PieceFailed(f"a Ray worker died while computing a piece, {RETRIES + 1} times; the job stops "
-                          f"here and stores nothing ({type(exc).__name__})") from None
-    except RayTaskError as exc:          # the piece itself raised: re-raise its own error
+        raise PieceFailed(
+            f"a Ray worker died while computing a piece, {RETRIES + 1} times; the job stops "
+            f"here and stores nothing ({type(exc).__name__})"
+        ) from None
+    except RayTaskError as exc:  # the piece itself raised: re-raise its own error
         cause = exc.as_instanceof_cause()
         raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
 
@@ -322,8 +335,10 @@ def _build(payload: ModelPayload) -> torch.nn.Module:
 
     model = model_from_state(ArchSpec.from_dict(payload.arch), read_state_dict(payload.weights, payload.name))
     if model_fingerprint(model) != payload.fingerprint:
-        raise PieceFailed(f"{payload.name}: the weights a piece received do not match fingerprint "
-                          f"{payload.fingerprint}; refusing to compute with them")
+        raise PieceFailed(
+            f"{payload.name}: the weights a piece received do not match fingerprint "
+            f"{payload.fingerprint}; refusing to compute with them"
+        )
     return model
 
 

@@ -34,8 +34,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from lenscape.backend.codec import encode, to_jsonable
-from lenscape.backend.jobs import (LANES, REGISTRY, Job, JobCancelled, JobContext, JobFailed, JobStatus, NotReady, Progress,
-                          UnknownJob, code_version)
+from lenscape.backend.jobs import (
+    LANES,
+    REGISTRY,
+    Job,
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    JobStatus,
+    NotReady,
+    Progress,
+    UnknownJob,
+    code_version,
+)
 from lenscape.backend.store import CorruptResult, ResultStore
 
 
@@ -44,9 +55,9 @@ class Runner(Protocol):
     """What every runner offers the app, the command line and the notebook API."""
 
     device: torch.device
-    device_label: str               # stored with each job ("cuda:0", "ray (...)")
-    notice: str                     # something about where jobs run that every page should say ("" if none)
-    pieces: Any                     # where a job's independent pieces run: None in its own thread (backend/pieces.py)
+    device_label: str  # stored with each job ("cuda:0", "ray (...)")
+    notice: str  # something about where jobs run that every page should say ("" if none)
+    pieces: Any  # where a job's independent pieces run: None in its own thread (backend/pieces.py)
 
     def where(self) -> str:
         """Where jobs run, for the sidebar."""
@@ -125,6 +136,7 @@ class _Active:
     error: str | None = None
     watchers: set = field(default_factory=set)
 
+
 ANONYMOUS = "<anonymous>"
 INTERRUPTED = "interrupted: the app stopped while it ran"
 log = logging.getLogger("lenscape.runner")
@@ -137,25 +149,33 @@ def library_versions() -> dict:
 
 
 class LocalRunner:
-    def __init__(self, store: ResultStore, device: torch.device | None = None, workers: int = 1,
-                 long_workers: int = 1, cache_entries: int = 64) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        device: torch.device | None = None,
+        workers: int = 1,
+        long_workers: int = 1,
+        cache_entries: int = 64,
+    ) -> None:
         from lenscape.backend.device import choose_device
 
         self.store = store
         self.device = device or choose_device()
         self._owner = f"{platform.node()}:{os.getpid()}"
-        self._pools = {lane: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"lenscape-{lane}")
-                       for lane, n in zip(LANES, (workers, long_workers))}
+        self._pools = {
+            lane: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"lenscape-{lane}")
+            for lane, n in zip(LANES, (workers, long_workers))
+        }
         self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
-        self._jobs: dict[str, Job] = {}                          # every job submitted here: to recompute
-        self._results: OrderedDict[str, tuple[str | None, Any]] = OrderedDict()   # id -> (checksum, decoded)
-        self._retry: set[str] = set()                            # failed jobs a user asked to run again
-        self._unsynced: dict[str, dict] = {}                     # rows the store refused when their job ended
+        self._jobs: dict[str, Job] = {}  # every job submitted here: to recompute
+        self._results: OrderedDict[str, tuple[str | None, Any]] = OrderedDict()  # id -> (checksum, decoded)
+        self._retry: set[str] = set()  # failed jobs a user asked to run again
+        self._unsynced: dict[str, dict] = {}  # rows the store refused when their job ended
         self._cache_entries = cache_entries
-        self.pieces: Any = None                  # a job's independent pieces run in its thread (backend/pieces.py)
-        self.notice = ""                         # something about where jobs run that every page should say
-        self.device_label = str(self.device)     # stored with each job
+        self.pieces: Any = None  # a job's independent pieces run in its thread (backend/pieces.py)
+        self.notice = ""  # something about where jobs run that every page should say
+        self.device_label = str(self.device)  # stored with each job
         self._mark_interrupted()
 
     def where(self) -> str:
@@ -173,7 +193,7 @@ class LocalRunner:
         failed job keeps its error until `retry` (a page's rerun never starts it again)."""
         from lenscape.backend.limits import check_config
 
-        check_config(job.config)                 # the server's limits, whatever the page let through
+        check_config(job.config)  # the server's limits, whatever the page let through
         job_id = job.key()
         with self._lock:
             self._jobs[job_id] = job
@@ -186,11 +206,24 @@ class LocalRunner:
                 if self._stored(job_id) or self._failed(job_id):
                     return job_id
                 self._retry.discard(job_id)
-                self.store.upsert(job_id, kind=job.kind, label=job.label, config=to_jsonable(job.config),
-                                  fingerprints=list(job.fingerprints), data=to_jsonable(job.data), status="QUEUED",
-                                  message="", created=time.time(), started=None, finished=None, error=None,
-                                  device=self.device_label, versions=library_versions(), owner=self._owner,
-                                  code=code_version(job.kind))
+                self.store.upsert(
+                    job_id,
+                    kind=job.kind,
+                    label=job.label,
+                    config=to_jsonable(job.config),
+                    fingerprints=list(job.fingerprints),
+                    data=to_jsonable(job.data),
+                    status="QUEUED",
+                    message="",
+                    created=time.time(),
+                    started=None,
+                    finished=None,
+                    error=None,
+                    device=self.device_label,
+                    versions=library_versions(),
+                    owner=self._owner,
+                    code=code_version(job.kind),
+                )
             active = self._active[job_id] = _Active(job, watchers={watcher or ANONYMOUS})
             self._pools[job.lane].submit(self._run, job_id, active)
         return job_id
@@ -237,7 +270,7 @@ class LocalRunner:
             if hit and hit[0] == row.get("checksum"):
                 self._results.move_to_end(job_id)
                 return hit[1]
-        value = self.store.get_result(job_id)     # raises CorruptResult (dropped) if unreadable
+        value = self.store.get_result(job_id)  # raises CorruptResult (dropped) if unreadable
         with self._lock:
             self._results[job_id] = (row.get("checksum"), value)
             while len(self._results) > self._cache_entries:
@@ -256,8 +289,9 @@ class LocalRunner:
 
     def _run(self, job_id: str, active: _Active) -> None:
         workdir = self.store.root / "work" / job_id
-        ctx = JobContext(job_id, self.device, workdir, active.cancel, lambda p: setattr(active, "progress", p),
-                         pieces=self.pieces)
+        ctx = JobContext(
+            job_id, self.device, workdir, active.cancel, lambda p: setattr(active, "progress", p), pieces=self.pieces
+        )
         started = time.time()
         try:
             ctx.check_cancelled()
@@ -268,32 +302,52 @@ class LocalRunner:
             try:
                 self.store.put_raw(job_id, encode(result), status=JobStatus.DONE.value)
             except (OSError, sqlite3.Error) as exc:
-                raise OSError(f"the result could not be stored ({type(exc).__name__}: {exc}); is the workspace's "
-                              "disk full?") from exc
+                raise OSError(
+                    f"the result could not be stored ({type(exc).__name__}: {exc}); is the workspace's disk full?"
+                ) from exc
             self._finish(job_id, active, JobStatus.DONE, started)
         except JobCancelled:
             self.store.path(job_id).unlink(missing_ok=True)
             self._finish(job_id, active, JobStatus.CANCELLED, started)
         except BaseException as exc:  # a job's failure must never take the app down
-            self._finish(job_id, active, JobStatus.FAILED, started,
-                         error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+            self._finish(
+                job_id,
+                active,
+                JobStatus.FAILED,
+                started,
+                error=f"{type(exc).__name__}: {exc}",
+                trace=traceback.format_exc(),
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _finish(self, job_id: str, active: _Active, status: JobStatus, started: float,
-                error: str | None = None, trace: str | None = None) -> None:
+    def _finish(
+        self,
+        job_id: str,
+        active: _Active,
+        status: JobStatus,
+        started: float,
+        error: str | None = None,
+        trace: str | None = None,
+    ) -> None:
         """The job's end, in memory first: a store that cannot be written (a full disk) must not
         leave it RUNNING; its row is written when the store takes writes again."""
         now = time.time()
         active.error = error
         active.status = status
-        fields = dict(status=status.value, finished=now, seconds=now - started, error=error,
-                      message=trace or active.progress.message)
+        fields = dict(
+            status=status.value,
+            finished=now,
+            seconds=now - started,
+            error=error,
+            message=trace or active.progress.message,
+        )
         try:
             self.store.upsert(job_id, **fields)
-        except Exception as exc:                    # noqa: BLE001 - sqlite's disk I/O error, a full disk
-            log.error("job %s ended %s but its row could not be written (%s); kept to write later", job_id,
-                      status.value, exc)
+        except Exception as exc:  # noqa: BLE001 - sqlite's disk I/O error, a full disk
+            log.error(
+                "job %s ended %s but its row could not be written (%s); kept to write later", job_id, status.value, exc
+            )
             with self._lock:
                 self._unsynced[job_id] = fields
         active.done.set()
@@ -304,7 +358,7 @@ class LocalRunner:
             try:
                 self.store.upsert(job_id, **fields)
                 self._unsynced.pop(job_id, None)
-            except Exception:                       # noqa: BLE001 - still failing: try at the next submit
+            except Exception:  # noqa: BLE001 - still failing: try at the next submit
                 return
 
     def status(self, job_id: str) -> JobStatus:
@@ -348,15 +402,18 @@ class LocalRunner:
 
     def error(self, job_id: str) -> str | None:
         active = self._active.get(job_id)
-        if active and active.error:                 # known here even when the store cannot be read
+        if active and active.error:  # known here even when the store cannot be read
             return active.error
         row = self.store.get(job_id)
         return row["error"] if row else None
 
     def running(self, kind: str | None = None) -> list[str]:
         """Ids of this runner's queued or running jobs (of one kind), oldest first."""
-        return [i for i, a in list(self._active.items())
-                if a.status in (JobStatus.QUEUED, JobStatus.RUNNING) and (kind is None or a.job.kind == kind)]
+        return [
+            i
+            for i, a in list(self._active.items())
+            if a.status in (JobStatus.QUEUED, JobStatus.RUNNING) and (kind is None or a.job.kind == kind)
+        ]
 
     def watched_by(self, session: str) -> dict[str, set[str]]:
         """{job id: this session's watchers} of the queued or running jobs a session (a browser
@@ -431,34 +488,47 @@ class RayRunner(LocalRunner):
     on a cluster: the job itself coordinates from a thread here (its lane, dedupe by job id, progress
     as the fraction of pieces done, cancel, the store), the pieces compute there."""
 
-    def __init__(self, store: ResultStore, address: str, device: torch.device | None = None, workers: int = 1,
-                 long_workers: int | None = None, ray_workers: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        address: str,
+        device: torch.device | None = None,
+        workers: int = 1,
+        long_workers: int | None = None,
+        ray_workers: int | None = None,
+        **kwargs,
+    ) -> None:
         from lenscape.backend.cluster import connect, exposed_ports, warm_up
         from lenscape.backend.pieces import RayPieces
 
         self.address = address
         self.cluster = connect(address, ray_workers)
-        warm_up()                        # workers start importing now, not when the first job comes
+        warm_up()  # workers start importing now, not when the first job comes
         # long jobs (a training run is one piece) only coordinate here: as many side by side as the
         # cluster has GPUs (or CPUs), so the seeds of a multi-seed request train in parallel
         long_workers = long_workers or max(1, min(16, int(self.cluster["gpus"] or self.cluster["cpus"])))
         super().__init__(store, device=device, workers=workers, long_workers=long_workers, **kwargs)
         self.pieces = RayPieces()
-        self.device_label = (f"ray ({self.address}: {self.cluster['cpus']:g} CPUs, {self.cluster['gpus']:g} GPUs; "
-                             f"driver {self.device})")
+        self.device_label = (
+            f"ray ({self.address}: {self.cluster['cpus']:g} CPUs, {self.cluster['gpus']:g} GPUs; driver {self.device})"
+        )
         if address == "local" and (open_ports := exposed_ports()):
-            self.notice = (f"The Ray instance started here listens on {', '.join(open_ports[:3])}"
-                           f"{' …' if len(open_ports) > 3 else ''}: other machines on this network can reach it "
-                           "(Ray 2.60 binds every interface). On a shared network, firewall these ports or leave "
-                           "LENSCAPE_RAY_ADDRESS unset.")
+            self.notice = (
+                f"The Ray instance started here listens on {', '.join(open_ports[:3])}"
+                f"{' …' if len(open_ports) > 3 else ''}: other machines on this network can reach it "
+                "(Ray 2.60 binds every interface). On a shared network, firewall these ports or leave "
+                "LENSCAPE_RAY_ADDRESS unset."
+            )
             log.warning(self.notice)
 
     def where(self) -> str:
         from lenscape.backend.cluster import cluster_summary
 
         c = self.cluster = cluster_summary()
-        return (f"Ray cluster ({'started here' if self.address == 'local' else self.address}): {c['nodes']} node"
-                f"{'s' if c['nodes'] != 1 else ''}, {c['cpus']:g} CPUs, {c['gpus']:g} GPUs")
+        return (
+            f"Ray cluster ({'started here' if self.address == 'local' else self.address}): {c['nodes']} node"
+            f"{'s' if c['nodes'] != 1 else ''}, {c['cpus']:g} CPUs, {c['gpus']:g} GPUs"
+        )
 
 
 def open_backend(root: Path | None = None, workers: int = 1, address: str | None = None) -> Runner:
@@ -477,7 +547,7 @@ def open_backend(root: Path | None = None, workers: int = 1, address: str | None
     if address:
         try:
             return RayRunner(store, address, workers=workers)
-        except RayUnavailable as exc:            # jobs run here instead; every page's sidebar says why
+        except RayUnavailable as exc:  # jobs run here instead; every page's sidebar says why
             log.error("%s; jobs run on this machine", exc)
             runner = LocalRunner(store, workers=workers)
             runner.notice = f"LENSCAPE_RAY_ADDRESS={address!r} was not used: {exc}. Jobs run on this machine."
@@ -489,9 +559,11 @@ def sweep_leftovers(store_root: Path, runs_root: Path) -> None:
     """What a process that died (or whose disk filled) left half-written: a run folder being
     installed (runs/.<id>.incoming-PID), a bundle being checked (store/.bundle-PID-*), a result
     being written (store/results/.PID-*.tmp). Only a dead process's, so live writes are kept."""
-    patterns = ((runs_root, ".*.incoming-*", lambda n: n.rpartition("-")[2]),
-                (store_root, ".bundle-*-*", lambda n: n.split("-")[1]),
-                (store_root / "results", ".*-*.tmp", lambda n: n[1:].split("-")[0]))
+    patterns = (
+        (runs_root, ".*.incoming-*", lambda n: n.rpartition("-")[2]),
+        (store_root, ".bundle-*-*", lambda n: n.split("-")[1]),
+        (store_root / "results", ".*-*.tmp", lambda n: n[1:].split("-")[0]),
+    )
     for folder, pattern, pid_of in patterns:
         for path in folder.glob(pattern):
             pid = pid_of(path.name)
@@ -528,4 +600,5 @@ def _not_writable(where: Path, exc: Exception) -> Exception:
 
     return WorkspaceNotWritable(
         f"Lenscape cannot write to its workspace {where} ({type(exc).__name__}: {exc}). Models, results and "
-        "caches live there: set LENSCAPE_HOME to a folder you can write to and restart the app.")
+        "caches live there: set LENSCAPE_HOME to a folder you can write to and restart the app."
+    )

@@ -62,7 +62,7 @@ class GridConfig:
     model: ModelRef
     indices: tuple[int, ...]
     methods: tuple[SaliencyConfig, ...]
-    split: str = "test"               # "train": the model's training examples, true labels ("true" target)
+    split: str = "test"  # "train": the model's training examples, true labels ("true" target)
 
     def __post_init__(self) -> None:
         _check_indices(self.indices)
@@ -82,20 +82,29 @@ def _check_indices(indices: tuple[int, ...]) -> None:
 def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
     lm, data = _load(cfg.model, ctx, cfg.split)
     if max(cfg.indices) >= len(data):
-        raise InvalidInputError(f"the {cfg.split} split has {len(data):,} images (indices 0 to {len(data) - 1}); "
-                                f"got index {max(cfg.indices)}")
+        raise InvalidInputError(
+            f"the {cfg.split} split has {len(data):,} images (indices 0 to {len(data) - 1}); "
+            f"got index {max(cfg.indices)}"
+        )
     idx = torch.tensor(cfg.indices, dtype=torch.long)
     x, y = data.x(idx), data.labels[idx]
     # methods × chunks of images are independent pieces (side by side on a Ray cluster); the model
     # and images go to the workers once, by reference
     model, xs, ys = ctx.share_model(lm), ctx.share(x), ctx.share(y)
-    chunks = [(m, start, min(start + SALIENCY_PIECE, len(x))) for m in cfg.methods
-              for start in range(0, len(x), SALIENCY_PIECE)]
-    parts = ctx.map(saliency_piece_or_error, [(model, xs, ys, m, a, b) for m, a, b in chunks],
-                    f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images",
-                    resources=Resources(cpus=1, gpus=0.25))
-    return with_failures(cfg.methods, [[p for (m, _, _), p in zip(chunks, parts) if m is method]
-                                       for method in cfg.methods])
+    chunks = [
+        (m, start, min(start + SALIENCY_PIECE, len(x)))
+        for m in cfg.methods
+        for start in range(0, len(x), SALIENCY_PIECE)
+    ]
+    parts = ctx.map(
+        saliency_piece_or_error,
+        [(model, xs, ys, m, a, b) for m, a, b in chunks],
+        f"{len(cfg.methods)} method{'s' if len(cfg.methods) > 1 else ''} on {len(x)} images",
+        resources=Resources(cpus=1, gpus=0.25),
+    )
+    return with_failures(
+        cfg.methods, [[p for (m, _, _), p in zip(chunks, parts) if m is method] for method in cfg.methods]
+    )
 
 
 class MethodsFailed(Exception):
@@ -110,8 +119,12 @@ def with_failures(methods: tuple[SaliencyConfig, ...], parts: list[list[Saliency
     if not done:
         raise MethodsFailed("; ".join(f"{METHOD_LABELS[m.method]}: {e}" for m, e in zip(methods, errors)))
     done_iter = iter(done)
-    return [replace(done[0], attributions=np.zeros((0,), np.float32), config=m, delta=None, seconds=0.0, error=err)
-            if err else next(done_iter) for m, err in zip(methods, errors)]
+    return [
+        replace(done[0], attributions=np.zeros((0,), np.float32), config=m, delta=None, seconds=0.0, error=err)
+        if err
+        else next(done_iter)
+        for m, err in zip(methods, errors)
+    ]
 
 
 def saliency_piece_or_error(*args, device) -> SaliencyResult | str:
@@ -121,25 +134,36 @@ def saliency_piece_or_error(*args, device) -> SaliencyResult | str:
         return saliency_piece(*args, device=device)
     except JobCancelled:
         raise
-    except Exception as exc:                        # noqa: BLE001 - any method's failure, reported per method
+    except Exception as exc:  # noqa: BLE001 - any method's failure, reported per method
         return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-SALIENCY_PIECE = 16   # images per piece: the answer does not depend on it (seeded per image position)
+SALIENCY_PIECE = 16  # images per piece: the answer does not depend on it (seeded per image position)
 
 
-def saliency_piece(model: ModelPayload, x: torch.Tensor, y: torch.Tensor, method: SaliencyConfig, start: int,
-                   stop: int, *, device) -> SaliencyResult:
+def saliency_piece(
+    model: ModelPayload, x: torch.Tensor, y: torch.Tensor, method: SaliencyConfig, start: int, stop: int, *, device
+) -> SaliencyResult:
     """One method's maps of images [start, stop) (a piece: see backend/pieces.py)."""
-    return compute_saliency(payload_model(model, device), x[start:stop], y[start:stop], method,
-                            lambda f, msg: piece_progress(f, f"{METHOD_LABELS[method.method]}: {msg}"), offset=start)
+    return compute_saliency(
+        payload_model(model, device),
+        x[start:stop],
+        y[start:stop],
+        method,
+        lambda f, msg: piece_progress(f, f"{METHOD_LABELS[method.method]}: {msg}"),
+        offset=start,
+    )
 
 
 def merge_saliency(parts: list[SaliencyResult]) -> SaliencyResult:
     """The result of a method over consecutive chunks of images, as if computed in one go."""
     delta = None if parts[0].delta is None else concat(parts, "delta")
-    return replace(parts[0], **{f: concat(parts, f) for f in ("attributions", "predictions", "confidences", "targets")},
-                   delta=delta, seconds=sum(p.seconds for p in parts))
+    return replace(
+        parts[0],
+        **{f: concat(parts, f) for f in ("attributions", "predictions", "confidences", "targets")},
+        delta=delta,
+        seconds=sum(p.seconds for p in parts),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,10 +187,10 @@ class NullMassResult:
     model_names: list[str]
     methods: list[str]
     k_grid: np.ndarray
-    null_mass: np.ndarray         # (models, methods, K, N) per image
-    null_share: float             # the null block's share of the coordinates: a uniform map's value
-    examples: np.ndarray          # (models, methods, E, C, H, W) attributions of the first images
-    example_images: np.ndarray    # (E, C, H, W)
+    null_mass: np.ndarray  # (models, methods, K, N) per image
+    null_share: float  # the null block's share of the coordinates: a uniform map's value
+    examples: np.ndarray  # (models, methods, E, C, H, W) attributions of the first images
+    example_images: np.ndarray  # (E, C, H, W)
     example_signal_top: np.ndarray  # (E,)
 
 
@@ -177,20 +201,28 @@ def null_mass_job(ctx: JobContext, cfg: NullMassConfig) -> NullMassResult:
     for i, r in enumerate(cfg.models):
         lm, test = _load(r, ctx)
         if test.signal_top is None:
-            raise InvalidInputError(f"{lm.name} was not trained on BlockMNIST: the null-mass check needs to know "
-                                    "which block holds the signal")
-        x, y = test.x(slice(0, cfg.n_images)), test.labels[:cfg.n_images]
+            raise InvalidInputError(
+                f"{lm.name} was not trained on BlockMNIST: the null-mass check needs to know "
+                "which block holds the signal"
+            )
+        x, y = test.x(slice(0, cfg.n_images)), test.labels[: cfg.n_images]
         names.append(lm.name)
         one = stage(ctx, i / len(cfg.models), (i + 1) / len(cfg.models), lm.name)
-        res = null_mass(lm.model, x, y, null_block_mask(test.signal_top[:cfg.n_images]), cfg.methods, cfg.k_grid,
-                        progress=one)
+        res = null_mass(
+            lm.model, x, y, null_block_mask(test.signal_top[: cfg.n_images]), cfg.methods, cfg.k_grid, progress=one
+        )
         masses.append(res.mass)
         examples.append(res.examples)
-    return NullMassResult(model_names=names, methods=[m.method for m in cfg.methods],
-                          k_grid=np.array(cfg.k_grid), null_mass=np.array(masses),
-                          null_share=float(null_block_mask(test.signal_top[:1]).float().mean()),
-                          examples=np.array(examples), example_images=test.x(slice(0, 4)).numpy(),
-                          example_signal_top=test.signal_top[:4].numpy())
+    return NullMassResult(
+        model_names=names,
+        methods=[m.method for m in cfg.methods],
+        k_grid=np.array(cfg.k_grid),
+        null_mass=np.array(masses),
+        null_share=float(null_block_mask(test.signal_top[:1]).float().mean()),
+        examples=np.array(examples),
+        example_images=test.x(slice(0, 4)).numpy(),
+        example_signal_top=test.signal_top[:4].numpy(),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,13 +240,22 @@ class DiffRoarJobConfig:
 def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
     if not lm.record.get("config"):
-        raise InvalidInputError(f"{lm.name} was imported, not trained here: DiffROAR retrains its recipe, "
-                                "so it needs a model trained in Lenscape")
+        raise InvalidInputError(
+            f"{lm.name} was imported, not trained here: DiffROAR retrains its recipe, "
+            "so it needs a model trained in Lenscape"
+        )
     recipe = TrainConfig.from_dict(lm.record["config"])
     # ROAR measures how predictive the kept coordinates are: retrain with plain training, even when
     # the attributions come from an adversarially trained model
-    recipe = replace(recipe, epochs=cfg.roar.epochs, label_noise=0.0, train_subset=cfg.roar.train_subset,
-                     adversarial=None, p_gen=0.0, p_mem=0.0)
+    recipe = replace(
+        recipe,
+        epochs=cfg.roar.epochs,
+        label_noise=0.0,
+        train_subset=cfg.roar.train_subset,
+        adversarial=None,
+        p_gen=0.0,
+        p_mem=0.0,
+    )
     train, test = load_data(recipe.data, "train").head(cfg.roar.train_subset), load_data(recipe.data, "test")
     methods, calls = cfg.roar.all_methods, []
 
@@ -228,12 +269,27 @@ def diffroar_job(ctx: JobContext, cfg: DiffRoarJobConfig) -> DiffRoarResult:
             if id(images) not in shared:
                 shared[id(images)] = ctx.share(data.with_images(images))
             return shared[id(images)]
-        pieces = [(replace(recipe, seed=seed), share(tr, train), share(te, test)) for tr, _, te, _, seed in items]
-        return ctx.map(fit_and_score_piece, pieces, f"{methods[mi]}: retrainings", lo=(mi + 0.1) / len(methods),
-                       hi=(mi + 1) / len(methods), resources=Resources(cpus=1, gpus=0.25, threads=1))
 
-    return diffroar(lm.model, (train.images, train.labels), (test.images, test.labels), _no_local_retraining,
-                    cfg.roar, cfg.saliency, map=on_pieces, progress=ctx.progress)
+        pieces = [(replace(recipe, seed=seed), share(tr, train), share(te, test)) for tr, _, te, _, seed in items]
+        return ctx.map(
+            fit_and_score_piece,
+            pieces,
+            f"{methods[mi]}: retrainings",
+            lo=(mi + 0.1) / len(methods),
+            hi=(mi + 1) / len(methods),
+            resources=Resources(cpus=1, gpus=0.25, threads=1),
+        )
+
+    return diffroar(
+        lm.model,
+        (train.images, train.labels),
+        (test.images, test.labels),
+        _no_local_retraining,
+        cfg.roar,
+        cfg.saliency,
+        map=on_pieces,
+        progress=ctx.progress,
+    )
 
 
 def _no_local_retraining(*_):
@@ -250,20 +306,23 @@ class RandomizationConfig:
     model: ModelRef
     indices: tuple[int, ...]
     methods: tuple[SaliencyConfig, ...]
-    order: str = "cascading"          # or "independent": one layer at a time (Adebayo et al. report both)
-    map_mode: str = "abs"             # or "signed"
+    order: str = "cascading"  # or "independent": one layer at a time (Adebayo et al. report both)
+    map_mode: str = "abs"  # or "signed"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if len(self.indices) < 2:
-            raise InvalidInputError(f"the randomization check needs at least 2 images (maps of different images "
-                                    f"are one of its baselines); got {len(self.indices)}")
+            raise InvalidInputError(
+                f"the randomization check needs at least 2 images (maps of different images "
+                f"are one of its baselines); got {len(self.indices)}"
+            )
         _check_indices(self.indices)
         if not self.methods:
             raise InvalidInputError("choose at least one saliency method")
         if self.order not in ORDERS or self.map_mode not in MAP_MODES:
-            raise InvalidInputError(f"order must be one of {ORDERS} and map_mode one of {MAP_MODES}; "
-                                    f"got {self.order!r}, {self.map_mode!r}")
+            raise InvalidInputError(
+                f"order must be one of {ORDERS} and map_mode one of {MAP_MODES}; got {self.order!r}, {self.map_mode!r}"
+            )
 
 
 @job_kind("randomization")
@@ -275,6 +334,5 @@ def randomization_job(ctx: JobContext, cfg: RandomizationConfig) -> list[Randomi
     out = []
     for i, m in enumerate(cfg.methods):
         ctx.progress(i / len(cfg.methods), f"randomizing layers ({cfg.order}) for {m.method}")
-        out.append(model_randomization(lm.model, x, target, m, order=cfg.order, map_mode=cfg.map_mode,
-                                       seed=cfg.seed))
+        out.append(model_randomization(lm.model, x, target, m, order=cfg.order, map_mode=cfg.map_mode, seed=cfg.seed))
     return out

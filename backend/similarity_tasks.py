@@ -25,9 +25,9 @@ from lenscape.models.zoo import LoadedModel, iter_states, load_model, training_d
 @dataclass(frozen=True, kw_only=True)
 class ActSpec:
     split: str = "test"
-    n_examples: int = 2000            # CCA wants 5-10x more examples than features
-    conv_mode: str = "pool"           # conv layers: "pool" (N, C), "flatten" (N, C·H·W), "positions" (N·H·W, C)
-    seed: int = 0                     # random-network baseline and shuffles
+    n_examples: int = 2000  # CCA wants 5-10x more examples than features
+    conv_mode: str = "pool"  # conv layers: "pool" (N, C), "flatten" (N, C·H·W), "positions" (N·H·W, C)
+    seed: int = 0  # random-network baseline and shuffles
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -83,13 +83,21 @@ def _on_pieces(ctx: JobContext, spans: list[tuple[str, float, float]]):
 
     def run(fn, items: list[tuple]) -> list:
         label, lo, hi = next(calls)
-        return ctx.map(score_piece, [(metric, ref(x), ref(y)) for metric, x, y in items], f"{label}: {len(items)} pairs",
-                       lo, hi, resources=Resources(cpus=1, threads=1))
+        return ctx.map(
+            score_piece,
+            [(metric, ref(x), ref(y)) for metric, x, y in items],
+            f"{label}: {len(items)} pairs",
+            lo,
+            hi,
+            resources=Resources(cpus=1, threads=1),
+        )
+
     return run
 
 
-def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str,
-            lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+def _matrix(
+    metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, label: str, lo: float = 0.0, hi: float = 1.0
+) -> np.ndarray:
     """metric(xs[i], ys[j]) for every pair: each pair a piece (side by side on a Ray cluster), each
     activation matrix sent to the workers once, by reference."""
     refs_x = {k: ctx.share(v) for k, v in xs.items()}
@@ -98,8 +106,14 @@ def _matrix(metric: str, xs: dict, ys: dict, notes: list[str], ctx: JobContext, 
     kx, ky = list(xs), list(ys)
     # one thread per pair on either runner: the metrics' sums over examples split by thread, and a
     # pair's value must not depend on where it ran
-    scores = ctx.map(score_piece, [(metric, refs_x[kx[i]], refs_y[ky[j]]) for i, j in cells],
-                     f"{label}: {len(cells)} pairs", lo, hi, resources=Resources(cpus=1, threads=1))
+    scores = ctx.map(
+        score_piece,
+        [(metric, refs_x[kx[i]], refs_y[ky[j]]) for i, j in cells],
+        f"{label}: {len(cells)} pairs",
+        lo,
+        hi,
+        resources=Resources(cpus=1, threads=1),
+    )
     out = np.zeros((len(xs), len(ys)))
     for (i, j), (value, note) in zip(cells, scores):
         out[i, j] = value
@@ -124,8 +138,8 @@ class LayerMatrixConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SimilarityMatrix:
-    values: np.ndarray                # (rows, cols)
-    baseline: np.ndarray              # (rows, cols): rows' model vs a random network like the columns' model
+    values: np.ndarray  # (rows, cols)
+    baseline: np.ndarray  # (rows, cols): rows' model vs a random network like the columns' model
     rows: list[str]
     cols: list[str]
     metric: str
@@ -139,8 +153,13 @@ def _pair_activations(ctx: JobContext, ra: ModelRef, rb: ModelRef, layers_a, lay
     b = load_model(rb.run_id, rb.epoch, device=ctx.device)
     x = _data_x(a, spec)
     twin = _random_twin(b, spec.seed, ctx.device)
-    return (a, b, extract(a.model, x, layers_a, spec.conv_mode), extract(b.model, x, layers_b, spec.conv_mode),
-            extract(twin, x, layers_b, spec.conv_mode))
+    return (
+        a,
+        b,
+        extract(a.model, x, layers_a, spec.conv_mode),
+        extract(b.model, x, layers_b, spec.conv_mode),
+        extract(twin, x, layers_b, spec.conv_mode),
+    )
 
 
 @job_kind("layer_similarity")
@@ -149,8 +168,14 @@ def layer_similarity_job(ctx: JobContext, cfg: LayerMatrixConfig) -> SimilarityM
     notes: list[str] = []
     values = _matrix(cfg.metric, xs, ys, notes, ctx, "models", 0.1, 0.75)
     baseline = _matrix(cfg.metric, xs, rs, notes, ctx, "random baseline", 0.75, 1.0)
-    return SimilarityMatrix(values=values, baseline=baseline, rows=[f"{a.name}: {n}" for n in cfg.layers_a],
-                            cols=[f"{b.name}: {n}" for n in cfg.layers_b], metric=cfg.metric, notes=notes)
+    return SimilarityMatrix(
+        values=values,
+        baseline=baseline,
+        rows=[f"{a.name}: {n}" for n in cfg.layers_a],
+        cols=[f"{b.name}: {n}" for n in cfg.layers_b],
+        metric=cfg.metric,
+        notes=notes,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,11 +194,23 @@ class SeedMatrixConfig:
 @job_kind("seed_similarity")
 def seed_similarity_job(ctx: JobContext, cfg: SeedMatrixConfig) -> SimilarityMatrix:
     lms = [load_model(r.run_id, r.epoch, device=ctx.device) for r in cfg.models]
-    res = seed_matrix([lm.model for lm in lms], _data_x(lms[0], cfg.acts), cfg.layer, cfg.metric,
-                      random_model=_random_twin(lms[0], cfg.acts.seed, ctx.device), conv_mode=cfg.acts.conv_mode,
-                      map=_on_pieces(ctx, [("seeds", 0.1, 0.85), ("random baseline", 0.85, 1.0)]))
-    return SimilarityMatrix(values=res.values, baseline=res.baseline, rows=[lm.name for lm in lms],
-                            cols=[lm.name for lm in lms], metric=cfg.metric, notes=res.notes)
+    res = seed_matrix(
+        [lm.model for lm in lms],
+        _data_x(lms[0], cfg.acts),
+        cfg.layer,
+        cfg.metric,
+        random_model=_random_twin(lms[0], cfg.acts.seed, ctx.device),
+        conv_mode=cfg.acts.conv_mode,
+        map=_on_pieces(ctx, [("seeds", 0.1, 0.85), ("random baseline", 0.85, 1.0)]),
+    )
+    return SimilarityMatrix(
+        values=res.values,
+        baseline=res.baseline,
+        rows=[lm.name for lm in lms],
+        cols=[lm.name for lm in lms],
+        metric=cfg.metric,
+        notes=res.notes,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,8 +230,8 @@ class ConvergenceConfig:
 class Convergence:
     epochs: list[int]
     layers: list[str]
-    values: np.ndarray                # (epochs, layers): each layer at epoch e vs its final state
-    baseline: np.ndarray              # (layers,): final state vs a random network
+    values: np.ndarray  # (epochs, layers): each layer at epoch e vs its final state
+    baseline: np.ndarray  # (layers,): final state vs a random network
     metric: str
     notes: list[str]
 
@@ -207,7 +244,7 @@ def convergence_job(ctx: JobContext, cfg: ConvergenceConfig) -> Convergence:
     end = extract(final.model, x, cfg.layers, cfg.acts.conv_mode)
     notes: list[str] = []
     values = np.zeros((len(epochs), len(cfg.layers)))
-    model = final.model   # one model; each checkpoint's weights are loaded into it in turn
+    model = final.model  # one model; each checkpoint's weights are loaded into it in turn
     states = ((e, s) for e, s in iter_states(cfg.model.run_id) if e in epochs)
     for i, (e, state) in enumerate(states):
         ctx.progress(i / len(epochs), f"epoch {e}")
@@ -216,8 +253,9 @@ def convergence_job(ctx: JobContext, cfg: ConvergenceConfig) -> Convergence:
         values[i] = [_score(cfg.metric, acts[n], end[n], notes) for n in cfg.layers]
     rand = extract(_random_twin(final, cfg.acts.seed, ctx.device), x, cfg.layers, cfg.acts.conv_mode)
     baseline = np.array([_score(cfg.metric, rand[n], end[n], notes) for n in cfg.layers])
-    return Convergence(epochs=epochs, layers=list(cfg.layers), values=values, baseline=baseline,
-                       metric=cfg.metric, notes=notes)
+    return Convergence(
+        epochs=epochs, layers=list(cfg.layers), values=values, baseline=baseline, metric=cfg.metric, notes=notes
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,9 +274,9 @@ class PairConfig:
 @dataclass(frozen=True, kw_only=True)
 class AllMetrics:
     metrics: list[str]
-    values: np.ndarray                # (M,)
-    random_network: np.ndarray        # (M,) a vs a random network like b
-    shuffled: np.ndarray              # (M,) a vs b with b's examples shuffled
+    values: np.ndarray  # (M,)
+    random_network: np.ndarray  # (M,) a vs a random network like b
+    shuffled: np.ndarray  # (M,) a vs b with b's examples shuffled
     notes: list[str]
 
 
@@ -267,7 +305,7 @@ class ProjectionJobConfig:
     conv_mode: str = "pool"
 
     def __post_init__(self) -> None:
-        ActSpec(split=self.split, n_examples=self.n_examples, conv_mode=self.conv_mode)   # same rules
+        ActSpec(split=self.split, n_examples=self.n_examples, conv_mode=self.conv_mode)  # same rules
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,25 +314,35 @@ class ProjectionResult:
     indices: np.ndarray
     labels: np.ndarray
     predictions: np.ndarray
-    noisy: np.ndarray                 # (N,) bool: relabelled training examples (the Memorization view's flag)
+    noisy: np.ndarray  # (N,) bool: relabelled training examples (the Memorization view's flag)
 
 
 @job_kind("projection")
 def projection_job(ctx: JobContext, cfg: ProjectionJobConfig) -> ProjectionResult:
     lm = load_model(cfg.model.run_id, cfg.model.epoch, device=ctx.device)
-    if cfg.split == "train":   # the examples it was trained on: relabelled ones flagged, true labels shown
+    if cfg.split == "train":  # the examples it was trained on: relabelled ones flagged, true labels shown
         prepared = training_data(lm)
         data = prepared.train.head(cfg.n_examples)
-        labels = prepared.original_labels[:len(data)]
+        labels = prepared.original_labels[: len(data)]
         mask = prepared.noise_mask
-        noisy = mask[:len(data)].numpy() if mask is not None else np.zeros(len(data), dtype=bool)
+        noisy = mask[: len(data)].numpy() if mask is not None else np.zeros(len(data), dtype=bool)
     else:
         data = load_data(lm.data, "test").head(cfg.n_examples)
         labels, noisy = data.labels, np.zeros(len(data), dtype=bool)
-    ev = evaluate(lm.model, data.images, layers=[cfg.layer], conv_mode=cfg.conv_mode,
-                  progress=stage(ctx, 0.0, 0.4, f"activations of {cfg.layer}"))
+    ev = evaluate(
+        lm.model,
+        data.images,
+        layers=[cfg.layer],
+        conv_mode=cfg.conv_mode,
+        progress=stage(ctx, 0.0, 0.4, f"activations of {cfg.layer}"),
+    )
     acts = ev.activations[cfg.layer]
     ctx.progress(0.4, f"{cfg.projection.method.upper()} of {len(data):,} × {acts.shape[1]}")
     proj = project(acts.numpy(), cfg.projection)
-    return ProjectionResult(projection=proj, indices=np.arange(len(data)), labels=labels.numpy(),
-                            predictions=ev.predictions.numpy(), noisy=noisy)
+    return ProjectionResult(
+        projection=proj,
+        indices=np.arange(len(data)),
+        labels=labels.numpy(),
+        predictions=ev.predictions.numpy(),
+        noisy=noisy,
+    )

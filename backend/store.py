@@ -21,8 +21,26 @@ from typing import Any, NoReturn
 from lenscape.backend.codec import decode, encode
 from lenscape.errors import WorkspaceDamaged, WorkspaceNotWritable
 
-COLUMNS = ("id", "kind", "label", "config", "fingerprints", "data", "status", "message", "created",
-           "started", "finished", "seconds", "device", "versions", "error", "checksum", "owner", "code")
+COLUMNS = (
+    "id",
+    "kind",
+    "label",
+    "config",
+    "fingerprints",
+    "data",
+    "status",
+    "message",
+    "created",
+    "started",
+    "finished",
+    "seconds",
+    "device",
+    "versions",
+    "error",
+    "checksum",
+    "owner",
+    "code",
+)
 
 
 class CorruptResult(Exception):
@@ -35,9 +53,11 @@ def is_damaged(exc: sqlite3.DatabaseError) -> bool:
 
 
 def damaged_index(db: Path, exc: Exception) -> WorkspaceDamaged:
-    return WorkspaceDamaged(f"Lenscape's job index {db} is damaged ({exc}). Move it aside (for example to "
-                            "index.sqlite.damaged) and restart the app: models are kept, and results are computed "
-                            "again when asked for.")
+    return WorkspaceDamaged(
+        f"Lenscape's job index {db} is damaged ({exc}). Move it aside (for example to "
+        "index.sqlite.damaged) and restart the app: models are kept, and results are computed "
+        "again when asked for."
+    )
 
 
 class ResultStore:
@@ -51,7 +71,7 @@ class ResultStore:
                 cols = ", ".join(f"{c} {'TEXT PRIMARY KEY' if c == 'id' else ''}" for c in COLUMNS)
                 con.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
                 have = {r["name"] for r in con.execute("PRAGMA table_info(jobs)")}
-                for c in COLUMNS:               # a store from before a column was added
+                for c in COLUMNS:  # a store from before a column was added
                     if c not in have:
                         con.execute(f"ALTER TABLE jobs ADD COLUMN {c}")
         except sqlite3.DatabaseError as exc:
@@ -67,8 +87,10 @@ class ResultStore:
         except sqlite3.DatabaseError as exc:
             if is_damaged(exc):
                 raise damaged_index(self.db, exc) from None
-            raise WorkspaceNotWritable(f"Lenscape cannot write its job index {self.db} ({exc}): is the workspace's "
-                                       "disk full? Free some space and try again.") from None
+            raise WorkspaceNotWritable(
+                f"Lenscape cannot write its job index {self.db} ({exc}): is the workspace's "
+                "disk full? Free some space and try again."
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.db, timeout=30)
@@ -76,7 +98,7 @@ class ResultStore:
         return con
 
     def path(self, job_id: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id or ""):   # a job id is a name, never a path
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id or ""):  # a job id is a name, never a path
             raise ValueError(f"not a job id: {job_id!r}")
         return self.root / "results" / f"{job_id}.npz"
 
@@ -88,8 +110,11 @@ class ResultStore:
         names = ["id", *fields]
         sets = ", ".join(f"{k}=excluded.{k}" for k in fields) or "id=id"
         with closing(self._connect()) as con, con:
-            con.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-                        f"ON CONFLICT(id) DO UPDATE SET {sets}", [job_id, *fields.values()])
+            con.execute(
+                f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT(id) DO UPDATE SET {sets}",
+                [job_id, *fields.values()],
+            )
 
     def get(self, job_id: str) -> dict | None:
         with closing(self._connect()) as con:

@@ -37,8 +37,9 @@ def train_job(ctx: JobContext, cfg: TrainConfig) -> dict:
     data = ctx.share(prepare_data(cfg))
     # pinned to the threads a local run uses here, so that a Ray worker's weights match bit for bit
     threads = torch.get_num_threads()
-    (files,) = ctx.map(train_piece, [(cfg, folder.name, data)], "training",
-                       resources=Resources(cpus=threads, gpus=1, threads=threads))
+    (files,) = ctx.map(
+        train_piece, [(cfg, folder.name, data)], "training", resources=Resources(cpus=threads, gpus=1, threads=threads)
+    )
     install_run(files, folder)
     return read_json(folder / "run.json")
 
@@ -69,9 +70,9 @@ def install_run(files: dict[str, bytes], folder: Path) -> None:
     try:
         for name, raw in files.items():
             (incoming / Path(name).name).write_bytes(raw)
-        shutil.rmtree(folder, ignore_errors=True)       # an unfinished run of the same recipe
+        shutil.rmtree(folder, ignore_errors=True)  # an unfinished run of the same recipe
         os.replace(incoming, folder)
-    except BaseException:                               # a full disk: nothing half-written stays
+    except BaseException:  # a full disk: nothing half-written stays
         shutil.rmtree(incoming, ignore_errors=True)
         raise
 
@@ -80,8 +81,10 @@ def train_jobs(cfg: TrainConfig, seeds: list[int]) -> list[Job]:
     """One job per seed: seeds of one recipe are separate, individually cached runs."""
     from dataclasses import replace
 
-    return [Job("train", replace(cfg, seed=s), data=cfg.data, label=f"train {replace(cfg, seed=s).describe()}")
-            for s in seeds]
+    return [
+        Job("train", replace(cfg, seed=s), data=cfg.data, label=f"train {replace(cfg, seed=s).describe()}")
+        for s in seeds
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,15 +112,23 @@ def summary_job(ctx: JobContext, cfg: SummaryJobConfig) -> ModelSummary:
     _check_fits(lm, test)
     train, test = train.head(scfg.max_eval), test.head(scfg.max_eval)
     on_train = evaluate(lm.model, train.images, train.labels, progress=stage(ctx, 0.2, 0.6, "training set"))
-    on_test = evaluate(lm.model, test.images, test.labels, probabilities=True,
-                       progress=stage(ctx, 0.6, 0.95, "test set"))
-    sample = torch.randperm(len(test), generator=generator(scfg.seed))[:scfg.n_samples]
+    on_test = evaluate(
+        lm.model, test.images, test.labels, probabilities=True, progress=stage(ctx, 0.6, 0.95, "test set")
+    )
+    sample = torch.randperm(len(test), generator=generator(scfg.seed))[: scfg.n_samples]
     ctx.progress(1.0, "done")
-    return ModelSummary(layers=layers, n_params=n_params, train_acc=on_train.accuracy, test_acc=on_test.accuracy,
-                        confusion=confusion_matrix(on_test.predictions, test.labels, test.num_classes),
-                        sample_index=sample.numpy(), sample_probs=on_test.probabilities[sample].numpy(),
-                        sample_labels=test.labels[sample].numpy(), classes=list(test.classes),
-                        fingerprint=lm.fingerprint)
+    return ModelSummary(
+        layers=layers,
+        n_params=n_params,
+        train_acc=on_train.accuracy,
+        test_acc=on_test.accuracy,
+        confusion=confusion_matrix(on_test.predictions, test.labels, test.num_classes),
+        sample_index=sample.numpy(),
+        sample_probs=on_test.probabilities[sample].numpy(),
+        sample_labels=test.labels[sample].numpy(),
+        classes=list(test.classes),
+        fingerprint=lm.fingerprint,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,8 +157,10 @@ def summary_job_for(lm: LoadedModel, cfg: SummaryConfig = SummaryConfig()) -> Jo
 
 def _check_fits(lm: LoadedModel, data: ImageData) -> None:
     if tuple(data.input_shape) != tuple(lm.arch.in_shape):
-        raise InvalidInputError(f"{lm.name} takes images of shape {lm.arch.in_shape} but {data.spec.label} "
-                                f"has {data.input_shape}")
+        raise InvalidInputError(
+            f"{lm.name} takes images of shape {lm.arch.in_shape} but {data.spec.label} has {data.input_shape}"
+        )
     if data.num_classes != lm.arch.num_classes:
-        raise InvalidInputError(f"{lm.name} has {lm.arch.num_classes} outputs but {data.spec.label} "
-                                f"has {data.num_classes} classes")
+        raise InvalidInputError(
+            f"{lm.name} has {lm.arch.num_classes} outputs but {data.spec.label} has {data.num_classes} classes"
+        )

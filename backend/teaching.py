@@ -32,41 +32,66 @@ from lenscape.models.zoo import load_model
 # show: linear CKA between two MLP seeds is 0.85-0.98 everywhere), and the MLP with 10% flipped labels
 TEACHING = (("digits-cnn", (0, 1)), ("digits-mlp-noise10", (0,)))
 SALIENCY_METHODS = ("gradient", "integrated_gradients", "smoothgrad")  # the Maps tab's default
-PER_PAGE = 6                                                           # the Maps tab's first page
+PER_PAGE = 6  # the Maps tab's first page
 
 
 @dataclass(frozen=True)
 class Step:
     key: str
     title: str
-    page: str                     # the view that explores it further
+    page: str  # the view that explores it further
     tab: str | None
-    text: str                     # two or three sentences for the class
+    text: str  # two or three sentences for the class
 
 
 STEPS = (
-    Step("saliency", "1 · Which pixels matter?", "pages/2_Saliency.py", "Maps",
-         "Each map colours the pixels the model's prediction is most sensitive to. The plain gradient is speckled "
-         "and spills onto the black background; Integrated Gradients weighs it by each pixel's difference from a "
-         "black image, so it sits on the digit's strokes; SmoothGrad averages it over noisy copies and is a little "
-         "smoother. Ask the class: does a bright map prove the model *uses* those pixels?"),
-    Step("similarity", "2 · Do two seeds learn the same thing?", "pages/5_Similarity.py", "Layers × layers",
-         "The same small CNN trained from two random seeds, compared layer by layer with linear CKA (1 = the same "
-         "representation up to rotation and scale). The bright diagonal says corresponding layers agree, although "
-         "the individual neurons do not; the first convolution and the classifier layers share little."),
-    Step("landscape", "3 · What lies between two solutions?", "pages/6_Loss_landscape.py", "Interpolation",
-         "Walk in a straight line through weight space from seed 0's weights (α = 0) to seed 1's (α = 1). "
-         "The loss rises in between: two good solutions are separated by a barrier, unless the network is wide "
-         "enough to connect them."),
-    Step("level_sets", "4 · Where is the model blind?", "pages/3_Level_sets.py", None,
-         "Start from a correctly classified 0 and walk toward images of other digits, moving only in directions "
-         "that leave the model's confidence in '0' unchanged. The outputs come most of the way to the targets "
-         "(half the distance, and from no likeness to a clear one), yet the model still calls them 0 with the "
-         "same confidence: large regions of input space it cannot tell apart."),
-    Step("memorization", "5 · What does memorizing look like?", "pages/4_Memorization.py", "Overview",
-         "10% of the training labels were flipped on purpose. The clean examples are learnt within a few epochs; "
-         "the flipped ones only later, one by one, while test accuracy stops improving: the network memorizes "
-         "them. The gallery shows examples it now predicts with the wrong label it was taught."),
+    Step(
+        "saliency",
+        "1 · Which pixels matter?",
+        "pages/2_Saliency.py",
+        "Maps",
+        "Each map colours the pixels the model's prediction is most sensitive to. The plain gradient is speckled "
+        "and spills onto the black background; Integrated Gradients weighs it by each pixel's difference from a "
+        "black image, so it sits on the digit's strokes; SmoothGrad averages it over noisy copies and is a little "
+        "smoother. Ask the class: does a bright map prove the model *uses* those pixels?",
+    ),
+    Step(
+        "similarity",
+        "2 · Do two seeds learn the same thing?",
+        "pages/5_Similarity.py",
+        "Layers × layers",
+        "The same small CNN trained from two random seeds, compared layer by layer with linear CKA (1 = the same "
+        "representation up to rotation and scale). The bright diagonal says corresponding layers agree, although "
+        "the individual neurons do not; the first convolution and the classifier layers share little.",
+    ),
+    Step(
+        "landscape",
+        "3 · What lies between two solutions?",
+        "pages/6_Loss_landscape.py",
+        "Interpolation",
+        "Walk in a straight line through weight space from seed 0's weights (α = 0) to seed 1's (α = 1). "
+        "The loss rises in between: two good solutions are separated by a barrier, unless the network is wide "
+        "enough to connect them.",
+    ),
+    Step(
+        "level_sets",
+        "4 · Where is the model blind?",
+        "pages/3_Level_sets.py",
+        None,
+        "Start from a correctly classified 0 and walk toward images of other digits, moving only in directions "
+        "that leave the model's confidence in '0' unchanged. The outputs come most of the way to the targets "
+        "(half the distance, and from no likeness to a clear one), yet the model still calls them 0 with the "
+        "same confidence: large regions of input space it cannot tell apart.",
+    ),
+    Step(
+        "memorization",
+        "5 · What does memorizing look like?",
+        "pages/4_Memorization.py",
+        "Overview",
+        "10% of the training labels were flipped on purpose. The clean examples are learnt within a few epochs; "
+        "the flipped ones only later, one by one, while test accuracy stops improving: the network memorizes "
+        "them. The gallery shows examples it now predicts with the wrong label it was taught.",
+    ),
 )
 
 
@@ -90,15 +115,27 @@ def tour_jobs() -> dict[str, Job]:
     layers = tuple(hidden_layers(seed0.model))
     source, targets = _level_set_pair(seed0, test)
     return {
-        "saliency": job("saliency", GridConfig(model=r0, indices=indices, methods=methods), (r0,),
-                        f"saliency maps of {seed0.name}"),
-        "similarity": job("layer_similarity", LayerMatrixConfig(a=r0, b=r1, layers_a=layers, layers_b=layers), (r0, r1),
-                          f"Linear CKA: {seed0.name} × {seed1.name}"),
-        "landscape": job("landscape_interpolation", InterpolationConfig(a=r0, b=r1), (r0, r1),
-                         f"interpolation {seed0.name} → {seed1.name}"),
-        "level_sets": job("level_set_traversal", TraversalConfig(model=r0, source=source, targets=targets,
-                                                                 lst=_page_lst(), data=seed0.data.key()), (r0,),
-                          f"level set traversal of {seed0.name} from #{source}"),
+        "saliency": job(
+            "saliency", GridConfig(model=r0, indices=indices, methods=methods), (r0,), f"saliency maps of {seed0.name}"
+        ),
+        "similarity": job(
+            "layer_similarity",
+            LayerMatrixConfig(a=r0, b=r1, layers_a=layers, layers_b=layers),
+            (r0, r1),
+            f"Linear CKA: {seed0.name} × {seed1.name}",
+        ),
+        "landscape": job(
+            "landscape_interpolation",
+            InterpolationConfig(a=r0, b=r1),
+            (r0, r1),
+            f"interpolation {seed0.name} → {seed1.name}",
+        ),
+        "level_sets": job(
+            "level_set_traversal",
+            TraversalConfig(model=r0, source=source, targets=targets, lst=_page_lst(), data=seed0.data.key()),
+            (r0,),
+            f"level set traversal of {seed0.name} from #{source}",
+        ),
         "memorization": job("memorization_overview", SweepConfig(model=rn), (rn,), f"overview of {noisy.name}"),
     }
 
@@ -133,8 +170,15 @@ def _level_set_pair(lm, test) -> tuple[int, tuple[int, ...]]:
 def _page_lst() -> LSTConfig:
     """The Level sets page's default settings, computed as its form computes them."""
     b = LSTConfig()
-    return LSTConfig(eta=float(b.eta), steps=int(b.steps), delta=float(b.delta), eps_adv=float(b.eps_adv * 255) / 255,
-                     jitter=float(b.jitter * 255) / 255, seed=0, log_every=max(1, -(-int(b.steps) // 6)))
+    return LSTConfig(
+        eta=float(b.eta),
+        steps=int(b.steps),
+        delta=float(b.delta),
+        eps_adv=float(b.eps_adv * 255) / 255,
+        jitter=float(b.jitter * 255) / 255,
+        seed=0,
+        log_every=max(1, -(-int(b.steps) // 6)),
+    )
 
 
 def warm(runner, say: Callable[[str], None] = print, timeout: float = 1800) -> dict[str, str]:

@@ -62,8 +62,12 @@ def main() -> None:
     model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).to(device).eval()
     data = prepare_data(cfg_train)
     x, y, mask = data.train.images, data.train.labels, data.noise_mask
-    examples = torch.cat([torch.nonzero(mask).flatten()[: args.examples // 2],
-                          torch.nonzero(~mask).flatten()[: args.examples - args.examples // 2]])
+    examples = torch.cat(
+        [
+            torch.nonzero(mask).flatten()[: args.examples // 2],
+            torch.nonzero(~mask).flatten()[: args.examples - args.examples // 2],
+        ]
+    )
 
     def timed(fn):
         if device.type == "cuda":
@@ -75,7 +79,7 @@ def main() -> None:
         return out, time.perf_counter() - start
 
     cfg = FlipConfig(batch_size=args.batch, max_steps=args.cap, max_acc_drop=1.0, group_size=args.examples)
-    flip_neurons(model, x, y, examples[:2], cfg)                                   # warm-up
+    flip_neurons(model, x, y, examples[:2], cfg)  # warm-up
     res, t_batched = timed(lambda: flip_neurons(model, x, y, examples, cfg))
     one = FlipConfig(batch_size=args.batch, max_steps=args.cap, max_acc_drop=1.0, group_size=1)
     res1, t_single = timed(lambda: flip_neurons(model, x, y, examples, one))
@@ -84,12 +88,20 @@ def main() -> None:
         p.requires_grad_(True)
     _, t_bare = timed(lambda: bare(model, x, y, examples, res.n_neurons, cfg, device))
     steps = int(res.n_neurons.sum())
-    print(f"device {device} · {len(examples)} examples · batch {args.batch} · cap {args.cap} · {steps} neuron removals "
-          f"(median {np.median(res.n_neurons):g})")
-    for name, t in (("Lenscape, 32 per pass", t_batched), ("Lenscape, 1 per pass", t_single), ("bare passes, 1 by 1", t_bare)):
+    print(
+        f"device {device} · {len(examples)} examples · batch {args.batch} · cap {args.cap} · {steps} neuron removals "
+        f"(median {np.median(res.n_neurons):g})"
+    )
+    for name, t in (
+        ("Lenscape, 32 per pass", t_batched),
+        ("Lenscape, 1 per pass", t_single),
+        ("bare passes, 1 by 1", t_bare),
+    ):
         print(f"{name:24s} {t:7.2f} s")
-    print(f"ratio batched / bare: {t_batched / t_bare:.2f}x · one at a time / bare: {t_single / t_bare:.2f}x · "
-          f"speedup from batching: {t_single / t_batched:.2f}x")
+    print(
+        f"ratio batched / bare: {t_batched / t_bare:.2f}x · one at a time / bare: {t_single / t_bare:.2f}x · "
+        f"speedup from batching: {t_single / t_batched:.2f}x"
+    )
 
 
 if __name__ == "__main__":

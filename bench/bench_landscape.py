@@ -40,7 +40,7 @@ def main() -> None:
     model = build_model(spec, seed=0).to(device).eval()
     grid = np.linspace(-1, 1, args.steps)
     dirs = random_directions(model, 2, DirectionConfig(seed=123))
-    points = args.steps ** 2
+    points = args.steps**2
 
     fast, t_fast = timed(lambda: surface(model, dirs, grid, grid, images, labels))
     plain, t_plain = timed(lambda: surface(model, dirs, grid, grid, images, labels, batch_size=len(images), fast=False))
@@ -55,8 +55,11 @@ def main() -> None:
         y = labels.to(device)
         metric = loss_landscapes.metrics.Loss(F.cross_entropy, x, y)
         with torch.no_grad():
-            _, t_pkg = timed(lambda: loss_landscapes.random_plane(model, metric, distance=1, steps=args.steps,
-                                                                  normalization="filter", deepcopy_model=True))
+            _, t_pkg = timed(
+                lambda: loss_landscapes.random_plane(
+                    model, metric, distance=1, steps=args.steps, normalization="filter", deepcopy_model=True
+                )
+            )
     except ImportError:
         print("loss-landscapes is not installed (pip install loss-landscapes==3.0.6): package timing skipped")
 

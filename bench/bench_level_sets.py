@@ -49,17 +49,19 @@ def main() -> None:
     images = data.images.float().div(255).to(device)
     spec = ArchSpec(name="cnn", in_shape=(1, 28, 28), num_classes=10, mean=(0.1307,), std=(0.3081,))
     model = build_model(spec, seed=0).to(device).eval()
-    for p in model.parameters():     # the bare loop as one would write it: no weight gradients
+    for p in model.parameters():  # the bare loop as one would write it: no weight gradients
         p.requires_grad_(False)
-    xs, xt = images[: args.pairs], images[args.pairs:]
+    xs, xt = images[: args.pairs], images[args.pairs :]
     with torch.no_grad():
-        c = model(xs).argmax(1)            # the model's own classes: every source is "correct"
+        c = model(xs).argmax(1)  # the model's own classes: every source is "correct"
     cfg = LSTConfig(steps=args.steps, log_every=max(1, args.steps // 8))
     t_lst = median_seconds(lambda: level_set_traversal(model, xs, c, xt, cfg), repeats=3, device=device)
     t_bare = median_seconds(lambda: bare(model, xs, c, args.steps), repeats=3, device=device)
     print(f"device {device} · {args.pairs} pairs · {args.steps} iterations · torch {torch.__version__}")
     for name, t in (("Lenscape LST", t_lst), ("bare passes", t_bare)):
-        print(f"{name:14s} {t:7.3f} s   {args.steps / t:8.1f} iterations/s   {args.pairs * args.steps / t:9.0f} images/s")
+        print(
+            f"{name:14s} {t:7.3f} s   {args.steps / t:8.1f} iterations/s   {args.pairs * args.steps / t:9.0f} images/s"
+        )
     print(f"ratio LST / bare: {t_lst / t_bare:.2f}x (target <= 1.3x)")
 
 

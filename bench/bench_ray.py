@@ -52,17 +52,28 @@ def main() -> None:
     register_all()
     device = torch.device(args.device)
     local = LocalRunner(ResultStore(home_dir() / "local"), device=device)
-    recipe = preset("digits-mlp", epochs=3) if args.data == "digits" else preset("mnist-mlp", epochs=1, train_subset=10000)
+    recipe = (
+        preset("digits-mlp", epochs=3) if args.data == "digits" else preset("mnist-mlp", epochs=1, train_subset=10000)
+    )
     (train,) = train_jobs(recipe, [0])
     tid = local.submit(train)
     assert local.wait(tid) == JobStatus.DONE, local.error(tid)
     lm = load_model(local.result(tid)["run_id"])
-    cfg = DiffRoarJobConfig(model=ref(lm), roar=DiffRoarConfig(
-        methods=("gradient",), k_grid=(0.1, 0.3, 0.5), seeds=tuple(range(args.seeds)), epochs=args.epochs,
-        train_subset=0 if args.data == "digits" else 10000))
+    cfg = DiffRoarJobConfig(
+        model=ref(lm),
+        roar=DiffRoarConfig(
+            methods=("gradient",),
+            k_grid=(0.1, 0.3, 0.5),
+            seeds=tuple(range(args.seeds)),
+            epochs=args.epochs,
+            train_subset=0 if args.data == "digits" else 10000,
+        ),
+    )
     roar = job("diffroar", cfg, (ref(lm),), "DiffROAR bench")
-    print(f"DiffROAR of {lm.name}: {cfg.roar.n_trainings} retrainings of {args.epochs} epochs; "
-          f"torch threads here {torch.get_num_threads()}, device {device}")
+    print(
+        f"DiffROAR of {lm.name}: {cfg.roar.n_trainings} retrainings of {args.epochs} epochs; "
+        f"torch threads here {torch.get_num_threads()}, device {device}"
+    )
 
     start = time.perf_counter()
     a = local.submit(roar)
@@ -74,13 +85,13 @@ def main() -> None:
     t_start = time.perf_counter() - start
     remote = RayRunner(ResultStore(home_dir() / "ray"), "local", device=device)
     start = time.perf_counter()
-    warm_up(wait=True)                       # what a running app's instance has done long before
+    warm_up(wait=True)  # what a running app's instance has done long before
     t_warm = time.perf_counter() - start
     start = time.perf_counter()
     b = remote.submit(roar)
     assert remote.wait(b) == JobStatus.DONE, remote.error(b)
     t_first = time.perf_counter() - start
-    again = RayRunner(ResultStore(home_dir() / "ray-again"), "local", device=device)   # an empty store: computed again
+    again = RayRunner(ResultStore(home_dir() / "ray-again"), "local", device=device)  # an empty store: computed again
     start = time.perf_counter()
     c = again.submit(roar)
     assert again.wait(c) == JobStatus.DONE, again.error(c)

@@ -25,12 +25,17 @@ from lenscape.analysis.saliency import SaliencyConfig, attribute  # noqa: E402
 from lenscape.models.architectures import ArchSpec, build_model  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-CASES = {"cnn256": ("mnist", "cnn", 256), "cnn4096": ("mnist", "cnn", 4096), "resnet1024": ("cifar10", "resnet18", 1024)}
+CASES = {
+    "cnn256": ("mnist", "cnn", 256),
+    "cnn4096": ("mnist", "cnn", 4096),
+    "resnet1024": ("cifar10", "resnet18", 1024),
+}
 
 
 def images(data: str, n: int) -> torch.Tensor:
     try:
         from lenscape.models.data import DataSpec, load_data
+
         return load_data(DataSpec(name=data), "test").x(slice(0, n))
     except Exception:  # the data set is missing here
         return torch.rand(n, *((1, 28, 28) if data == "mnist" else (3, 32, 32)))
@@ -38,8 +43,11 @@ def images(data: str, n: int) -> torch.Tensor:
 
 def model_for(data: str, arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    shape, mean, std = ((1, 28, 28), (0.1307,), (0.3081,)) if data == "mnist" else \
-        ((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    shape, mean, std = (
+        ((1, 28, 28), (0.1307,), (0.3081,))
+        if data == "mnist"
+        else ((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    )
     return build_model(ArchSpec(name=arch, in_shape=shape, num_classes=10, mean=mean, std=std)).eval()
 
 
@@ -67,6 +75,7 @@ def captum_default(fn):
             return fn()
         finally:
             sal._summed_gradients = saved
+
     return run
 
 
@@ -87,17 +96,24 @@ def main() -> None:
             t = model(x).argmax(1)
         methods = [("gradient", SaliencyConfig(method="gradient", batch_size=n), lambda: bare_gradient(model, x, t))]
         if args.ig_steps:  # --ig-steps 0: the gradient only
-            methods.append((f"IG ({args.ig_steps} steps)", SaliencyConfig(method="integrated_gradients", batch_size=n,
-                                                                          n_steps=args.ig_steps),
-                            lambda: bare_ig(model, x, t, args.ig_steps)))
+            methods.append(
+                (
+                    f"IG ({args.ig_steps} steps)",
+                    SaliencyConfig(method="integrated_gradients", batch_size=n, n_steps=args.ig_steps),
+                    lambda: bare_ig(model, x, t, args.ig_steps),
+                )
+            )
         for name, cfg, bare in methods:
             ours = lambda cfg=cfg: attribute(model, x, t, cfg)  # noqa: E731
             base = median_seconds(bare, args.repeats, device)
             t_ours = median_seconds(ours, args.repeats, device)
             t_captum = median_seconds(captum_default(ours), args.repeats, device)
-            print(f"{case:10s} {name:14s} bare {base * 1e3:9.1f} ms · lenscape {t_ours * 1e3:9.1f} ms "
-                  f"({t_ours / base:4.2f}x) · captum's helper {t_captum * 1e3:9.1f} ms ({t_captum / base:4.2f}x) · "
-                  f"{n / t_ours:8.0f} images/s", flush=True)
+            print(
+                f"{case:10s} {name:14s} bare {base * 1e3:9.1f} ms · lenscape {t_ours * 1e3:9.1f} ms "
+                f"({t_ours / base:4.2f}x) · captum's helper {t_captum * 1e3:9.1f} ms ({t_captum / base:4.2f}x) · "
+                f"{n / t_ours:8.0f} images/s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

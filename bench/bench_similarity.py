@@ -42,6 +42,7 @@ def numpy_pwcca(x, y):
     def inv_sqrt(c):
         w, v = np.linalg.eigh(c)
         return (v / np.sqrt(np.maximum(w, 1e-12))) @ v.T
+
     wx, wy = inv_sqrt(sxx), inv_sqrt(syy)
     u, s, _ = np.linalg.svd(wx @ sxy @ wy, full_matrices=False)
     h, _ = np.linalg.qr(x @ wx @ u)
@@ -62,32 +63,37 @@ def main() -> None:
     y = x @ rng.normal(size=(512, 512)) * 0.1 + rng.normal(size=(args.n, 512))
     xt, yt = torch.tensor(x, device=args.device), torch.tensor(y, device=args.device)
     print(f"x, y: ({args.n}, 512) float64 · device {args.device}")
-    for name, ours, ref in (("linear_cka vs the demo's Gram version", lambda: linear_cka(xt, yt),
-                             lambda: numpy_linear_cka(x, y)),
-                            ("linear_cka vs NumPy in feature space", lambda: linear_cka(xt, yt),
-                             lambda: numpy_linear_cka_features(x, y)),
-                            ("pwcca vs NumPy (with the QR step)", lambda: pwcca(xt, yt), lambda: numpy_pwcca(x, y))):
+    for name, ours, ref in (
+        ("linear_cka vs the demo's Gram version", lambda: linear_cka(xt, yt), lambda: numpy_linear_cka(x, y)),
+        ("linear_cka vs NumPy in feature space", lambda: linear_cka(xt, yt), lambda: numpy_linear_cka_features(x, y)),
+        ("pwcca vs NumPy (with the QR step)", lambda: pwcca(xt, yt), lambda: numpy_pwcca(x, y)),
+    ):
         assert abs(ours() - ref()) < 1e-6, name
         t_ours, t_ref = median_seconds(ours, 3, args.device), median_seconds(ref, 3)
         print(f"{name:38s} lenscape {t_ours * 1e3:8.1f} ms  numpy {t_ref * 1e3:9.1f} ms  ratio {t_ref / t_ours:6.1f}x")
     if args.device == "cpu":  # the floor both feature-space versions stand on
         xc, yc = x - x.mean(0), y - y.mean(0)
         t_blas = median_seconds(lambda: (xc.T @ xc, yc.T @ yc, xc.T @ yc), 3)
-        print(f"{'  (its three BLAS products alone)':38s}          {t_blas * 1e3:8.1f} ms: linear CKA in feature space is "
-              "these products plus a centring pass, so no float64 version can be 2x faster than the NumPy one")
+        print(
+            f"{'  (its three BLAS products alone)':38s}          {t_blas * 1e3:8.1f} ms: linear CKA in feature space is "
+            "these products plus a centring pass, so no float64 version can be 2x faster than the NumPy one"
+        )
     memory()
 
 
 def memory() -> None:
     """Peak resident memory of a fresh process doing only one of the two (MiB)."""
     import subprocess
+
     for what, n in (("minibatch", 50_000), ("gram", 10_000)):
-        out = subprocess.run([sys.executable, __file__, "--memory", what, "--n", str(n)], capture_output=True,
-                             text=True, check=True).stdout.split()
-        print(f"peak RSS above the start, {what:9s} CKA over {n:>6,} examples (64 features): "
-              f"{float(out[-1]):8.0f} MiB")
-    print(f"full-Gram CKA over 50,000 examples would hold two 50,000² float64 Gram matrices: "
-          f"{2 * 50_000 ** 2 * 8 / 2 ** 20:,.0f} MiB before centring")
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory", what, "--n", str(n)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        print(f"peak RSS above the start, {what:9s} CKA over {n:>6,} examples (64 features): {float(out[-1]):8.0f} MiB")
+    print(
+        f"full-Gram CKA over 50,000 examples would hold two 50,000² float64 Gram matrices: "
+        f"{2 * 50_000**2 * 8 / 2**20:,.0f} MiB before centring"
+    )
 
 
 def _status_mib(field: str) -> float:
@@ -110,7 +116,6 @@ def measure(what: str, n: int) -> None:
         a = rng.normal(size=(n, 64))
         numpy_linear_cka(a, a + rng.normal(size=(n, 64)))
     print(_status_mib("VmHWM") - base)
-
 
 
 if __name__ == "__main__":

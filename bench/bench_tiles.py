@@ -32,8 +32,14 @@ def _model(arch: str, device):
 
     spec = ArchSpec(name=arch, in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
     model = build_model(spec, seed=0).eval()
-    return SimpleNamespace(run_id="bench", epoch=0, name=f"{arch} (random weights)", fingerprint=model_fingerprint(model),
-                           arch=spec, model=model)
+    return SimpleNamespace(
+        run_id="bench",
+        epoch=0,
+        name=f"{arch} (random weights)",
+        fingerprint=model_fingerprint(model),
+        arch=spec,
+        model=model,
+    )
 
 
 class Utilization:
@@ -91,8 +97,10 @@ def main() -> None:
     tiles = [t for t in np.array_split(np.arange(len(points)), -(-len(points) // TILE_POINTS)) if len(t)]
     gpu = device.type == "cuda"
     resources = Resources(cpus=1, gpus=1.0 / max(1, args.workers) if gpu else 0.0)
-    print(f"{lm.name}: {len(points)} grid points in {len(tiles)} tiles of ≤{TILE_POINTS}, {args.n} images, "
-          f"device {device}, torch threads here {torch.get_num_threads()}")
+    print(
+        f"{lm.name}: {len(points)} grid points in {len(tiles)} tiles of ≤{TILE_POINTS}, {args.n} images, "
+        f"device {device}, torch threads here {torch.get_num_threads()}"
+    )
 
     def run(pieces) -> tuple[float, list, str]:
         payload = pieces.share_model(lm)
@@ -100,34 +108,47 @@ def main() -> None:
         where: Counter = Counter()
         start = time.perf_counter()
         with Utilization(gpu) as util:
-            out = pieces.map(_tile_where, [(*shared, points[t]) for t in tiles],
-                             lambda done, total, msg="": None, lambda: False, resources)
+            out = pieces.map(
+                _tile_where,
+                [(*shared, points[t]) for t in tiles],
+                lambda done, total, msg="": None,
+                lambda: False,
+                resources,
+            )
         seconds = time.perf_counter() - start
         for _, _, pid in out:
             where[pid] += 1
-        return seconds, out, f"{len(where)} worker{'s' if len(where) != 1 else ''}: " \
-                             f"{', '.join(str(c) for c in where.values())} tiles; GPU utilization {util.mean()}"
+        return (
+            seconds,
+            out,
+            f"{len(where)} worker{'s' if len(where) != 1 else ''}: "
+            f"{', '.join(str(c) for c in where.values())} tiles; GPU utilization {util.mean()}",
+        )
 
     t_local, out_local, how_local = run(LocalPieces(device))
     started = time.perf_counter()
     summary = connect("local", args.workers)
     t_start = time.perf_counter() - started
-    run(RayPieces())                                          # warm: worker processes start, models built
+    run(RayPieces())  # warm: worker processes start, models built
     t_ray, out_ray, how_ray = run(RayPieces())
     same = all(np.allclose(a[0], b[0], rtol=1e-5) for a, b in zip(out_local, out_ray))
     per_point = t_local / len(points)
     print(f"Ray: {summary}, started in {t_start:.1f} s (not counted)")
     print(f"{'how':28s} {'seconds':>8s} {'per point':>10s} {'speed-up':>9s}  pieces")
     print(f"{'local, one after another':28s} {t_local:8.2f} {per_point:9.3f}s {1.0:8.2f}x  {how_local}")
-    print(f"{f'Ray, {args.workers} workers (warm)':28s} {t_ray:8.2f} {t_ray / len(points):9.3f}s "
-          f"{t_local / t_ray:8.2f}x  {how_ray}")
+    print(
+        f"{f'Ray, {args.workers} workers (warm)':28s} {t_ray:8.2f} {t_ray / len(points):9.3f}s "
+        f"{t_local / t_ray:8.2f}x  {how_ray}"
+    )
     print(f"same values (rtol 1e-5): {same}")
     full, n_default = 51 * 51, 2000
-    one = full * per_point * n_default / args.n          # the view's default evaluation set: 2,000 images
-    print(f"51×51 = {full} points on {n_default} images at {per_point * n_default / args.n:.2f} s a point "
-          f"(scaled from {args.n} images): {one / 60:.0f} min on one such worker; on 8 workers that are "
-          f"devices of their own (8 GPUs) {one / 8 / 60:.1f} min + the tiles' shipping. Workers that share "
-          f"this machine's cores scaled {t_local / t_ray:.2f}x with {args.workers}.")
+    one = full * per_point * n_default / args.n  # the view's default evaluation set: 2,000 images
+    print(
+        f"51×51 = {full} points on {n_default} images at {per_point * n_default / args.n:.2f} s a point "
+        f"(scaled from {args.n} images): {one / 60:.0f} min on one such worker; on 8 workers that are "
+        f"devices of their own (8 GPUs) {one / 8 / 60:.1f} min + the tiles' shipping. Workers that share "
+        f"this machine's cores scaled {t_local / t_ray:.2f}x with {args.workers}."
+    )
 
 
 def _tile_where(model, dirs, images, labels, points, *, device):

@@ -44,21 +44,31 @@ def main() -> None:
         model.train()
         perm = torch.randperm(len(data), device=device)
         for b in range(math.ceil(len(data) / cfg.batch_size)):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
 
-    ours = lambda: _epoch(model, opt, sched, data, cfg, torch.Generator().manual_seed(0), device,  # noqa: E731
-                          lambda f, m: None)
+    ours = lambda: _epoch(
+        model,
+        opt,
+        sched,
+        data,
+        cfg,
+        torch.Generator().manual_seed(0),
+        device,  # noqa: E731
+        lambda f, m: None,
+    )
     t_bare = median_seconds(bare, args.repeats, device)
     t_ours = median_seconds(ours, args.repeats, device)
     steps = math.ceil(len(data) / cfg.batch_size)
     print(f"device {device} · small CNN · {len(data):,} MNIST images · batch 128 · median of {args.repeats}")
-    print(f"bare {t_bare:7.2f} s/epoch ({t_bare / steps * 1e3:6.2f} ms/batch) · lenscape {t_ours:7.2f} s/epoch "
-          f"({t_ours / steps * 1e3:6.2f} ms/batch) · ratio {t_ours / t_bare:4.2f}x")
+    print(
+        f"bare {t_bare:7.2f} s/epoch ({t_bare / steps * 1e3:6.2f} ms/batch) · lenscape {t_ours:7.2f} s/epoch "
+        f"({t_ours / steps * 1e3:6.2f} ms/batch) · ratio {t_ours / t_bare:4.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -47,17 +47,22 @@ def main() -> None:
         other = trained(Path(tmp) / "b", args.device, args.epochs, 1)
     dirs = random_directions(model, 2, DirectionConfig(seed=123))
     stored, t_stored = timed(lambda: [surface(model, dirs, [x], [y], train.images, train.labels) for x, y in POINTS])
-    both, t_both = timed(lambda: [surface(model, dirs, [x], [y], train.images, train.labels, bn_examples=subset)
-                                  for x, y in POINTS])
-    print(f"\nmean training loss ({len(train)} examples), BatchNorm statistics stored vs recomputed "
-          f"({args.subset} examples, seed 0):")
+    both, t_both = timed(
+        lambda: [surface(model, dirs, [x], [y], train.images, train.labels, bn_examples=subset) for x, y in POINTS]
+    )
+    print(
+        f"\nmean training loss ({len(train)} examples), BatchNorm statistics stored vs recomputed "
+        f"({args.subset} examples, seed 0):"
+    )
     for (x, y), s, b in zip(POINTS, stored, both):
         assert s.loss[0, 0] == b.loss[0, 0]
-        print(f"  ({x:3.1f}, {y:3.1f}): stored {s.loss[0, 0]:8.3f}   recomputed {b.loss_recomputed[0, 0]:8.3f}   "
-              f"ratio {s.loss[0, 0] / b.loss_recomputed[0, 0]:6.2f}x   accuracy {s.accuracy[0, 0]:.3f} vs "
-              f"{b.accuracy_recomputed[0, 0]:.3f}")
+        print(
+            f"  ({x:3.1f}, {y:3.1f}): stored {s.loss[0, 0]:8.3f}   recomputed {b.loss_recomputed[0, 0]:8.3f}   "
+            f"ratio {s.loss[0, 0] / b.loss_recomputed[0, 0]:6.2f}x   accuracy {s.accuracy[0, 0]:.3f} vs "
+            f"{b.accuracy_recomputed[0, 0]:.3f}"
+        )
     print(f"  time: stored only {t_stored:.2f} s, both {t_both:.2f} s: ratio {t_both / t_stored:.2f}x")
-    ends = [{k: v.clone() for k, v in m.state_dict().items()} for m in (model, other)]   # not the live tensors
+    ends = [{k: v.clone() for k, v in m.state_dict().items()} for m in (model, other)]  # not the live tensors
     curve = interpolation(model, *ends, [0.0, 0.5, 1.0, 1.5], train.images, train.labels, bn_examples=subset)
     print("\ninterpolation seed 0 → seed 1 (training loss), stored (interpolated) vs recomputed statistics:")
     for a, s, r in zip(curve.alphas, curve.loss, curve.loss_recomputed):

@@ -34,7 +34,7 @@ def main() -> None:
     shown = [int(e) for e in args.epochs.split(",")]
     cfg = preset("digits-mlp-noise10")
     with tempfile.TemporaryDirectory() as tmp:
-        for warm in (cfg, replace(cfg, label_noise=0.0)):     # imports, data and kernels warm before timing
+        for warm in (cfg, replace(cfg, label_noise=0.0)):  # imports, data and kernels warm before timing
             train_run(replace(warm, epochs=1), Path(tmp) / f"warm-{warm.label_noise}", device=args.device)
         t0 = time.perf_counter()
         rec = train_run(cfg, Path(tmp) / "run", device=args.device)
@@ -45,10 +45,14 @@ def main() -> None:
         model = build_model(ArchSpec.from_dict(rec["arch"]), seed=0).to(args.device)
         trained = recorded_gradients(rec, model)
         data = prepare_data(cfg)
-        print(f"digits MLP preset, 10% noise: train accuracy on noisy labels "
-              f"{rec['metrics'][-1]['train_acc']:.1%}, test {rec['metrics'][-1]['test_acc']:.1%}")
-        print(f"training time with the record {t_rec:.1f} s, without (no label noise) {t_plain:.1f} s: "
-              f"ratio {t_rec / t_plain:.2f}")
+        print(
+            f"digits MLP preset, 10% noise: train accuracy on noisy labels "
+            f"{rec['metrics'][-1]['train_acc']:.1%}, test {rec['metrics'][-1]['test_acc']:.1%}"
+        )
+        print(
+            f"training time with the record {t_rec:.1f} s, without (no label noise) {t_plain:.1f} s: "
+            f"ratio {t_rec / t_plain:.2f}"
+        )
         groups = list(layer_groups(model))
         print("\ncos(G_clean, G_noisy) per layer: in training (the paper's) | at the checkpoint")
         print("epoch  " + "  ".join(f"{g:>17}" for g in groups))
@@ -57,8 +61,10 @@ def main() -> None:
             model.load_state_dict(state)
             ck = gradient_account(model, data.train.images, data.train.labels, data.noise_mask, batch_size=64)
             i = trained.epochs.index(e)
-            print(f"{e:5d}  " + "  ".join(f"{trained.cosine[i, j]:+8.3f} | {ck.cosine[j]:+6.3f}"
-                                          for j in range(len(groups))))
+            print(
+                f"{e:5d}  "
+                + "  ".join(f"{trained.cosine[i, j]:+8.3f} | {ck.cosine[j]:+6.3f}" for j in range(len(groups)))
+            )
         print("\nnoisy / clean gradient norm (Σ‖G‖/√numel) per layer, in training")
         for e in shown:
             i = trained.epochs.index(e)

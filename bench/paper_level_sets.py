@@ -42,14 +42,25 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=8)
     parser.add_argument("--train", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--preset", choices=("argparse", "paper"), default="argparse",
-                        help="argparse: η 0.05, T 100, δ 0.05; paper: the ImageNet run's η 0.01, T 400, δ 0.2")
+    parser.add_argument(
+        "--preset",
+        choices=("argparse", "paper"),
+        default="argparse",
+        help="argparse: η 0.05, T 100, δ 0.05; paper: the ImageNet run's η 0.01, T 400, δ 0.2",
+    )
     args = parser.parse_args()
     # a finished run in the folder is reused: a second invocation skips the training
     tmp = Path(tempfile.gettempdir()) / f"lenscape-bench-lst-{args.train}-{args.epochs}"
-    models = {"standard": trained(tmp / "standard", args.device, train_subset=args.train, epochs=args.epochs),
-              "robust (PGD ℓ∞ 0.2)": trained(tmp / "robust", args.device, train_subset=args.train, epochs=args.epochs,
-                                             adversarial=PGDConfig(norm="linf", eps=0.2, steps=7))}
+    models = {
+        "standard": trained(tmp / "standard", args.device, train_subset=args.train, epochs=args.epochs),
+        "robust (PGD ℓ∞ 0.2)": trained(
+            tmp / "robust",
+            args.device,
+            train_subset=args.train,
+            epochs=args.epochs,
+            adversarial=PGDConfig(norm="linf", eps=0.2, steps=7),
+        ),
+    }
     test = load_data(DataSpec(name="mnist"), "test")
     x, y = test.x()[:2000].to(args.device), test.labels[:2000].to(args.device)
     with torch.no_grad():
@@ -78,13 +89,19 @@ def main() -> None:
                 for d in frac:
                     frac[d].append(t.fraction_above[d])
         print(f"\n{name} ({time.perf_counter() - start:.0f} s)")
-        print(f"  final / initial RMS distance to the target: median {np.median(ratio):.3f} "
-              f"(range {np.min(ratio):.3f}-{np.max(ratio):.3f})")
-        print(f"  SSIM output vs target: median {np.median(sim):.3f}; outputs still in the source class: "
-              f"{np.mean(kept):.0%}")
-        print(f"  triangles: mean p(c) {np.mean(tri_mean):.3f}; share of points with p > p_src - Δ: "
-              + ", ".join(f"Δ={d}: {np.mean(v):.2f}" for d, v in frac.items())
-              + f"; min along the edges of p - p_src: {np.min(star_min):.3f}")
+        print(
+            f"  final / initial RMS distance to the target: median {np.median(ratio):.3f} "
+            f"(range {np.min(ratio):.3f}-{np.max(ratio):.3f})"
+        )
+        print(
+            f"  SSIM output vs target: median {np.median(sim):.3f}; outputs still in the source class: "
+            f"{np.mean(kept):.0%}"
+        )
+        print(
+            f"  triangles: mean p(c) {np.mean(tri_mean):.3f}; share of points with p > p_src - Δ: "
+            + ", ".join(f"Δ={d}: {np.mean(v):.2f}" for d, v in frac.items())
+            + f"; min along the edges of p - p_src: {np.min(star_min):.3f}"
+        )
 
 
 if __name__ == "__main__":

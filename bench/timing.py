@@ -31,9 +31,15 @@ def mnist_or_random(split: str, n: int):
     try:
         return load_data(DataSpec(name="mnist"), split).head(n)
     except Exception:
-        return ImageData(images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8),
-                         labels=torch.randint(0, 10, (n,)), classes=tuple("0123456789"), mean=(0.13,), std=(0.31,),
-                         spec=DataSpec(name="mnist"), split=split)
+        return ImageData(
+            images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8),
+            labels=torch.randint(0, 10, (n,)),
+            classes=tuple("0123456789"),
+            mean=(0.13,),
+            std=(0.31,),
+            spec=DataSpec(name="mnist"),
+            split=split,
+        )
 
 
 def timed(fn):
@@ -55,6 +61,8 @@ def trained_model(recipe, folder, device: str = "cpu"):
     rec = train_run(recipe, folder, device=device)
     state, _ = load_checkpoint(folder / rec["checkpoints"][-1]["file"])
     model = model_from_state(ArchSpec.from_dict(rec["arch"]), state).to(device).eval()
-    print(f"trained {folder.name}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"trained {folder.name}: test accuracy {rec['metrics'][-1]['test_acc']:.3f} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     return model

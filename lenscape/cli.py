@@ -22,10 +22,11 @@ from lenscape.models.training import PRESETS, parse_seeds, preset, run_id_for, t
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["app"]:                       # the rest goes to Streamlit as it is
+    if argv[:1] == ["app"]:  # the rest goes to Streamlit as it is
         return _app(argv[1:])
-    parser = argparse.ArgumentParser(prog="lenscape", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lenscape", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("app", help="start the app (options after it go to Streamlit, e.g. --server.port 8502)")
     train = sub.add_parser("train", help="train one preset for one or more seeds")
@@ -56,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         for seed in parse_seeds(args.seeds):
             cfg = preset(args.preset, seed=seed, **overrides)
             start = time.perf_counter()
-            rec = train_run(cfg, runs_dir() / run_id_for(cfg), device=args.device,
-                            progress=lambda f, m: print(f"\r[{f:6.1%}] {m:80s}", end="", flush=True))
+            rec = train_run(
+                cfg,
+                runs_dir() / run_id_for(cfg),
+                device=args.device,
+                progress=lambda f, m: print(f"\r[{f:6.1%}] {m:80s}", end="", flush=True),
+            )
             last = rec["metrics"][-1]
-            print(f"\n{rec['run_id']}: {rec['name']} · test acc {last['test_acc']:.2%} · "
-                  f"{time.perf_counter() - start:.1f} s")
+            print(
+                f"\n{rec['run_id']}: {rec['name']} · test acc {last['test_acc']:.2%} · "
+                f"{time.perf_counter() - start:.1f} s"
+            )
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -74,7 +81,7 @@ if __name__ == "__main__":
 def _app(args: list[str]) -> int:
     from lenscape.ui.serve import main as serve
 
-    if args[:1] == ["--port"] and len(args) >= 2:     # the one option most people want, spelled plainly
+    if args[:1] == ["--port"] and len(args) >= 2:  # the one option most people want, spelled plainly
         args = ["--server.port", args[1], *args[2:]]
     serve(args)
     return 0

@@ -24,16 +24,16 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @dataclass(frozen=True, kw_only=True)
 class ArchSpec:
     name: str
-    in_shape: tuple[int, int, int]            # (C, H, W) of one input image
+    in_shape: tuple[int, int, int]  # (C, H, W) of one input image
     num_classes: int
-    mean: tuple[float, ...]                   # per-channel normalization built into the model
+    mean: tuple[float, ...]  # per-channel normalization built into the model
     std: tuple[float, ...]
-    widths: tuple[int, ...] = (256, 256)      # MLP hidden widths
-    channels: tuple[int, int] = (32, 64)      # small CNN conv widths
-    batchnorm: bool = False                   # small CNN: BatchNorm after each conv
-    p_gen: float = 0.0                        # example-tied dropout; 0 = off (see ExampleTiedDropout)
+    widths: tuple[int, ...] = (256, 256)  # MLP hidden widths
+    channels: tuple[int, int] = (32, 64)  # small CNN conv widths
+    batchnorm: bool = False  # small CNN: BatchNorm after each conv
+    p_gen: float = 0.0  # example-tied dropout; 0 = off (see ExampleTiedDropout)
     p_mem: float = 0.0
-    torchvision_name: str = ""                # for name == "torchvision"
+    torchvision_name: str = ""  # for name == "torchvision"
 
     def __post_init__(self) -> None:
         if self.name not in ARCHITECTURES:
@@ -46,8 +46,10 @@ class ArchSpec:
             raise InvalidInputError(f"MLP widths must be positive integers; got {self.widths}")
         if self.p_gen or self.p_mem:
             if not (0 < self.p_gen < 1 and 0 < self.p_mem <= 1):
-                raise InvalidInputError(f"example-tied dropout needs 0 < p_gen < 1 and 0 < p_mem <= 1; "
-                                        f"got p_gen={self.p_gen}, p_mem={self.p_mem}")
+                raise InvalidInputError(
+                    f"example-tied dropout needs 0 < p_gen < 1 and 0 < p_mem <= 1; "
+                    f"got p_gen={self.p_gen}, p_mem={self.p_mem}"
+                )
         if self.name == "torchvision" and not self.torchvision_name:
             raise InvalidInputError("a torchvision architecture needs a model name, e.g. 'resnet18'")
 
@@ -69,8 +71,9 @@ class ArchSpec:
 KNOWN_NORMALIZATION = {"lenet": (0.5, 0.5)}
 
 
-def default_normalization(name: str, data_mean: tuple[float, ...],
-                          data_std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def default_normalization(
+    name: str, data_mean: tuple[float, ...], data_std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) an imported model of architecture `name` most likely expects: the recipe it
     is known by, ImageNet's for torchvision classifiers on RGB, else the data set's statistics
     (what Lenscape's own training uses)."""
@@ -110,8 +113,8 @@ class ExampleTiedDropout(nn.Module):
         super().__init__()
         self.n_gen = int(math.floor(p_gen * channels))
         self.channels, self.p_gen, self.p_mem = channels, p_gen, p_mem
-        self.mode = "test"                        # used in eval(): "test", "drop" or "tied"
-        self.ids: torch.Tensor | None = None      # example indices of the current batch
+        self.mode = "test"  # used in eval(): "test", "drop" or "tied"
+        self.ids: torch.Tensor | None = None  # example indices of the current batch
         self._masks: dict[int, torch.Tensor] = {}
 
     def _mask(self, example_id: int) -> torch.Tensor:
@@ -124,15 +127,17 @@ class ExampleTiedDropout(nn.Module):
         scale = torch.ones(x.shape[0], self.channels, device=x.device, dtype=x.dtype)
         if self.training or self.mode == "tied":
             if self.ids is None or len(self.ids) != x.shape[0]:
-                raise InvalidInputError("example-tied dropout needs the batch's example indices in training "
-                                        "and in tied mode (wrap the forward pass in `example_ids(model, idx)`)")
+                raise InvalidInputError(
+                    "example-tied dropout needs the batch's example indices in training "
+                    "and in tied mode (wrap the forward pass in `example_ids(model, idx)`)"
+                )
             keep = torch.stack([self._mask(int(i)) for i in self.ids.tolist()])
-            scale[:, self.n_gen:] = keep.to(scale)
+            scale[:, self.n_gen :] = keep.to(scale)
         elif self.mode == "drop":
-            scale[:, :self.n_gen] = (self.p_gen + self.p_mem) / self.p_gen
-            scale[:, self.n_gen:] = 0.0
+            scale[:, : self.n_gen] = (self.p_gen + self.p_mem) / self.p_gen
+            scale[:, self.n_gen :] = 0.0
         else:
-            scale[:, self.n_gen:] = self.p_mem
+            scale[:, self.n_gen :] = self.p_mem
         return x * scale.view(*scale.shape, *([1] * (x.ndim - 2)))
 
 
@@ -217,9 +222,15 @@ def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
     from lenscape.models.resnets import ResNet9, ResNet18, torchvision_classifier
     from lenscape.models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
 
-    builders = {"mlp": MLP, "cnn": SmallCNN, "lenet": LeNet, "resnet18": ResNet18,
-                "resnet9": ResNet9, "torchvision": torchvision_classifier}
-    if spec.name == "torchvision" and seed is not None:   # keeps torchvision's own initialization
+    builders = {
+        "mlp": MLP,
+        "cnn": SmallCNN,
+        "lenet": LeNet,
+        "resnet18": ResNet18,
+        "resnet9": ResNet9,
+        "torchvision": torchvision_classifier,
+    }
+    if spec.name == "torchvision" and seed is not None:  # keeps torchvision's own initialization
         with global_seed(seed):
             model = builders[spec.name](spec)
     else:
@@ -241,10 +252,12 @@ def check_io(model: nn.Module, spec: ArchSpec) -> None:
         with torch.no_grad():
             out = model(torch.zeros(1, *spec.in_shape))
     except RuntimeError as exc:
-        raise InvalidInputError(f"this {spec.name} model cannot take images of shape {spec.in_shape} "
-                                f"(C, H, W): {str(exc).splitlines()[0]}") from None
+        raise InvalidInputError(
+            f"this {spec.name} model cannot take images of shape {spec.in_shape} (C, H, W): {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         model.train(was_training)
     if out.shape != (1, spec.num_classes):
-        raise InvalidInputError(f"the model gives {tuple(out.shape[1:])} outputs per image but the data "
-                                f"set has {spec.num_classes} classes")
+        raise InvalidInputError(
+            f"the model gives {tuple(out.shape[1:])} outputs per image but the data set has {spec.num_classes} classes"
+        )

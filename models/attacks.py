@@ -17,8 +17,8 @@ class PGDConfig:
     norm: Literal["l2", "linf"] = "l2"
     eps: float = 0.5
     steps: int = 7
-    step_size: float = 0.0        # 0 = 2.5 * eps / steps (Madry et al.'s rule of thumb)
-    random_start: bool = False    # the saliency paper's PGD starts at x
+    step_size: float = 0.0  # 0 = 2.5 * eps / steps (Madry et al.'s rule of thumb)
+    random_start: bool = False  # the saliency paper's PGD starts at x
 
     def __post_init__(self) -> None:
         if self.norm not in ("l2", "linf"):
@@ -34,8 +34,9 @@ class PGDConfig:
         return asdict(self)
 
 
-def pgd_perturbation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def pgd_perturbation(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """delta maximizing CE(model(x + delta), y) within the eps-ball, with x + delta in [0, 1].
 
     Runs in whatever mode the model is in (adversarial training computes delta in train mode).

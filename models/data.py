@@ -26,10 +26,8 @@ Split = Literal["train", "test"]
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck")
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,11 +35,11 @@ class DataSpec:
     """Which data set, with its options. Its `key()` goes into job keys and run records."""
 
     name: str = "digits"
-    block_classes: tuple[int, int] = (0, 1)   # BlockMNIST: the two MNIST digits; label 0 = first
-    block_top_only: bool = False              # BlockMNIST-Top: signal always in the top block
-    block_patch: int = 8                      # side of the null block's fixed square patch
-    folder: str = ""                          # ImageFolder root
-    image_size: int = 0                       # ImageFolder: resize to this square size; 0 = keep
+    block_classes: tuple[int, int] = (0, 1)  # BlockMNIST: the two MNIST digits; label 0 = first
+    block_top_only: bool = False  # BlockMNIST-Top: signal always in the top block
+    block_patch: int = 8  # side of the null block's fixed square patch
+    folder: str = ""  # ImageFolder root
+    image_size: int = 0  # ImageFolder: resize to this square size; 0 = keep
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -83,19 +81,21 @@ class DataSpec:
 class ImageData(Dataset):
     """An image classification split held in memory. x comes out as float in [0, 1]."""
 
-    images: torch.Tensor                      # (N, C, H, W) uint8
-    labels: torch.Tensor                      # (N,) int64
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     spec: DataSpec
     split: str
-    signal_top: torch.Tensor | None = None    # BlockMNIST: (N,) bool, True = digit in top block
+    signal_top: torch.Tensor | None = None  # BlockMNIST: (N,) bool, True = digit in top block
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.uint8:
-            raise InvalidInputError(f"images must be (N, C, H, W) uint8; got {tuple(self.images.shape)} {self.images.dtype}")
+            raise InvalidInputError(
+                f"images must be (N, C, H, W) uint8; got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if len(self.images) != len(self.labels):
             raise InvalidInputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -171,8 +171,13 @@ def prepare(spec: DataSpec, progress=None) -> dict:
 def load_data(spec: DataSpec, split: Split) -> ImageData:
     if split not in ("train", "test"):
         raise InvalidInputError(f"split must be 'train' or 'test'; got {split!r}")
-    loader = {"digits": _digits, "mnist": _mnist, "cifar10": _cifar10,
-              "blockmnist": _blockmnist, "imagefolder": _imagefolder}[spec.name]
+    loader = {
+        "digits": _digits,
+        "mnist": _mnist,
+        "cifar10": _cifar10,
+        "blockmnist": _blockmnist,
+        "imagefolder": _imagefolder,
+    }[spec.name]
     return loader(spec, split)
 
 
@@ -197,8 +202,11 @@ def _mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=False)
     except RuntimeError:
-        ds = _download(lambda: torchvision.datasets.MNIST(str(root), train=split == "train", download=True),
-                       "MNIST", [root / "MNIST" / "raw" / f for f in MNIST_FILES])
+        ds = _download(
+            lambda: torchvision.datasets.MNIST(str(root), train=split == "train", download=True),
+            "MNIST",
+            [root / "MNIST" / "raw" / f for f in MNIST_FILES],
+        )
     return ds.data[:, None].contiguous(), ds.targets.long()
 
 
@@ -210,15 +218,17 @@ def _mnist(spec: DataSpec, split: str) -> ImageData:
 def _download(fn, name: str, expected: list[Path]):
     where = "\n".join(f"  {p}" for p in expected)
     if offline():
-        raise DataUnavailableError(f"{name} is not in the data root and downloads are off "
-                                   f"(LENSCAPE_OFFLINE). Put these files here:\n{where}")
+        raise DataUnavailableError(
+            f"{name} is not in the data root and downloads are off (LENSCAPE_OFFLINE). Put these files here:\n{where}"
+        )
     try:
         return fn()
     except Exception as exc:  # any network failure: tell the user what to put where
         raise DataUnavailableError(
             f"{name} is not in the data root ({data_root()}) and could not be downloaded "
             f"({type(exc).__name__}). Put these files here, or set LENSCAPE_DATA to a folder "
-            f"that has them:\n{where}") from None
+            f"that has them:\n{where}"
+        ) from None
 
 
 def _cifar10(spec: DataSpec, split: str) -> ImageData:
@@ -230,9 +240,14 @@ def _cifar10(spec: DataSpec, split: str) -> ImageData:
         try:
             ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=False)
         except RuntimeError:
-            ds = _download(lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True),
-                           "CIFAR-10", [root / "cifar-10-batches-py" / "data_batch_1 ... test_batch",
-                                        root / "cifar10-jpg" / "{train,test}" / "{class}" / "*.jpg"])
+            ds = _download(
+                lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True),
+                "CIFAR-10",
+                [
+                    root / "cifar-10-batches-py" / "data_batch_1 ... test_batch",
+                    root / "cifar10-jpg" / "{train,test}" / "{class}" / "*.jpg",
+                ],
+            )
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor(ds.targets, dtype=torch.long)
     else:
@@ -279,27 +294,29 @@ def _blockmnist(spec: DataSpec, split: str) -> ImageData:
     bottom = torch.where(signal_top[:, None, None, None], null, digits)
     images = torch.cat([top, bottom], dim=2).contiguous()  # (N, 1, 56, 28)
     xs = images.float() / 255.0
-    return ImageData(images, labels, (str(a), str(b)), (float(xs.mean()),), (float(xs.std()),),
-                     spec, split, signal_top=signal_top)
+    return ImageData(
+        images, labels, (str(a), str(b)), (float(xs.mean()),), (float(xs.std()),), spec, split, signal_top=signal_top
+    )
 
 
 def null_block(patch: int) -> torch.Tensor:
     """The fixed, label-independent block: a centred white square of side `patch` on black."""
     block = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
     lo = (28 - patch) // 2
-    block[..., lo:lo + patch, lo:lo + patch] = 255
+    block[..., lo : lo + patch, lo : lo + patch] = 255
     return block
 
 
 def null_block_mask(signal_top: torch.Tensor) -> torch.Tensor:
     """(N, 1, 56, 28) bool: True on the coordinates of each image's null block."""
-    rows = torch.arange(56)[None, :] >= 28                 # (1, 56): bottom half
+    rows = torch.arange(56)[None, :] >= 28  # (1, 56): bottom half
     null_rows = torch.where(signal_top[:, None], rows, ~rows)  # (N, 56)
     return null_rows[:, None, :, None].expand(-1, 1, 56, 28)
 
 
-def apply_label_noise(labels: torch.Tensor, fraction: float, num_classes: int,
-                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_label_noise(
+    labels: torch.Tensor, fraction: float, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Relabel floor(fraction * N) examples, as Maini et al. do; returns (labels, noise_mask).
 
     y <- (y + r) mod C with r uniform over {1, ..., C-2}, so the new label is never the old one

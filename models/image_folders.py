@@ -24,11 +24,11 @@ from lenscape.models.paths import cache_dir
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 GRAY_MODES = {"L", "1", "I;16"}
-REPORT_EVERY = 256          # entries or images between progress calls (each one a chance to cancel)
+REPORT_EVERY = 256  # entries or images between progress calls (each one a chance to cancel)
 
 
 def max_folder_files() -> int:
-    return _env_int("LENSCAPE_MAX_FOLDER_FILES", 200_000)   # files and folders listed under one root
+    return _env_int("LENSCAPE_MAX_FOLDER_FILES", 200_000)  # files and folders listed under one root
 
 
 def max_image_pixels() -> int:
@@ -55,15 +55,19 @@ class _Walk:
             with os.scandir(folder) as listing:
                 return [self._count(entry) for entry in listing]
         except OSError as exc:
-            raise InvalidInputError(f"cannot read the folder {_rel(folder, self.root)} in {self.root} "
-                                    f"({exc.strerror or type(exc).__name__})") from None
+            raise InvalidInputError(
+                f"cannot read the folder {_rel(folder, self.root)} in {self.root} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
 
     def _count(self, entry: os.DirEntry) -> os.DirEntry:
         self.seen += 1
         if self.seen > self.limit:
-            raise InvalidInputError(f"{self.root} holds more than {self.limit:,} files and folders, the most "
-                                    "Lenscape lists in an image folder; choose a smaller folder, or have the "
-                                    "person who starts the server raise LENSCAPE_MAX_FOLDER_FILES")
+            raise InvalidInputError(
+                f"{self.root} holds more than {self.limit:,} files and folders, the most "
+                "Lenscape lists in an image folder; choose a smaller folder, or have the "
+                "person who starts the server raise LENSCAPE_MAX_FOLDER_FILES"
+            )
         if self.progress is not None and self.seen % REPORT_EVERY == 0:
             self.progress(0.0, f"decoding {self.root.name}: listing files ({self.seen:,} so far)")
         return entry
@@ -119,14 +123,18 @@ def list_images(root: Path, progress=None) -> tuple[list[tuple[str, int]], tuple
     empty = [c for c, files in zip(classes, per_class) if not files]
     if not classes or empty:
         which = f" (none in {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''})" if empty else ""
-        raise InvalidInputError(f"no images found in {root}{which}: expected {root}/<class>/<image> in every "
-                                f"class folder, the image ending in one of {' '.join(IMG_EXTENSIONS)}")
+        raise InvalidInputError(
+            f"no images found in {root}{which}: expected {root}/<class>/<image> in every "
+            f"class folder, the image ending in one of {' '.join(IMG_EXTENSIONS)}"
+        )
     return [(path, label) for label, files in enumerate(per_class) for path in files], tuple(classes)
 
 
 def _unreadable(path: str, root: Path, exc: Exception) -> InvalidInputError:
-    return InvalidInputError(f"{_rel(path, root)} in {root} cannot be read as an image ({type(exc).__name__}: "
-                             f"{str(exc)[:120]}); remove or replace it")
+    return InvalidInputError(
+        f"{_rel(path, root)} in {root} cannot be read as an image ({type(exc).__name__}: "
+        f"{str(exc)[:120]}); remove or replace it"
+    )
 
 
 def _header(path: str, root: Path, limit: int) -> str:
@@ -139,9 +147,11 @@ def _header(path: str, root: Path, limit: int) -> str:
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, struct.error, ...)
         raise _unreadable(path, root, exc) from None
     if w * h > limit:
-        raise InvalidInputError(f"{_rel(path, root)} in {root} is {w:,}×{h:,} pixels; images of at most {limit:,} "
-                                "pixels are read (the person who starts the server can raise "
-                                "LENSCAPE_MAX_IMAGE_PIXELS)")
+        raise InvalidInputError(
+            f"{_rel(path, root)} in {root} is {w:,}×{h:,} pixels; images of at most {limit:,} "
+            "pixels are read (the person who starts the server can raise "
+            "LENSCAPE_MAX_IMAGE_PIXELS)"
+        )
     return mode
 
 
@@ -177,8 +187,10 @@ def decode_folder(root: Path, size: int, progress=None) -> tuple[np.ndarray, np.
             progress(0.1 + 0.9 * i / len(samples), f"decoding {root.name}: {i:,}/{len(samples):,} images")
         arr = _decode(path, root, mode, size)
         if arrays and arr.shape != arrays[0].shape:
-            raise InvalidInputError(f"images differ in size: {_rel(samples[0][0], root)} is {arrays[0].shape[:2]}, "
-                                    f"{_rel(path, root)} is {arr.shape[:2]}; choose an image size to resize them to")
+            raise InvalidInputError(
+                f"images differ in size: {_rel(samples[0][0], root)} is {arrays[0].shape[:2]}, "
+                f"{_rel(path, root)} is {arr.shape[:2]}; choose an image size to resize them to"
+            )
         arrays.append(arr)
     stack = np.stack(arrays)
     images = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
@@ -191,8 +203,9 @@ def folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
     them) without a stat of every file: checking the cache costs milliseconds."""
     try:
         dirs = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
-        parts = [str(Path(root).resolve())] + [f"{d.name}:{d.stat().st_mtime_ns}:{len(os.listdir(d.path))}"
-                                               for d in dirs]
+        parts = [str(Path(root).resolve())] + [
+            f"{d.name}:{d.stat().st_mtime_ns}:{len(os.listdir(d.path))}" for d in dirs
+        ]
     except OSError as exc:
         raise InvalidInputError(f"cannot read the folder {root} ({exc.strerror or type(exc).__name__})") from None
     stamp = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -207,10 +220,10 @@ def folder_tensors(root: Path, size: int, cache_key: str | None = None, progress
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
-        except (OSError, ValueError, KeyError):      # a damaged cache file: decode again
+        except (OSError, ValueError, KeyError):  # a damaged cache file: decode again
             cache.unlink(missing_ok=True)
     images, labels, classes = decode_folder(root, size, progress)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, images=images, labels=labels, classes=np.array(classes))
-    os.replace(tmp, cache)                      # atomic: a reader never sees half a cache file
+    os.replace(tmp, cache)  # atomic: a reader never sees half a cache file
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), classes

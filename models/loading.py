@@ -45,7 +45,7 @@ def read_model_file(text: str, what: str = "the model file") -> bytes:
     _check_size(info.st_size, path.name)
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)   # a bound even where the stat said less (/proc files say 0)
+            raw = f.read(MAX_BYTES + 1)  # a bound even where the stat said less (/proc files say 0)
     except OSError as exc:
         raise InvalidInputError(f"{what} {text!r} cannot be read ({exc.strerror or type(exc).__name__})") from None
     _check_size(len(raw), path.name)
@@ -63,9 +63,11 @@ def check_finite_state(state: dict[str, torch.Tensor], filename: str) -> None:
     bad = [name for name, t in state.items() if _has_non_finite(t)]
     if bad:
         shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise InvalidInputError(f"{filename}: {len(bad)} tensor{'s' if len(bad) > 1 else ''} hold NaN or Inf "
-                                f"values ({shown}); expected finite weights (was the model saved after its "
-                                "training diverged?)")
+        raise InvalidInputError(
+            f"{filename}: {len(bad)} tensor{'s' if len(bad) > 1 else ''} hold NaN or Inf "
+            f"values ({shown}); expected finite weights (was the model saved after its "
+            "training diverged?)"
+        )
 
 
 def _has_non_finite(t: torch.Tensor) -> bool:
@@ -83,14 +85,16 @@ def _read_safetensors(raw: bytes, filename: str) -> dict:
     try:
         return load(raw)
     except Exception as exc:  # safetensors raises its own error types for every corruption
-        raise InvalidInputError(f"{filename} looks like safetensors but cannot be read (truncated or "
-                                f"corrupted?): {exc}") from None
+        raise InvalidInputError(
+            f"{filename} looks like safetensors but cannot be read (truncated or corrupted?): {exc}"
+        ) from None
 
 
 def _read_torch(raw: bytes, filename: str) -> dict:
     if not (raw[:2] == b"PK" or raw[:1] == b"\x80"):
-        raise InvalidInputError(f"{filename} is neither a safetensors file nor a PyTorch file "
-                                f"(it starts with {raw[:8]!r})")
+        raise InvalidInputError(
+            f"{filename} is neither a safetensors file nor a PyTorch file (it starts with {raw[:8]!r})"
+        )
     try:
         return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -98,10 +102,13 @@ def _read_torch(raw: bytes, filename: str) -> dict:
             f"{filename} was refused: it holds pickled Python objects beyond plain tensors "
             f"(for example a whole model saved with torch.save(model)), and loading it could run "
             f"arbitrary code. Save model.state_dict() instead, or use safetensors. "
-            f"Detail: {str(exc).splitlines()[-1][:200]}") from None
+            f"Detail: {str(exc).splitlines()[-1][:200]}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - damaged files raise anything (KeyError, struct.error, ...)
-        raise InvalidInputError(f"{filename} cannot be read as a PyTorch file (truncated or corrupted?): "
-                                f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise InvalidInputError(
+            f"{filename} cannot be read as a PyTorch file (truncated or corrupted?): "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
 
 
 def _flatten(obj, filename: str) -> dict[str, torch.Tensor]:
@@ -117,7 +124,7 @@ def _flatten(obj, filename: str) -> dict[str, torch.Tensor]:
         raise InvalidInputError(f"{filename}: entries that are not named tensors: {bad[:5]}")
     prefix = "module."  # saved from DataParallel / DistributedDataParallel
     if all(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix):]: v for k, v in obj.items()}
+        obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -126,20 +133,27 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], arch_label:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         lines = [f"the weights do not fit the {arch_label} architecture:"]
-        for title, items in (("missing in the file", missing), ("not in the model", unexpected),
-                             ("shape mismatch", wrong)):
+        for title, items in (
+            ("missing in the file", missing),
+            ("not in the model", unexpected),
+            ("shape mismatch", wrong),
+        ):
             if items:
                 lines.append(f"{title} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
         raise InvalidInputError("\n".join(lines))
     model.load_state_dict(state, strict=True)
 
 
-def suggest_architecture(state: dict[str, torch.Tensor], in_shape: tuple[int, int, int],
-                         num_classes: int) -> dict | None:
+def suggest_architecture(
+    state: dict[str, torch.Tensor], in_shape: tuple[int, int, int], num_classes: int
+) -> dict | None:
     """The built-in or torchvision architecture (as ArchSpec fields: name and, where they vary,
     widths, channels, batchnorm, torchvision_name) whose state_dict has exactly the keys and shapes
     of `state` for these inputs, or None. Candidates are built on the meta device (shapes only, no
@@ -149,8 +163,9 @@ def suggest_architecture(state: dict[str, torch.Tensor], in_shape: tuple[int, in
     for fields in [*_candidates(state), *_torchvision_candidates(state)]:
         try:
             with torch.device("meta"):
-                model = build_model(ArchSpec(**fields, in_shape=in_shape, num_classes=num_classes,
-                                             mean=(0.0,) * c, std=(1.0,) * c))
+                model = build_model(
+                    ArchSpec(**fields, in_shape=in_shape, num_classes=num_classes, mean=(0.0,) * c, std=(1.0,) * c)
+                )
         except (InvalidInputError, RuntimeError):
             continue
         if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
@@ -188,8 +203,11 @@ def torchvision_names() -> list[str]:
 
 def _torchvision_candidates(state: dict[str, torch.Tensor]) -> list[dict]:
     prefixes = tuple(p for key, family in TORCHVISION_FAMILIES.items() if key in state for p in family)
-    return [{"name": "torchvision", "torchvision_name": n} for n in torchvision_names() if n.startswith(prefixes)] \
-        if prefixes else []
+    return (
+        [{"name": "torchvision", "torchvision_name": n} for n in torchvision_names() if n.startswith(prefixes)]
+        if prefixes
+        else []
+    )
 
 
 def _candidates(state: dict[str, torch.Tensor]) -> list[dict]:
@@ -221,6 +239,8 @@ def torchvision_pretrained(name: str) -> dict[str, torch.Tensor]:
         weights = torchvision.models.get_model_weights(name).DEFAULT
         return weights.get_state_dict(progress=False)
     except Exception as exc:  # no network, unknown name, hub errors
-        raise InvalidInputError(f"could not get torchvision's weights for {name!r} ({type(exc).__name__}: "
-                                f"{str(exc)[:160]}). Without a network, upload a weights file "
-                                f"(state_dict or safetensors) and pick the architecture.") from None
+        raise InvalidInputError(
+            f"could not get torchvision's weights for {name!r} ({type(exc).__name__}: "
+            f"{str(exc)[:160]}). Without a network, upload a weights file "
+            f"(state_dict or safetensors) and pick the architecture."
+        ) from None

@@ -61,7 +61,9 @@ def user_path(text: str, what: str = "the path") -> Path:
     except (OSError, ValueError):  # a NUL byte, or a name too long
         path = None
     if path is None or not any(path.is_relative_to(root) for root in roots):
-        raise InvalidInputError(f"{what} {text!r} is not allowed: Lenscape reads only inside "
-                                f"{', '.join(map(str, roots))}. The person who starts the server can allow "
-                                f"more folders with LENSCAPE_ALLOWED_ROOTS.")
+        raise InvalidInputError(
+            f"{what} {text!r} is not allowed: Lenscape reads only inside "
+            f"{', '.join(map(str, roots))}. The person who starts the server can allow "
+            f"more folders with LENSCAPE_ALLOWED_ROOTS."
+        )
     return path

@@ -105,8 +105,9 @@ def torchvision_classifier(spec: ArchSpec) -> nn.Module:
         model = torchvision.models.get_model(spec.torchvision_name, weights=None, num_classes=spec.num_classes)
     except (ValueError, KeyError) as exc:
         known = ", ".join(sorted(torchvision.models.list_models(torchvision.models))[:12])
-        raise InvalidInputError(f"torchvision has no classifier {spec.torchvision_name!r} ({exc}); "
-                                f"some it has: {known}, ...") from None
+        raise InvalidInputError(
+            f"torchvision has no classifier {spec.torchvision_name!r} ({exc}); some it has: {known}, ..."
+        ) from None
     model.add_module("input_norm", InputNorm(spec.mean, spec.std))
     model.register_forward_pre_hook(_normalized_inputs)
     return model

@@ -30,28 +30,29 @@ Progress = Callable[[float, str], None]  # may raise to stop the run
 class TrainConfig:
     data: DataSpec = field(default_factory=DataSpec)
     arch: str = "cnn"
-    widths: tuple[int, ...] = (256, 256)   # MLP hidden widths
-    channels: tuple[int, int] = (32, 64)   # small CNN conv widths
+    widths: tuple[int, ...] = (256, 256)  # MLP hidden widths
+    channels: tuple[int, int] = (32, 64)  # small CNN conv widths
     batchnorm: bool = False
     epochs: int = 3
     batch_size: int = 128
     lr: float = 0.05
-    schedule: str = "cosine"               # per step; "triangle" = linear up then down (Maini et al.)
-    warmup: float = 0.0                    # fraction of steps with linear warm-up (cosine/step)
+    schedule: str = "cosine"  # per step; "triangle" = linear up then down (Maini et al.)
+    warmup: float = 0.0  # fraction of steps with linear warm-up (cosine/step)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    seed: int = 0                          # initialization and batch order
-    label_noise: float = 0.0               # fraction of training labels flipped
-    noise_seed: int = 0                    # which examples flip: fixed across seeds on purpose
-    adversarial: PGDConfig | None = None   # PGD adversarial training when set
-    p_gen: float = 0.0                     # example-tied dropout (0 = off)
+    seed: int = 0  # initialization and batch order
+    label_noise: float = 0.0  # fraction of training labels flipped
+    noise_seed: int = 0  # which examples flip: fixed across seeds on purpose
+    adversarial: PGDConfig | None = None  # PGD adversarial training when set
+    p_gen: float = 0.0  # example-tied dropout (0 = off)
     p_mem: float = 0.0
-    train_subset: int = 0                  # use only the first n training examples (0 = all)
+    train_subset: int = 0  # use only the first n training examples (0 = all)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InvalidInputError(f"need epochs >= 1, batch_size >= 1, lr > 0; got "
-                                    f"{self.epochs}, {self.batch_size}, {self.lr}")
+            raise InvalidInputError(
+                f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
         if self.schedule not in SCHEDULES:
             raise InvalidInputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if not 0 <= self.warmup < 1:
@@ -60,9 +61,18 @@ class TrainConfig:
             raise InvalidInputError(f"label_noise must be in [0, 1); got {self.label_noise}")
 
     def arch_spec(self, data: ImageData) -> ArchSpec:
-        return ArchSpec(name=self.arch, in_shape=data.input_shape, num_classes=data.num_classes,
-                        mean=data.mean, std=data.std, widths=self.widths, channels=self.channels,
-                        batchnorm=self.batchnorm, p_gen=self.p_gen, p_mem=self.p_mem)
+        return ArchSpec(
+            name=self.arch,
+            in_shape=data.input_shape,
+            num_classes=data.num_classes,
+            mean=data.mean,
+            std=data.std,
+            widths=self.widths,
+            channels=self.channels,
+            batchnorm=self.batchnorm,
+            p_gen=self.p_gen,
+            p_mem=self.p_mem,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,12 +149,17 @@ def on_device(data: ImageData, device: torch.device | str) -> tuple[torch.Tensor
 def _batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Float images in [0, 1] and labels of `idx`, on `device`."""
     idx = idx.to(images.device)
-    x = images[idx].to(device, non_blocking=True).float().div_(255.0)   # (B, C, H, W)
+    x = images[idx].to(device, non_blocking=True).float().div_(255.0)  # (B, C, H, W)
     return x, labels[idx].to(device, non_blocking=True)
 
 
-def evaluate(model: nn.Module, data: ImageData, device: torch.device | str = "cpu",
-             batch_size: int = 1000, labels: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+def evaluate(
+    model: nn.Module,
+    data: ImageData,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1000,
+    labels: torch.Tensor | None = None,
+) -> tuple[float, float, torch.Tensor]:
     """(mean CE loss, accuracy, predictions) in eval mode; `labels` overrides the data's labels.
     The data go to the device once (see on_device); analysis.evaluation does the batching."""
     from lenscape.analysis.evaluation import evaluate as batched
@@ -178,8 +193,14 @@ def run_id_for(cfg: TrainConfig) -> str:
     return f"run-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
-def train_run(cfg: TrainConfig, out_dir: Path, progress: Progress = lambda f, m: None,
-              device: torch.device | str = "cpu", name: str = "", data: PreparedData | None = None) -> dict:
+def train_run(
+    cfg: TrainConfig,
+    out_dir: Path,
+    progress: Progress = lambda f, m: None,
+    device: torch.device | str = "cpu",
+    name: str = "",
+    data: PreparedData | None = None,
+) -> dict:
     """Train one model, writing a checkpoint per epoch and run.json into `out_dir`.
 
     Returns the run record (the contents of run.json); a finished run of the same recipe in
@@ -213,8 +234,9 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, n_train: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg))
 
 
-def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str,
-           data: PreparedData | None) -> dict:
+def _train(
+    cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.device, name: str, data: PreparedData | None
+) -> dict:
     progress(0.0, f"loading {cfg.data.label}")
     data = data or prepare_data(cfg)
     spec = cfg.arch_spec(data.train)
@@ -227,24 +249,46 @@ def _train(cfg: TrainConfig, out_dir: Path, progress: Progress, device: torch.de
     recorder = _gradient_recorder(model, data, record)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        loss, acc = _epoch(model, opt, sched, data.train, cfg, order_gen, device,
-                           lambda b, msg: progress((epoch - 1 + b) / cfg.epochs, f"epoch {epoch}/{cfg.epochs} · {msg}"),
-                           recorder)
+        loss, acc = _epoch(
+            model,
+            opt,
+            sched,
+            data.train,
+            cfg,
+            order_gen,
+            device,
+            lambda b, msg: progress((epoch - 1 + b) / cfg.epochs, f"epoch {epoch}/{cfg.epochs} · {msg}"),
+            recorder,
+        )
         if recorder is not None:
             _record_gradients(record, epoch, recorder[0].close_epoch())
         test_loss, test_acc, _ = evaluate(model, data.test, device)
-        metrics = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "train_acc": acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
         _checkpoint(out_dir, model, record, epoch, metrics)
-        progress(epoch / cfg.epochs, f"epoch {epoch}/{cfg.epochs} done · loss {loss:.3f} · "
-                                     f"train acc {acc:.1%} · test acc {test_acc:.1%}")
+        progress(
+            epoch / cfg.epochs,
+            f"epoch {epoch}/{cfg.epochs} done · loss {loss:.3f} · train acc {acc:.1%} · test acc {test_acc:.1%}",
+        )
     record["status"] = "complete"
     write_json(out_dir / "run.json", record)
     return record
 
 
-def fit_and_score(cfg: TrainConfig, train: ImageData, test: ImageData, device: torch.device | str = "cpu",
-                  progress: Progress = lambda f, m: None) -> float:
+def fit_and_score(
+    cfg: TrainConfig,
+    train: ImageData,
+    test: ImageData,
+    device: torch.device | str = "cpu",
+    progress: Progress = lambda f, m: None,
+) -> float:
     """Train a fresh model of cfg's architecture on `train` (nothing saved) and return its best
     test accuracy over the epochs (ROAR's "predictive power")."""
     model = build_model(cfg.arch_spec(train), seed=cfg.seed).to(device)
@@ -265,8 +309,14 @@ def _gradient_recorder(model: nn.Module, data: PreparedData, record: dict):
     if data.noise_mask is None or not bool(data.noise_mask.any()):
         return None
     recorder = GradientRecorder(model)
-    record["gradients"] = {"names": recorder.names, "numel": [p.numel() for p in recorder.params],
-                           "epochs": [], "clean_norm": [], "noisy_norm": [], "cosine": []}
+    record["gradients"] = {
+        "names": recorder.names,
+        "numel": [p.numel() for p in recorder.params],
+        "epochs": [],
+        "clean_norm": [],
+        "noisy_norm": [],
+        "cosine": [],
+    }
     return recorder, data.noise_mask.to(next(model.parameters()).device)
 
 
@@ -277,8 +327,7 @@ def _record_gradients(record: dict, epoch: int, stats) -> None:
         rec[key].append([float(v) for v in getattr(stats, key)])
 
 
-def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report,
-           recorder=None):
+def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Generator, device, report, recorder=None):
     """One epoch; with `recorder` (GradientRecorder, noise mask) the batch gradient is taken as the
     sum of its clean and noisy parts, each added to the recorder's epoch sums."""
     model.train()
@@ -287,8 +336,8 @@ def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Gene
     n_batches = math.ceil(len(perm) / cfg.batch_size)
     total_loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
     for b in range(n_batches):
-        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        x, y = _batch(images, labels, idx, device)                         # (B, C, H, W), (B,)
+        idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x, y = _batch(images, labels, idx, device)  # (B, C, H, W), (B,)
         with example_ids(model, idx):
             if cfg.adversarial:
                 x = x + pgd_perturbation(model, x, y, cfg.adversarial, generator=gen)
@@ -308,8 +357,10 @@ def _epoch(model, opt, sched, data: ImageData, cfg: TrainConfig, gen: torch.Gene
         correct += (logits.argmax(1) == y).sum()
         if b % 10 == 0 or b == n_batches - 1:
             seen = min((b + 1) * cfg.batch_size, len(perm))
-            report((b + 1) / n_batches, f"batch {b + 1}/{n_batches} · loss {float(total_loss) / seen:.3f} · "
-                                        f"acc {int(correct) / seen:.1%}")
+            report(
+                (b + 1) / n_batches,
+                f"batch {b + 1}/{n_batches} · loss {float(total_loss) / seen:.3f} · acc {int(correct) / seen:.1%}",
+            )
     return float(total_loss) / len(perm), int(correct) / len(perm)
 
 
@@ -317,19 +368,39 @@ def _new_record(cfg: TrainConfig, spec: ArchSpec, data: PreparedData, run_id: st
     noise = None
     if data.noise_mask is not None:
         idx = torch.nonzero(data.noise_mask).flatten()
-        noise = {"fraction": cfg.label_noise, "seed": cfg.noise_seed, "indices": idx.tolist(),
-                 "original_labels": data.original_labels[idx].tolist(), "noisy_labels": data.train.labels[idx].tolist()}
-    return {"run_id": run_id, "name": name or cfg.describe(), "source": "trained", "created": time.time(),
-            "arch": spec.to_dict(), "data": cfg.data.to_dict(), "classes": list(data.train.classes),
-            "normalization": {"mean": list(spec.mean), "std": list(spec.std)}, "seed": cfg.seed,
-            "config": cfg.to_dict(), "metrics": [], "checkpoints": [], "noise": noise,
-            "n_train": len(data.train), "status": "running"}
+        noise = {
+            "fraction": cfg.label_noise,
+            "seed": cfg.noise_seed,
+            "indices": idx.tolist(),
+            "original_labels": data.original_labels[idx].tolist(),
+            "noisy_labels": data.train.labels[idx].tolist(),
+        }
+    return {
+        "run_id": run_id,
+        "name": name or cfg.describe(),
+        "source": "trained",
+        "created": time.time(),
+        "arch": spec.to_dict(),
+        "data": cfg.data.to_dict(),
+        "classes": list(data.train.classes),
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "metrics": [],
+        "checkpoints": [],
+        "noise": noise,
+        "n_train": len(data.train),
+        "status": "running",
+    }
 
 
 def _checkpoint(out_dir: Path, model: nn.Module, record: dict, epoch: int, metrics: dict | None) -> None:
     fname = f"epoch_{epoch:03d}.safetensors"
-    save_checkpoint(out_dir / fname, model, {"arch": record["arch"], "data": record["data"], "epoch": epoch,
-                                             "run_id": record["run_id"]})
+    save_checkpoint(
+        out_dir / fname,
+        model,
+        {"arch": record["arch"], "data": record["data"], "epoch": epoch, "run_id": record["run_id"]},
+    )
     record["checkpoints"].append({"epoch": epoch, "file": fname, "fingerprint": model_fingerprint(model)})
     if metrics:
         record["metrics"].append(metrics)
@@ -337,31 +408,58 @@ def _checkpoint(out_dir: Path, model: nn.Module, record: dict, epoch: int, metri
 
 
 PRESETS: dict[str, TrainConfig] = {
-    "digits-mlp": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(128,), epochs=20,
-                              batch_size=64, lr=0.05),
+    "digits-mlp": TrainConfig(
+        data=DataSpec(name="digits"), arch="mlp", widths=(128,), epochs=20, batch_size=64, lr=0.05
+    ),
     "digits-cnn": TrainConfig(data=DataSpec(name="digits"), arch="cnn", epochs=15, batch_size=64, lr=0.05),
     "mnist-mlp": TrainConfig(data=DataSpec(name="mnist"), arch="mlp", widths=(256, 256), epochs=5, lr=0.05),
     "mnist-cnn": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=5, lr=0.05),
-    "mnist-cnn-noise10": TrainConfig(data=DataSpec(name="mnist"), arch="cnn", epochs=20, lr=0.05,
-                                     label_noise=0.1, train_subset=10000),
+    "mnist-cnn-noise10": TrainConfig(
+        data=DataSpec(name="mnist"), arch="cnn", epochs=20, lr=0.05, label_noise=0.1, train_subset=10000
+    ),
     # small enough to train in a minute on a CPU, large enough to memorize every flipped label (Memorization page)
-    "digits-mlp-noise10": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(256, 256), epochs=100,
-                                      batch_size=64, lr=0.05, label_noise=0.1),
-    "digits-mlp-tied-dropout": TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(256, 256), epochs=100,
-                                           batch_size=64, lr=0.05, label_noise=0.1, p_gen=0.5, p_mem=0.2),
+    "digits-mlp-noise10": TrainConfig(
+        data=DataSpec(name="digits"), arch="mlp", widths=(256, 256), epochs=100, batch_size=64, lr=0.05, label_noise=0.1
+    ),
+    "digits-mlp-tied-dropout": TrainConfig(
+        data=DataSpec(name="digits"),
+        arch="mlp",
+        widths=(256, 256),
+        epochs=100,
+        batch_size=64,
+        lr=0.05,
+        label_noise=0.1,
+        p_gen=0.5,
+        p_mem=0.2,
+    ),
     # L2 eps 3 in [0, 1] pixel units on 56x28 images: enough for the robust gradients to leave the null block
     "blockmnist-mlp": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=3),
-    "blockmnist-mlp-robust": TrainConfig(data=DataSpec(name="blockmnist"), arch="mlp", widths=(256, 256), epochs=3,
-                                         adversarial=PGDConfig(norm="l2", eps=3.0, steps=7)),
+    "blockmnist-mlp-robust": TrainConfig(
+        data=DataSpec(name="blockmnist"),
+        arch="mlp",
+        widths=(256, 256),
+        epochs=3,
+        adversarial=PGDConfig(norm="l2", eps=3.0, steps=7),
+    ),
     "blockmnist-cnn": TrainConfig(data=DataSpec(name="blockmnist"), arch="cnn", epochs=3),
-    "blockmnist-cnn-robust": TrainConfig(data=DataSpec(name="blockmnist"), arch="cnn", epochs=3,
-                                         adversarial=PGDConfig(norm="l2", eps=3.0, steps=7)),
-    "cifar10-resnet18": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet18", epochs=30, lr=0.1,
-                                    batch_size=128),
-    "cifar10-resnet9-noise10": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet9", epochs=50, lr=0.01,
-                                           batch_size=512, warmup=0.1, label_noise=0.1),
-    "cifar10-resnet9-tied-dropout": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet9", epochs=50, lr=0.01,
-                                                batch_size=512, warmup=0.1, label_noise=0.1, p_gen=0.5, p_mem=0.2),
+    "blockmnist-cnn-robust": TrainConfig(
+        data=DataSpec(name="blockmnist"), arch="cnn", epochs=3, adversarial=PGDConfig(norm="l2", eps=3.0, steps=7)
+    ),
+    "cifar10-resnet18": TrainConfig(data=DataSpec(name="cifar10"), arch="resnet18", epochs=30, lr=0.1, batch_size=128),
+    "cifar10-resnet9-noise10": TrainConfig(
+        data=DataSpec(name="cifar10"), arch="resnet9", epochs=50, lr=0.01, batch_size=512, warmup=0.1, label_noise=0.1
+    ),
+    "cifar10-resnet9-tied-dropout": TrainConfig(
+        data=DataSpec(name="cifar10"),
+        arch="resnet9",
+        epochs=50,
+        lr=0.01,
+        batch_size=512,
+        warmup=0.1,
+        label_noise=0.1,
+        p_gen=0.5,
+        p_mem=0.2,
+    ),
 }
 
 

@@ -63,7 +63,7 @@ def list_runs(root: Path | None = None) -> list[dict]:
             else:
                 try:
                     rec = read_json(path)
-                except ValueError:          # half-written or damaged: skipped until it changes
+                except ValueError:  # half-written or damaged: skipped until it changes
                     rec = None
                 with _RECORDS_LOCK:
                     _RECORDS[path] = (stamp, rec)
@@ -81,7 +81,7 @@ def _created(record: dict) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")     # a folder name, never a path
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # a folder name, never a path
 
 
 def run_folder(run_id: str, root: Path | None = None) -> Path:
@@ -126,17 +126,21 @@ def _verified_state(rec: dict, entry: dict, root: Path | None) -> dict[str, torc
     try:
         st = path.stat()
         state, _ = load_checkpoint(path)
-    except Exception as exc:                     # noqa: BLE001 - missing, truncated or not safetensors
-        raise WeightsChanged(f"the weights of {rec.get('name', rec['run_id'])!r} at epoch {entry['epoch']} cannot be "
-                             f"read ({type(exc).__name__}: {str(exc)[:120]})") from None
+    except Exception as exc:  # noqa: BLE001 - missing, truncated or not safetensors
+        raise WeightsChanged(
+            f"the weights of {rec.get('name', rec['run_id'])!r} at epoch {entry['epoch']} cannot be "
+            f"read ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     # the change time too: a program can set a file's modification time back, not its change time
     stamp = (str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, entry["fingerprint"])
     if stamp not in _VERIFIED:
         model = model_from_state(ArchSpec.from_dict(rec["arch"]), state)
         if model_fingerprint(model) != entry["fingerprint"]:
-            raise WeightsChanged(f"the weights of {rec.get('name', rec['run_id'])!r} at epoch {entry['epoch']} on disk "
-                                 f"({path.name}) are not the ones recorded when they were saved: the file was replaced "
-                                 "or damaged. Its results are not shown; delete the model or restore the file.")
+            raise WeightsChanged(
+                f"the weights of {rec.get('name', rec['run_id'])!r} at epoch {entry['epoch']} on disk "
+                f"({path.name}) are not the ones recorded when they were saved: the file was replaced "
+                "or damaged. Its results are not shown; delete the model or restore the file."
+            )
         _VERIFIED.add(stamp)
     return state
 
@@ -155,8 +159,9 @@ def iter_states(run_id: str, root: Path | None = None) -> Iterator[tuple[int, di
         yield c["epoch"], _verified_state(rec, c, root)
 
 
-def load_model(run_id: str, epoch: int | None = None, root: Path | None = None,
-               device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(
+    run_id: str, epoch: int | None = None, root: Path | None = None, device: torch.device | str = "cpu"
+) -> LoadedModel:
     """The run's model at `epoch` (default: the last checkpoint); WeightsChanged if its weights
     on disk are not the ones recorded."""
     rec = get_run(run_id, root)
@@ -165,8 +170,9 @@ def load_model(run_id: str, epoch: int | None = None, root: Path | None = None,
     arch = ArchSpec.from_dict(rec["arch"])
     model = model_from_state(arch, state).to(device)
     data = DataSpec.from_dict(rec["data"]) if rec.get("data") else None
-    return LoadedModel(run_id, rec["name"], model, arch, data, tuple(rec.get("classes", ())),
-                       entry["fingerprint"], entry["epoch"], rec)
+    return LoadedModel(
+        run_id, rec["name"], model, arch, data, tuple(rec.get("classes", ())), entry["fingerprint"], entry["epoch"], rec
+    )
 
 
 def training_data(lm: LoadedModel) -> PreparedData:
@@ -185,13 +191,22 @@ class AlreadyImported(InvalidInputError):
     """These weights, with this normalization, are in the workspace already (under `record["name"]`)."""
 
     def __init__(self, record: dict) -> None:
-        super().__init__(f"these weights (with this input normalization) are already in the workspace as "
-                         f"{record['name']!r}; nothing was imported again")
+        super().__init__(
+            f"these weights (with this input normalization) are already in the workspace as "
+            f"{record['name']!r}; nothing was imported again"
+        )
         self.record = record
 
 
-def import_model(model: nn.Module, arch: ArchSpec, name: str, data: DataSpec | None,
-                 classes: tuple[str, ...], source: str, root: Path | None = None) -> dict:
+def import_model(
+    model: nn.Module,
+    arch: ArchSpec,
+    name: str,
+    data: DataSpec | None,
+    classes: tuple[str, ...],
+    source: str,
+    root: Path | None = None,
+) -> dict:
     """Keep an uploaded or downloaded model in the workspace as a one-checkpoint run. The same model
     imported again raises AlreadyImported instead of renaming the one there (its jobs keep its name)."""
     fp = model_fingerprint(model)
@@ -203,11 +218,22 @@ def import_model(model: nn.Module, arch: ArchSpec, name: str, data: DataSpec | N
             raise AlreadyImported(existing)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / "epoch_000.safetensors", model, {"arch": arch.to_dict(), "epoch": 0, "run_id": run_id})
-    record = {"run_id": run_id, "name": name, "source": source, "created": time.time(), "arch": arch.to_dict(),
-              "data": data.to_dict() if data else None, "classes": list(classes),
-              "normalization": {"mean": list(arch.mean), "std": list(arch.std)}, "seed": None, "config": None,
-              "metrics": [], "checkpoints": [{"epoch": 0, "file": "epoch_000.safetensors", "fingerprint": fp}],
-              "noise": None, "status": "complete"}
+    record = {
+        "run_id": run_id,
+        "name": name,
+        "source": source,
+        "created": time.time(),
+        "arch": arch.to_dict(),
+        "data": data.to_dict() if data else None,
+        "classes": list(classes),
+        "normalization": {"mean": list(arch.mean), "std": list(arch.std)},
+        "seed": None,
+        "config": None,
+        "metrics": [],
+        "checkpoints": [{"epoch": 0, "file": "epoch_000.safetensors", "fingerprint": fp}],
+        "noise": None,
+        "status": "complete",
+    }
     write_json(folder / "run.json", record)
     return record
 

@@ -10,10 +10,12 @@ from lenscape.ui.training import show_trained, train_form
 
 page_setup("Models")
 st.title("Models")
-st.markdown("Pick a data set, then train a model on it or import one of your own. Every model is kept in "
-            "the workspace with a checkpoint per epoch, so the views can rewind, compare seeds and follow training.")
+st.markdown(
+    "Pick a data set, then train a model on it or import one of your own. Every model is kept in "
+    "the workspace with a checkpoint per epoch, so the views can rewind, compare seeds and follow training."
+)
 
-reopen_summary("models.summary", "models.data")       # a result reopened from the Runs page
+reopen_summary("models.summary", "models.data")  # a result reopened from the Runs page
 spec = data_picker("models.data")
 if spec is None:
     st.stop()

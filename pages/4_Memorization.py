@@ -1,13 +1,25 @@
 import streamlit as st
 
 from lenscape.ui.common import model_select, page_setup, page_tabs
-from lenscape.ui.memorization import (TEACHING, TIED_PRESET, flipping, gradients, noisy_or_offer, overview, retraining,
-                             rewinding, tied_dropout, train_offer)
+from lenscape.ui.memorization import (
+    TEACHING,
+    TIED_PRESET,
+    flipping,
+    gradients,
+    noisy_or_offer,
+    overview,
+    retraining,
+    rewinding,
+    tied_dropout,
+    train_offer,
+)
 
 page_setup("Memorization")
 st.title("Memorization")
-st.markdown("Where in a network are mislabeled training examples memorized, and can it be moved out of the way? "
-            "Five experiments from Maini et al. (2023), on a model trained with a fraction of flipped labels.")
+st.markdown(
+    "Where in a network are mislabeled training examples memorized, and can it be moved out of the way? "
+    "Five experiments from Maini et al. (2023), on a model trained with a fraction of flipped labels."
+)
 with st.expander("What am I looking at?"):
     st.markdown("\n".join(f"- {t}" for t in TEACHING.values()))
 lm = model_select("mem.model", empty="No models yet.")

@@ -5,9 +5,11 @@ from lenscape.ui.similarity import all_metrics, convergence, layer_matrix, model
 
 page_setup("Similarity")
 st.title("Similarity")
-st.markdown("Do two networks learn the same representation? Compare layers across models, seeds and training "
-            "time with CKA (Kornblith et al. 2019), CCA, SVCCA (Raghu et al. 2017) and PWCCA (Morcos et al. 2018), "
-            "and look at one layer's activations in 2-D.")
+st.markdown(
+    "Do two networks learn the same representation? Compare layers across models, seeds and training "
+    "time with CKA (Kornblith et al. 2019), CCA, SVCCA (Raghu et al. 2017) and PWCCA (Morcos et al. 2018), "
+    "and look at one layer's activations in 2-D."
+)
 with st.expander("What am I looking at?"):
     st.markdown(
         "- **Heat maps**: each cell compares one layer of model A (rows) with one of model B (columns) on the same "
@@ -18,7 +20,8 @@ with st.expander("What am I looking at?"):
         "- **Over training**: each layer's similarity to its own final state. Layers that reach 1 early converged "
         "early (SVCCA found lower layers converge first).\n"
         "- **Projection**: UMAP or PCA of one layer's activations; points close together are represented alike. "
-        "Hover a point to see its image; with two models side by side, the same example is marked in the other.")
+        "Hover a point to see its image; with two models side by side, the same example is marked in the other."
+    )
 if not models_with_data():
     st.info("No models yet: train two seeds of one recipe on the **Models** page (seeds '0-1').")
     st.stop()

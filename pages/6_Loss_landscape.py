@@ -5,9 +5,11 @@ from lenscape.ui.landscape import TEACHING, curvature_tab, directions_tab, inter
 
 page_setup("Loss landscape")
 st.title("Loss landscape")
-st.markdown("What does the loss look like around the trained weights, and along the way training took? "
-            "Filter-normalized random planes, interpolations between checkpoints, the training trajectory and "
-            "curvature, after Li et al. (2018), \"Visualizing the Loss Landscape of Neural Nets\".")
+st.markdown(
+    "What does the loss look like around the trained weights, and along the way training took? "
+    "Filter-normalized random planes, interpolations between checkpoints, the training trajectory and "
+    'curvature, after Li et al. (2018), "Visualizing the Loss Landscape of Neural Nets".'
+)
 with st.expander("What am I looking at?"):
     st.markdown(TEACHING)
 if not eligible_runs():

@@ -21,14 +21,26 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]          # the tree whose app.py the server runs
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+ROOT = Path(__file__).resolve().parents[1]  # the tree whose app.py the server runs
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 def chromium() -> str | None:
-    for path in (os.environ.get("LENSCAPE_CHROMIUM", ""), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                 "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"):
+    for path in (
+        os.environ.get("LENSCAPE_CHROMIUM", ""),
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    ):
         if path and Path(path).exists():
             return path
     return shutil.which("chromium") or shutil.which("google-chrome")
@@ -44,12 +56,28 @@ def free_port() -> int:
 def streamlit_server(home: Path) -> Iterator[str]:
     """A Lenscape server (this tree's app.py and packages) over workspace `home`; its URL."""
     port = free_port()
-    env = {**os.environ, "LENSCAPE_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "LENSCAPE_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lenscape", "app",      # as lenscape app starts it
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lenscape",
+            "app",  # as lenscape app starts it
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -173,7 +201,7 @@ def settle(pg, timeout_ms: int = 60_000) -> None:
     """Wait until Streamlit has drawn the page and finished running the script (every run the page
     asked for, and any the script started itself with st.rerun)."""
     pg.wait_for_selector("[data-testid='stMainBlockContainer'] h1", timeout=timeout_ms)
-    pg.evaluate("() => { if (window.__runs) window.__runs.quietSince = null; }")   # quiet from now on
+    pg.evaluate("() => { if (window.__runs) window.__runs.quietSince = null; }")  # quiet from now on
     pg.wait_for_function(SETTLED, arg=QUIET_MS, timeout=timeout_ms, polling=50)
 
 

@@ -26,14 +26,16 @@ def lenscape_home(tmp_path_factory, monkeypatch):
 
 def has_data(name: str) -> bool:
     root = Path(os.environ.get("LENSCAPE_DATA", ""))
-    return {"mnist": root / "MNIST" / "raw" / "train-images-idx3-ubyte",
-            "cifar10": root / "cifar10-jpg" / "test"}[name].exists()
+    return {"mnist": root / "MNIST" / "raw" / "train-images-idx3-ubyte", "cifar10": root / "cifar10-jpg" / "test"}[
+        name
+    ].exists()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def job_kinds():
     """The app's job kinds, registered as open_backend() registers them."""
     from lenscape.backend.kinds import register_all
+
     return register_all()
 
 
@@ -49,6 +51,7 @@ def register_kinds():
     def register(*fns) -> None:
         REGISTRY.register(*fns)
         added.extend(fns)
+
     yield register
     REGISTRY.unregister(*added)
 
@@ -57,6 +60,7 @@ def register_kinds():
 def runner(lenscape_home):
     """The real backend (local runner and on-disk store) over the test's workspace."""
     from lenscape.backend.runner import open_backend
+
     r = open_backend()
     yield r
     r.shutdown()
@@ -71,6 +75,7 @@ def wait_for_job(runner):
         status = runner.wait(job_id, timeout)
         assert status == JobStatus.DONE, f"job {job_id} ended {status.value}: {runner.error(job_id)}"
         return runner.result(job_id)
+
     return wait
 
 
@@ -86,11 +91,13 @@ def trained_run(runner, wait_for_job):
     def train(recipe="digits-mlp", seeds=(0,), **overrides) -> list[dict]:
         cfg = preset(recipe, **overrides) if isinstance(recipe, str) else replace(recipe, **overrides)
         return [wait_for_job(runner.submit(j)) for j in train_jobs(cfg, list(seeds))]
+
     return train
 
 
 # The backend's contract runs against every runner: the local one always, and a RayRunner over a
 # Ray instance started on this machine (once per session; skipped where Ray is not installed).
+
 
 @pytest.fixture(scope="session")
 def ray_instance():
@@ -118,4 +125,5 @@ def make_runner(runner_kind):
 
     def make(store, **kwargs):
         return RayRunner(store, "local", **kwargs) if runner_kind == "ray" else LocalRunner(store, **kwargs)
+
     return make

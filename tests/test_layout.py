@@ -9,10 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # belongs to no layer: the errors every layer raises (`lenscape.errors`), the command line and the
 # notebook API (front ends, like app.py).
 OURS = {"app", "pages", "ui", "backend", "models", "analysis", "errors"}
-ALLOWED = {"pages": {"ui", "backend", "models", "analysis", "errors"},
-           "ui": {"ui", "backend", "models", "analysis", "errors"},
-           "backend": {"backend", "analysis", "models", "errors"}, "analysis": {"analysis", "models", "errors"},
-           "models": {"models", "errors"}}
+ALLOWED = {
+    "pages": {"ui", "backend", "models", "analysis", "errors"},
+    "ui": {"ui", "backend", "models", "analysis", "errors"},
+    "backend": {"backend", "analysis", "models", "errors"},
+    "analysis": {"analysis", "models", "errors"},
+    "models": {"models", "errors"},
+}
 # analysis → models only for data types and seeded initialization
 ANALYSIS_MAY_USE = {"models.data", "models.seeding", "models.architectures"}
 # The one crossing against the grain, on purpose: training evaluates with the same batched
@@ -84,4 +87,4 @@ def test_every_page_is_in_the_apps_navigation_and_linked_from_home():
     app = (root / "app.py").read_text()
     for page in sorted((root / "pages").glob("*.py")):
         assert f'st.Page("pages/{page.name}"' in app, page.name
-        assert f'("pages/{page.name}", "' in app, page.name                 # in VIEWS, which Home links
+        assert f'("pages/{page.name}", "' in app, page.name  # in VIEWS, which Home links

@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _notebook_block() -> str:
     text = README.read_text()
-    section = text[text.index("## From a notebook"):]
+    section = text[text.index("## From a notebook") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

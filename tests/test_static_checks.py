@@ -8,9 +8,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPED = ["-p", "lenscape.analysis", "-m", "lenscape.errors", "-m", "lenscape.backend.jobs", "-m",
-         "lenscape.backend.runner", "-m", "lenscape.backend.codec", "-m", "lenscape.backend.store", "-m",
-         "lenscape.backend.pieces", "-m", "lenscape.backend.kinds"]
+TYPED = [
+    "-p",
+    "lenscape.analysis",
+    "-m",
+    "lenscape.errors",
+    "-m",
+    "lenscape.backend.jobs",
+    "-m",
+    "lenscape.backend.runner",
+    "-m",
+    "lenscape.backend.codec",
+    "-m",
+    "lenscape.backend.store",
+    "-m",
+    "lenscape.backend.pieces",
+    "-m",
+    "lenscape.backend.kinds",
+]
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -40,8 +55,9 @@ def _package_tree(root: Path) -> Path:
 
 def test_mypy_types_the_analysis_api_and_the_job_api(tmp_path):
     tree = _package_tree(tmp_path)
-    out = _run("mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / ".cache"),
-               *TYPED, cwd=tree)
+    out = _run(
+        "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / ".cache"), *TYPED, cwd=tree
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -54,8 +70,16 @@ def test_mypy_would_see_a_type_error(tmp_path):
     for f in (ROOT / "analysis").glob("*.py"):
         (copy / f.name).write_text(f.read_text())
     (copy / "roar.py").write_text((copy / "roar.py").read_text() + "\n\nBROKEN: int = 'not a number'\n")
-    out = _run("mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / ".cache"),
-               "-m", "lenscape.analysis.roar", cwd=tree)
+    out = _run(
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(tmp_path / ".cache"),
+        "-m",
+        "lenscape.analysis.roar",
+        cwd=tree,
+    )
     if out.returncode == 0:
         pytest.fail("mypy accepted a str assigned to an int")
     assert "roar.py" in out.stdout and "assignment" in out.stdout

@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist)], check=True, cwd=dist, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)],
+        check=True,
+        cwd=dist,
+        timeout=300,
+    )
     (whl,) = dist.glob("lenscape-*.whl")
     return whl
 
@@ -34,10 +38,19 @@ def test_the_wheel_holds_one_package_and_the_app(wheel):
     tops = {n.split("/")[0] for n in names if ".dist-info/" not in n}
     assert tops == {"lenscape"}, tops
     pages = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
-    for path in ["lenscape/__init__.py", "lenscape/errors.py", "lenscape/cli.py", "lenscape/app.py",
-                 "lenscape/.streamlit/config.toml", "lenscape/assets/hover_scatter/index.html",
-                 "lenscape/analysis/similarity.py", "lenscape/backend/jobs.py", "lenscape/models/zoo.py",
-                 "lenscape/ui/serve.py", *(f"lenscape/pages/{p}" for p in pages)]:
+    for path in [
+        "lenscape/__init__.py",
+        "lenscape/errors.py",
+        "lenscape/cli.py",
+        "lenscape/app.py",
+        "lenscape/.streamlit/config.toml",
+        "lenscape/assets/hover_scatter/index.html",
+        "lenscape/analysis/similarity.py",
+        "lenscape/backend/jobs.py",
+        "lenscape/models/zoo.py",
+        "lenscape/ui/serve.py",
+        *(f"lenscape/pages/{p}" for p in pages),
+    ]:
         assert path in names, path
     assert not any(n.startswith(("lenscape/tests/", "lenscape/bench/")) for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -48,24 +61,45 @@ def test_installed_from_the_wheel_lenscape_app_serves_the_app(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        timeout=300,
+    )
     # the dependencies (torch, streamlit, ...) from this environment, not Lenscape itself: the editable
     # install's finder lives in a .pth file of that folder, which a path listed here does not run
-    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(LENSCAPE_HOME=str(tmp_path / "home"))
-    where = json.loads(subprocess.check_output(
-        [str(py), "-c", "import json, lenscape, lenscape.analysis, lenscape.ui.serve as s; "
-                        "print(json.dumps([lenscape.analysis.__file__, str(s.APP)]))"], cwd=tmp_path, env=env, text=True))
-    assert all(p.startswith(str(site)) for p in where), where          # the installed copy, not the checkout
+    where = json.loads(
+        subprocess.check_output(
+            [
+                str(py),
+                "-c",
+                "import json, lenscape, lenscape.analysis, lenscape.ui.serve as s; "
+                "print(json.dumps([lenscape.analysis.__file__, str(s.APP)]))",
+            ],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+        )
+    )
+    assert all(p.startswith(str(site)) for p in where), where  # the installed copy, not the checkout
 
     port = free_port()
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([str(venv / "bin" / "lenscape"), "app", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "lenscape"), "app", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:

@@ -44,7 +44,7 @@ def plain(text: object) -> str:
 
 def timestamp(seconds: object):
     """A table's time from seconds since 1970; None for what is not one (a damaged record)."""
-    import pandas as pd   # late: pandas costs a page that draws no table
+    import pandas as pd  # late: pandas costs a page that draws no table
 
     try:
         return pd.to_datetime(float(seconds), unit="s") if seconds else None
@@ -91,10 +91,12 @@ def _prepare(spec: DataSpec) -> None:
     key = f"data.prepare.{spec.key()}"
     (job_id,) = submit(key, prepare_data_job_for(spec))
     if backend().status(job_id) == JobStatus.DONE and not is_prepared(spec):
-        backend().forget(job_id)          # the cache was removed since: decode again
+        backend().forget(job_id)  # the cache was removed since: decode again
         submit(key, prepare_data_job_for(spec))
-    st.info(f"{plain(spec.label)}: its images are decoded once into a tensor file, so later loads take a fraction "
-            "of a second. The page continues when this is done.")
+    st.info(
+        f"{plain(spec.label)}: its images are decoded once into a tensor file, so later loads take a fraction "
+        "of a second. The page continues when this is done."
+    )
     job_panel(key, lambda results: None)
     st.stop()
 
@@ -104,9 +106,9 @@ class TrainingSplit:
     """The examples a model was trained on (a recipe's subset; index i is training example i in
     every view), their true labels in `data`, and the labels it was trained with."""
 
-    data: ImageData                     # true labels
-    trained_labels: np.ndarray          # (N,) the labels used in training (flipped ones included)
-    relabelled: np.ndarray              # (N,) bool: the label was flipped (all False without label noise)
+    data: ImageData  # true labels
+    trained_labels: np.ndarray  # (N,) the labels used in training (flipped ones included)
+    relabelled: np.ndarray  # (N,) bool: the label was flipped (all False without label noise)
 
 
 @st.cache_resource(show_spinner="Loading the training set…", max_entries=4)
@@ -114,15 +116,14 @@ def _training_split(run_id: str, fingerprint: str, _lm: LoadedModel) -> Training
     from lenscape.models.zoo import training_data
 
     prepared = training_data(_lm)
-    mask = (prepared.noise_mask.numpy() if prepared.noise_mask is not None
-            else np.zeros(len(prepared.train), dtype=bool))
+    mask = prepared.noise_mask.numpy() if prepared.noise_mask is not None else np.zeros(len(prepared.train), dtype=bool)
     return TrainingSplit(prepared.train.with_labels(prepared.original_labels), prepared.train.labels.numpy(), mask)
 
 
 def training_split(lm: LoadedModel) -> TrainingSplit:
     """`lm`'s training examples, loaded once per process (see TrainingSplit)."""
     if lm.data is not None:
-        cached_data(lm.data, "train")           # image folders are decoded by a job first
+        cached_data(lm.data, "train")  # image folders are decoded by a job first
     return _training_split(lm.run_id, lm.fingerprint, lm)
 
 
@@ -175,10 +176,23 @@ def cached_model(run_id: str, epoch: int | None, fingerprint: str) -> LoadedMode
 
 # Widgets whose value a user sets and expects to find again: their serde classes. Buttons, uploads,
 # chart and table selections, tabs and expanders are left to Streamlit (their state cannot be set).
-KEPT_WIDGETS = {"CheckboxSerde", "ColorPickerSerde", "DateInputSerde", "DateTimeInputSerde", "MultiSelectSerde",
-                "NumberInputSerde", "RadioSerde", "SelectSliderSerde", "SelectboxSerde", "SliderSerde",
-                "TextAreaSerde", "TextInputSerde", "TimeInputSerde", "_MultiSelectButtonGroupSerde",
-                "_SingleSelectButtonGroupSerde"}
+KEPT_WIDGETS = {
+    "CheckboxSerde",
+    "ColorPickerSerde",
+    "DateInputSerde",
+    "DateTimeInputSerde",
+    "MultiSelectSerde",
+    "NumberInputSerde",
+    "RadioSerde",
+    "SelectSliderSerde",
+    "SelectboxSerde",
+    "SliderSerde",
+    "TextAreaSerde",
+    "TextInputSerde",
+    "TimeInputSerde",
+    "_MultiSelectButtonGroupSerde",
+    "_SingleSelectButtonGroupSerde",
+}
 
 
 def keep_widget_values() -> None:
@@ -212,7 +226,7 @@ def page_setup(title: str, icon: str = ":material/lens_blur:") -> None:
     keep_widget_values()
     try:
         backend()
-    except WorkspaceNotWritable as exc:   # nothing works without a workspace: say so and stop here
+    except WorkspaceNotWritable as exc:  # nothing works without a workspace: say so and stop here
         st.title("Lenscape")
         st.error(str(exc))
         st.stop()
@@ -230,12 +244,16 @@ def sidebar() -> None:
         if runner.notice:
             st.warning(plain(runner.notice))
         with st.expander("Run jobs on a Ray cluster"):
-            st.caption("Training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping can spread "
-                       "over a Ray cluster. Whoever starts the server chooses it, with `LENSCAPE_RAY_ADDRESS` "
-                       "(`auto`, `host:port`, or `local`): a page cannot change where jobs run.")
+            st.caption(
+                "Training seeds, DiffROAR, landscapes, saliency, similarity and neuron flipping can spread "
+                "over a Ray cluster. Whoever starts the server chooses it, with `LENSCAPE_RAY_ADDRESS` "
+                "(`auto`, `host:port`, or `local`): a page cannot change where jobs run."
+            )
             if importlib.util.find_spec("ray") is None:
-                st.caption('Ray is not installed here. Whoever runs the server installs it with '
-                           '`pip install "lenscape[cluster]"` (in a checkout: `.venv/bin/pip install -e ".[cluster]"`).')
+                st.caption(
+                    "Ray is not installed here. Whoever runs the server installs it with "
+                    '`pip install "lenscape[cluster]"` (in a checkout: `.venv/bin/pip install -e ".[cluster]"`).'
+                )
         # slots, so that a picker further down this run can show its fresh choice here
         st.session_state["_sidebar.data_slot"] = st.empty()
         st.session_state["_sidebar.model_slot"] = st.empty()
@@ -258,7 +276,9 @@ def show_workspace() -> None:
     if (slot := st.session_state.get("_sidebar.data_slot")) is not None:
         slot.caption(f"**Data set:** {plain(spec.label) if spec else 'none chosen yet'}")
     if (slot := st.session_state.get("_sidebar.model_slot")) is not None:
-        slot.caption(f"**Models in workspace:** {len(runs)}" + (f" · current: {plain(current['name'])}" if current else ""))
+        slot.caption(
+            f"**Models in workspace:** {len(runs)}" + (f" · current: {plain(current['name'])}" if current else "")
+        )
 
 
 def show_data_set(spec: DataSpec | None) -> None:
@@ -280,16 +300,17 @@ def current_model_select(label: str, runs: dict[str, dict], key: str, **kwargs) 
     (whoever set it: an import, a finished training, another page) and choosing in it sets it."""
     ids = list(runs)
     url = st.query_params.get("model")
-    if url in ids and st.session_state.get("_url.model") != url:   # a shared link names the model: once
+    if url in ids and st.session_state.get("_url.model") != url:  # a shared link names the model: once
         st.session_state[MODEL_KEY] = st.session_state["_url.model"] = url
     if st.session_state.get(MODEL_KEY) in ids:
         st.session_state[key] = st.session_state[MODEL_KEY]
     elif st.session_state.get(key) not in ids:
         st.session_state.pop(key, None)
-    choice = st.selectbox(label, ids, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
-                          **kwargs)
+    choice = st.selectbox(
+        label, ids, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}), **kwargs
+    )
     adopt_model(runs[choice])
-    if st.query_params.get("model") != choice:       # the link in the address bar reopens this model
+    if st.query_params.get("model") != choice:  # the link in the address bar reopens this model
         st.query_params["model"] = st.session_state["_url.model"] = choice
     return choice
 
@@ -312,25 +333,38 @@ def model_row(r: dict) -> dict:
     """One workspace model as a table row (Home, the Runs page): what it is, how it was made, how good."""
     metrics = r.get("metrics") or []
     cfg = r.get("config") or {}
-    return {"model": r["name"], "data set": (r.get("data") or {}).get("name", "—"),
-            "architecture": (r.get("arch") or {}).get("name", "—"), "source": r.get("source", ""),
-            "epochs": len(metrics), "test acc": metrics[-1].get("test_acc") if metrics else None,
-            "label noise": cfg.get("label_noise") or 0.0, "adversarial": "PGD" if cfg.get("adversarial") else "",
-            "seed": r.get("seed"), "created": timestamp(r.get("created")),
-            "run id": r["run_id"]}
+    return {
+        "model": r["name"],
+        "data set": (r.get("data") or {}).get("name", "—"),
+        "architecture": (r.get("arch") or {}).get("name", "—"),
+        "source": r.get("source", ""),
+        "epochs": len(metrics),
+        "test acc": metrics[-1].get("test_acc") if metrics else None,
+        "label noise": cfg.get("label_noise") or 0.0,
+        "adversarial": "PGD" if cfg.get("adversarial") else "",
+        "seed": r.get("seed"),
+        "created": timestamp(r.get("created")),
+        "run id": r["run_id"],
+    }
 
 
 def model_options() -> dict[str, dict]:
     return {r["run_id"]: r for r in list_runs()}
 
 
-def eligible_runs(needs_data: bool = True, min_checkpoints: int = 1, data: dict | DataSpec | None = None) -> dict[str, dict]:
+def eligible_runs(
+    needs_data: bool = True, min_checkpoints: int = 1, data: dict | DataSpec | None = None
+) -> dict[str, dict]:
     """Workspace runs, newest first, that have a data set (if asked), enough checkpoints, and
     (if given) the data set `data` (a run record's "data" or a DataSpec)."""
     want = data if data is None or isinstance(data, DataSpec) else DataSpec.from_dict(data)
-    return {r: rec for r, rec in model_options().items()
-            if (not needs_data or rec.get("data")) and len(rec.get("checkpoints", ())) >= min_checkpoints
-            and (want is None or (rec.get("data") and DataSpec.from_dict(rec["data"]) == want))}
+    return {
+        r: rec
+        for r, rec in model_options().items()
+        if (not needs_data or rec.get("data"))
+        and len(rec.get("checkpoints", ())) >= min_checkpoints
+        and (want is None or (rec.get("data") and DataSpec.from_dict(rec["data"]) == want))
+    }
 
 
 def run_model(rec: dict, epoch: int | None = None) -> LoadedModel | None:
@@ -338,17 +372,28 @@ def run_model(rec: dict, epoch: int | None = None) -> LoadedModel | None:
     by the checkpoint's fingerprint; a load failure is shown, not raised."""
     ckpts = {c["epoch"]: c for c in rec["checkpoints"]}
     entry = ckpts[max(ckpts)] if epoch is None or epoch not in ckpts else ckpts[epoch]
-    return run_safely(lambda: cached_model(rec["run_id"], entry["epoch"], entry["fingerprint"]),
-                      f"Loading {rec['name']}")
+    return run_safely(
+        lambda: cached_model(rec["run_id"], entry["epoch"], entry["fingerprint"]), f"Loading {rec['name']}"
+    )
 
 
 def _run_label(runs: dict[str, dict]) -> Callable[[str], str]:
     return lambda r: runs[r]["name"]
 
 
-def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min_checkpoints: int = 1,
-                 pick_epoch: bool = False, data: dict | None = None, current: bool = True,
-                 like: LoadedModel | None = None, first_epoch: bool = False, empty: str = "") -> LoadedModel | None:
+def model_select(
+    key: str,
+    label: str = "Model",
+    *,
+    needs_data: bool = True,
+    min_checkpoints: int = 1,
+    pick_epoch: bool = False,
+    data: dict | None = None,
+    current: bool = True,
+    like: LoadedModel | None = None,
+    first_epoch: bool = False,
+    empty: str = "",
+) -> LoadedModel | None:
     """Pick a workspace model (and, with `pick_epoch`, one of its checkpoints) and load it.
 
     `current` binds the picker to the workspace's current model both ways (see
@@ -358,8 +403,13 @@ def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min
     Returns None (with a message) when none fits."""
     runs = eligible_runs(needs_data, min_checkpoints, data)
     if not runs:
-        st.info(empty or ("No model fits here yet: train one on the **Models** page" +
-                             (f" (this needs {min_checkpoints} checkpoints or more)." if min_checkpoints > 1 else ".")))
+        st.info(
+            empty
+            or (
+                "No model fits here yet: train one on the **Models** page"
+                + (f" (this needs {min_checkpoints} checkpoints or more)." if min_checkpoints > 1 else ".")
+            )
+        )
         return None
     fmt = _run_label(runs)
     if current:
@@ -377,24 +427,39 @@ def model_select(key: str, label: str = "Model", *, needs_data: bool = True, min
     if pick_epoch:
         epochs = [c["epoch"] for c in runs[run_id]["checkpoints"]]
         if len(epochs) > 1:
-            epoch = st.select_slider(f"{label}: checkpoint (epoch; 0 = initialization)", epochs,
-                                     epochs[0] if first_epoch else epochs[-1], key=f"{key}.epoch.{run_id}")
+            epoch = st.select_slider(
+                f"{label}: checkpoint (epoch; 0 = initialization)",
+                epochs,
+                epochs[0] if first_epoch else epochs[-1],
+                key=f"{key}.epoch.{run_id}",
+            )
     return run_model(runs[run_id], epoch)
 
 
-def models_select(key: str, label: str = "Models", *, default: int = 1, max_selections: int | None = None,
-                  same_data: bool = True, needs_data: bool = True, data: DataSpec | None = None) -> list[LoadedModel]:
+def models_select(
+    key: str,
+    label: str = "Models",
+    *,
+    default: int = 1,
+    max_selections: int | None = None,
+    same_data: bool = True,
+    needs_data: bool = True,
+    data: DataSpec | None = None,
+) -> list[LoadedModel]:
     """Pick several workspace models and load them at their last checkpoints. The default is the
     newest `default` models (of the newest model's data set, unless `same_data` is False); pages
     check that the picked ones share a data set where they must."""
     runs = eligible_runs(needs_data, data=data)
     if not runs:
-        st.info(f"No models {'trained on ' + plain(data.label) + ' ' if data else ''}yet: train one on the **Models** page.")
+        st.info(
+            f"No models {'trained on ' + plain(data.label) + ' ' if data else ''}yet: train one on the **Models** page."
+        )
         return []
     current = st.session_state.get(MODEL_KEY)
     order = [current, *[r for r in runs if r != current]] if current in runs else list(runs)
-    first = runs[order[0]].get("data")             # the current model's data set, else the newest model's
+    first = runs[order[0]].get("data")  # the current model's data set, else the newest model's
     preferred = [r for r in order if not same_data or runs[r].get("data") == first][:default]
-    picked = st.multiselect(label, list(runs), preferred, key=key, format_func=_run_label(runs),
-                            max_selections=max_selections)
+    picked = st.multiselect(
+        label, list(runs), preferred, key=key, format_func=_run_label(runs), max_selections=max_selections
+    )
     return [lm for r in picked if (lm := run_model(runs[r])) is not None]

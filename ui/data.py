@@ -12,8 +12,13 @@ from lenscape.ui.common import DATA_KEY, cached_data, plain, run_safely, show_da
 from lenscape.ui.figures import montage_png
 from lenscape.ui.url_widgets import flag, flag_text, number_in, one_of, url_widget
 
-NAMES = {"digits": "scikit-learn digits (8×8, always available)", "mnist": "MNIST", "cifar10": "CIFAR-10",
-         "blockmnist": "BlockMNIST (56×28, signal + null block)", "imagefolder": "My images (ImageFolder)"}
+NAMES = {
+    "digits": "scikit-learn digits (8×8, always available)",
+    "mnist": "MNIST",
+    "cifar10": "CIFAR-10",
+    "blockmnist": "BlockMNIST (56×28, signal + null block)",
+    "imagefolder": "My images (ImageFolder)",
+}
 
 
 def data_picker(key: str = "data") -> DataSpec | None:
@@ -22,32 +27,71 @@ def data_picker(key: str = "data") -> DataSpec | None:
     a link reopens it."""
     names = list(NAMES)
     current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
-    name = url_widget("data", f"{key}.name", lambda: st.selectbox(
-        "Data set", names, index=names.index(current.name), format_func=NAMES.get, key=f"{key}.name"),
-        None, one_of(names))                    # always named, the default too
+    name = url_widget(
+        "data",
+        f"{key}.name",
+        lambda: st.selectbox(
+            "Data set", names, index=names.index(current.name), format_func=NAMES.get, key=f"{key}.name"
+        ),
+        None,
+        one_of(names),
+    )  # always named, the default too
     for other, params in OPTION_PARAMS.items():  # options of the other data sets leave the link
         for param, widget in params.items() if other != name else ():
             to_url(param, f"{key}.{widget}", None)
     opts: dict = {}
     if name == "blockmnist":
         c = st.columns(4)
-        first = url_widget("digit0", f"{key}.a", lambda: c[0].number_input(
-            "Class 0 digit", 0, 9, current.block_classes[0], key=f"{key}.a"), 0, number_in(0, 9))
-        second = url_widget("digit1", f"{key}.b", lambda: c[1].number_input(
-            "Class 1 digit", 0, 9, current.block_classes[1], key=f"{key}.b"), 1, number_in(0, 9))
+        first = url_widget(
+            "digit0",
+            f"{key}.a",
+            lambda: c[0].number_input("Class 0 digit", 0, 9, current.block_classes[0], key=f"{key}.a"),
+            0,
+            number_in(0, 9),
+        )
+        second = url_widget(
+            "digit1",
+            f"{key}.b",
+            lambda: c[1].number_input("Class 1 digit", 0, 9, current.block_classes[1], key=f"{key}.b"),
+            1,
+            number_in(0, 9),
+        )
         opts["block_classes"] = (first, second)
-        opts["block_top_only"] = url_widget("top", f"{key}.top", lambda: c[2].checkbox(
-            "BlockMNIST-Top (signal always on top)", current.block_top_only, key=f"{key}.top"), False, flag, flag_text)
-        opts["block_patch"] = url_widget("patch", f"{key}.patch", lambda: c[3].number_input(
-            "Null patch side (px)", 0, 28, current.block_patch, key=f"{key}.patch"), 8, number_in(0, 28))
+        opts["block_top_only"] = url_widget(
+            "top",
+            f"{key}.top",
+            lambda: c[2].checkbox("BlockMNIST-Top (signal always on top)", current.block_top_only, key=f"{key}.top"),
+            False,
+            flag,
+            flag_text,
+        )
+        opts["block_patch"] = url_widget(
+            "patch",
+            f"{key}.patch",
+            lambda: c[3].number_input("Null patch side (px)", 0, 28, current.block_patch, key=f"{key}.patch"),
+            8,
+            number_in(0, 28),
+        )
     if name == "imagefolder":
         c = st.columns([3, 1])
         _folder_from_url(key)
-        opts["folder"] = c[0].text_input("Folder (class sub-folders, or train/ and test/ with class sub-folders)",
-                                         current.folder, key=f"{key}.folder").strip()
+        opts["folder"] = (
+            c[0]
+            .text_input(
+                "Folder (class sub-folders, or train/ and test/ with class sub-folders)",
+                current.folder,
+                key=f"{key}.folder",
+            )
+            .strip()
+        )
         to_url("folder", f"{key}.folder", opts["folder"] or None)
-        opts["image_size"] = url_widget("size", f"{key}.size", lambda: c[1].number_input(
-            "Resize to (px, 0 = keep)", 0, 512, current.image_size, key=f"{key}.size"), 0, number_in(0, 512))
+        opts["image_size"] = url_widget(
+            "size",
+            f"{key}.size",
+            lambda: c[1].number_input("Resize to (px, 0 = keep)", 0, 512, current.image_size, key=f"{key}.size"),
+            0,
+            number_in(0, 512),
+        )
         if not opts["folder"]:
             st.info("Enter the path of a folder of images on the machine running Lenscape.")
             return None
@@ -61,8 +105,10 @@ def data_picker(key: str = "data") -> DataSpec | None:
 
 
 # the link's parameters of each data set's options: {data set: {param: widget}}
-OPTION_PARAMS = {"blockmnist": {"digit0": "a", "digit1": "b", "top": "top", "patch": "patch"},
-                 "imagefolder": {"folder": "folder", "size": "size"}}
+OPTION_PARAMS = {
+    "blockmnist": {"digit0": "a", "digit1": "b", "top": "top", "patch": "patch"},
+    "imagefolder": {"folder": "folder", "size": "size"},
+}
 
 
 def _folder_from_url(key: str) -> None:
@@ -84,8 +130,14 @@ def data_widgets(spec: DataSpec, key: str = "data") -> dict:
     """data_picker's widget values that pick `spec` (a reopened result's data set)."""
     values = {DATA_KEY: spec, f"{key}.name": spec.name}
     if spec.name == "blockmnist":
-        values.update({f"{key}.a": spec.block_classes[0], f"{key}.b": spec.block_classes[1],
-                       f"{key}.top": spec.block_top_only, f"{key}.patch": spec.block_patch})
+        values.update(
+            {
+                f"{key}.a": spec.block_classes[0],
+                f"{key}.b": spec.block_classes[1],
+                f"{key}.top": spec.block_top_only,
+                f"{key}.patch": spec.block_patch,
+            }
+        )
     if spec.name == "imagefolder":
         values.update({f"{key}.folder": spec.folder, f"{key}.size": spec.image_size})
     return values
@@ -94,8 +146,10 @@ def data_widgets(spec: DataSpec, key: str = "data") -> dict:
 def data_preview(spec: DataSpec, n: int = 16) -> None:
     train, test = cached_data(spec, "train"), cached_data(spec, "test")
     c, h, w = train.input_shape
-    st.caption(f"{len(train):,} training and {len(test):,} test images of {c}×{h}×{w} · "
-               f"{train.num_classes} classes: {plain(', '.join(train.classes[:12]))}{' …' if train.num_classes > 12 else ''}")
+    st.caption(
+        f"{len(train):,} training and {len(test):,} test images of {c}×{h}×{w} · "
+        f"{train.num_classes} classes: {plain(', '.join(train.classes[:12]))}{' …' if train.num_classes > 12 else ''}"
+    )
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
     titles = [train.classes[int(train.labels[i])] for i in idx]
     if train.signal_top is not None:
@@ -103,5 +157,9 @@ def data_preview(spec: DataSpec, n: int = 16) -> None:
     # one PNG, not a 16-panel Plotly figure: the browser draws it at once (a data-set switch re-rendered the
     # figure's panels for about a second in headless Chromium)
     images = train.x(idx).numpy()
-    st.image(montage_png([images[:8], images[8:]], [titles[:8], titles[8:]], tile=120),
-             caption="title: label, then where the signal block is (top or bottom)" if train.signal_top is not None else None)
+    st.image(
+        montage_png([images[:8], images[8:]], [titles[:8], titles[8:]], tile=120),
+        caption="title: label, then where the signal block is (top or bottom)"
+        if train.signal_top is not None
+        else None,
+    )

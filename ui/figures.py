@@ -15,8 +15,14 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
     imgs = np.asarray(images)
     imgs = imgs[:, 0] if imgs.shape[1] == 1 else imgs.transpose(0, 2, 3, 1)  # (N, H, W[, 3])
     n = len(imgs)
-    fig = px.imshow((imgs * 255).astype(np.uint8), facet_col=0, facet_col_wrap=cols,
-                    binary_string=True, facet_col_spacing=0.01, facet_row_spacing=0.12)
+    fig = px.imshow(
+        (imgs * 255).astype(np.uint8),
+        facet_col=0,
+        facet_col_wrap=cols,
+        binary_string=True,
+        facet_col_spacing=0.01,
+        facet_row_spacing=0.12,
+    )
     for ann in fig.layout.annotations:
         i = int(ann.text.split("=")[-1])
         ann.text = titles[i] if i < len(titles) else ""
@@ -28,8 +34,15 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
 
 
 def confusion_heatmap(matrix: np.ndarray, classes: list[str]) -> go.Figure:
-    fig = px.imshow(matrix, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
-                    labels=dict(x="predicted", y="true", color="count"), aspect="equal")
+    fig = px.imshow(
+        matrix,
+        x=classes,
+        y=classes,
+        text_auto=True,
+        color_continuous_scale="Blues",
+        labels=dict(x="predicted", y="true", color="count"),
+        aspect="equal",
+    )
     fig.update_xaxes(type="category", side="top").update_yaxes(type="category")
     fig.update_layout(margin=dict(l=0, r=0, t=40, b=0), height=420)
     return fig
@@ -40,15 +53,34 @@ def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
     epochs = [m["epoch"] for m in metrics]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for key, dash in (("train", "solid"), ("test", "dash")):
-        fig.add_trace(go.Scatter(x=epochs, y=[m[f"{key}_loss"] for m in metrics], name=f"{key} loss",
-                                 line=dict(color="#1f77b4", dash=dash), mode="lines+markers"))
-        fig.add_trace(go.Scatter(x=epochs, y=[100 * m[f"{key}_acc"] for m in metrics], name=f"{key} accuracy",
-                                 line=dict(color="#d62728", dash=dash), mode="lines+markers"), secondary_y=True)
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[m[f"{key}_loss"] for m in metrics],
+                name=f"{key} loss",
+                line=dict(color="#1f77b4", dash=dash),
+                mode="lines+markers",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[100 * m[f"{key}_acc"] for m in metrics],
+                name=f"{key} accuracy",
+                line=dict(color="#d62728", dash=dash),
+                mode="lines+markers",
+            ),
+            secondary_y=True,
+        )
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
     fig.update_yaxes(title="cross-entropy loss", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title="accuracy (%)", secondary_y=True, range=[0, 100], dtick=20, showgrid=False)
-    fig.update_layout(title=title, height=330, margin=dict(l=0, r=0, t=40 if title else 10, b=0),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        title=title,
+        height=330,
+        margin=dict(l=0, r=0, t=40 if title else 10, b=0),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -72,7 +104,7 @@ def montage_png(rows: list[np.ndarray], titles: list[list[str]], tile: int = 112
             im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).convert("RGB")
             x, y = pad + j * (tw + pad), pad + i * (th + head + pad)
             sheet.paste(im.resize((tw, th), Image.NEAREST), (x, y + head))
-            draw.text((x, y + 2), names[j][:max(4, tw // 6)] if j < len(names) else "", fill="black")   # ~6 px a letter
+            draw.text((x, y + 2), names[j][: max(4, tw // 6)] if j < len(names) else "", fill="black")  # ~6 px a letter
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()

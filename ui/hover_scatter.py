@@ -28,7 +28,7 @@ from PIL import Image
 from lenscape.models.paths import cache_dir
 
 SOURCE = Path(__file__).resolve().parents[1] / "assets" / "hover_scatter" / "index.html"
-MAX_VALUES = 16_000_000    # pixel values kept per panel: ~20,000 MNIST or ~5,000 CIFAR-10 thumbnails (a 3 MB file)
+MAX_VALUES = 16_000_000  # pixel values kept per panel: ~20,000 MNIST or ~5,000 CIFAR-10 thumbnails (a 3 MB file)
 
 
 def images_to_keep(image_shape: tuple[int, ...]) -> int:
@@ -38,11 +38,11 @@ def images_to_keep(image_shape: tuple[int, ...]) -> int:
 
 @dataclass(frozen=True)
 class Sprite:
-    data: bytes                 # the encoded sheet
-    suffix: str                 # ".png" or ".jpg"
+    data: bytes  # the encoded sheet
+    suffix: str  # ".png" or ".jpg"
     columns: int
-    tile: tuple[int, int]       # (width, height) of one thumbnail in pixels
-    indices: list[int]          # example index of each tile, in sheet order
+    tile: tuple[int, int]  # (width, height) of one thumbnail in pixels
+    indices: list[int]  # example index of each tile, in sheet order
 
 
 def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
@@ -59,7 +59,7 @@ def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
     sheet = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
     for k in range(n):
         r, q = divmod(k, columns)
-        sheet[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[k].transpose(1, 2, 0)
+        sheet[r * h : (r + 1) * h, q * w : (q + 1) * w] = images[k].transpose(1, 2, 0)
     buf = io.BytesIO()
     if c == 1:
         Image.fromarray(sheet[..., 0], mode="L").save(buf, format="PNG", compress_level=6)
@@ -72,13 +72,13 @@ def sprite_sheet(images: np.ndarray, indices: np.ndarray) -> Sprite:
 
 @dataclass(frozen=True)
 class Panel:
-    figure: go.Figure           # the scatter; customdata[0] of every trace must be the example index
-    title: str                  # shown above the plot (plain text: the page writes it as text)
-    index: np.ndarray           # (N,) example index of each point
-    xy: np.ndarray              # (N, 2) its coordinates
-    captions: list[str]         # one line of text per point (plain text, likewise)
+    figure: go.Figure  # the scatter; customdata[0] of every trace must be the example index
+    title: str  # shown above the plot (plain text: the page writes it as text)
+    index: np.ndarray  # (N,) example index of each point
+    xy: np.ndarray  # (N, 2) its coordinates
+    captions: list[str]  # one line of text per point (plain text, likewise)
     sprite: Sprite
-    dataset: str                # panels with the same data set link their hovers
+    dataset: str  # panels with the same data set link their hovers
 
 
 def _component_dir() -> Path:
@@ -93,7 +93,7 @@ def _component_dir() -> Path:
     return folder
 
 
-KEEP_FILES = 200           # panel files kept in the component folder (oldest removed first)
+KEEP_FILES = 200  # panel files kept in the component folder (oldest removed first)
 
 
 def _publish(folder: Path, data: bytes, suffix: str) -> str:
@@ -121,16 +121,30 @@ def _declare(folder: str):
     return components.declare_component("lenscape_hover_scatter", path=folder)
 
 
-def hover_scatter(panels: list[Panel], key: str, height: int = 480, hint: str = "Hover a point to see its image.") -> None:
+def hover_scatter(
+    panels: list[Panel], key: str, height: int = 480, hint: str = "Hover a point to see its image."
+) -> None:
     folder = _component_dir()
     names = []
     for p in panels:
-        spec = {"figure": json.loads(p.figure.to_json()),
-                "points": {"index": [int(i) for i in p.index], "x": p.xy[:, 0].round(5).tolist(),
-                           "y": p.xy[:, 1].round(5).tolist(), "caption": list(p.captions)},
-                "sprite": {"url": _publish(folder, p.sprite.data, p.sprite.suffix), "columns": p.sprite.columns,
-                           "tile": list(p.sprite.tile), "indices": p.sprite.indices},
-                "dataset": p.dataset, "hint": hint, "title": p.title}
+        spec = {
+            "figure": json.loads(p.figure.to_json()),
+            "points": {
+                "index": [int(i) for i in p.index],
+                "x": p.xy[:, 0].round(5).tolist(),
+                "y": p.xy[:, 1].round(5).tolist(),
+                "caption": list(p.captions),
+            },
+            "sprite": {
+                "url": _publish(folder, p.sprite.data, p.sprite.suffix),
+                "columns": p.sprite.columns,
+                "tile": list(p.sprite.tile),
+                "indices": p.sprite.indices,
+            },
+            "dataset": p.dataset,
+            "hint": hint,
+            "title": p.title,
+        }
         names.append(_publish(folder, json.dumps(spec).encode(), ".json"))
     _prune(folder)
     # The names are content hashes, so the page redraws (and loses its zoom) only when a panel changed.

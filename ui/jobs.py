@@ -53,10 +53,12 @@ def submit(state_key: str, jobs: Job | list[Job], keep_replaced: bool = False) -
     (minutes of work a user started on purpose, like training)."""
     runner, watcher = backend(), _watcher(state_key)
     stopped = _cancelled()
-    try:   # a job this tab cancelled stays cancelled on reruns, until its Retry
-        ids = [j.key() if j.key() in stopped else runner.submit(j, watcher=watcher)
-               for j in ([jobs] if isinstance(jobs, Job) else jobs)]
-    except InvalidInputError as exc:      # over the server's limits, a workspace that takes no writes
+    try:  # a job this tab cancelled stays cancelled on reruns, until its Retry
+        ids = [
+            j.key() if j.key() in stopped else runner.submit(j, watcher=watcher)
+            for j in ([jobs] if isinstance(jobs, Job) else jobs)
+        ]
+    except InvalidInputError as exc:  # over the server's limits, a workspace that takes no writes
         st.error(plain(exc))
         st.stop()
     if not keep_replaced:
@@ -73,8 +75,9 @@ def predictions(lm, state_key: str, split: str = "test"):
     from lenscape.backend.saliency_tasks import PredictConfig
 
     r = ref(lm)
-    (job_id,) = submit(state_key, job("predict", PredictConfig(model=r, split=split), (r,),
-                                      f"{split} predictions of {lm.name}"))
+    (job_id,) = submit(
+        state_key, job("predict", PredictConfig(model=r, split=split), (r,), f"{split} predictions of {lm.name}")
+    )
     if backend().status(job_id) != JobStatus.DONE:
         job_panel(state_key, lambda _: None)
         return None
@@ -125,7 +128,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
         for job_id in ids:
             status = _status(runner, job_id)
             row = runner.record(job_id) or {}
-            label = plain(row.get("label") or job_id)             # names models: shown as Markdown
+            label = plain(row.get("label") or job_id)  # names models: shown as Markdown
             if status in RUNNING:
                 running = True
                 prog = runner.progress(job_id)
@@ -138,7 +141,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
                 results.append(runner.result(job_id))
                 if row.get("owner") == "bundle":
                     imported(runner, job_id, label)
-            except NotReady:            # its stored result could not be read back: computing it again
+            except NotReady:  # its stored result could not be read back: computing it again
                 running = True
                 st.progress(0.0, text=f"{label} — computing again (the stored result could not be read)")
                 continue
@@ -160,6 +163,7 @@ def job_panel(state_key: str, show: Callable[[list[Any]], None], poll_seconds: f
 
 def my_jobs_section() -> None:
     """This browser tab's queued and running jobs, each with Cancel. Polls while any runs."""
+
     @st.fragment(run_every=2.0 if backend().watched_by(session_id()) else None)
     def section() -> None:
         _my_jobs()
@@ -186,6 +190,7 @@ def _my_jobs() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Reopening a stored result in its view (the Runs page's "Reopen in its view": ?job=<id>)
+
 
 def linked_job(kinds: str | tuple[str, ...]) -> tuple[str, Any] | None:
     """(job id, its config) when this page was opened with ?job=<id> naming a stored job of one of

@@ -10,8 +10,14 @@ from lenscape.backend.tasks import summary_job_for
 from lenscape.models.architectures import ArchSpec, default_normalization
 from lenscape.models.data import DataSpec
 from lenscape.errors import InvalidInputError
-from lenscape.models.loading import (model_from_state, read_model_file, read_state_dict, suggest_architecture,
-                             torchvision_names, torchvision_pretrained)
+from lenscape.models.loading import (
+    model_from_state,
+    read_model_file,
+    read_state_dict,
+    suggest_architecture,
+    torchvision_names,
+    torchvision_pretrained,
+)
 from lenscape.models.paths import user_path
 from lenscape.models.zoo import AlreadyImported, import_model
 from lenscape.ui.common import adopt_model, cached_data, plain, run_model, run_safely
@@ -20,7 +26,7 @@ from lenscape.ui.summary import JOB_KEY as SUMMARY_JOB
 from lenscape.ui.training import ARCH_LABELS, parse_widths
 
 SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
-TV = "torchvision:"            # an architecture option naming a torchvision classifier
+TV = "torchvision:"  # an architecture option naming a torchvision classifier
 
 
 def _option(fields: dict) -> str:
@@ -33,13 +39,18 @@ def arch_label(option: str) -> str:
 
 
 def import_form(spec: DataSpec, key: str = "load") -> None:
-    st.caption("Weights are read as safetensors or with `torch.load(weights_only=True)`: a file that would "
-               "run code when unpickled is refused, never executed.")
+    st.caption(
+        "Weights are read as safetensors or with `torch.load(weights_only=True)`: a file that would "
+        "run code when unpickled is refused, never executed."
+    )
     source = st.radio("Source", SOURCES, horizontal=True, key=f"{key}.source")
     raw, filename, tv_name, download = None, "", "", False
     if source == SOURCES[0]:
-        up = st.file_uploader("Model file (.safetensors, .pt, .pth, .bin)", key=f"{key}.file",
-                              type=["safetensors", "pt", "pth", "bin", "ckpt"])
+        up = st.file_uploader(
+            "Model file (.safetensors, .pt, .pth, .bin)",
+            key=f"{key}.file",
+            type=["safetensors", "pt", "pth", "bin", "ckpt"],
+        )
         raw, filename = (up.getvalue(), up.name) if up else (None, "")
     elif source == SOURCES[1]:
         path = st.text_input("Path", key=f"{key}.path").strip()
@@ -47,8 +58,10 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
     else:
         c = st.columns(2)
         tv_name = c[0].text_input("torchvision model name", "resnet18", key=f"{key}.tv").strip()
-        download = c[1].radio("Weights", ["download torchvision's", "from a file on this machine"],
-                              key=f"{key}.tvw") == "download torchvision's"
+        download = (
+            c[1].radio("Weights", ["download torchvision's", "from a file on this machine"], key=f"{key}.tvw")
+            == "download torchvision's"
+        )
         if not download:
             filename = st.text_input("Weights file path", key=f"{key}.tvpath").strip()
     train = run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}")
@@ -61,26 +74,43 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         options = [*ARCH_LABELS, *(f"{TV}{n}" for n in torchvision_names())]
         found = _option(fields) if fields else ""
         c = st.columns(3)
-        choice = c[0].selectbox("Architecture", options, options.index(found) if found else 0, format_func=arch_label,
-                                key=f"{key}.arch.{found}", help="Lenscape's own, or any torchvision classifier.")
+        choice = c[0].selectbox(
+            "Architecture",
+            options,
+            options.index(found) if found else 0,
+            format_func=arch_label,
+            key=f"{key}.arch.{found}",
+            help="Lenscape's own, or any torchvision classifier.",
+        )
         if choice != found:
-            fields = ({"name": "torchvision", "torchvision_name": choice.removeprefix(TV)} if choice.startswith(TV)
-                      else {"name": choice})
+            fields = (
+                {"name": "torchvision", "torchvision_name": choice.removeprefix(TV)}
+                if choice.startswith(TV)
+                else {"name": choice}
+            )
         arch_name = fields["name"]
         if arch_name == "mlp":
             shown = ", ".join(map(str, fields.get("widths", (256, 256))))
             widths = c[1].text_input("MLP widths", shown, key=f"{key}.widths.{shown}")
         if arch_name == "cnn":
-            fields["batchnorm"] = c[2].checkbox("CNN with BatchNorm", fields.get("batchnorm", False),
-                                                key=f"{key}.bn.{fields.get('batchnorm', '')}")
+            fields["batchnorm"] = c[2].checkbox(
+                "CNN with BatchNorm", fields.get("batchnorm", False), key=f"{key}.bn.{fields.get('batchnorm', '')}"
+            )
     mean, std = _normalization_fields(arch_name, train, key)
-    name = st.text_input("Name in the workspace", key=f"{key}.name",
-                         placeholder=Path(filename).stem or tv_name or "my model")
+    name = st.text_input(
+        "Name in the workspace", key=f"{key}.name", placeholder=Path(filename).stem or tv_name or "my model"
+    )
     if st.button("Import", type="primary", key=f"{key}.run", disabled=not readable):
+
         def run() -> dict:
             extra = {"widths": parse_widths(widths)} if widths else {}
-            arch = ArchSpec(**{"torchvision_name": tv_name, **fields, **extra}, in_shape=train.input_shape,
-                            num_classes=train.num_classes, mean=mean, std=std)
+            arch = ArchSpec(
+                **{"torchvision_name": tv_name, **fields, **extra},
+                in_shape=train.input_shape,
+                num_classes=train.num_classes,
+                mean=mean,
+                std=std,
+            )
             state = torchvision_pretrained(tv_name) if tv_name and download else _read(raw, filename)
             label = name or Path(filename).stem or tv_name
             try:
@@ -88,13 +118,16 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
             except AlreadyImported as exc:
                 st.info(f"{plain(exc)}; it is now the current model.")
                 return exc.record
+
         rec = run_safely(run, "Import")
         if rec:
             adopt_model(rec)
-            if (lm := run_model(rec)) is not None:     # its test accuracy, for the tables (Home, Runs)
+            if (lm := run_model(rec)) is not None:  # its test accuracy, for the tables (Home, Runs)
                 submit(SUMMARY_JOB, summary_job_for(lm))
-            st.success(f"**{plain(rec['name'])}** ({plain(rec['run_id'])}) is the current model: see its accuracy under "
-                       "**Workspace models**, or open a view.")
+            st.success(
+                f"**{plain(rec['name'])}** ({plain(rec['run_id'])}) is the current model: see its accuracy under "
+                "**Workspace models**, or open a view."
+            )
 
 
 def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) -> dict | None | bool:
@@ -115,12 +148,16 @@ def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) ->
         st.error(f"Import: {plain(exc)}")
         return False
     if fields:
-        st.caption(f"The file's tensors match **{arch_label(_option(fields))}** for "
-                   f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes; it is preselected.")
+        st.caption(
+            f"The file's tensors match **{arch_label(_option(fields))}** for "
+            f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes; it is preselected."
+        )
     else:
-        st.warning(f"The file's names and shapes match none of the built-in or torchvision architectures for "
-                   f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes: pick one, and the import "
-                   "will list what does not fit.")
+        st.warning(
+            f"The file's names and shapes match none of the built-in or torchvision architectures for "
+            f"{'×'.join(map(str, in_shape))} inputs and {num_classes} classes: pick one, and the import "
+            "will list what does not fit."
+        )
     return fields
 
 
@@ -139,11 +176,15 @@ def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float,
     mean, std = default_normalization(arch_name, tuple(train.mean), tuple(train.std))
     fmt = lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
     c = st.columns(2)
-    help_ = ("What the model was trained with, applied inside it to [0, 1] pixels. Defaults: the recipe the "
-             "architecture is known by (the tutorial LeNet: 0.5 and 0.5), ImageNet's for torchvision models, "
-             "else this data set's statistics (what Lenscape's own training uses). A wrong value costs accuracy.")
-    texts = (c[0].text_input("Input mean (per channel)", fmt(mean), key=f"{key}.mean.{arch_name}", help=help_),
-             c[1].text_input("Input std (per channel)", fmt(std), key=f"{key}.std.{arch_name}", help=help_))
+    help_ = (
+        "What the model was trained with, applied inside it to [0, 1] pixels. Defaults: the recipe the "
+        "architecture is known by (the tutorial LeNet: 0.5 and 0.5), ImageNet's for torchvision models, "
+        "else this data set's statistics (what Lenscape's own training uses). A wrong value costs accuracy."
+    )
+    texts = (
+        c[0].text_input("Input mean (per channel)", fmt(mean), key=f"{key}.mean.{arch_name}", help=help_),
+        c[1].text_input("Input std (per channel)", fmt(std), key=f"{key}.std.{arch_name}", help=help_),
+    )
     try:
         return tuple(tuple(float(v) for v in t.replace(" ", "").split(",") if v) for t in texts)
     except ValueError:

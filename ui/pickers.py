@@ -49,7 +49,9 @@ def write(name: str, key: str, value: Any, default: Any = NO_DEFAULT) -> None:
     st.session_state[f"_pickers.{name}"] = key
 
 
-def bound(name: str, key: str, convert: Callable[[str], Any], draw: Callable[[], Any], default: Any = NO_DEFAULT) -> Any:
+def bound(
+    name: str, key: str, convert: Callable[[str], Any], draw: Callable[[], Any], default: Any = NO_DEFAULT
+) -> Any:
     """Draw a widget (`draw`, keyed `key`) bound to parameter `name` both ways: a link's value sets
     it first (once per value, checked by `convert`), and its value is written back."""
     read(name, key, convert)
@@ -60,6 +62,7 @@ def bound(name: str, key: str, convert: Callable[[str], Any], draw: Callable[[],
 
 # ---------------------------------------------------------------------------------------------
 # Models
+
 
 def recipe(record: dict) -> dict | None:
     """A run's training recipe: its config without the seed (None for an imported model)."""
@@ -72,8 +75,9 @@ def recipe_seeds(run_id: str, runs: dict[str, dict]) -> list[str]:
     mine = recipe(runs[run_id]) if run_id in runs else None
     if mine is None:
         return [run_id] if run_id in runs else []
-    others = sorted((r for r, rec in runs.items() if r != run_id and recipe(rec) == mine),
-                    key=lambda r: runs[r].get("seed") or 0)
+    others = sorted(
+        (r for r, rec in runs.items() if r != run_id and recipe(rec) == mine), key=lambda r: runs[r].get("seed") or 0
+    )
     return [run_id, *others]
 
 
@@ -88,19 +92,28 @@ def _shown_run(key: str, current: bool, runs: dict[str, dict]) -> str | None:
     return st.session_state.get(key) if st.session_state.get(key) in runs else None
 
 
-def pick_model(key: str, label: str, *, name: str = "model", epoch_param: str | None = None,
-               current: bool = False, min_checkpoints: int = 1, **kwargs) -> LoadedModel | None:
+def pick_model(
+    key: str,
+    label: str,
+    *,
+    name: str = "model",
+    epoch_param: str | None = None,
+    current: bool = False,
+    min_checkpoints: int = 1,
+    **kwargs,
+) -> LoadedModel | None:
     """ui.common.model_select bound to the address bar: parameter `name` holds the run (a `current`
     picker's is ?model=, which current_model_select keeps), `epoch_param` its checkpoint (a slider
     is drawn when given; left out at the last checkpoint)."""
     runs = eligible_runs(min_checkpoints=min_checkpoints)
-    if not current and st.query_params.get(name) in runs:     # another tab's model is no error here
+    if not current and st.query_params.get(name) in runs:  # another tab's model is no error here
         read(name, key)
     run = _shown_run(key, current, runs)
     if epoch_param and run is not None:
         read(epoch_param, f"{key}.epoch.{run}", one_of([c["epoch"] for c in runs[run]["checkpoints"]]))
-    lm = model_select(key, label, pick_epoch=epoch_param is not None, current=current,
-                      min_checkpoints=min_checkpoints, **kwargs)
+    lm = model_select(
+        key, label, pick_epoch=epoch_param is not None, current=current, min_checkpoints=min_checkpoints, **kwargs
+    )
     if lm is not None:
         if not current:
             write(name, key, lm.run_id)
@@ -125,8 +138,10 @@ def pick_b(key: str, label: str, a: LoadedModel, name: str, epoch_param: str | N
             st.session_state[f"{key}.epoch.{a.run_id}"] = runs[a.run_id]["checkpoints"][0]["epoch"]
     lm = pick_model(key, label, name=name, epoch_param=epoch_param, like=a)
     if lm is not None and not same:
-        st.caption("No other model of this data set yet: train a second seed of this recipe on the Models page "
-                   "to compare two solutions.")
+        st.caption(
+            "No other model of this data set yet: train a second seed of this recipe on the Models page "
+            "to compare two solutions."
+        )
     return lm
 
 

@@ -22,29 +22,36 @@ from lenscape.ui.summary import test_accuracy
 
 # kind → (page, tab) where its result is shown; the page finds the stored result when it submits the
 # same job again
-VIEWS = {"saliency": ("pages/2_Saliency.py", "Maps"), "null_mass": ("pages/2_Saliency.py", "BlockMNIST check"),
-         "diffroar": ("pages/2_Saliency.py", "DiffROAR"), "randomization": ("pages/2_Saliency.py", "Randomization check"),
-         "level_set_traversal": ("pages/3_Level_sets.py", None),
-         "memorization_overview": ("pages/4_Memorization.py", "Overview"),
-         "memorization_gradients": ("pages/4_Memorization.py", "Gradients"),
-         "memorization_rewinding": ("pages/4_Memorization.py", "Rewinding"),
-         "memorization_retraining": ("pages/4_Memorization.py", "Retraining"),
-         "memorization_flipping": ("pages/4_Memorization.py", "Neuron flipping"),
-         "memorization_tied_dropout": ("pages/4_Memorization.py", "Tied dropout"),
-         "layer_similarity": ("pages/5_Similarity.py", "Layers × layers"),
-         "seed_similarity": ("pages/5_Similarity.py", "Seeds (N × N)"),
-         "convergence": ("pages/5_Similarity.py", "Over training"), "all_metrics": ("pages/5_Similarity.py", "All metrics"),
-         "projection": ("pages/5_Similarity.py", "Projection"),
-         "landscape_surface": ("pages/6_Loss_landscape.py", "Random directions"),
-         "landscape_interpolation": ("pages/6_Loss_landscape.py", "Interpolation"),
-         "landscape_trajectory": ("pages/6_Loss_landscape.py", "Trajectory"),
-         "landscape_hessian": ("pages/6_Loss_landscape.py", "Curvature"),
-         "landscape_convexity": ("pages/6_Loss_landscape.py", "Curvature"),
-         "train": ("pages/1_Models.py", "Workspace models"), "model_summary": ("pages/1_Models.py", "Workspace models")}
+VIEWS = {
+    "saliency": ("pages/2_Saliency.py", "Maps"),
+    "null_mass": ("pages/2_Saliency.py", "BlockMNIST check"),
+    "diffroar": ("pages/2_Saliency.py", "DiffROAR"),
+    "randomization": ("pages/2_Saliency.py", "Randomization check"),
+    "level_set_traversal": ("pages/3_Level_sets.py", None),
+    "memorization_overview": ("pages/4_Memorization.py", "Overview"),
+    "memorization_gradients": ("pages/4_Memorization.py", "Gradients"),
+    "memorization_rewinding": ("pages/4_Memorization.py", "Rewinding"),
+    "memorization_retraining": ("pages/4_Memorization.py", "Retraining"),
+    "memorization_flipping": ("pages/4_Memorization.py", "Neuron flipping"),
+    "memorization_tied_dropout": ("pages/4_Memorization.py", "Tied dropout"),
+    "layer_similarity": ("pages/5_Similarity.py", "Layers × layers"),
+    "seed_similarity": ("pages/5_Similarity.py", "Seeds (N × N)"),
+    "convergence": ("pages/5_Similarity.py", "Over training"),
+    "all_metrics": ("pages/5_Similarity.py", "All metrics"),
+    "projection": ("pages/5_Similarity.py", "Projection"),
+    "landscape_surface": ("pages/6_Loss_landscape.py", "Random directions"),
+    "landscape_interpolation": ("pages/6_Loss_landscape.py", "Interpolation"),
+    "landscape_trajectory": ("pages/6_Loss_landscape.py", "Trajectory"),
+    "landscape_hessian": ("pages/6_Loss_landscape.py", "Curvature"),
+    "landscape_convexity": ("pages/6_Loss_landscape.py", "Curvature"),
+    "train": ("pages/1_Models.py", "Workspace models"),
+    "model_summary": ("pages/1_Models.py", "Workspace models"),
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # Tags: {model run id or job id: [tag, ...]} in the workspace
+
 
 def _tags_file() -> Path:
     return home_dir() / "tags.json"
@@ -70,13 +77,23 @@ def remove_tags(ids: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def model_rows(runs: list[dict], tags: dict[str, list[str]]) -> pd.DataFrame:
-    return pd.DataFrame([{**model_row(r), "test acc": test_accuracy(r), "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
-                          "tags": ", ".join(tags.get(r["run_id"], []))} for r in runs])
+    return pd.DataFrame(
+        [
+            {
+                **model_row(r),
+                "test acc": test_accuracy(r),
+                "size (MB)": _folder_size(runs_dir() / r["run_id"]) / 2**20,
+                "tags": ", ".join(tags.get(r["run_id"], [])),
+            }
+            for r in runs
+        ]
+    )
 
 
 def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[str]]) -> pd.DataFrame:
@@ -84,12 +101,21 @@ def result_rows(jobs: list[dict], names: dict[str, str], tags: dict[str, list[st
     rows = []
     for j in jobs:
         fps = json.loads(j["fingerprints"] or "[]")
-        rows.append({"result": j["label"] or j["kind"], "kind": j["kind"], "status": j["status"],
-                     "models": ", ".join(names.get(fp, f"(gone) {fp}") for fp in fps),
-                     "created": timestamp(j["created"]),
-                     "seconds": j["seconds"], "device": j["device"],
-                     "size (KB)": runner.stored_bytes(j["id"]) / 1024,
-                     "config": (j["config"] or "")[:160], "tags": ", ".join(tags.get(j["id"], [])), "job id": j["id"]})
+        rows.append(
+            {
+                "result": j["label"] or j["kind"],
+                "kind": j["kind"],
+                "status": j["status"],
+                "models": ", ".join(names.get(fp, f"(gone) {fp}") for fp in fps),
+                "created": timestamp(j["created"]),
+                "seconds": j["seconds"],
+                "device": j["device"],
+                "size (KB)": runner.stored_bytes(j["id"]) / 1024,
+                "config": (j["config"] or "")[:160],
+                "tags": ", ".join(tags.get(j["id"], [])),
+                "job id": j["id"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -112,8 +138,16 @@ def _filter(frame: pd.DataFrame, text: str, tag: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _table(frame: pd.DataFrame, key: str, what: str, placeholder: str, columns: dict[str, str], all_tags: list[str],
-           id_col: str, config: dict) -> tuple[pd.DataFrame, list[str]]:
+def _table(
+    frame: pd.DataFrame,
+    key: str,
+    what: str,
+    placeholder: str,
+    columns: dict[str, str],
+    all_tags: list[str],
+    id_col: str,
+    config: dict,
+) -> tuple[pd.DataFrame, list[str]]:
     """Filters (text, a multiselect per column in `columns`, a tag), the table with multi-row
     selection; (the rows shown, the ids of the selected ones).
 
@@ -132,9 +166,15 @@ def _table(frame: pd.DataFrame, key: str, what: str, placeholder: str, columns: 
     shown = _filter(shown.reset_index(drop=True), text, tag)
     ids = shown[id_col].tolist()
     table = f"{key}.table.{_digest(filters, tag, ids, st.session_state.get(f'{key}.deletes', 0))}"
-    event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                         key=table, column_config={
-                             **config, "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    event = st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="multi-row",
+        key=table,
+        column_config={**config, "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+    )
     return shown, _selected(event, ids)
 
 
@@ -145,9 +185,19 @@ def models_section(key: str = "runs.models") -> None:
         return
     frame = model_rows(runs, tags)
     all_tags = sorted({t for r in runs for t in tags.get(r["run_id"], [])})
-    shown, picked = _table(frame, key, "models", "any text: name, data set, architecture…", {"data set": "Data sets"},
-                           all_tags, "run id", {"test acc": st.column_config.NumberColumn(format="percent"),
-                                                "size (MB)": st.column_config.NumberColumn(format="%.2f")})
+    shown, picked = _table(
+        frame,
+        key,
+        "models",
+        "any text: name, data set, architecture…",
+        {"data set": "Data sets"},
+        all_tags,
+        "run id",
+        {
+            "test acc": st.column_config.NumberColumn(format="percent"),
+            "size (MB)": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
     st.caption(f"{len(shown)} of {len(frame)} models · select rows to compare their training, tag or delete them")
     if not picked:
         return
@@ -155,8 +205,14 @@ def models_section(key: str = "runs.models") -> None:
     curves = [by_id[p] for p in picked if by_id[p].get("metrics")]
     if curves:
         st.plotly_chart(overlay_curves(curves), config=CONFIG, key=f"{key}.curves")
-    _tag_or_delete(picked, {p: f"{by_id[p]['name']} ({p})" for p in picked}, key, "model", " and their checkpoints",
-                   lambda run_id: run_safely(lambda: delete_run(run_id), f"Deleting {run_id}"))
+    _tag_or_delete(
+        picked,
+        {p: f"{by_id[p]['name']} ({p})" for p in picked},
+        key,
+        "model",
+        " and their checkpoints",
+        lambda run_id: run_safely(lambda: delete_run(run_id), f"Deleting {run_id}"),
+    )
 
 
 def overlay_curves(runs: list[dict]) -> go.Figure:
@@ -164,19 +220,43 @@ def overlay_curves(runs: list[dict]) -> go.Figure:
     fig = go.Figure()
     for r in runs:
         epochs = [m["epoch"] for m in r["metrics"]]
-        fig.add_trace(go.Scatter(x=epochs, y=[m.get("test_acc") for m in r["metrics"]], name=plot_text(f"{r['name']}: test acc"),
-                                 mode="lines+markers"))
-        fig.add_trace(go.Scatter(x=epochs, y=[m.get("train_loss") for m in r["metrics"]], name=plot_text(f"{r['name']}: train loss"),
-                                 line=dict(dash="dot"), yaxis="y2"))
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[m.get("test_acc") for m in r["metrics"]],
+                name=plot_text(f"{r['name']}: test acc"),
+                mode="lines+markers",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[m.get("train_loss") for m in r["metrics"]],
+                name=plot_text(f"{r['name']}: train loss"),
+                line=dict(dash="dot"),
+                yaxis="y2",
+            )
+        )
     epochs = [m["epoch"] for r in runs for m in r["metrics"]]
     accuracy = [m.get("test_acc") for r in runs for m in r["metrics"]]
-    fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), title="Training curves of the selected models",
-                      xaxis=dict(title="epoch", **epoch_axis(epochs)),
-                      yaxis=dict(title="test accuracy", **percent_axis(accuracy)),
-                      # its own ticks: synced to the accuracy's grid they read 0.314, 0.858, 1.401
-                      yaxis2=dict(title="training loss", overlaying="y", side="right", tickmode="auto", nticks=6,
-                                  showgrid=False, rangemode="tozero"),
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(
+        height=360,
+        margin=dict(l=0, r=0, t=30, b=0),
+        title="Training curves of the selected models",
+        xaxis=dict(title="epoch", **epoch_axis(epochs)),
+        yaxis=dict(title="test accuracy", **percent_axis(accuracy)),
+        # its own ticks: synced to the accuracy's grid they read 0.314, 0.858, 1.401
+        yaxis2=dict(
+            title="training loss",
+            overlaying="y",
+            side="right",
+            tickmode="auto",
+            nticks=6,
+            showgrid=False,
+            rangemode="tozero",
+        ),
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -196,7 +276,7 @@ def percent_axis(values: list[float | None]) -> dict:
     span = max(shown) - min(shown)
     if span < 1e-9:
         return dict(tickformat=".1%", range=[max(0.0, shown[0] - 0.01), min(1.0, shown[0] + 0.01) + 0.002])
-    step = span * 100 / 4                           # percentage points between about five ticks
+    step = span * 100 / 4  # percentage points between about five ticks
     return dict(tickformat=f".{min(3, max(0, math.ceil(-math.log10(step))))}%")
 
 
@@ -209,9 +289,19 @@ def results_section(key: str = "runs.results") -> None:
         return
     frame = result_rows(jobs, names, tags)
     all_tags = sorted({t for j in jobs for t in tags.get(j["id"], [])})
-    shown, picked = _table(frame, key, "results", "any text: label, model, config…", {"kind": "Kinds", "status": "Status"},
-                           all_tags, "job id", {"seconds": st.column_config.NumberColumn(format="%.1f"),
-                                                "size (KB)": st.column_config.NumberColumn(format="%.0f")})
+    shown, picked = _table(
+        frame,
+        key,
+        "results",
+        "any text: label, model, config…",
+        {"kind": "Kinds", "status": "Status"},
+        all_tags,
+        "job id",
+        {
+            "seconds": st.column_config.NumberColumn(format="%.1f"),
+            "size (KB)": st.column_config.NumberColumn(format="%.0f"),
+        },
+    )
     st.caption(f"{len(shown)} of {len(frame)} results · select one to reopen or export it, several to tag or delete")
     if not picked:
         return
@@ -224,8 +314,13 @@ def results_section(key: str = "runs.results") -> None:
             page, params = link
             c[0].page_link(page, label="Reopen in its view", icon=":material/open_in_new:", query_params=params)
         if row["status"] == "DONE":
-            c[1].download_button("Reproducibility bundle (.zip)", lambda: backend().export_bundle(job_id),
-                                 f"lenscape_{row['kind']}_{job_id}.zip", mime="application/zip", key=f"{key}.bundle")
+            c[1].download_button(
+                "Reproducibility bundle (.zip)",
+                lambda: backend().export_bundle(job_id),
+                f"lenscape_{row['kind']}_{job_id}.zip",
+                mime="application/zip",
+                key=f"{key}.bundle",
+            )
     labels = dict(zip(frame["job id"], frame["result"]))
     _tag_or_delete(picked, {p: f"{labels.get(p, p)} ({p})" for p in picked}, key, "result", "", backend().forget)
 
@@ -247,7 +342,7 @@ def _tag_or_delete(picked: list[str], names: dict[str, str], key: str, what: str
             for i in picked:
                 delete(i)
             remove_tags(picked)
-            st.session_state[f"{key}.deletes"] = st.session_state.get(f"{key}.deletes", 0) + 1   # a fresh table
+            st.session_state[f"{key}.deletes"] = st.session_state.get(f"{key}.deletes", 0) + 1  # a fresh table
             st.rerun()
 
 
@@ -271,9 +366,13 @@ def reopen_link(row: dict) -> tuple[str, dict] | None:
 
 
 def import_section(key: str = "runs.import") -> None:
-    up = st.file_uploader("Import a reproducibility bundle (.zip)", type=["zip"], key=f"{key}.file",
-                          help="Exported from the Results table of any Lenscape. The weights inside are read as "
-                               "safetensors only, and checked against their fingerprints before anything is written.")
+    up = st.file_uploader(
+        "Import a reproducibility bundle (.zip)",
+        type=["zip"],
+        key=f"{key}.file",
+        help="Exported from the Results table of any Lenscape. The weights inside are read as "
+        "safetensors only, and checked against their fingerprints before anything is written.",
+    )
     if up is None:
         return
     done = st.session_state.get(f"{key}.done")
@@ -286,10 +385,12 @@ def import_section(key: str = "runs.import") -> None:
             st.error(f"Not imported: {plain(exc)}")
             return
         st.session_state[f"{key}.done"] = (up.file_id, manifest)
-        st.rerun()                                  # the tables above list what was imported
-    models = ", ".join(m["name"] for m in manifest["models"])         # names and labels from the bundle: as text
-    st.success(f"Imported **{plain(manifest['label'] or manifest['kind'])}** ({plain(manifest['kind'])}, computed on "
-               f"{plain(manifest['device'])} in {manifest['seconds'] or 0:.1f} s) with {plain(models or 'no model')}.")
+        st.rerun()  # the tables above list what was imported
+    models = ", ".join(m["name"] for m in manifest["models"])  # names and labels from the bundle: as text
+    st.success(
+        f"Imported **{plain(manifest['label'] or manifest['kind'])}** ({plain(manifest['kind'])}, computed on "
+        f"{plain(manifest['device'])} in {manifest['seconds'] or 0:.1f} s) with {plain(models or 'no model')}."
+    )
     link = reopen_link({"kind": manifest["kind"], "config": json.dumps(manifest["config"]), "id": manifest["job_id"]})
     if link:
         st.page_link(link[0], label="Reopen it in its view", icon=":material/open_in_new:", query_params=link[1])

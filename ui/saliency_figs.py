@@ -20,19 +20,37 @@ def gray(image: np.ndarray) -> np.ndarray:
     return image[0] if image.shape[0] == 1 else (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])
 
 
-def null_mass_boxes(values: np.ndarray, models: list[str], methods: list[str], null_share: float,
-                    k: float) -> go.Figure:
+def null_mass_boxes(
+    values: np.ndarray, models: list[str], methods: list[str], null_share: float, k: float
+) -> go.Figure:
     """values (models, methods, N) → grouped boxes of per-image NullMass@k, mean marked."""
     fig = go.Figure()
     for mi, name in enumerate(models):
         xs = [METHOD_LABELS.get(m, m) for m in methods for _ in range(values.shape[-1])]
-        fig.add_trace(go.Box(x=xs, y=values[mi].ravel(), name=name, boxmean=True,
-                             marker_color=PALETTE[mi % len(PALETTE)], boxpoints=False))
-    fig.add_hline(y=null_share, line_dash="dash", line_color="gray",
-                  annotation_text=f"uniform map ({null_share:.0%})", annotation_position="top left")
-    fig.update_layout(boxmode="group", yaxis=dict(title=f"NullMass@{k:.0%} (share of top-k mass in the null block)",
-                                                  range=[0, 1]), height=420, margin=dict(l=0, r=0, t=30, b=0),
-                      legend=dict(orientation="h", y=-0.15))
+        fig.add_trace(
+            go.Box(
+                x=xs,
+                y=values[mi].ravel(),
+                name=name,
+                boxmean=True,
+                marker_color=PALETTE[mi % len(PALETTE)],
+                boxpoints=False,
+            )
+        )
+    fig.add_hline(
+        y=null_share,
+        line_dash="dash",
+        line_color="gray",
+        annotation_text=f"uniform map ({null_share:.0%})",
+        annotation_position="top left",
+    )
+    fig.update_layout(
+        boxmode="group",
+        yaxis=dict(title=f"NullMass@{k:.0%} (share of top-k mass in the null block)", range=[0, 1]),
+        height=420,
+        margin=dict(l=0, r=0, t=30, b=0),
+        legend=dict(orientation="h", y=-0.15),
+    )
     return fig
 
 
@@ -40,16 +58,36 @@ def diffroar_curves(k: np.ndarray, methods: list[str], mean: np.ndarray, std: np
     fig = go.Figure()
     for i, m in enumerate(methods):
         color = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=np.r_[k, k[::-1]], y=np.r_[mean[i] + std[i], (mean[i] - std[i])[::-1]],
-                                 fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
-                                 hoverinfo="skip", showlegend=False))
-        fig.add_trace(go.Scatter(x=k, y=mean[i], name=METHOD_LABELS.get(m, m), mode="lines+markers",
-                                 line=dict(color=color, dash="dot" if m == "random" else "solid"),
-                                 error_y=dict(type="data", array=std[i], visible=True, thickness=1)))
+        fig.add_trace(
+            go.Scatter(
+                x=np.r_[k, k[::-1]],
+                y=np.r_[mean[i] + std[i], (mean[i] - std[i])[::-1]],
+                fill="toself",
+                fillcolor=color,
+                opacity=0.15,
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=k,
+                y=mean[i],
+                name=METHOD_LABELS.get(m, m),
+                mode="lines+markers",
+                line=dict(color=color, dash="dot" if m == "random" else "solid"),
+                error_y=dict(type="data", array=std[i], visible=True, thickness=1),
+            )
+        )
     fig.add_hline(y=0, line_color="gray")
-    fig.update_layout(xaxis=dict(title="k: fraction of coordinates kept", tickformat=".0%"),
-                      yaxis=dict(title="DiffROAR(k) = acc(top-k) − acc(bottom-k)"),
-                      height=420, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        xaxis=dict(title="k: fraction of coordinates kept", tickformat=".0%"),
+        yaxis=dict(title="DiffROAR(k) = acc(top-k) − acc(bottom-k)"),
+        height=420,
+        margin=dict(l=0, r=0, t=30, b=0),
+        legend=dict(orientation="h", y=-0.2),
+    )
     return fig
 
 
@@ -63,16 +101,32 @@ def rank_corr_curves(results) -> go.Figure:
         xs = ["original", *[("+ " if order == "cascading" else "only ") + name for name in res.layers]]
         ys = [1.0, *[None if np.isnan(m) else m for m in res.layer_means]]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, line=dict(color=color)))
-        for value, dash, what in ((res.floor, "dot", "different images, trained model"),
-                                  (res.random_level, "dash", "two random networks")):
-            fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[value, value], mode="lines", showlegend=False,
-                                     line=dict(color=color, dash=dash, width=1),
-                                     hovertemplate=f"{label}: {what} %{{y:.3f}}<extra></extra>"))
-    title = ("layers re-initialized (cumulative, from the top)" if order == "cascading"
-             else "layer re-initialized (one at a time, the rest trained)")
-    fig.update_layout(xaxis=dict(title=title), yaxis=dict(title="rank correlation with the original map",
-                                                          range=[-0.3, 1.05]),
-                      height=380, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
+        for value, dash, what in (
+            (res.floor, "dot", "different images, trained model"),
+            (res.random_level, "dash", "two random networks"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=[xs[0], xs[-1]],
+                    y=[value, value],
+                    mode="lines",
+                    showlegend=False,
+                    line=dict(color=color, dash=dash, width=1),
+                    hovertemplate=f"{label}: {what} %{{y:.3f}}<extra></extra>",
+                )
+            )
+    title = (
+        "layers re-initialized (cumulative, from the top)"
+        if order == "cascading"
+        else "layer re-initialized (one at a time, the rest trained)"
+    )
+    fig.update_layout(
+        xaxis=dict(title=title),
+        yaxis=dict(title="rank correlation with the original map", range=[-0.3, 1.05]),
+        height=380,
+        margin=dict(l=0, r=0, t=30, b=0),
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -87,7 +141,7 @@ def model_facts(record: dict, epoch: int) -> dict[str, str | None]:
     (an imported model has no recipe)."""
     arch, cfg = record.get("arch") or {}, record.get("config") or {}
     name = arch.get("name", "?")
-    shown = (f"torchvision {arch.get('torchvision_name')}" if name == "torchvision" else ARCH_NAMES.get(name, name))
+    shown = f"torchvision {arch.get('torchvision_name')}" if name == "torchvision" else ARCH_NAMES.get(name, name)
     if name == "mlp":
         shown += " " + "-".join(map(str, arch.get("widths", ())))
     if name == "cnn" and arch.get("batchnorm"):
@@ -97,15 +151,20 @@ def model_facts(record: dict, epoch: int) -> dict[str, str | None]:
     if arch.get("p_gen"):
         facts["dropout"] = f"tied dropout {arch['p_gen']:g}/{arch.get('p_mem', 0):g}"
     pgd = cfg.get("adversarial")
-    facts.update({"epochs": f"{cfg['epochs']} epochs" if cfg else None,
-                  "checkpoint": f"at epoch {epoch}" if cfg and epoch != cfg.get("epochs") else None,
-                  "seed": f"seed {cfg['seed']}" if cfg else None,
-                  "noise": f"{cfg['label_noise']:.0%} label noise" if cfg.get("label_noise") else None,
-                  "pgd": f"PGD-{pgd['norm']} ε {pgd['eps']:g}" if pgd else ("standard training" if cfg else None),
-                  "lr": f"lr {cfg['lr']:g}" if cfg else None, "batch": f"batch {cfg['batch_size']}" if cfg else None,
-                  "schedule": f"{cfg['schedule']} schedule" if cfg else None,
-                  "subset": f"{cfg['train_subset']:,} training images" if cfg.get("train_subset") else None,
-                  "norm": "input mean " + ", ".join(f"{v:.3g}" for v in arch.get("mean", ()))})
+    facts.update(
+        {
+            "epochs": f"{cfg['epochs']} epochs" if cfg else None,
+            "checkpoint": f"at epoch {epoch}" if cfg and epoch != cfg.get("epochs") else None,
+            "seed": f"seed {cfg['seed']}" if cfg else None,
+            "noise": f"{cfg['label_noise']:.0%} label noise" if cfg.get("label_noise") else None,
+            "pgd": f"PGD-{pgd['norm']} ε {pgd['eps']:g}" if pgd else ("standard training" if cfg else None),
+            "lr": f"lr {cfg['lr']:g}" if cfg else None,
+            "batch": f"batch {cfg['batch_size']}" if cfg else None,
+            "schedule": f"{cfg['schedule']} schedule" if cfg else None,
+            "subset": f"{cfg['train_subset']:,} training images" if cfg.get("train_subset") else None,
+            "norm": "input mean " + ", ".join(f"{v:.3g}" for v in arch.get("mean", ())),
+        }
+    )
     return facts
 
 
@@ -115,8 +174,8 @@ def _data_label(data: dict | None) -> str:
     return DataSpec.from_dict(data).label if data else "no data set"
 
 
-QUIET = {"norm", "lr", "batch", "schedule"}           # named where they differ, not among the shared facts
-SOME_ONLY = {"epochs", "seed", "checkpoint", "noise", "dropout", "subset"}   # named even where others have none
+QUIET = {"norm", "lr", "batch", "schedule"}  # named where they differ, not among the shared facts
+SOME_ONLY = {"epochs", "seed", "checkpoint", "noise", "dropout", "subset"}  # named even where others have none
 
 
 def what_differs(facts: list[dict[str, str | None]]) -> tuple[list[str], list[list[str]]]:
@@ -125,23 +184,29 @@ def what_differs(facts: list[dict[str, str | None]]) -> tuple[list[str], list[li
     facts of a recipe (SOME_ONLY), where one model has it and another has none (imported)."""
     keys = list(dict.fromkeys(k for f in facts for k in f))
     values = {k: [f.get(k) for f in facts] for k in keys}
-    differ = [k for k, vs in values.items()
-              if len({v for v in vs if v is not None}) > 1 or (k in SOME_ONLY and None in vs and any(vs))]
+    differ = [
+        k
+        for k, vs in values.items()
+        if len({v for v in vs if v is not None}) > 1 or (k in SOME_ONLY and None in vs and any(vs))
+    ]
     common = [vs[0] for k, vs in values.items() if k not in QUIET and vs[0] is not None and len(set(vs)) == 1]
     return common, [[f[k] for k in differ if f.get(k) is not None] for f in facts]
 
 
 @dataclass(frozen=True)
 class Display:
-    sign: str = "absolute_value"     # analysis.visualization.SIGNS
-    mode: str = "blended"            # "blended" over the image in grey, or "heat map" alone (beside the image)
-    alpha: float = 0.5               # the heat map's opacity when blended (Captum's alpha_overlay)
-    outlier_perc: float = 2.0        # Captum's default
-    shared: bool = False             # one colour range for every map shown, else one per map
+    sign: str = "absolute_value"  # analysis.visualization.SIGNS
+    mode: str = "blended"  # "blended" over the image in grey, or "heat map" alone (beside the image)
+    alpha: float = 0.5  # the heat map's opacity when blended (Captum's alpha_overlay)
+    outlier_perc: float = 2.0  # Captum's default
+    shared: bool = False  # one colour range for every map shown, else one per map
 
     def describe(self) -> str:
-        return (f"{self.sign.replace('_', ' ')} · {self.mode}" + (f" α {self.alpha:g}" if self.mode == "blended" else "")
-                + f" · top {self.outlier_perc:g}% clipped · {'shared' if self.shared else 'per-map'} colour range")
+        return (
+            f"{self.sign.replace('_', ' ')} · {self.mode}"
+            + (f" α {self.alpha:g}" if self.mode == "blended" else "")
+            + f" · top {self.outlier_perc:g}% clipped · {'shared' if self.shared else 'per-map'} colour range"
+        )
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -155,19 +220,18 @@ def display_values(cells: list[list[np.ndarray]], d: Display) -> tuple[list[list
     signed = [[signed_map(a, d.sign) for a in row] for row in cells]
     shared = threshold([m for row in signed for m in row], d.outlier_perc) if d.shared else None
     limits = [[shared if d.shared else threshold([m], d.outlier_perc) for m in row] for row in signed]
-    return ([[normalized(m, lim, d.sign) for m, lim in zip(row, lrow)] for row, lrow in zip(signed, limits)],
-            limits)
+    return ([[normalized(m, lim, d.sign) for m, lim in zip(row, lrow)] for row, lrow in zip(signed, limits)], limits)
 
 
 # The grid's geometry, in pixels: it is drawn at a fixed width so that maps keep their size and
 # colour bars their maps' height (a grid stretched to the page's width shrank maps to ~50 px with 9
 # methods, bars taller than the maps). Maps wrap onto more rows rather than shrink below MIN_MAP.
-WIDTH = 920           # the main column of a 1,400-px window with the sidebar open
-GAP = 14              # between cells
-BAR = 50              # what a map's own colour bar takes beside it: gap, strip and labels
-STRIP = 7             # the colour strip's width
-MIN_MAP = 100         # maps stay at least this wide
-TITLE_LINE, HEAD_LINE = 15, 18   # per line of a map's title (12-px type) and of an image's header (13-px)
+WIDTH = 920  # the main column of a 1,400-px window with the sidebar open
+GAP = 14  # between cells
+BAR = 50  # what a map's own colour bar takes beside it: gap, strip and labels
+STRIP = 7  # the colour strip's width
+MIN_MAP = 100  # maps stay at least this wide
+TITLE_LINE, HEAD_LINE = 15, 18  # per line of a map's title (12-px type) and of an image's header (13-px)
 
 
 def grid_shape(n_maps: int, per_map: bool, largest: float) -> tuple[int, float]:
@@ -198,10 +262,13 @@ def _palette(sign: str) -> np.ndarray:
     from plotly.colors import sample_colorscale, unlabel_rgb
 
     scale = COLOURS[sign]
-    if not isinstance(scale, str):                  # CSS colour names, as the browser reads them
+    if not isinstance(scale, str):  # CSS colour names, as the browser reads them
         scale = [[at, "rgb({}, {}, {})".format(*(round(255 * v) for v in to_rgb(name)))] for at, name in scale]
-    return np.array([unlabel_rgb(c) for c in sample_colorscale(scale, list(np.linspace(0, 1, 256)))]).round() \
+    return (
+        np.array([unlabel_rgb(c) for c in sample_colorscale(scale, list(np.linspace(0, 1, 256)))])
+        .round()
         .astype(np.uint8)
+    )
 
 
 def _png(rgb: np.ndarray, scale: int = 1) -> str:
@@ -230,9 +297,16 @@ def map_rgb(value: np.ndarray, image: np.ndarray, d: Display) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str],
-                     col_titles: list[str], d: Display, cell: int = 190,
-                     outlines: list[tuple[int, int] | None] | None = None, group: int | None = None) -> go.Figure:
+def attribution_grid(
+    images: np.ndarray,
+    cells: list[list[np.ndarray]],
+    image_titles: list[str],
+    col_titles: list[str],
+    d: Display,
+    cell: int = 190,
+    outlines: list[tuple[int, int] | None] | None = None,
+    group: int | None = None,
+) -> go.Figure:
     """Each image (its title above, as a header) and then its maps: cells[r][c] is a (C, H, W)
     attribution (Grad-CAM's (1, H, W)) under col_titles[c], as many per row as stay MIN_MAP px wide
     (at most `cell`), the rest on the next rows; every `group` maps (a model's, in a comparison)
@@ -273,7 +347,7 @@ def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_ti
                 if outlines and outlines[r] is not None:
                     boxes.append((x, top + tall * outlines[r][0] / h, x + size, top + tall * outlines[r][1] / h))
             y = top + tall + GAP
-    if not per_map and first_map is not None:             # one bar for all, beside the first row
+    if not per_map and first_map is not None:  # one bar for all, beside the first row
         pictures.append(_picture(strip, WIDTH - BAR + 4, first_map, STRIP, tall))
         notes += _bar_labels(limits[0][0], d.sign, WIDTH - BAR + 4 + STRIP, first_map, tall)
     return _figure(pictures, notes, boxes, y)
@@ -281,24 +355,52 @@ def attribution_grid(images: np.ndarray, cells: list[list[np.ndarray]], image_ti
 
 def _rows(n: int, group: int, k: int) -> list[tuple[int, int]]:
     """(first, last + 1) map of each row: `k` a row, every `group` maps starting a row."""
-    return [(start, min(start + k, g0 + group, n)) for g0 in range(0, n, group) for start in range(g0, min(g0 + group, n), k)]
+    return [
+        (start, min(start + k, g0 + group, n))
+        for g0 in range(0, n, group)
+        for start in range(g0, min(g0 + group, n), k)
+    ]
 
 
 def _bar_labels(limit: float, sign: str, x: float, top: float, tall: float) -> list[dict]:
     """A colour strip's labels in attribution units: its ends, and 0 in the middle for signed maps."""
-    ticks = [(f"{limit:.2g}", 0.0), ("0", 1.0)] if sign != "all" else [(f"{limit:.2g}", 0.0), ("0", 0.5),
-                                                                        (f"{-limit:.2g}", 1.0)]
+    ticks = (
+        [(f"{limit:.2g}", 0.0), ("0", 1.0)]
+        if sign != "all"
+        else [(f"{limit:.2g}", 0.0), ("0", 0.5), (f"{-limit:.2g}", 1.0)]
+    )
     return [_note(text, x + 2, top + at * tall, size=10, xanchor="left", yanchor="middle") for text, at in ticks]
 
 
 def _picture(uri: str, x: float, top: float, width: float, height: float) -> dict:
-    return dict(source=uri, xref="paper", yref="paper", x=x / WIDTH, y=top, sizex=width / WIDTH, sizey=height,
-                xanchor="left", yanchor="top", sizing="stretch", layer="above")
+    return dict(
+        source=uri,
+        xref="paper",
+        yref="paper",
+        x=x / WIDTH,
+        y=top,
+        sizex=width / WIDTH,
+        sizey=height,
+        xanchor="left",
+        yanchor="top",
+        sizing="stretch",
+        layer="above",
+    )
 
 
 def _note(text: str, x: float, top: float, size: int = 12, xanchor: str = "center", yanchor: str = "top") -> dict:
-    return dict(text=text, x=x / WIDTH, y=top, xref="paper", yref="paper", xanchor=xanchor, yanchor=yanchor,
-                showarrow=False, font=dict(size=size), align="left" if xanchor == "left" else "center")
+    return dict(
+        text=text,
+        x=x / WIDTH,
+        y=top,
+        xref="paper",
+        yref="paper",
+        xanchor=xanchor,
+        yanchor=yanchor,
+        showarrow=False,
+        font=dict(size=size),
+        align="left" if xanchor == "left" else "center",
+    )
 
 
 def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height: float) -> go.Figure:
@@ -309,30 +411,62 @@ def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height:
         p.update(y=flip(p["y"]), sizey=p["sizey"] / height)
     for n in notes:
         n.update(y=flip(n["y"]))
-    shapes = [dict(type="rect", xref="paper", yref="paper", x0=x0 / WIDTH, x1=x1 / WIDTH, y0=flip(y1), y1=flip(y0),
-                   line=dict(color="#00e676", width=2)) for x0, y0, x1, y1 in boxes]
+    shapes = [
+        dict(
+            type="rect",
+            xref="paper",
+            yref="paper",
+            x0=x0 / WIDTH,
+            x1=x1 / WIDTH,
+            y0=flip(y1),
+            y1=flip(y0),
+            line=dict(color="#00e676", width=2),
+        )
+        for x0, y0, x1, y1 in boxes
+    ]
     axis = dict(visible=False, range=[0, 1], fixedrange=True)
-    return go.Figure(layout=dict(width=WIDTH, height=int(height), margin=dict(l=0, r=0, t=0, b=0), images=pictures,
-                                 annotations=notes, shapes=shapes, xaxis=axis, yaxis=axis, plot_bgcolor="white",
-                                 paper_bgcolor="white", dragmode=False))
+    return go.Figure(
+        layout=dict(
+            width=WIDTH,
+            height=int(height),
+            margin=dict(l=0, r=0, t=0, b=0),
+            images=pictures,
+            annotations=notes,
+            shapes=shapes,
+            xaxis=axis,
+            yaxis=axis,
+            plot_bgcolor="white",
+            paper_bgcolor="white",
+            dragmode=False,
+        )
+    )
 
 
-def grid_file(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: list[str], col_titles: list[str],
-              d: Display, about: dict[str, str], fmt: str) -> bytes:
+def grid_file(
+    images: np.ndarray,
+    cells: list[list[np.ndarray]],
+    image_titles: list[str],
+    col_titles: list[str],
+    d: Display,
+    about: dict[str, str],
+    fmt: str,
+) -> bytes:
     """The same grid drawn with matplotlib as a PNG or PDF, Captum's colour maps, with `about` (model,
     method, parameters) written under the title and into the file's metadata."""
     import io
     import json
 
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.figure import Figure
 
     values, limits = display_values(cells, d)
     rows, cols = len(cells), len(col_titles) + 1
-    cmap = (LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"]) if d.sign == "all"
-            else COLOURS[d.sign])
+    cmap = (
+        LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"]) if d.sign == "all" else COLOURS[d.sign]
+    )
     lo = -1 if d.sign == "all" else 0
     fig = Figure(figsize=(2.1 * cols, 2.3 * rows + 0.9))
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -343,8 +477,14 @@ def grid_file(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: l
             ax = axes[r][c + 1]
             if d.mode == "blended" and values[r][c].shape == images[r].shape[1:]:
                 ax.imshow(gray(images[r]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            im = ax.imshow(values[r][c], cmap=cmap, vmin=lo, vmax=1, interpolation="nearest",
-                           alpha=d.alpha if d.mode == "blended" else 1.0)
+            im = ax.imshow(
+                values[r][c],
+                cmap=cmap,
+                vmin=lo,
+                vmax=1,
+                interpolation="nearest",
+                alpha=d.alpha if d.mode == "blended" else 1.0,
+            )
             bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, ticks=[lo, 1])
             bar.ax.set_yticklabels([f"{lo * limits[r][c]:.2g}", f"{limits[r][c]:.2g}"], fontsize=6)
             if r == 0:
@@ -355,7 +495,10 @@ def grid_file(images: np.ndarray, cells: list[list[np.ndarray]], image_titles: l
     fig.suptitle("Lenscape saliency maps\n" + text, fontsize=7, wrap=True)
     fig.tight_layout()
     buf = io.BytesIO()
-    meta = ({"Title": "Lenscape saliency maps", "Subject": text, "Keywords": json.dumps(about)} if fmt == "pdf"
-            else {"Title": "Lenscape saliency maps", "Description": json.dumps(about)})
+    meta = (
+        {"Title": "Lenscape saliency maps", "Subject": text, "Keywords": json.dumps(about)}
+        if fmt == "pdf"
+        else {"Title": "Lenscape saliency maps", "Description": json.dumps(about)}
+    )
     fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
     return buf.getvalue()

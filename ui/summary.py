@@ -10,8 +10,17 @@ from lenscape.backend.jobs import ModelRef, job
 from lenscape.backend.tasks import SummaryJobConfig, summary_job_for
 from lenscape.models.data import DataSpec
 from lenscape.models.zoo import LoadedModel, delete_run
-from lenscape.ui.common import (MODEL_KEY, backend, cached_data, from_url, model_options, model_select, plot_text, run_safely,
-                       to_url)
+from lenscape.ui.common import (
+    MODEL_KEY,
+    backend,
+    cached_data,
+    from_url,
+    model_options,
+    model_select,
+    plot_text,
+    run_safely,
+    to_url,
+)
 from lenscape.ui.data import data_widgets
 from lenscape.ui.figures import CONFIG, confusion_heatmap, image_grid, training_curves
 from lenscape.ui.jobs import job_panel, reopen, submit
@@ -47,10 +56,12 @@ def _summary_accuracy(job_id: str) -> float | None:
 def reopen_summary(key: str = "summary", data_key: str = "data") -> None:
     """At the top of the Models page: a reopened summary picks its model and checkpoint, and the
     model's data set in the data picker."""
+
     def widgets(c) -> dict:
         rec, run = model_options()[c.model.run_id], c.model.run_id
         data = data_widgets(DataSpec.from_dict(rec["data"]), data_key) if rec.get("data") else {}
         return {**data, MODEL_KEY: run, f"{key}.model": run, f"{key}.model.epoch.{run}": int(c.model.epoch)}
+
     reopen(JOB_KEY, "model_summary", widgets)
 
 
@@ -60,8 +71,9 @@ def model_picker(key: str = "summary") -> LoadedModel | None:
     run = st.query_params.get("model") or st.session_state.get(MODEL_KEY)
     if run in runs:
         from_url("epoch", f"{key}.model.epoch.{run}", one_of([c["epoch"] for c in runs[run]["checkpoints"]]))
-    lm = model_select(f"{key}.model", needs_data=False, pick_epoch=True,
-                      empty="No models yet: train one above, or import one.")
+    lm = model_select(
+        f"{key}.model", needs_data=False, pick_epoch=True, empty="No models yet: train one above, or import one."
+    )
     if lm is not None:
         last = max(c["epoch"] for c in lm.record["checkpoints"])
         to_url("epoch", f"{key}.model.epoch.{lm.run_id}", None if lm.epoch == last else lm.epoch)
@@ -77,8 +89,10 @@ def show_model(lm: LoadedModel) -> None:
     c[2].metric("Input", "×".join(map(str, lm.arch.in_shape)))
     c[3].metric("Checkpoints", len(rec["checkpoints"]))
     if rec.get("noise"):
-        st.caption(f"Label noise: {len(rec['noise']['indices']):,} training labels changed "
-                   f"({rec['noise']['fraction']:.0%}, noise seed {rec['noise']['seed']}).")
+        st.caption(
+            f"Label noise: {len(rec['noise']['indices']):,} training labels changed "
+            f"({rec['noise']['fraction']:.0%}, noise seed {rec['noise']['seed']})."
+        )
     if rec.get("metrics"):
         st.plotly_chart(training_curves(rec["metrics"], "Training curves"), config=CONFIG, key=f"tc.{lm.run_id}")
     if lm.data is not None:
@@ -103,9 +117,14 @@ def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
         st.markdown("**Confusion matrix** (test set)")
         st.plotly_chart(confusion_heatmap(s.confusion, s.classes), config=CONFIG, key=f"cm.{lm.run_id}")
     test = cached_data(lm.data, "test")
-    titles = [f"{plot_text(s.classes[p.argmax()])} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + plot_text(s.classes[y])}"
-              for p, y in zip(s.sample_probs, s.sample_labels)]
+    titles = [
+        f"{plot_text(s.classes[p.argmax()])} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + plot_text(s.classes[y])}"
+        for p, y in zip(s.sample_probs, s.sample_labels)
+    ]
     st.markdown("**Sample test predictions** (predicted class and confidence; ✗ marks a mistake with the true class)")
     h, w = lm.arch.in_shape[1:]
-    st.plotly_chart(image_grid(test.x(s.sample_index).numpy(), titles, cols=8, height_per_row=210 if h > w else 140),
-                    config=CONFIG, key=f"samples.{lm.run_id}")
+    st.plotly_chart(
+        image_grid(test.x(s.sample_index).numpy(), titles, cols=8, height_per_row=210 if h > w else 140),
+        config=CONFIG,
+        key=f"samples.{lm.run_id}",
+    )

@@ -40,34 +40,40 @@ def class_demo(key: str = "tour") -> None:
     st.subheader("Class demo: a guided tour")
     todo = missing()
     if todo:
-        st.markdown(f"Three small models on the built-in digits, and one result per view computed ahead, so a "
-                    f"class sees pictures instead of progress bars. About {PREPARE_SECONDS} seconds on a 2-core CPU "
-                    "(or beforehand: `lenscape warm --preset teaching`).")
+        st.markdown(
+            f"Three small models on the built-in digits, and one result per view computed ahead, so a "
+            f"class sees pictures instead of progress bars. About {PREPARE_SECONDS} seconds on a 2-core CPU "
+            "(or beforehand: `lenscape warm --preset teaching`)."
+        )
         if st.button("Prepare the class demo", type="primary", key=f"{key}.prepare"):
             submit(f"{key}.train", [j for c in todo for j in train_jobs(c, [c.seed])], keep_replaced=True)
         job_panel(f"{key}.train", lambda recs: st.rerun())
         return
     labels = {s.key: s.title for s in STEPS}
-    step_key = st.radio("Step", list(labels), format_func=labels.get, horizontal=True, key=f"{key}.step",
-                        label_visibility="collapsed")
+    step_key = st.radio(
+        "Step", list(labels), format_func=labels.get, horizontal=True, key=f"{key}.step", label_visibility="collapsed"
+    )
     step = next(s for s in STEPS if s.key == step_key)
     st.markdown(step.text)
     seed0, seed1, noisy = _models()
-    if not st.session_state.get(MODEL_KEY):       # the sidebar's model and data set follow the demo's
+    if not st.session_state.get(MODEL_KEY):  # the sidebar's model and data set follow the demo's
         adopt_model(seed0.record)
     jobs = _jobs((seed0.fingerprint, seed1.fingerprint, noisy.fingerprint))
-    for other in STEPS:             # every step computed ahead (a few seconds in all), not only the one shown
+    for other in STEPS:  # every step computed ahead (a few seconds in all), not only the one shown
         if other.key != step.key:
             submit(f"{key}.{other.key}", jobs[other.key])
-    submit(f"{key}.views", _view_jobs(seed0.fingerprint))     # and what the views' links need to open at once
+    submit(f"{key}.views", _view_jobs(seed0.fingerprint))  # and what the views' links need to open at once
     submit(f"{key}.{step.key}", jobs[step.key])
     job_panel(f"{key}.{step.key}", lambda res: _show(step.key, res, seed0, noisy, jobs, f"{key}.{step.key}.view"))
     model = noisy if step.key == "memorization" else seed0
     view = step.page.split("_", 1)[-1].removesuffix(".py").replace("_", " ")
     # the view opens on this very result, every widget set as it produced it (ui.jobs.reopen)
-    st.page_link(step.page, label=f"Explore this in the {view} view", icon=":material/arrow_forward:",
-                 query_params={"model": model.run_id, "job": jobs[step.key].key(),
-                               **({"open": step.tab} if step.tab else {})})
+    st.page_link(
+        step.page,
+        label=f"Explore this in the {view} view",
+        icon=":material/arrow_forward:",
+        query_params={"model": model.run_id, "job": jobs[step.key].key(), **({"open": step.tab} if step.tab else {})},
+    )
 
 
 def _show(key: str, res: list, seed0, noisy, jobs, wkey: str) -> None:

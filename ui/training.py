@@ -14,8 +14,13 @@ from lenscape.models.training import PRESETS, SCHEDULES, TrainConfig, parse_seed
 from lenscape.ui.common import adopt_model, plain, plot_text, run_safely
 from lenscape.ui.figures import CONFIG, training_curves
 
-ARCH_LABELS = {"mlp": "MLP", "cnn": "Small CNN", "resnet18": "ResNet-18 (CIFAR)", "resnet9": "ResNet-9",
-               "lenet": "LeNet (Captum tutorial)"}
+ARCH_LABELS = {
+    "mlp": "MLP",
+    "cnn": "Small CNN",
+    "resnet18": "ResNet-18 (CIFAR)",
+    "resnet9": "ResNet-9",
+    "lenet": "LeNet (Captum tutorial)",
+}
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -35,22 +40,45 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
     # sends an option's text back, so that text must not change)
     was = st.session_state.get(f"{key}.preset", next(iter(presets), "custom"))
     arch_now = st.session_state.get(f"{key}.arch.{was}")
-    label = ("Recipe" if was not in presets or arch_now in (None, presets[was].arch)
-             else f"Recipe: preset {was} with {ARCH_LABELS.get(arch_now, arch_now)} instead of "
-                  f"{ARCH_LABELS.get(presets[was].arch, presets[was].arch)}")
-    choice = st.selectbox(label, [*presets, "custom"], key=f"{key}.preset",
-                          format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}")
+    label = (
+        "Recipe"
+        if was not in presets or arch_now in (None, presets[was].arch)
+        else f"Recipe: preset {was} with {ARCH_LABELS.get(arch_now, arch_now)} instead of "
+        f"{ARCH_LABELS.get(presets[was].arch, presets[was].arch)}"
+    )
+    choice = st.selectbox(
+        label,
+        [*presets, "custom"],
+        key=f"{key}.preset",
+        format_func=lambda n: "Custom (start from defaults)" if n == "custom" else f"Preset: {n}",
+    )
     base = replace(presets.get(choice, TrainConfig()), data=spec)
     # not a form: the fields that apply follow the choices (widths for an MLP, PGD settings when
     # adversarial training is on, p_gen/p_mem with tied dropout)
     with st.container(border=True):
         c = st.columns(4)
-        arch = c[0].selectbox("Architecture", list(ARCH_LABELS), list(ARCH_LABELS).index(base.arch),
-                              format_func=ARCH_LABELS.get, key=f"{key}.arch.{choice}")
-        widths = (c[1].text_input("MLP widths", ", ".join(map(str, base.widths)), key=f"{key}.widths.{choice}",
-                                  help="Hidden layer widths, e.g. 256, 256") if arch == "mlp" else "")
-        batchnorm = (c[1].checkbox("With BatchNorm", base.batchnorm, key=f"{key}.bn.{choice}") if arch == "cnn"
-                     else base.batchnorm)
+        arch = c[0].selectbox(
+            "Architecture",
+            list(ARCH_LABELS),
+            list(ARCH_LABELS).index(base.arch),
+            format_func=ARCH_LABELS.get,
+            key=f"{key}.arch.{choice}",
+        )
+        widths = (
+            c[1].text_input(
+                "MLP widths",
+                ", ".join(map(str, base.widths)),
+                key=f"{key}.widths.{choice}",
+                help="Hidden layer widths, e.g. 256, 256",
+            )
+            if arch == "mlp"
+            else ""
+        )
+        batchnorm = (
+            c[1].checkbox("With BatchNorm", base.batchnorm, key=f"{key}.bn.{choice}")
+            if arch == "cnn"
+            else base.batchnorm
+        )
         seeds = c[3].text_input("Seeds (e.g. 0 or 0-4)", str(base.seed), key=f"{key}.seeds.{choice}")
         c = st.columns(5)
         epochs = c[0].number_input("Epochs", 1, 500, base.epochs, key=f"{key}.epochs.{choice}")
@@ -59,50 +87,95 @@ def train_form(spec: DataSpec, key: str = "train") -> tuple[TrainConfig, list[in
         schedule = c[3].selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=f"{key}.sched.{choice}")
         subset = c[4].number_input("Training subset (0 = all)", 0, 10**7, base.train_subset, key=f"{key}.sub.{choice}")
         c = st.columns(4)
-        noise = c[0].slider("Label noise", 0.0, 0.5, base.label_noise, 0.01, key=f"{key}.noise.{choice}",
-                            help="Fraction of training labels changed to another class (Maini et al.).")
+        noise = c[0].slider(
+            "Label noise",
+            0.0,
+            0.5,
+            base.label_noise,
+            0.01,
+            key=f"{key}.noise.{choice}",
+            help="Fraction of training labels changed to another class (Maini et al.).",
+        )
         adv = c[1].checkbox("Adversarial training (PGD)", base.adversarial is not None, key=f"{key}.adv.{choice}")
         pgd = base.adversarial or PGDConfig()
         norm, eps, steps = pgd.norm, pgd.eps, pgd.steps
         if adv:
-            norm = c[2].selectbox("PGD norm", ["l2", "linf"], ["l2", "linf"].index(pgd.norm), key=f"{key}.norm.{choice}")
+            norm = c[2].selectbox(
+                "PGD norm", ["l2", "linf"], ["l2", "linf"].index(pgd.norm), key=f"{key}.norm.{choice}"
+            )
             c2 = c[3].columns(2)
             eps = c2[0].number_input("ε", 0.001, 10.0, pgd.eps, format="%.3f", key=f"{key}.eps.{choice}")
             steps = c2[1].number_input("Steps", 1, 50, pgd.steps, key=f"{key}.steps.{choice}")
         c = st.columns(3)
-        tied = c[0].checkbox("Example-tied dropout", base.p_gen > 0, key=f"{key}.tied.{choice}",
-                             help="Maini et al.: a share of channels always on, the rest tied to each example.")
+        tied = c[0].checkbox(
+            "Example-tied dropout",
+            base.p_gen > 0,
+            key=f"{key}.tied.{choice}",
+            help="Maini et al.: a share of channels always on, the rest tied to each example.",
+        )
         p_gen, p_mem = base.p_gen or 0.5, base.p_mem or 0.2
         if tied:
-            p_gen = c[1].number_input("p_gen", 0.01, 0.99, p_gen, key=f"{key}.pgen.{choice}",
-                                      help="Share of channels always on (generalization)")
-            p_mem = c[2].number_input("p_mem", 0.01, 1.0, p_mem, key=f"{key}.pmem.{choice}",
-                                      help="Chance each example keeps each remaining (memorization) channel")
+            p_gen = c[1].number_input(
+                "p_gen",
+                0.01,
+                0.99,
+                p_gen,
+                key=f"{key}.pgen.{choice}",
+                help="Share of channels always on (generalization)",
+            )
+            p_mem = c[2].number_input(
+                "p_mem",
+                0.01,
+                1.0,
+                p_mem,
+                key=f"{key}.pmem.{choice}",
+                help="Chance each example keeps each remaining (memorization) channel",
+            )
 
         def build() -> tuple[TrainConfig, list[int]]:
-            cfg = replace(base, arch=arch, widths=parse_widths(widths) if arch == "mlp" else base.widths,
-                          batchnorm=batchnorm, epochs=int(epochs), batch_size=int(batch), lr=float(lr),
-                          schedule=schedule, train_subset=int(subset), label_noise=float(noise),
-                          p_gen=float(p_gen) if tied else 0.0, p_mem=float(p_mem) if tied else 0.0,
-                          adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None)
+            cfg = replace(
+                base,
+                arch=arch,
+                widths=parse_widths(widths) if arch == "mlp" else base.widths,
+                batchnorm=batchnorm,
+                epochs=int(epochs),
+                batch_size=int(batch),
+                lr=float(lr),
+                schedule=schedule,
+                train_subset=int(subset),
+                label_noise=float(noise),
+                p_gen=float(p_gen) if tied else 0.0,
+                p_mem=float(p_mem) if tied else 0.0,
+                adversarial=PGDConfig(norm=norm, eps=float(eps), steps=int(steps)) if adv else None,
+            )
             return cfg, parse_seeds(seeds)
 
         submitted = st.button("Train", type="primary", key=f"{key}.run")
-        try:                                        # under the button: timing a step takes a moment, once
+        try:  # under the button: timing a step takes a moment, once
             recipe = build()
         except InvalidInputError:
-            recipe = None                           # said when Train is pressed
+            recipe = None  # said when Train is pressed
         try:
             if recipe is not None:
                 st.caption(about_recipe(recipe[0], presets.get(choice), choice, len(recipe[1])))
-        except InvalidInputError as exc:           # e.g. an architecture these images do not fit
+        except InvalidInputError as exc:  # e.g. an architecture these images do not fit
             st.warning(plain(exc))
     return run_safely(build, "Training recipe") if submitted else None
 
 
-CHANGES = {"arch": "architecture", "widths": "widths", "batchnorm": "BatchNorm", "epochs": "epochs",
-           "batch_size": "batch size", "lr": "learning rate", "schedule": "schedule", "train_subset": "subset",
-           "label_noise": "label noise", "adversarial": "adversarial training", "p_gen": "tied dropout"}
+CHANGES = {
+    "arch": "architecture",
+    "widths": "widths",
+    "batchnorm": "BatchNorm",
+    "epochs": "epochs",
+    "batch_size": "batch size",
+    "lr": "learning rate",
+    "schedule": "schedule",
+    "train_subset": "subset",
+    "label_noise": "label noise",
+    "adversarial": "adversarial training",
+    "p_gen": "tied dropout",
+}
 
 
 def about_recipe(cfg: TrainConfig, preset_cfg: TrainConfig | None, name: str, seeds: int) -> str:
@@ -116,9 +189,12 @@ def about_recipe(cfg: TrainConfig, preset_cfg: TrainConfig | None, name: str, se
     if seconds is None:
         return head + "."
     per = f" per seed ({seeds} seeds)" if seeds > 1 else ""
-    return (f"{head}. About **{_duration(seconds)}**{per} on this device: {n:,} images × {cfg.epochs} epochs, from a "
-            f"timed training step of {ARCH_LABELS.get(cfg.arch, cfg.arch)}"
-            + (f" with {cfg.adversarial.steps}-step PGD" if cfg.adversarial else "") + ".")
+    return (
+        f"{head}. About **{_duration(seconds)}**{per} on this device: {n:,} images × {cfg.epochs} epochs, from a "
+        f"timed training step of {ARCH_LABELS.get(cfg.arch, cfg.arch)}"
+        + (f" with {cfg.adversarial.steps}-step PGD" if cfg.adversarial else "")
+        + "."
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -141,9 +217,9 @@ def estimated_seconds(cfg: TrainConfig) -> tuple[float | None, int]:
     except InvalidInputError:
         return None, 0
     n = min(len(train), cfg.train_subset) if cfg.train_subset else len(train)
-    arch = replace(cfg, p_gen=0.0, p_mem=0.0).arch_spec(train)      # tied dropout needs example ids; cost alike
+    arch = replace(cfg, p_gen=0.0, p_mem=0.0).arch_spec(train)  # tied dropout needs example ids; cost alike
     device = str(backend().device)
-    probe = min(cfg.batch_size, 8 if device == "cpu" else 128)   # a CPU's cost per example hardly depends on it
+    probe = min(cfg.batch_size, 8 if device == "cpu" else 128)  # a CPU's cost per example hardly depends on it
     per = _seconds_per_example(json.dumps(arch.to_dict()), probe, device)
     passes = 1 + (cfg.adversarial.steps if cfg.adversarial else 0)
     return cfg.epochs * per * (n * passes + len(test) / 3), n
@@ -173,7 +249,7 @@ def _seconds_per_example(arch_json: str, batch: int, device: str) -> float:
         if x.is_cuda:
             torch.cuda.synchronize()
 
-    step()                                          # warm-up: first-call allocations are not the cost
+    step()  # warm-up: first-call allocations are not the cost
     start = time.perf_counter()
     step()
     return (time.perf_counter() - start) / batch
@@ -184,9 +260,13 @@ def show_trained(records: list[dict]) -> None:
     if records[0]["run_id"] not in adopted:  # once: the user may pick another model afterwards
         adopted.add(records[0]["run_id"])
         adopt_model(records[0])
-    st.success(f"Trained {len(records)} model{'s' * (len(records) > 1)}; they are in the workspace below, and "
-               f"**{plain(records[0]['name'])}** is the current model.")
+    st.success(
+        f"Trained {len(records)} model{'s' * (len(records) > 1)}; they are in the workspace below, and "
+        f"**{plain(records[0]['name'])}** is the current model."
+    )
     cols = st.columns(min(len(records), 3))
     for i, rec in enumerate(records):
         with cols[i % len(cols)]:
-            st.plotly_chart(training_curves(rec["metrics"], plot_text(rec["name"])), config=CONFIG, key=f"curves.{rec['run_id']}")
+            st.plotly_chart(
+                training_curves(rec["metrics"], plot_text(rec["name"])), config=CONFIG, key=f"curves.{rec['run_id']}"
+            )

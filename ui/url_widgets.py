@@ -12,8 +12,14 @@ from typing import Any
 from lenscape.ui.common import from_url, to_url
 
 
-def url_widget(param: str | None, key: str, draw: Callable[[], Any], default: Any,
-               parse: Callable[[str], Any] = str, text: Callable[[Any], str] = str) -> Any:
+def url_widget(
+    param: str | None,
+    key: str,
+    draw: Callable[[], Any],
+    default: Any,
+    parse: Callable[[str], Any] = str,
+    text: Callable[[Any], str] = str,
+) -> Any:
     """Draw widget `key` with its value in the address bar as ?param= (left out at `default`): a
     link sets it once per value, and a change rewrites the link. `parse` turns the link's text into
     a value the widget accepts or raises ValueError. Without `param`, just the widget."""
@@ -39,6 +45,7 @@ def one_of(options: Sequence[Any]) -> Callable[[str], Any]:
         if text not in by_text:
             raise ValueError(f"not one of {list(by_text)[:12]}")
         return by_text[text]
+
     return parse
 
 
@@ -55,21 +62,25 @@ def comma(values: Sequence[Any]) -> str:
 def number_in(lo: float, hi: float | None, kind: type = int) -> Callable[[str], Any]:
     """A number of `kind` in [lo, hi] (what a number input or slider with those bounds accepts; `hi`
     None: no upper bound)."""
+
     def parse(text: str) -> Any:
         value = kind(text)
         if not lo <= value <= (value if hi is None else hi):
             raise ValueError(f"outside [{lo}, {hi}]")
         return value
+
     return parse
 
 
 def pair_in(lo: float, hi: float) -> Callable[[str], tuple[float, float]]:
     """A range slider's (low, high) as "low,high"."""
+
     def parse(text: str) -> tuple[float, float]:
         a, b = (float(v) for v in text.split(","))
         if not lo <= a <= b <= hi:
             raise ValueError(f"not low,high within [{lo}, {hi}]")
         return a, b
+
     return parse
 
 

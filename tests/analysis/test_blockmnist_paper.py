@@ -19,8 +19,9 @@ from lenscape.models.zoo import load_model
 pytestmark = [pytest.mark.paper, pytest.mark.skipif(not has_data("mnist"), reason="needs MNIST in LENSCAPE_DATA")]
 BLOCK = DataSpec(name="blockmnist")
 STANDARD = TrainConfig(data=BLOCK, arch="mlp", widths=(256, 256), epochs=3, lr=0.05)
-ROBUST = TrainConfig(data=BLOCK, arch="mlp", widths=(256, 256), epochs=3, lr=0.05,
-                     adversarial=PGDConfig(norm="l2", eps=3.0, steps=7))
+ROBUST = TrainConfig(
+    data=BLOCK, arch="mlp", widths=(256, 256), epochs=3, lr=0.05, adversarial=PGDConfig(norm="l2", eps=3.0, steps=7)
+)
 
 
 def _null_mass(cfg: TrainConfig, k: float = 0.05) -> float:
@@ -38,8 +39,8 @@ def _null_mass(cfg: TrainConfig, k: float = 0.05) -> float:
 def test_robust_mlp_puts_clearly_less_topk_mass_in_the_null_block():
     standard, robust = _null_mass(STANDARD), _null_mass(ROBUST)
     print(f"\nNullMass@5% standard MLP {standard:.3f}  robust MLP {robust:.3f}")
-    assert standard > 0.1            # feature leakage: the standard model's gradient lights up the null block
-    assert robust < standard / 3     # the robust model's gradient stays on the signal
+    assert standard > 0.1  # feature leakage: the standard model's gradient lights up the null block
+    assert robust < standard / 3  # the robust model's gradient stays on the signal
 
 
 def test_diffroar_of_random_attribution_is_near_zero(runner, trained_run, wait_for_job):

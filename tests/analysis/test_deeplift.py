@@ -25,8 +25,14 @@ def _resnet18_pair(maxpool: bool = True):
 
     import torchvision
 
-    spec = ArchSpec(name="torchvision", torchvision_name="resnet18", in_shape=(3, 32, 32), num_classes=10,
-                    mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    spec = ArchSpec(
+        name="torchvision",
+        torchvision_name="resnet18",
+        in_shape=(3, 32, 32),
+        num_classes=10,
+        mean=(0.4, 0.5, 0.6),
+        std=(0.2, 0.25, 0.3),
+    )
     torch.manual_seed(0)
     ours = build_model(spec).eval()
     bare = torchvision.models.resnet18(num_classes=10)
@@ -83,8 +89,8 @@ def test_a_module_called_twice_gets_a_copy_per_call_and_the_model_is_left_as_it_
     x = torch.randn(4, 1, 2, 3)
     net = unshared_activations(model, x[:1])
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
-    assert len(relus) == 2 and model.relu in relus                       # the first call keeps the model's
-    assert [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == ["relu"]   # the model: unchanged
+    assert len(relus) == 2 and model.relu in relus  # the first call keeps the model's
+    assert [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == ["relu"]  # the model: unchanged
     assert torch.equal(net(x), model(x))
 
 

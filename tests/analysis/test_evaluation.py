@@ -37,7 +37,7 @@ def test_matches_one_whole_batch_pass_computed_by_hand():
     assert ev.accuracy == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
     assert torch.equal(ev.predictions, logits.argmax(1))
     assert torch.allclose(ev.probabilities, torch.softmax(logits, 1), atol=1e-6)
-    assert torch.allclose(ev.activations["1"], acts.mean(dim=(2, 3)), atol=1e-6)      # pooled conv
+    assert torch.allclose(ev.activations["1"], acts.mean(dim=(2, 3)), atol=1e-6)  # pooled conv
     assert torch.allclose(ev.activations["3"], logits, atol=1e-6)
     flat = evaluate(model, images, layers=["1"], conv_mode="flatten").activations["1"]
     pos = evaluate(model, images, layers=["1"], conv_mode="positions").activations["1"]
@@ -60,7 +60,7 @@ def test_leaves_the_model_in_the_mode_it_found_it():
     model.train()
     first = evaluate(model, images, labels)
     assert model.training
-    assert torch.equal(first.predictions, evaluate(model, images, labels).predictions)   # dropout was off
+    assert torch.equal(first.predictions, evaluate(model, images, labels).predictions)  # dropout was off
 
 
 @settings(max_examples=25, deadline=None)

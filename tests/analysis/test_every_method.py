@@ -47,4 +47,4 @@ def test_every_method_runs_on_every_architecture(model, method):
     channels = 1 if method == "gradcam" else shape[0]
     assert res.attributions.shape == (2, channels, *shape[1:]), (name, method)
     assert np.isfinite(res.attributions).all(), (name, method)
-    assert method == "random" or np.abs(res.attributions).sum() > 0, (name, method)   # not a blank map
+    assert method == "random" or np.abs(res.attributions).sum() > 0, (name, method)  # not a blank map

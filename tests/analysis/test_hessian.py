@@ -31,15 +31,16 @@ def _dense(model: nn.Module, scale: float = 1.0, weights_only: bool = False) -> 
 
 def _copy(model):
     import copy
+
     return copy.deepcopy(model)
 
 
 def test_the_defaults_give_the_top_three_and_lambda_min_of_a_tiny_mlp():
     model = _mlp()
     dense = _dense(model)
-    assert dense[0] < 0 < dense[-1]                                  # an indefinite Hessian
+    assert dense[0] < 0 < dense[-1]  # an indefinite Hessian
     by_magnitude = dense[np.argsort(-np.abs(dense))][:3]
-    top = hessian_top_eigenvalues(model, _loss, k=3)                 # the job's own defaults otherwise
+    top = hessian_top_eigenvalues(model, _loss, k=3)  # the job's own defaults otherwise
     assert top.converged.all()
     assert np.allclose(top.values, by_magnitude, atol=1e-3)
     lmax, lmin = hessian_extremes(model, _loss)
@@ -63,17 +64,17 @@ def test_weights_only_is_the_hessian_of_the_2d_tensors():
     dense = _dense(model, weights_only=True)
     spec = lanczos(model, _loss, k=2, which="LA", params="weights")
     assert np.allclose(spec.values, dense[::-1][:2], atol=1e-4)
-    assert not np.allclose(spec.values, _dense(model)[::-1][:2], atol=1e-4)   # not the same as "all"
+    assert not np.allclose(spec.values, _dense(model)[::-1][:2], atol=1e-4)  # not the same as "all"
 
 
 def test_a_batchnorm_model_in_train_mode_is_left_exactly_as_it_was():
     model = _mlp(seed=3, bn=True).train()
-    model(X)                                                          # some running statistics
+    model(X)  # some running statistics
     before = {k: v.clone() for k, v in model.state_dict().items()}
     top = hessian_top_eigenvalues(model, _loss, k=2, restarts=1)
     hessian_extremes(model, _loss)
     assert model.training and all(m.training for m in model.modules())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # num_batches_tracked too
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # num_batches_tracked too
     assert np.allclose(top.values[0], _dense(model)[np.argsort(-np.abs(_dense(model)))][:2], atol=1e-3)
 
 
@@ -109,9 +110,9 @@ def test_hutchinson_is_unbiased_around_the_dense_trace_and_exact_for_a_diagonal_
     assert abs(est.estimate - np.trace(h)) < 4 * est.std_error and est.std_error < 0.2 * abs(np.trace(h)) + 1e-9
     rng = np.random.default_rng(1)
     first = rng.integers(0, 2, h.shape[0]).astype(float) * 2 - 1
-    assert est.samples[0] == pytest.approx(first @ h @ first, rel=1e-4)     # each draw is vᵀHv
+    assert est.samples[0] == pytest.approx(first @ h @ first, rel=1e-4)  # each draw is vᵀHv
 
-    class Diagonal(nn.Module):                                          # vᵀHv = Σ H_ii v_i² = tr(H) exactly
+    class Diagonal(nn.Module):  # vᵀHv = Σ H_ii v_i² = tr(H) exactly
         def __init__(self):
             super().__init__()
             self.theta = nn.Parameter(torch.ones(5))
@@ -120,7 +121,7 @@ def test_hutchinson_is_unbiased_around_the_dense_trace_and_exact_for_a_diagonal_
             return x
 
     diag = torch.tensor([3.0, -1.0, 0.5, 2.0, 0.25])
-    exact = hessian_trace(Diagonal(), lambda m: 0.5 * (diag * m.theta ** 2).sum(), samples=5)
+    exact = hessian_trace(Diagonal(), lambda m: 0.5 * (diag * m.theta**2).sum(), samples=5)
     assert exact.estimate == pytest.approx(float(diag.sum())) and exact.std_error == pytest.approx(0.0, abs=1e-9)
 
 
@@ -135,12 +136,12 @@ def test_slq_is_gauss_quadrature_of_the_start_vector_exact_for_low_degree_moment
     for r in range(2):
         v = start_vector(h.shape[0], 3 + r)
         v = v / np.linalg.norm(v)
-        for j in range(2 * steps):                     # exact for polynomials of degree < 2·steps
+        for j in range(2 * steps):  # exact for polynomials of degree < 2·steps
             moment = v @ np.linalg.matrix_power(h, j) @ v
             assert (dens.weights[r] * dens.nodes[r] ** j).sum() == pytest.approx(moment, rel=1e-3, abs=1e-6)
-    full = spectral_density(model, _loss, steps=h.shape[0], runs=1, seed=0)   # as many steps as parameters:
-    eig = np.linalg.eigvalsh(h)                     # the Krylov space holds every distinct eigenvalue (it
-    nodes = full.nodes[0][full.weights[0] > 0]      # ends early where eigenvalues repeat, as zeros do here)
+    full = spectral_density(model, _loss, steps=h.shape[0], runs=1, seed=0)  # as many steps as parameters:
+    eig = np.linalg.eigvalsh(h)  # the Krylov space holds every distinct eigenvalue (it
+    nodes = full.nodes[0][full.weights[0] > 0]  # ends early where eigenvalues repeat, as zeros do here)
     assert np.abs(nodes[:, None] - eig[None]).min(1).max() < 1e-4
     assert nodes.max() == pytest.approx(eig[-1], abs=1e-4) and nodes.min() == pytest.approx(eig[0], abs=1e-4)
     grid = np.linspace(-1, 1, 401)

@@ -10,13 +10,20 @@ from torch import nn
 
 from lenscape.analysis.evaluation import evaluate
 from lenscape.analysis.hessian import hessian_top_eigenvalues
-from lenscape.analysis.landscape import (DirectionConfig, interpolate_states, interpolation,
-                                random_directions, surface, trajectory)
+from lenscape.analysis.landscape import (
+    DirectionConfig,
+    interpolate_states,
+    interpolation,
+    random_directions,
+    surface,
+    trajectory,
+)
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.errors import InvalidInputError
 
-CNN_BN = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), channels=(4, 6),
-                  batchnorm=True)
+CNN_BN = ArchSpec(
+    name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), channels=(4, 6), batchnorm=True
+)
 
 
 def _data(n=48, seed=0):
@@ -56,7 +63,7 @@ def test_centre_of_the_surface_is_the_models_own_loss_and_the_model_is_untouched
     assert res.loss[1, 2] == pytest.approx(own.loss, rel=1e-5)
     assert res.accuracy[1, 2] == pytest.approx(own.accuracy)
     assert _same(before, model.state_dict())
-    assert not np.allclose(res.loss, res.loss[1, 2])             # it does move away from the centre
+    assert not np.allclose(res.loss, res.loss[1, 2])  # it does move away from the centre
 
 
 def test_filter_normalized_directions_have_the_norm_of_each_filter_and_skip_biases_and_bn():
@@ -66,7 +73,7 @@ def test_filter_normalized_directions_have_the_norm_of_each_filter_and_skip_bias
     for name, t in d.items():
         w = params[name]
         if w.ndim <= 1:
-            assert torch.count_nonzero(t) == 0, name             # biases and BN γ/β: zero in the direction
+            assert torch.count_nonzero(t) == 0, name  # biases and BN γ/β: zero in the direction
         else:
             assert torch.allclose(t.flatten(1).norm(dim=1), w.flatten(1).norm(dim=1), rtol=1e-5), name
     (layer,) = random_directions(model, 1, DirectionConfig(norm="layer", seed=3))
@@ -76,24 +83,25 @@ def test_filter_normalized_directions_have_the_norm_of_each_filter_and_skip_bias
 
 
 def test_two_random_directions_are_nearly_orthogonal_gaussians():
-    model = build_model(ArchSpec(name="mlp", in_shape=(1, 16, 16), num_classes=10, mean=(0.5,), std=(0.5,),
-                                 widths=(256,)), seed=0)
+    model = build_model(
+        ArchSpec(name="mlp", in_shape=(1, 16, 16), num_classes=10, mean=(0.5,), std=(0.5,), widths=(256,)), seed=0
+    )
     a, b = random_directions(model, 2, DirectionConfig(norm="none", seed=0))
     va, vb = (torch.cat([t.flatten() for t in d.values()]) for d in (a, b))
     n = va.numel()
     assert abs(float(F.cosine_similarity(va, vb, dim=0))) < 3 / math.sqrt(n)
     weights = torch.cat([t.flatten() for name, t in a.items() if t.ndim > 1])
-    assert abs(float(weights.mean())) < 4 / math.sqrt(weights.numel())   # zero mean: Gaussian, not U[0, 1]
+    assert abs(float(weights.mean())) < 4 / math.sqrt(weights.numel())  # zero mean: Gaussian, not U[0, 1]
     assert float(weights.std()) == pytest.approx(1.0, abs=0.02)
     again, _ = random_directions(model, 2, DirectionConfig(norm="none", seed=0))
-    assert all(torch.equal(again[k], a[k]) for k in a)                     # seeded
+    assert all(torch.equal(again[k], a[k]) for k in a)  # seeded
 
 
 def test_scale_invariance_under_batchnorm_holds_for_filter_normalization_only():
     model, (images, labels) = _trained(), _data()
     scaled = _trained()
-    with torch.no_grad():                            # conv1 feeds bn1: ×10 with the running statistics
-        scaled.conv1.weight.mul_(10)                 # scaled alike (eval mode uses them) is the same function
+    with torch.no_grad():  # conv1 feeds bn1: ×10 with the running statistics
+        scaled.conv1.weight.mul_(10)  # scaled alike (eval mode uses them) is the same function
         scaled.conv1.bias.mul_(10)
         scaled.bn1.running_mean.mul_(10)
         scaled.bn1.running_var.mul_(100)
@@ -128,9 +136,13 @@ def test_trajectory_ends_at_the_origin_and_labels_its_explained_variance():
     states = []
     g = torch.Generator().manual_seed(0)
     final = _snapshot(model)
-    for e in range(6):                               # a path that shrinks toward the final weights
-        states.append({k: (v + (5 - e) * 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v)
-                       for k, v in final.items()})
+    for e in range(6):  # a path that shrinks toward the final weights
+        states.append(
+            {
+                k: (v + (5 - e) * 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v)
+                for k, v in final.items()
+            }
+        )
     states[-1] = final
     res = trajectory(states)
     assert res.coords.shape == (6, 2)
@@ -170,11 +182,13 @@ def test_the_batch_size_does_not_change_the_surface():
     model, (images, labels) = _trained(), _data(50)
     dirs = random_directions(model, 2, DirectionConfig(seed=2))
     grid = np.linspace(-1, 1, 3)
-    plain = surface(model, dirs, grid, grid, images, labels, batch_size=50, fast=False)   # NCHW, one batch per point
+    plain = surface(model, dirs, grid, grid, images, labels, batch_size=50, fast=False)  # NCHW, one batch per point
     for bs in (None, 7, 128):
-        fast = surface(model, dirs, grid, grid, images, labels, batch_size=bs)           # channels_last, chunks
-        assert np.allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6) and np.array_equal(fast.accuracy, plain.accuracy)
-    assert all(p.is_contiguous() for p in model.parameters())                          # the layout is restored
+        fast = surface(model, dirs, grid, grid, images, labels, batch_size=bs)  # channels_last, chunks
+        assert np.allclose(fast.loss, plain.loss, rtol=1e-5, atol=1e-6) and np.array_equal(
+            fast.accuracy, plain.accuracy
+        )
+    assert all(p.is_contiguous() for p in model.parameters())  # the layout is restored
 
 
 def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
@@ -187,7 +201,7 @@ def test_extreme_hessian_eigenvalues_and_the_convexity_ratio_of_a_quadratic():
     assert lmax == pytest.approx(4.0, rel=1e-3) and lmin == pytest.approx(-1.0, rel=1e-2)
     convex = Quadratic(torch.diag(torch.tensor([3.0, 1.0, 0.25])))
     hi, lo = hessian_extremes(convex, lambda m: m.loss(), iters=500)
-    assert hi == pytest.approx(3.0, rel=1e-3) and lo == pytest.approx(0.25, rel=1e-2)   # |λmin|/λmax = 1/12
+    assert hi == pytest.approx(3.0, rel=1e-3) and lo == pytest.approx(0.25, rel=1e-2)  # |λmin|/λmax = 1/12
 
 
 def test_convexity_map_on_a_model_leaves_it_untouched():
@@ -197,8 +211,9 @@ def test_convexity_map_on_a_model_leaves_it_untouched():
     before = _snapshot(model)
     dirs = random_directions(model, 2, DirectionConfig(seed=4))
     x = images.float() / 255
-    lmax, lmin, ratio = convexity_map(model, dirs, [-0.5, 0.0, 0.5], [0.0], lambda m: F.cross_entropy(m(x), labels),
-                                      iters=20)
+    lmax, lmin, ratio = convexity_map(
+        model, dirs, [-0.5, 0.0, 0.5], [0.0], lambda m: F.cross_entropy(m(x), labels), iters=20
+    )
     assert lmax.shape == (1, 3) and (lmax >= lmin).all() and np.isfinite(ratio).all()
     assert _same(before, model.state_dict())
 
@@ -207,7 +222,7 @@ def test_the_details_mutation_testing_asked_about():
     model, (images, labels) = _trained(), _data(20)
     params = dict(model.named_parameters())
     (keep,) = random_directions(model, 1, DirectionConfig(norm="filter", ignore_biasbn=False, seed=3))
-    for name, t in keep.items():                     # 1-D entries kept: normalized as one slice
+    for name, t in keep.items():  # 1-D entries kept: normalized as one slice
         assert t.norm() == pytest.approx(float(params[name].norm()), rel=1e-4), name
         if params[name].ndim > 1:
             assert torch.allclose(t.flatten(1).norm(dim=1), params[name].flatten(1).norm(dim=1), rtol=1e-5)
@@ -236,7 +251,7 @@ def test_the_details_mutation_testing_asked_about():
         with pytest.raises(InvalidInputError, match="one direction and no y values"):
             surface(model, bad[0], grid, bad[1], images, labels)
     three = [sa, _snapshot(_trained(seed=2)), sb]
-    assert trajectory(three).coords.shape == (3, 2)                 # three checkpoints are enough
+    assert trajectory(three).coords.shape == (3, 2)  # three checkpoints are enough
 
 
 def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spectrum():
@@ -244,35 +259,41 @@ def test_lanczos_is_seeded_says_it_converged_and_orders_a_negative_dominant_spec
 
     g = torch.Generator().manual_seed(2)
     q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
-    model = Quadratic(q @ torch.diag(torch.tensor([1.0, 0.5, 0.2, -3.0])) @ q.T)    # |λ_min| > λ_max
+    model = Quadratic(q @ torch.diag(torch.tensor([1.0, 0.5, 0.2, -3.0])) @ q.T)  # |λ_min| > λ_max
     lmax, lmin = hessian_extremes(model, lambda m: m.loss(), iters=500)
     assert lmax == pytest.approx(1.0, rel=1e-2) and lmin == pytest.approx(-3.0, rel=1e-3)
     a = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
     b = hessian_top_eigenvalues(model, lambda m: m.loss(), k=1, iters=500, restarts=2, seed=7)
     assert np.array_equal(a.values, b.values) and np.array_equal(a.iterations, b.iterations)
-    assert a.values[0, 0] == pytest.approx(-3.0, rel=1e-4)           # largest in magnitude
+    assert a.values[0, 0] == pytest.approx(-3.0, rel=1e-4)  # largest in magnitude
     assert a.converged.all() and (a.residuals < 1e-3).all() and a.iterations.dtype.kind == "i"
 
 
 def test_running_variances_never_go_negative_outside_the_segment():
     """Issue 22, 4: linear variances went negative beyond the endpoints and gave NaN losses."""
-    a = {"bn.running_var": torch.tensor([4.0, 0.3]), "bn.running_mean": torch.tensor([0.0, 1.0]),
-         "bn.num_batches_tracked": torch.tensor(3)}
-    b = {"bn.running_var": torch.tensor([1.0, 0.7]), "bn.running_mean": torch.tensor([1.0, 1.0]),
-         "bn.num_batches_tracked": torch.tensor(9)}
+    a = {
+        "bn.running_var": torch.tensor([4.0, 0.3]),
+        "bn.running_mean": torch.tensor([0.0, 1.0]),
+        "bn.num_batches_tracked": torch.tensor(3),
+    }
+    b = {
+        "bn.running_var": torch.tensor([1.0, 0.7]),
+        "bn.running_mean": torch.tensor([1.0, 1.0]),
+        "bn.num_batches_tracked": torch.tensor(9),
+    }
     inside = interpolate_states(a, b, 0.5)
-    assert torch.allclose(inside["bn.running_var"], torch.tensor([2.5, 0.5]))    # linear, as the official code
+    assert torch.allclose(inside["bn.running_var"], torch.tensor([2.5, 0.5]))  # linear, as the official code
     beyond = interpolate_states(a, b, 1.5)
-    assert (beyond["bn.running_var"] >= 0).all()                                   # linear: 4 - 1.5·3 = -0.5
-    assert beyond["bn.running_var"][0] == pytest.approx((2 + 1.5 * (1 - 2)) ** 2)   # σ extrapolated: 0.5² = 0.25
-    s3, s7 = 0.3 ** 0.5, 0.7 ** 0.5                                                # below 1: no clamp at 1 either
+    assert (beyond["bn.running_var"] >= 0).all()  # linear: 4 - 1.5·3 = -0.5
+    assert beyond["bn.running_var"][0] == pytest.approx((2 + 1.5 * (1 - 2)) ** 2)  # σ extrapolated: 0.5² = 0.25
+    s3, s7 = 0.3**0.5, 0.7**0.5  # below 1: no clamp at 1 either
     assert beyond["bn.running_var"][1] == pytest.approx((s3 + 1.5 * (s7 - s3)) ** 2, rel=1e-5)
-    assert beyond["bn.running_mean"][0] == pytest.approx(1.5)                      # other entries stay linear
+    assert beyond["bn.running_mean"][0] == pytest.approx(1.5)  # other entries stay linear
     before = interpolate_states(a, b, -0.5)
     assert before["bn.running_var"][0] == pytest.approx((2 - 0.5 * (1 - 2)) ** 2)
     for end, state in ((0.0, a), (1.0, b)):
         got = interpolate_states(a, b, end)
-        assert all(torch.equal(got[k], state[k]) for k in a)                       # the endpoints exactly
+        assert all(torch.equal(got[k], state[k]) for k in a)  # the endpoints exactly
 
 
 def test_an_interpolation_between_batchnorm_models_beyond_the_segment_has_no_nan():
@@ -280,7 +301,7 @@ def test_an_interpolation_between_batchnorm_models_beyond_the_segment_has_no_nan
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
         net.train()
-        net(torch.randn(16, 1, 8, 8) * (1 + 3 * seed))                             # different running variances
+        net(torch.randn(16, 1, 8, 8) * (1 + 3 * seed))  # different running variances
         return net.eval()
 
     ma, mb = cnn(0), cnn(1)
@@ -295,8 +316,8 @@ def test_a_convexity_point_whose_search_does_not_converge_is_blank_not_wrong():
     model, (images, labels) = _trained(), _data(24)
     x = images.float() / 255
     dirs = random_directions(model, 2, DirectionConfig(seed=1))
-    loss = lambda m: F.cross_entropy(m(x), labels)                      # noqa: E731
+    loss = lambda m: F.cross_entropy(m(x), labels)  # noqa: E731
     lmax, lmin, ratio = convexity_map(model, dirs, [0.0], [0.0], loss, iters=1, tol=1e-15)
-    assert np.isnan(lmin).all() or np.isnan(lmax).all()                 # one restart is too few for 1e-15
+    assert np.isnan(lmin).all() or np.isnan(lmax).all()  # one restart is too few for 1e-15
     ok_max, ok_min, _ = convexity_map(model, dirs, [0.0], [0.0], loss, iters=300)
     assert np.isfinite(ok_max).all() and np.isfinite(ok_min).all() and ok_min[0, 0] < ok_max[0, 0]

@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lenscape.analysis.landscape import (DirectionConfig, interpolate_states, interpolation, random_directions,
-                                recompute_bn_statistics, surface)
+from lenscape.analysis.landscape import (
+    DirectionConfig,
+    interpolate_states,
+    interpolation,
+    random_directions,
+    recompute_bn_statistics,
+    surface,
+)
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.errors import InvalidInputError
 
@@ -52,16 +58,16 @@ def test_recomputed_statistics_are_the_subsets_mean_and_unbiased_variance():
     for bn, (mean, var) in reference.items():
         assert torch.allclose(bn.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
         assert torch.allclose(bn.running_var.double(), var, rtol=1e-5, atol=1e-6)
-        assert int(bn.num_batches_tracked) == 1                      # one pass over the whole subset
+        assert int(bn.num_batches_tracked) == 1  # one pass over the whole subset
 
 
 def test_in_chunks_the_statistics_are_the_average_of_the_chunks():
     model, (subset, _) = _trained(), _data(32, seed=7)
-    recompute_bn_statistics(model, subset, batch_size=16)           # two equal chunks
+    recompute_bn_statistics(model, subset, batch_size=16)  # two equal chunks
     halves = [_by_hand(model, part)[model.bn1] for part in subset.split(16)]
     assert torch.allclose(model.bn1.running_mean.double(), (halves[0][0] + halves[1][0]) / 2, rtol=1e-5, atol=1e-6)
     assert torch.allclose(model.bn1.running_var.double(), (halves[0][1] + halves[1][1]) / 2, rtol=1e-5, atol=1e-6)
-    whole = _by_hand(model, subset)[model.bn1][0]                   # equal chunks: the subset's own mean
+    whole = _by_hand(model, subset)[model.bn1][0]  # equal chunks: the subset's own mean
     assert torch.allclose(model.bn1.running_mean.double(), whole, rtol=1e-5, atol=1e-6)
     assert int(model.bn1.num_batches_tracked) == 2
 
@@ -87,13 +93,13 @@ def test_the_loss_with_recomputed_statistics_at_a_point_is_the_hand_computed_one
     assert res.loss_recomputed.shape == res.loss.shape == (2, 2)
     for (iy, ix), coefs in (((0, 1), (0.5, 0.0)), ((1, 1), (0.5, 1.0)), ((0, 0), (0.0, 0.0))):
         moved = _moved_copy(model, dirs, coefs)
-        assert res.loss[iy, ix] == pytest.approx(_loss(moved, images, labels), rel=1e-5)   # θ*'s statistics
+        assert res.loss[iy, ix] == pytest.approx(_loss(moved, images, labels), rel=1e-5)  # θ*'s statistics
         for bn, (mean, var) in _by_hand(moved, subset).items():
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
         assert res.loss_recomputed[iy, ix] == pytest.approx(_loss(moved, images, labels), rel=1e-5)
     plain = surface(model, dirs, [0.0, 0.5], [0.0, 1.0], images, labels)
-    assert np.array_equal(plain.loss, res.loss) and plain.loss_recomputed is None     # stored figures unchanged
+    assert np.array_equal(plain.loss, res.loss) and plain.loss_recomputed is None  # stored figures unchanged
 
 
 def test_the_model_is_bit_identical_afterwards_modes_and_momenta_included():
@@ -103,7 +109,7 @@ def test_the_model_is_bit_identical_afterwards_modes_and_momenta_included():
     before = _snapshot(model)
     dirs = random_directions(model, 2, DirectionConfig(seed=1))
     surface(model, dirs, [-1.0, 1.0], [0.0, 1.0], images, labels, bn_examples=subset)
-    assert _same(before, model.state_dict())                        # num_batches_tracked included
+    assert _same(before, model.state_dict())  # num_batches_tracked included
     assert model.bn1.momentum == 0.3 and model.bn2.momentum == 0.1
     assert all(m.training for m in model.modules())
     model.eval()
@@ -113,22 +119,36 @@ def test_the_model_is_bit_identical_afterwards_modes_and_momenta_included():
 
 def test_only_batchnorm_runs_in_train_mode_dropout_and_example_tied_dropout_stay_in_eval():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Dropout(0.5), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 6 * 6, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.Dropout(0.5), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    ).eval()
     subset, _ = _data(32, seed=7)
     recompute_bn_statistics(net, subset)
-    mean, var = _stats(net[0](subset.float() / 255))                # dropout in eval: the identity
+    mean, var = _stats(net[0](subset.float() / 255))  # dropout in eval: the identity
     assert torch.allclose(net[2].running_mean.double(), mean, rtol=1e-5, atol=1e-6)
     assert torch.allclose(net[2].running_var.double(), var, rtol=1e-5, atol=1e-6)
-    tied = build_model(ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,),
-                                channels=(4, 6), batchnorm=True, p_gen=0.5, p_mem=0.5), seed=0).eval()
-    recompute_bn_statistics(tied, subset)                           # no example ids needed in eval
+    tied = build_model(
+        ArchSpec(
+            name="cnn",
+            in_shape=(1, 8, 8),
+            num_classes=3,
+            mean=(0.5,),
+            std=(0.5,),
+            channels=(4, 6),
+            batchnorm=True,
+            p_gen=0.5,
+            p_mem=0.5,
+        ),
+        seed=0,
+    ).eval()
+    recompute_bn_statistics(tied, subset)  # no example ids needed in eval
     assert torch.isfinite(tied.bn2.running_var).all() and not tied.tied_dropout.training
 
 
 def test_a_model_without_batchnorm_or_a_subset_of_one_is_refused():
-    mlp = build_model(ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,),
-                               widths=(8,)), seed=0)
+    mlp = build_model(
+        ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.5,), widths=(8,)), seed=0
+    )
     subset, labels = _data(8)
     with pytest.raises(InvalidInputError, match="no BatchNorm"):
         recompute_bn_statistics(mlp, subset)
@@ -175,12 +195,12 @@ class _SmallMemory(nn.Module):
 def test_out_of_memory_halves_the_chunks_until_they_fit_and_gives_up_at_two_examples():
     model, (subset, _) = _trained(), _data(32, seed=7)
     small = _SmallMemory(model, limit=8)
-    recompute_bn_statistics(small, subset)                       # 1 → 2 → 4 chunks of 8
+    recompute_bn_statistics(small, subset)  # 1 → 2 → 4 chunks of 8
     assert int(model.bn1.num_batches_tracked) == 4
     quarters = [_by_hand(model, part)[model.bn1] for part in subset.split(8)]
     assert torch.allclose(model.bn1.running_mean.double(), sum(q[0] for q in quarters) / 4, rtol=1e-5, atol=1e-6)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        recompute_bn_statistics(_SmallMemory(model, limit=1), subset)   # chunks of 2 are the floor
+        recompute_bn_statistics(_SmallMemory(model, limit=1), subset)  # chunks of 2 are the floor
 
 
 def test_two_examples_are_enough():

@@ -49,13 +49,18 @@ def test_the_projected_direction_is_orthogonal_to_the_gradient(seed, scale):
     assert (inner.abs() <= 1e-5 * p.flatten(1).norm(dim=1) * grad.flatten(1).norm(dim=1) + 1e-9).all()
     # what is removed is along the gradient: v − p is parallel to g
     removed = (v - p).flatten(1)
-    cos = (removed * grad.flatten(1)).sum(1).abs() / (removed.norm(dim=1) * grad.flatten(1).norm(dim=1)).clamp_min(1e-30)
+    cos = (removed * grad.flatten(1)).sum(1).abs() / (removed.norm(dim=1) * grad.flatten(1).norm(dim=1)).clamp_min(
+        1e-30
+    )
     assert ((cos > 1 - 1e-4) | (removed.norm(dim=1) < 1e-6)).all()
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), size=st.sampled_from([(1, 28, 28), (3, 32, 32), (1, 8, 8), (3, 13, 9), (1, 5, 6)]),
-       noise=st.floats(0.0, 1.0))
+@given(
+    seed=st.integers(0, 10_000),
+    size=st.sampled_from([(1, 28, 28), (3, 32, 32), (1, 8, 8), (3, 13, 9), (1, 5, 6)]),
+    noise=st.floats(0.0, 1.0),
+)
 def test_ssim_equals_skimage(seed, size, noise):
     """Against skimage's structural_similarity with the Gaussian window of Wang et al. (σ 1.5 for
     images of 11 pixels or more, the largest window that fits below that)."""
@@ -67,8 +72,18 @@ def test_ssim_equals_skimage(seed, size, noise):
     r = min(5, (min(size[1:]) - 1) // 2)
     sigma = 1.5 if r == 5 else r / 3.5
     ours = ssim(x, y).numpy()
-    ref = [structural_similarity(x[i].numpy(), y[i].numpy(), data_range=1.0, channel_axis=0, gaussian_weights=True,
-                                 sigma=sigma, use_sample_covariance=False) for i in range(3)]
+    ref = [
+        structural_similarity(
+            x[i].numpy(),
+            y[i].numpy(),
+            data_range=1.0,
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=sigma,
+            use_sample_covariance=False,
+        )
+        for i in range(3)
+    ]
     assert np.allclose(ours, ref, atol=1e-6), (ours, ref)
     assert np.allclose(ssim(x, x).numpy(), 1.0)
 
@@ -80,12 +95,12 @@ def test_accepted_steps_keep_the_confidence_and_rejected_ones_stay_put(digits_cn
     conf = res.confidence[1:]
     accepted_conf = conf[res.accepted]
     p0 = np.broadcast_to(res.p0[None], conf.shape)[res.accepted]
-    assert (p0 - accepted_conf < cfg.delta).all()                 # every accepted iterate is in the level set
-    snaps = res.snapshots                                         # every iterate (log_every=1)
+    assert (p0 - accepted_conf < cfg.delta).all()  # every accepted iterate is in the level set
+    snaps = res.snapshots  # every iterate (log_every=1)
     rejected = ~res.accepted
     for t, i in zip(*np.nonzero(rejected)):
         assert np.array_equal(snaps[t + 1, i], snaps[t, i])
-    assert rejected.any() and res.accepted.any()                  # both happen with η = 0.2
+    assert rejected.any() and res.accepted.any()  # both happen with η = 0.2
     assert res.output.min() >= 0 and res.output.max() <= 1
     # confidences reported are the model's at the iterates
     with torch.no_grad():
@@ -100,7 +115,7 @@ def test_with_every_step_accepted_the_distance_follows_the_bound(digits_cnn):
     from torch import nn
 
     eta, steps = 0.05, 40
-    bound = (1 - eta) ** steps                                    # 0.129
+    bound = (1 - eta) ** steps  # 0.129
     lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     with torch.no_grad():
         lin[1].weight.zero_()
@@ -114,7 +129,7 @@ def test_with_every_step_accepted_the_distance_follows_the_bound(digits_cnn):
     assert res.accepted.all()
     assert np.allclose(res.dist_l2[-1] / res.dist_l2[0], bound, rtol=1e-4)
 
-    xs, ys, xt = _pairs(digits_cnn, 2)                            # a real model: the bound is a floor
+    xs, ys, xt = _pairs(digits_cnn, 2)  # a real model: the bound is a floor
     res = level_set_traversal(digits_cnn, xs, ys, xt, cfg)
     ratio = res.dist_l2[-1] / res.dist_l2[0]
     print("\ndigits CNN distance ratio", ratio, "bound", bound)
@@ -190,10 +205,10 @@ def test_bad_input_is_refused_with_a_reason(digits_cnn):
     wrong = (ys + 1) % 10
     with pytest.raises(InvalidInputError, match=r"sources \[0, 1\] are not classified as their class"):
         level_set_traversal(digits_cnn, xs, wrong, xt)
-    assert all(p.requires_grad for p in digits_cnn.parameters())   # restored after the error too
+    assert all(p.requires_grad for p in digits_cnn.parameters())  # restored after the error too
     with pytest.raises(InvalidInputError, match="differ in shape"):
         level_set_traversal(digits_cnn, xs, ys, xt[:, :, :4])
-    big = torch.nn.functional.interpolate(xs, size=(28, 28))       # MNIST-sized images for an 8×8 model
+    big = torch.nn.functional.interpolate(xs, size=(28, 28))  # MNIST-sized images for an 8×8 model
     with pytest.raises(InvalidInputError, match=r"does not take images of shape \(1, 28, 28\)"):
         level_set_traversal(digits_cnn, big, ys, big.flip(0))
     with pytest.raises(InvalidInputError):
@@ -206,16 +221,16 @@ def _reference_traversal(model, xs, c, xt, cfg):
     gen = torch.Generator().manual_seed(cfg.seed)
     noise = torch.rand(xs.shape, generator=gen)
     for i in range(len(xs)):
-        p0 = torch.softmax(model(xs[i:i + 1]), 1)[0, c[i]].item()
+        p0 = torch.softmax(model(xs[i : i + 1]), 1)[0, c[i]].item()
         x = (xs[i] + cfg.jitter * (noise[i] - 0.5)).clamp(0, 1)
         a = torch.zeros_like(x)
         acc = []
         for _ in range(cfg.steps):
             xr = x.clone().requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(model(xr[None]), c[i:i + 1])
+            loss = torch.nn.functional.cross_entropy(model(xr[None]), c[i : i + 1])
             (g,) = torch.autograd.grad(loss, xr)
             v = xt[i] - x
-            gg = torch.sum(g * g)                  # the exact projection; only g = 0 is guarded (issue 22, 8)
+            gg = torch.sum(g * g)  # the exact projection; only g = 0 is guarded (issue 22, 8)
             v_perp = v - (torch.sum(g * v) / gg) * g if gg > 0 else v
             a = torch.clamp(a + (cfg.eps_adv / 2) * g, -cfg.eps_adv, cfg.eps_adv)
             y = torch.clamp(x + cfg.eta * v_perp - a, 0, 1)
@@ -236,7 +251,7 @@ def test_the_batched_walk_equals_the_pseudo_code_run_one_example_at_a_time(digit
     assert np.array_equal(res.accepted, ref_acc)
     assert np.allclose(res.output, ref_out.detach().numpy(), atol=1e-5)
     assert list(res.snapshot_steps) == [0, 4, 8, 12] and np.allclose(res.snapshots[-1], res.output)
-    start = res.snapshots[0] - xs.numpy()                           # the jitter: within ±jitter/2, clipped
+    start = res.snapshots[0] - xs.numpy()  # the jitter: within ±jitter/2, clipped
     inside = (xs.numpy() > cfg.jitter) & (xs.numpy() < 1 - cfg.jitter)
     assert np.abs(start).max() <= cfg.jitter / 2 + 1e-6 and np.abs(start[inside]).max() > cfg.jitter / 2 * 0.9
     assert abs(start[inside].mean()) < cfg.jitter / 20
@@ -264,25 +279,25 @@ def test_triangle_points_geometry_and_metrics_against_a_direct_computation():
     xs = torch.tensor([0.2, 0.3, 0.4, 0.5]).view(1, 2, 2)
     e1 = torch.tensor([1.0, 0, 0, 0]).view(1, 2, 2)
     e2 = torch.tensor([0, 1.0, 0, 0]).view(1, 2, 2)
-    x1, x2 = xs + e1, xs + 2 * (0.5 * e1 + 3 ** 0.5 / 2 * e2)
+    x1, x2 = xs + e1, xs + 2 * (0.5 * e1 + 3**0.5 / 2 * e2)
     tri = triangle(model, xs, x1, x2, label=1)
     w = tri.weights
     pts = torch.stack([(1 - a - b) * xs + a * x1 + b * x2 for a, b in w])
     with torch.no_grad():
         p = torch.softmax(model(pts), 1)[:, 1].numpy()
     assert np.allclose(tri.confidence, p, atol=1e-6)
-    assert 0.05 < p.min() and p.max() < 0.95                          # not saturated: the check has teeth
-    assert np.allclose(tri.xy[np.isclose(w[:, 1], 1)], [[1.0, 3 ** 0.5]], atol=1e-5)
+    assert 0.05 < p.min() and p.max() < 0.95  # not saturated: the check has teeth
+    assert np.allclose(tri.xy[np.isclose(w[:, 1], 1)], [[1.0, 3**0.5]], atol=1e-5)
     mid = np.isclose(w[:, 0], 0.5) & np.isclose(w[:, 1], 0.5)
-    assert np.allclose(tri.xy[mid], [[1.0, 3 ** 0.5 / 2]], atol=1e-5)
+    assert np.allclose(tri.xy[mid], [[1.0, 3**0.5 / 2]], atol=1e-5)
     assert tri.mean == pytest.approx(p.mean(), abs=1e-6)
     for d, share in tri.fraction_above.items():
         assert share == pytest.approx(np.mean(p > tri.p_source - d))
     edges = np.isclose(w[:, 0], 0) | np.isclose(w[:, 1], 0)
     assert edges.sum() == 21
     assert tri.edge_min == pytest.approx((p[edges] - tri.p_source).min(), abs=1e-6)
-    assert tri.edge_mean == pytest.approx(p[edges].mean(), abs=1e-6)            # the official "edge mean"
-    assert tri.edge_mean != pytest.approx(tri.mean, abs=1e-4)                   # not the whole triangle's
+    assert tri.edge_mean == pytest.approx(p[edges].mean(), abs=1e-6)  # the official "edge mean"
+    assert tri.edge_mean != pytest.approx(tri.mean, abs=1e-4)  # not the whole triangle's
     # an obtuse triangle: x̂₂ behind the source (cos θ < 0)
     back = triangle(model, xs, x1, xs - 0.5 * e1 + 0.5 * e2, label=1)
     corner = back.xy[np.isclose(back.weights[:, 1], 1)][0]
@@ -295,8 +310,17 @@ def test_ssim_follows_the_data_range():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64) * 255
     y = (x + 60 * torch.randn(2, 1, 16, 16, generator=g, dtype=torch.float64)).clamp(0, 255)
-    ref = [structural_similarity(x[i, 0].numpy(), y[i, 0].numpy(), data_range=255, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False) for i in range(2)]
+    ref = [
+        structural_similarity(
+            x[i, 0].numpy(),
+            y[i, 0].numpy(),
+            data_range=255,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+        for i in range(2)
+    ]
     assert np.allclose(ssim(x, y, data_range=255).numpy(), ref, atol=1e-6)
     with pytest.raises(InvalidInputError, match="at least 3"):
         ssim(x[..., :2, :2], y[..., :2, :2])
@@ -319,11 +343,11 @@ def test_a_saturated_model_is_still_projected_and_a_step_without_gradient_is_fla
     v = xt - xs
     p = project_out(v, g)
     inner = (p.flatten(1) * g.flatten(1)).sum(1).abs() / (p.flatten(1).norm(dim=1) * g.flatten(1).norm(dim=1))
-    assert (inner < 1e-3).all()                                        # the component along g is gone
-    swallowed = (small > 0) & (small < 1e-12)                         # where the old ε swallowed ‖g‖²
-    assert swallowed.any(), small                                     # (×3 puts ‖g‖² near 1e-20 here)
-    assert not torch.allclose(p[swallowed], v[swallowed])             # ... and the projection acts anyway
-    with torch.no_grad():                                              # a classifier so hot that p_c is 1.0
+    assert (inner < 1e-3).all()  # the component along g is gone
+    swallowed = (small > 0) & (small < 1e-12)  # where the old ε swallowed ‖g‖²
+    assert swallowed.any(), small  # (×3 puts ‖g‖² near 1e-20 here)
+    assert not torch.allclose(p[swallowed], v[swallowed])  # ... and the projection acts anyway
+    with torch.no_grad():  # a classifier so hot that p_c is 1.0
         last.weight.mul_(1e4)
         last.bias.mul_(1e4)
     res = level_set_traversal(hot, xs, ys, xt, LSTConfig(steps=3, jitter=0.0))

@@ -9,17 +9,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenscape.analysis.memorization import (FlipConfig, RetrainConfig, accuracy, flip_neurons, gradient_account, layer_groups,
-                                   masked_accuracy, neuron_layers, retrain_group, rewound, split_gradients,
-                                   tied_dropout_accuracies)
+from lenscape.analysis.memorization import (
+    FlipConfig,
+    RetrainConfig,
+    accuracy,
+    flip_neurons,
+    gradient_account,
+    layer_groups,
+    masked_accuracy,
+    neuron_layers,
+    retrain_group,
+    rewound,
+    split_gradients,
+    tied_dropout_accuracies,
+)
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.errors import InvalidInputError
 from lenscape.models.training import prepare_data, preset, train_run
 
 
 def _cnn(seed=0, batchnorm=False):
-    spec = ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), channels=(4, 6),
-                    batchnorm=batchnorm)
+    spec = ArchSpec(
+        name="cnn", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), channels=(4, 6), batchnorm=batchnorm
+    )
     return build_model(spec, seed=seed)
 
 
@@ -37,8 +49,9 @@ def test_clean_and_noisy_gradients_add_up_and_each_equals_its_subset_alone():
     gc, gn = split_gradients(model, x, y, noisy)
     full = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     # the clean part alone: (|C|/|B|) · mean over the clean examples, run on those examples only
-    clean_only = torch.autograd.grad(F.cross_entropy(model(x[~noisy]), y[~noisy]) * (~noisy).sum() / len(y),
-                                     list(model.parameters()))
+    clean_only = torch.autograd.grad(
+        F.cross_entropy(model(x[~noisy]), y[~noisy]) * (~noisy).sum() / len(y), list(model.parameters())
+    )
     for a, b, f, c in zip(gc, gn, full, clean_only):
         assert torch.allclose(a + b, f, atol=1e-6)
         assert torch.allclose(a, c, atol=1e-6)
@@ -51,29 +64,39 @@ def test_gradient_account_against_a_loop_written_here():
     x, y, noisy = _batch(40, seed=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     gradient_account(model, x, y, noisy, batch_size=16)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # BN statistics untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
     work = _cnn(batchnorm=True)
     work.load_state_dict(before)
     work.train()
     params = dict(work.named_parameters())
     sums = {k: [torch.zeros_like(p), torch.zeros_like(p)] for k, p in params.items()}
     for s in range(0, 40, 16):
-        xb, yb, nb = x[s:s + 16], y[s:s + 16], noisy[s:s + 16]
+        xb, yb, nb = x[s : s + 16], y[s : s + 16], noisy[s : s + 16]
         losses = F.cross_entropy(work(xb), yb, reduction="none")
         for j, sel in enumerate((~nb, nb)):
             gs = torch.autograd.grad((losses * sel).sum() / len(yb), list(params.values()), retain_graph=True)
             for k, g in zip(params, gs):
                 sums[k][j] += g
+
     def ref(names):
-        return (sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel()) for n in names),
-                sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel()) for n in names),
-                np.mean([float(sums[n][0].flatten() @ sums[n][1].flatten() /
-                               (sums[n][0].norm() * sums[n][1].norm())) for n in names]))
+        return (
+            sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel()) for n in names),
+            sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel()) for n in names),
+            np.mean(
+                [
+                    float(sums[n][0].flatten() @ sums[n][1].flatten() / (sums[n][0].norm() * sums[n][1].norm()))
+                    for n in names
+                ]
+            ),
+        )
 
     # the paper's groups: a conv with its BatchNorm (written out here), and per module
-    paper = {"conv1+bn1": ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias"],
-             "conv2+bn2": ["conv2.weight", "conv2.bias", "bn2.weight", "bn2.bias"],
-             "fc1": ["fc1.weight", "fc1.bias"], "fc2": ["fc2.weight", "fc2.bias"]}
+    paper = {
+        "conv1+bn1": ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias"],
+        "conv2+bn2": ["conv2.weight", "conv2.bias", "bn2.weight", "bn2.bias"],
+        "fc1": ["fc1.weight", "fc1.bias"],
+        "fc2": ["fc2.weight", "fc2.bias"],
+    }
     per_module = {k: [f"{k}.weight", f"{k}.bias"] for k in ("conv1", "bn1", "conv2", "bn2", "fc1", "fc2")}
     for grouping, groups in (("paper", paper), ("module", per_module)):
         acc = gradient_account(model, x, y, noisy, batch_size=16, grouping=grouping)
@@ -144,8 +167,10 @@ def test_rewinding_to_the_final_checkpoint_changes_nothing_and_all_layers_to_epo
     model.load_state_dict(rewound(final_state, init_state, everything))
     assert accuracy(model, x, y) == accuracy(init, x, y)
     assert accuracy(final, x, y) > 0.99 and accuracy(init, x, y) < 0.3
-    one = rewound(final_state, init_state, groups["fc1"])              # one layer: only its parameters move
-    assert torch.equal(one["fc1.weight"], init_state["fc1.weight"]) and torch.equal(one["out.weight"], final_state["out.weight"])
+    one = rewound(final_state, init_state, groups["fc1"])  # one layer: only its parameters move
+    assert torch.equal(one["fc1.weight"], init_state["fc1.weight"]) and torch.equal(
+        one["out.weight"], final_state["out.weight"]
+    )
     with pytest.raises(InvalidInputError, match="not in both"):
         rewound(final_state, init_state, ["nope.weight"])
 
@@ -159,7 +184,7 @@ def test_retraining_touches_only_the_chosen_layer_and_only_clean_examples(noisy_
     init_state, _ = load(0)
     final_state, model = load()
     x, y, noisy = data.train.images.float() / 255, data.train.labels, data.noise_mask
-    x[noisy] = float("nan")                   # a noisy example used anywhere would turn the weights into NaN
+    x[noisy] = float("nan")  # a noisy example used anywhere would turn the weights into NaN
     res = retrain_group(model, init_state, "fc2", x, y, noisy, RetrainConfig(max_epochs=4, patience=2))
     after = model.state_dict()
     for k, v in after.items():
@@ -167,9 +192,9 @@ def test_retraining_touches_only_the_chosen_layer_and_only_clean_examples(noisy_
             assert not torch.equal(v, final_state[k]) and not torch.equal(v, init_state[k]) and torch.isfinite(v).all()
         else:
             assert torch.equal(v, final_state[k]), k
-    assert all(p.requires_grad for p in model.parameters())           # flags restored
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
     assert 1 <= res.epochs <= 4 and len(res.noisy_acc) == res.epochs
-    assert res.train_acc[-1] > 0.9                                     # the clean examples are learnt again
+    assert res.train_acc[-1] > 0.9  # the clean examples are learnt again
     with pytest.raises(InvalidInputError, match="no layer"):
         retrain_group(model, init_state, "fc9", x, y, noisy)
 
@@ -181,7 +206,7 @@ def test_flipping_matches_zeroing_real_weights_one_example_at_a_time():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(60, 1, 8, 8, generator=g)
     with torch.no_grad():
-        y = model(x).argmax(1)                                          # every example starts "correct"
+        y = model(x).argmax(1)  # every example starts "correct"
     cfg = FlipConfig(batch_size=20, n_eot=1, noise=0.0, max_steps=15, max_acc_drop=1.0, group_size=3)
     examples = [0, 5, 7, 11, 30]
     res = flip_neurons(model, x, y, examples, cfg)
@@ -189,7 +214,7 @@ def test_flipping_matches_zeroing_real_weights_one_example_at_a_time():
         ref, stopped, _ = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps, 1.0)
         flipped = stopped == "flipped"
         assert res.neurons[i] == ref and bool(res.flipped[i]) == flipped
-        assert res.n_neurons[i] == len(ref) == len(set(ref))            # one new neuron per step
+        assert res.n_neurons[i] == len(ref) == len(set(ref))  # one new neuron per step
         assert res.stopped[i] == ("flipped" if flipped else "cap")
     assert res.layers == ["fc1", "fc2"]
 
@@ -202,10 +227,12 @@ def test_flipping_batches_differ_and_do_not_depend_on_grouping(noisy_run):
     a = flip_neurons(model, x, y, examples, FlipConfig(batch_size=64, max_steps=20, group_size=6))
     b = flip_neurons(model, x, y, examples, FlipConfig(batch_size=64, max_steps=20, group_size=1))
     assert a.neurons == b.neurons and np.array_equal(a.n_neurons, b.n_neurons)
-    assert np.array_equal(a.batches[:1], flip_neurons(model, x, y, examples[:1], FlipConfig(batch_size=64, max_steps=1)).batches)
+    assert np.array_equal(
+        a.batches[:1], flip_neurons(model, x, y, examples[:1], FlipConfig(batch_size=64, max_steps=1)).batches
+    )
     assert (a.batches[:, 0] == examples.numpy()).all()
     for i in range(len(examples)):
-        assert len(set(a.batches[i].tolist())) == 64                   # no repeats, the example once
+        assert len(set(a.batches[i].tolist())) == 64  # no repeats, the example once
         for j in range(i):
             assert set(a.batches[i].tolist()) != set(a.batches[j].tolist())
     # with its neurons removed, the example is no longer predicted as its (noisy) label, and one
@@ -215,8 +242,8 @@ def test_flipping_batches_differ_and_do_not_depend_on_grouping(noisy_run):
     assert exact.flipped.any()
     for i, t in enumerate(examples.tolist()):
         if exact.flipped[i]:
-            assert masked_accuracy(model, x[t:t + 1], y[t:t + 1], exact.neurons[i]) == 0.0
-            assert masked_accuracy(model, x[t:t + 1], y[t:t + 1], exact.neurons[i][:-1]) == 1.0
+            assert masked_accuracy(model, x[t : t + 1], y[t : t + 1], exact.neurons[i]) == 0.0
+            assert masked_accuracy(model, x[t : t + 1], y[t : t + 1], exact.neurons[i][:-1]) == 1.0
     capped = flip_neurons(model, x, y, examples, FlipConfig(batch_size=64, max_steps=1))
     assert (capped.n_neurons <= 1).all() and all(s in ("flipped", "cap", "accuracy") for s in capped.stopped)
     with pytest.raises(InvalidInputError, match="example indices"):
@@ -251,9 +278,14 @@ def _tied_dropout_forgets_the_memorized_examples(run):
     _, model = load()
     x, y, noisy = data.train.images, data.train.labels, data.noise_mask
     ids = torch.arange(len(y))
-    acc = tied_dropout_accuracies(model, {"memorized": (x[noisy], y[noisy], ids[noisy]),
-                                          "clean": (x[~noisy], y[~noisy], ids[~noisy]),
-                                          "test": (data.test.images, data.test.labels, None)})
+    acc = tied_dropout_accuracies(
+        model,
+        {
+            "memorized": (x[noisy], y[noisy], ids[noisy]),
+            "clean": (x[~noisy], y[~noisy], ids[~noisy]),
+            "test": (data.test.images, data.test.labels, None),
+        },
+    )
     print("\nexample-tied dropout:", acc)
     assert acc["kept"]["memorized"] > 0.9 and acc["dropped"]["memorized"] < 0.2
     assert acc["kept"]["test"] - acc["dropped"]["test"] <= 0.03
@@ -267,7 +299,7 @@ def test_example_tied_dropout_forgets_the_memorized_examples_when_their_neurons_
     seeds 0-3: flipped labels 100% with their own masks, 2-18% with the memorization neurons dropped;
     test accuracy within 1.4 points; clean examples 98-99% dropped."""
     _tied_dropout_forgets_the_memorized_examples(tied_run)
-    with pytest.raises(InvalidInputError, match="no example-tied dropout"):     # a model without it is refused
+    with pytest.raises(InvalidInputError, match="no example-tied dropout"):  # a model without it is refused
         tied_dropout_accuracies(_cnn(), {})
 
 
@@ -286,9 +318,11 @@ def test_the_memorization_presets_as_shipped_show_the_papers_findings(tmp_path):
 
 # --- references for the details: every parameter, every mode, every stopping rule ---------------
 
+
 def _tied_mlp(seed=3):
-    spec = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(32, 20),
-                    p_gen=0.5, p_mem=0.3)
+    spec = ArchSpec(
+        name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(32, 20), p_gen=0.5, p_mem=0.3
+    )
     return build_model(spec, seed=seed)
 
 
@@ -301,11 +335,18 @@ def test_layer_groups_of_nested_and_top_level_parameters():
             self.fc = torch.nn.Linear(2, 3)
 
     conv, bn = ["block.0.0.weight", "block.0.0.bias"], ["block.0.1.weight", "block.0.1.bias"]
-    assert layer_groups(Net(), "module") == {"": ["scale"], "block.0.0": conv, "block.0.1": bn,
-                                             "fc": ["fc.weight", "fc.bias"]}
+    assert layer_groups(Net(), "module") == {
+        "": ["scale"],
+        "block.0.0": conv,
+        "block.0.1": bn,
+        "fc": ["fc.weight", "fc.bias"],
+    }
     # a conv with its BatchNorm; a Sequential that holds just the two gives its name
-    assert layer_groups(Net()) == layer_groups(Net(), "layer") == {"": ["scale"], "block.0": conv + bn,
-                                                                    "fc": ["fc.weight", "fc.bias"]}
+    assert (
+        layer_groups(Net())
+        == layer_groups(Net(), "layer")
+        == {"": ["scale"], "block.0": conv + bn, "fc": ["fc.weight", "fc.bias"]}
+    )
     assert layer_groups(Net(), "block") == {"": ["scale"], "block": conv + bn, "fc": ["fc.weight", "fc.bias"]}
     with pytest.raises(InvalidInputError, match="grouping"):
         layer_groups(Net(), "layers")
@@ -313,11 +354,11 @@ def test_layer_groups_of_nested_and_top_level_parameters():
 
 def test_a_norm_joins_only_the_layer_whose_outputs_it_normalizes():
     nn = torch.nn
-    before = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3))                 # normalizes the input
+    before = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3))  # normalizes the input
     assert list(layer_groups(before)) == ["0", "1"]
-    other = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(5))                  # another width
+    other = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(5))  # another width
     assert list(layer_groups(other)) == ["0", "1"]
-    pair = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.BatchNorm1d(4))   # one norm per layer
+    pair = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.BatchNorm1d(4))  # one norm per layer
     assert layer_groups(pair) == {"0+1": ["0.weight", "0.bias", "1.weight", "1.bias"], "2": ["2.weight", "2.bias"]}
     ln = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Conv2d(1, 6, 1), nn.GroupNorm(2, 6))
     assert list(layer_groups(ln)) == ["0+1", "2+3"]
@@ -329,8 +370,9 @@ def test_the_papers_groups_of_its_resnets():
     import torchvision
 
     def build(name):
-        return build_model(ArchSpec(name=name, in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3,
-                                    std=(0.25,) * 3), seed=0)
+        return build_model(
+            ArchSpec(name=name, in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3), seed=0
+        )
 
     r9 = layer_groups(build("resnet9"))
     assert [len(v) for v in r9.values()] == [3] * 8 + [2]
@@ -339,7 +381,7 @@ def test_the_papers_groups_of_its_resnets():
     assert len(layer_groups(build("resnet9"), "module")) == 17
     r18 = build("resnet18")
     assert list(layer_groups(r18)) == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
-    assert len(layer_groups(r18, "layer")) == 21           # 20 conv+BN units (3 shortcuts) and fc
+    assert len(layer_groups(r18, "layer")) == 21  # 20 conv+BN units (3 shortcuts) and fc
     r50 = layer_groups(torchvision.models.resnet50())
     assert list(r50) == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
     assert r50["conv1+bn1"] == ["conv1.weight", "bn1.weight", "bn1.bias"]
@@ -355,7 +397,7 @@ def test_split_gradients_passes_the_example_ids_to_example_tied_dropout():
     model = _tied_mlp().train()
     x, y, noisy = _batch()
     params = list(model.parameters())
-    for ids in (torch.arange(300, 324), None):                   # None: the batch's positions
+    for ids in (torch.arange(300, 324), None):  # None: the batch's positions
         gc, gn = split_gradients(model, x, y, noisy, ids)
         with example_ids(model, torch.arange(len(y)) if ids is None else ids):
             full = torch.autograd.grad(F.cross_entropy(model(x), y), params)
@@ -385,8 +427,8 @@ def test_gradient_account_of_a_tied_dropout_model_on_uint8_images_uses_each_exam
     params = dict(work.named_parameters())
     sums = {k: [torch.zeros_like(p), torch.zeros_like(p)] for k, p in params.items()}
     for s in range(0, 40, 16):
-        xb, yb, nb = x[s:s + 16].float() / 255, y[s:s + 16], noisy[s:s + 16]
-        with example_ids(work, torch.arange(s, min(40, s + 16))):       # training-set indices, not positions
+        xb, yb, nb = x[s : s + 16].float() / 255, y[s : s + 16], noisy[s : s + 16]
+        with example_ids(work, torch.arange(s, min(40, s + 16))):  # training-set indices, not positions
             losses = F.cross_entropy(work(xb), yb, reduction="none")
         for j, sel in enumerate((~nb, nb)):
             gs = torch.autograd.grad((losses * sel).sum() / len(yb), list(params.values()), retain_graph=True)
@@ -394,10 +436,12 @@ def test_gradient_account_of_a_tied_dropout_model_on_uint8_images_uses_each_exam
                 sums[k][j] += gr
     for i, (module, names) in enumerate(layer_groups(work).items()):
         assert acc.groups[i] == module
-        assert acc.clean_norm[i] == pytest.approx(sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel())
-                                                      for n in names), rel=1e-5)
-        assert acc.noisy_norm[i] == pytest.approx(sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel())
-                                                      for n in names), rel=1e-5)
+        assert acc.clean_norm[i] == pytest.approx(
+            sum(float(sums[n][0].norm()) / math.sqrt(sums[n][0].numel()) for n in names), rel=1e-5
+        )
+        assert acc.noisy_norm[i] == pytest.approx(
+            sum(float(sums[n][1].norm()) / math.sqrt(sums[n][1].numel()) for n in names), rel=1e-5
+        )
 
 
 def test_accuracy_and_rewinding_refuse_or_flag_what_is_not_there():
@@ -409,22 +453,32 @@ def test_accuracy_and_rewinding_refuse_or_flag_what_is_not_there():
     state = model.state_dict()
     early = {k: v for k, v in state.items() if k != "fc1.weight"}
     with pytest.raises(InvalidInputError, match="not in both"):
-        rewound(state, early, ["fc1.weight"])                            # missing from the early one only
+        rewound(state, early, ["fc1.weight"])  # missing from the early one only
     with pytest.raises(InvalidInputError, match="not in both"):
-        rewound(early, state, ["fc1.weight"])                            # missing from the final one only
+        rewound(early, state, ["fc1.weight"])  # missing from the final one only
 
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(max_epochs=0), dict(patience=0), dict(batch_size=0)])
 def test_retrain_config_refuses_each_bad_value(bad):
-    RetrainConfig(lr=1e-9, max_epochs=1, patience=1, batch_size=1)      # the smallest valid values
+    RetrainConfig(lr=1e-9, max_epochs=1, patience=1, batch_size=1)  # the smallest valid values
     with pytest.raises(InvalidInputError, match="need lr > 0"):
         RetrainConfig(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(batch_size=1), dict(n_eot=0), dict(noise=-0.1), dict(max_steps=0),
-                                 dict(group_size=0), dict(max_acc_drop=0), dict(max_acc_drop=1.5)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(batch_size=1),
+        dict(n_eot=0),
+        dict(noise=-0.1),
+        dict(max_steps=0),
+        dict(group_size=0),
+        dict(max_acc_drop=0),
+        dict(max_acc_drop=1.5),
+    ],
+)
 def test_flip_config_refuses_each_bad_value(bad):
-    FlipConfig(batch_size=2, n_eot=1, noise=0, max_steps=1, group_size=1, max_acc_drop=1.0)   # the edges are valid
+    FlipConfig(batch_size=2, n_eot=1, noise=0, max_steps=1, group_size=1, max_acc_drop=1.0)  # the edges are valid
     with pytest.raises(InvalidInputError, match="need batch_size|max_acc_drop"):
         FlipConfig(**bad)
 
@@ -448,7 +502,7 @@ def _reference_retrain(model, initial, names, x, y, noisy, cfg):
         order = clean[torch.randperm(len(clean), generator=gen)]
         correct = 0
         for s in range(0, len(order), cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
+            idx = order[s : s + cfg.batch_size]
             logits = m(xf[idx])
             grads = torch.autograd.grad(F.cross_entropy(logits, y[idx]), [params[n] for n in names])
             lr = cfg.lr * float(np.interp(step + 1, [0, (total + 1) / 2, total + 1], [0, 1, 0]))
@@ -468,8 +522,13 @@ def _reference_retrain(model, initial, names, x, y, noisy, cfg):
     return m.state_dict(), train_acc, noisy_acc
 
 
-@pytest.mark.parametrize("group,cfg", [("fc2", RetrainConfig(max_epochs=3, batch_size=256, lr=0.02)),
-                                       ("out", RetrainConfig(max_epochs=30, patience=2, batch_size=512, lr=0.5))])
+@pytest.mark.parametrize(
+    "group,cfg",
+    [
+        ("fc2", RetrainConfig(max_epochs=3, batch_size=256, lr=0.02)),
+        ("out", RetrainConfig(max_epochs=30, patience=2, batch_size=512, lr=0.5)),
+    ],
+)
 def test_retraining_against_sgd_written_out(noisy_run, group, cfg):
     rec, data, load = noisy_run
     init_state, _ = load(0)
@@ -485,8 +544,8 @@ def test_retraining_against_sgd_written_out(noisy_run, group, cfg):
     assert res.train_acc.tolist() == ref_train and res.noisy_acc.tolist() == pytest.approx(ref_noisy)
     assert [f for f, _ in seen] == [(e + 1) / cfg.max_epochs for e in range(res.epochs)]
     assert seen[-1][1] == f"epoch {res.epochs}: clean train {ref_train[-1]:.1%} · noisy {ref_noisy[-1]:.1%}"
-    if group == "out":                                                   # stopped early: at 1 for `patience` epochs
-        assert res.epochs < cfg.max_epochs and ref_train[-cfg.patience:] == [1.0] * cfg.patience
+    if group == "out":  # stopped early: at 1 for `patience` epochs
+        assert res.epochs < cfg.max_epochs and ref_train[-cfg.patience :] == [1.0] * cfg.patience
 
 
 def _reference_flip_full(model, x, y, batch, max_steps, max_acc_drop):
@@ -537,19 +596,21 @@ def test_flipping_a_cnn_on_uint8_images_against_zeroing_real_channels(max_acc_dr
     x = x8.float() / 255
     with torch.no_grad():
         y = model(x).argmax(1)
-    y[::3] = (y[::3] + 1) % 10                                           # some rest-of-batch examples wrong already
+    y[::3] = (y[::3] + 1) % 10  # some rest-of-batch examples wrong already
     examples = [1, 2, 4, 5, 7]
-    cfg = FlipConfig(batch_size=100, n_eot=1, noise=0.0, max_steps=max_steps, max_acc_drop=max_acc_drop,
-                     group_size=group_size)
+    cfg = FlipConfig(
+        batch_size=100, n_eot=1, noise=0.0, max_steps=max_steps, max_acc_drop=max_acc_drop, group_size=group_size
+    )
     seen = []
     res = flip_neurons(model, x8, y, examples, cfg, progress=lambda f, msg: seen.append((f, msg)))
     assert res.layers == ["conv1", "conv2", "fc1"] and res.examples.tolist() == examples
     ends = [min(5, g + group_size) for g in range(0, 5, group_size)]
     assert seen == [(e / 5, f"{e}/5 examples") for e in ends]
     for i, t in enumerate(examples):
-        assert sorted(res.batches[i].tolist()) == list(range(30)) and res.batches[i][0] == t   # the whole set, t first
-        ref, stopped, drop = _reference_flip_full(model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps,
-                                                  max_acc_drop)
+        assert sorted(res.batches[i].tolist()) == list(range(30)) and res.batches[i][0] == t  # the whole set, t first
+        ref, stopped, drop = _reference_flip_full(
+            model, x, y, torch.from_numpy(res.batches[i]), cfg.max_steps, max_acc_drop
+        )
         assert (res.neurons[i], res.stopped[i]) == (ref, stopped), t
         assert res.batch_acc_drop[i] == pytest.approx(drop, abs=1e-6)
         assert res.flipped.dtype == bool and res.n_neurons[i] == len(ref)
@@ -564,7 +625,7 @@ def test_flip_noise_is_the_examples_share_of_a_batch_noise_of_the_given_norm():
     from lenscape.analysis.memorization import _noise_scale
 
     g = torch.Generator().manual_seed(0)
-    xb = torch.rand(3, 16, 1, 8, 8, generator=g)                         # (k groups, B, C, H, W)
+    xb = torch.rand(3, 16, 1, 8, 8, generator=g)  # (k groups, B, C, H, W)
     scale = _noise_scale(xb, 0.01)
     # the same scale on every row of the batch gives E‖noise‖² = B·D·scale² = (0.01·‖x_B‖)²
     expected = 0.01 * xb.flatten(1).norm(dim=1) / math.sqrt(16 * 64)
@@ -576,13 +637,13 @@ def test_tied_dropout_accuracies_against_each_mode_written_here():
     layer = model.tied_dropout
     c, n_gen, p_gen, p_mem = layer.channels, layer.n_gen, 0.5, 0.3
     assert n_gen == 10
-    with torch.no_grad():                    # make the memorization units matter to the prediction
+    with torch.no_grad():  # make the memorization units matter to the prediction
         model.out.weight[:, n_gen:] *= 30
     g = torch.Generator().manual_seed(5)
     x8 = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=g)
     ids = torch.arange(1000, 1060)
 
-    def logits(scale):                       # scale: (N, C) multiplying the layer's input, in place of its forward
+    def logits(scale):  # scale: (N, C) multiplying the layer's input, in place of its forward
         h = layer.register_forward_hook(lambda mod, inp, out: inp[0] * scale)
         try:
             with torch.no_grad():
@@ -593,13 +654,21 @@ def test_tied_dropout_accuracies_against_each_mode_written_here():
     test = torch.cat([torch.ones(n_gen), torch.full((c - n_gen,), p_mem)]).expand(60, c)
     drop = torch.cat([torch.full((n_gen,), (p_gen + p_mem) / p_gen), torch.zeros(c - n_gen)]).expand(60, c)
     own = []
-    for i in ids.tolist():                   # the paper's code: torch.manual_seed(example_id), Bernoulli(p_mem) keep
+    for i in ids.tolist():  # the paper's code: torch.manual_seed(example_id), Bernoulli(p_mem) keep
         torch.manual_seed(i)
         own.append(torch.cat([torch.ones(n_gen), (torch.rand(c - n_gen) < p_mem).float()]))
     y_test, y_drop, y_tied = (logits(s).argmax(1) for s in (test, drop, torch.stack(own)))
-    acc = tied_dropout_accuracies(model, {"test": (x8, y_test, None), "drop": (x8, y_drop, None),
-                                          "tied": (x8, y_tied, ids), "tied labels, no ids": (x8, y_tied, None),
-                                          "empty": (x8[:0], y_test[:0], None)}, batch_size=7)
+    acc = tied_dropout_accuracies(
+        model,
+        {
+            "test": (x8, y_test, None),
+            "drop": (x8, y_drop, None),
+            "tied": (x8, y_tied, ids),
+            "tied labels, no ids": (x8, y_tied, None),
+            "empty": (x8[:0], y_test[:0], None),
+        },
+        batch_size=7,
+    )
     assert acc["kept"]["test"] == 1.0 and acc["dropped"]["drop"] == 1.0 and acc["kept"]["tied"] == 1.0
     assert acc["kept"]["drop"] < 1.0 and acc["dropped"]["test"] < 1.0 and acc["kept"]["tied labels, no ids"] < 1.0
     assert math.isnan(acc["kept"]["empty"]) and math.isnan(acc["dropped"]["empty"])
@@ -610,20 +679,22 @@ def test_layer_group_names_and_a_record_that_lacks_a_parameter():
     from lenscape.analysis.memorization import ParamGradients, group_account, paper_grouping
 
     nn = torch.nn
-    r18 = build_model(ArchSpec(name="resnet18", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3,
-                               std=(0.25,) * 3), seed=0)
+    r18 = build_model(
+        ArchSpec(name="resnet18", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3), seed=0
+    )
     names = list(layer_groups(r18, "layer"))
     assert names[:2] == ["conv1+bn1", "layer1.0.conv1+bn1"] and "layer2.0.shortcut" in names
     assert paper_grouping(r18) == "block" and paper_grouping(_cnn()) == "layer"
 
-    class Apart(nn.Module):                       # a conv and its norm in different containers
+    class Apart(nn.Module):  # a conv and its norm in different containers
         def __init__(self):
             super().__init__()
             self.a = nn.Sequential(nn.Conv2d(1, 2, 3))
             self.b = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
 
     assert list(layer_groups(Apart())) == ["a.0+b.0"]
-    stats = ParamGradients(names=["a.0.weight"], numel=np.array([18]), clean_norm=np.ones(1), noisy_norm=np.ones(1),
-                           cosine=np.zeros(1))
+    stats = ParamGradients(
+        names=["a.0.weight"], numel=np.array([18]), clean_norm=np.ones(1), noisy_norm=np.ones(1), cosine=np.zeros(1)
+    )
     with pytest.raises(InvalidInputError, match="no gradients recorded"):
         group_account(stats, layer_groups(Apart()))

@@ -40,10 +40,12 @@ def test_targets_predicted_true_or_a_chosen_class():
 def test_out_of_memory_halves_the_chunk_and_keeps_the_answer():
     class Picky(Lin):
         """Raises CUDA's out-of-memory error for chunks above 2 images, as a small GPU would."""
+
         def forward(self, x):
             if len(x) > 2:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
             return super().forward(x)
+
     model, x, t = Picky().eval(), torch.rand(7, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2])
     got = attribute(model, x, t, SaliencyConfig(method="gradient", batch_size=8))
     assert torch.allclose(got.flatten(1), model.fc.weight[t], atol=1e-6)
@@ -51,6 +53,7 @@ def test_out_of_memory_halves_the_chunk_and_keeps_the_answer():
     class Hopeless(Lin):
         def forward(self, x):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
     with pytest.raises(torch.cuda.OutOfMemoryError):
         attribute(Hopeless().eval(), x, t, SaliencyConfig(method="gradient", batch_size=4))
 
@@ -59,9 +62,9 @@ def test_blurred_baseline_is_a_gaussian_blur_about_a_quarter_of_the_image():
     x = torch.zeros(1, 1, 28, 28)
     x[0, 0, 14, 14] = 1.0
     blurred = ig_baseline(x, SaliencyConfig(baseline="blurred"))
-    side, sigma = 7, 7 / 3.0                                         # 28 // 4 = 7, odd
+    side, sigma = 7, 7 / 3.0  # 28 // 4 = 7, odd
     r = torch.arange(side) - side // 2
-    g = torch.exp(-r.float() ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(r.float() ** 2) / (2 * sigma**2))
     kernel = torch.outer(g, g) / torch.outer(g, g).sum()
     assert torch.allclose(blurred[0, 0, 11:18, 11:18], kernel, atol=1e-6)
     assert blurred[0, 0, :11].abs().max() == 0

@@ -9,12 +9,12 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from lenscape.analysis import (DiffRoarConfig, SaliencyConfig, diffroar, memorization_curves, null_mass, seed_matrix)
+from lenscape.analysis import DiffRoarConfig, SaliencyConfig, diffroar, memorization_curves, null_mass, seed_matrix
 
 
 def _digits(n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     d = load_digits()
-    x = torch.tensor(d.images[:n] / 16.0, dtype=torch.float32).unsqueeze(1)      # (N, 1, 8, 8) in [0, 1]
+    x = torch.tensor(d.images[:n] / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     return x, torch.tensor(d.target[:n])
 
 
@@ -49,8 +49,8 @@ def test_seed_matrix_is_cka_of_the_hidden_layer_and_trained_seeds_beat_a_random_
         rand = torch.relu(_mlp(7)[1](x.flatten(1))).double().numpy()
     assert res.values == pytest.approx(np.array([[1.0, _linear_cka(*hidden)], [_linear_cka(*hidden), 1.0]]), abs=1e-6)
     base = [_linear_cka(h, rand) for h in hidden]
-    assert res.baseline == pytest.approx(np.maximum.outer(base, base), abs=1e-6)   # a pair's larger value
-    assert res.values[0, 1] > res.baseline[0, 1] + 0.05 and not res.notes     # trained seeds agree beyond chance
+    assert res.baseline == pytest.approx(np.maximum.outer(base, base), abs=1e-6)  # a pair's larger value
+    assert res.values[0, 1] > res.baseline[0, 1] + 0.05 and not res.notes  # trained seeds agree beyond chance
 
 
 def test_null_mass_of_a_model_that_reads_one_block_is_zero_and_of_one_that_reads_both_is_about_half():
@@ -58,7 +58,7 @@ def test_null_mass_of_a_model_that_reads_one_block_is_zero_and_of_one_that_reads
     torch.manual_seed(0)
     x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 2
     null = torch.zeros(6, 1, 8, 8, dtype=torch.bool)
-    null[:, :, 4:] = True                                                        # the bottom half carries nothing
+    null[:, :, 4:] = True  # the bottom half carries nothing
     top_only = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
     with torch.no_grad():
         top_only[1].weight[:, 32:] = 0
@@ -119,7 +119,7 @@ def test_diffroar_masks_the_top_and_bottom_coordinates_and_scores_each_seed():
     assert res.methods == ["gradient", "random"] and res.acc_top.shape == (2, 2, 2)
     assert len(seen) == cfg.n_trainings and {s for _, s in seen} == {0, 1}
     # the reference mask: |∂ logit_y / ∂x| by autograd, the top 10 % of the 64 pixels kept per image
-    xr = (images[:300].float() / 255).requires_grad_(True)                      # the pixels as stored
+    xr = (images[:300].float() / 255).requires_grad_(True)  # the pixels as stored
     model(xr).gather(1, y[:300, None]).sum().backward()
     g = xr.grad.abs().flatten(1)
     keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, g.topk(6, dim=1).indices, True)

@@ -40,9 +40,21 @@ def test_the_examples_run(module):
 
 def test_same_input_same_name_in_the_main_entry_points():
     """The convention of lenscape.analysis's docstring, on the functions a notebook reaches first."""
-    for name in ("evaluate", "extract", "compute_saliency", "attribute", "model_randomization", "null_mass",
-                 "level_set_traversal", "gradient_account", "flip_neurons", "retrain_group", "surface",
-                 "interpolation", "recompute_bn_statistics"):
+    for name in (
+        "evaluate",
+        "extract",
+        "compute_saliency",
+        "attribute",
+        "model_randomization",
+        "null_mass",
+        "level_set_traversal",
+        "gradient_account",
+        "flip_neurons",
+        "retrain_group",
+        "surface",
+        "interpolation",
+        "recompute_bn_statistics",
+    ):
         params = list(inspect.signature(getattr(api, name)).parameters)
         assert params[0] == "model", name
         assert "images" in params and "x" not in params and "source" not in params, (name, params)

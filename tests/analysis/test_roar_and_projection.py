@@ -28,7 +28,7 @@ def test_keep_mask_counts_and_pairwise_differences():
 @given(seed=st.integers(0, 10_000), k=st.sampled_from([0.01, 0.1, 0.25, 0.5, 1.0]))
 def test_keep_mask_keeps_the_largest_absolute_values_per_image(seed, k):
     g = torch.Generator().manual_seed(seed)
-    attr = torch.randn(3, 2, 5, 5, generator=g)               # distinct values almost surely
+    attr = torch.randn(3, 2, 5, 5, generator=g)  # distinct values almost surely
     mask = keep_mask(attr, k, "top")
     n = max(1, int(round(k * 50)))
     for i in range(3):
@@ -63,9 +63,9 @@ def test_pca_projection_equals_the_top_two_principal_directions_by_svd():
     centred = acts - acts.mean(0)
     u, s, vt = np.linalg.svd(centred, full_matrices=False)
     ref = centred @ vt[:2].T
-    signs = np.sign((proj.coords * ref).sum(0))             # a component's sign is arbitrary
+    signs = np.sign((proj.coords * ref).sum(0))  # a component's sign is arbitrary
     assert np.allclose(proj.coords * signs, ref, atol=1e-3)
-    assert np.allclose(proj.explained, (s[:2] ** 2) / (s ** 2).sum(), atol=1e-5)
+    assert np.allclose(proj.explained, (s[:2] ** 2) / (s**2).sum(), atol=1e-5)
     assert proj.coords.shape == (40, 2) and proj.config.method == "pca"
 
 

@@ -2,8 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from lenscape.analysis.saliency import (METHODS, SaliencyConfig, attribute, compute_saliency, null_mass_at_k,
-                               suggest_gradcam_layer, to_map)
+from lenscape.analysis.saliency import (
+    METHODS,
+    SaliencyConfig,
+    attribute,
+    compute_saliency,
+    null_mass_at_k,
+    suggest_gradcam_layer,
+    to_map,
+)
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.errors import InvalidInputError
 
@@ -32,8 +39,12 @@ def test_logit_gradient_of_linear_model_is_the_weight_row(linear):
 
 def test_integrated_gradients_of_linear_model_is_weight_times_input(linear):
     x = torch.rand(4, 1, 3, 4)
-    attr = attribute(linear, x, torch.tensor([2, 0, 1, 2]),
-                     SaliencyConfig(method="integrated_gradients", baseline="zeros", n_steps=20))
+    attr = attribute(
+        linear,
+        x,
+        torch.tensor([2, 0, 1, 2]),
+        SaliencyConfig(method="integrated_gradients", baseline="zeros", n_steps=20),
+    )
     for i, t in enumerate([2, 0, 1, 2]):
         assert torch.allclose(attr[i].flatten(), linear.fc.weight[t] * x[i].flatten(), atol=1e-5)
 
@@ -53,8 +64,12 @@ def _cnn():
 
 def test_ig_completeness_delta_on_a_small_cnn():
     model, x = _cnn(), torch.rand(6, 1, 12, 12)
-    result = compute_saliency(model, x, torch.zeros(6, dtype=torch.long),
-                              SaliencyConfig(method="integrated_gradients", n_steps=200, target="predicted"))
+    result = compute_saliency(
+        model,
+        x,
+        torch.zeros(6, dtype=torch.long),
+        SaliencyConfig(method="integrated_gradients", n_steps=200, target="predicted"),
+    )
     assert result.delta is not None and float(abs(result.delta).max()) < 1e-3
 
 
@@ -72,7 +87,9 @@ def test_batched_equals_unbatched(method):
 def test_gradcam_layer_checks_and_shape():
     model = _cnn()
     assert suggest_gradcam_layer(model) == "conv2"
-    attr = attribute(model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), SaliencyConfig(method="gradcam", layer="conv2"))
+    attr = attribute(
+        model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), SaliencyConfig(method="gradcam", layer="conv2")
+    )
     assert attr.shape == (2, 1, 12, 12)
     with pytest.raises(InvalidInputError, match="not a convolutional"):
         attribute(model, torch.rand(2, 1, 12, 12), torch.tensor([0, 1]), SaliencyConfig(method="gradcam", layer="fc1"))
@@ -85,7 +102,7 @@ def test_gradcam_layer_checks_and_shape():
 
 def test_null_mass_known_answers():
     mask = torch.zeros(3, 1, 8, 4, dtype=torch.bool)
-    mask[:, :, 4:] = True                                   # bottom half is the null block: share 0.5
+    mask[:, :, 4:] = True  # bottom half is the null block: share 0.5
     uniform = torch.ones(3, 1, 8, 4)
     for k in (0.05, 0.3, 1.0):
         assert torch.allclose(null_mass_at_k(uniform, mask, k), torch.full((3,), 0.5))
@@ -98,7 +115,7 @@ def test_null_mass_known_answers():
 
 
 def test_to_map_signed_and_abs():
-    attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 1.0]]]])     # (1, 2, 1, 2)
+    attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 1.0]]]])  # (1, 2, 1, 2)
     assert to_map(attr, "signed").tolist() == [[[-2.0, -1.0]]]
     assert to_map(attr, "abs").tolist() == [[[4.0, 3.0]]]
 
@@ -107,8 +124,9 @@ def test_to_map_signed_and_abs():
 def test_a_set_computed_in_parts_with_offsets_is_the_set_computed_whole(method):
     """Seeded methods draw image i's noise from its position: parts of the set, each given the
     position of its first image, put together are the whole set's maps (what a job's pieces rely on)."""
-    model = build_model(ArchSpec(name="mlp", in_shape=(1, 4, 4), num_classes=3, mean=(0.5,), std=(0.3,),
-                                 widths=(8,)), seed=0).eval()
+    model = build_model(
+        ArchSpec(name="mlp", in_shape=(1, 4, 4), num_classes=3, mean=(0.5,), std=(0.3,), widths=(8,)), seed=0
+    ).eval()
     x, labels = torch.rand(11, 1, 4, 4), torch.randint(0, 3, (11,))
     cfg = SaliencyConfig(method=method, n_samples=3, batch_size=4, seed=7)
     whole = compute_saliency(model, x, labels, cfg)
@@ -140,12 +158,18 @@ def test_grad_cam_defaults_to_the_last_conv_layer_with_a_map_of_at_least_2x2():
     from lenscape.analysis.saliency import conv_output_sizes
     from lenscape.models.architectures import ArchSpec, build_model
 
-    spec = ArchSpec(name="torchvision", torchvision_name="resnet18", in_shape=(3, 32, 32), num_classes=10,
-                    mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = ArchSpec(
+        name="torchvision",
+        torchvision_name="resnet18",
+        in_shape=(3, 32, 32),
+        num_classes=10,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+    )
     model = build_model(spec).train()
     sizes = conv_output_sizes(model, (3, 32, 32))
     assert sizes["layer4.1.conv2"] == (1, 1) and sizes["layer3.1.conv2"] == (2, 2) and sizes["conv1"] == (16, 16)
-    assert suggest_gradcam_layer(model) == "layer4.1.conv2"                       # the last, without a size
-    assert suggest_gradcam_layer(model, (3, 32, 32)) == "layer3.1.conv2"          # the last that is 2×2 or more
-    assert suggest_gradcam_layer(model, (3, 224, 224)) == "layer4.1.conv2"        # at ImageNet size, layer4 is 7×7
-    assert model.training                                                          # the probe restored the mode
+    assert suggest_gradcam_layer(model) == "layer4.1.conv2"  # the last, without a size
+    assert suggest_gradcam_layer(model, (3, 32, 32)) == "layer3.1.conv2"  # the last that is 2×2 or more
+    assert suggest_gradcam_layer(model, (3, 224, 224)) == "layer4.1.conv2"  # at ImageNet size, layer4 is 7×7
+    assert model.training  # the probe restored the mode

@@ -18,7 +18,12 @@ class TwoLayer(nn.Module):
     def __init__(self, d_in=12, hidden=7, classes=3, seed=0):
         super().__init__()
         torch.manual_seed(seed)
-        self.flatten, self.fc1, self.relu, self.fc2 = nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+        self.flatten, self.fc1, self.relu, self.fc2 = (
+            nn.Flatten(),
+            nn.Linear(d_in, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, classes),
+        )
 
     def forward(self, x):
         return self.fc2(self.relu(self.fc1(self.flatten(x))))
@@ -37,20 +42,28 @@ def batch():
 
 def _cnn(channels=1, side=12, bn=False):
     torch.manual_seed(0)
-    return build_model(ArchSpec(name="cnn", in_shape=(channels, side, side), num_classes=4, mean=(0.5,) * channels,
-                                std=(0.3,) * channels, batchnorm=bn)).eval()
+    return build_model(
+        ArchSpec(
+            name="cnn",
+            in_shape=(channels, side, side),
+            num_classes=4,
+            mean=(0.5,) * channels,
+            std=(0.3,) * channels,
+            batchnorm=bn,
+        )
+    ).eval()
 
 
 def test_guided_backprop_passes_only_positive_gradients_through_relus(net, batch):
     x, t = batch
-    z = net.fc1(x.flatten(1))                                       # (B, H) pre-activations
-    g_h = net.fc2.weight[t]                                         # (B, H) d out_t / d relu
-    g_z = F.relu(g_h * (z > 0))                                     # guided: negative gradients stopped
+    z = net.fc1(x.flatten(1))  # (B, H) pre-activations
+    g_h = net.fc2.weight[t]  # (B, H) d out_t / d relu
+    g_z = F.relu(g_h * (z > 0))  # guided: negative gradients stopped
     expected = (g_z @ net.fc1.weight).view_as(x)
     got = attribute(net, x, t, SaliencyConfig(method="guided_backprop"))
     assert torch.allclose(got, expected, atol=1e-6)
     plain = ((g_h * (z > 0)) @ net.fc1.weight).view_as(x)
-    assert not torch.allclose(got, plain, atol=1e-3)                # and it is not the plain gradient
+    assert not torch.allclose(got, plain, atol=1e-3)  # and it is not the plain gradient
 
 
 @pytest.mark.parametrize("baseline", ["zeros", "mean"])
@@ -60,7 +73,7 @@ def test_deeplift_rescale_rule_by_hand_with_the_chosen_baseline(net, batch, base
     ref = torch.zeros_like(x) if baseline == "zeros" else torch.full_like(x, 0.4)
     z, z0 = net.fc1(x.flatten(1)), net.fc1(ref.flatten(1))
     dz = z - z0
-    mult = torch.where(dz.abs() > 1e-9, (F.relu(z) - F.relu(z0)) / dz, (z > 0).float())   # Δrelu / Δz
+    mult = torch.where(dz.abs() > 1e-9, (F.relu(z) - F.relu(z0)) / dz, (z > 0).float())  # Δrelu / Δz
     expected = (((net.fc2.weight[t] * mult) @ net.fc1.weight) * (x - ref).flatten(1)).view_as(x)
     got = attribute(net, x, t, cfg)
     assert torch.allclose(got, expected, atol=1e-5)
@@ -78,10 +91,10 @@ def test_occlusion_is_the_average_drop_over_the_windows_covering_each_pixel():
         for i in range(0, 12 - 4 + 1, 2):
             for j in range(0, 12 - 4 + 1, 2):
                 xo = x.clone()
-                xo[:, :, i:i + 4, j:j + 4] = 0
+                xo[:, :, i : i + 4, j : j + 4] = 0
                 drop = full - model(xo).gather(1, t[:, None])[:, 0]
-                total[:, :, i:i + 4, j:j + 4] += drop.view(-1, 1, 1, 1)
-                count[:, :, i:i + 4, j:j + 4] += 1
+                total[:, :, i : i + 4, j : j + 4] += drop.view(-1, 1, 1, 1)
+                count[:, :, i : i + 4, j : j + 4] += 1
     assert torch.allclose(attribute(model, x, t, cfg), total / count, atol=1e-5)
 
 
@@ -91,9 +104,9 @@ def test_gradcam_by_hand_from_activations_and_gradients():
     handle = model.conv2.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o))
     out = model(x)
     handle.remove()
-    a = acts["a"]                                                   # (B, K, h, w)
+    a = acts["a"]  # (B, K, h, w)
     grads = torch.autograd.grad(out.gather(1, t[:, None]).sum(), a)[0]
-    weights = grads.mean(dim=(2, 3), keepdim=True)                  # α_k: spatial mean of the gradient
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # α_k: spatial mean of the gradient
     cam = F.relu((weights * a).sum(1, keepdim=True))
     expected = F.interpolate(cam, size=(12, 12), mode="bilinear", align_corners=False)
     got = attribute(model, x, t, SaliencyConfig(method="gradcam", layer="conv2"))
@@ -107,9 +120,9 @@ def test_noise_tunnels_are_the_mean_and_variance_of_gradients_at_the_documented_
     cfg = SaliencyConfig(method=kind, n_samples=6, noise_level=0.2, seed=4)
     got = attribute(model, x, t, cfg)
     for i in range(3):
-        noisy = (x[i] + noise_for(cfg, i, x.shape[1:], x.dtype)).requires_grad_(True)   # (S, C, H, W)
+        noisy = (x[i] + noise_for(cfg, i, x.shape[1:], x.dtype)).requires_grad_(True)  # (S, C, H, W)
         g = torch.autograd.grad(model(noisy)[:, t[i]].sum(), noisy)[0]
-        expected = g.mean(0) if kind == "smoothgrad" else (g ** 2).mean(0) - g.mean(0) ** 2
+        expected = g.mean(0) if kind == "smoothgrad" else (g**2).mean(0) - g.mean(0) ** 2
         assert torch.allclose(got[i], expected, atol=1e-6)
     n = noise_for(cfg, 0, x.shape[1:], x.dtype)
     assert n.shape == (6, 1, 12, 12) and abs(float(n.std()) - 0.2) < 0.03
@@ -137,8 +150,9 @@ def test_linear_model_smoothgrad_is_the_weight_row_and_vargrad_is_zero(batch):
 CAPTUM_DIRECT = {
     "gradient": lambda m, x, t: ca.Saliency(m).attribute(x, target=t, abs=False),
     "gradient_x_input": lambda m, x, t: ca.InputXGradient(m).attribute(x, target=t),
-    "integrated_gradients": lambda m, x, t: ca.IntegratedGradients(m).attribute(x, baselines=torch.zeros_like(x),
-                                                                                target=t, n_steps=16),
+    "integrated_gradients": lambda m, x, t: ca.IntegratedGradients(m).attribute(
+        x, baselines=torch.zeros_like(x), target=t, n_steps=16
+    ),
     "guided_backprop": lambda m, x, t: ca.GuidedBackprop(m).attribute(x, target=t),
     "deeplift": lambda m, x, t: ca.DeepLift(m).attribute(x, baselines=torch.zeros_like(x), target=t),
 }
@@ -158,10 +172,10 @@ def test_equals_captum_called_directly(method, bn):
 
 def test_null_mass_is_the_share_of_mass_not_of_count():
     mask = torch.zeros(1, 1, 2, 4, dtype=torch.bool)
-    mask[..., 1, :] = True                                          # bottom row is the null block
+    mask[..., 1, :] = True  # bottom row is the null block
     attr = torch.tensor([[[[9.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]]])
     # top-4 coordinates: 9 (signal) and three 1s (null): mass share 3/12, count share 3/4
     assert float(null_mass_at_k(attr, mask, 0.5)) == pytest.approx(3 / 12)
     # k with a tie at the cut: top-3 of [9, 1, 1, 1] takes two of the three tied 1s, shared evenly
     assert float(null_mass_at_k(attr, mask, 3 / 8)) == pytest.approx(2 / 11)
-    assert float(null_mass_at_k(-attr, mask, 0.5)) == pytest.approx(3 / 12)   # |attribution|
+    assert float(null_mass_at_k(-attr, mask, 0.5)) == pytest.approx(3 / 12)  # |attribution|

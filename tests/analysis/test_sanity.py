@@ -21,8 +21,9 @@ LENET = Path(__file__).resolve().parents[3] / "shared" / "data" / "models" / "ci
 
 def _cnn():
     torch.manual_seed(0)
-    return build_model(ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.3,),
-                                channels=(4, 6))).eval()
+    return build_model(
+        ArchSpec(name="cnn", in_shape=(1, 8, 8), num_classes=3, mean=(0.5,), std=(0.3,), channels=(4, 6))
+    ).eval()
 
 
 def _reinit_like_the_check(model, layers, seed0):
@@ -63,7 +64,7 @@ def test_baselines_are_the_two_floors_the_page_shows():
     a, b = _abs_grad(r1, x, t).numpy(), _abs_grad(r2, x, t).numpy()
     assert np.allclose(res.between_random, [spearmanr(a[i].ravel(), b[i].ravel()).statistic for i in range(5)])
     assert res.floor == pytest.approx(np.mean(expected))
-    assert not np.allclose(a, b)                         # two different random networks
+    assert not np.allclose(a, b)  # two different random networks
 
 
 def test_signed_maps_keep_the_sign():
@@ -96,6 +97,7 @@ def test_on_the_captum_lenet_gradient_passes_and_signed_guided_backprop_is_flagg
     Backprop's signed maps survive randomization (Adebayo et al.'s finding)."""
     from lenscape.models.data import load_data
     from lenscape.models.loading import model_from_state, read_state_dict
+
     arch = ArchSpec(name="lenet", in_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3)
     model = model_from_state(arch, read_state_dict(LENET.read_bytes()))
     x = load_data(DataSpec(name="cifar10"), "test").x(torch.arange(0, 10000, 1250))
@@ -109,11 +111,20 @@ def test_on_the_captum_lenet_gradient_passes_and_signed_guided_backprop_is_flagg
 
 def test_anticorrelated_unrelated_maps_do_not_make_no_correlation_look_similar():
     from lenscape.analysis.sanity import RandomizationResult
+
     common = dict(method="gradient", order="cascading", map_mode="signed", layers=["fc"], maps=np.zeros((2, 2, 1, 1)))
-    res = RandomizationResult(**common, rank_corr=np.array([[0.05, 0.05]]), between_images=np.array([-0.3, -0.2]),
-                              between_random=np.array([0.0, 0.0]))
+    res = RandomizationResult(
+        **common,
+        rank_corr=np.array([[0.05, 0.05]]),
+        between_images=np.array([-0.3, -0.2]),
+        between_random=np.array([0.0, 0.0]),
+    )
     assert res.floor == pytest.approx(-0.25) and res.bar == pytest.approx(MARGIN)
     assert res.least_changed == pytest.approx(0.05) and res.least_changed < res.bar
-    res = RandomizationResult(**common, rank_corr=np.array([[0.7, np.nan]]), between_images=np.array([0.5, 0.5]),
-                              between_random=np.array([0.0, 0.0]))
+    res = RandomizationResult(
+        **common,
+        rank_corr=np.array([[0.7, np.nan]]),
+        between_images=np.array([0.5, 0.5]),
+        between_random=np.array([0.0, 0.0]),
+    )
     assert res.bar == pytest.approx(0.5 + MARGIN) and res.least_changed == pytest.approx(0.7)

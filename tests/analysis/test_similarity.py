@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from lenscape.analysis.similarity import (METRICS, MinibatchCKA, canonical_correlations, cca, conv_to_matrix, debiased_cka,
-                                 linear_cka, pwcca, rbf_cka, svcca)
+from lenscape.analysis.similarity import (
+    METRICS,
+    MinibatchCKA,
+    canonical_correlations,
+    cca,
+    conv_to_matrix,
+    debiased_cka,
+    linear_cka,
+    pwcca,
+    rbf_cka,
+    svcca,
+)
 from lenscape.errors import InvalidInputError
 
 
@@ -38,11 +48,11 @@ def test_minibatch_cka_layer_matrix_and_streaming():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(1024, 20))
     q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
-    b = 2 * a @ q + 0.1 * rng.normal(size=(1024, 20))            # a rotated, scaled, slightly noisy copy
+    b = 2 * a @ q + 0.1 * rng.normal(size=(1024, 20))  # a rotated, scaled, slightly noisy copy
     noise = rng.normal(size=(1024, 15))
     mb = MinibatchCKA()
     for i in range(0, 1024, 256):
-        mb.update([a[i:i + 256], noise[i:i + 256]], [b[i:i + 256]])
+        mb.update([a[i : i + 256], noise[i : i + 256]], [b[i : i + 256]])
     m = mb.matrix()
     assert m.shape == (2, 1) and m[0, 0] > 0.95 and abs(m[1, 0]) < 0.05
 
@@ -76,17 +86,17 @@ def test_cca_family_invariant_to_invertible_maps(demo, name):
 def test_pwcca_formula_value_and_invariances(demo):
     x, y = demo
     base = pwcca(x, y)
-    assert base == pytest.approx(0.73467, abs=1e-4)                     # ALGORITHMS.md: the formula, not the repo
-    assert pwcca(x + 5, y) == pytest.approx(base, abs=1e-10)            # the official code gives 0.82540 here
+    assert base == pytest.approx(0.73467, abs=1e-4)  # ALGORITHMS.md: the formula, not the repo
+    assert pwcca(x + 5, y) == pytest.approx(base, abs=1e-10)  # the official code gives 0.82540 here
     a = np.random.default_rng(3).normal(size=(10, 10)) + 3 * np.eye(10)
-    assert pwcca(y, x @ a) == pytest.approx(pwcca(y, x), abs=1e-6)      # any invertible map of the other layer
+    assert pwcca(y, x @ a) == pytest.approx(pwcca(y, x), abs=1e-6)  # any invertible map of the other layer
     assert pwcca(2.5 * x[:, ::-1], y) == pytest.approx(base, abs=1e-8)  # permuted, scaled neurons
     # The issue asked for invariance to *any* invertible map. That cannot hold for the formula: the weights
     # αᵢ = Σⱼ |⟨hᵢ, zⱼ⟩| are sums over the weighting layer's own neurons zⱼ, so re-mixing those neurons (even
     # by a rotation) re-weights the same ρ. Asserted here so that the documented limitation stays true.
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(10, 10)))
     assert abs(pwcca(x @ a, y) - base) > 1e-3 and abs(pwcca(x @ q, y) - base) > 1e-3
-    rho = canonical_correlations(x @ a, y)["rho"]                      # ...while the ρ it weights do not move
+    rho = canonical_correlations(x @ a, y)["rho"]  # ...while the ρ it weights do not move
     assert np.allclose(rho, canonical_correlations(x, y)["rho"], atol=1e-8)
     wide = np.hstack([x, np.random.default_rng(4).normal(size=(100, 5))])
     assert 0 < pwcca(wide, y) <= 1 and pwcca(wide, y) == pytest.approx(pwcca(y, wide), abs=1e-10)
@@ -100,7 +110,7 @@ def test_svcca_with_truncation_invariant_to_rotation_and_scaling(demo):
 
 def test_svcca_keeps_fewest_directions_for_variance():
     rng = np.random.default_rng(5)
-    low = rng.normal(size=(500, 3)) @ rng.normal(size=(3, 20))       # rank 3 in 20 features
+    low = rng.normal(size=(500, 3)) @ rng.normal(size=(3, 20))  # rank 3 in 20 features
     assert svcca(low, low[:, ::-1]) == pytest.approx(1.0, abs=1e-6)
     assert svcca(low + 0.001 * rng.normal(size=(500, 20)), rng.normal(size=(500, 20)), keep=3) < 0.3
 
@@ -156,7 +166,9 @@ def test_torch_input_matches_numpy(demo):
 def test_cuda_path_equals_cpu_path(demo):
     x, y = demo
     for name, fn in METRICS.items():
-        assert fn(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda")) == pytest.approx(fn(x, y), abs=1e-8), name
+        assert fn(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda")) == pytest.approx(
+            fn(x, y), abs=1e-8
+        ), name
     mb_cpu, mb_gpu = MinibatchCKA(), MinibatchCKA()
     mb_cpu.update(torch.tensor(x), torch.tensor(y))
     mb_gpu.update(torch.tensor(x, device="cuda"), torch.tensor(y, device="cuda"))

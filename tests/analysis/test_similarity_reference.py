@@ -8,11 +8,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lenscape.analysis.similarity import (METRICS, MinibatchCKA, cca, debiased_cka, linear_cka, pwcca, rbf_cka, rbf_gram,
-                                 svcca)
+from lenscape.analysis.similarity import (
+    METRICS,
+    MinibatchCKA,
+    cca,
+    debiased_cka,
+    linear_cka,
+    pwcca,
+    rbf_cka,
+    rbf_gram,
+    svcca,
+)
 
 
 # ------------------------------------------------------------ references (examples as rows)
+
 
 def ref_cca_rho(x, y, eps=0.0):
     """cca_core.get_cca_similarity: covariances rescaled by their largest entry, +eps·I, pinv,
@@ -30,7 +40,7 @@ def ref_cca_rho(x, y, eps=0.0):
 
     ix, iy = inv_sqrt(sxx), inv_sqrt(syy)
     u, s, _ = np.linalg.svd(ix @ sxy @ iy)
-    return np.abs(s)[:min(len(sxx), len(syy))], u, ix
+    return np.abs(s)[: min(len(sxx), len(syy))], u, ix
 
 
 def ref_pwcca(x, y):
@@ -40,7 +50,7 @@ def ref_pwcca(x, y):
         x, y = y, x
     rho, u, ix = ref_cca_rho(x, y, eps=1e-10)
     xc = x - x.mean(0)
-    h, _ = np.linalg.qr(xc @ ix @ u[:, :len(rho)])            # (n, k) orthonormal variates
+    h, _ = np.linalg.qr(xc @ ix @ u[:, : len(rho)])  # (n, k) orthonormal variates
     alpha = np.abs(h.T @ xc).sum(1)
     return float((alpha / alpha.sum()) @ rho)
 
@@ -50,19 +60,20 @@ def ref_svcca(x, y, k):
         ac = a - a.mean(0)
         u, s, _ = np.linalg.svd(ac, full_matrices=False)
         return u[:, :k] * s[:k]
+
     return float(ref_cca_rho(top(x), top(y), eps=1e-10)[0].mean())
 
 
-def ref_linear_cka(x, y):                                     # the demo's feature_space_linear_cka
+def ref_linear_cka(x, y):  # the demo's feature_space_linear_cka
     x, y = x - x.mean(0), y - y.mean(0)
     return np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
 
 
-def ref_gram_rbf(x, threshold):                               # the demo's gram_rbf
+def ref_gram_rbf(x, threshold):  # the demo's gram_rbf
     dots = x @ x.T
     sq = np.diag(dots)
     d2 = -2 * dots + sq[:, None] + sq[None, :]
-    return np.exp(-d2 / (2 * threshold ** 2 * np.median(d2)))
+    return np.exp(-d2 / (2 * threshold**2 * np.median(d2)))
 
 
 def ref_cka(k, l):
@@ -72,12 +83,13 @@ def ref_cka(k, l):
     return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
 
-def ref_unbiased_hsic(k, l):                                  # Song et al. 2012, eq. (5)
+def ref_unbiased_hsic(k, l):  # Song et al. 2012, eq. (5)
     n = len(k)
     k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
     one = np.ones(n)
-    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-            - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+    return (
+        np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+    ) / (n * (n - 3))
 
 
 def ref_debiased_cka(x, y):
@@ -95,6 +107,7 @@ def xy():
 
 # ------------------------------------------------------------ values against the references
 
+
 def test_cca_and_linear_metrics_match_the_references(xy):
     x, y = xy
     assert cca(x, y) == pytest.approx(ref_cca_rho(x, y)[0].mean(), abs=1e-8)
@@ -104,45 +117,47 @@ def test_cca_and_linear_metrics_match_the_references(xy):
 
 
 def test_pwcca_weights_come_from_the_smaller_layer(xy):
-    x, y = xy                                                  # x has 8 neurons, y 12
+    x, y = xy  # x has 8 neurons, y 12
     expected = ref_pwcca(x, y)
     assert pwcca(x, y) == pytest.approx(expected, abs=1e-7)
     assert pwcca(y, x) == pytest.approx(expected, abs=1e-7)
     # weighting by the larger layer instead would give a clearly different value
     rho, u, iy = ref_cca_rho(y, x, eps=1e-10)
     yc = y - y.mean(0)
-    h, _ = np.linalg.qr(yc @ iy @ u[:, :len(rho)])
+    h, _ = np.linalg.qr(yc @ iy @ u[:, : len(rho)])
     alpha = np.abs(h.T @ yc).sum(1)
     assert abs(float((alpha / alpha.sum()) @ rho) - expected) > 1e-3
-    assert abs(expected - cca(x, y)) > 1e-3                    # and it is not the plain mean
+    assert abs(expected - cca(x, y)) > 1e-3  # and it is not the plain mean
 
 
 def test_svcca_truncates_to_the_variance_rule(xy):
     x, y = xy
     assert svcca(x, y, keep=3) == pytest.approx(ref_svcca(x, y, 3), abs=1e-7)
-    assert abs(ref_svcca(x, y, 3) - ref_svcca(x, y, 8)) > 0.02   # truncation matters on this data
+    assert abs(ref_svcca(x, y, 3) - ref_svcca(x, y, 8)) > 0.02  # truncation matters on this data
     s = np.linalg.svd(x - x.mean(0), compute_uv=False)
-    share = np.cumsum(s ** 2) / np.sum(s ** 2)
-    k = int(np.argmax(share >= 0.9)) + 1                      # the fewest directions reaching 90 %
+    share = np.cumsum(s**2) / np.sum(s**2)
+    k = int(np.argmax(share >= 0.9)) + 1  # the fewest directions reaching 90 %
     assert 1 < k < 8
     assert svcca(x, x[:, ::-1], variance=0.9) == pytest.approx(1.0, abs=1e-6)
     kx = k
     sy = np.linalg.svd(y - y.mean(0), compute_uv=False)
-    ky = int(np.argmax(np.cumsum(sy ** 2) / np.sum(sy ** 2) >= 0.9)) + 1
+    ky = int(np.argmax(np.cumsum(sy**2) / np.sum(sy**2) >= 0.9)) + 1
 
     def reduce(a, kk):
         ac = a - a.mean(0)
         u, s_, _ = np.linalg.svd(ac, full_matrices=False)
         return u[:, :kk] * s_[:kk]
-    assert svcca(x, y, variance=0.9) == pytest.approx(ref_cca_rho(reduce(x, kx), reduce(y, ky), 1e-10)[0].mean(),
-                                                      abs=1e-7)
+
+    assert svcca(x, y, variance=0.9) == pytest.approx(
+        ref_cca_rho(reduce(x, kx), reduce(y, ky), 1e-10)[0].mean(), abs=1e-7
+    )
 
 
 def test_rbf_median_is_the_average_of_the_two_middle_values():
-    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)   # 16 squared distances, even count
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)  # 16 squared distances, even count
     d2 = ((x - x.T) ** 2).numpy()
-    expected = np.exp(-d2 / (2 * np.median(d2)))              # np.median averages the 8th and 9th values
-    assert np.median(d2) != np.sort(d2.ravel())[7]             # so the lower median would be wrong here
+    expected = np.exp(-d2 / (2 * np.median(d2)))  # np.median averages the 8th and 9th values
+    assert np.median(d2) != np.sort(d2.ravel())[7]  # so the lower median would be wrong here
     assert np.allclose(rbf_gram(x).numpy(), expected, atol=1e-15)
     np.random.seed(1337)
     a = np.random.randn(100, 10)
@@ -158,7 +173,7 @@ def test_minibatch_cka_pools_hsic_over_batches_not_cka():
     xy = xx = yy = 0.0
     per_batch = []
     for i in range(0, 400, 100):
-        a, b = x[i:i + 100], y[i:i + 100]
+        a, b = x[i : i + 100], y[i : i + 100]
         mb.update(torch.tensor(a), torch.tensor(b))
         k, l = a @ a.T, b @ b.T
         xy, xx, yy = xy + ref_unbiased_hsic(k, l), xx + ref_unbiased_hsic(k, k), yy + ref_unbiased_hsic(l, l)
@@ -177,6 +192,7 @@ def test_the_issue_example_no_longer_depends_on_scale():
 
 # ------------------------------------------------------------ scale invariance (property)
 
+
 @pytest.fixture(scope="module")
 def small():
     rng = np.random.default_rng(5)
@@ -189,7 +205,7 @@ def small():
 @given(exponent=st.floats(-8, 8), side=st.sampled_from(["x", "y", "both"]), name=st.sampled_from(sorted(METRICS)))
 def test_every_metric_is_invariant_to_the_scale_of_either_input(small, exponent, side, name):
     x, y, base = small
-    c = 10.0 ** exponent
+    c = 10.0**exponent
     sx, sy = (c * x if side in ("x", "both") else x), (c * y if side in ("y", "both") else y)
     assert METRICS[name](sx, sy) == pytest.approx(base[name], abs=1e-6)
 
@@ -199,9 +215,9 @@ def test_every_metric_is_invariant_to_the_scale_of_either_input(small, exponent,
 def test_minibatch_cka_is_invariant_to_scale(small, exponent):
     x, y, _ = small
     values = []
-    for c in (1.0, 10.0 ** exponent):
+    for c in (1.0, 10.0**exponent):
         mb = MinibatchCKA()
         for i in range(0, 120, 40):
-            mb.update(torch.tensor(c * x[i:i + 40]), torch.tensor(y[i:i + 40]))
+            mb.update(torch.tensor(c * x[i : i + 40]), torch.tensor(y[i : i + 40]))
         values.append(mb.value())
     assert values[1] == pytest.approx(values[0], abs=1e-8)

@@ -33,7 +33,7 @@ def test_layer_table_counts_own_parameters_and_output_shapes_by_hand():
     assert rows["input_norm"]["type"] == "InputNorm"
     model = build_model(MLP, seed=0).train()
     layer_table(model, MLP.in_shape)
-    assert model.training                                   # left in the mode it was in
+    assert model.training  # left in the mode it was in
 
 
 def test_hidden_layers_are_the_activations_then_the_logits():
@@ -46,13 +46,16 @@ def test_extract_and_probabilities_are_the_batched_evaluation():
     x = torch.rand(11, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(x)
-        relu2 = model.relu2(model.bn2(model.conv2(model.pool1(model.relu1(model.bn1(model.conv1(model.input_norm(x))))))))
+        relu2 = model.relu2(
+            model.bn2(model.conv2(model.pool1(model.relu1(model.bn1(model.conv1(model.input_norm(x)))))))
+        )
     acts = extract(model, x, ["relu2", "fc2"], batch_size=4)
     assert torch.allclose(acts["relu2"], relu2.mean(dim=(2, 3)), atol=1e-6)
     assert torch.allclose(acts["fc2"], logits, atol=1e-6)
     assert torch.allclose(extract(model, x, ["relu2"], conv_mode="flatten")["relu2"], relu2.flatten(1), atol=1e-6)
-    assert torch.allclose(evaluate(model, x, batch_size=3, probabilities=True).probabilities, torch.softmax(logits, 1),
-                          atol=1e-6)
+    assert torch.allclose(
+        evaluate(model, x, batch_size=3, probabilities=True).probabilities, torch.softmax(logits, 1), atol=1e-6
+    )
     assert torch.equal(evaluate(model, x).predictions, logits.argmax(1))
 
 
@@ -63,11 +66,11 @@ def test_resnet_stages_are_hidden_layers_and_containers_own_no_parameters():
     model = build_model(RESNET9, seed=0)
     assert hidden_layers(model) == ["layer1", "layer2", "layer3", "fc"]
     rows = {r["name"]: r for r in layer_table(model, RESNET9.in_shape)}
-    assert rows["layer1"]["params"] == 0 and rows["prep"]["params"] == 0          # only their children's
+    assert rows["layer1"]["params"] == 0 and rows["prep"]["params"] == 0  # only their children's
     assert rows["prep.0"]["params"] == 64 * 3 * 9 and rows["prep.1"]["params"] == 2 * 64
     assert rows["layer1"]["output_shape"] == "128×16×16"
     total = sum(r["params"] for r in rows.values())
-    assert total == sum(p.numel() for p in model.parameters())                      # each counted once
+    assert total == sum(p.numel() for p in model.parameters())  # each counted once
 
 
 def test_extract_reports_progress_per_chunk():

@@ -28,8 +28,9 @@ def _rezip(data: bytes, name: str, change) -> bytes:
     return out.getvalue()
 
 
-def test_a_result_travels_to_another_workspace_and_reopens_there(runner, trained_run, wait_for_job, tmp_path,
-                                                                  lenscape_home):
+def test_a_result_travels_to_another_workspace_and_reopens_there(
+    runner, trained_run, wait_for_job, tmp_path, lenscape_home
+):
     (rec,) = trained_run("digits-mlp", epochs=2)
     lm = load_model(rec["run_id"])
     r = ref(lm)
@@ -39,8 +40,12 @@ def test_a_result_travels_to_another_workspace_and_reopens_there(runner, trained
     data = export_bundle(runner.store, job_id, lenscape_home / "runs")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         manifest = json.loads(z.read("manifest.json"))
-        assert set(z.namelist()) == {"manifest.json", "result.npz", f"models/{rec['run_id']}/run.json",
-                                     f"models/{rec['run_id']}/{rec['checkpoints'][-1]['file']}"}
+        assert set(z.namelist()) == {
+            "manifest.json",
+            "result.npz",
+            f"models/{rec['run_id']}/run.json",
+            f"models/{rec['run_id']}/{rec['checkpoints'][-1]['file']}",
+        }
     assert manifest["kind"] == "saliency" and manifest["config"]["indices"] == [0, 4]
     assert manifest["models"][0]["recipe"]["seed"] == 0 and manifest["versions"]["torch"]
     assert manifest["fingerprints"] == [lm.fingerprint]
@@ -53,7 +58,7 @@ def test_a_result_travels_to_another_workspace_and_reopens_there(runner, trained
         import_bundle(other, _rezip(data, ".safetensors", lambda b: b[:-4] + b"\x00\x00\x80\x3f"), other_runs)
     with pytest.raises(InvalidInputError, match="not a Lenscape bundle"):
         import_bundle(other, b"PK not really", other_runs)
-    assert other.list() == [] and not other_runs.exists()               # nothing written by a refused bundle
+    assert other.list() == [] and not other_runs.exists()  # nothing written by a refused bundle
 
     back = import_bundle(other, data, other_runs)
     assert back["job_id"] == job_id
@@ -61,7 +66,7 @@ def test_a_result_travels_to_another_workspace_and_reopens_there(runner, trained
     assert copied["run_id"] == rec["run_id"] and [c["fingerprint"] for c in copied["checkpoints"]] == [lm.fingerprint]
     again = LocalRunner(other)
     try:
-        assert again.submit(the_job) == job_id and again.status(job_id) == JobStatus.DONE   # found, not recomputed
+        assert again.submit(the_job) == job_id and again.status(job_id) == JobStatus.DONE  # found, not recomputed
         res = again.result(job_id)
     finally:
         again.shutdown()

@@ -41,14 +41,16 @@ def global_rng_hammered():
         t.join()
 
 
-SPECS = [ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.5,), std=(0.2,), widths=(32, 16)),
-         ArchSpec(name="cnn", in_shape=(3, 16, 16), num_classes=4, mean=(0.5,) * 3, std=(0.2,) * 3, batchnorm=True)]
+SPECS = [
+    ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.5,), std=(0.2,), widths=(32, 16)),
+    ArchSpec(name="cnn", in_shape=(3, 16, 16), num_classes=4, mean=(0.5,) * 3, std=(0.2,) * 3, batchnorm=True),
+]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["mlp", "cnn+bn"])
 def test_seeded_init_is_pytorchs_default_init_without_the_global_rng(spec):
     torch.manual_seed(7)
-    reference = build_model(spec)          # PyTorch's own reset_parameters from a seeded global RNG
+    reference = build_model(spec)  # PyTorch's own reset_parameters from a seeded global RNG
     with global_rng_hammered():
         ours = [build_model(spec, seed=7) for _ in range(3)]
     for model in ours:
@@ -69,7 +71,7 @@ def test_init_parameters_reaches_layers_it_has_no_formula_for():
         init_parameters(a, generator(1))
         init_parameters(b, generator(1))
     assert torch.equal(a.scale, b.scale) and torch.equal(a.emb.weight, b.emb.weight)
-    assert a.scale.abs().sum() > 0                     # re-drawn, not left at zero
+    assert a.scale.abs().sum() > 0  # re-drawn, not left at zero
     c = Odd()
     init_parameters(c, generator(2))
     assert not torch.equal(a.emb.weight, c.emb.weight)
@@ -78,7 +80,7 @@ def test_init_parameters_reaches_layers_it_has_no_formula_for():
 def _train(home, seeds, workers, hammer=False):
     runner = LocalRunner(ResultStore(home / "store"), workers=1, long_workers=workers)
     cfg = preset("digits-mlp", epochs=2)
-    with (global_rng_hammered() if hammer else _nothing()):
+    with global_rng_hammered() if hammer else _nothing():
         ids = [runner.submit(j) for j in train_jobs(cfg, seeds)]
         assert all(runner.wait(i, 120) == JobStatus.DONE for i in ids)
     out = {runner.result(i)["seed"]: [c["fingerprint"] for c in runner.result(i)["checkpoints"]] for i in ids}

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenscape.backend.jobs import LANES, REGISTRY, Job, ModelRef, Registry, code_version, describe_kind, job_kind, module_closure
+from lenscape.backend.jobs import (
+    LANES,
+    REGISTRY,
+    Job,
+    ModelRef,
+    Registry,
+    code_version,
+    describe_kind,
+    job_kind,
+    module_closure,
+)
 from lenscape.backend.kinds import KINDS, register_all
 from lenscape.errors import InvalidInputError
 
@@ -34,9 +44,10 @@ def test_every_decorated_kind_is_registered_explicitly_and_follows_the_rules():
     assert set(registry.names()) == _decorated_kinds()
     assert len(KINDS) == len(registry.names())
     for fn in KINDS:
-        kind = describe_kind(fn)                     # raises on a broken rule
-        assert "__post_init__" in vars(kind.config_type) or kind.config_type is ModelRef, \
+        kind = describe_kind(fn)  # raises on a broken rule
+        assert "__post_init__" in vars(kind.config_type) or kind.config_type is ModelRef, (
             f"{kind.name}: {kind.config_type.__name__} does not validate itself"
+        )
     # each kind declares its lane where it is defined (minutes of training: "long"); training, the
     # longest, never holds up what a page waits on (test_runner: short jobs do not wait behind it)
     assert {registry[k].lane for k in registry.names()} == set(LANES) and registry["train"].lane == "long"
@@ -45,6 +56,7 @@ def test_every_decorated_kind_is_registered_explicitly_and_follows_the_rules():
 def test_nothing_registers_by_import():
     fresh = Registry()
     import lenscape.backend.saliency_tasks  # noqa: F401
+
     assert fresh.names() == []
     with pytest.raises(KeyError, match="backend/kinds.py"):
         fresh["saliency"]
@@ -137,9 +149,14 @@ def test_a_job_refuses_a_config_of_another_type():
 def test_code_version_covers_every_module_a_kind_imports():
     register_all()
     covered = set(module_closure(REGISTRY["saliency"].module))
-    assert {"lenscape.backend.saliency_tasks", "lenscape.analysis.saliency", "lenscape.analysis.roar",
-            "lenscape.models.zoo", "lenscape.models.training"} <= covered
-    assert "lenscape.analysis.hooks" in covered                     # only through analysis.saliency / summary
+    assert {
+        "lenscape.backend.saliency_tasks",
+        "lenscape.analysis.saliency",
+        "lenscape.analysis.roar",
+        "lenscape.models.zoo",
+        "lenscape.models.training",
+    } <= covered
+    assert "lenscape.analysis.hooks" in covered  # only through analysis.saliency / summary
     assert "lenscape.ui.common" not in covered and "lenscape.backend.similarity_tasks" not in covered
 
 
@@ -151,7 +168,8 @@ def test_code_version_changes_when_a_dependency_two_imports_away_changes(registe
     (pkg / "__init__.py").write_text("")
     (pkg / "leaf.py").write_text("VALUE = 1\n")
     (pkg / "middle.py").write_text("from lenscape.backend._probe import leaf\n")
-    (pkg / "kind.py").write_text(textwrap.dedent('''
+    (pkg / "kind.py").write_text(
+        textwrap.dedent("""
         from dataclasses import dataclass
         from lenscape.backend.jobs import job_kind
 
@@ -165,17 +183,22 @@ def test_code_version_changes_when_a_dependency_two_imports_away_changes(registe
         def probe(ctx, cfg: Cfg) -> int:
             from lenscape.backend._probe import middle  # imported inside the function: still followed
             return 0
-        '''))
+        """)
+    )
     import lenscape.backend as backend
+
     monkeypatch.setattr(backend, "__path__", [*backend.__path__, str(tmp_path / "backend")])
     for m in [m for m in sys.modules if m.startswith("lenscape.backend._probe")]:
         monkeypatch.delitem(sys.modules, m)
     from lenscape.backend._probe.kind import probe
 
-    register_kinds(probe)                           # forgotten after the test, with its package
+    register_kinds(probe)  # forgotten after the test, with its package
     code_version.cache_clear()
     before = code_version("t_probe")
-    assert set(module_closure("lenscape.backend._probe.kind")) >= {"lenscape.backend._probe.middle", "lenscape.backend._probe.leaf"}
+    assert set(module_closure("lenscape.backend._probe.kind")) >= {
+        "lenscape.backend._probe.middle",
+        "lenscape.backend._probe.leaf",
+    }
     (pkg / "leaf.py").write_text("VALUE = 2\n")
     code_version.cache_clear()
     assert code_version("t_probe") != before
@@ -207,16 +230,33 @@ def test_plumbing_and_ui_edits_keep_every_stored_result(monkeypatch):
         covered = set(module_closure(REGISTRY[kind].module))
         assert not covered & PLUMBING and not any(m.startswith("lenscape.ui") for m in covered), kind
     code = "\n\ndef added_later():\n    return 42\n"
-    assert _versions(monkeypatch, {
-        "lenscape.backend.jobs": lambda s: s.replace('"""Jobs: what to compute', '"""Jobs (edited): what to compute') + code,
-        "lenscape.backend.codec": lambda s: s + code,
-        "lenscape.backend.store": lambda s: s + code,
-        "lenscape.backend.runner": lambda s: s + code,
-        "lenscape.ui.common": lambda s: s + code,
-    }) == before
+    assert (
+        _versions(
+            monkeypatch,
+            {
+                "lenscape.backend.jobs": lambda s: (
+                    s.replace('"""Jobs: what to compute', '"""Jobs (edited): what to compute') + code
+                ),
+                "lenscape.backend.codec": lambda s: s + code,
+                "lenscape.backend.store": lambda s: s + code,
+                "lenscape.backend.runner": lambda s: s + code,
+                "lenscape.ui.common": lambda s: s + code,
+            },
+        )
+        == before
+    )
     # docstrings, comments and layout of the maths change nothing either
-    assert _versions(monkeypatch, {"lenscape.analysis.saliency": lambda s: s.replace('"""', '"""Edited. ', 1)
-                                   .replace("\n\ndef ", "\n\n# a comment\n\n\ndef ")}) == before
+    assert (
+        _versions(
+            monkeypatch,
+            {
+                "lenscape.analysis.saliency": lambda s: s.replace('"""', '"""Edited. ', 1).replace(
+                    "\n\ndef ", "\n\n# a comment\n\n\ndef "
+                )
+            },
+        )
+        == before
+    )
 
 
 def test_a_change_to_the_maths_recomputes_exactly_the_kinds_that_run_it(monkeypatch):
@@ -227,11 +267,17 @@ def test_a_change_to_the_maths_recomputes_exactly_the_kinds_that_run_it(monkeypa
     assert {"layer_similarity", "seed_similarity", "all_metrics", "convergence"} <= changed
     assert "saliency" not in changed and "landscape_surface" not in changed and "train" not in changed
     after = _versions(monkeypatch, {"lenscape.models.architectures": lambda s: s + "\n\nDEFAULT_WIDTH = 3\n"})
-    assert {k for k in before if before[k] != after[k]} >= {"saliency", "train", "landscape_surface", "layer_similarity"}
+    assert {k for k in before if before[k] != after[k]} >= {
+        "saliency",
+        "train",
+        "landscape_surface",
+        "layer_similarity",
+    }
 
 
 def test_a_version_bump_recomputes_one_kind(monkeypatch):
     """How a contributor recomputes a kind whose maths changed where no hash sees it: version=2."""
+
     @job_kind("t_bumped")
     def v1(ctx, cfg: GoodConfig) -> int:
         return 0

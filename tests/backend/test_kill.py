@@ -40,7 +40,7 @@ def test_kill_9_mid_training_then_restart(lenscape_home):
         assert job_id, "the server did not start"
         deadline = time.monotonic() + 300
         ckpt = None
-        scratch = Path(tempfile.gettempdir())          # a run trains in a scratch folder, then lands whole
+        scratch = Path(tempfile.gettempdir())  # a run trains in a scratch folder, then lands whole
         while time.monotonic() < deadline and server.poll() is None:
             ckpts = list(scratch.glob(f"lenscape-train-{server.pid}-*/*/epoch_003.safetensors"))
             if ckpts:
@@ -48,22 +48,22 @@ def test_kill_9_mid_training_then_restart(lenscape_home):
                 break
             time.sleep(0.05)
         assert ckpt is not None, "training never reached epoch 3"
-        os.kill(server.pid, signal.SIGKILL)                     # mid-training, no chance to clean up
+        os.kill(server.pid, signal.SIGKILL)  # mid-training, no chance to clean up
         server.wait(30)
     finally:
         if server.poll() is None:
             server.kill()
-    assert not (ckpt.parent / f"epoch_{EPOCHS:03d}.safetensors").exists()   # it really was cut short
+    assert not (ckpt.parent / f"epoch_{EPOCHS:03d}.safetensors").exists()  # it really was cut short
 
-    runner = open_backend()                                     # the restarted server
+    runner = open_backend()  # the restarted server
     try:
         assert runner.status(job_id) == JobStatus.FAILED
         assert "interrupted" in runner.error(job_id)
-        assert list_runs() == [] and not list(runs_dir().glob("run-*"))   # the half-written run is not a model
+        assert list_runs() == [] and not list(runs_dir().glob("run-*"))  # the half-written run is not a model
         (job,) = train_jobs(preset("digits-mlp", epochs=EPOCHS), [0])
-        assert runner.submit(job) == job_id                     # the same work, submitted again
+        assert runner.submit(job) == job_id  # the same work, submitted again
         assert runner.wait(job_id, 600) == JobStatus.DONE, runner.error(job_id)
-        assert not ckpt.parent.parent.exists()                  # the dead server's scratch was swept
+        assert not ckpt.parent.parent.exists()  # the dead server's scratch was swept
         (rec,) = list_runs()
         assert len(rec["checkpoints"]) == EPOCHS + 1 and rec["status"] == "complete"
     finally:

@@ -6,8 +6,13 @@ import torch
 
 from lenscape.analysis.memorization import FlipConfig, RetrainConfig
 from lenscape.backend.jobs import job, ref
-from lenscape.backend.memorization_tasks import (FlipJobConfig, GradientsConfig, RetrainJobConfig, SweepConfig,
-                                        TiedDropoutConfig)
+from lenscape.backend.memorization_tasks import (
+    FlipJobConfig,
+    GradientsConfig,
+    RetrainJobConfig,
+    SweepConfig,
+    TiedDropoutConfig,
+)
 from lenscape.errors import InvalidInputError
 from lenscape.models.training import TrainConfig, prepare_data
 from lenscape.models.zoo import load_model
@@ -23,7 +28,7 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     ov = wait_for_job(runner.submit(job("memorization_overview", SweepConfig(model=r, stride=4), (r,))))
     assert ov.epochs == [0, 4, 8, 12] and ov.noise_fraction == pytest.approx(float(mask.float().mean()))
     assert np.array_equal(ov.noisy_indices, torch.nonzero(mask).flatten().numpy())
-    assert ov.noisy_acc[-1] == pytest.approx(float(ov.memorized.mean()))          # memorized = noisy label predicted
+    assert ov.noisy_acc[-1] == pytest.approx(float(ov.memorized.mean()))  # memorized = noisy label predicted
     assert np.array_equal(ov.noisy_labels, data.train.labels[mask].numpy())
     assert (ov.true_labels != ov.noisy_labels).all()
     assert ov.test_acc[-1] == pytest.approx(rec["metrics"][-1]["test_acc"], abs=1e-6)
@@ -33,8 +38,9 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert gt.epochs == list(range(1, 13)) and gt.groups == ["fc1", "out"] and gt.clean_norm.shape == (12, 2)
     g = rec["gradients"]
     assert gt.cosine[4, 1] == pytest.approx(np.mean(g["cosine"][4][2:4]))
-    gr = wait_for_job(runner.submit(job("memorization_gradients", GradientsConfig(
-        model=r, source="checkpoints", stride=6), (r,))))
+    gr = wait_for_job(
+        runner.submit(job("memorization_gradients", GradientsConfig(model=r, source="checkpoints", stride=6), (r,)))
+    )
     assert gr.epochs == [0, 6, 12] and gr.groups == ["fc1", "out"] and gr.clean_norm.shape == (3, 2)
     assert (gr.clean_norm > 0).all() and (gr.noisy_norm > 0).all() and (np.abs(gr.cosine) <= 1).all()
     with pytest.raises(InvalidInputError, match="source"):
@@ -46,15 +52,31 @@ def test_every_memorization_job_on_a_noisy_run(runner, trained_run, wait_for_job
     assert rw.clean_acc.shape == (2, 3)
     final = np.array([rw.final["clean"], rw.final["noisy"], rw.final["test"]])
     for acc, f in zip((rw.clean_acc, rw.noisy_acc, rw.test_acc), final):
-        assert np.allclose(acc[:, -1], f)                                          # the last checkpoint: no change
-    assert (rw.clean_acc[:, 0] < rw.final["clean"]).all()                          # epoch 0 weights: worse
+        assert np.allclose(acc[:, -1], f)  # the last checkpoint: no change
+    assert (rw.clean_acc[:, 0] < rw.final["clean"]).all()  # epoch 0 weights: worse
 
-    rt = wait_for_job(runner.submit(job("memorization_retraining", RetrainJobConfig(
-        model=r, groups=("out",), retrain=RetrainConfig(max_epochs=3)), (r,))))
+    rt = wait_for_job(
+        runner.submit(
+            job(
+                "memorization_retraining",
+                RetrainJobConfig(model=r, groups=("out",), retrain=RetrainConfig(max_epochs=3)),
+                (r,),
+            )
+        )
+    )
     assert rt.groups == ["out"] and len(rt.noisy_acc[0]) <= 3 and rt.final_noisy == pytest.approx(rw.final["noisy"])
 
-    fl = wait_for_job(runner.submit(job("memorization_flipping", FlipJobConfig(
-        model=r, n_memorized=3, n_clean=3, flip=FlipConfig(batch_size=64, max_steps=10), probe=200), (r,))))
+    fl = wait_for_job(
+        runner.submit(
+            job(
+                "memorization_flipping",
+                FlipJobConfig(
+                    model=r, n_memorized=3, n_clean=3, flip=FlipConfig(batch_size=64, max_steps=10), probe=200
+                ),
+                (r,),
+            )
+        )
+    )
     assert len(fl.examples) == len(fl.kind) == len(fl.clean_acc) and fl.layers == ["fc1"]
     assert set(fl.kind) <= {"memorized", "clean"} and "clean" in fl.kind
     for i, t in enumerate(fl.examples):

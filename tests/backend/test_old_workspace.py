@@ -20,7 +20,7 @@ from lenscape.backend.saliency_tasks import GridConfig
 from lenscape.backend.store import ResultStore
 from tests.security import test_crafted_bundles as crafted
 
-honest = crafted.honest            # the fixture: a real bundle of a real saliency result, taken apart
+honest = crafted.honest  # the fixture: a real bundle of a real saliency result, taken apart
 job_id_of = crafted.job_id_of
 
 OLD = re.compile(r'"lenscape\.(analysis|backend|models)\.')
@@ -42,9 +42,13 @@ def _result_as_before(raw: bytes) -> bytes:
 
 def test_results_and_configs_stored_with_the_old_names_read_as_today_s_types():
     ref = ModelRef(run_id="run-1", epoch=2, fingerprint="ab" * 8)
-    cfg = GridConfig(model=ref, indices=(0, 3), methods=(SaliencyConfig(method="gradient"), SaliencyConfig(method="smoothgrad")))
+    cfg = GridConfig(
+        model=ref, indices=(0, 3), methods=(SaliencyConfig(method="gradient"), SaliencyConfig(method="smoothgrad"))
+    )
     old = json.loads(_as_before(json.dumps(to_jsonable(cfg))))
-    assert old["__type__"] == "backend.saliency_tasks:GridConfig" and old["methods"][0]["__type__"].startswith("analysis.")
+    assert old["__type__"] == "backend.saliency_tasks:GridConfig" and old["methods"][0]["__type__"].startswith(
+        "analysis."
+    )
     assert rebuild(old) == cfg
     result = {"config": SummaryConfig(n_samples=3), "values": np.arange(4.0)}
     raw = _result_as_before(encode(result))
@@ -56,7 +60,9 @@ def test_results_and_configs_stored_with_the_old_names_read_as_today_s_types():
 def test_an_old_name_outside_our_packages_is_still_refused():
     with pytest.raises(ValueError, match="not a Lenscape type"):
         rebuild({"__type__": "os:PathLike"})
-    raw = _result_as_before(encode({"x": SummaryConfig()})).replace(b"analysis.summary:SummaryConfig", b"subprocess.x:Popen")
+    raw = _result_as_before(encode({"x": SummaryConfig()})).replace(
+        b"analysis.summary:SummaryConfig", b"subprocess.x:Popen"
+    )
     with pytest.raises(ValueError):
         decode(raw)
 

@@ -26,10 +26,10 @@ class PiecesConfig:
     name: str
     n: int = 6
     seconds: float = 0.0
-    fail_at: int = -1          # this piece raises
-    die_at: int = -1           # this piece's worker process exits; `die_times` times, then it works
+    fail_at: int = -1  # this piece raises
+    die_at: int = -1  # this piece's worker process exits; `die_times` times, then it works
     die_times: int = 1
-    folder: str = ""           # pieces leave a marker file here (to see which ran, and how often)
+    folder: str = ""  # pieces leave a marker file here (to see which ran, and how often)
 
 
 def square_piece(i: int, seed_data, cfg: PiecesConfig, *, device) -> np.ndarray:
@@ -38,17 +38,17 @@ def square_piece(i: int, seed_data, cfg: PiecesConfig, *, device) -> np.ndarray:
         tries = len(list(folder.glob(f"piece{i}.*")))
         (folder / f"piece{i}.{tries}.{os.getpid()}").touch()
         if i == cfg.die_at and tries < cfg.die_times:
-            os._exit(1)                              # the worker process dies mid-piece
+            os._exit(1)  # the worker process dies mid-piece
     if i == cfg.fail_at:
         raise ValueError(f"piece {i} exploded")
     time.sleep(cfg.seconds)
     g = np.random.default_rng([i, int(seed_data.sum())])
-    return g.normal(size=4) + i ** 2
+    return g.normal(size=4) + i**2
 
 
 @job_kind("test_pieces")
 def pieces_job(ctx, cfg: PiecesConfig) -> np.ndarray:
-    shared = ctx.share(np.arange(1000))              # one copy in the object store for every piece
+    shared = ctx.share(np.arange(1000))  # one copy in the object store for every piece
     out = ctx.map(square_piece, [(i, shared, cfg) for i in range(cfg.n)], "squares")
     return np.stack(out)
 
@@ -115,7 +115,7 @@ def test_cancel_stops_the_pieces_and_stores_nothing(any_runner, runner_kind, tmp
         time.sleep(0.05)
     any_runner.cancel(job_id)
     assert any_runner.wait(job_id, 60) == JobStatus.CANCELLED
-    _no_piece_can_start(runner_kind)                 # anything still running would have marked by now
+    _no_piece_can_start(runner_kind)  # anything still running would have marked by now
     started = len(list(folder.iterdir()))
     assert started < 12, f"{started} of 12 pieces ran after the cancel"
     assert not any_runner.store.path(job_id).exists()
@@ -137,15 +137,17 @@ def test_identical_requests_from_many_sessions_compute_once(any_runner, tmp_path
     folder.mkdir()
     job = _job(name="dedupe", n=3, seconds=0.3, folder=str(folder))
     ids: list[str] = []
-    threads = [threading.Thread(target=lambda w=w: ids.append(any_runner.submit(job, watcher=f"session-{w}")))
-               for w in range(6)]
+    threads = [
+        threading.Thread(target=lambda w=w: ids.append(any_runner.submit(job, watcher=f"session-{w}")))
+        for w in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(set(ids)) == 1 and any_runner.wait(ids[0], 60) == JobStatus.DONE
     assert sorted(p.name.split(".")[0] for p in folder.iterdir()) == ["piece0", "piece1", "piece2"]  # once each
-    assert any_runner.submit(job) == ids[0] and len(list(folder.iterdir())) == 3   # stored: not run again
+    assert any_runner.submit(job) == ids[0] and len(list(folder.iterdir())) == 3  # stored: not run again
 
 
 def test_a_killed_worker_is_retried_and_the_result_is_right(ray_instance, tmp_path):
@@ -157,7 +159,7 @@ def test_a_killed_worker_is_retried_and_the_result_is_right(ray_instance, tmp_pa
     job_id = runner.submit(_job(name="killed", n=4, die_at=2, folder=str(folder)))
     assert runner.wait(job_id, 120) == JobStatus.DONE, runner.error(job_id)
     tries = sorted(p.name for p in folder.glob("piece2.*"))
-    assert len(tries) == 2 and tries[0].split(".")[2] != tries[1].split(".")[2]   # two processes
+    assert len(tries) == 2 and tries[0].split(".")[2] != tries[1].split(".")[2]  # two processes
     want = np.stack([square_piece(i, np.arange(1000), PiecesConfig("x"), device="cpu") for i in range(4)])
     assert np.array_equal(runner.result(job_id), want)
     runner.shutdown()
@@ -173,7 +175,7 @@ def test_a_worker_that_keeps_dying_fails_the_job_cleanly(ray_instance, tmp_path)
     job_id = runner.submit(_job(name="dies", n=3, die_at=1, die_times=99, folder=str(folder)))
     assert runner.wait(job_id, 120) == JobStatus.FAILED
     assert "worker died" in runner.error(job_id) and len(list(folder.glob("piece1.*"))) == RETRIES + 1
-    assert not runner.store.path(job_id).exists()                 # no result, corrupt or not
+    assert not runner.store.path(job_id).exists()  # no result, corrupt or not
     with pytest.raises(JobFailed, match="worker died"):
         runner.result(job_id)
     runner.shutdown()
@@ -201,8 +203,9 @@ def test_diffroar_is_bit_identical_on_both_runners(ray_instance, tmp_path, monke
     from lenscape.backend.saliency_tasks import DiffRoarJobConfig
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
-    cfg = DiffRoarJobConfig(model=ref(lm), roar=DiffRoarConfig(methods=("gradient",), k_grid=(0.1, 0.5),
-                                                               seeds=(0, 1), epochs=2))
+    cfg = DiffRoarJobConfig(
+        model=ref(lm), roar=DiffRoarConfig(methods=("gradient",), k_grid=(0.1, 0.5), seeds=(0, 1), epochs=2)
+    )
     roar = job("diffroar", cfg, (ref(lm),), "DiffROAR")
     a = local.submit(roar)
     assert local.wait(a, 300) == JobStatus.DONE, local.error(a)
@@ -227,12 +230,13 @@ def test_a_landscape_surface_in_tiles_is_the_same_on_both_runners(ray_instance, 
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
     cfg = SurfaceConfig(model=ref(lm), directions=DirectionConfig(seed=3), resolution=7, data=EvalSet(n_examples=300))
-    assert 7 * 7 > 2 * TILE_POINTS                                   # several tiles
+    assert 7 * 7 > 2 * TILE_POINTS  # several tiles
     surface = job("landscape_surface", cfg, (ref(lm),), "surface")
     a = local.submit(surface)
     assert local.wait(a, 300) == JobStatus.DONE, local.error(a)
-    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home2"))   # an empty point cache for the second runner
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home2"))  # an empty point cache for the second runner
     import shutil
+
     shutil.copytree(tmp_path / "home" / "runs", tmp_path / "home2" / "runs")
     remote = RayRunner(ResultStore(tmp_path / "ray"), "local")
     b = remote.submit(surface)
@@ -259,7 +263,8 @@ def _both(local, remote, the_job, timeout=300):
 
 
 def test_training_is_one_piece_with_the_same_weights_on_both_runners_and_seeds_train_side_by_side(
-        ray_instance, tmp_path, monkeypatch, request):
+    ray_instance, tmp_path, monkeypatch, request
+):
     """A training run is a piece: on Ray the worker gets the data by reference and sends the run's
     files back, which land in the workspace whole; every checkpoint's weights match the local run's.
     The seeds of one request train at once (2 workers), and the bar moves inside the run."""
@@ -274,7 +279,7 @@ def test_training_is_one_piece_with_the_same_weights_on_both_runners_and_seeds_t
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    cfg = preset("digits-mlp", epochs=150)         # long enough (~3 s) for the bar to be read mid-run
+    cfg = preset("digits-mlp", epochs=150)  # long enough (~3 s) for the bar to be read mid-run
     monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "a"))
     local = LocalRunner(ResultStore(tmp_path / "a" / "store"))
     (want,) = _both_one(local, train_jobs(cfg, [0])[0])
@@ -288,9 +293,10 @@ def test_training_is_one_piece_with_the_same_weights_on_both_runners_and_seeds_t
     assert [remote.status(i) for i in ids] == [JobStatus.DONE] * 2, [remote.error(i) for i in ids]
     got = remote.result(ids[0])
     assert [c["fingerprint"] for c in got["checkpoints"]] == [c["fingerprint"] for c in want["checkpoints"]]
-    assert [{k: v for k, v in m.items() if k != "seconds"} for m in got["metrics"]] == \
-           [{k: v for k, v in m.items() if k != "seconds"} for m in want["metrics"]]
-    assert load_model(got["run_id"]).fingerprint == got["checkpoints"][-1]["fingerprint"]   # written whole, readable
+    assert [{k: v for k, v in m.items() if k != "seconds"} for m in got["metrics"]] == [
+        {k: v for k, v in m.items() if k != "seconds"} for m in want["metrics"]
+    ]
+    assert load_model(got["run_id"]).fingerprint == got["checkpoints"][-1]["fingerprint"]  # written whole, readable
     assert not list((tmp_path / "b" / "runs").glob(".*incoming*"))
     a, b = (remote.store.get(i) for i in ids)
     print(f"\nseeds trained in {a['finished'] - a['started']:.1f} and {b['finished'] - b['started']:.1f} s")
@@ -316,8 +322,10 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
     from lenscape.models.data import load_data
 
     local, lm = _local_with_a_digits_mlp(tmp_path, monkeypatch)
-    methods = (SaliencyConfig(method="smoothgrad", n_samples=3, seed=5),
-               SaliencyConfig(method="integrated_gradients", n_steps=8))
+    methods = (
+        SaliencyConfig(method="smoothgrad", n_samples=3, seed=5),
+        SaliencyConfig(method="integrated_gradients", n_steps=8),
+    )
     indices = tuple(range(3, 43))
     assert len(indices) > 2 * SALIENCY_PIECE
     grid = job("saliency", GridConfig(model=ref(lm), indices=indices, methods=methods), (ref(lm),))
@@ -325,7 +333,7 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
     data = load_data(lm.data, "test")
     x, y = data.x(torch.tensor(indices)), data.labels[list(indices)]
     for m, a, b in zip(methods, here, there):
-        whole = compute_saliency(lm.model, x, y, m)                   # one call, no pieces
+        whole = compute_saliency(lm.model, x, y, m)  # one call, no pieces
         assert np.array_equal(a.attributions, b.attributions) and np.array_equal(a.delta, b.delta)
         np.testing.assert_allclose(a.attributions, whole.attributions, rtol=1e-5, atol=1e-7)
         assert np.array_equal(a.predictions, whole.predictions) and np.array_equal(a.targets, whole.targets)

@@ -46,6 +46,7 @@ def slow_job(ctx, cfg: SlowConfig) -> dict:
         ctx.progress((i + 1) / cfg.steps, f"step {i + 1}/{cfg.steps}")
         time.sleep(0.01)
     import numpy as np
+
     return {"name": cfg.name, "squares": np.arange(cfg.steps) ** 2}
 
 
@@ -210,16 +211,16 @@ def test_a_stored_result_that_todays_code_refuses_is_a_miss(runner, store, make_
         raw = encode(SummaryConfig(n_samples=3)).replace(b'"n_samples": 3', b'"n_samples": -1')
         assert b'"n_samples": -1' in raw
         store.path(job_id).write_bytes(raw)
-        store.upsert(job_id, checksum=hashlib.sha256(raw).hexdigest())   # a valid file, checksum and all
+        store.upsert(job_id, checksum=hashlib.sha256(raw).hexdigest())  # a valid file, checksum and all
 
     store_refused()
-    with pytest.raises(NotReady):          # dropped and recomputing
+    with pytest.raises(NotReady):  # dropped and recomputing
         runner.result(job_id)
     assert runner.wait(job_id, 10) == JobStatus.DONE
     assert runner.result(job_id) == SummaryConfig(n_samples=3) and CALLS["refused"] == 2
     store_refused()
     other = make_runner(store)  # another process: knows nothing of it until it submits it
-    assert other.submit(job) == job_id     # reads it, refuses it, recomputes
+    assert other.submit(job) == job_id  # reads it, refuses it, recomputes
     assert other.wait(job_id, 10) == JobStatus.DONE and CALLS["refused"] == 3
     assert other.result(job_id) == SummaryConfig(n_samples=3)
     other.shutdown()
@@ -231,7 +232,7 @@ def test_short_jobs_do_not_wait_behind_a_long_one(store, make_runner):
     CALLS.pop("long", None)
     long_id = runner.submit(Job("test_training", SlowConfig("long")))
     short_id = runner.submit(_job("short"))
-    assert runner.wait(short_id, 10) == JobStatus.DONE          # while the long one is still held
+    assert runner.wait(short_id, 10) == JobStatus.DONE  # while the long one is still held
     assert runner.status(long_id) == JobStatus.RUNNING
     gate.set()
     assert runner.wait(long_id, 10) == JobStatus.DONE
@@ -249,7 +250,7 @@ def test_release_cancels_a_job_only_when_nobody_watches_it(runner):
     gate.set()
     assert runner.wait(job_id, 10) == JobStatus.CANCELLED
     GATES["anon"] = gate = threading.Event()
-    anon = runner.submit(_job("anon", steps=2))              # submitted without a watcher: never released
+    anon = runner.submit(_job("anon", steps=2))  # submitted without a watcher: never released
     runner.release(anon, "session-a")
     gate.set()
     assert runner.wait(anon, 10) == JobStatus.DONE
@@ -294,8 +295,10 @@ def test_both_runners_keep_the_one_contract_the_ui_uses(runner, store):
     assert {"submit", "result", "record", "records", "forget", "stored_bytes", "export_bundle"} <= declared
     for cls in (LocalRunner, RayRunner):
         for name in declared:
-            assert inspect.signature(getattr(cls, name)).parameters.keys() == \
-                inspect.signature(getattr(Runner, name)).parameters.keys(), (cls, name)
+            assert (
+                inspect.signature(getattr(cls, name)).parameters.keys()
+                == inspect.signature(getattr(Runner, name)).parameters.keys()
+            ), (cls, name)
     job_id = runner.submit(_job("contract", steps=2))
     assert runner.wait(job_id, 30) == JobStatus.DONE
     row = runner.record(job_id)
@@ -311,6 +314,11 @@ def test_the_ui_uses_the_runner_contract_and_never_its_store():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    reached = [f"{p.relative_to(root)}:{n.lineno}" for folder in ("ui", "pages") for p in (root / folder).glob("*.py")
-               for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Attribute) and n.attr == "store"]
+    reached = [
+        f"{p.relative_to(root)}:{n.lineno}"
+        for folder in ("ui", "pages")
+        for p in (root / folder).glob("*.py")
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Attribute) and n.attr == "store"
+    ]
     assert reached == [], reached

@@ -16,8 +16,12 @@ def test_progress_moves_with_every_chunk_of_every_method(trained_run):
     (rec,) = trained_run("digits-mlp", epochs=2)
     lm = load_model(rec["run_id"])
     seen = []
-    ctx = JobContext(job_id="t", device=torch.device("cpu"), workdir=tempfile.mkdtemp(),
-                     on_progress=lambda p: seen.append((p.fraction, p.message)))
+    ctx = JobContext(
+        job_id="t",
+        device=torch.device("cpu"),
+        workdir=tempfile.mkdtemp(),
+        on_progress=lambda p: seen.append((p.fraction, p.message)),
+    )
     methods = tuple(SaliencyConfig(method=m, batch_size=4) for m in ("gradient", "integrated_gradients"))
     res = saliency_job(ctx, GridConfig(model=ref(lm), indices=tuple(range(10)), methods=methods))
     assert [r.attributions.shape for r in res] == [(10, 1, 8, 8)] * 2

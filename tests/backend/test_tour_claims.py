@@ -48,10 +48,10 @@ def test_saliency_the_gradient_spills_integrated_gradients_sits_on_the_strokes_s
     def on_ink(a):
         return float(((a * ink).sum(axis=(1, 2, 3)) / a.sum(axis=(1, 2, 3))).mean())
 
-    def roughness(a):          # neighbouring pixels' mean difference, relative to the mean
+    def roughness(a):  # neighbouring pixels' mean difference, relative to the mean
         return float((np.abs(np.diff(a, axis=-1)).mean(axis=(1, 2, 3)) / a.mean(axis=(1, 2, 3))).mean())
 
-    assert on_ink(maps["gradient"]) < 0.8                                   # spills onto the background
+    assert on_ink(maps["gradient"]) < 0.8  # spills onto the background
     assert on_ink(maps["integrated_gradients"]) > on_ink(maps["gradient"]) + 0.2
     assert roughness(maps["smoothgrad"]) < roughness(maps["gradient"])
 
@@ -60,11 +60,11 @@ def test_similarity_the_diagonal_is_bright(results):
     res, _ = results
     assert "bright diagonal" in _text("similarity")
     v = res["similarity"].values
-    assert v.shape[0] == v.shape[1] >= 4                                    # enough layers for a diagonal
+    assert v.shape[0] == v.shape[1] >= 4  # enough layers for a diagonal
     assert all(int(np.argmax(v[i])) == i and int(np.argmax(v[:, i])) == i for i in range(len(v)))
     off = v[~np.eye(len(v), dtype=bool)]
     assert np.diag(v).mean() - off.mean() > 0.25
-    assert v[0, -1] < 0.5 and v[-1, 0] < 0.5                                # first conv vs classifier: little shared
+    assert v[0, -1] < 0.5 and v[-1, 0] < 0.5  # first conv vs classifier: little shared
 
 
 def test_landscape_the_loss_rises_between_two_good_solutions(results):
@@ -94,6 +94,6 @@ def test_memorization_clean_first_flipped_later_test_stalls_and_the_gallery_has_
     clean = int(np.argmax(ov.clean_acc >= 0.9))
     noisy = int(np.argmax(ov.noisy_acc >= 0.5))
     assert ov.clean_acc.max() >= 0.9 and ov.noisy_acc.max() >= 0.5
-    assert ov.epochs[noisy] - ov.epochs[clean] >= 10                        # flipped ones only later
-    assert ov.test_acc[-1] <= ov.test_acc.max() and ov.test_acc[-1] - ov.test_acc[:len(ov.test_acc) // 4].max() < 0.01
+    assert ov.epochs[noisy] - ov.epochs[clean] >= 10  # flipped ones only later
+    assert ov.test_acc[-1] <= ov.test_acc.max() and ov.test_acc[-1] - ov.test_acc[: len(ov.test_acc) // 4].max() < 0.01
     assert ov.memorized.sum() > 0

@@ -26,7 +26,7 @@ HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "trai
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PRETRAINED = ("digits-mlp", 4, (0, 1))     # preset, epochs, seeds: trained before the server starts
+PRETRAINED = ("digits-mlp", 4, (0, 1))  # preset, epochs, seeds: trained before the server starts
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,24 @@ def e2e_home(tmp_path_factory) -> Path:
 def server(e2e_home, seeds):
     name, epochs, which = PRETRAINED
     env = {**os.environ, "LENSCAPE_HOME": str(e2e_home)}
-    subprocess.run([sys.executable, "-m", "lenscape", "train", "--preset", name, "--epochs", str(epochs),
-                    "--seeds", ",".join(map(str, which))], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lenscape",
+            "train",
+            "--preset",
+            name,
+            "--epochs",
+            str(epochs),
+            "--seeds",
+            ",".join(map(str, which)),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert all((e2e_home / "runs" / r / "run.json").exists() for r in seeds)
     with _streamlit(e2e_home) as url:
         yield url
@@ -78,7 +94,7 @@ def test_models_page_trains_a_model(page, server, shots):
     page.goto(f"{server}/Models")
     _settle(page)
     # the form shows the fields that apply: widths for an MLP, PGD settings and p_gen/p_mem when chosen
-    page.get_by_label("MLP widths", exact=True).wait_for(timeout=60_000)   # a fresh server's first page draw
+    page.get_by_label("MLP widths", exact=True).wait_for(timeout=60_000)  # a fresh server's first page draw
     assert page.get_by_label("MLP widths", exact=True).is_visible() and page.get_by_label("PGD norm").count() == 0
     for box, field in (("Adversarial training (PGD)", "ε"), ("Example-tied dropout", "p_gen")):
         assert page.get_by_label(field, exact=True).count() == 0
@@ -104,12 +120,12 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
     _snap(page, shots, "saliency-maps")
-    assert page.get_by_text("Deploy", exact=True).count() == 0               # client.toolbarMode = minimal
+    assert page.get_by_text("Deploy", exact=True).count() == 0  # client.toolbarMode = minimal
     for name, magic in (("Grid (.png)", b"\x89PNG"), ("Grid (.pdf)", b"%PDF")):
         with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name=name).click()
         assert Path(download.value.path()).read_bytes().startswith(magic)
-    page.get_by_text("All", exact=True).first.click()                        # sign: all, red-white-green
+    page.get_by_text("All", exact=True).first.click()  # sign: all, red-white-green
     page.get_by_text("heat map beside it").click()
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=60_000)
     _snap(page, shots, "saliency-maps-signed")
@@ -122,7 +138,7 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     assert page.get_by_role("radio", name="heat map beside it").is_checked()
     # models side by side: lettered column groups on the same images, with a legend of what differs
     page.locator("[data-testid='stMultiSelect']").filter(has_text="Compare with (same data set)").click()
-    page.get_by_role("option", name=f"{PRETRAINED[1]} ep · seed 1").first.click()   # the other pre-trained seed
+    page.get_by_role("option", name=f"{PRETRAINED[1]} ep · seed 1").first.click()  # the other pre-trained seed
     page.keyboard.press("Escape")
     page.get_by_text("differs in: seed 1").wait_for(timeout=120_000)
     page.get_by_text("Integrated Gradients completeness error").first.wait_for(timeout=120_000)
@@ -134,12 +150,12 @@ def test_saliency_page_draws_maps_and_runs_the_randomization_check(page, server,
     images.fill("3")
     images.press("Enter")
     _settle(page)
-    page.get_by_role("tab", name="Maps").click()                             # the randomization tab is not drawn
+    page.get_by_role("tab", name="Maps").click()  # the randomization tab is not drawn
     _settle(page)
     page.get_by_role("tab", name="Randomization check").click()
     page.get_by_role("button", name="Run the randomization check").wait_for()
     _settle(page)
-    assert page.get_by_label("Images", exact=True).input_value() == "3"                   # and keeps its settings
+    assert page.get_by_label("Images", exact=True).input_value() == "3"  # and keeps its settings
     page.get_by_role("button", name="Run the randomization check").click()
     page.get_by_text("Map strips").wait_for(timeout=120_000)
     _snap(page, shots, "saliency-randomization")
@@ -156,13 +172,13 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     page.get_by_role("tab", name="BlockMNIST check").click()
     page.get_by_role("button", name="Compute null mass").click()
     page.get_by_text("Example maps").wait_for(timeout=120_000)
-    assert page.get_by_text("Trained 2 models").is_visible()            # the outcome stays in view
+    assert page.get_by_text("Trained 2 models").is_visible()  # the outcome stays in view
     assert page.get_by_text("Compare with (same data set)").count() == 0  # no picker that does not apply here
     _snap(page, shots, "saliency-blockmnist")
 
 
 def test_similarity_page_heatmap(page, server, shots, seeds):
-    page.goto(f"{server}/Similarity?model={seeds[0]}")   # model B: the newest other digits model
+    page.goto(f"{server}/Similarity?model={seeds[0]}")  # model B: the newest other digits model
     _settle(page)
     page.get_by_role("button", name="Compute").first.click()
     page.get_by_text("marks a value that does not beat").wait_for()
@@ -221,9 +237,10 @@ def test_similarity_seeds_training_and_all_metrics_tabs(page, server, shots, see
     page.goto(f"{server}/Similarity?model={seeds[0]}")
     _settle(page)
     for tab, button, done, name in (
-            ("Seeds (N × N)", "Compute", "marks a value that does not beat", "similarity-seeds"),
-            ("Over training", "Compute", "Dotted lines: each layer's final state", "similarity-training"),
-            ("All metrics", "Compute all metrics", "Table (.csv)", "similarity-all-metrics")):
+        ("Seeds (N × N)", "Compute", "marks a value that does not beat", "similarity-seeds"),
+        ("Over training", "Compute", "Dotted lines: each layer's final state", "similarity-training"),
+        ("All metrics", "Compute all metrics", "Table (.csv)", "similarity-all-metrics"),
+    ):
         page.get_by_role("tab", name=tab).click()
         page.get_by_role("button", name=button, exact=True).filter(visible=True).click()
         page.get_by_text(done).filter(visible=True).first.wait_for()  # hidden tabs hold the same text
@@ -244,11 +261,12 @@ def test_models_page_blockmnist_preview_and_import_tab(page, server, shots):
     selectbox.click()
     page.get_by_role("option", name="BlockMNIST (56×28, signal + null block)").click()
     page.get_by_text("12,665 training and 2,115 test images").wait_for()  # the preview is open by default
-    page.get_by_text("title: label, then where the signal block is").wait_for()   # under the preview montage
-    size = page.locator("[data-testid='stImage'] img").first.evaluate(   # once the image has loaded
+    page.get_by_text("title: label, then where the signal block is").wait_for()  # under the preview montage
+    size = page.locator("[data-testid='stImage'] img").first.evaluate(  # once the image has loaded
         "i => (i.complete && i.naturalWidth) ? [i.naturalWidth, i.naturalHeight]"
-        " : new Promise(r => i.addEventListener('load', () => r([i.naturalWidth, i.naturalHeight])))")
-    assert size == [8 * (60 + 4) + 4, 2 * (120 + 16 + 4) + 4]           # 56×28 tiles kept tall: 120 × 60
+        " : new Promise(r => i.addEventListener('load', () => r([i.naturalWidth, i.naturalHeight])))"
+    )
+    assert size == [8 * (60 + 4) + 4, 2 * (120 + 16 + 4) + 4]  # 56×28 tiles kept tall: 120 × 60
     _snap(page, shots, "models-blockmnist-preview")
     page.get_by_role("tab", name="Import").click()
     page.get_by_role("button", name="Import").wait_for(timeout=30_000)
@@ -270,7 +288,7 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
     path = page.get_by_label("Path")
     path.fill(str(lenet))
     path.press("Enter")
-    page.get_by_text("match LeNet (Captum tutorial)").wait_for()     # suggested from the file's keys and shapes
+    page.get_by_text("match LeNet (Captum tutorial)").wait_for()  # suggested from the file's keys and shapes
     _settle(page)
     mean = page.locator("input[aria-label='Input mean (per channel)']").filter(visible=True)
     assert [mean.nth(i).input_value() for i in range(mean.count())] == ["0.5, 0.5, 0.5"]
@@ -278,7 +296,7 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
     page.get_by_text("is the current model").wait_for()
     _snap(page, shots, "models-import-lenet")
     page.get_by_role("tab", name="Workspace models").click()
-    page.get_by_text("58.42%").wait_for(timeout=180_000)            # 49.53 % with CIFAR's own statistics
+    page.get_by_text("58.42%").wait_for(timeout=180_000)  # 49.53 % with CIFAR's own statistics
     _snap(page, shots, "models-lenet-summary")
     page.goto(f"{server}/Saliency")
     _settle(page)
@@ -293,7 +311,7 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
         _settle(page)
         grid = page.locator("[data-testid='stDataFrame']").first
         grid.wait_for(timeout=60_000)
-        text = grid.text_content() or ""        # the grid draws on a canvas; its accessible copy holds the values
+        text = grid.text_content() or ""  # the grid draws on a canvas; its accessible copy holds the values
         assert "cifar10_lenet_captum_tutorial" in text and "0.5842" in text, (where, text[:300])
 
 
@@ -314,10 +332,11 @@ def test_a_pickle_that_would_run_code_is_refused_at_upload(page, server, shots, 
     _settle(page)
     page.get_by_role("tab", name="Import").click()
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
-        files=[{"name": "evil.pt", "mimeType": "application/octet-stream", "buffer": buf.getvalue()}])
+        files=[{"name": "evil.pt", "mimeType": "application/octet-stream", "buffer": buf.getvalue()}]
+    )
     page.get_by_text("was refused").first.wait_for(timeout=60_000)
     _snap(page, shots, "models-import-pickle-refused")
-    assert not marker.exists()                      # the server never ran the pickle's code
+    assert not marker.exists()  # the server never ran the pickle's code
 
 
 def test_loss_landscape_surface_in_3d_and_trajectory(page, server, shots, seeds):
@@ -333,7 +352,7 @@ def test_loss_landscape_surface_in_3d_and_trajectory(page, server, shots, seeds)
     page.get_by_role("button", name="Compute surface").click()
     page.get_by_text("Loss at the model").wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)                      # the WebGL surface draws after the plot's frame
+    page.wait_for_timeout(1500)  # the WebGL surface draws after the plot's frame
     _snap(page, shots, "landscape-surface-3d")
     page.get_by_role("tab", name="Trajectory").click()
     _settle(page)
@@ -358,7 +377,7 @@ def test_level_sets_traversal(page, server, shots, seeds):
     page.get_by_role("button", name="Run level set traversal").click()
     page.get_by_role("heading", name="Side by side").first.wait_for(timeout=300_000)
     page.get_by_text("Comparison (.csv)").first.wait_for(timeout=60_000)
-    page.get_by_role("button", name="Path images (.png)").nth(1).wait_for(timeout=60_000)   # one per model
+    page.get_by_role("button", name="Path images (.png)").nth(1).wait_for(timeout=60_000)  # one per model
     _snap(page, shots, "level-sets-compare")
 
 
@@ -389,7 +408,7 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
     _snap(page, shots, "memorization-to-saliency")
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
     _settle(page)
-    page.get_by_role("button", name="Show what was memorized").click()   # from the store, at once
+    page.get_by_role("button", name="Show what was memorized").click()  # from the store, at once
     page.get_by_role("link", name="in the embedding").click()
     page.get_by_role("button", name="Coordinates (.csv)").wait_for(timeout=180_000)
     assert "mark=" in page.url
@@ -399,8 +418,9 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
     _run_tab(page, shots, None, "Retrain the layers", "Retraining (.csv)", "memorization-retraining")
     _run_tab(page, shots, "Neuron flipping", "Flip the examples", "Neuron flipping (.csv)", "memorization-flipping")
     _run_tab(page, shots, "Rewinding", "Rewind each layer", "Layer rewinding (.csv)", "memorization-rewinding")
-    _run_tab(page, shots, "Gradients", "Account for the gradients", "Gradient accounting (.csv)",
-             "memorization-gradients")
+    _run_tab(
+        page, shots, "Gradients", "Account for the gradients", "Gradient accounting (.csv)", "memorization-gradients"
+    )
     page.get_by_role("tab", name="Tied dropout").click()
     _settle(page)
     page.get_by_role("button", name=preset("digits-mlp-tied-dropout").describe(), exact=False).first.click()
@@ -429,7 +449,9 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     _settle(page)
     page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=120_000)
     store = ResultStore(e2e_home / "store")
-    job_id = next(j["id"] for j in store.list("saliency") if j["status"] == "DONE" and '"indices": [1, 2]' in j["config"])
+    job_id = next(
+        j["id"] for j in store.list("saliency") if j["status"] == "DONE" and '"indices": [1, 2]' in j["config"]
+    )
     bundle = tmp_path / "bundle.zip"
     bundle.write_bytes(export_bundle(store, job_id, e2e_home / "runs"))
     store.delete(job_id)
@@ -439,15 +461,15 @@ def test_runs_page_lists_results_and_a_bundle_reopens_after_import(page, server,
     _snap(page, shots, "runs")
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(bundle))
     page.get_by_text("Imported saliency maps").wait_for(timeout=60_000)
-    page.get_by_text("No stored results yet").wait_for(state="detached", timeout=30_000)   # listed above now
+    page.get_by_text("No stored results yet").wait_for(state="detached", timeout=30_000)  # listed above now
     _snap(page, shots, "runs-imported")
     assert store.get(job_id)["status"] == "DONE"
     page.get_by_role("link", name="Reopen it in its view").click()
-    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=60_000)   # from the store
+    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=60_000)  # from the store
     assert "idx=1%2C2" in page.url or "idx=1,2" in page.url
-    page.get_by_text("imported from a reproducibility bundle, computed elsewhere").wait_for()   # said, not hidden
+    page.get_by_text("imported from a reproducibility bundle, computed elsewhere").wait_for()  # said, not hidden
     _snap(page, shots, "runs-reopened")
-    page.get_by_role("button", name="Compute here").click()       # computed here instead: no longer the bundle's
+    page.get_by_role("button", name="Compute here").click()  # computed here instead: no longer the bundle's
     deadline = time.time() + 120
     while time.time() < deadline and (store.get(job_id) or {}).get("owner") in ("bundle", None):
         time.sleep(0.5)
@@ -474,14 +496,30 @@ def _class_demo(page, shots) -> None:
     home = page.url
     # each step, then its "Explore this in the … view": the view opens on the same result, nothing to press
     for label, shot, ready, view, there in (
-            ("1 · Which pixels", "tour-saliency", "Integrated Gradients completeness error", "Saliency",
-             "Integrated Gradients completeness error"),
-            ("2 · Do two seeds", "tour-similarity", "marks a value that does not beat", "Similarity",
-             "marks a value that does not beat"),
-            ("3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", "Solid: training set"),
-            ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", "Path and metrics"),
-            ("5 · What does memorizing", "tour-memorization", "Memorized examples", "Memorization",
-             "Relabelled examples (.csv)")):
+        (
+            "1 · Which pixels",
+            "tour-saliency",
+            "Integrated Gradients completeness error",
+            "Saliency",
+            "Integrated Gradients completeness error",
+        ),
+        (
+            "2 · Do two seeds",
+            "tour-similarity",
+            "marks a value that does not beat",
+            "Similarity",
+            "marks a value that does not beat",
+        ),
+        ("3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", "Solid: training set"),
+        ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", "Path and metrics"),
+        (
+            "5 · What does memorizing",
+            "tour-memorization",
+            "Memorized examples",
+            "Memorization",
+            "Relabelled examples (.csv)",
+        ),
+    ):
         page.get_by_text(label).click()
         page.get_by_text(ready).first.wait_for(timeout=120_000)
         _snap(page, shots, shot)
@@ -509,7 +547,7 @@ def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
     # the interpolation starts at the final checkpoints of two seeds (A started at initialization)
     page.get_by_role("tab", name="Interpolation").click()
     _settle(page)
-    thumbs = page.locator("[data-testid='stSliderThumbValue']")                   # the two checkpoint sliders
+    thumbs = page.locator("[data-testid='stSliderThumbValue']")  # the two checkpoint sliders
     assert [thumbs.nth(i).inner_text() for i in range(2)] == [str(PRETRAINED[1])] * 2
     page.get_by_role("tab", name="Random directions").click()
     _settle(page)
@@ -522,20 +560,34 @@ def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
     page.get_by_role("button", name="Compute line").click()
     page.get_by_role("button", name="Line (.csv)").wait_for(timeout=180_000)
     store = ResultStore(e2e_home / "store")
-    row = next(j for j in store.list("landscape_surface") if j["status"] == "DONE" and '"dims": 1' in j["config"]
-               and '"resolution": 7' in j["config"])
+    row = next(
+        j
+        for j in store.list("landscape_surface")
+        if j["status"] == "DONE" and '"dims": 1' in j["config"] and '"resolution": 7' in j["config"]
+    )
     view, params = reopen_link(row)
     before = {j["id"] for j in store.list()}
     page.goto(f"{server}/{view.split('_', 1)[1].removesuffix('.py')}?{urlencode(params)}")
-    page.get_by_role("button", name="Line (.csv)").wait_for(timeout=60_000)       # at once: nothing to press
+    page.get_by_role("button", name="Line (.csv)").wait_for(timeout=60_000)  # at once: nothing to press
     _settle(page)
     assert page.get_by_role("radio", name="1 (a line)").is_checked()
     assert page.get_by_label("Points per axis").input_value() == "7"
-    assert {j["id"] for j in store.list()} == before                              # nothing computed again
+    assert {j["id"] for j in store.list()} == before  # nothing computed again
     _snap(page, shots, "reopened-line")
 
-    nine = ",".join(("gradient", "loss_gradient", "gradient_x_input", "smoothgrad", "vargrad", "integrated_gradients",
-                     "guided_backprop", "deeplift", "occlusion"))
+    nine = ",".join(
+        (
+            "gradient",
+            "loss_gradient",
+            "gradient_x_input",
+            "smoothgrad",
+            "vargrad",
+            "integrated_gradients",
+            "guided_backprop",
+            "deeplift",
+            "occlusion",
+        )
+    )
     page.goto(f"{server}/Saliency?model={seeds[0]}&methods={nine}")
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
@@ -544,5 +596,5 @@ def test_what_you_saw_comes_back(page, server, shots, seeds, e2e_home):
 
     page.goto(f"{server}/Models?data=cifar10")
     _settle(page)
-    page.get_by_text("images × 30 epochs").first.wait_for(timeout=180_000)          # the time, before training
+    page.get_by_text("images × 30 epochs").first.wait_for(timeout=180_000)  # the time, before training
     _snap(page, shots, "models-cifar10-estimate")

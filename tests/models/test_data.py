@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from conftest import has_data
-from lenscape.models.data import (CIFAR_CLASSES, DataSpec, apply_label_noise, load_data, null_block, null_block_mask)
+from lenscape.models.data import CIFAR_CLASSES, DataSpec, apply_label_noise, load_data, null_block, null_block_mask
 from lenscape.errors import DataUnavailableError, InvalidInputError
 
 
@@ -46,7 +46,7 @@ def test_blockmnist_blocks_and_signal_positions(top_only):
     top, bottom = data.images[:, :, :28], data.images[:, :, 28:]
     signal = torch.where(data.signal_top[:, None, None, None], top, bottom)
     null = torch.where(data.signal_top[:, None, None, None], bottom, top)
-    assert torch.equal(signal, mnist.images[keep])          # the digit sits where signal_top says
+    assert torch.equal(signal, mnist.images[keep])  # the digit sits where signal_top says
     assert torch.equal(null, null_block(8).expand_as(null))  # the other block is the fixed patch
     frac_top = float(data.signal_top.float().mean())
     assert frac_top == 1.0 if top_only else 0.45 < frac_top < 0.55
@@ -119,7 +119,7 @@ def test_image_folders_are_decoded_once_and_a_new_image_is_noticed(tmp_path):
     assert is_prepared(spec)
     first = load_data(spec, "train")
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "dog" / "new.png")
-    assert not is_prepared(spec)                        # a new image: decoded again
+    assert not is_prepared(spec)  # a new image: decoded again
     prepare(spec)
     assert len(load_data(spec, "train")) + len(load_data(spec, "test")) == 11 and len(first) == 8
-    assert is_prepared(DataSpec(name="digits"))         # nothing to decode
+    assert is_prepared(DataSpec(name="digits"))  # nothing to decode

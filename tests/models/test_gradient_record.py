@@ -15,8 +15,16 @@ from lenscape.models.checkpoints import read_json
 from lenscape.models.data import DataSpec
 from lenscape.models.training import TrainConfig, lr_factor, prepare_data, train_run
 
-NOISY = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(32,), epochs=3, batch_size=128, lr=0.1,
-                    label_noise=0.2, train_subset=600)
+NOISY = TrainConfig(
+    data=DataSpec(name="digits"),
+    arch="mlp",
+    widths=(32,),
+    epochs=3,
+    batch_size=128,
+    lr=0.1,
+    label_noise=0.2,
+    train_subset=600,
+)
 
 
 def _rederived(cfg: TrainConfig):
@@ -33,11 +41,13 @@ def _rederived(cfg: TrainConfig):
     out = []
     for _ in range(cfg.epochs):
         model.train()
-        sums = {k: [torch.zeros_like(p, dtype=torch.float64), torch.zeros_like(p, dtype=torch.float64)]
-                for k, p in params.items()}
+        sums = {
+            k: [torch.zeros_like(p, dtype=torch.float64), torch.zeros_like(p, dtype=torch.float64)]
+            for k, p in params.items()
+        }
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s : s + cfg.batch_size]
             x = data.train.images[idx].float() / 255
             y, noisy = data.train.labels[idx], data.noise_mask[idx]
             with example_ids(model, idx):
@@ -51,8 +61,12 @@ def _rederived(cfg: TrainConfig):
             F.cross_entropy(out_b, y).backward()
             opt.step()
             sched.step()
-        out.append({k: (float(c.norm()), float(m.norm()), float(c.flatten() @ m.flatten() / (c.norm() * m.norm())))
-                    for k, (c, m) in sums.items()})
+        out.append(
+            {
+                k: (float(c.norm()), float(m.norm()), float(c.flatten() @ m.flatten() / (c.norm() * m.norm())))
+                for k, (c, m) in sums.items()
+            }
+        )
     return out, model
 
 

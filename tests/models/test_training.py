@@ -18,7 +18,7 @@ TINY = TrainConfig(data=DataSpec(name="digits"), arch="mlp", widths=(64,), epoch
 def test_tiny_mlp_on_digits_learns(tmp_path):
     rec = train_run(TINY, tmp_path / "run")
     assert rec["metrics"][-1]["test_acc"] >= 0.93, rec["metrics"][-1]
-    assert all(m["seconds"] > 0 for m in rec["metrics"])   # timings are recorded (bench/ compares them)
+    assert all(m["seconds"] > 0 for m in rec["metrics"])  # timings are recorded (bench/ compares them)
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
@@ -81,9 +81,9 @@ def test_example_tied_dropout_masks_follow_the_example():
         drop(x)
     drop.ids = torch.tensor([7, 8, 7])
     out = drop(x)
-    assert torch.equal(out[0], out[2])                         # same example, same mask
-    assert torch.all(out[:, :4] == 1)                          # generalization channels always on
-    assert set(out[:, 4:].unique().tolist()) <= {0.0, 1.0}     # no rescaling in training
+    assert torch.equal(out[0], out[2])  # same example, same mask
+    assert torch.all(out[:, :4] == 1)  # generalization channels always on
+    assert set(out[:, 4:].unique().tolist()) <= {0.0, 1.0}  # no rescaling in training
     drop.eval()
     assert torch.allclose(drop(x)[:, 4:], torch.full((3, 6, 2, 2), 0.5))
     drop.mode = "drop"
@@ -100,6 +100,7 @@ def test_cancel_via_progress_leaves_nothing(tmp_path):
     def stop(fraction, message):
         if fraction > 0.3:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         train_run(TINY, tmp_path / "stopped", progress=stop)
     assert not (tmp_path / "stopped").exists()

@@ -15,7 +15,7 @@ def test_states_match_the_checkpoints_and_training_data_has_the_noise_mask(train
     assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in load_state(run_id, 2).items())
     assert all(torch.equal(v, states[2][1][k]) for k, v in load_state(run_id, 2).items())
     assert not torch.equal(states[0][1]["fc1.weight"], states[3][1]["fc1.weight"])
-    assert set(load_state(run_id)) == set(states[-1][1])                      # default: the last epoch
+    assert set(load_state(run_id)) == set(states[-1][1])  # default: the last epoch
     # the file's weights are what the record fingerprinted (model_fingerprint adds the normalization buffers)
     assert state_fingerprint(states[1][1]) != state_fingerprint(states[2][1])
 
@@ -44,11 +44,11 @@ def test_list_runs_reads_a_record_again_only_when_it_changed(trained_run, monkey
     n = len(reads)
     for _ in range(8):
         assert [r["run_id"] for r in zoo.list_runs()] == [rec["run_id"]]
-    assert len(reads) == n                                       # eight reruns, no more reads
+    assert len(reads) == n  # eight reruns, no more reads
     path = runs_dir() / rec["run_id"] / "run.json"
     data = json.loads(path.read_text())
     data["name"] = "renamed on disk, longer than before"
     path.write_text(json.dumps(data))
     assert zoo.list_runs()[0]["name"] == "renamed on disk, longer than before"
     path.write_text("{ half a file")
-    assert zoo.list_runs() == []                                 # broken: skipped, not an error
+    assert zoo.list_runs() == []  # broken: skipped, not an error

@@ -48,7 +48,7 @@ class GateConfig:
 def gated_job(ctx, cfg: GateConfig) -> str:
     gate = GATES.setdefault(cfg.name, threading.Event())
     while not gate.wait(0.02):
-        ctx.progress(0.5, "waiting at the gate")      # raises JobCancelled once cancelled
+        ctx.progress(0.5, "waiting at the gate")  # raises JobCancelled once cancelled
     return cfg.name
 
 
@@ -60,12 +60,13 @@ def open_tab(at: AppTest, label: str) -> AppTest:
 
 # Reopening a stored result from the Runs page (issue 23, 1): the tests of every view use these.
 
+
 def open_reopen_link(runner, job_id: str) -> AppTest:
     """The page the Runs page's "Reopen in its view" link names, opened through the app's navigation."""
     from lenscape.ui.runs import reopen_link
 
     page, params = reopen_link(runner.store.get(job_id))
-    at = AppTest.from_file(ROOT_APP, default_timeout=120)     # links need the app's navigation
+    at = AppTest.from_file(ROOT_APP, default_timeout=120)  # links need the app's navigation
     for k, v in params.items():
         at.query_params[k] = v
     return at.switch_page(page).run()

@@ -22,7 +22,7 @@ def test_grey_sprite_holds_every_image_exactly_where_the_page_looks_for_it():
     assert sheet.shape == (3 * 7, 4 * 5)
     for k in range(10):  # the same arithmetic as index.html's background-position
         r, c = divmod(k, sprite.columns)
-        assert np.array_equal(sheet[r * 7:(r + 1) * 7, c * 5:(c + 1) * 5], images[k, 0])
+        assert np.array_equal(sheet[r * 7 : (r + 1) * 7, c * 5 : (c + 1) * 5], images[k, 0])
 
 
 def test_colour_sprite_is_jpeg_and_close():
@@ -62,5 +62,5 @@ def test_panel_files_are_content_addressed_and_pruned_oldest_first(tmp_path):
 
 
 def test_thumbnail_budget_scales_with_image_size():
-    assert images_to_keep((1, 28, 28)) > 20_000 > images_to_keep((1, 56, 28)) > 10_000   # MNIST, BlockMNIST
+    assert images_to_keep((1, 28, 28)) > 20_000 > images_to_keep((1, 56, 28)) > 10_000  # MNIST, BlockMNIST
     assert 5_000 < images_to_keep((3, 32, 32)) < 5_300 and images_to_keep((3, 4000, 4000)) == 1

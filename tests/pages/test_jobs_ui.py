@@ -45,7 +45,7 @@ def test_a_superseded_job_is_cancelled_and_a_kept_one_is_not():
     assert runner.wait(first, 10) == JobStatus.CANCELLED
     assert runner.wait(second, 10) == JobStatus.DONE and runner.result(second) == "sup1"
 
-    at.checkbox(key="keep").check().run()          # a page that keeps what it replaces (training)
+    at.checkbox(key="keep").check().run()  # a page that keeps what it replaces (training)
     at.session_state["prefix"] = "keep"
     at.number_input(key="n").set_value(2).run()
     (kept,) = _ids(at)
@@ -64,8 +64,8 @@ def test_a_job_another_session_waits_on_is_not_cancelled():
         at.session_state["prefix"] = "shared"
         at.run()
     shared = _ids(one)[0]
-    assert _ids(two) == [shared]                    # the same work: one job
-    one.number_input(key="n").set_value(1).run()    # session one moves on; session two still waits
+    assert _ids(two) == [shared]  # the same work: one job
+    one.number_input(key="n").set_value(1).run()  # session one moves on; session two still waits
     for name in ("shared0", "shared1"):
         GATES.setdefault(name, __import__("threading").Event()).set()
     assert backend().wait(shared, 10) == JobStatus.DONE

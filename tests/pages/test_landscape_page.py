@@ -20,10 +20,10 @@ def test_every_tab_computes_and_draws(trained_run):
     trained_run("digits-mlp", epochs=4)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception
-    assert not any(c.key == "land.dirs.bn" for c in at.checkbox)          # an MLP has no BatchNorm statistics
+    assert not any(c.key == "land.dirs.bn" for c in at.checkbox)  # an MLP has no BatchNorm statistics
     at.number_input(key="land.dirs.res.2").set_value(5)
     at.number_input(key="land.dirs.n").set_value(200).run()
-    assert any("forward passes" in c.value for c in at.caption)          # the cost, before it runs
+    assert any("forward passes" in c.value for c in at.caption)  # the cost, before it runs
     at.button(key="land.dirs.run").click().run()
     run_until(at, lambda a: "Surface (.npz)" in _downloads(a))
     assert "Figure (.html)" in _downloads(at) and len(at.get("plotly_chart")) == 1
@@ -45,7 +45,7 @@ def test_every_tab_computes_and_draws(trained_run):
     at.number_input(key="land.traj.n").set_value(200).run()
     at.button(key="land.traj.run").click().run()
     run_until(at, lambda a: "Path (.csv)" in _downloads(a))
-    assert any("1st PC" in c.proto.spec for c in at.get("plotly_chart"))   # explained variance in the axis
+    assert any("1st PC" in c.proto.spec for c in at.get("plotly_chart"))  # explained variance in the axis
 
     open_tab(at, "Curvature")
     at.number_input(key="land.hess.iters").set_value(10)
@@ -90,11 +90,11 @@ def test_figures_mark_only_the_model_on_a_line_draw_planes_square_and_keep_label
     from lenscape.ui.landscape_figs import contour, curves, spaced
 
     xs = np.linspace(-1, 1, 21)
-    line = curves(xs, None, Curve(alphas=xs, loss=xs ** 2, accuracy=1 - xs ** 2 / 2), marks=(0,))
-    assert [s.x0 for s in line.layout.shapes] == [0]               # the model; no checkpoint at +1 on a line
-    assert line.layout.yaxis2.dtick == 20                          # round accuracy ticks, not 23.6 / 47.3
+    line = curves(xs, None, Curve(alphas=xs, loss=xs**2, accuracy=1 - xs**2 / 2), marks=(0,))
+    assert [s.x0 for s in line.layout.shapes] == [0]  # the model; no checkpoint at +1 on a line
+    assert line.layout.yaxis2.dtick == 20  # round accuracy ticks, not 23.6 / 47.3
     plane = contour(xs, 3 * xs, np.zeros((21, 21)))
-    assert plane.layout.yaxis.scaleanchor == "x" and plane.layout.yaxis.scaleratio == 1 / 3   # a square area
+    assert plane.layout.yaxis.scaleanchor == "x" and plane.layout.yaxis.scaleratio == 1 / 3  # a square area
     # a path whose last checkpoints crowd the final model: those are named on hover only
     px_, py_ = np.array([-6.0, -2.0, -0.5, -0.2, -0.1, 0.0]), np.array([0.0, 1.2, 0.8, 0.2, 0.05, 0.0])
     assert spaced(px_, py_, 7.0, 1.6) == {0, 1, 2, 3, 5}

@@ -15,7 +15,7 @@ def test_without_models_the_page_says_what_to_do():
 def test_a_traversal_runs_and_shows_its_results(trained_run):
     trained_run("digits-cnn", epochs=8)
     at = AppTest.from_file(PAGE, default_timeout=120).run()
-    run_until(at, lambda a: any("p0 =" in c.value for c in a.caption))      # predictions, then the pair
+    run_until(at, lambda a: any("p0 =" in c.value for c in a.caption))  # predictions, then the pair
     at.selectbox(key="lst.cls").set_value(3).run()
     at.number_input(key="lst.which.3").set_value(2).run()
     at.multiselect(key="lst.targets.3").set_value([1, 5]).run()
@@ -24,14 +24,16 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     at.button(key="lst.run").click().run()
     run_until(at, lambda a: any(b.label == "Path and metrics (.npz)" for b in a.get("download_button")))
     assert any("Outputs" in m.value for m in at.markdown)
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 1        # one triangle for two outputs
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 1  # one triangle for two outputs
     assert not at.exception and not at.error
 
     # the address bar names the images (test-set indices): a shared link opens on the same ones
     from lenscape.ui.jobs import backend
 
     res = backend().result(at.session_state["lst.job"][0])
-    assert at.query_params["source"] == str(res.source) and at.query_params["targets"] == ",".join(map(str, res.targets))
+    assert at.query_params["source"] == str(res.source) and at.query_params["targets"] == ",".join(
+        map(str, res.targets)
+    )
     assert res.source not in (0, 1) and len(res.targets) == 2
     link = AppTest.from_file(PAGE, default_timeout=120)
     for param in ("model", "source", "targets"):
@@ -41,11 +43,11 @@ def test_a_traversal_runs_and_shows_its_results(trained_run):
     assert link.multiselect(key="lst.targets.3").value == [1, 5] and link.number_input(key="lst.tw.5").value == 2
     link.number_input(key="lst.T.argparse defaults (η 0.05, T 100, δ 0.05)").set_value(20).run()
     link.button(key="lst.run").click().run()
-    assert link.session_state["lst.job"] == at.session_state["lst.job"]     # the same job: stored, not rerun
+    assert link.session_state["lst.job"] == at.session_state["lst.job"]  # the same job: stored, not rerun
     bad = AppTest.from_file(PAGE, default_timeout=120)
     bad.query_params["source"] = "99999"
-    bad.run()                                   # the model's predictions are stored: the pair shows at once
-    assert any(r"source=\'99999\'" in w.value for w in bad.warning) and not bad.exception   # shown as text
+    bad.run()  # the model's predictions are stored: the pair shows at once
+    assert any(r"source=\'99999\'" in w.value for w in bad.warning) and not bad.exception  # shown as text
     assert bad.selectbox(key="lst.cls").value == 0
 
 
@@ -65,7 +67,7 @@ def test_two_models_side_by_side_with_random_targets(trained_run):
     at.query_params["model"] = a["run_id"]
     at.run()
     at.toggle(key="lst.compare").set_value(True).run()
-    run_until(at, lambda x: any(c.value.count("p0 =") == 2 for c in x.caption))     # p0 under each model
+    run_until(at, lambda x: any(c.value.count("p0 =") == 2 for c in x.caption))  # p0 under each model
     at.radio(key="lst.mode").set_value("at random").run()
     at.slider(key="lst.nrand").set_value(2).run()
     at.number_input(key="lst.T.argparse defaults (η 0.05, T 100, δ 0.05)").set_value(15).run()
@@ -74,7 +76,7 @@ def test_two_models_side_by_side_with_random_targets(trained_run):
     assert not at.exception and not at.error
     names = [m.value for m in at.markdown if m.value.startswith("#### ")]
     assert len(names) == 2 and names[0] != names[1]
-    table = at.dataframe[0].value                                      # the comparison table: a row per model
+    table = at.dataframe[0].value  # the comparison table: a row per model
     assert len(table) == 2 and "triangle mean p(c)" in table.columns
     assert {d.label for d in at.get("download_button")} >= {"Comparison (.csv)", "Path images (.png)"}
 
@@ -121,12 +123,18 @@ def test_the_accepted_share_stays_on_a_share_axis():
     from lenscape.ui.level_sets import curves
 
     T, k = 8, 2
-    lst = SimpleNamespace(confidence=np.ones((T + 1, k)), dist_l2=np.ones((T + 1, k)), dist_linf=np.ones((T + 1, k)),
-                          ssim=np.ones((T + 1, k)), accepted=np.ones((T, k), dtype=bool), p0=np.ones(k))
+    lst = SimpleNamespace(
+        confidence=np.ones((T + 1, k)),
+        dist_l2=np.ones((T + 1, k)),
+        dist_linf=np.ones((T + 1, k)),
+        ssim=np.ones((T + 1, k)),
+        accepted=np.ones((T, k), dtype=bool),
+        p0=np.ones(k),
+    )
     res = SimpleNamespace(lst=lst, targets=[3, 4], delta=0.05)
     for compact in (False, True):
         fig = curves(res, compact)
         share = fig.layout.yaxis4
         assert tuple(share.range) == (0, 1.05) and share.tickformat == ".0%"
         assert max(max(t.y) for t in fig.data if t.yaxis == "y4") == 1.0
-        assert fig.layout.xaxis.dtick == 1                              # 8 steps: whole ones
+        assert fig.layout.xaxis.dtick == 1  # 8 steps: whole ones

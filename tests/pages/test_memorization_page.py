@@ -19,7 +19,7 @@ def test_a_model_without_label_noise_is_explained_and_a_noisy_one_offered(traine
     assert any("nothing memorized to analyse" in i.value for i in at.info)
     labels = [b.label for b in at.button]
     assert any("10% noise" in b for b in labels)
-    assert not at.tabs                                                  # no experiment without noise
+    assert not at.tabs  # no experiment without noise
 
 
 def test_every_experiment_runs_on_a_noisy_model(trained_run):
@@ -30,12 +30,16 @@ def test_every_experiment_runs_on_a_noisy_model(trained_run):
     at.button(key="mem.ov.run").click().run()
     run_until(at, lambda a: any(m.label == "Memorized" for m in a.metric))
     assert next(m for m in at.metric if m.label == "Noise rate").value == "10%"
-    checks = {"Gradients": ("mem.gr", "Gradient accounting (.csv)"), "Rewinding": ("mem.rw", "Layer rewinding (.csv)"),
-              "Retraining": ("mem.rt", "Retraining (.csv)"), "Neuron flipping": ("mem.fl", "Neuron flipping (.csv)")}
+    checks = {
+        "Gradients": ("mem.gr", "Gradient accounting (.csv)"),
+        "Rewinding": ("mem.rw", "Layer rewinding (.csv)"),
+        "Retraining": ("mem.rt", "Retraining (.csv)"),
+        "Neuron flipping": ("mem.fl", "Neuron flipping (.csv)"),
+    }
     for tab, (key, download) in checks.items():
         open_tab(at, tab)
         if key == "mem.gr":
-            assert at.radio(key="mem.gr.source").value == "training"      # the paper's version by default
+            assert at.radio(key="mem.gr.source").value == "training"  # the paper's version by default
         if key == "mem.rt":
             assert at.selectbox(key="mem.rt.grouping").value == "paper"
             at.number_input(key="mem.rt.epochs").set_value(2).run()
@@ -78,7 +82,7 @@ def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trai
     from lenscape.ui.jobs import backend
 
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=40)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)   # links need the app's navigation
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)  # links need the app's navigation
     at.query_params["model"] = rec["run_id"]
     at.switch_page("pages/4_Memorization.py").run()
     at.button(key="mem.ov.run").click().run()
@@ -93,10 +97,10 @@ def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trai
 
     lm = load_model(rec["run_id"])
     data = training_data(lm)
-    assert data.noise_mask[pick]                                       # a relabelled training example
+    assert data.noise_mask[pick]  # a relabelled training example
     with torch.no_grad():
         probs = lm.model(data.train.x([pick])).softmax(1)[0]
-    assert int(probs.argmax()) == int(data.train.labels[pick])         # ...predicted with its flipped label
+    assert int(probs.argmax()) == int(data.train.labels[pick])  # ...predicted with its flipped label
 
     sal = AppTest.from_file(SALIENCY, default_timeout=120)
     for k, v in {"model": rec["run_id"], "open": "Maps", "split": "train", "idx": str(pick)}.items():
@@ -112,12 +116,17 @@ def test_a_memorized_example_opens_in_saliency_and_starred_in_the_embedding(trai
     assert sal.radio(key="sal.browse.split").value == "train"
 
     sim = AppTest.from_file(SIMILARITY, default_timeout=180)
-    for k, v in {"model": rec["run_id"], "open": "Projection", "split": "train", "mark": str(pick),
-                 "colour": "memorized"}.items():
+    for k, v in {
+        "model": rec["run_id"],
+        "open": "Projection",
+        "split": "train",
+        "mark": str(pick),
+        "colour": "memorized",
+    }.items():
         sim.query_params[k] = v
     sim.run()
     assert sim.session_state["sim.proj.mark"] == pick and sim.radio(key="sim.proj.colour").value == "memorized"
-    (job_id,) = sim.session_state["sim.proj.jobs"]                     # projected without a click
+    (job_id,) = sim.session_state["sim.proj.jobs"]  # projected without a click
     run_until(sim, lambda a: backend().status(job_id) in (JobStatus.DONE, JobStatus.FAILED), timeout=180)
     assert backend().status(job_id) == JobStatus.DONE, backend().error(job_id)
     res = backend().result(job_id)

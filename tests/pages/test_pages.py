@@ -15,7 +15,8 @@ def test_home_shows_views_workspace_and_device():
     assert "Compute" in " ".join(h.value for h in at.subheader)
     from lenscape.backend.device import describe_device
     from lenscape.ui.common import backend
-    assert describe_device(backend().device)["kind"] in text     # "CPU" here, "CUDA" under LENSCAPE_DEVICE=cuda
+
+    assert describe_device(backend().device)["kind"] in text  # "CPU" here, "CUDA" under LENSCAPE_DEVICE=cuda
     views = at.table[0].value
     assert list(views.index) == ["Saliency", "Level sets", "Memorization", "Similarity", "Loss landscape"]
     assert any("No models yet" in i.value for i in at.info)
@@ -66,19 +67,20 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
     from lenscape.models.data import DataSpec, load_data
 
     train = load_data(DataSpec(name="digits"), "train")
-    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std,
-                    widths=(48, 24))
+    spec = ArchSpec(
+        name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std, widths=(48, 24)
+    )
     torch.manual_seed(0)
     state = {k: v.contiguous() for k, v in build_model(spec).state_dict().items()}
     path = tmp_path / "mine.safetensors"
     path.write_bytes(save(state))
     at = _train_tiny(AppTest.from_file(MODELS_PAGE, default_timeout=60).run())
     trained = at.session_state["workspace.model"]
-    assert "current: Digits" in _sidebar(at)                             # the finished training is current
+    assert "current: Digits" in _sidebar(at)  # the finished training is current
     open_tab(at, "Import")
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(path)).run()
-    assert any("match **MLP**" in c.value for c in at.caption)            # suggested from keys and shapes
+    assert any("match **MLP**" in c.value for c in at.caption)  # suggested from keys and shapes
     assert at.text_input(key="models.load.widths.48, 24").value == "48, 24"
     assert at.text_input(key="models.load.mean.mlp").value == f"{train.mean[0]:.4g}"
     at.button(key="models.load.run").click().run()
@@ -86,10 +88,10 @@ def test_import_by_path_suggests_the_architecture_becomes_current_and_is_not_ren
     imported = at.session_state["workspace.model"]
     assert imported != trained and imported.startswith("import-")
     open_tab(at, "Workspace models")
-    assert at.selectbox(key="models.summary.model").value == imported    # the picker follows, not the old value
+    assert at.selectbox(key="models.summary.model").value == imported  # the picker follows, not the old value
     assert "current: mine" in _sidebar(at) and "Data set: Digits" in _sidebar(at)
     at.run()
-    assert at.session_state["workspace.model"] == imported               # and stays on later reruns
+    assert at.session_state["workspace.model"] == imported  # and stays on later reruns
     open_tab(at, "Import")
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(path)).run()
@@ -144,11 +146,11 @@ def test_an_image_folder_is_decoded_by_a_job_not_on_the_page(tmp_path):
     at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
     at.selectbox(key="models.data.name").set_value("imagefolder").run()
     at.text_input(key="models.data.folder").set_value(str(tmp_path / "imgs")).run()
-    assert any("decoded once" in i.value for i in at.info)          # the page waits on a job
+    assert any("decoded once" in i.value for i in at.info)  # the page waits on a job
     run_until(at, lambda a: not any("decoded once" in i.value for i in a.info))
     assert not at.exception and not at.error
     at.run()
-    assert not any("decoded once" in i.value for i in at.info)      # decoded: later loads are quick
+    assert not any("decoded once" in i.value for i in at.info)  # decoded: later loads are quick
 
 
 def test_the_training_form_shows_only_the_fields_that_apply():
@@ -169,7 +171,9 @@ def test_home_lists_every_model_with_its_test_accuracy(trained_run):
     (rec,) = trained_run("digits-mlp", epochs=2)
     at = AppTest.from_file(ROOT_APP, default_timeout=60).run()
     table = at.dataframe[0].value
-    assert {"model", "data set", "architecture", "epochs", "test acc", "label noise", "seed", "created"} <= set(table.columns)
+    assert {"model", "data set", "architecture", "epochs", "test acc", "label noise", "seed", "created"} <= set(
+        table.columns
+    )
     row = table.iloc[0]
     assert row["test acc"] == rec["metrics"][-1]["test_acc"] and 0.5 < row["test acc"] <= 1 and row["epochs"] == 2
     assert not at.exception
@@ -199,7 +203,7 @@ def test_the_recipe_says_what_changed_and_about_how_long_training_takes():
     assert at.selectbox(key="models.train.preset").label == "Recipe: preset digits-mlp with Small CNN instead of MLP"
     at.number_input(key="models.train.epochs.digits-mlp").set_value(4).run()
     assert "changed: architecture, epochs" in about() and "× 4 epochs" in about()
-    at.selectbox(key="models.train.arch.digits-mlp").set_value("lenet").run()      # 32×32 inputs only: said at once
+    at.selectbox(key="models.train.arch.digits-mlp").set_value("lenet").run()  # 32×32 inputs only: said at once
     assert any("cannot take images of shape (1, 8, 8)" in shown(w.value) for w in at.warning)
     assert not at.exception
 
@@ -230,12 +234,14 @@ def test_a_torchvision_state_dict_is_offered_as_a_torchvision_architecture(tmp_p
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((32, 32, 3), 50 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    state = {k: v.contiguous() for k, v in
-             torchvision.models.get_model("resnet18", weights=None, num_classes=2).state_dict().items()}
+    state = {
+        k: v.contiguous()
+        for k, v in torchvision.models.get_model("resnet18", weights=None, num_classes=2).state_dict().items()
+    }
     (tmp_path / "tv.safetensors").write_bytes(save(state))
     at = AppTest.from_file(MODELS_PAGE, default_timeout=60)
     at.query_params.update({"data": "imagefolder", "folder": str(tmp_path / "imgs"), "tab": "Import"})
-    run_until(at.run(), lambda a: any(r.key == "models.load.source" for r in a.radio))     # decoded by a job first
+    run_until(at.run(), lambda a: any(r.key == "models.load.source" for r in a.radio))  # decoded by a job first
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(tmp_path / "tv.safetensors")).run()
     assert any("match **torchvision resnet18**" in c.value for c in at.caption), [c.value for c in at.caption]
@@ -255,7 +261,9 @@ def test_an_imported_model_shows_its_test_accuracy_on_home_and_runs_and_the_data
     from lenscape.ui.common import backend
 
     train = load_data(DataSpec(name="digits"), "train")
-    spec = ArchSpec(name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std, widths=(32,))
+    spec = ArchSpec(
+        name="mlp", in_shape=train.input_shape, num_classes=10, mean=train.mean, std=train.std, widths=(32,)
+    )
     torch.manual_seed(0)
     path = tmp_path / "mine.safetensors"
     path.write_bytes(save({k: v.contiguous() for k, v in build_model(spec).state_dict().items()}))
@@ -263,7 +271,7 @@ def test_an_imported_model_shows_its_test_accuracy_on_home_and_runs_and_the_data
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(path)).run()
     at.button(key="models.load.run").click().run()
-    (job_id,) = at.session_state["models.summary_job"]              # submitted with the import
+    (job_id,) = at.session_state["models.summary_job"]  # submitted with the import
     acc = backend().result(job_id) if backend().wait(job_id, 120).value == "DONE" else None
     assert acc is not None
     (rec,) = list_runs()

@@ -19,11 +19,12 @@ class _Payload:
         self.marker = marker
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))       # unpickling this creates the file: "code execution"
+        return (open, (self.marker, "w"))  # unpickling this creates the file: "code execution"
 
 
 def _digits_mlp_state(widths=(32,)):
     from lenscape.models.architectures import ArchSpec, build_model
+
     spec = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,), widths=widths)
     return {k: v.contiguous() for k, v in build_model(spec, seed=0).state_dict().items()}
 
@@ -35,10 +36,13 @@ def _files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     torch.save({"fc1.weight": torch.zeros(2), "x": _Payload(str(marker))}, evil)
     good = save(_digits_mlp_state())
     wrong = _digits_mlp_state()
-    wrong["fc1.weight"] = torch.zeros(7, 3)                    # a shape no MLP on 8x8 digits has
-    out = {"evil.pt": (evil.getvalue(), "refused"), "empty.safetensors": (b"", "not a model file"),
-           "half.safetensors": (good[: len(good) // 2], "truncated"),
-           "wrong.safetensors": (save(wrong), "fc1.weight")}
+    wrong["fc1.weight"] = torch.zeros(7, 3)  # a shape no MLP on 8x8 digits has
+    out = {
+        "evil.pt": (evil.getvalue(), "refused"),
+        "empty.safetensors": (b"", "not a model file"),
+        "half.safetensors": (good[: len(good) // 2], "truncated"),
+        "wrong.safetensors": (save(wrong), "fc1.weight"),
+    }
     paths = {}
     for name, (raw, says) in out.items():
         (tmp_path / name).write_bytes(raw)
@@ -53,14 +57,15 @@ def test_hostile_and_broken_files_imported_by_path_are_refused_with_a_reason(tmp
     at.radio(key="models.load.source").set_value("A file on this machine").run()
     at.text_input(key="models.load.path").set_value(str(path)).run()
     run = at.button(key="models.load.run")
-    if not run.disabled:                       # readable files can be tried: the import itself refuses
+    if not run.disabled:  # readable files can be tried: the import itself refuses
         run.click().run()
     text = shown(" ".join(m.value for m in [*at.error, *at.warning, *at.caption]))
     assert says in text, text
     assert not at.exception
-    assert not (tmp_path / "pwned").exists()   # the pickle's code never ran
+    assert not (tmp_path / "pwned").exists()  # the pickle's code never ran
     from lenscape.models.zoo import list_runs
-    assert list_runs() == []                   # nothing half-imported
+
+    assert list_runs() == []  # nothing half-imported
 
 
 def test_a_stored_result_with_flipped_bytes_is_computed_again_not_shown_broken(trained_run):
@@ -69,12 +74,13 @@ def test_a_stored_result_with_flipped_bytes_is_computed_again_not_shown_broken(t
     run_until(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
     acc = next(m.value for m in at.metric if m.label == "Test accuracy")
     from lenscape.ui.common import backend
+
     store = backend().store
     (row,) = [r for r in store.list("model_summary") if r["status"] == "DONE"]
     raw = bytearray(store.path(row["id"]).read_bytes())
     raw[len(raw) // 3] ^= 0xFF
     store.path(row["id"]).write_bytes(bytes(raw))
-    backend()._results.clear()                 # as after a restart: nothing decoded in memory
+    backend()._results.clear()  # as after a restart: nothing decoded in memory
     at.run()
     run_until(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
     assert next(m.value for m in at.metric if m.label == "Test accuracy") == acc

@@ -1,7 +1,6 @@
 """The Runs page over a real workspace: models and results listed, filters, tags, overlaid curves,
 reopen links, a bundle exported and imported again, and deletion."""
 
-
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT_APP
@@ -34,14 +33,20 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     recs = trained_run("digits-mlp", seeds=(0, 1), epochs=2)
     lm = load_model(recs[0]["run_id"])
     r = ref(lm)
-    job_id = runner.submit(job("saliency", GridConfig(model=r, indices=(2, 7), methods=(
-        SaliencyConfig(method="gradient"),)), (r,), "saliency maps of seed 0"))
+    job_id = runner.submit(
+        job(
+            "saliency",
+            GridConfig(model=r, indices=(2, 7), methods=(SaliencyConfig(method="gradient"),)),
+            (r,),
+            "saliency maps of seed 0",
+        )
+    )
     wait_for_job(job_id)
     at = _open()
     assert not at.exception, at.exception
     models, results = at.dataframe[0].value, at.dataframe[1].value
     assert sorted(models["run id"]) == sorted(x["run_id"] for x in recs) and models["test acc"].between(0.5, 1).all()
-    assert sorted(results["kind"]) == ["saliency", "train", "train"]          # the trainings are results too
+    assert sorted(results["kind"]) == ["saliency", "train", "train"]  # the trainings are results too
     row = list(results["job id"]).index(job_id)
     assert "seed 0 @ 2" in results["models"][row] and results["status"][row] == "DONE"
     at.text_input(key="runs.models.text").set_value("seed 1").run()
@@ -49,7 +54,7 @@ def test_models_and_results_listed_filtered_tagged_reopened_and_deleted(trained_
     at.text_input(key="runs.models.text").set_value("").run()
 
     _select(at, 0, [0, 1])
-    assert len(at.get("plotly_chart")) == 1                             # the two runs' curves, overlaid
+    assert len(at.get("plotly_chart")) == 1  # the two runs' curves, overlaid
     at.text_input(key="runs.models.newtags").set_value("baseline, demo").run()
     at.button(key="runs.models.tagit").click().run()
     assert set(at.dataframe[0].value["tags"]) == {"baseline, demo"}
@@ -75,8 +80,13 @@ def test_training_curves_axes_say_what_the_numbers_are():
     round ticks (not the accuracy grid's 0.314/0.858), epochs whole numbers."""
     from lenscape.ui.runs import overlay_curves, percent_axis
 
-    runs = [{"name": f"seed {s}", "metrics": [{"epoch": e, "test_acc": 0.986 + 0.002 * e, "train_loss": 0.3 / e}
-                                               for e in (1, 2, 3, 4)]} for s in (0, 1)]
+    runs = [
+        {
+            "name": f"seed {s}",
+            "metrics": [{"epoch": e, "test_acc": 0.986 + 0.002 * e, "train_loss": 0.3 / e} for e in (1, 2, 3, 4)],
+        }
+        for s in (0, 1)
+    ]
     fig = overlay_curves(runs)
     assert fig.layout.yaxis.tickformat == ".1%" and fig.layout.yaxis2.tickmode == "auto"
     assert fig.layout.xaxis.dtick == 1

@@ -32,14 +32,14 @@ def test_grid_rows_start_with_the_image_and_bars_are_in_attribution_units():
     images, cells = _cells()
     fig = attribution_grid(images, cells, ["#0 · true cat", "#1 · true dog"], ["Gradient", "IG"], Display())
     pictures = _boxes(fig)
-    assert len(pictures) == 2 * (1 + 2 * 2)                        # per row: the image, and each map with its bar
-    assert pictures[0][:2] == (0, pictures[1][1])                   # the image first, level with the maps
+    assert len(pictures) == 2 * (1 + 2 * 2)  # per row: the image, and each map with its bar
+    assert pictures[0][:2] == (0, pictures[1][1])  # the image first, level with the maps
     lim = threshold([np.abs(cells[0][1].sum(0))], 2)
     texts = _texts(fig)
     assert texts[:2] == ["#0 · true cat", "Gradient"] and "IG" in texts and "#1 · true dog" in texts
-    assert f"{lim:.2g}" in texts                                   # IG's own range, from Captum's rule
+    assert f"{lim:.2g}" in texts  # IG's own range, from Captum's rule
     shared = attribution_grid(images, cells, ["a", "b"], ["Gradient", "IG"], Display(sign="all", shared=True))
-    assert len(_boxes(shared)) == 2 * 3 + 1                         # one bar for all
+    assert len(_boxes(shared)) == 2 * 3 + 1  # one bar for all
     top = threshold([c.sum(0) for row in cells for c in row], 2)
     assert {f"{-top:.2g}", "0", f"{top:.2g}"} <= set(_texts(shared))
 
@@ -50,8 +50,17 @@ def test_nine_methods_wrap_onto_rows_with_maps_bars_and_titles_that_fit():
     g = np.random.default_rng(2)
     images = g.random((3, 1, 8, 8))
     cells = [[g.normal(size=(1, 8, 8)) for _ in range(9)] for _ in range(3)]
-    names = ["Gradient (logit)", "Gradient (loss)", "Gradient × input", "SmoothGrad", "VarGrad", "Integrated Gradients",
-             "Guided Backprop", "DeepLift", "Occlusion"]
+    names = [
+        "Gradient (logit)",
+        "Gradient (loss)",
+        "Gradient × input",
+        "SmoothGrad",
+        "VarGrad",
+        "Integrated Gradients",
+        "Guided Backprop",
+        "DeepLift",
+        "Occlusion",
+    ]
     for d in (Display(), Display(shared=True, mode="heat map")):
         fig = attribution_grid(images, cells, ["#0<br>pred 3 99%", "#1", "#2"], names, d)
         assert fig.layout.width == WIDTH == 920
@@ -59,7 +68,7 @@ def test_nine_methods_wrap_onto_rows_with_maps_bars_and_titles_that_fit():
         strips = [b for b in _boxes(fig) if b[2] <= 20]
         assert len(maps) == 3 * 10 and min(w for _, _, w, _ in maps) >= 96
         assert all(x + w <= WIDTH + 1e-6 for x, _, w, _ in _boxes(fig))
-        assert {round(h, 6) for *_, h in strips} == {round(maps[0][3], 6)}      # bars as tall as the maps
+        assert {round(h, 6) for *_, h in strips} == {round(maps[0][3], 6)}  # bars as tall as the maps
         # titles: one row of titles at a time; neighbours at least a map's width apart, each line short enough
         titles = [a for a in fig.layout.annotations if a.text in names or "<br>" in a.text and a.xanchor == "center"]
         by_row: dict[float, list[float]] = {}
@@ -77,8 +86,10 @@ def test_a_comparison_starts_each_models_maps_on_a_row():
     cells = [[g.normal(size=(1, 8, 8)) for _ in range(6)]]
     cols = [f"{t} · M{i}" for t in "AB" for i in range(3)]
     fig = attribution_grid(images, cells, ["#0"], cols, Display(), group=3)
-    rows = sorted({round((1 - a.y) * fig.layout.height) for a in fig.layout.annotations if a.text.startswith(("A", "B"))})
-    assert len(rows) == 2                                          # A's three maps, then B's under them
+    rows = sorted(
+        {round((1 - a.y) * fig.layout.height) for a in fig.layout.annotations if a.text.startswith(("A", "B"))}
+    )
+    assert len(rows) == 2  # A's three maps, then B's under them
     column = {a.text: round(a.x, 6) for a in fig.layout.annotations}
     assert column["A · M1"] == column["B · M1"]
 
@@ -94,32 +105,48 @@ def test_png_and_pdf_name_the_model_method_and_parameters():
 
 
 def _record(arch: str, config: dict | None, **arch_fields) -> dict:
-    return {"arch": {"name": arch, "mean": [0.5] * 3, **arch_fields}, "config": config,
-            "data": {"name": "cifar10"}}
+    return {"arch": {"name": arch, "mean": [0.5] * 3, **arch_fields}, "config": config, "data": {"name": "cifar10"}}
 
 
 def test_the_legend_names_only_real_differences():
     """Issue 23, 4: two CIFAR-10 LeNets, one imported and one trained here, differ in how they were
     made (and the trained one's recipe), not in their names' words."""
-    recipe = {"epochs": 4, "seed": 0, "label_noise": 0.0, "adversarial": None, "lr": 0.05, "batch_size": 128,
-              "schedule": "cosine", "train_subset": 0}
+    recipe = {
+        "epochs": 4,
+        "seed": 0,
+        "label_noise": 0.0,
+        "adversarial": None,
+        "lr": 0.05,
+        "batch_size": 128,
+        "schedule": "cosine",
+        "train_subset": 0,
+    }
     common, own = what_differs([model_facts(_record("lenet", None), 0), model_facts(_record("lenet", recipe), 4)])
     assert common == ["CIFAR-10", "LeNet"] and own == [["imported"], ["trained here", "4 epochs", "seed 0"]]
     pgd = {**recipe, "seed": 1, "adversarial": {"norm": "l2", "eps": 0.5, "steps": 7}}
-    common, own = what_differs([model_facts(_record("mlp", recipe, widths=[256]), 4),
-                                model_facts(_record("mlp", pgd, widths=[256]), 4)])
+    common, own = what_differs(
+        [model_facts(_record("mlp", recipe, widths=[256]), 4), model_facts(_record("mlp", pgd, widths=[256]), 4)]
+    )
     assert common == ["CIFAR-10", "MLP 256", "trained here", "4 epochs"]
     assert own == [["seed 0", "standard training"], ["seed 1", "PGD-l2 ε 0.5"]]
-    _, own = what_differs([model_facts(_record("cnn", recipe), 4), model_facts(_record("cnn", {**recipe, "lr": 0.1}), 2)])
+    _, own = what_differs(
+        [model_facts(_record("cnn", recipe), 4), model_facts(_record("cnn", {**recipe, "lr": 0.1}), 2)]
+    )
     assert own == [["lr 0.05"], ["at epoch 2", "lr 0.1"]]
 
 
 def test_outlines_box_the_signal_block_of_each_row_in_every_column():
     g = np.random.default_rng(1)
-    images = g.random((2, 1, 8, 4))                       # BlockMNIST-like: tall, two blocks of 4 rows
+    images = g.random((2, 1, 8, 4))  # BlockMNIST-like: tall, two blocks of 4 rows
     cells = [[g.normal(size=(1, 8, 4))] for _ in range(2)]
-    fig = attribution_grid(images, cells, ["#0 · signal top", "#1 · signal bottom"], ["Gradient"],
-                           Display(mode="heat map"), outlines=[(0, 4), (4, 8)])
+    fig = attribution_grid(
+        images,
+        cells,
+        ["#0 · signal top", "#1 · signal bottom"],
+        ["Gradient"],
+        Display(mode="heat map"),
+        outlines=[(0, 4), (4, 8)],
+    )
     pictures, H = _boxes(fig), fig.layout.height
     boxes = [(s.x0 * WIDTH, (1 - s.y1) * H, s.x1 * WIDTH, (1 - s.y0) * H) for s in fig.layout.shapes]
     # row 0: the image and the map boxed over their top half (pixel rows 0..3); row 1 over the bottom half

@@ -26,8 +26,12 @@ def test_maps_grid_and_gradcam_on_an_mlp_is_explained(trained_run):
     run_until(at, lambda a: len(a.get("download_button")) == 4)
     assert len(at.get("plotly_chart")) == 1
     assert not at.exception and not at.error
-    assert [b.label for b in at.get("download_button")] == ["Grid (.png)", "Grid (.pdf)", "Attributions (.npz)",
-                                                           "Predictions (.csv)"]
+    assert [b.label for b in at.get("download_button")] == [
+        "Grid (.png)",
+        "Grid (.pdf)",
+        "Attributions (.npz)",
+        "Predictions (.csv)",
+    ]
 
 
 @pytest.mark.skipif(not HAS_MNIST, reason="BlockMNIST is built from MNIST: needs it in LENSCAPE_DATA")
@@ -54,8 +58,13 @@ def test_randomization_check_judges_against_measured_baselines_in_both_orders(tr
         at.radio(key="sal.rand.order").set_value(order)
         at.radio(key="sal.rand.mapmode").set_value("signed").run()
         at.button(key="sal.rand.run").click().run()
-        run_until(at, lambda a: any("Random" in w.value for w in a.warning) and
-                  any("Gradient (logit)" in s.value for s in a.success), timeout=120)
+        run_until(
+            at,
+            lambda a: (
+                any("Random" in w.value for w in a.warning) and any("Gradient (logit)" in s.value for s in a.success)
+            ),
+            timeout=120,
+        )
         verdicts = " ".join(x.value for x in [*at.warning, *at.success])
         assert "different* images" in verdicts and "two random networks" in verdicts
         assert not at.exception and not at.error
@@ -64,8 +73,14 @@ def test_randomization_check_judges_against_measured_baselines_in_both_orders(tr
 def test_the_maps_state_lives_in_the_address_bar(trained_run):
     (rec,) = trained_run("digits-mlp", epochs=2)
     at = AppTest.from_file(SALIENCY, default_timeout=60)
-    for k, v in {"model": rec["run_id"], "tab": "Maps", "methods": "gradient,occlusion", "idx": "3,5",
-                 "sign": "all", "show": "heat map"}.items():
+    for k, v in {
+        "model": rec["run_id"],
+        "tab": "Maps",
+        "methods": "gradient,occlusion",
+        "idx": "3,5",
+        "sign": "all",
+        "show": "heat map",
+    }.items():
         at.query_params[k] = v
     at.run()
     run_until(at, lambda a: len(a.get("download_button")) == 4)
@@ -81,8 +96,11 @@ def test_the_maps_state_lives_in_the_address_bar(trained_run):
 
 
 def _randomization_settings(at):
-    return (at.number_input(key="sal.rand.n").value, at.radio(key="sal.rand.order").value,
-            at.multiselect(key="sal.rand.form.methods").value)
+    return (
+        at.number_input(key="sal.rand.n").value,
+        at.radio(key="sal.rand.order").value,
+        at.multiselect(key="sal.rand.form.methods").value,
+    )
 
 
 def test_a_closed_tab_and_another_page_keep_their_settings(trained_run, monkeypatch):
@@ -96,8 +114,8 @@ def test_a_closed_tab_and_another_page_keep_their_settings(trained_run, monkeypa
         at.number_input(key="sal.rand.n").set_value(7)
         at.radio(key="sal.rand.order").set_value("independent")
         at.multiselect(key="sal.rand.form.methods").set_value(["gradient"]).run()
-        open_tab(at, "Maps")                                   # the randomization widgets are not drawn
-        at.switch_page("pages/1_Models.py").run()              # nor on another page
+        open_tab(at, "Maps")  # the randomization widgets are not drawn
+        at.switch_page("pages/1_Models.py").run()  # nor on another page
         at.switch_page("pages/2_Saliency.py").run()
         return open_tab(at, "Randomization check")
 
@@ -106,6 +124,7 @@ def test_a_closed_tab_and_another_page_keep_their_settings(trained_run, monkeypa
     assert _randomization_settings(at) == (7, "independent", ["gradient"])
     # without it, Streamlit's defaults come back (the test can tell the difference)
     import lenscape.ui.common
+
     monkeypatch.setattr(lenscape.ui.common, "keep_widget_values", lambda: None)
     at = visit(AppTest.from_file(ROOT_APP, default_timeout=120).run())
     assert _randomization_settings(at) == (4, "cascading", ["gradient", "guided_backprop", "integrated_gradients"])

@@ -32,6 +32,7 @@ def test_layer_heatmap_seed_matrix_metrics_and_pca_projection(trained_run):
 
 def test_shorten_keeps_what_differs():
     from lenscape.ui.similarity import shorten
+
     short, shared = shorten(["Digits · MLP 128 · seed 0: relu1", "Digits · MLP 128 · seed 1: relu1"])
     assert short == ["seed 0: relu1", "seed 1: relu1"] and shared == "Digits · MLP 128"
     assert shorten(["a · b", "c · b"]) == (["a · b", "c · b"], "")
@@ -52,6 +53,7 @@ def test_seeds_tab_refuses_models_of_different_data_sets(trained_run):
     seeds = at.multiselect(key="sim.seeds.models")
     assert len(seeds.value) == 1  # the default holds models of one data set: the newest model only here
     from lenscape.models.zoo import list_runs
+
     other = next(r["run_id"] for r in list_runs() if r["run_id"] not in seeds.value)
     at.multiselect(key="sim.seeds.models").set_value([*seeds.value, other])
     at.run()

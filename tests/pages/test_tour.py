@@ -25,14 +25,19 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
         assert step.text[:40] in " ".join(m.value for m in at.markdown)
         (link,) = [e.proto for e in at.get("page_link") if e.proto.label.startswith("Explore this in the")]
         assert link.page.endswith(step.page.split("_", 1)[-1].removesuffix(".py"))
-        assert f"job={tour_jobs()[step.key].key()}" in link.query_string     # opens on this very result
+        assert f"job={tour_jobs()[step.key].key()}" in link.query_string  # opens on this very result
     # every step's result is stored: a second visit computes nothing
     assert all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values())
 
 
 def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(lenscape_home):
-    out = subprocess.run([sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "the class demo is ready" in out.stdout
     from lenscape.backend.jobs import JobStatus
@@ -59,7 +64,7 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
 
 
 def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home):
-    """"Explore this in the … view" opens every step's view with the step's stored result shown and
+    """ "Explore this in the … view" opens every step's view with the step's stored result shown and
     nothing submitted (the link names the job: ?job=)."""
     from lenscape.backend.teaching import STEPS, tour_jobs, warm
     from lenscape.ui.jobs import backend

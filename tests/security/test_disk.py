@@ -35,7 +35,7 @@ class BigConfig:
 @job_kind("test_big_result")
 def big_result(ctx, cfg: BigConfig) -> np.ndarray:
     GATE.wait(30)
-    return np.arange(cfg.size, dtype=np.float32)     # a result larger than what is left on the disk
+    return np.arange(cfg.size, dtype=np.float32)  # a result larger than what is left on the disk
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_a_job_whose_result_cannot_be_written_ends_failed_and_the_row_follows(re
         assert not list((store.root / "results").glob("*")), "a half-written result was left"
         with pytest.raises(WorkspaceNotWritable, match="disk full"):
             runner.submit(job("test_big_result", BigConfig(size=10), label="small"))
-        filler.unlink()                              # space freed: the next submission writes the row
+        filler.unlink()  # space freed: the next submission writes the row
         other = runner.submit(job("test_big_result", BigConfig(size=11), label="after"))
         assert runner.wait(other, 30) == JobStatus.DONE
         assert store.get(job_id)["status"] == "FAILED"

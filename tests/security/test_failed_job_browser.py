@@ -36,7 +36,7 @@ def _runs(home) -> list[tuple]:
     return [(r["status"], r["started"]) for r in ResultStore(home / "store").list(kind="prepare_data")]
 
 
-POLL_MS = 1000                                       # ui.jobs.job_panel's poll_seconds
+POLL_MS = 1000  # ui.jobs.job_panel's poll_seconds
 
 
 def _script_runs_ended(page) -> int:
@@ -77,7 +77,7 @@ def test_a_failed_job_is_shown_once_with_retry_and_not_resubmitted(page, server,
     for _ in range(2):
         ended = _script_runs_ended(page)
         _rerun(page)
-        assert _script_runs_ended(page) > ended                  # the page did run again
+        assert _script_runs_ended(page) > ended  # the page did run again
         assert _runs(home) == first, "a rerun of the page started the failed job again"
     assert _errors(page, "differ in size").count() == 1
     assert "odd.png" in _errors(page, "differ in size").first.inner_text()
@@ -89,7 +89,7 @@ def test_a_failed_job_is_shown_once_with_retry_and_not_resubmitted(page, server,
         time.sleep(0.5)
     again = _runs(home)
     assert len(again) == 1 and again[0][0] in ("QUEUED", "RUNNING", "FAILED") and again[0][1] != first[0][1]
-    deadline = time.time() + 90                      # it fails again, and says so once
+    deadline = time.time() + 90  # it fails again, and says so once
     while time.time() < deadline and not (_runs(home)[0][0] == "FAILED" and _errors(page, "differ in size").count()):
         page.wait_for_timeout(500)
     settle(page)

@@ -41,7 +41,7 @@ def failing_kind(register_kinds):
 def test_a_failed_job_is_not_started_again_by_a_rerun(runner, failing_kind):
     job_id = runner.submit(failing_kind, watcher="page:a")
     assert runner.wait(job_id, 30) == JobStatus.FAILED
-    for _ in range(5):                               # five reruns of the page that submits it
+    for _ in range(5):  # five reruns of the page that submits it
         assert runner.submit(failing_kind, watcher="page:a") == job_id
         time.sleep(0.05)
     assert runner.status(job_id) == JobStatus.FAILED and len(CALLS) == 1
@@ -65,7 +65,7 @@ def test_a_failure_recorded_by_an_earlier_process_is_not_rerun(runner, failing_k
 
     job_id = runner.submit(failing_kind)
     runner.wait(job_id, 30)
-    later = LocalRunner(runner.store)                # the app restarted
+    later = LocalRunner(runner.store)  # the app restarted
     try:
         assert later.submit(failing_kind) == job_id and later.status(job_id) == JobStatus.FAILED
         time.sleep(0.2)
@@ -84,8 +84,11 @@ def _tiny_cnn():
 def test_a_grid_keeps_the_methods_that_worked(runner, wait_for_job):
     lm = _tiny_cnn()
     r = ref(lm)
-    methods = (SaliencyConfig(method="gradient"), SaliencyConfig(method="gradcam", layer="no.such.layer"),
-               SaliencyConfig(method="gradient_x_input"))
+    methods = (
+        SaliencyConfig(method="gradient"),
+        SaliencyConfig(method="gradcam", layer="no.such.layer"),
+        SaliencyConfig(method="gradient_x_input"),
+    )
     res = wait_for_job(runner.submit(job("saliency", GridConfig(model=r, indices=(0, 1, 2), methods=methods), (r,))))
     assert [x.config.method for x in res] == ["gradient", "gradcam", "gradient_x_input"]
     assert res[0].error == "" and res[2].error == "" and res[0].attributions.shape == (3, 1, 8, 8)
@@ -116,12 +119,12 @@ def test_a_job_cut_short_by_the_app_stopping_runs_when_asked_again(runner, faili
     job = failing_kind
     job_id = job.key()
     runner.store.upsert(job_id, kind=job.kind, label="x", status="RUNNING", owner="gone-host:1", created=0.0)
-    later = LocalRunner(runner.store)                # the restart marks it interrupted
+    later = LocalRunner(runner.store)  # the restart marks it interrupted
     try:
         assert later.status(job_id) == JobStatus.FAILED and "interrupted" in later.error(job_id)
         later.submit(job)
         assert later.wait(job_id, 30) == JobStatus.FAILED and len(CALLS) == 1 and "differ" in later.error(job_id)
-        later.submit(job)                            # now it really failed: not again
+        later.submit(job)  # now it really failed: not again
         time.sleep(0.2)
         assert len(CALLS) == 1
     finally:

@@ -36,6 +36,7 @@ def _within(seconds: float, fn):
             out["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             out["error"] = exc
+
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(seconds)
@@ -75,7 +76,7 @@ def test_the_root_folder_is_refused_and_even_where_allowed_its_walk_is_bounded(m
 def test_a_link_to_a_sibling_folder_is_followed_once_like_torchvision(tmp_path):
     spec = _folder(tmp_path / "imgs")
     (tmp_path / "imgs" / "cat" / "more").symlink_to(tmp_path / "imgs" / "dog")
-    (tmp_path / "imgs" / "dog" / "back").symlink_to(tmp_path / "imgs" / "cat")   # and back: a loop
+    (tmp_path / "imgs" / "dog" / "back").symlink_to(tmp_path / "imgs" / "cat")  # and back: a loop
     assert _within(20, lambda: prepare(spec)) == {str(tmp_path / "imgs"): 8}
 
 
@@ -95,7 +96,7 @@ class Cancelled(Exception):
 
 def test_cancel_stops_the_walk_before_anything_is_decoded(tmp_path, decoded):
     spec = _folder(tmp_path / "imgs")
-    for i in range(3000):     # not images: listed, never decoded
+    for i in range(3000):  # not images: listed, never decoded
         (tmp_path / "imgs" / "cat" / f"notes-{i}.txt").touch()
     calls = []
 
@@ -103,6 +104,7 @@ def test_cancel_stops_the_walk_before_anything_is_decoded(tmp_path, decoded):
         calls.append(message)
         if len(calls) == 3:
             raise Cancelled("the user pressed Cancel")
+
     with pytest.raises(Cancelled):
         _within(20, lambda: prepare(spec, progress))
     assert decoded == [] and all("listing" in m for m in calls)
@@ -133,7 +135,7 @@ def test_one_rgb_image_after_forty_grey_ones_makes_the_folder_rgb(tmp_path):
     train, test = load_data(spec, "train"), load_data(spec, "test")
     assert train.images.shape[1:] == (3, 4, 4)
     every = [*train.images, *test.images]
-    assert any(img[0].max() == 200 and img[1].max() == 0 for img in every)   # the red one stays red
+    assert any(img[0].max() == 200 and img[1].max() == 0 for img in every)  # the red one stays red
 
 
 @pytest.mark.parametrize("how", ["default limit", "limit from LENSCAPE_MAX_IMAGE_PIXELS"])
@@ -141,7 +143,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monk
     spec = _folder(tmp_path / "imgs")
     big = tmp_path / "imgs" / "dog" / "poster.png"
     if how == "default limit":
-        Image.new("1", (6000, 6000)).save(big)              # 36 million pixels in a few KB
+        Image.new("1", (6000, 6000)).save(big)  # 36 million pixels in a few KB
         size = "6,000×6,000"
     else:
         monkeypatch.setenv("LENSCAPE_MAX_IMAGE_PIXELS", "1000")

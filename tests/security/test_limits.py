@@ -40,11 +40,14 @@ def _grid(lm, indices=(0,), **method):
     return job("saliency", GridConfig(model=r, indices=indices, methods=(SaliencyConfig(**method),)), (r,))
 
 
-@pytest.mark.parametrize("indices,method,field", [
-    ((0,), dict(method="integrated_gradients", n_steps=10_000), "n_steps"),
-    ((0,), dict(method="smoothgrad", n_samples=1_000_000), "n_samples"),
-    (tuple(range(10_000)), dict(method="gradient"), "indices"),
-])
+@pytest.mark.parametrize(
+    "indices,method,field",
+    [
+        ((0,), dict(method="integrated_gradients", n_steps=10_000), "n_steps"),
+        ((0,), dict(method="smoothgrad", n_samples=1_000_000), "n_samples"),
+        (tuple(range(10_000)), dict(method="gradient"), "indices"),
+    ],
+)
 def test_the_runner_refuses_work_over_the_limits_whatever_the_page_allowed(runner, tiny, indices, method, field):
     with pytest.raises(InvalidInputError, match=f"{field}.*over this server's limit"):
         runner.submit(_grid(tiny, indices, **method))
@@ -71,7 +74,7 @@ def test_an_imported_model_gets_an_estimate_from_a_timed_probe(tiny):
     assert not tiny.record.get("metrics")
     per = seconds_per_example(tiny)
     assert 0 < per < 0.01
-    assert seconds_per_example(tiny) == per              # measured once per model and device
+    assert seconds_per_example(tiny) == per  # measured once per model and device
 
 
 def test_a_landscape_grid_over_the_time_limit_is_refused_by_the_job(runner, tiny, monkeypatch):
@@ -117,29 +120,40 @@ def test_a_user_cancels_their_own_job_from_the_runs_page(register_kinds):
         at.run()
         assert not at.exception
         labels = " ".join(str(p.proto.text) for p in at.get("progress"))
-        assert "my long job" in labels and "their job" not in labels      # another tab's jobs are not offered
+        assert "my long job" in labels and "their job" not in labels  # another tab's jobs are not offered
         at.button(key=f"runs.cancel.{mine}").click().run()
         assert runner.wait(mine, 10) == JobStatus.CANCELLED
-        assert runner.status(theirs) in (JobStatus.QUEUED, JobStatus.RUNNING)      # another tab's job runs on
+        assert runner.status(theirs) in (JobStatus.QUEUED, JobStatus.RUNNING)  # another tab's job runs on
     finally:
         GATE.set()
         runner.wait(theirs, 10)
 
 
-@pytest.mark.parametrize("make,field", [
-    (lambda r: GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(method="integrated_gradients"),) * 200),
-     "methods"),
-    (lambda r: GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(method="smoothgrad", batch_size=2000),)),
-     "batch_size"),
-])
+@pytest.mark.parametrize(
+    "make,field",
+    [
+        (
+            lambda r: GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(method="integrated_gradients"),) * 200),
+            "methods",
+        ),
+        (
+            lambda r: GridConfig(
+                model=r, indices=(0,), methods=(SaliencyConfig(method="smoothgrad", batch_size=2000),)
+            ),
+            "batch_size",
+        ),
+    ],
+)
 def test_more_fields_that_decide_the_cost_are_limited(runner, tiny, make, field):
     r = ref(tiny)
     with pytest.raises(InvalidInputError, match=f"{field}.*over this server's limit"):
         runner.submit(job("saliency", make(r), (r,)))
 
 
-@pytest.mark.parametrize("overrides,field", [({"widths": (131072, 16)}, "widths"), ({"epochs": 10**6}, "epochs"),
-                                             ({"batch_size": 10**9}, "batch_size")])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [({"widths": (131072, 16)}, "widths"), ({"epochs": 10**6}, "epochs"), ({"batch_size": 10**9}, "batch_size")],
+)
 def test_a_training_recipe_over_the_limits_is_refused(runner, overrides, field):
     from lenscape.backend.tasks import train_jobs
     from lenscape.models.training import preset
@@ -153,8 +167,9 @@ def test_a_record_s_timings_do_not_decide_the_estimate(tiny):
     from dataclasses import replace
 
     honest = seconds_per_example(tiny)
-    forged = replace(tiny, fingerprint="f" * 16, record={**tiny.record, "metrics": [{"seconds": 1e-12}],
-                                                        "n_train": 10**12})
+    forged = replace(
+        tiny, fingerprint="f" * 16, record={**tiny.record, "metrics": [{"seconds": 1e-12}], "n_train": 10**12}
+    )
     assert seconds_per_example(forged) > honest / 100
 
 

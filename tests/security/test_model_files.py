@@ -11,14 +11,19 @@ from safetensors.torch import save
 from lenscape.errors import InvalidInputError
 from lenscape.models.loading import read_state_dict
 
-MUTANTS = 500   # per format: about half a second for each
+MUTANTS = 500  # per format: about half a second for each
 
 
 def _state() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"conv.weight": torch.randn(4, 1, 3, 3, generator=g), "conv.bias": torch.randn(4, generator=g),
-            "fc.weight": torch.randn(10, 36, generator=g), "fc.bias": torch.zeros(10),
-            "steps": torch.tensor(7), "bn.running_var": torch.ones(4, dtype=torch.float64)}
+    return {
+        "conv.weight": torch.randn(4, 1, 3, 3, generator=g),
+        "conv.bias": torch.randn(4, generator=g),
+        "fc.weight": torch.randn(10, 36, generator=g),
+        "fc.bias": torch.zeros(10),
+        "steps": torch.tensor(7),
+        "bn.running_var": torch.ones(4, dtype=torch.float64),
+    }
 
 
 def _torch_bytes(obj, zip_format: bool) -> bytes:
@@ -27,9 +32,11 @@ def _torch_bytes(obj, zip_format: bool) -> bytes:
     return buf.getvalue()
 
 
-FORMATS = {"safetensors": lambda s: save(s),
-           "torch-zip": lambda s: _torch_bytes(s, True),
-           "torch-legacy": lambda s: _torch_bytes(s, False)}
+FORMATS = {
+    "safetensors": lambda s: save(s),
+    "torch-zip": lambda s: _torch_bytes(s, True),
+    "torch-legacy": lambda s: _torch_bytes(s, False),
+}
 
 
 def _mutant(raw: bytes, rng: random.Random) -> bytes:
@@ -55,14 +62,15 @@ def test_every_damaged_file_loads_or_says_why_not(fmt):
         try:
             state = read_state_dict(mutant, f"m.{fmt}")
         except InvalidInputError as exc:
-            assert "m." in str(exc)                         # the message names the file
+            assert "m." in str(exc)  # the message names the file
             continue
         except Exception as exc:  # noqa: BLE001 - what the finding is about
             escaped.append(f"mutant {i}: {type(exc).__name__}: {str(exc)[:80]}")
             continue
         assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
-    assert not escaped, f"{len(escaped)} of {MUTANTS} damaged {fmt} files escaped as raw exceptions:\n" + \
-        "\n".join(escaped[:10])
+    assert not escaped, f"{len(escaped)} of {MUTANTS} damaged {fmt} files escaped as raw exceptions:\n" + "\n".join(
+        escaped[:10]
+    )
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -78,7 +86,7 @@ def test_nan_or_inf_weights_are_refused_naming_the_tensor(fmt, bad):
 def test_check_finite_state_names_the_first_bad_tensors_and_passes_finite_ones():
     from lenscape.models.loading import check_finite_state
 
-    check_finite_state(_state(), "ok.safetensors")         # finite, integer and float64 tensors: fine
+    check_finite_state(_state(), "ok.safetensors")  # finite, integer and float64 tensors: fine
     state = {f"layer{i}.weight": torch.full((2,), float("nan")) for i in range(9)}
     with pytest.raises(InvalidInputError, match="bundle.zip") as err:
         check_finite_state(state, "bundle.zip")

@@ -36,6 +36,7 @@ def _refusal(fn, text: str) -> str:
 
 def _read(text):
     from lenscape.ui.loading import _read
+
     return _read(None, text)
 
 
@@ -52,7 +53,7 @@ def test_the_import_forms_preview_refuses_alike_and_reads_nothing(allowed, tmp_p
     import lenscape.ui.loading  # noqa: F401
 
     shown = []
-    unescaped = lambda md: re.sub(r"\\(.)", r"\1", md.replace("\u2060", ""))   # noqa: E731 - as a reader sees it
+    unescaped = lambda md: re.sub(r"\\(.)", r"\1", md.replace("\u2060", ""))  # noqa: E731 - as a reader sees it
     monkeypatch.setattr(ui.loading.st, "error", lambda msg, **kw: shown.append(unescaped(msg)))
     for name in ("shadow", "nothing"):
         text = str(tmp_path / "outside" / name)
@@ -80,7 +81,7 @@ def test_the_data_root_the_workspace_and_configured_roots_are_allowed(allowed, t
 
 @pytest.mark.parametrize("kind", ["proc-mem", "no-permission"])
 def test_an_unreadable_file_is_an_input_error_not_a_traceback(allowed, monkeypatch, kind):
-    if kind == "proc-mem":   # a /proc file that even root cannot read from the start (EIO)
+    if kind == "proc-mem":  # a /proc file that even root cannot read from the start (EIO)
         monkeypatch.setenv("LENSCAPE_ALLOWED_ROOTS", f"{allowed}{os.pathsep}/proc")
         text = "/proc/self/mem"
     else:
@@ -95,8 +96,8 @@ def test_an_unreadable_file_is_an_input_error_not_a_traceback(allowed, monkeypat
 def test_a_huge_file_is_refused_from_its_size_before_a_byte_is_read(allowed):
     huge = allowed / "huge.pt"
     with open(huge, "wb") as f:
-        f.truncate(3 << 30)          # sparse: 3 GiB that cost no disk
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+        f.truncate(3 << 30)  # sparse: 3 GiB that cost no disk
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
     said = _refusal(_read, str(huge))
     assert time.perf_counter() - start < 1.0

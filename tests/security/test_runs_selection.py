@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser import screenshots_dir, settle, snap
 
-ROW, HEADER = 35, 35           # st.dataframe's row and header heights in pixels
+ROW, HEADER = 35, 35  # st.dataframe's row and header heights in pixels
 
 
 VIEWPORT = {"width": 1400, "height": 1600}
@@ -33,8 +33,15 @@ def home(tmp_path_factory):
         arch = ArchSpec(name="mlp", in_shape=shape, num_classes=10, mean=(0.3,), std=(0.3,), widths=(4,))
         for seed in range(3):
             torch.manual_seed(seed)
-            import_model(build_model(arch), arch, f"{data} seed {seed}", DataSpec(name=data), tuple("0123456789"),
-                         "test", root=home / "runs")
+            import_model(
+                build_model(arch),
+                arch,
+                f"{data} seed {seed}",
+                DataSpec(name=data),
+                tuple("0123456789"),
+                "test",
+                root=home / "runs",
+            )
     return home
 
 
@@ -96,15 +103,15 @@ def test_clearing_the_filter_clears_the_ticks_and_the_confirmation_names_the_tic
     _tick(page, [0, 1, 2])
     snap(page, shots, "security-runs-ticked")
     assert page.get_by_text("Yes, delete").count() == 1
-    _data_filter(page, None)                                            # all six listed again
+    _data_filter(page, None)  # all six listed again
     snap(page, shots, "security-runs-filter-cleared")
     offered = page.get_by_text("Yes, delete")
     assert offered.count() == 0, f"a selection survived the filter: {offered.first.inner_text()}"
     assert _confirmation(page).count() == 0
-    _data_filter(page, "mnist")                                         # and back: nothing ticked either
+    _data_filter(page, "mnist")  # and back: nothing ticked either
     assert page.get_by_text("Yes, delete").count() == 0
     _tick(page, [0, 1, 2])
-    assert _named(page, home) == _ids(home, "mnist")                    # exactly the ticked, by name and id
+    assert _named(page, home) == _ids(home, "mnist")  # exactly the ticked, by name and id
     assert "Yes, delete these 3 models" in _confirmation(page).inner_text()
 
 

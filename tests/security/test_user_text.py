@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from tests.browser import Recorder, screenshots_dir, settle, snap
 
-WORD_JOINER = "\u2060"                          # what ui.common.plain() puts before a bare address
-PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")     # CommonMark's escapable characters
+WORD_JOINER = "\u2060"  # what ui.common.plain() puts before a bare address
+PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")  # CommonMark's escapable characters
 
 
 def _unescape(md: str) -> str:
@@ -53,22 +53,60 @@ def _reads_back(text: str) -> None:
         assert shown[m.start() - 1] == WORD_JOINER, (text, shown)
 
 
-@settings(deadline=None)             # the first example imports Streamlit
+@settings(deadline=None)  # the first example imports Streamlit
 @given(st.text())
 def test_any_string_escaped_reads_back_as_itself_with_nothing_markdown_can_use(text):
     _reads_back(text)
 
 
-@settings(deadline=None)             # the first example imports Streamlit
-@given(st.lists(st.sampled_from(["http://", "HTTPS://", "www.", "@", "a", ".", ":", "[", "](", ")", "!", "\\", " ",
-                                  "\n", "$", "<", ">", "*", "`", ":material/", ":red["]), max_size=20).map("".join))
+@settings(deadline=None)  # the first example imports Streamlit
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "http://",
+                "HTTPS://",
+                "www.",
+                "@",
+                "a",
+                ".",
+                ":",
+                "[",
+                "](",
+                ")",
+                "!",
+                "\\",
+                " ",
+                "\n",
+                "$",
+                "<",
+                ">",
+                "*",
+                "`",
+                ":material/",
+                ":red[",
+            ]
+        ),
+        max_size=20,
+    ).map("".join)
+)
 def test_strings_made_of_markdown_pieces_too(text):
     _reads_back(text)
 
 
-@pytest.mark.parametrize("text", ["![x](http://h/b.png)", "[click](javascript:alert(1))", "<http://h/a>",
-                                  "http://h/a www.h.com a@h.com", ":red[x] :material/home: :smile: $x^2$ $$y$$",
-                                  "**b** _i_ `c` ~s~ # h\n- l\n1. n\n> q", "<img src=x onerror=alert(1)>", "a\\b"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![x](http://h/b.png)",
+        "[click](javascript:alert(1))",
+        "<http://h/a>",
+        "http://h/a www.h.com a@h.com",
+        ":red[x] :material/home: :smile: $x^2$ $$y$$",
+        "**b** _i_ `c` ~s~ # h\n- l\n1. n\n> q",
+        "<img src=x onerror=alert(1)>",
+        "a\\b",
+    ],
+)
 def test_known_markdown_is_escaped(text):
     from lenscape.ui.common import plain
 
@@ -77,7 +115,7 @@ def test_known_markdown_is_escaped(text):
     assert not re.search(r"(?<!\\)[\[\]()<>:$*_`]", md)
 
 
-@settings(deadline=None)             # the first example imports Streamlit
+@settings(deadline=None)  # the first example imports Streamlit
 @given(st.text())
 def test_plot_text_has_no_tag_and_reads_back(text):
     from lenscape.ui.common import plot_text
@@ -89,6 +127,7 @@ def test_plot_text_has_no_tag_and_reads_back(text):
 # ---------------------------------------------------------------------------------------------
 # In the browser
 
+
 @pytest.fixture(scope="module")
 def beacon():
     with Recorder() as rec:
@@ -96,9 +135,11 @@ def beacon():
 
 
 def _names(beacon: Recorder) -> list[str]:
-    return [f"![x]({beacon.url}/beacon.png)",
-            f"[click](javascript:alert(1)) <{beacon.url}/auto.png> {beacon.url}/bare.png :red[red] "
-            f":material/home: $x^2$ <img src=\"{beacon.url}/html.png\">"]
+    return [
+        f"![x]({beacon.url}/beacon.png)",
+        f"[click](javascript:alert(1)) <{beacon.url}/auto.png> {beacon.url}/bare.png :red[red] "
+        f':material/home: $x^2$ <img src="{beacon.url}/html.png">',
+    ]
 
 
 def _arch():
@@ -120,8 +161,17 @@ def home(tmp_path_factory, beacon):
     ids = []
     for seed, name in enumerate(_names(beacon)):
         torch.manual_seed(seed)
-        ids.append(import_model(build_model(_arch()), _arch(), name, DataSpec(name="digits"), tuple("0123456789"),
-                                "test", root=home / "runs")["run_id"])
+        ids.append(
+            import_model(
+                build_model(_arch()),
+                _arch(),
+                name,
+                DataSpec(name="digits"),
+                tuple("0123456789"),
+                "test",
+                root=home / "runs",
+            )["run_id"]
+        )
     home.joinpath("ids").write_text(" ".join(ids))
     return home
 
@@ -133,7 +183,8 @@ def _nothing_reached(page, beacon: Recorder, where: str) -> None:
     port = beacon.url.rsplit(":", 1)[1]
     built = page.locator(f"a[href^='javascript:'], a[href*=':{port}'], img[src*=':{port}']")
     assert built.count() == 0, f"{where}: " + built.first.evaluate(
-        "e => (e.closest('[data-testid^=st]:not([data-testid^=stMarkdown])') || e).outerHTML.slice(0, 3000)")
+        "e => (e.closest('[data-testid^=st]:not([data-testid^=stMarkdown])') || e).outerHTML.slice(0, 3000)"
+    )
 
 
 def _text(locator) -> str:
@@ -153,13 +204,13 @@ def test_names_are_text_on_home_models_runs_and_a_view(page, server, home, beaco
     shots = screenshots_dir()
     ids = home.joinpath("ids").read_text().split()
     names = dict(zip(ids, _names(beacon)))
-    for run_id in reversed(ids):            # each the current model once: the sidebar names it (the image last)
+    for run_id in reversed(ids):  # each the current model once: the sidebar names it (the image last)
         page.goto(f"{server}/Saliency?model={run_id}")
         settle(page)
         page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
         snap(page, shots, f"security-names-saliency-{run_id[-6:]}")
         _nothing_reached(page, beacon, "Saliency")
-        assert names[run_id] in _text(page.locator("[data-testid='stSidebar']"))          # as typed
+        assert names[run_id] in _text(page.locator("[data-testid='stSidebar']"))  # as typed
     _nav(page, None)
     snap(page, shots, "security-names-home")
     _nothing_reached(page, beacon, "Home")
@@ -183,7 +234,9 @@ def test_a_bundle_imported_on_the_runs_page_names_its_model_as_text(page, server
     settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
     store = ResultStore(home / "store")
-    job_id = next(j["id"] for j in store.list("saliency") if j["status"] == "DONE" and '"indices": [3, 4]' in j["config"])
+    job_id = next(
+        j["id"] for j in store.list("saliency") if j["status"] == "DONE" and '"indices": [3, 4]' in j["config"]
+    )
     bundle = tmp_path / "bundle.zip"
     bundle.write_bytes(export_bundle(store, job_id, home / "runs"))
     store.delete(job_id)
@@ -210,7 +263,10 @@ def test_a_model_imported_on_the_models_page_is_named_as_text(page, server, beac
     page.get_by_role("tab", name="Import").click()
     settle(page)
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
-        files=[{"name": "tiny.safetensors", "mimeType": "application/octet-stream", "buffer": io.BytesIO(data).getvalue()}])
+        files=[
+            {"name": "tiny.safetensors", "mimeType": "application/octet-stream", "buffer": io.BytesIO(data).getvalue()}
+        ]
+    )
     settle(page)
     name = page.get_by_label("Name in the workspace")
     name.fill(f"![x]({beacon.url}/imported.png)")

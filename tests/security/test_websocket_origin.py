@@ -27,7 +27,7 @@ async def _opens(url: str, origin: str, host: str | None = None) -> bool:
             try:
                 await asyncio.wait_for(ws.recv(), timeout=2)
             except asyncio.TimeoutError:
-                return True                     # still open, waiting for the client's first message
+                return True  # still open, waiting for the client's first message
             return True
     except (websockets.exceptions.ConnectionClosed, websockets.exceptions.InvalidStatus, OSError):
         return False
@@ -65,7 +65,14 @@ def test_the_app_itself_and_listed_origins_can(server):
 
 def test_the_readme_says_what_a_shared_deployment_needs():
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## A shared deployment"):]
-    for needed in ("reverse proxy", "authentication", "server.address", "server.corsAllowedOrigins",
-                   "browser.serverAddress", "LENSCAPE_ALLOWED_ROOTS", "LENSCAPE_LIMITS"):
+    section = text[text.index("## A shared deployment") :]
+    for needed in (
+        "reverse proxy",
+        "authentication",
+        "server.address",
+        "server.corsAllowedOrigins",
+        "browser.serverAddress",
+        "LENSCAPE_ALLOWED_ROOTS",
+        "LENSCAPE_LIMITS",
+    ):
         assert needed in section, needed

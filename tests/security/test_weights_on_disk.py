@@ -24,17 +24,20 @@ def swapped(lenscape_home):
     """A workspace model whose checkpoint file was then replaced by other weights of the same shapes."""
     torch.manual_seed(0)
     rec = import_model(build_model(ARCH), ARCH, "tiny", DataSpec(name="digits"), tuple(map(str, range(10))), "test")
-    assert load_model(rec["run_id"]).fingerprint == rec["checkpoints"][0]["fingerprint"]     # honest: loads
+    assert load_model(rec["run_id"]).fingerprint == rec["checkpoints"][0]["fingerprint"]  # honest: loads
     torch.manual_seed(1)
     other = {k: v.contiguous() for k, v in build_model(ARCH).state_dict().items()}
-    time.sleep(0.01)                              # a new modification time, as a later write has
+    time.sleep(0.01)  # a new modification time, as a later write has
     save_file(other, str(lenscape_home / "runs" / rec["run_id"] / "epoch_000.safetensors"))
     return rec
 
 
 def test_swapped_weights_are_refused_by_every_loader(swapped):
-    for load in (lambda: load_model(swapped["run_id"]), lambda: load_state(swapped["run_id"]),
-                 lambda: list(iter_states(swapped["run_id"]))):
+    for load in (
+        lambda: load_model(swapped["run_id"]),
+        lambda: load_state(swapped["run_id"]),
+        lambda: list(iter_states(swapped["run_id"])),
+    ):
         with pytest.raises(InvalidInputError, match="not the ones recorded"):
             load()
 
@@ -62,6 +65,7 @@ def test_a_model_id_from_a_link_is_a_name_never_a_path(lenscape_home, tmp_path, 
     with pytest.raises(InvalidInputError, match="not a model id"):
         load_model(run_id)
     from lenscape.models.zoo import delete_run
+
     with pytest.raises(InvalidInputError, match="not a model id"):
         delete_run(run_id)
     assert (outside / "run.json").exists()
@@ -79,15 +83,17 @@ def test_weights_rewritten_in_place_with_the_old_time_are_noticed(swapped, lensc
     import os
 
     from lenscape.models.zoo import get_run
+
     path = lenscape_home / "runs" / swapped["run_id"] / "epoch_000.safetensors"
     torch.manual_seed(0)
     from safetensors.torch import save
+
     honest = save({k: v.contiguous() for k, v in build_model(ARCH).state_dict().items()})
-    path.write_bytes(honest)                          # the honest weights back: loads
+    path.write_bytes(honest)  # the honest weights back: loads
     assert load_model(swapped["run_id"]).fingerprint == get_run(swapped["run_id"])["checkpoints"][0]["fingerprint"]
     st = path.stat()
     raw = bytearray(honest)
-    raw[-1] ^= 0x40                                   # one weight's bit, in place
+    raw[-1] ^= 0x40  # one weight's bit, in place
     time.sleep(0.01)
     path.write_bytes(bytes(raw))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
