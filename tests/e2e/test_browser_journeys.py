@@ -1,0 +1,130 @@
+"""The browser tests' two longest journeys, in a file of their own so that the suite's two workers
+(pytest-xdist, a file per worker) run them beside the rest of tests/e2e/test_browser.py: the
+memorization view from an offer to train to every experiment, and the class demo from one click.
+Same fixtures as test_browser.py (a server over a workspace trained before it starts)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.browser import settle as _settle
+from tests.browser import snap as _snap
+from tests.browser import streamlit_server as _streamlit
+from tests.e2e import test_browser as _browser
+
+# the same module-scoped fixtures, set up once for this file
+seeds, e2e_home, server, page, shots = _browser.seeds, _browser.e2e_home, _browser.server, _browser.page, _browser.shots
+
+
+def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, seeds):
+    """A model without label noise gets an explanation and an offer; the offered noisy model is
+    trained from the page, then the overview and neuron flipping run on it."""
+    from lenscape.models.training import preset, run_id_for
+
+    page.goto(f"{server}/Memorization?model={seeds[0]}")
+    _settle(page)
+    try:
+        page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(shots / "memorization-failed.png"), full_page=True)
+        raise
+    _snap(page, shots, "memorization-no-noise")
+    page.get_by_role("button", name=preset("digits-mlp-noise10").describe(), exact=False).first.click()
+    page.get_by_text("pick it above").first.wait_for(timeout=300_000)
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
+    _settle(page)
+    page.get_by_role("button", name="Show what was memorized").click()
+    page.get_by_role("button", name="Relabelled examples (.csv)").wait_for(timeout=120_000)
+    _snap(page, shots, "memorization-overview")
+    # a memorized example opens in the Saliency view (training split) and starred in the embedding
+    page.get_by_role("link", name="Saliency map of #").click()
+    page.get_by_role("button", name="Predictions (.csv)").wait_for(timeout=120_000)
+    assert "split=train" in page.url and "idx=" in page.url
+    _snap(page, shots, "memorization-to-saliency")
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
+    _settle(page)
+    page.get_by_role("button", name="Show what was memorized").click()  # from the store, at once
+    page.get_by_role("link", name="in the embedding").click()
+    page.get_by_role("button", name="Coordinates (.csv)").wait_for(timeout=180_000)
+    assert "mark=" in page.url
+    _snap(page, shots, "memorization-to-embedding")
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}&tab=Retraining")
+    _settle(page)
+    _run_tab(page, shots, None, "Retrain the layers", "Retraining (.csv)", "memorization-retraining")
+    _run_tab(page, shots, "Neuron flipping", "Flip the examples", "Neuron flipping (.csv)", "memorization-flipping")
+    _run_tab(page, shots, "Rewinding", "Rewind each layer", "Layer rewinding (.csv)", "memorization-rewinding")
+    _run_tab(
+        page, shots, "Gradients", "Account for the gradients", "Gradient accounting (.csv)", "memorization-gradients"
+    )
+    page.get_by_role("tab", name="Tied dropout").click()
+    _settle(page)
+    page.get_by_role("button", name=preset("digits-mlp-tied-dropout").describe(), exact=False).first.click()
+    page.get_by_text("pick it above").first.wait_for(timeout=300_000)
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-tied-dropout'))}&tab=Tied+dropout")
+    _settle(page)
+    _run_tab(page, shots, None, "Compare kept and dropped", "Tied dropout (.csv)", "memorization-tied-dropout")
+
+
+def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot: str) -> None:
+    """Open `tab` (None: the open one), press `button`, wait for the result's `download` button, snap."""
+    if tab:
+        pg.get_by_role("tab", name=tab).click()
+        _settle(pg)
+    pg.get_by_role("button", name=button).click()
+    pg.get_by_role("button", name=download).wait_for(timeout=300_000)
+    _snap(pg, shots, shot)
+
+
+def test_class_demo_from_one_click_to_a_tour_of_every_view(page, shots, tmp_path):
+    """Clicks and seconds from Home in a fresh workspace to the first picture, then every step."""
+    fresh = tmp_path / "fresh-home"
+    fresh.mkdir()
+    with _streamlit(fresh) as server:
+        page.goto(server)
+        _settle(page)
+        _class_demo(page, shots)
+
+
+def _class_demo(page, shots) -> None:
+    start = time.perf_counter()
+    page.get_by_role("button", name="Prepare the class demo").click()
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
+    seconds = time.perf_counter() - start
+    print(f"\nclass demo: 1 click and {seconds:.1f} s from Home to the first saliency maps")
+    home = page.url
+    # each step, then its "Explore this in the … view": the view opens on the same result, nothing to press
+    for label, shot, ready, view, there in (
+        (
+            "1 · Which pixels",
+            "tour-saliency",
+            "Integrated Gradients completeness error",
+            "Saliency",
+            "Integrated Gradients completeness error",
+        ),
+        (
+            "2 · Do two seeds",
+            "tour-similarity",
+            "marks a value that does not beat",
+            "Similarity",
+            "marks a value that does not beat",
+        ),
+        ("3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", "Solid: training set"),
+        ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", "Path and metrics"),
+        (
+            "5 · What does memorizing",
+            "tour-memorization",
+            "Memorized examples",
+            "Memorization",
+            "Relabelled examples (.csv)",
+        ),
+    ):
+        page.get_by_text(label).click()
+        page.get_by_text(ready).first.wait_for(timeout=120_000)
+        _snap(page, shots, shot)
+        page.get_by_role("link", name=f"Explore this in the {view} view").click()
+        page.get_by_text(there).first.wait_for(timeout=60_000)
+        _settle(page)
+        _snap(page, shots, f"{shot}-explored")
+        page.goto(home)
+        _settle(page)
