@@ -56,6 +56,12 @@ def in_chunks(
     return out
 
 
+def serial_map(fn: Callable, items: list[tuple]) -> list:
+    """`[fn(*item) for item in items]`: the default `map` of the functions whose independent pieces the
+    app's jobs run elsewhere (a Ray cluster)."""
+    return [fn(*item) for item in items]
+
+
 @contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
     """Inside, no parameter requires grad (input gradients then skip every weight gradient); each

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lenscape.analysis.evaluation import Progress, _no_progress
+from lenscape.analysis.evaluation import Progress, _no_progress, serial_map
 from lenscape.analysis.saliency import SaliencyConfig, attribute
 from lenscape.errors import InvalidInputError
 
@@ -101,10 +101,6 @@ Images = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, C, H, W), labels
 Retrain = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], float]
 
 
-def _serial(fn: Callable, items: list[tuple]) -> list:
-    return [fn(*item) for item in items]
-
-
 def diffroar(
     model: nn.Module,
     train: Images,
@@ -114,7 +110,7 @@ def diffroar(
     saliency: SaliencyConfig | None = None,
     *,
     fill: int | None = None,
-    map: Callable[[Callable, list[tuple]], list] = _serial,
+    map: Callable[[Callable, list[tuple]], list] = serial_map,
     progress: Progress = _no_progress,
 ) -> DiffRoarResult:
     """DiffROAR(k) = Acc(top-k kept) − Acc(bottom-k kept) for each method of `config` (Shah et al. 2021).

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lenscape.analysis.evaluation import serial_map
 from lenscape.analysis.hooks import conv_to_matrix  # noqa: F401 - public here too
 from lenscape.errors import InvalidInputError
 
@@ -454,12 +455,8 @@ def score_pair(metric: str, x: Array, y: Array) -> tuple[float, str | None]:
         return float("nan"), str(exc)
 
 
-def _serial(fn: Callable, items: list[tuple]) -> list:
-    return [fn(*item) for item in items]
-
-
 def pairwise_scores(
-    metric: str, xs: Sequence[Array], ys: Sequence[Array], *, map: Callable[[Callable, list[tuple]], list] = _serial
+    metric: str, xs: Sequence[Array], ys: Sequence[Array], *, map: Callable[[Callable, list[tuple]], list] = serial_map
 ) -> tuple[np.ndarray, list[str]]:
     """(metric(xs[i], ys[j]) for every pair as an (len(xs), len(ys)) array, the notes on undefined
     pairs). `map(fn, items) == [fn(*item) for item in items]`, computed anywhere (serial by default).
@@ -507,7 +504,7 @@ def seed_matrix(
     *,
     random_model: nn.Module | None = None,
     conv_mode: str = "pool",
-    map: Callable[[Callable, list[tuple]], list] = _serial,
+    map: Callable[[Callable, list[tuple]], list] = serial_map,
 ) -> SeedMatrix:
     """Similarity of one layer across models (seeds of a recipe: Kornblith et al. 2019, Table 1), on
     the same images, with a random network's value as the chance level.
