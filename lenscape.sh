@@ -36,7 +36,7 @@ case "${1:-}" in
     shift
     # two workers, each test file on one of them (a file's server, workspace and trained models are its own):
     # about 9.5 minutes of suite on 2 cores instead of 14. LENSCAPE_TEST_WORKERS=0 runs in this process.
-    exec .venv/bin/python -m pytest -n "${LENSCAPE_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
+    exec .venv/bin/python -m pytest -n "${LENSCAPE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" ;;
   *)
     echo "usage: ./lenscape.sh app | ./lenscape.sh test" >&2
     exit 2 ;;

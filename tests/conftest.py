@@ -127,3 +127,21 @@ def make_runner(runner_kind):
         return RayRunner(store, "local", **kwargs) if runner_kind == "ray" else LocalRunner(store, **kwargs)
 
     return make
+
+
+def _cost_rank(item) -> int:
+    """0 for the files that take longest (the browser journeys), then files that start a server and a
+    browser, then the page tests, then the rest: with `--dist loadfile --no-loadscope-reorder` the two
+    workers take the longest files first, so neither is left with a long file at the end."""
+    if item.path.parent.name == "e2e":
+        return 0 if "journeys" in item.path.name else 1
+    if {"page", "server"} & set(getattr(item, "fixturenames", ())) or item.path.name == "test_wheel.py":
+        return 2
+    return 3 if item.path.parent.name == "pages" else 4
+
+
+def pytest_collection_modifyitems(config, items):
+    ranks: dict[Path, int] = {}
+    for item in items:
+        ranks[item.path] = min(ranks.get(item.path, 9), _cost_rank(item))
+    items.sort(key=lambda it: ranks[it.path])  # stable: the file order is kept within a rank

@@ -53,15 +53,19 @@ def _package_tree(root: Path) -> Path:
     return root
 
 
-def test_mypy_types_the_analysis_api_and_the_job_api(tmp_path):
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory):
+    """One cache for both mypy runs: the second reads torch's analysis from it instead of doing it again."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def test_mypy_types_the_analysis_api_and_the_job_api(tmp_path, mypy_cache):
     tree = _package_tree(tmp_path)
-    out = _run(
-        "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / ".cache"), *TYPED, cwd=tree
-    )
+    out = _run("mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(mypy_cache), *TYPED, cwd=tree)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_mypy_would_see_a_type_error(tmp_path):
+def test_mypy_would_see_a_type_error(tmp_path, mypy_cache):
     """The check reads the code it claims to: a wrong type in analysis/ fails it."""
     tree = _package_tree(tmp_path)
     (tree / "lenscape" / "analysis").unlink()
@@ -75,7 +79,7 @@ def test_mypy_would_see_a_type_error(tmp_path):
         "--config-file",
         str(ROOT / "pyproject.toml"),
         "--cache-dir",
-        str(tmp_path / ".cache"),
+        str(mypy_cache),
         "-m",
         "lenscape.analysis.roar",
         cwd=tree,

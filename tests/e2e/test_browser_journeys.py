@@ -30,12 +30,15 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
         page.screenshot(path=str(shots / "memorization-failed.png"), full_page=True)
         raise
     _snap(page, shots, "memorization-no-noise")
+    start = time.perf_counter()
     page.get_by_role("button", name=preset("digits-mlp-noise10").describe(), exact=False).first.click()
     page.get_by_text("pick it above").first.wait_for(timeout=300_000)
+    print(f"\ntraining the noisy preset: {time.perf_counter() - start:.1f} s")
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
     _settle(page)
     page.get_by_role("button", name="Show what was memorized").click()
     page.get_by_role("button", name="Relabelled examples (.csv)").wait_for(timeout=120_000)
+    print(f"\nto the overview: {time.perf_counter() - start:.1f} s")
     _snap(page, shots, "memorization-overview")
     # a memorized example opens in the Saliency view (training split) and starred in the embedding
     page.get_by_role("link", name="Saliency map of #").click()
@@ -48,6 +51,7 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
     page.get_by_role("link", name="in the embedding").click()
     page.get_by_role("button", name="Coordinates (.csv)").wait_for(timeout=180_000)
     assert "mark=" in page.url
+    print(f"\nto the embedding: {time.perf_counter() - start:.1f} s")
     _snap(page, shots, "memorization-to-embedding")
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}&tab=Retraining")
     _settle(page)
@@ -68,11 +72,13 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
 
 def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot: str) -> None:
     """Open `tab` (None: the open one), press `button`, wait for the result's `download` button, snap."""
+    start = time.perf_counter()
     if tab:
         pg.get_by_role("tab", name=tab).click()
         _settle(pg)
     pg.get_by_role("button", name=button).click()
     pg.get_by_role("button", name=download).wait_for(timeout=300_000)
+    print(f"\n{shot}: {time.perf_counter() - start:.1f} s")
     _snap(pg, shots, shot)
 
 

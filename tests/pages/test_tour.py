@@ -30,6 +30,9 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
     assert all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values())
 
 
+_WARMED: list = []  # the workspace the command line warmed, which the links test opens again
+
+
 def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(lenscape_home):
     out = subprocess.run(
         [sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"],
@@ -61,14 +64,18 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
     lst.button(key="lst.run").click().run()
     assert lst.session_state["lst.job"] == [jobs["level_sets"].key()]
     assert backend().status(jobs["level_sets"].key()) == JobStatus.DONE
+    _WARMED.append(lenscape_home)
 
 
-def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home):
+def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home, monkeypatch):
     """ "Explore this in the … view" opens every step's view with the step's stored result shown and
-    nothing submitted (the link names the job: ?job=)."""
+    nothing submitted (the link names the job: ?job=). In the workspace the test above warmed, where
+    it ran first (warming again there computes nothing); else in its own."""
     from lenscape.backend.teaching import STEPS, tour_jobs, warm
     from lenscape.ui.jobs import backend
 
+    if _WARMED:
+        monkeypatch.setenv("LENSCAPE_HOME", str(_WARMED[0]))
     warm(backend(), say=lambda m: None)
     jobs = tour_jobs()
     home = AppTest.from_file(ROOT_APP, default_timeout=120).run()
