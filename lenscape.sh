@@ -8,9 +8,9 @@ PYTHON=${PYTHON:-python3}
 venv() {
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # --no-compile: Python compiles what it imports on first use; byte-compiling all 7 GB (torch, its
-  # CUDA libraries, ray) up front took 35 of the 90 s a fresh install takes
-  .venv/bin/python -m pip install -q --no-compile -e "$1"
+  # (byte-compiling at install costs 35 s of the 90, but --no-compile is slower where, as on our CI
+  # machines, PYTHONDONTWRITEBYTECODE is set: every process would then compile torch again on import)
+  .venv/bin/python -m pip install -q -e "$1"
 }
 
 ensure_chromium() {

@@ -31,7 +31,41 @@ def hidden_layers(model: nn.Module) -> list[str]:
     children = list(model.named_children())
     picks = [n for n, m in children if isinstance(m, nn.ReLU) or n.startswith("layer")]
     logits = [n for n, m in children if any(True for _ in m.parameters())][-1:]
+    if not picks:  # a network of another shape (a user's own): its repeated blocks, else its parts
+        blocks = block_container(model)
+        picks = (
+            [f"{blocks}.{n}" for n, _ in dict(model.named_modules())[blocks].named_children()]
+            if blocks
+            else [n for n, m in children if any(True for _ in m.parameters())][:-1]
+        )
     return picks + [n for n in logits if n not in picks]
+
+
+def block_container(model: nn.Module) -> str | None:
+    """The path of the network's stack of blocks: the Sequential or ModuleList (at most two levels
+    down) holding the most children, 2 or more, all of one class that owns submodules (a ResNet's
+    stage, a transformer's encoder blocks). None if it has no such stack.
+
+    Example:
+        >>> from torch import nn
+        >>> block = lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        >>> net = nn.Sequential(nn.Linear(8, 4), nn.Sequential(block(), block(), block()), nn.Linear(4, 2))
+        >>> block_container(net)
+        '1'
+    """
+    best, size = None, 1
+    for name, m in model.named_modules():
+        if not name or name.count(".") > 1 or not isinstance(m, (nn.Sequential, nn.ModuleList)):
+            continue
+        kids = list(m.children())
+        if (
+            len(kids) > size
+            and len({type(k) for k in kids}) == 1
+            and any(True for _ in kids[0].children())
+            and any(True for _ in kids[0].parameters())
+        ):
+            best, size = name, len(kids)
+    return best
 
 
 def extract(

@@ -8,6 +8,7 @@ is not changed). A CUDA out-of-memory halves the chunk and retries.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -413,8 +414,58 @@ def _occlusion(model, x, t, cfg, start):
 def _gradcam(model, x, t, cfg, start):
     ca = _captum()
     layer = _conv_layer(model, cfg.layer)
-    cam = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
+    if _output_ndim(model, layer, x) == 3:  # tokens (B, T, D) of a vision transformer
+        cam = _token_gradcam(model, layer, x, t)
+    else:
+        cam = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
     return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+
+def _output_ndim(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> int:
+    seen: list[int] = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.ndim) if isinstance(o, torch.Tensor) else None)
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        handle.remove()
+    return seen[0] if seen else 4
+
+
+def token_grid(tokens: int) -> tuple[int, int]:
+    """(prefix tokens, side) of a vision transformer's token sequence: the class (and register)
+    tokens come first, the patches after them form a side × side grid.
+
+    Example:
+        >>> token_grid(197), token_grid(16)   # ViT-B/16 at 224 px: CLS + 14×14; a 4×4 grid alone
+        ((1, 14), (0, 4))
+    """
+    for prefix in range(0, min(tokens, 9)):
+        side = math.isqrt(tokens - prefix)
+        if side >= 1 and side * side == tokens - prefix:
+            return prefix, side
+    raise InvalidInputError(f"{tokens} tokens do not hold a square grid of patches (after up to 8 class tokens)")
+
+
+def to_feature_map(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) tokens → (B, D, side, side): the class tokens dropped, the patches as a feature map,
+    as pytorch-grad-cam's ``reshape_transform`` for vision transformers does."""
+    prefix, side = token_grid(tokens.shape[1])
+    patches = tokens[:, prefix:, :]
+    return patches.reshape(len(tokens), side, side, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def _token_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM on a transformer layer: Captum's LayerGradCam averages the gradient over every
+    dimension after dim 1, which for (B, T, D) tokens would be the wrong one; so the activation and its
+    gradient are first reshaped to (B, D, h, w) feature maps (`to_feature_map`), then Grad-CAM's
+    formula is applied as Captum applies it: ReLU(Σ_c mean_hw(∂y/∂A_c) · A_c)."""
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+
+    grads, evals = compute_layer_gradients_and_eval(model, layer, x, target_ind=t)
+    g, a = to_feature_map(grads[0]), to_feature_map(evals[0])
+    weights = g.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * a).sum(dim=1, keepdim=True))
 
 
 def _random(model, x, t, cfg, start):
@@ -487,6 +538,9 @@ def suggest_gradcam_layer(model: nn.Module, in_shape: tuple[int, ...] | None = N
         >>> suggest_gradcam_layer(net, (1, 4, 4))   # on 4×4 images "3" sees 1×1: the first conv instead
         '0'
     """
+    token_layer = _token_gradcam_layer(model)
+    if token_layer:
+        return token_layer
     convs = conv_layers(model)
     if not convs:
         raise InvalidInputError("Grad-CAM does not apply: this model has no convolutional layer (an MLP?)")
@@ -498,10 +552,42 @@ def suggest_gradcam_layer(model: nn.Module, in_shape: tuple[int, ...] | None = N
     return convs[-1]
 
 
+def _token_blocks(model: nn.Module) -> str | None:
+    """The stack of transformer blocks (blocks with a LayerNorm and attention), if the model has one."""
+    from lenscape.analysis.activations import block_container
+
+    name = block_container(model)
+    if name is None:
+        return None
+    first = next(dict(model.named_modules())[name].children())
+    kinds = {type(m) for m in first.modules()}
+    return name if nn.LayerNorm in kinds and nn.MultiheadAttention in kinds else None
+
+
+def _in_token_block(model: nn.Module, name: str | None) -> bool:
+    blocks = _token_blocks(model)
+    return bool(blocks and name and name.startswith(f"{blocks}."))
+
+
+def _token_gradcam_layer(model: nn.Module) -> str | None:
+    """For a vision transformer, the first LayerNorm of its last block: its tokens still feed the
+    attention that mixes them into the class token (the last block's output reaches the logits through
+    the class token alone, so the patches' gradient there is zero), as pytorch-grad-cam advises."""
+    blocks = _token_blocks(model)
+    if blocks is None:
+        return None
+    last = list(dict(model.named_modules())[blocks].named_children())[-1][0]
+    block = dict(model.named_modules())[f"{blocks}.{last}"]
+    norm = next(n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm))
+    return f"{blocks}.{last}.{norm}"
+
+
 def _conv_layer(model: nn.Module, name: str | None) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules:
         raise InvalidInputError(f"unknown layer {name!r}; convolutional layers: {conv_layers(model) or 'none'}")
+    if _in_token_block(model, name):
+        return modules[name]
     if not isinstance(modules[name], nn.Conv2d) and not any(isinstance(m, nn.Conv2d) for m in modules[name].modules()):
         raise InvalidInputError(
             f"layer {name!r} is a {type(modules[name]).__name__}, not a convolutional layer; "

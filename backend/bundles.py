@@ -389,8 +389,11 @@ def _fingerprint(run: dict, state: dict) -> str:
     the meta device (no memory) and must have exactly the file's names and shapes, so a record that
     names a huge architecture costs nothing."""
     from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.custom import check_trusted
     from lenscape.models.loading import model_from_state
 
+    if isinstance(run["arch"], dict) and (run["arch"].get("name") == "custom" or run["arch"].get("builder")):
+        check_trusted(run["arch"].get("builder"))  # a bundle never names code this server was not given
     try:
         arch = ArchSpec.from_dict(run["arch"])
         with torch.device("meta"):

@@ -22,15 +22,15 @@ from lenscape.models.zoo import LoadedModel, load_model, training_data
 SPLITS = ("test", "train")
 
 
-def _load(r: ModelRef, ctx: JobContext, split: str = "test") -> tuple[LoadedModel, ImageData]:
+def _load(r: ModelRef, ctx: JobContext, split: str = "test", lazy: bool = False) -> tuple[LoadedModel, ImageData]:
     """The model and the images of `split`, with their true labels. The training split is the
     set the model was trained on (a recipe's subset: index i is training example i everywhere, the
     Memorization and Similarity views included), with its original labels, not the flipped ones."""
     lm = load_model(r.run_id, r.epoch, device=ctx.device)
     if lm.data is None:
         raise InvalidInputError(f"{lm.name} has no data set attached")
-    if split == "test":
-        return lm, load_data(lm.data, "test")
+    if split == "test":  # lazy: an image folder's images decoded as they are asked for (a page of them)
+        return lm, load_data(lm.data, "test", lazy=lazy)
     prepared = training_data(lm)
     return lm, prepared.train.with_labels(prepared.original_labels)
 
@@ -80,7 +80,7 @@ def _check_indices(indices: tuple[int, ...]) -> None:
 
 @job_kind("saliency")
 def saliency_job(ctx: JobContext, cfg: GridConfig) -> list[SaliencyResult]:
-    lm, data = _load(cfg.model, ctx, cfg.split)
+    lm, data = _load(cfg.model, ctx, cfg.split, lazy=True)
     if max(cfg.indices) >= len(data):
         raise InvalidInputError(
             f"the {cfg.split} split has {len(data):,} images (indices 0 to {len(data) - 1}); "

@@ -18,3 +18,12 @@ __version__ = "0.1.0"
 _here = _Path(__file__).resolve().parent
 if not (_here / "analysis").is_dir() and (_here.parent / "analysis" / "__init__.py").is_file():
     __path__.append(str(_here.parent))  # type: ignore[name-defined]  # a source checkout: ../analysis is lenscape.analysis
+
+
+def __getattr__(name: str):
+    """`lenscape.add_model` and `lenscape.show` (lenscape.api), imported on first use."""
+    if name in ("add_model", "show"):
+        from lenscape import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'lenscape' has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """The `lenscape` command (also `python -m lenscape`):
 
     lenscape app [--port 8501] [streamlit options]   start the app (localhost only unless configured)
+    lenscape app --model mypkg.nets:build_net [--kwargs '{"depth": 18}'] --weights w.safetensors
+                 --data /path/to/images [--name N] [--mean 0.485,0.456,0.406] [--std ...] [--image-size 224]
+                                                      add your own model first (see lenscape.add_model)
     lenscape train --preset mnist-cnn --seeds 0-4 [--epochs 1] [--device cuda]
     lenscape warm --preset teaching                   prepare the class demo (models and one result per view)
     lenscape presets                                  list the training presets
@@ -81,7 +84,61 @@ if __name__ == "__main__":
 def _app(args: list[str]) -> int:
     from lenscape.ui.serve import main as serve
 
+    own = argparse.ArgumentParser(prog="lenscape app", add_help=False, allow_abbrev=False)
+    own.add_argument("--model", help="module:callable that builds your network")
+    own.add_argument("--kwargs", default="{}", help="its keyword arguments, as JSON")
+    own.add_argument("--weights", help="a safetensors file or a state_dict saved by torch.save")
+    own.add_argument("--data", help="an image folder (root/<class>/<image>)")
+    own.add_argument("--name")
+    own.add_argument("--mean", help="the normalization your network expects, e.g. 0.485,0.456,0.406")
+    own.add_argument("--std")
+    own.add_argument("--image-size", type=int, default=0)
+    known, args = own.parse_known_args(args)
+    if known.model or known.weights or known.data:
+        try:
+            run_id = _add_own(known)
+        except InvalidInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {run_id}; it is the model the app opens with ?model={run_id}", flush=True)
+
     if args[:1] == ["--port"] and len(args) >= 2:  # the one option most people want, spelled plainly
         args = ["--server.port", args[1], *args[2:]]
     serve(args)
     return 0
+
+
+def _add_own(known: argparse.Namespace) -> str:
+    import json
+    from pathlib import Path
+
+    from lenscape.api import add_model
+    from lenscape.models.loading import read_state_dict
+
+    missing = [f"--{k}" for k in ("model", "weights", "data") if not getattr(known, k)]
+    if missing:
+        raise InvalidInputError(f"to add your own model, give {', '.join(missing)} too")
+    path = Path(known.weights).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path} ({exc.strerror})") from None
+    try:
+        kwargs = json.loads(known.kwargs)
+    except ValueError as exc:
+        raise InvalidInputError(f"--kwargs is not JSON: {exc}") from None
+
+    def floats(text: str | None):
+        return None if not text else tuple(float(v) for v in text.split(","))
+
+    return add_model(
+        None,
+        known.data,
+        weights=read_state_dict(raw, path.name),  # safetensors or weights_only: nothing unpickled
+        name=known.name,
+        architecture=known.model,
+        kwargs=kwargs,
+        mean=floats(known.mean),
+        std=floats(known.std),
+        image_size=known.image_size,
+    )

@@ -17,7 +17,7 @@ from torch import nn
 
 from lenscape.errors import InvalidInputError
 
-ARCHITECTURES = ("mlp", "cnn", "resnet18", "resnet9", "lenet", "torchvision")
+ARCHITECTURES = ("mlp", "cnn", "resnet18", "resnet9", "lenet", "torchvision", "custom")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -34,6 +34,8 @@ class ArchSpec:
     p_gen: float = 0.0  # example-tied dropout; 0 = off (see ExampleTiedDropout)
     p_mem: float = 0.0
     torchvision_name: str = ""  # for name == "torchvision"
+    builder: str = ""  # for name == "custom": the user's code, "module:callable" (see models.custom)
+    builder_kwargs: str = ""  # its keyword arguments, canonical JSON
 
     def __post_init__(self) -> None:
         if self.name not in ARCHITECTURES:
@@ -52,6 +54,13 @@ class ArchSpec:
                 )
         if self.name == "torchvision" and not self.torchvision_name:
             raise InvalidInputError("a torchvision architecture needs a model name, e.g. 'resnet18'")
+        if self.name == "custom" or self.builder or self.builder_kwargs:
+            from lenscape.models.custom import canonical_kwargs, check_ref
+
+            if self.name != "custom":
+                raise InvalidInputError(f"a {self.name} architecture takes no builder; only 'custom' does")
+            check_ref(self.builder)
+            object.__setattr__(self, "builder_kwargs", canonical_kwargs(self.builder_kwargs))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +69,12 @@ class ArchSpec:
     def from_dict(cls, d: dict) -> ArchSpec:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
+
+    @property
+    def label(self) -> str:
+        """What the architecture is called where it is shown: the zoo's name, torchvision's, or the
+        reference to the user's code it is built from."""
+        return self.torchvision_name or self.builder or self.name
 
     @property
     def tied_dropout(self) -> bool:
@@ -219,7 +234,7 @@ class LeNet(Chain):
 def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
     """A freshly initialized model for `spec`: with `seed`, its initial weights depend on the seed
     alone (drawn from a generator, not the global RNG other jobs share; see models.seeding)."""
-    from lenscape.models.resnets import ResNet9, ResNet18, torchvision_classifier
+    from lenscape.models.resnets import ResNet9, ResNet18, custom_classifier, torchvision_classifier
     from lenscape.models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
 
     builders = {
@@ -229,8 +244,9 @@ def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
         "resnet18": ResNet18,
         "resnet9": ResNet9,
         "torchvision": torchvision_classifier,
+        "custom": custom_classifier,
     }
-    if spec.name == "torchvision" and seed is not None:  # keeps torchvision's own initialization
+    if spec.name in ("torchvision", "custom") and seed is not None:  # keeps the library's own initialization
         with global_seed(seed):
             model = builders[spec.name](spec)
     else:
@@ -253,7 +269,7 @@ def check_io(model: nn.Module, spec: ArchSpec) -> None:
             out = model(torch.zeros(1, *spec.in_shape))
     except RuntimeError as exc:
         raise InvalidInputError(
-            f"this {spec.name} model cannot take images of shape {spec.in_shape} (C, H, W): {str(exc).splitlines()[0]}"
+            f"this {spec.label} model cannot take images of shape {spec.in_shape} (C, H, W): {str(exc).splitlines()[0]}"
         ) from None
     finally:
         model.train(was_training)

@@ -33,7 +33,11 @@ def model_fingerprint(model: nn.Module) -> str:
     """The state_dict and every buffer, the non-persistent ones too: the input normalization lives in
     such buffers, and the same weights under another mean/std are another model (and must not share
     cached results)."""
-    return state_fingerprint({**model.state_dict(), **{f"{k} (buffer)": v for k, v in model.named_buffers()}})
+    buffers = {f"{k} (buffer)": v for k, v in model.named_buffers()}
+    custom = model.__dict__.get("_lenscape_input_norm")  # a custom model's normalization (models.resnets)
+    if custom is not None:
+        buffers.update({f"input_norm.{k} (buffer)": v for k, v in custom.named_buffers()})
+    return state_fingerprint({**model.state_dict(), **buffers})
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict) -> None:

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import Dataset
 
 from lenscape.errors import DataUnavailableError, InvalidInputError
-from lenscape.models.image_folders import folder_cache, folder_tensors
+from lenscape.models.image_folders import folder_tensors, is_complete, open_folder
 from lenscape.models.paths import data_root, offline, user_path
 
-DATASETS = ("digits", "mnist", "cifar10", "blockmnist", "imagefolder")
+DATASETS = ("digits", "mnist", "cifar10", "blockmnist", "imagefolder", "saved")
 Split = Literal["train", "test"]
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -38,7 +38,7 @@ class DataSpec:
     block_classes: tuple[int, int] = (0, 1)  # BlockMNIST: the two MNIST digits; label 0 = first
     block_top_only: bool = False  # BlockMNIST-Top: signal always in the top block
     block_patch: int = 8  # side of the null block's fixed square patch
-    folder: str = ""  # ImageFolder root
+    folder: str = ""  # ImageFolder root; for "saved", the saved data set's id (models.saved_data)
     image_size: int = 0  # ImageFolder: resize to this square size; 0 = keep
 
     def __post_init__(self) -> None:
@@ -46,6 +46,10 @@ class DataSpec:
             raise InvalidInputError(f"unknown data set {self.name!r}; expected one of {DATASETS}")
         if self.name == "imagefolder" and not self.folder:
             raise InvalidInputError("an ImageFolder data set needs a folder path; got none")
+        if self.name == "saved":
+            from lenscape.models.saved_data import dataset_folder
+
+            dataset_folder(self.folder)  # an id, never a path
         a, b = self.block_classes
         if self.name == "blockmnist" and (a == b or not (0 <= a <= 9 and 0 <= b <= 9)):
             raise InvalidInputError(f"BlockMNIST needs two different digits 0-9; got {self.block_classes}")
@@ -61,6 +65,8 @@ class DataSpec:
             return f"BlockMNIST{'-Top' if self.block_top_only else ''} ({a} vs {b})"
         if self.name == "imagefolder":
             return f"ImageFolder {self.folder}"
+        if self.name == "saved":
+            return f"Your data set {self.folder[:8]}"
         return {"digits": "Digits (scikit-learn, 8x8)", "mnist": "MNIST", "cifar10": "CIFAR-10"}[self.name]
 
     def to_dict(self) -> dict:
@@ -103,7 +109,16 @@ class ImageData(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        self._ensure([i])
         return self.images[i].float() / 255.0, int(self.labels[i]), i
+
+    def _ensure(self, index) -> None:
+        """A lazily decoded image folder: decode the images `index` picks (all for None) first."""
+        ensure = self.extra.get("ensure")
+        if ensure is None:
+            return
+        positions = torch.arange(len(self))
+        ensure((positions if index is None else positions[index]).reshape(-1).numpy())
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -115,6 +130,7 @@ class ImageData(Dataset):
 
     def x(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images as float in [0, 1]; index picks a subset."""
+        self._ensure(index)
         imgs = self.images if index is None else self.images[index]
         return imgs.float().div_(255.0)  # (B, C, H, W)
 
@@ -136,7 +152,7 @@ def is_prepared(spec: DataSpec) -> bool:
     """True when loading `spec` is quick: nothing to decode (image folders are decoded once into
     the cache; `prepare` does that, with progress)."""
     folders = _folders(spec)
-    return all(folder_cache(root, size, key).exists() for root, size, key in folders)
+    return all(is_complete(root, size, key) for root, size, key in folders)
 
 
 def _folders(spec: DataSpec) -> list[tuple[Path, int, str | None]]:
@@ -153,8 +169,20 @@ def _folders(spec: DataSpec) -> list[tuple[Path, int, str | None]]:
             return []
         if (folder / "train").is_dir() and (folder / "test").is_dir():
             return [(folder / s, spec.image_size, None) for s in ("train", "test")]
-        return [(folder, spec.image_size, None)]
+        return [(folder, spec.image_size, SPLIT_KEY)]
     return []
+
+
+SPLIT_KEY = "split80"  # the cache of a one-tree folder, kept in split order: its training 80 % first
+
+
+def _split_order(n: int) -> torch.Tensor:
+    """A one-tree folder's fixed 80/20 split: a seeded permutation, training part first."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
+
+
+def _split_cut(n: int) -> int:
+    return max(1, int(0.8 * n))
 
 
 def prepare(spec: DataSpec, progress=None) -> dict:
@@ -164,19 +192,26 @@ def prepare(spec: DataSpec, progress=None) -> dict:
     out = {}
     for i, (root, size, key) in enumerate(folders):
         report = None if progress is None else (lambda f, m, i=i: progress((i + f) / len(folders), m))
-        out[str(root)] = len(folder_tensors(root, size, key, report)[1])
+        order = _split_order if key == SPLIT_KEY else None
+        out[str(root)] = len(folder_tensors(root, size, key, report, order)[1])
     return out
 
 
-def load_data(spec: DataSpec, split: Split) -> ImageData:
+def load_data(spec: DataSpec, split: Split, lazy: bool = False) -> ImageData:
+    """The split's images and labels. `lazy`: an image folder not decoded yet comes back at once, its
+    images decoded as `x(index)` or `data[i]` asks for them (its whole-set `images` are not all there
+    yet: for code that reads a few images by index)."""
     if split not in ("train", "test"):
         raise InvalidInputError(f"split must be 'train' or 'test'; got {split!r}")
+    if lazy and spec.name == "imagefolder":
+        return _imagefolder(spec, split, lazy=True)
     loader = {
         "digits": _digits,
         "mnist": _mnist,
         "cifar10": _cifar10,
         "blockmnist": _blockmnist,
         "imagefolder": _imagefolder,
+        "saved": _saved,
     }[spec.name]
     return loader(spec, split)
 
@@ -257,24 +292,60 @@ def _cifar10(spec: DataSpec, split: str) -> ImageData:
     return ImageData(images, labels, CIFAR_CLASSES, CIFAR_MEAN, CIFAR_STD, spec, split)
 
 
-def _imagefolder(spec: DataSpec, split: str) -> ImageData:
+def _imagefolder(spec: DataSpec, split: str, lazy: bool = False) -> ImageData:
     root = user_path(spec.folder, "the image folder")
     if not root.is_dir():
         raise InvalidInputError(f"folder {root} does not exist")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        images, labels, classes = folder_tensors(root / split, spec.image_size)
-        train_x = images if split == "train" else folder_tensors(root / "train", spec.image_size)[0]
-    else:  # one tree: a fixed 80/20 split
-        all_x, all_y, classes = folder_tensors(root, spec.image_size)
-        order = torch.randperm(len(all_y), generator=torch.Generator().manual_seed(0))
-        cut = max(1, int(0.8 * len(order)))
-        idx = order[:cut] if split == "train" else order[cut:]
-        images, labels, train_x = all_x[idx], all_y[idx], all_x[order[:cut]]
-    if len(labels) == 0:
+        cache, train = open_folder(root / split, spec.image_size), open_folder(root / "train", spec.image_size)
+        offset, stop, train_offset, train_stop = 0, len(cache), 0, len(train)
+    else:  # one tree: a fixed 80/20 split, kept train-first in the cache, so each split is a view
+        cache = train = open_folder(root, spec.image_size, SPLIT_KEY, order=_split_order)
+        cut = _split_cut(len(cache))
+        offset, stop = (0, cut) if split == "train" else (cut, len(cache))
+        train_offset, train_stop = 0, cut
+    if stop <= offset:
         raise InvalidInputError(f"the {split} split of {root} has no images")
-    xs = train_x.float() / 255.0
-    mean = tuple(float(m) for m in xs.mean(dim=(0, 2, 3)))
-    std = tuple(max(float(s), 1e-3) for s in xs.std(dim=(0, 2, 3)))
+    # the normalization statistics: of a fixed sample of the training split (the same lazy or not)
+    sample = train_offset + _stats_sample(train_stop - train_offset)
+    train.ensure(sample)
+    mean, std = _channel_stats(train.images()[torch.from_numpy(sample)])
+    if not lazy:
+        cache.fill()
+    extra = {} if lazy is False else {"ensure": lambda positions: cache.ensure(offset + np.asarray(positions))}
+    labels = torch.from_numpy(cache.labels[offset:stop])
+    return ImageData(cache.images()[offset:stop], labels, cache.classes, mean, std, spec, split, extra=extra)
+
+
+STATS_SAMPLE = 256  # images of the training split whose pixels give an image folder's mean and std
+
+
+def _stats_sample(n: int) -> np.ndarray:
+    """Which training images give the statistics: all up to STATS_SAMPLE, else a seeded sample, sorted."""
+    if n <= STATS_SAMPLE:
+        return np.arange(n)
+    return np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE].numpy())
+
+
+def _channel_stats(images: torch.Tensor, chunk: int = 512) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images in [0, 1] units, a chunk at a time
+    (float64 sums: memory bounded whatever the number of images)."""
+    c = images.shape[1]
+    total, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        sq += x.square().sum(dim=(0, 2, 3))
+        n += x.numel() // c
+    mean = total / n
+    var = (sq / n - mean.square()).clamp_min(0) * n / max(1, n - 1)
+    return tuple(float(m) for m in mean), tuple(max(float(s), 1e-3) for s in var.sqrt())
+
+
+def _saved(spec: DataSpec, split: str) -> ImageData:
+    from lenscape.models.saved_data import load_saved
+
+    images, labels, classes, mean, std = load_saved(spec.folder, split)
     return ImageData(images, labels, classes, mean, std, spec, split)
 
 

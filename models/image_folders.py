@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +139,8 @@ def _unreadable(path: str, root: Path, exc: Exception) -> InvalidInputError:
     )
 
 
-def _header(path: str, root: Path, limit: int) -> str:
-    """The image's mode, from its header alone; refused by name when it has over `limit` pixels."""
+def _header(path: str, root: Path, limit: int) -> tuple[str, tuple[int, int]]:
+    """The image's mode and (w, h), from its header alone; refused by name when it has over `limit` pixels."""
     from PIL import Image
 
     try:
@@ -152,17 +154,21 @@ def _header(path: str, root: Path, limit: int) -> str:
             "pixels are read (the person who starts the server can raise "
             "LENSCAPE_MAX_IMAGE_PIXELS)"
         )
-    return mode
+    return mode, (w, h)
 
 
-def _image_mode(samples: list[tuple[str, int]], root: Path, progress=None) -> str:
-    """'L' when every image is grayscale, else 'RGB'; every image's size checked before any is decoded."""
-    limit, modes = max_image_pixels(), set()
+def _image_mode(samples: list[tuple[str, int]], root: Path, progress=None) -> tuple[str, tuple[int, int] | None]:
+    """('L' when every image is grayscale, else 'RGB'; (w, h) when all have one size, else None), from
+    every image's header (checked against the pixel limit) before any is decoded."""
+    limit, modes, sizes = max_image_pixels(), set(), set()
     for i, (path, _) in enumerate(samples):
         if progress is not None and i % REPORT_EVERY == 0:
             progress(0.1 * i / len(samples), f"decoding {root.name}: reading headers {i:,}/{len(samples):,}")
-        modes.add(_header(path, root, limit))
-    return "L" if modes <= GRAY_MODES else "RGB"
+        mode, size = _header(path, root, limit)
+        modes.add(mode)
+        if len(sizes) < 2:
+            sizes.add(size)
+    return ("L" if modes <= GRAY_MODES else "RGB"), (next(iter(sizes)) if len(sizes) == 1 else None)
 
 
 def _decode(path: str, root: Path, mode: str, size: int) -> np.ndarray:
@@ -178,29 +184,114 @@ def _decode(path: str, root: Path, mode: str, size: int) -> np.ndarray:
         raise _unreadable(path, root, exc) from None
 
 
-def decode_folder(root: Path, size: int, progress=None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Images (N, C, H, W) uint8, labels (N,) and class names of the tree under `root`."""
-    samples, classes = list_images(root, progress)
-    mode, arrays = _image_mode(samples, root, progress), []
-    for i, (path, _) in enumerate(samples):
-        if progress is not None and i % REPORT_EVERY == 0:
-            progress(0.1 + 0.9 * i / len(samples), f"decoding {root.name}: {i:,}/{len(samples):,} images")
-        arr = _decode(path, root, mode, size)
-        if arrays and arr.shape != arrays[0].shape:
+class FolderCache:
+    """An image folder decoded on demand into a memory-mapped file at one size (N, C, H, W uint8):
+    `ensure(positions)` decodes the images not yet there (the first page of a view costs a page of
+    decoding, whatever N), `fill(progress)` decodes the rest, and `images()` maps the file, so memory
+    stays bounded however many images the folder holds. Several processes may fill one cache: an image
+    decodes to the same bytes whoever writes it.
+
+    `order` (a permutation of the folder's ImageFolder order) sets which image sits at each position:
+    a folder split 80/20 is kept train-first, so each split is a slice (a view, never a copy)."""
+
+    def __init__(self, root: Path, size: int, cache_key: str | None = None, order=None, progress=None) -> None:
+        self.root, self.size = Path(root), size
+        self.stem = folder_cache(root, size, cache_key).with_suffix("")
+        samples, self.classes = list_images(self.root, progress)
+        order = np.arange(len(samples)) if order is None else np.asarray(order(len(samples)))
+        self.samples = [samples[i] for i in order]
+        self.labels = np.array([label for _, label in self.samples], dtype=np.int64)
+        meta_path = self.stem.with_suffix(".json")
+        meta = _read_meta(meta_path, len(self.samples))
+        if meta is None:
+            mode, same = _image_mode(self.samples, self.root, progress)
+            if not size and same is None:
+                raise InvalidInputError(
+                    f"the images in {self.root} differ in size; choose an image size to resize them to"
+                )
+            w, h = (size, size) if size else same  # type: ignore[misc]
+            meta = {"n": len(self.samples), "mode": mode, "shape": [1 if mode == "L" else 3, h, w]}
+            _write_atomic(meta_path, json.dumps(meta).encode())
+        self.mode, self.shape = meta["mode"], tuple(meta["shape"])
+        self.data_path, self.done_path = self.stem.with_suffix(".u8"), self.stem.with_suffix(".done")
+        nbytes = len(self.samples) * math.prod(self.shape)
+        for path, length in ((self.data_path, nbytes), (self.done_path, len(self.samples))):
+            with open(path, "ab") as f:  # created sparse at its full length; nothing decoded yet
+                if f.tell() != length:
+                    f.truncate(length)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def done(self) -> np.ndarray:
+        return np.fromfile(self.done_path, dtype=np.uint8).astype(bool)
+
+    @property
+    def complete(self) -> bool:
+        return self.stem.with_suffix(".complete").exists()
+
+    def ensure(self, positions, progress=None, first: float = 0.0, span: float = 1.0) -> None:
+        """Decode the images at `positions` that are not in the file yet."""
+        positions = np.unique(np.asarray(positions, dtype=np.int64).ravel())
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
             raise InvalidInputError(
-                f"images differ in size: {_rel(samples[0][0], root)} is {arrays[0].shape[:2]}, "
-                f"{_rel(path, root)} is {arr.shape[:2]}; choose an image size to resize them to"
+                f"image positions must be in [0, {len(self)}); got {positions.min()}..{positions.max()}"
             )
-        arrays.append(arr)
-    stack = np.stack(arrays)
-    images = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
-    return images, np.array([label for _, label in samples], dtype=np.int64), classes
+        with self._lock:
+            todo = positions[~self.done()[positions]] if len(positions) else positions
+            per = math.prod(self.shape)
+            with open(self.data_path, "r+b") as data, open(self.done_path, "r+b") as done:
+                for k, pos in enumerate(todo.tolist()):
+                    if progress is not None and k % REPORT_EVERY == 0:
+                        progress(first + span * k / len(todo), f"decoding {self.root.name}: {k:,}/{len(todo):,} images")
+                    path = self.samples[pos][0]
+                    arr = _decode(path, self.root, self.mode, self.size)
+                    if arr.shape[:2] != self.shape[1:]:
+                        raise InvalidInputError(
+                            f"{_rel(path, self.root)} is {arr.shape[1]}×{arr.shape[0]} pixels, unlike the others "
+                            f"({self.shape[2]}×{self.shape[1]}); choose an image size to resize them to"
+                        )
+                    chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+                    os.pwrite(data.fileno(), np.ascontiguousarray(chw).tobytes(), pos * per)
+                    os.pwrite(done.fileno(), b"\x01", pos)
+
+    def fill(self, progress=None) -> None:
+        """Decode every image not in the file yet (in pages, reporting progress), then mark it complete."""
+        if self.complete:
+            return
+        n, page = len(self), 256
+        for start in range(0, n, page):
+            self.ensure(range(start, min(n, start + page)), progress, 0.1 + 0.9 * start / n, 0.9 * page / n)
+        if self.done().all():
+            self.stem.with_suffix(".complete").touch()
+
+    def images(self) -> torch.Tensor:
+        """(N, C, H, W) uint8, mapped from the file (copy-on-write: a write stays in this process)."""
+        arr = np.memmap(self.data_path, dtype=np.uint8, mode="c", shape=(len(self), *self.shape))
+        return torch.from_numpy(arr)
+
+
+def _read_meta(path: Path, n: int) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(meta, dict) and meta.get("n") == n and meta.get("mode") in ("L", "RGB")
+    return meta if ok and isinstance(meta.get("shape"), list) and len(meta["shape"]) == 3 else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
-    """Where the decoded tensors of an image folder are kept. The name stamps each class folder's
-    name, modification time and number of entries (adding, removing or renaming an image changes
-    them) without a stat of every file: checking the cache costs milliseconds."""
+    """Where the decoded images of an image folder are kept (files named after this path with the
+    suffixes .u8, .done, .json, .complete). The name stamps each class folder's name, modification
+    time and number of entries (adding, removing or renaming an image changes them) without a stat of
+    every file: checking the cache costs milliseconds."""
     try:
         dirs = sorted((d for d in os.scandir(root) if d.is_dir()), key=lambda d: d.name)
         parts = [str(Path(root).resolve())] + [
@@ -212,18 +303,29 @@ def folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
     return cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp}.npz"
 
 
-def folder_tensors(root: Path, size: int, cache_key: str | None = None, progress=None):
-    """(images, labels, classes) of an image folder as tensors, decoded once: afterwards they come
-    from a tensor file in the cache (see folder_cache)."""
-    cache = folder_cache(root, size, cache_key)
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), tuple(z["classes"].tolist())
-        except (OSError, ValueError, KeyError):  # a damaged cache file: decode again
-            cache.unlink(missing_ok=True)
-    images, labels, classes = decode_folder(root, size, progress)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, labels=labels, classes=np.array(classes))
-    os.replace(tmp, cache)  # atomic: a reader never sees half a cache file
-    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), classes
+_CACHES: dict[tuple, FolderCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def open_folder(root: Path, size: int, cache_key: str | None = None, order=None, progress=None) -> FolderCache:
+    """The folder's cache, listed once per process (again when the folder changed)."""
+    key = (str(folder_cache(root, size, cache_key)), order is None)
+    with _CACHES_LOCK:
+        hit = _CACHES.get(key)
+    if hit is None:
+        hit = FolderCache(root, size, cache_key, order, progress)
+        with _CACHES_LOCK:
+            _CACHES[key] = hit
+    return hit
+
+
+def is_complete(root: Path, size: int, cache_key: str | None = None) -> bool:
+    return folder_cache(root, size, cache_key).with_suffix(".complete").exists()
+
+
+def folder_tensors(root: Path, size: int, cache_key: str | None = None, progress=None, order=None):
+    """(images, labels, classes) of an image folder: every image decoded once into the memory-mapped
+    cache (see FolderCache), the images mapped from it."""
+    cache = open_folder(root, size, cache_key, order, progress)
+    cache.fill(progress)
+    return cache.images(), torch.from_numpy(cache.labels), cache.classes

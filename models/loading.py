@@ -26,6 +26,13 @@ def read_state_dict(raw: bytes, filename: str = "upload") -> dict[str, torch.Ten
     _check_size(len(raw), filename)
     if len(raw) < 8:
         raise InvalidInputError(f"{filename} is {len(raw)} bytes long: not a model file")
+    if filename.lower().endswith(".pt2") or _is_export_archive(raw):
+        raise InvalidInputError(
+            f"{filename} is a torch.export archive (.pt2). Lenscape does not load these: torch.export.load "
+            "unpickles parts of the archive and can run code in it. Save the weights "
+            "(model.state_dict(), or safetensors) and pick the architecture; for your own architecture, "
+            "ask whoever runs the server to add it (lenscape.add_model or lenscape app --model)"
+        )
     state = _read_safetensors(raw, filename) if _looks_like_safetensors(raw) else _read_torch(raw, filename)
     state = _flatten(state, filename)
     check_finite_state(state, filename)
@@ -50,6 +57,19 @@ def read_model_file(text: str, what: str = "the model file") -> bytes:
         raise InvalidInputError(f"{what} {text!r} cannot be read ({exc.strerror or type(exc).__name__})") from None
     _check_size(len(raw), path.name)
     return raw
+
+
+def _is_export_archive(raw: bytes) -> bool:
+    """A zip holding an `archive_format` record: what torch.export.save (PT2 archives) writes."""
+    if raw[:2] != b"PK":
+        return False
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            return any(n == "archive_format" or n.endswith("/archive_format") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _check_size(n: int, filename: str) -> None:
@@ -226,7 +246,7 @@ def _candidates(state: dict[str, torch.Tensor]) -> list[dict]:
 
 def model_from_state(spec: ArchSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     model = build_model(spec)
-    fit_state_dict(model, state, spec.torchvision_name or spec.name)
+    fit_state_dict(model, state, spec.label)
     check_io(model, spec)
     return model.eval()
 

@@ -4,7 +4,8 @@ LENSCAPE_DATA: the data root (torchvision layouts: MNIST/raw/..., cifar-10-batch
                cifar10-jpg/{train,test}/...). Default: ~/.cache/lenscape/data.
 LENSCAPE_HOME: trained runs, uploaded models, the job store and caches. Default: ~/.cache/lenscape.
 LENSCAPE_ALLOWED_ROOTS: more folders whose files a page user may name (os.pathsep-separated); only
-               the person starting the server sets it. The data root and LENSCAPE_HOME always are.
+               the person starting the server sets it. The data root and LENSCAPE_HOME always are,
+               and so are the folders given to lenscape.add_model or `lenscape app --data`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def offline() -> bool:
 def allowed_roots() -> list[Path]:
     """The folders a path typed in a page (or arriving in a link or a bundle) may lie in: the data
     root, the workspace and LENSCAPE_ALLOWED_ROOTS, each with its symlinks resolved."""
+    from lenscape.models.custom import trusted_folders
+
     extra = [p for p in os.environ.get("LENSCAPE_ALLOWED_ROOTS", "").split(os.pathsep) if p.strip()]
+    extra += trusted_folders()  # the image folders the server's operator gave to add_model / --data
     return [Path(os.path.realpath(os.path.expanduser(p))) for p in (data_root(), home_dir(), *extra)]
 
 

@@ -113,13 +113,39 @@ def torchvision_classifier(spec: ArchSpec) -> nn.Module:
     return model
 
 
+CUSTOM_NORM = "_lenscape_input_norm"
+
+
+def custom_classifier(spec: ArchSpec) -> nn.Module:
+    """The user's own network, built from its trusted reference (models.custom), with the input
+    normalization as a forward pre-hook as for torchvision's. The normalization is held as a plain
+    attribute, not a child module: a user's forward may run its children in order (an nn.Sequential
+    does), and a child added here would run last. Its layers keep the user's names."""
+    from lenscape.models.custom import build_custom
+
+    model = build_custom(spec.builder, spec.builder_kwargs)
+    object.__setattr__(model, CUSTOM_NORM, InputNorm(spec.mean, spec.std))
+    model.register_forward_pre_hook(_normalized_inputs)
+    return model
+
+
+def input_norm(model: nn.Module, like: torch.Tensor) -> InputNorm:
+    """The model's input normalization, on `like`'s device (a custom model's is not moved by .to())."""
+    norm = model.__dict__.get(CUSTOM_NORM)
+    if norm is None:
+        return model.input_norm
+    if norm.mean.device != like.device:
+        norm.to(like.device)
+    return norm
+
+
 def _normalized_inputs(model: nn.Module, args: tuple) -> tuple:
     """The forward pre-hook that applies the model's input normalization. Captum's DeepLift calls
     the model with (inputs, baselines) tuples, which a pre-hook of its own, registered after this
     one, concatenates: both are normalized here (an affine map, which DeepLift's rules pass exactly)."""
-    norm = model.input_norm
     if isinstance(args[0], torch.Tensor):
-        return (norm(args[0]), *args[1:])
+        return (input_norm(model, args[0])(args[0]), *args[1:])
     if len(args) >= 2 and all(isinstance(a, tuple) for a in args[:2]):
+        norm = input_norm(model, args[0][0])
         return (tuple(norm(t) for t in args[0]), tuple(norm(t) for t in args[1]), *args[2:])
     raise TypeError(f"{type(model).__name__} takes a batch of images (a tensor); got a {type(args[0]).__name__}")

@@ -184,7 +184,18 @@ def training_data(lm: LoadedModel) -> PreparedData:
     if lm.data is None:
         raise InvalidInputError(f"{lm.name} has no data set attached; import it with one")
     train = load_data(lm.data, "train")
-    return PreparedData(train, load_data(lm.data, "test"), None, train.labels)
+    mask, original = None, train.labels
+    noise = lm.record.get("noise") or {}
+    if noise.get("indices"):  # a model trained elsewhere on noisy labels, with the clean ones given
+        idx = torch.tensor(noise["indices"], dtype=torch.long)
+        clean = torch.tensor(noise.get("original_labels", []), dtype=torch.long)
+        if len(clean) != len(idx) or int(idx.max()) >= len(train):
+            raise InvalidInputError(f"{lm.name}'s label-noise record does not fit its training split")
+        mask = torch.zeros(len(train), dtype=torch.bool)
+        mask[idx] = True
+        original = train.labels.clone()
+        original[idx] = clean
+    return PreparedData(train, load_data(lm.data, "test"), mask, original)
 
 
 class AlreadyImported(InvalidInputError):

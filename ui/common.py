@@ -336,7 +336,7 @@ def model_row(r: dict) -> dict:
     return {
         "model": r["name"],
         "data set": (r.get("data") or {}).get("name", "—"),
-        "architecture": (r.get("arch") or {}).get("name", "—"),
+        "architecture": _arch_label(r.get("arch") or {}),
         "source": r.get("source", ""),
         "epochs": len(metrics),
         "test acc": metrics[-1].get("test_acc") if metrics else None,
@@ -463,3 +463,12 @@ def models_select(
         label, list(runs), preferred, key=key, format_func=_run_label(runs), max_selections=max_selections
     )
     return [lm for r in picked if (lm := run_model(runs[r])) is not None]
+
+
+def _arch_label(arch: dict) -> str:
+    """The architecture's name in a list of runs (a record's fields are outside input: text only)."""
+    for field in ("torchvision_name", "builder", "name"):
+        value = arch.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return "—"

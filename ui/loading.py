@@ -43,6 +43,12 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         "Weights are read as safetensors or with `torch.load(weights_only=True)`: a file that would "
         "run code when unpickled is refused, never executed."
     )
+    st.caption(
+        "**Your own architecture?** A page never names code. Whoever starts the server adds it: "
+        '`lenscape.add_model(net, data=..., architecture="mypkg.nets:build_net")` in Python, or '
+        "`lenscape app --model mypkg.nets:build_net --weights w.safetensors --data /path/to/images`. "
+        "Exported `torch.export` archives (.pt2) are not accepted: loading one can run code in it."
+    )
     source = st.radio("Source", SOURCES, horizontal=True, key=f"{key}.source")
     raw, filename, tv_name, download = None, "", "", False
     if source == SOURCES[0]:

@@ -226,16 +226,50 @@ SEED_BASELINE = (
 )
 
 
+GROUPED_ABOVE = 40  # modules: above this many, a layer picker first asks which block to list
+
+
 def _layer_list(key: str, side: str, col, lm, label: str) -> list[str]:
-    """A multiselect of `lm`'s layers (by default the hidden ones), bound to ?<tab>.<side>=."""
+    """A multiselect of `lm`'s layers (by default the hidden ones), bound to ?<tab>.<side>=. A model
+    of many modules (a ResNet-50 has 150+) lists its blocks first; a picker above it lists a block's
+    layers, or all; typing in the box searches them."""
     wkey = f"{key}.{side}.{lm.run_id}"
     return bound(
         param(key, side),
         wkey,
         some_of(_modules(lm)),
-        lambda: col.multiselect(label, _modules(lm), hidden_layers(lm.model), key=wkey),
+        lambda: col.multiselect(
+            label,
+            _listed(col, lm, wkey),
+            hidden_layers(lm.model),
+            key=wkey,
+            placeholder="Type to search layers",
+        ),
         hidden_layers(lm.model),
     )
+
+
+def _listed(col, lm, wkey: str) -> list[str]:
+    names = _modules(lm)
+    if len(names) <= GROUPED_ABOVE:
+        return names
+    groups = list(dict.fromkeys(n.split(".", 1)[0] for n in names))
+    blocks = "blocks (two levels)"
+    group = col.selectbox(
+        f"Layers listed ({len(names)} in all)",
+        [blocks, *groups, "all"],
+        key=f"{wkey}.group",
+        help="A large model's layers, a block at a time: its blocks two levels down, one block's "
+        "layers, or every module.",
+    )
+    if group == "all":
+        shown = set(names)
+    elif group == blocks:
+        shown = {n for n in names if n.count(".") <= 1}
+    else:
+        shown = {n for n in names if n == group or n.startswith(f"{group}.")}
+    keep = {*hidden_layers(lm.model), *(st.session_state.get(wkey) or [])}  # chosen stay listed
+    return [n for n in names if n in shown or n in keep]
 
 
 def _layer_one(key: str, side: str, col, layers: list[str], label: str, wkey: str) -> str:

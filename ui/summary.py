@@ -85,7 +85,7 @@ def show_model(lm: LoadedModel) -> None:
     n_params = sum(p.numel() for p in lm.model.parameters())
     c = st.columns(4)
     c[0].metric("Parameters", f"{n_params:,}")
-    c[1].metric("Architecture", lm.arch.torchvision_name or lm.arch.name)
+    c[1].metric("Architecture", lm.arch.label)
     c[2].metric("Input", "×".join(map(str, lm.arch.in_shape)))
     c[3].metric("Checkpoints", len(rec["checkpoints"]))
     if rec.get("noise"):

@@ -1,0 +1,89 @@
+"""Bring your own model, in the browser (issue 25): a residual CNN the zoo does not know, added from a
+script with lenscape.add_model (a plain Dataset, its class names), opens in every view of a server
+started afterwards; each view computes on it. Screenshots in test-artifacts/screenshots/own-*."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.browser import browser_page, settle, snap, streamlit_server
+from tests.browser import screenshots_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = """
+import torch, lenscape
+from tests import custom_nets
+torch.manual_seed(0)
+net = custom_nets.residual_cnn(width=8, blocks=2)
+print(lenscape.add_model(net, custom_nets.DigitsDataset(), name="my residual CNN",
+                         architecture="tests.custom_nets:residual_cnn", kwargs={"width": 8, "blocks": 2}))
+"""
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    home = tmp_path_factory.mktemp("own-model-home")
+    env = {**os.environ, "LENSCAPE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = done.stdout.strip().splitlines()[-1]
+    with streamlit_server(home) as url, browser_page() as page:
+        yield url, page, run_id
+
+
+def test_a_model_added_from_a_script_opens_in_every_view(own):
+    url, page, run_id = own
+    shots = screenshots_dir()
+    page.goto(f"{url}/Models?model={run_id}")
+    settle(page)
+    page.get_by_role("tab", name="Workspace models").click()
+    page.get_by_text("Confusion matrix").wait_for(timeout=120_000)
+    page.get_by_text("tests.custom_nets:residual_cnn").first.wait_for()  # the code it is rebuilt from
+    snap(page, shots, "own-models")
+
+    page.goto(f"{url}/Saliency?model={run_id}")
+    settle(page)
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
+    page.get_by_text("digit ").first.wait_for()  # the data set's class names
+    snap(page, shots, "own-saliency")
+
+    page.goto(f"{url}/Level_sets?model={run_id}")
+    settle(page)
+    page.get_by_text("p0 =").first.wait_for(timeout=120_000)
+    settle(page)
+    page.get_by_role("button", name="Run level set traversal").click()
+    page.get_by_text("Path and metrics").first.wait_for(timeout=300_000)
+    snap(page, shots, "own-level-sets")
+
+    page.goto(f"{url}/Similarity?model={run_id}")
+    settle(page)
+    page.get_by_role("button", name="Compute").first.click()
+    page.get_by_text("marks a value that does not beat").wait_for(timeout=180_000)
+    page.get_by_text("blocks.1").first.wait_for()
+    snap(page, shots, "own-similarity")
+
+    page.goto(f"{url}/Loss_landscape?model={run_id}")
+    settle(page)
+    page.get_by_label("Points per axis").fill("5")
+    page.get_by_label("Points per axis").press("Enter")
+    settle(page)
+    page.get_by_label("Examples (0 = all)").fill("200")
+    page.get_by_label("Examples (0 = all)").press("Enter")
+    settle(page)
+    page.get_by_text("forward passes").first.wait_for()
+    page.get_by_role("button", name="Compute surface").click()
+    page.get_by_text("Loss at the model").wait_for(timeout=180_000)
+    page.wait_for_timeout(1000)
+    snap(page, shots, "own-landscape")
+
+    page.goto(f"{url}/Memorization?model={run_id}")
+    settle(page)
+    page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
+    snap(page, shots, "own-memorization")

@@ -1,0 +1,174 @@
+"""Only the person who runs the server names code (issue 25). A run record, a bundle or a link that
+names an architecture reference this server was not given is refused before anything is imported:
+a module that would leave a mark when imported leaves none."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from lenscape.errors import InvalidInputError
+from tests import custom_nets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EVIL = "lenscape_evil_nets"
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch):
+    """An importable module whose import writes a marker file; returns the marker."""
+    marker = tmp_path / "imported"
+    pkg = tmp_path / "code"
+    pkg.mkdir()
+    (pkg / f"{EVIL}.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nimport torch\ndef build(**kw):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n"
+    )
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.delenv("LENSCAPE_CODE", raising=False)
+    yield marker
+    sys.modules.pop(EVIL, None)
+
+
+def _plant_run(arch_ref: str) -> str:
+    """A run folder as a crafted bundle or a hand-edited workspace would leave it: a custom
+    architecture naming `arch_ref`, with weights that fit it."""
+    from lenscape.models.architectures import ArchSpec
+    from lenscape.models.checkpoints import model_fingerprint, save_checkpoint, write_json
+    from lenscape.models.paths import runs_dir
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    fp = model_fingerprint(model)  # the input_norm's buffers aside: the load fails before any check
+    arch = ArchSpec(name="custom", builder=arch_ref, in_shape=(1, 8, 8), num_classes=10, mean=(0.0,), std=(1.0,))
+    run_id = f"import-{fp}"
+    folder = runs_dir() / run_id
+    save_checkpoint(folder / "epoch_000.safetensors", model, {"epoch": 0})
+    write_json(
+        folder / "run.json",
+        {
+            "run_id": run_id,
+            "name": "planted",
+            "created": 1.0,
+            "arch": arch.to_dict(),
+            "data": {"name": "digits"},
+            "classes": list("0123456789"),
+            "checkpoints": [{"epoch": 0, "file": "epoch_000.safetensors", "fingerprint": fp}],
+            "metrics": [],
+            "status": "complete",
+        },
+    )
+    return run_id
+
+
+def test_a_run_record_naming_code_the_server_was_not_given_is_refused_unimported(evil):
+    from lenscape.models.zoo import load_model
+
+    run_id = _plant_run(f"{EVIL}:build")
+    with pytest.raises(InvalidInputError, match="not allowed"):
+        load_model(run_id)
+    assert not evil.exists() and EVIL not in sys.modules
+
+
+def test_a_link_to_such_a_model_shows_an_error_and_imports_nothing(evil):
+    run_id = _plant_run(f"{EVIL}:build")
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Saliency.py"), default_timeout=60)
+    at.query_params["model"] = run_id
+    at.run()
+    assert not at.exception
+    assert not evil.exists() and EVIL not in sys.modules
+
+
+def test_the_operator_names_code_and_then_it_builds(evil, monkeypatch):
+    """The same reference, given by whoever starts the server (LENSCAPE_CODE), is built."""
+    from lenscape.models.zoo import load_model
+
+    run_id = _plant_run(f"{EVIL}:build")
+    monkeypatch.setenv("LENSCAPE_CODE", f"other.mod:fn, {EVIL}:build")
+    with pytest.raises(InvalidInputError, match="weights"):  # built (the marker is there); the planted
+        load_model(run_id)  # fingerprint left out the normalization, so the check refuses the weights
+    assert evil.exists()
+
+
+def test_a_bundle_naming_code_this_server_was_not_given_is_refused_whole(tmp_path, monkeypatch):
+    """Exported where the reference was given, imported where it was not: refused, nothing written."""
+    import lenscape
+    from lenscape.analysis import SaliencyConfig
+    from lenscape.backend.jobs import JobStatus, job, ref
+    from lenscape.backend.runner import open_backend
+    from lenscape.backend.saliency_tasks import GridConfig
+    from lenscape.models.zoo import list_runs, load_model
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "there"))
+    run_id = lenscape.add_model(
+        custom_nets.residual_cnn(width=4, blocks=1),
+        custom_nets.DigitsDataset(),
+        architecture="tests.custom_nets:residual_cnn",
+        kwargs={"width": 4, "blocks": 1},
+    )
+    runner = open_backend()
+    r = ref(load_model(run_id))
+    jid = runner.submit(job("saliency", GridConfig(model=r, indices=(0,), methods=(SaliencyConfig(),)), (r,)))
+    assert runner.wait(jid, 120) == JobStatus.DONE
+    bundle = runner.export_bundle(jid)
+    runner.shutdown()
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "here"))
+    here = open_backend()
+    try:
+        with pytest.raises(InvalidInputError, match="not allowed"):
+            here.import_bundle(bundle)
+        assert list_runs() == [] and here.records() == []
+    finally:
+        here.shutdown()
+
+
+@pytest.mark.parametrize("ref", ["os:system", "os.path:join", "builtins:eval", "subprocess:Popen"])
+def test_well_known_dangerous_callables_are_names_like_any_other(ref, lenscape_home):
+    from lenscape.models.architectures import ArchSpec, build_model
+
+    arch = ArchSpec(name="custom", builder=ref, in_shape=(1, 8, 8), num_classes=10, mean=(0.0,), std=(1.0,))
+    with pytest.raises(InvalidInputError, match="not allowed"):
+        build_model(arch)
+
+
+@pytest.mark.parametrize("bad", ["os.system", "a:b()", "../x:y", "x:y; rm -rf", "x: y", "", "x:", ":y", 3])
+def test_references_that_are_not_dotted_names_are_refused(bad):
+    from lenscape.models.custom import check_ref
+
+    with pytest.raises(InvalidInputError, match="module:callable"):
+        check_ref(bad)
+
+
+def test_the_import_form_names_no_code_and_says_who_can(lenscape_home):
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Models.py"), default_timeout=60)
+    at.query_params["tab"] = "Import"
+    at.run()
+    assert not at.exception
+    labels = [w.label.lower() for w in (*at.text_input, *at.text_area, *at.selectbox)]
+    assert not any(word in label for label in labels for word in ("module", "callable", "code", "python"))
+    shown = " ".join(m.value for m in (*at.markdown, *at.caption))
+    assert "lenscape.add_model" in shown and "--model" in shown
+
+
+def test_a_notebook_class_is_refused_with_how_to_name_it():
+    from lenscape.models.custom import ref_of
+
+    class Local(torch.nn.Module):
+        pass
+
+    with pytest.raises(InvalidInputError, match="architecture="):
+        ref_of(Local())
+
+
+def test_kwargs_must_be_plain_json():
+    from lenscape.models.custom import canonical_kwargs
+
+    assert canonical_kwargs({"b": 1, "a": [2.5, "x"]}) == json.dumps({"a": [2.5, "x"], "b": 1})
+    for bad in ({"f": float("nan")}, {"m": torch.nn.Linear(1, 1)}, [1, 2], "{not json"):
+        with pytest.raises(InvalidInputError):
+            canonical_kwargs(bad)
