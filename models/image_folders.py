@@ -157,18 +157,22 @@ def _header(path: str, root: Path, limit: int) -> tuple[str, tuple[int, int]]:
     return mode, (w, h)
 
 
-def _image_mode(samples: list[tuple[str, int]], root: Path, progress=None) -> tuple[str, tuple[int, int] | None]:
-    """('L' when every image is grayscale, else 'RGB'; (w, h) when all have one size, else None), from
-    every image's header (checked against the pixel limit) before any is decoded."""
-    limit, modes, sizes = max_image_pixels(), set(), set()
+def _image_mode(samples: list[tuple[str, int]], root: Path, progress=None) -> tuple[str, tuple[int, int] | None, str]:
+    """('L' when every image is grayscale, else 'RGB'; (w, h) when all have one size, else None; and
+    where they differ, which two), from every image's header (checked against the pixel limit)
+    before any is decoded."""
+    limit, modes, first, odd = max_image_pixels(), set(), None, ""
     for i, (path, _) in enumerate(samples):
         if progress is not None and i % REPORT_EVERY == 0:
             progress(0.1 * i / len(samples), f"decoding {root.name}: reading headers {i:,}/{len(samples):,}")
         mode, size = _header(path, root, limit)
         modes.add(mode)
-        if len(sizes) < 2:
-            sizes.add(size)
-    return ("L" if modes <= GRAY_MODES else "RGB"), (next(iter(sizes)) if len(sizes) == 1 else None)
+        if first is None:
+            first = (path, size)
+        elif not odd and size != first[1]:
+            odd = f"{_rel(first[0], root)} is {first[1][0]}×{first[1][1]}, {_rel(path, root)} is {size[0]}×{size[1]}"
+    same = None if odd or first is None else first[1]
+    return ("L" if modes <= GRAY_MODES else "RGB"), same, odd
 
 
 def _decode(path: str, root: Path, mode: str, size: int) -> np.ndarray:
@@ -204,11 +208,9 @@ class FolderCache:
         meta_path = self.stem.with_suffix(".json")
         meta = _read_meta(meta_path, len(self.samples))
         if meta is None:
-            mode, same = _image_mode(self.samples, self.root, progress)
+            mode, same, odd = _image_mode(self.samples, self.root, progress)
             if not size and same is None:
-                raise InvalidInputError(
-                    f"the images in {self.root} differ in size; choose an image size to resize them to"
-                )
+                raise InvalidInputError(f"images differ in size: {odd}; choose an image size to resize them to")
             w, h = (size, size) if size else same  # type: ignore[misc]
             meta = {"n": len(self.samples), "mode": mode, "shape": [1 if mode == "L" else 3, h, w]}
             _write_atomic(meta_path, json.dumps(meta).encode())

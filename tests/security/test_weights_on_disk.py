@@ -50,6 +50,11 @@ def test_a_truncated_checkpoint_is_reported_not_raised_raw(swapped, lenscape_hom
 
 
 def test_a_page_on_a_swapped_model_says_so(swapped):
+    from lenscape.ui.common import cached_model
+
+    # a process that already holds this run's verified model (an earlier test of the same preset, in
+    # the same worker) keeps serving it: the weights the fingerprint names. A fresh process reads the file.
+    cached_model.clear()
     at = AppTest.from_file(str(ROOT / "pages" / "2_Saliency.py"), default_timeout=60)
     at.query_params["model"] = swapped["run_id"]
     at.run()
