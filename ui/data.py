@@ -25,13 +25,19 @@ def data_picker(key: str = "data") -> DataSpec | None:
     """Widgets → DataSpec (stored as the workspace data set), or None with an error shown. The
     address bar holds the data set and its options (?data=blockmnist&top=1, ?data=imagefolder&folder=...):
     a link reopens it."""
-    names = list(NAMES)
     current: DataSpec = st.session_state.get(DATA_KEY) or DataSpec()
+    # a data set added from Python (lenscape.add_model) is listed while it is the workspace's: its id
+    # comes from the current model, never from the page or a link
+    names = [*NAMES, "saved"] if current.name == "saved" else list(NAMES)
     name = url_widget(
         "data",
         f"{key}.name",
         lambda: st.selectbox(
-            "Data set", names, index=names.index(current.name), format_func=NAMES.get, key=f"{key}.name"
+            "Data set",
+            names,
+            index=names.index(current.name),
+            format_func=lambda n: NAMES.get(n, "Your data set (added from Python)"),
+            key=f"{key}.name",
         ),
         None,
         one_of(names),
@@ -95,6 +101,8 @@ def data_picker(key: str = "data") -> DataSpec | None:
         if not opts["folder"]:
             st.info("Enter the path of a folder of images on the machine running Lenscape.")
             return None
+    if name == "saved":
+        opts["folder"] = current.folder
     spec = run_safely(lambda: DataSpec(name=name, **opts), "Data set")
     if spec is None:
         return None

@@ -17,6 +17,7 @@ from lenscape.ui.common import (
     from_url,
     model_options,
     model_select,
+    plain,
     plot_text,
     run_safely,
     to_url,
@@ -88,6 +89,11 @@ def show_model(lm: LoadedModel) -> None:
     c[1].metric("Architecture", lm.arch.label)
     c[2].metric("Input", "×".join(map(str, lm.arch.in_shape)))
     c[3].metric("Checkpoints", len(rec["checkpoints"]))
+    if lm.arch.builder:
+        st.caption(
+            f"Your own architecture, rebuilt in every job from {plain(lm.arch.builder)} with keyword "
+            f"arguments {plain(lm.arch.builder_kwargs)} (named by whoever runs this server)."
+        )
     if rec.get("noise"):
         st.caption(
             f"Label noise: {len(rec['noise']['indices']):,} training labels changed "
