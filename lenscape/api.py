@@ -96,12 +96,17 @@ def add_model(
     if net is not None:
         _same_outputs(net, model, arch)
     record_name = name or ref.rsplit(":", 1)[1]
+    noise = None if clean_labels is None else _noise(train.labels, torch.as_tensor(clean_labels))
     try:
         record = import_model(model, arch, record_name, spec_data, names, f"python: {ref}")
     except AlreadyImported as exc:
         return exc.record["run_id"]
-    if clean_labels is not None:
-        _record_noise(record, train.labels, torch.as_tensor(clean_labels))
+    if noise is not None:
+        from lenscape.models.checkpoints import write_json
+        from lenscape.models.paths import runs_dir
+
+        record["noise"] = noise
+        write_json(runs_dir() / record["run_id"] / "run.json", record)
     return record["run_id"]
 
 
@@ -149,23 +154,20 @@ def _data(data, image_size: int, classes):
     return spec, load_data(spec, "train"), load_data(spec, "test")
 
 
-def _record_noise(record: dict, trained_on: torch.Tensor, clean: torch.Tensor) -> None:
-    from lenscape.models.checkpoints import write_json
-    from lenscape.models.paths import runs_dir
-
+def _noise(trained_on: torch.Tensor, clean: torch.Tensor) -> dict:
+    """The run record's label-noise entry: where the labels trained on differ from the true ones."""
     if clean.shape != trained_on.shape:
         raise InvalidInputError(
             f"clean_labels has {tuple(clean.shape)} labels; the training split has {len(trained_on)}"
         )
-    idx = torch.nonzero(clean != trained_on).flatten()
-    record["noise"] = {
+    idx = torch.nonzero(clean.long() != trained_on).flatten()
+    return {
         "fraction": len(idx) / max(1, len(clean)),
         "seed": None,
         "indices": idx.tolist(),
-        "original_labels": clean[idx].tolist(),
+        "original_labels": clean[idx].long().tolist(),
         "noisy_labels": trained_on[idx].tolist(),
     }
-    write_json(runs_dir() / record["run_id"] / "run.json", record)
 
 
 def show(port: int = 8501, wait: float = 60.0) -> str:

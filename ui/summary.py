@@ -97,7 +97,8 @@ def show_model(lm: LoadedModel) -> None:
     if rec.get("noise"):
         st.caption(
             f"Label noise: {len(rec['noise']['indices']):,} training labels changed "
-            f"({rec['noise']['fraction']:.0%}, noise seed {rec['noise']['seed']})."
+            f"({rec['noise']['fraction']:.0%}"
+            + (f", noise seed {rec['noise']['seed']})." if rec["noise"].get("seed") is not None else ", as given).")
         )
     if rec.get("metrics"):
         st.plotly_chart(training_curves(rec["metrics"], "Training curves"), config=CONFIG, key=f"tc.{lm.run_id}")

@@ -188,3 +188,33 @@ print(json.dumps(out))
             np.testing.assert_array_equal(np.asarray(got, dtype=want.attributions.dtype), want.attributions)
         np.testing.assert_array_equal(np.asarray(there[k][1]), np.asarray(r["cka"].values))
         np.testing.assert_array_equal(np.asarray(there[k][2]), np.asarray(r["surface"].loss))
+
+
+def test_a_model_trained_on_noisy_labels_tells_the_memorization_view_which(lenscape_home):
+    """clean_labels: the Dataset gives the labels the model was trained on; the true ones mark the
+    relabelled examples, which training_data (what every memorization job reads) then knows."""
+    import lenscape
+    from lenscape.models.zoo import load_model, training_data
+
+    train, test = custom_nets.DigitsDataset("train"), custom_nets.DigitsDataset("test")
+    clean = train.y.clone()
+    flipped = torch.tensor([3, 10, 200])
+    train.y[flipped] = (train.y[flipped] + 1) % 10
+    run_id = lenscape.add_model(
+        custom_nets.residual_cnn(width=4, blocks=1),
+        (train, test),
+        architecture=RES,
+        kwargs={"width": 4, "blocks": 1},
+        clean_labels=clean,
+    )
+    prepared = training_data(load_model(run_id))
+    assert torch.nonzero(prepared.noise_mask).flatten().tolist() == [3, 10, 200]
+    assert torch.equal(prepared.original_labels, clean) and torch.equal(prepared.train.labels, train.y)
+    with pytest.raises(Exception, match="clean_labels"):
+        lenscape.add_model(
+            custom_nets.residual_cnn(width=4, blocks=2),
+            (train, test),
+            architecture=RES,
+            kwargs={"width": 4, "blocks": 2},
+            clean_labels=clean[:10],
+        )
