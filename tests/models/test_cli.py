@@ -31,3 +31,64 @@ def test_cli_rejects_unknown_preset():
         timeout=120,
     )
     assert out.returncode != 0 and "invalid choice" in out.stderr
+
+
+def test_lenscape_app_adds_your_own_model_then_serves(lenscape_home, tmp_path):
+    """`lenscape app --model mod:fn --kwargs JSON --weights w.safetensors --data folder` adds the model
+    (the folder and the code trusted for this workspace), then starts the app on it."""
+    import json
+    import os
+    import time
+    import urllib.request
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from tests import custom_nets
+    from tests.browser import free_port
+
+    digits = custom_nets.DigitsDataset()
+    for i in range(60):
+        folder = tmp_path / "images" / f"d{int(digits.y[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((digits.x[i, 0].numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    net = custom_nets.residual_cnn(width=4, blocks=1, num_classes=len(list((tmp_path / "images").iterdir())))
+    save_file(net.state_dict(), tmp_path / "w.safetensors")
+    port = free_port()
+    kwargs = {"width": 4, "blocks": 1, "num_classes": net.head.out_features}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LENSCAPE_ALLOWED_ROOTS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenscape", "app", "--model", "tests.custom_nets:residual_cnn", "--kwargs",
+         json.dumps(kwargs), "--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path / "images"),
+         "--name", "from the shell", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline, up = time.time() + 120, False
+        while time.time() < deadline and not up:
+            try:
+                up = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.5)
+        assert up
+        (rec,) = list_runs()
+        assert rec["name"] == "from the shell" and rec["arch"]["builder"] == "tests.custom_nets:residual_cnn"
+        assert rec["data"]["folder"] == str((tmp_path / "images").resolve())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_lenscape_app_says_what_is_missing_to_add_a_model(lenscape_home):
+    out = subprocess.run(
+        [sys.executable, "-m", "lenscape", "app", "--model", "tests.custom_nets:residual_cnn"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "--weights, --data" in out.stderr

@@ -31,6 +31,7 @@ def test_every_tab_computes_and_draws(trained_run):
     assert not at.exception
 
     at.number_input(key="land.dirs.limit").set_value(10)
+    at.number_input(key="land.dirs.n").set_value(0)  # all examples: 40,401 points × 10,000, whatever the CPU
     at.number_input(key="land.dirs.res.2").set_value(201).run()
     assert any("over the limit" in w.value for w in at.warning) and at.button(key="land.dirs.run").disabled
 
