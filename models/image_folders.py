@@ -302,7 +302,19 @@ def folder_cache(root: Path, size: int, cache_key: str | None = None) -> Path:
     except OSError as exc:
         raise InvalidInputError(f"cannot read the folder {root} ({exc.strerror or type(exc).__name__})") from None
     stamp = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-    return cache_dir("folders") / f"{cache_key or 'folder'}-{size}-{stamp}.npz"
+    return _folders_dir() / f"{cache_key or 'folder'}-{size}-{stamp}.npz"
+
+
+def _folders_dir() -> Path:
+    """LENSCAPE_FOLDER_CACHE (set by whoever starts the server: a fast disk, or one cache for several
+    workspaces, as the test suite shares one), else the workspace's cache/folders. A cache file is named
+    after its folder's path and stamp, so workspaces sharing it read only what their folders hold."""
+    shared = os.environ.get("LENSCAPE_FOLDER_CACHE", "").strip()
+    if not shared:
+        return cache_dir("folders")
+    path = Path(shared).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 _CACHES: dict[tuple, FolderCache] = {}

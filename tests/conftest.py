@@ -15,6 +15,11 @@ os.environ.setdefault("LENSCAPE_OFFLINE", "1")
 os.environ.setdefault("LENSCAPE_DEVICE", "cpu")
 # the tests' image folders and model files live in tmp_path, outside the data root and the workspace
 os.environ.setdefault("LENSCAPE_ALLOWED_ROOTS", tempfile.gettempdir())
+# CIFAR-10's 60,000 JPEGs are decoded once for the whole run (about 10 s each time), not once per workspace:
+# every worker and every server a test starts shares this folder cache (its files are named by folder stamp)
+os.environ.setdefault(
+    "LENSCAPE_FOLDER_CACHE", str(Path(tempfile.gettempdir()) / f"lenscape-test-folders-{os.getuid()}")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from lenscape.analysis.roar import DiffRoarConfig
 from lenscape.analysis.saliency import SaliencyConfig, attribute, null_mass_at_k
 from lenscape.backend.jobs import job, ref
 from lenscape.backend.saliency_tasks import DiffRoarJobConfig
-from conftest import has_data
+from tests.conftest import has_data
 from lenscape.models.attacks import PGDConfig
 from lenscape.models.data import DataSpec, load_data, null_block_mask
 from lenscape.models.paths import runs_dir

@@ -12,7 +12,7 @@ from lenscape.models.architectures import ArchSpec
 from lenscape.models.data import DataSpec, load_data
 from lenscape.errors import InvalidInputError
 from lenscape.models.training import preset, train_run
-from conftest import has_data
+from tests.conftest import has_data
 
 
 @pytest.fixture(scope="module")

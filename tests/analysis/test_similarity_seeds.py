@@ -7,7 +7,7 @@ import pytest
 from lenscape.analysis.activations import hidden_layers
 from lenscape.backend.jobs import job, ref
 from lenscape.backend.similarity_tasks import ActSpec, LayerMatrixConfig, PairConfig
-from conftest import has_data
+from tests.conftest import has_data
 from lenscape.models.data import DataSpec
 from lenscape.models.training import TrainConfig
 from lenscape.models.zoo import load_model

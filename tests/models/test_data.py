@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import has_data
+from tests.conftest import has_data
 from lenscape.models.data import CIFAR_CLASSES, DataSpec, apply_label_noise, load_data, null_block, null_block_mask
 from lenscape.errors import DataUnavailableError, InvalidInputError
 

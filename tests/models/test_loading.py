@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from conftest import has_data
+from tests.conftest import has_data
 from lenscape.models.architectures import ArchSpec, build_model
 from lenscape.models.checkpoints import load_checkpoint, model_fingerprint, save_checkpoint
 from lenscape.models.data import DataSpec, load_data
