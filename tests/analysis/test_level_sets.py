@@ -175,6 +175,7 @@ def test_a_traversal_on_a_trained_cnn_ends_near_the_target_still_in_the_source_c
 
 
 @pytest.mark.skipif(not has_data("mnist"), reason="MNIST is not in LENSCAPE_DATA")
+@pytest.mark.paper  # trains a CNN on 10,000 MNIST images (about 20 s): the digits CNN above is the suite's
 def test_on_mnist_a_small_cnn_walks_much_closer_to_the_target_in_the_source_class(tmp_path):
     """ALGORITHMS.md section 2, at MNIST scale: a small CNN (10 000 images, 2 epochs), the argparse
     defaults (η 0.05, T 100, δ 0.05). Measured: final / initial RMS distance 0.36-0.55, the outputs
