@@ -104,3 +104,8 @@ class DigitsDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.x[i], int(self.y[i])
+
+
+def linear_net(pixels: int = 64, num_classes: int = 10) -> nn.Sequential:
+    """Flatten, then one linear layer: a model whose every prediction a test can set through its bias."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(pixels, num_classes))

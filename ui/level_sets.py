@@ -183,6 +183,10 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
 
     _images_from_url(key, labels, correct, target_pool)
     c = st.columns([1, 1, 2])
+    if f"{key}.cls" not in st.session_state:  # by default the first class the model gets an image right of
+        st.session_state[f"{key}.cls"] = next(
+            (k for k in classes if (correct & (labels == k)).any()), classes[0] if len(classes) else None
+        )
     src_class = c[0].selectbox("Source class", classes, key=f"{key}.cls", format_func=name)
     pool = np.flatnonzero(correct & (labels == src_class))
     if not len(pool):

@@ -218,3 +218,26 @@ def test_a_model_trained_on_noisy_labels_tells_the_memorization_view_which(lensc
             kwargs={"width": 4, "blocks": 2},
             clean_labels=clean[:10],
         )
+
+
+def test_cka_between_layers_of_two_different_architectures(lenscape_home, runner, wait_for_job):
+    """The residual CNN's blocks against the ViT's, on the same data: a 3×3 matrix in (0, 1]."""
+    import lenscape
+    from lenscape.analysis import hidden_layers
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.similarity_tasks import LayerMatrixConfig
+    from lenscape.models.zoo import load_model
+
+    data = custom_nets.DigitsDataset()
+    torch.manual_seed(0)
+    a = lenscape.add_model(custom_nets.residual_cnn(width=4, blocks=2), data, architecture=RES, kwargs={"width": 4})
+    b = lenscape.add_model(custom_nets.tiny_vit(depth=2), data, architecture=VIT, kwargs={"depth": 2})
+    ma, mb = load_model(a), load_model(b)
+    ra, rb = ref(ma), ref(mb)
+    cfg = LayerMatrixConfig(
+        a=ra, b=rb, layers_a=tuple(hidden_layers(ma.model)), layers_b=tuple(hidden_layers(mb.model))
+    )
+    m = wait_for_job(runner.submit(job("layer_similarity", cfg, (ra, rb))))
+    values = np.asarray(m.values)
+    assert values.shape == (3, 3) and ((values > 0) & (values <= 1 + 1e-6)).all()
+    assert m.rows[0].endswith("blocks.0") and m.cols[-1].endswith("head")

@@ -138,3 +138,24 @@ def test_the_accepted_share_stays_on_a_share_axis():
         assert tuple(share.range) == (0, 1.05) and share.tickformat == ".0%"
         assert max(max(t.y) for t in fig.data if t.yaxis == "y4") == 1.0
         assert fig.layout.xaxis.dtick == 1  # 8 steps: whole ones
+
+
+def test_the_default_source_class_is_one_the_model_gets_right():
+    """A model that calls every image a 3 (zero weights, bias on class 3): the page starts on class 3,
+    not on class 0 with a warning that no image of it is classified correctly."""
+    import torch
+
+    import lenscape
+    from tests import custom_nets
+
+    net = custom_nets.linear_net()
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(3), 10).float())
+    run_id = lenscape.add_model(net, custom_nets.DigitsDataset(), architecture="tests.custom_nets:linear_net")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["model"] = run_id
+    run_until(at, lambda a: any(s.key == "lst.cls" for s in a.selectbox))  # after the predictions job
+    assert not at.exception
+    assert at.selectbox(key="lst.cls").value == 3
+    assert not any("is classified correctly" in w.value for w in at.warning)
