@@ -41,14 +41,13 @@ case "${1:-}" in
     venv ".[test]"
     ensure_chromium
     shift
-    # three workers, each test file on one of them (a file's server, workspace and trained models are its
-    # own). Three on 2 cores: the browser tests wait on their pages, and two workers left the cores idle a
-    # third of the time. LENSCAPE_TEST_WORKERS=0 runs in this process.
-    # one torch thread per process: the workers, and the servers and browsers the browser tests start,
+    # two workers, each test file on one of them (a file's server, workspace and trained models are its own):
+    # about 9.5 minutes of suite on 2 cores instead of 14. LENSCAPE_TEST_WORKERS=0 runs in this process.
+    # one torch thread per process: the two workers, and the servers and browsers the browser tests start,
     # share 2 cores; OpenMP pools of 2 threads in each spun against each other (a test subset took 75 s
     # instead of 42)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-    exec .venv/bin/python -m pytest -n "${LENSCAPE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder "$@" ;;
+    exec .venv/bin/python -m pytest -n "${LENSCAPE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" ;;
   *)
     echo "usage: ./lenscape.sh app | ./lenscape.sh test" >&2
     exit 2 ;;
