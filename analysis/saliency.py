@@ -414,22 +414,11 @@ def _occlusion(model, x, t, cfg, start):
 def _gradcam(model, x, t, cfg, start):
     ca = _captum()
     layer = _conv_layer(model, cfg.layer)
-    if _output_ndim(model, layer, x) == 3:  # tokens (B, T, D) of a vision transformer
+    if _in_token_block(model, cfg.layer):  # tokens (B, T, D) of a vision transformer
         cam = _token_gradcam(model, layer, x, t)
     else:
         cam = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
     return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-
-
-def _output_ndim(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> int:
-    seen: list[int] = []
-    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.ndim) if isinstance(o, torch.Tensor) else None)
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        handle.remove()
-    return seen[0] if seen else 4
 
 
 def token_grid(tokens: int) -> tuple[int, int]:

@@ -72,6 +72,12 @@ def noisy_or_offer(lm: LoadedModel, key: str) -> bool:
     """True when `lm` was trained with flipped labels; otherwise explains and offers to train one."""
     if (lm.record.get("noise") or {}).get("indices"):
         return True
+    if lm.record.get("config") is None:  # imported or added from Python: its labels are not Lenscape's
+        st.caption(
+            "Trained this model yourself on noisy labels? Add it again from Python with the true labels of its "
+            "training split, lenscape.add_model(..., clean_labels=true_labels), and this view finds what it "
+            "memorized."
+        )
     train_offer(
         NOISY_PRESETS,
         f"{key}.offer",
