@@ -105,14 +105,18 @@ def trusted_folders(home: Path | None = None) -> list[str]:
 def trust(ref: str | None = None, folder: str | None = None, home: Path | None = None) -> None:
     """Let this workspace build `ref` and read `folder` from now on (the Python API and the command
     line only: nothing a page user does calls this)."""
-    with _LOCK:
+    import fcntl
+
+    lock_path = _trusted_path(home).with_suffix(".lock")
+    with _LOCK, open(lock_path, "a") as lock:  # threads here, and other processes (a second notebook)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # read-modify-write under one lock: no reference is lost
         data = _trust_file(home)
         if ref is not None:
             data["code"] = sorted({*data["code"], check_ref(ref)})
         if folder is not None:
             data["folders"] = sorted({*data["folders"], os.path.realpath(folder)})
         path = _trusted_path(home)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
 

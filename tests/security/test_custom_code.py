@@ -172,3 +172,15 @@ def test_kwargs_must_be_plain_json():
     for bad in ({"f": float("nan")}, {"m": torch.nn.Linear(1, 1)}, [1, 2], "{not json"):
         with pytest.raises(InvalidInputError):
             canonical_kwargs(bad)
+
+
+def test_sessions_trusting_code_at_once_lose_none_of_it(lenscape_home):
+    """Eight processes (notebooks, a `lenscape app --model`) each trust a reference at the same moment."""
+    import subprocess
+
+    from lenscape.models.custom import trusted_refs
+
+    code = "import sys\nfrom lenscape.models.custom import trust\ntrust(ref=f'pkg{sys.argv[1]}.nets:build')\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=str(ROOT)) for i in range(8)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 8
+    assert {f"pkg{i}.nets:build" for i in range(8)} <= trusted_refs()
