@@ -155,3 +155,73 @@ def test_residuals_are_relative_to_the_eigenvalue():
     big = lanczos(model, lambda m: _loss(m, 1e4), k=2, which="LA")
     assert np.allclose(big.values, 1e4 * plain.values, rtol=1e-4)
     assert plain.converged and big.converged and (big.residuals < 1e-3).all() and (plain.residuals < 1e-3).all()
+
+
+def test_weights_only_reaches_lanczos_through_the_top_eigenvalues_and_the_extremes():
+    """`params` is passed on by the two functions the jobs call, not only by lanczos itself."""
+    model = _mlp(seed=2)
+    weights, every = _dense(model, weights_only=True), _dense(model)
+    top = hessian_top_eigenvalues(model, _loss, k=2, restarts=1, params="weights")
+    assert np.allclose(top.values[0], weights[np.argsort(-np.abs(weights))][:2], atol=1e-4)
+    lmax, lmin = hessian_extremes(model, _loss, params="weights")
+    assert lmax == pytest.approx(weights[-1], abs=1e-4) and lmin == pytest.approx(weights[0], rel=0.05)
+    assert abs(lmax - every[-1]) > 1e-3  # "all" would give another answer
+
+
+def _wide_mlp() -> nn.Module:
+    """325 parameters: more than ARPACK's 20 Lanczos vectors for k=3, so the tolerance decides when it stops."""
+    torch.manual_seed(8)
+    return nn.Sequential(nn.Linear(4, 40), nn.Tanh(), nn.Linear(40, 3))
+
+
+def test_the_default_tolerance_gives_small_residuals_and_a_short_budget_is_reported():
+    model = _wide_mlp()
+    dense = _dense(model)
+    top = hessian_top_eigenvalues(model, _loss, k=3, restarts=1)
+    assert top.converged.all() and top.residuals.max() < 1e-5
+    assert np.allclose(top.values[0], dense[np.argsort(-np.abs(dense))][:3], rtol=1e-5, atol=1e-7)
+    # λ_min (ARPACK's "SA") needs more than one restart here: a budget of one leaves it unknown (NaN), not wrong
+    lmax, lmin = hessian_extremes(model, _loss, iters=1, tol=1e-12)
+    assert lmax == pytest.approx(dense[-1], rel=1e-5) and np.isnan(lmin)
+    assert hessian_extremes(model, _loss, iters=1000)[1] == pytest.approx(dense[0], rel=1e-3)
+
+
+def test_lanczos_refuses_k_of_the_whole_space():
+    from lenscape.errors import InvalidInputError
+
+    n = sum(p.numel() for p in _mlp().parameters())
+    assert len(lanczos(_mlp(), _loss, k=n - 1, which="LA", maxiter=5000).values) <= n - 1
+    with pytest.raises(InvalidInputError, match=f"between 1 and {n - 1}"):
+        lanczos(_mlp(), _loss, k=n, which="LA")
+
+
+def test_residuals_stay_relative_for_tiny_eigenvalues():
+    """Scaled ×1e-6 the residuals are as small relative to λ as before (not divided by 1)."""
+    model = _mlp(seed=7)
+    plain = lanczos(model, _loss, k=2, which="LA")
+    small = lanczos(model, lambda m: _loss(m, 1e-6), k=2, which="LA")
+    assert np.allclose(small.values, 1e-6 * plain.values, rtol=1e-4)
+    assert (np.abs(np.log10(small.residuals) - np.log10(plain.residuals)) < 2).all()
+
+
+def test_hutchinson_standard_error_and_two_samples():
+    from lenscape.analysis.hessian import hessian_trace
+
+    est = hessian_trace(_mlp(seed=5), _loss, samples=2, seed=3)  # two samples are enough for an error
+    assert est.std_error == pytest.approx(float(np.std(est.samples, ddof=1) / np.sqrt(2)))
+
+
+def test_the_smoothed_density_peaks_at_the_eigenvalues():
+    from lenscape.analysis.hessian import spectral_density
+
+    class Diagonal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Parameter(torch.ones(3))
+
+    curvature = torch.tensor([4.0, 2.0, 1.0])
+    sd = spectral_density(Diagonal(), lambda m: 0.5 * (curvature * m.theta**2).sum(), steps=3)
+    grid = np.linspace(-5, 5, 1001)
+    dens = sd.on(grid, 0.05)
+    peaks = grid[1:-1][(dens[1:-1] > dens[:-2]) & (dens[1:-1] > dens[2:]) & (dens[1:-1] > 0.01)]
+    assert np.allclose(peaks, [1.0, 2.0, 4.0], atol=0.01)

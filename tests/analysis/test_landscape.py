@@ -321,3 +321,42 @@ def test_a_convexity_point_whose_search_does_not_converge_is_blank_not_wrong():
     assert np.isnan(lmin).all() or np.isnan(lmax).all()  # one restart is too few for 1e-15
     ok_max, ok_min, _ = convexity_map(model, dirs, [0.0], [0.0], loss, iters=300)
     assert np.isfinite(ok_max).all() and np.isfinite(ok_min).all() and ok_min[0, 0] < ok_max[0, 0]
+
+
+def test_the_convexity_ratio_is_lambda_min_over_lambda_max_at_each_point_and_progress_counts_points():
+    from lenscape.analysis.hessian import hessian_extremes
+    from lenscape.analysis.landscape import convexity_map
+
+    model, (images, labels) = _trained(), _data(24)
+    x = images.float() / 255
+    dirs = random_directions(model, 2, DirectionConfig(seed=2))
+    loss = lambda m: F.cross_entropy(m(x), labels)  # noqa: E731
+    seen: list[tuple[float, str]] = []
+    lmax, lmin, ratio = convexity_map(
+        model, dirs, [0.0, 0.5], [0.0, -0.5], loss, iters=300, progress=lambda f, m: seen.append((f, m))
+    )
+    assert np.allclose(ratio, np.abs(lmin) / np.abs(lmax))
+    hi, lo = hessian_extremes(model, loss, iters=300)  # the centre point is θ* itself
+    assert lmax[0, 0] == pytest.approx(hi, rel=1e-4) and lmin[0, 0] == pytest.approx(lo, rel=1e-3)
+    assert [f for f, _ in seen] == [0.25, 0.5, 0.75, 1.0] and seen[-1][1] == "point 4/4"
+
+
+def test_curves_and_surfaces_carry_accuracy_and_read_float_images_as_uint8_over_255():
+    a, b, (images, labels) = _trained(seed=0), _trained(seed=5), _data()
+    sa, sb = _snapshot(a), _snapshot(b)
+    work = build_model(CNN_BN, seed=9).eval()
+    seen: list[float] = []
+    curve = interpolation(work, sa, sb, [0.0, 1.0], images, labels, progress=lambda f, m: seen.append(f))
+    assert list(curve.alphas) == [0.0, 1.0] and seen == [0.5, 1.0]
+    for i, m in enumerate((a, b)):
+        ev = evaluate(m, images.float() / 255, labels)
+        assert curve.accuracy[i] == pytest.approx(ev.accuracy) and curve.loss[i] == pytest.approx(ev.loss, rel=1e-5)
+    as_float = interpolation(work, sa, sb, [0.0, 1.0], images.float() / 255, labels)
+    assert np.allclose(as_float.loss, curve.loss, rtol=1e-6)
+    dirs = random_directions(a, 2, DirectionConfig(seed=1))
+    seen.clear()
+    grid = surface(a, dirs, [0.0, 0.5], [0.0], images, labels, progress=lambda f, m: seen.append(f))
+    assert grid.accuracy[0, 0] == pytest.approx(evaluate(a, images.float() / 255, labels).accuracy)
+    assert seen[-1] == pytest.approx(1.0) and all(0 < f <= 1 for f in seen) and seen == sorted(seen)
+    same = surface(a, dirs, [0.0, 0.5], [0.0], images.float() / 255, labels)
+    assert np.allclose(same.loss, grid.loss, rtol=1e-6)

@@ -98,6 +98,9 @@ def test_the_loss_with_recomputed_statistics_at_a_point_is_the_hand_computed_one
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
         assert res.loss_recomputed[iy, ix] == pytest.approx(_loss(moved, images, labels), rel=1e-5)
+        with torch.no_grad():
+            right = (moved.eval()(images.float() / 255).argmax(1) == labels).float().mean()
+        assert res.accuracy_recomputed[iy, ix] == pytest.approx(float(right))
     plain = surface(model, dirs, [0.0, 0.5], [0.0, 1.0], images, labels)
     assert np.array_equal(plain.loss, res.loss) and plain.loss_recomputed is None  # stored figures unchanged
 
