@@ -80,3 +80,27 @@ def test_projection_refuses_too_few_or_non_finite_examples():
         ProjectionConfig(method="tsne")
     with pytest.raises(InvalidInputError):
         ProjectionConfig(n_neighbors=1)
+
+
+def test_umap_projection_is_umap_learns_own_and_its_compiled_code_is_cached_on_disk(tmp_path):
+    """`project` turns on numba's disk cache for umap-learn (it compiled again in every process); the
+    coordinates equal umap-learn's own, computed in a process that never turned the cache on."""
+    import subprocess
+    import sys
+
+    acts = np.random.default_rng(3).normal(size=(60, 8)).astype(np.float32)
+    np.save(tmp_path / "acts.npy", acts)
+    script = (
+        "import numpy as np, umap, sys\n"
+        "a = np.load(sys.argv[1])\n"
+        "c = umap.UMAP(n_neighbors=10, min_dist=0.3, metric='cosine', random_state=4, n_components=2).fit_transform(a)\n"
+        "np.save(sys.argv[2], c)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "acts.npy"), str(tmp_path / "ref.npy")], check=True, timeout=300
+    )
+    proj = project(acts, ProjectionConfig(method="umap", n_neighbors=10, min_dist=0.3, metric="cosine", seed=4))
+    assert np.array_equal(proj.coords, np.load(tmp_path / "ref.npy")) and proj.explained is None
+    import umap.layouts
+
+    assert type(umap.layouts._nb_optimize_layout_euclidean_single_epoch._cache).__name__ != "NullCache"
