@@ -476,8 +476,13 @@ def test_a_zip_of_a_hundred_thousand_entries_is_refused_at_once(other):
             z.writestr(name, raw)
     data = out.getvalue()
     started = time.perf_counter()
+    zipfile.ZipFile(io.BytesIO(data)).close()  # reading the zip's directory, which any check must do
+    directory = time.perf_counter() - started
+    started = time.perf_counter()
     _refused(store, runs, data, "entries")
-    assert time.perf_counter() - started < 3
+    # refused on the directory: not a read of each entry (a machine under load slows both alike; an
+    # absolute bound of 3 s failed on a busy 2-core machine at 3.7 s)
+    assert time.perf_counter() - started < 3 * directory + 0.5
 
 
 def test_two_checkpoints_of_one_run_travel_in_one_bundle(runner, trained_run, wait_for_job, lenscape_home, other):
