@@ -11,12 +11,14 @@ import io
 import pickle
 import stat
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from lenscape.models.architectures import ArchSpec, build_model, check_io
 from lenscape.errors import InvalidInputError
-from lenscape.models.paths import user_path
+from lenscape.models.paths import cache_dir, user_path
 
 MAX_BYTES = 1 << 30  # a bound on what we read at all; the app's upload limit is lower
 
@@ -257,10 +259,48 @@ def torchvision_pretrained(name: str) -> dict[str, torch.Tensor]:
 
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
-        return weights.get_state_dict(progress=False)
+        # kept in the workspace's cache, not torch's (~/.cache/torch): every write stays in the workspace
+        return weights.get_state_dict(progress=False, model_dir=str(cache_dir("torchvision")))
     except Exception as exc:  # no network, unknown name, hub errors
         raise InvalidInputError(
             f"could not get torchvision's weights for {name!r} ({type(exc).__name__}: "
             f"{str(exc)[:160]}). Without a network, upload a weights file "
             f"(state_dict or safetensors) and pick the architecture."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a published model was trained with, from its weights' metadata (no download needed)."""
+
+    weights: str  # e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    classes: tuple[str, ...]  # the names of its outputs, in order (ImageNet's 1,000 for most)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int  # the crop the model saw
+    resize: int  # the size images were resized to before the crop
+
+
+def torchvision_recipe(name: str) -> Recipe:
+    """The recipe of torchvision's default weights for the classifier `name`: class names
+    (`meta["categories"]`), input normalization, crop and resize (the weights' `transforms()`). Read from
+    torchvision's code, so it needs no network. An unknown name, or weights without a classification
+    recipe, is an InvalidInputError."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        tf = weights.transforms()
+        crop, resize = tf.crop_size, tf.resize_size
+        return Recipe(
+            weights=str(weights),
+            classes=tuple(str(c) for c in weights.meta["categories"]),
+            mean=tuple(float(v) for v in tf.mean),
+            std=tuple(float(v) for v in tf.std),
+            image_size=int(crop[0] if isinstance(crop, (list, tuple)) else crop),
+            resize=int(resize[0] if isinstance(resize, (list, tuple)) else resize),
+        )
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise InvalidInputError(
+            f"torchvision has no classification recipe for {name!r} ({type(exc).__name__}: {str(exc)[:120]})"
         ) from None

@@ -17,6 +17,7 @@ from lenscape.models.loading import (
     suggest_architecture,
     torchvision_names,
     torchvision_pretrained,
+    torchvision_recipe,
 )
 from lenscape.models.paths import user_path
 from lenscape.models.zoo import AlreadyImported, import_model
@@ -102,7 +103,13 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
             fields["batchnorm"] = c[2].checkbox(
                 "CNN with BatchNorm", fields.get("batchnorm", False), key=f"{key}.bn.{fields.get('batchnorm', '')}"
             )
-    mean, std = _normalization_fields(arch_name, train, key)
+    recipe = _recipe(tv_name or fields.get("torchvision_name") or "")
+    classes = tuple(train.classes)
+    if recipe is not None:
+        if len(recipe.classes) == train.num_classes:
+            classes = recipe.classes
+        st.caption(_recipe_caption(recipe, train))
+    mean, std = _normalization_fields(arch_name, train, key, recipe)
     name = st.text_input(
         "Name in the workspace", key=f"{key}.name", placeholder=Path(filename).stem or tv_name or "my model"
     )
@@ -120,7 +127,7 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
             state = torchvision_pretrained(tv_name) if tv_name and download else _read(raw, filename)
             label = name or Path(filename).stem or tv_name
             try:
-                return import_model(model_from_state(arch, state), arch, label, spec, train.classes, source="imported")
+                return import_model(model_from_state(arch, state), arch, label, spec, classes, source="imported")
             except AlreadyImported as exc:
                 st.info(f"{plain(exc)}; it is now the current model.")
                 return exc.record
@@ -177,9 +184,38 @@ def _match_file(path: str, mtime_ns: int, size: int, in_shape: tuple, num_classe
     return suggest_architecture(read_state_dict(read_model_file(path), Path(path).name), in_shape, num_classes)
 
 
-def _normalization_fields(arch_name: str, train, key: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _recipe(tv_name: str):
+    """torchvision's recipe for the named classifier (class names, normalization, sizes), or None."""
+    try:
+        return torchvision_recipe(tv_name) if tv_name else None
+    except InvalidInputError:
+        return None
+
+
+def _recipe_caption(recipe, train) -> str:
+    """What torchvision's weights metadata says, and whether this data set fits it."""
+    names = (
+        f"its {len(recipe.classes):,} class names ({plain(', '.join(recipe.classes[:3]))}, …) name the outputs"
+        if len(recipe.classes) == train.num_classes
+        else f"its {len(recipe.classes):,} classes do not match this data set's {train.num_classes}, whose names are kept"
+    )
+    size = train.input_shape[-1]
+    fit = (
+        ""
+        if size == recipe.image_size
+        else f" This data set gives {size}-px images: an image folder opened at {recipe.image_size} px matches it."
+    )
+    return (
+        f"torchvision's recipe ({plain(recipe.weights)}): {recipe.image_size}-px crops of images resized to "
+        f"{recipe.resize} px, ImageNet's mean and std below; {names}.{fit}"
+    )
+
+
+def _normalization_fields(arch_name: str, train, key: str, recipe=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std the model expects, defaulting to the architecture's known recipe."""
     mean, std = default_normalization(arch_name, tuple(train.mean), tuple(train.std))
+    if recipe is not None and len(recipe.mean) == len(mean):
+        mean, std = recipe.mean, recipe.std
     fmt = lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
     c = st.columns(2)
     help_ = (

@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
+from lenscape.errors import InvalidInputError
 from lenscape.models.zoo import list_runs
 from apphelpers import MODELS_PAGE, ROOT_APP, open_tab, run_until, shown
 
@@ -285,3 +287,25 @@ def test_an_imported_model_shows_its_test_accuracy_on_home_and_runs_and_the_data
     runs.query_params["model"] = rec["run_id"]
     runs.switch_page("pages/7_Runs.py").run()
     assert runs.dataframe[0].value["test acc"][0] == acc.test_acc and "Data set: Digits" in _sidebar(runs)
+
+
+def test_a_torchvision_classifier_by_name_shows_its_recipe_and_says_why_without_a_network():
+    """torchvision's weights metadata (no download): the crop, the resize and the class names, and whether
+    this data set fits them; where the weights cannot be downloaded the import says so and the page lives."""
+    from lenscape.models.loading import torchvision_recipe
+
+    recipe = torchvision_recipe("resnet50")
+    assert recipe.classes[:2] == ("tench", "goldfish") and len(recipe.classes) == 1000
+    assert (recipe.image_size, recipe.resize, recipe.mean) == (224, 232, (0.485, 0.456, 0.406))
+    assert torchvision_recipe("inception_v3").image_size == 299
+    with pytest.raises(InvalidInputError, match="no classification recipe"):
+        torchvision_recipe("not_a_model")
+    at = open_tab(AppTest.from_file(MODELS_PAGE, default_timeout=60).run(), "Import")
+    at.radio(key="models.load.source").set_value("torchvision classifier by name").run()
+    at.text_input(key="models.load.tv").set_value("resnet50").run()
+    said = shown(" ".join(c.value for c in at.caption))
+    assert "ResNet50_Weights.IMAGENET1K_V2" in said and "224-px crops" in said and "232 px" in said
+    assert "do not match this data set's 10" in said and "8-px images" in said
+    at.button(key="models.load.run").click().run()
+    assert not at.exception
+    assert any("could not get torchvision's weights for 'resnet50'" in shown(e.value) for e in at.error)
