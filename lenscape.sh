@@ -8,15 +8,15 @@ PYTHON=${PYTHON:-python3}
 venv() {
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # byte-compiled after the install, on every core (pip compiles one file at a time: 35 of the 90 s a
-  # fresh install took). Not left to first imports: where PYTHONDONTWRITEBYTECODE is set, as on our CI
-  # machines, every process would compile torch again
+  # not byte-compiled by pip (one file at a time: 35 of the 90 s a fresh install took, for 18,000 files
+  # of which the app and the suite import a fraction); each module is compiled once, on its first
+  # import, into .venv and __pycache__. That needs bytecode writing on: where PYTHONDONTWRITEBYTECODE is
+  # set, as on our CI machines, every process would otherwise compile torch again (a fresh suite took
+  # 777 s instead of 600). Compiling all of site-packages up front (compileall -j 0) cost 24 s of each
+  # fresh install.
   .venv/bin/python -m pip install -q --no-compile -e "$1"
-  if [ ! -f .venv/.compiled ] || [ -n "$(find .venv/lib/python*/site-packages -maxdepth 1 -newer .venv/.compiled -print -quit)" ]; then
-    .venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
-    touch .venv/.compiled
-  fi
 }
+unset PYTHONDONTWRITEBYTECODE
 
 ensure_chromium() {
   for exe in "${LENSCAPE_CHROMIUM:-}" /usr/bin/chromium /usr/bin/chromium-browser; do
