@@ -512,8 +512,14 @@ def check_run_id(run: dict, todo: list[dict]) -> None:
         return
     if run_id.startswith("run-") and isinstance(run.get("config"), dict):
         cfg = TrainConfig.from_dict(run["config"])
+        if cfg.builder:  # a recipe naming code: the same trust as the architecture's, before anything else
+            from lenscape.models.custom import check_trusted
+
+            check_trusted(cfg.builder, cfg.builder_kwargs)
         arch = run["arch"]
         wanted = {"name": cfg.arch, **{k: getattr(cfg, k) for k in RECIPE_FIELDS}}
+        if cfg.builder or arch.get("builder") or arch.get("builder_kwargs"):
+            wanted.update(builder=cfg.builder, builder_kwargs=cfg.builder_kwargs)
         got = {k: tuple(arch.get(k)) if isinstance(arch.get(k), list) else arch.get(k) for k in wanted}
         if run_id_for(cfg) != run_id or got != wanted:
             raise InvalidInputError(

@@ -393,7 +393,8 @@ def _fingerprint(run: dict, state: dict) -> str:
     from lenscape.models.loading import model_from_state
 
     if isinstance(run["arch"], dict) and (run["arch"].get("name") == "custom" or run["arch"].get("builder")):
-        check_trusted(run["arch"].get("builder"))  # a bundle never names code this server was not given
+        # a bundle never names code, or arguments for it, that this server was not given
+        check_trusted(run["arch"].get("builder"), run["arch"].get("builder_kwargs"))
     try:
         arch = ArchSpec.from_dict(run["arch"])
         with torch.device("meta"):

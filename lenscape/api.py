@@ -64,15 +64,37 @@ def add_model(
     Returns:
         The model id, e.g. ``import-1a2b...``; adding the same weights again returns the same id.
     """
-    from lenscape.models.architectures import ArchSpec, build_model
-    from lenscape.models.custom import canonical_kwargs, check_ref, ref_of, trust
-    from lenscape.models.loading import check_finite_state, fit_state_dict
-    from lenscape.models.zoo import AlreadyImported, import_model
+    from lenscape.models.custom import canonical_kwargs, check_ref, pending, pending_folder, ref_of, trust
 
     if net is None and weights is None:
         raise InvalidInputError("give the network (net) or its weights (weights=state_dict)")
     ref = check_ref(architecture) if architecture else ref_of(net)
     kw = canonical_kwargs(kwargs)
+    folder = _folder(data)
+    # the code, its arguments and the folder are trusted for the workspace only once all of it has worked
+    with pending(ref, kw), pending_folder(folder):
+        run_id = _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clean_labels)
+    trust(ref=ref, kwargs=kw)
+    if folder is not None:
+        trust(folder=folder)
+    return run_id
+
+
+def _folder(data) -> str | None:
+    """The image folder `data` names (resolved), or None for a Dataset."""
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    folder = Path(data).expanduser().resolve()
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder} is not a folder")
+    return str(folder)
+
+
+def _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clean_labels) -> str:
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.loading import check_finite_state, fit_state_dict
+    from lenscape.models.zoo import AlreadyImported, import_model
+
     spec_data, train, test = _data(data, image_size, classes)
     names = tuple(classes) if classes else test.classes
     c = train.input_shape[0]
@@ -87,7 +109,6 @@ def add_model(
         mean=mean,
         std=std,
     )
-    trust(ref=ref)
     model = build_model(arch)
     state = {k: v.detach().cpu() for k, v in (weights if weights is not None else net.state_dict()).items()}
     check_finite_state(state, name or ref)
@@ -133,16 +154,11 @@ def _same_outputs(net: nn.Module, model: nn.Module, arch) -> None:
 
 def _data(data, image_size: int, classes):
     """(DataSpec, train ImageData, test ImageData) of what the user gave."""
-    from lenscape.models.custom import trust
     from lenscape.models.data import DataSpec, load_data
     from lenscape.models.saved_data import save_dataset
 
     if isinstance(data, (str, os.PathLike)):
-        folder = Path(data).expanduser().resolve()
-        if not folder.is_dir():
-            raise InvalidInputError(f"{folder} is not a folder")
-        trust(folder=str(folder))
-        spec = DataSpec(name="imagefolder", folder=str(folder), image_size=image_size)
+        spec = DataSpec(name="imagefolder", folder=_folder(data), image_size=image_size)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         spec = DataSpec(name="saved", folder=save_dataset(data[0], data[1], classes))
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):

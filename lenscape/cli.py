@@ -5,6 +5,7 @@
                  --data /path/to/images [--name N] [--mean 0.485,0.456,0.406] [--std ...] [--image-size 224]
                                                       add your own model first (see lenscape.add_model)
     lenscape train --preset mnist-cnn --seeds 0-4 [--epochs 1] [--device cuda]
+    lenscape train --preset digits-mlp-noise10 --model mypkg.nets:build_net --kwargs '{"width": 64}'
     lenscape warm --preset teaching                   prepare the class demo (models and one result per view)
     lenscape presets                                  list the training presets
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 
 from lenscape.errors import InvalidInputError
+from lenscape.models.custom import pending, trust
 from lenscape.models.paths import runs_dir
 from lenscape.models.training import PRESETS, parse_seeds, preset, run_id_for, train_run
 
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seeds", default="0", help="e.g. 0, 0-4 or 1,3,5")
     train.add_argument("--epochs", type=int, help="override the preset's epochs")
     train.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    train.add_argument(
+        "--model", help="your own network for the preset's recipe: module:callable (trusted in this workspace)"
+    )
+    train.add_argument("--kwargs", default="{}", help="its keyword arguments, as JSON")
     sub.add_parser("presets", help="list the presets")
     warm = sub.add_parser("warm", help="train the class demo's models and compute one result per view ahead")
     warm.add_argument("--preset", default="teaching", choices=["teaching"])
@@ -55,17 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         for name, cfg in PRESETS.items():
             print(f"{name:32s} {cfg.describe()}")
         return 0
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides: dict = {"epochs": args.epochs} if args.epochs else {}
     try:
+        if args.model:  # the person at the command line names code, as with `lenscape app --model`
+            overrides.update(arch="custom", builder=args.model, builder_kwargs=args.kwargs)
         for seed in parse_seeds(args.seeds):
             cfg = preset(args.preset, seed=seed, **overrides)
             start = time.perf_counter()
-            rec = train_run(
-                cfg,
-                runs_dir() / run_id_for(cfg),
-                device=args.device,
-                progress=lambda f, m: print(f"\r[{f:6.1%}] {m:80s}", end="", flush=True),
-            )
+            with pending(cfg.builder, cfg.builder_kwargs) if cfg.builder else nullcontext():
+                rec = train_run(
+                    cfg,
+                    runs_dir() / run_id_for(cfg),
+                    device=args.device,
+                    progress=lambda f, m: print(f"\r[{f:6.1%}] {m:80s}", end="", flush=True),
+                )
+            if cfg.builder:  # trusted for the workspace only once it has built and trained
+                trust(ref=cfg.builder, kwargs=cfg.builder_kwargs)
             last = rec["metrics"][-1]
             print(
                 f"\n{rec['run_id']}: {rec['name']} · test acc {last['test_acc']:.2%} · "

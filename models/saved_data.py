@@ -43,11 +43,18 @@ def _as_uint8(image, i: int) -> np.ndarray:
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         arr = np.asarray(image.convert("L" if image.mode in ("L", "1", "I;16") else "RGB"), dtype=np.uint8)
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    t = torch.as_tensor(image)
+    try:
+        t = torch.as_tensor(image)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidInputError(
+            f"example {i}'s image is a {type(image).__name__}, not a tensor, array or PIL image"
+        ) from None
     if t.ndim == 2:
         t = t[None]
-    if t.ndim != 3:
+    if t.ndim != 3 or t.numel() == 0:
         raise InvalidInputError(f"example {i} is an image of shape {tuple(t.shape)}; expected (C, H, W)")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InvalidInputError(f"example {i}'s image is {t.dtype}; expected real values in [0, 1] or uint8")
     if t.dtype == torch.uint8:
         return t.numpy()
     t = t.float()
@@ -64,7 +71,7 @@ def _as_uint8(image, i: int) -> np.ndarray:
 def _materialize(dataset, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         n = len(dataset)
-    except TypeError:
+    except (TypeError, ValueError):
         raise InvalidInputError(f"the {what} data set has no length: give a map-style Dataset") from None
     if n < 1:
         raise InvalidInputError(f"the {what} data set is empty")
@@ -87,9 +94,30 @@ def _materialize(dataset, what: str) -> tuple[np.ndarray, np.ndarray]:
                 f"the {what} data set's images differ in shape: {shape} and {arr.shape} (example {i})"
             )
         images[i] = arr
-        labels[i] = int(item[1])
+        labels[i] = _label(item[1], what, i)
     assert images is not None
     return images, labels
+
+
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+
+
+def _label(value, what: str, i: int) -> int:
+    """A class index from whatever the Dataset returned: an int, a 0-d or one-element tensor or array."""
+    try:
+        arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+        if arr.size != 1 or arr.dtype.kind not in "iub":
+            raise ValueError
+        label = int(arr.reshape(()))
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(
+            f"the {what} data set's example {i} has label {str(value)[:40]!r}: labels are class indices 0, 1, ..."
+        ) from None
+    if not 0 <= label < MAX_CLASSES:
+        raise InvalidInputError(
+            f"the {what} data set's example {i} has label {label}: labels are class indices 0 to {MAX_CLASSES - 1:,}"
+        )
+    return label
 
 
 def save_dataset(train, test=None, classes: tuple[str, ...] | None = None) -> str:
@@ -105,6 +133,8 @@ def save_dataset(train, test=None, classes: tuple[str, ...] | None = None) -> st
         )
     else:
         x_test, y_test = _materialize(test, "test")
+    if len(x_train) < 1 or len(x_test) < 1:
+        raise InvalidInputError("a data set needs at least one training and one test example (two or more to split)")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise InvalidInputError(f"training images are {x_train.shape[1:]} and test images {x_test.shape[1:]}")
     n_classes = int(max(y_train.max(), y_test.max())) + 1

@@ -47,6 +47,8 @@ class TrainConfig:
     p_gen: float = 0.0  # example-tied dropout (0 = off)
     p_mem: float = 0.0
     train_subset: int = 0  # use only the first n training examples (0 = all)
+    builder: str = ""  # arch "custom": the user's trusted code, "module:callable" (models.custom)
+    builder_kwargs: str = ""  # its keyword arguments, canonical JSON
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -59,6 +61,13 @@ class TrainConfig:
             raise InvalidInputError(f"warmup is a fraction of training in [0, 1); got {self.warmup}")
         if not 0 <= self.label_noise < 1:
             raise InvalidInputError(f"label_noise must be in [0, 1); got {self.label_noise}")
+        if (self.arch == "custom") != bool(self.builder):
+            raise InvalidInputError("a custom architecture needs its builder (module:callable), and only it takes one")
+        if self.builder:
+            from lenscape.models.custom import canonical_kwargs, check_ref
+
+            check_ref(self.builder)
+            object.__setattr__(self, "builder_kwargs", canonical_kwargs(self.builder_kwargs or "{}"))
 
     def arch_spec(self, data: ImageData) -> ArchSpec:
         return ArchSpec(
@@ -72,10 +81,15 @@ class TrainConfig:
             batchnorm=self.batchnorm,
             p_gen=self.p_gen,
             p_mem=self.p_mem,
+            builder=self.builder,
+            builder_kwargs=self.builder_kwargs,
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.builder:  # a zoo recipe's dict, and so its run id, stays what it was before custom code
+            del d["builder"], d["builder_kwargs"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -89,6 +103,7 @@ class TrainConfig:
 
     def describe(self) -> str:
         arch = {"mlp": f"MLP {'-'.join(map(str, self.widths))}", "cnn": f"CNN{'+BN' if self.batchnorm else ''}"}
+        arch["custom"] = self.builder
         parts = [self.data.label, arch.get(self.arch, self.arch), f"{self.epochs} ep", f"seed {self.seed}"]
         if self.label_noise:
             parts.append(f"{self.label_noise:.0%} noise")

@@ -184,3 +184,96 @@ def test_sessions_trusting_code_at_once_lose_none_of_it(lenscape_home):
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=str(ROOT)) for i in range(8)]
     assert [p.wait(timeout=120) for p in procs] == [0] * 8
     assert {f"pkg{i}.nets:build" for i in range(8)} <= trusted_refs()
+
+
+@pytest.fixture
+def counting(tmp_path, monkeypatch):
+    """A trusted-looking builder that leaves a line in a file each time it is called; returns the file."""
+    calls = tmp_path / "calls"
+    pkg = tmp_path / "code2"
+    pkg.mkdir()
+    (pkg / "lenscape_counting_nets.py").write_text(
+        f"import torch\ndef build(width=10, **kw):\n    open({str(calls)!r}, 'a').write(repr(kw) + '\\n')\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width))\n"
+    )
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.delenv("LENSCAPE_CODE", raising=False)
+    yield calls
+    sys.modules.pop("lenscape_counting_nets", None)
+
+
+def test_a_record_cannot_choose_the_arguments_of_trusted_code(counting, lenscape_home):
+    """Trust is the reference with its exact arguments: a record (hand-placed, or from a bundle) that gives
+    a trusted function other arguments is refused before the function is called."""
+    from lenscape.models.custom import trust
+    from lenscape.models.zoo import load_model
+
+    trust(ref="lenscape_counting_nets:build", kwargs={"width": 10})
+    run_id = _plant_run("lenscape_counting_nets:build")  # kwargs {} here: not what was trusted
+    with pytest.raises(InvalidInputError, match="not allowed with these arguments"):
+        load_model(run_id)
+    assert not counting.exists()
+
+
+def test_code_is_trusted_only_once_add_model_has_built_and_checked_it(counting, lenscape_home, tmp_path):
+    """A failed add_model (a typo, a callable that is not a network, a folder with no images) leaves no
+    trust behind: neither the reference nor the folder."""
+    import lenscape
+    from lenscape.models.custom import trusted_folders, trusted_refs
+    from lenscape.models.paths import allowed_roots
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    data = custom_nets.DigitsDataset("train")
+    for ref in ("lenscape_counting_nets:buidl", "os:getcwd", "no_such_pkg.nets:build"):
+        with pytest.raises(InvalidInputError):
+            lenscape.add_model(net, data, architecture=ref)
+    with pytest.raises(InvalidInputError):  # arguments it does not take
+        lenscape.add_model(net, data, architecture="lenscape_counting_nets:build", kwargs={"width": "wide"})
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError):
+        lenscape.add_model(net, str(empty), architecture="lenscape_counting_nets:build")
+    assert trusted_refs() == set() and trusted_folders() == []
+    assert str(empty.resolve()) not in map(str, allowed_roots())
+    run_id = lenscape.add_model(net, data, architecture="lenscape_counting_nets:build")  # this one works
+    assert trusted_refs() == {"lenscape_counting_nets:build"} and run_id.startswith("import-")
+
+
+def test_notebook_references_and_deep_kwargs_are_refused_with_a_reason():
+    from lenscape.models.custom import canonical_kwargs, check_ref
+
+    with pytest.raises(InvalidInputError, match="__main__"):
+        check_ref("__main__:Net")
+    with pytest.raises(InvalidInputError, match="nested too deeply|not JSON"):
+        canonical_kwargs("[" * 3000 + "]" * 3000)
+    deep: dict = {}
+    node = deep
+    for _ in range(3000):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        canonical_kwargs(deep)
+
+
+def test_a_bundle_run_id_covers_the_recipes_code_and_its_arguments(lenscape_home, monkeypatch):
+    """A trained run's id comes from its recipe: a record whose recipe names one build and whose
+    architecture another is refused; a recipe naming code this server was not given is refused too."""
+    from lenscape.backend.bundle_checks import check_run_id
+    from lenscape.models.custom import trust
+    from lenscape.models.training import preset, run_id_for
+
+    monkeypatch.delenv("LENSCAPE_CODE", raising=False)
+    cfg = preset("digits-mlp", arch="custom", builder="tests.custom_nets:residual_cnn", builder_kwargs={"width": 8})
+    arch = {"name": "custom", "builder": cfg.builder, "builder_kwargs": cfg.builder_kwargs}
+    run = {"run_id": run_id_for(cfg), "config": cfg.to_dict(), "arch": {**arch, "widths": [256, 256]}}
+    todo = [{"name": "x"}]
+    with pytest.raises(InvalidInputError, match="not allowed"):
+        check_run_id(run, todo)
+    trust(ref=cfg.builder, kwargs=cfg.builder_kwargs)
+    run["arch"].update(
+        widths=list(cfg.widths), channels=list(cfg.channels), batchnorm=cfg.batchnorm, p_gen=0.0, p_mem=0.0
+    )
+    check_run_id(run, todo)  # the honest record passes
+    run["arch"]["builder_kwargs"] = '{"width": 999}'
+    with pytest.raises(InvalidInputError, match="not the ones its recipe makes"):
+        check_run_id(run, todo)
