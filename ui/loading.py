@@ -205,9 +205,14 @@ def _recipe_caption(recipe, train) -> str:
         if size == recipe.image_size
         else f" This data set gives {size}-px images: an image folder opened at {recipe.image_size} px matches it."
     )
+    norm = (
+        "its mean and std are filled in below"
+        if len(recipe.mean) == len(train.mean)
+        else f"its {len(recipe.mean)}-channel mean and std do not fit this {len(train.mean)}-channel data set"
+    )
     return (
         f"torchvision's recipe ({plain(recipe.weights)}): {recipe.image_size}-px crops of images resized to "
-        f"{recipe.resize} px, ImageNet's mean and std below; {names}.{fit}"
+        f"{recipe.resize} px; {norm}; {names}.{fit}"
     )
 
 

@@ -306,6 +306,7 @@ def test_a_torchvision_classifier_by_name_shows_its_recipe_and_says_why_without_
     said = shown(" ".join(c.value for c in at.caption))
     assert "ResNet50_Weights.IMAGENET1K_V2" in said and "224-px crops" in said and "232 px" in said
     assert "do not match this data set's 10" in said and "8-px images" in said
+    assert "3-channel mean and std do not fit this 1-channel data set" in said
     at.button(key="models.load.run").click().run()
     assert not at.exception
     assert any("could not get torchvision's weights for 'resnet50'" in shown(e.value) for e in at.error)
