@@ -13,12 +13,14 @@ Naming code here trusts it for this workspace (models.custom): a page user can n
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -98,8 +100,10 @@ def _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clea
     spec_data, train, test = _data(data, image_size, classes)
     names = tuple(classes) if classes else test.classes
     c = train.input_shape[0]
-    mean = tuple(float(m) for m in (mean if mean is not None else (0.0,) * c))
-    std = tuple(float(s) for s in (std if std is not None else (1.0,) * c))
+    mean = _per_channel(mean, 0.0, c, "mean")
+    std = _per_channel(std, 1.0, c, "std")
+    if min(std) <= 0:
+        raise InvalidInputError(f"std must be positive per channel; got {std}")
     arch = ArchSpec(
         name="custom",
         builder=ref,
@@ -117,7 +121,7 @@ def _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clea
     if net is not None:
         _same_outputs(net, model, arch)
     record_name = name or ref.rsplit(":", 1)[1]
-    noise = None if clean_labels is None else _noise(train.labels, torch.as_tensor(clean_labels))
+    noise = None if clean_labels is None else _noise(train.labels, clean_labels, len(names))
     try:
         record = import_model(model, arch, record_name, spec_data, names, f"python: {ref}")
     except AlreadyImported as exc:
@@ -170,12 +174,37 @@ def _data(data, image_size: int, classes):
     return spec, load_data(spec, "train"), load_data(spec, "test")
 
 
-def _noise(trained_on: torch.Tensor, clean: torch.Tensor) -> dict:
+def _per_channel(values, default: float, channels: int, what: str) -> tuple[float, ...]:
+    """A per-channel normalization value as finite floats (one value is repeated per channel)."""
+    if values is None:
+        return (default,) * channels
+    try:
+        out = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be numbers, one per channel; got {str(values)[:60]!r}") from None
+    if len(out) == 1:
+        out = out * channels
+    if len(out) != channels or not all(math.isfinite(v) for v in out):
+        raise InvalidInputError(f"{what} needs {channels} finite values, one per channel; got {out}")
+    return out
+
+
+def _noise(trained_on: torch.Tensor, clean, num_classes: int) -> dict:
     """The run record's label-noise entry: where the labels trained on differ from the true ones."""
+    try:
+        clean = torch.as_tensor(np.asarray(clean))
+    except (TypeError, ValueError):
+        raise InvalidInputError("clean_labels must be class indices, one per training example") from None
     if clean.shape != trained_on.shape:
         raise InvalidInputError(
             f"clean_labels has {tuple(clean.shape)} labels; the training split has {len(trained_on)}"
         )
+    if clean.is_floating_point() or clean.is_complex() or clean.dtype == torch.bool:
+        if not bool(torch.isfinite(clean).all()) or bool((clean != clean.round()).any()):
+            raise InvalidInputError("clean_labels must be whole class indices (no NaN, no fractions)")
+    clean = clean.long()
+    if len(clean) and (int(clean.min()) < 0 or int(clean.max()) >= num_classes):
+        raise InvalidInputError(f"clean_labels must be class indices 0 to {num_classes - 1}")
     idx = torch.nonzero(clean.long() != trained_on).flatten()
     return {
         "fraction": len(idx) / max(1, len(clean)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -67,8 +67,16 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ArchSpec:
+        if not isinstance(d, dict):
+            raise InvalidInputError(f"an architecture is a JSON object; got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:  # a record from elsewhere (a bundle, a hand edit): said, not a raw TypeError
+            raise InvalidInputError(f"the architecture record has fields Lenscape does not know: {unknown[:5]}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as exc:  # a required field missing
+            raise InvalidInputError(f"the architecture record is incomplete: {str(exc)[:160]}") from None
 
     @property
     def label(self) -> str:

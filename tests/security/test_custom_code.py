@@ -277,3 +277,37 @@ def test_a_bundle_run_id_covers_the_recipes_code_and_its_arguments(lenscape_home
     run["arch"]["builder_kwargs"] = '{"width": 999}'
     with pytest.raises(InvalidInputError, match="not the ones its recipe makes"):
         check_run_id(run, todo)
+
+
+def test_add_model_refuses_labels_and_normalizations_that_are_not_what_they_claim(lenscape_home):
+    import lenscape
+
+    net = custom_nets.linear_net()
+    data = custom_nets.DigitsDataset("train")
+    n = int(len(data) * 0.8)  # the training split of one Dataset
+    bad = {
+        "NaN labels": dict(clean_labels=[float("nan")] * n),
+        "labels past the classes": dict(clean_labels=[10**6] * n),
+        "text labels": dict(clean_labels=["a"] * n),
+        "text mean": dict(mean="abc"),
+        "zero std": dict(std=(0.0,)),
+        "negative std": dict(std=(-1.0,)),
+        "infinite mean": dict(mean=(float("inf"),)),
+    }
+    for what, kwargs in bad.items():
+        with pytest.raises(InvalidInputError):
+            lenscape.add_model(net, data, architecture="tests.custom_nets:linear_net", **kwargs)
+            pytest.fail(what)
+
+
+def test_an_architecture_record_with_unknown_or_missing_fields_is_refused_with_a_reason():
+    from lenscape.models.architectures import ArchSpec
+
+    good = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.0,), std=(1.0,)).to_dict()
+    assert ArchSpec.from_dict(good).name == "mlp"
+    with pytest.raises(InvalidInputError, match="does not know"):
+        ArchSpec.from_dict({**good, "evil": 1})
+    with pytest.raises(InvalidInputError, match="incomplete"):
+        ArchSpec.from_dict({k: v for k, v in good.items() if k != "num_classes"})
+    with pytest.raises(InvalidInputError):
+        ArchSpec.from_dict(["mlp"])  # type: ignore[arg-type]
