@@ -102,6 +102,19 @@ def method_widgets(methods: tuple[SaliencyConfig, ...], key: str) -> dict:
     return values
 
 
+HEAVY = 5e6 * 64 * 64  # parameters × input pixels past which a CPU takes minutes for IG and SmoothGrad
+
+
+def heavy_on_this_machine(lm: LoadedModel) -> bool:
+    """Whether the default methods would take minutes: a large model at a large input size, and no GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    params = sum(p.numel() for p in lm.model.parameters())
+    return params * lm.arch.in_shape[1] * lm.arch.in_shape[2] > HEAVY
+
+
 def method_form(
     lm: LoadedModel,
     key: str,
@@ -115,6 +128,13 @@ def method_form(
     def linked(param, widget, draw, value, parse=str, text=str):
         return url_widget(None if url is None else url + param, f"{key}.{widget}", draw, value, parse, text)
 
+    if default == DEFAULT_METHODS and heavy_on_this_machine(lm):
+        default = ("gradient",)
+        st.caption(
+            "A model this size on a CPU: the grid starts with the gradient alone. Integrated Gradients costs "
+            "about 50 passes per image and SmoothGrad 25 (a ResNet-50 grid of 6 images took 2 minutes here); "
+            "add them below."
+        )
     methods = linked(
         "methods",
         "methods",
