@@ -476,6 +476,10 @@ def check_run_record(run: Any, run_id: str, entries: list[dict]) -> None:
         ),
         "label-noise record",
     )
+    if isinstance(noise, dict) and isinstance(classes, list):  # labels of its classes, one per index
+        labels = [*noise.get("original_labels", []), *noise.get("noisy_labels", [])]
+        need(all(i < len(classes) for i in labels), "label-noise record (labels beyond the classes)")
+        need(len(noise.get("original_labels", [])) == len(noise.get("indices", [])), "label-noise record (lengths)")
     need(isinstance(run.get("source", ""), str), "source")
     need(_gradient_record(run.get("gradients")), "gradient record")
     try:

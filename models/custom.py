@@ -109,8 +109,10 @@ def _trust_file(home: Path | None = None) -> dict[str, list]:
         for b in data.get("builds", [])
         if isinstance(b, list) and len(b) == 2 and all(isinstance(x, str) for x in b)
     ]
-    # a file from before builds were trusted with their arguments ({"code": [names]}) trusts no build: its
-    # models are added again (add_model) to be rebuilt
+    # a file from before builds were trusted with their arguments ({"code": [names]}) trusts nothing, not
+    # even its folders (then trusted before add_model's checks): its models are added again (add_model)
+    if "builds" not in data:
+        return {"builds": [], "folders": []}
     return {"builds": builds, "folders": [r for r in data.get("folders", []) if isinstance(r, str)]}
 
 

@@ -49,7 +49,9 @@ def allowed_roots() -> list[Path]:
     from lenscape.models.custom import trusted_folders
 
     extra = [p for p in os.environ.get("LENSCAPE_ALLOWED_ROOTS", "").split(os.pathsep) if p.strip()]
-    extra += trusted_folders()  # the image folders the server's operator gave to add_model / --data
+    # the image folders the server's operator gave to add_model / --data, stored resolved: one that has
+    # since become a symlink (its parent's owner swapped it) is not followed to wherever it points now
+    extra += [f for f in trusted_folders() if os.path.realpath(f) == f]
     return [Path(os.path.realpath(os.path.expanduser(p))) for p in (data_root(), home_dir(), *extra)]
 
 

@@ -61,7 +61,7 @@ class TrainConfig:
             raise InvalidInputError(f"warmup is a fraction of training in [0, 1); got {self.warmup}")
         if not 0 <= self.label_noise < 1:
             raise InvalidInputError(f"label_noise must be in [0, 1); got {self.label_noise}")
-        if (self.arch == "custom") != bool(self.builder):
+        if (self.arch == "custom") != bool(self.builder) or (self.builder_kwargs and not self.builder):
             raise InvalidInputError("a custom architecture needs its builder (module:callable), and only it takes one")
         if self.builder:
             from lenscape.models.custom import canonical_kwargs, check_ref

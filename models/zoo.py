@@ -189,7 +189,13 @@ def training_data(lm: LoadedModel) -> PreparedData:
     if noise.get("indices"):  # a model trained elsewhere on noisy labels, with the clean ones given
         idx = torch.tensor(noise["indices"], dtype=torch.long)
         clean = torch.tensor(noise.get("original_labels", []), dtype=torch.long)
-        if len(clean) != len(idx) or int(idx.max()) >= len(train):
+        n_classes = len(lm.classes) or train.num_classes
+        if (
+            len(clean) != len(idx)
+            or int(idx.min()) < 0
+            or int(idx.max()) >= len(train)
+            or (len(clean) and (int(clean.min()) < 0 or int(clean.max()) >= n_classes))
+        ):  # a record written by hand or from a bundle: indices of the split, labels of the classes
             raise InvalidInputError(f"{lm.name}'s label-noise record does not fit its training split")
         mask = torch.zeros(len(train), dtype=torch.bool)
         mask[idx] = True

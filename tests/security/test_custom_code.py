@@ -311,3 +311,48 @@ def test_an_architecture_record_with_unknown_or_missing_fields_is_refused_with_a
         ArchSpec.from_dict({k: v for k, v in good.items() if k != "num_classes"})
     with pytest.raises(InvalidInputError):
         ArchSpec.from_dict(["mlp"])  # type: ignore[arg-type]
+
+
+def test_a_label_noise_record_must_fit_the_split_and_the_classes(lenscape_home):
+    """A hand-written or bundled record of an imported model: noise indices inside the training split, labels
+    among its classes (a label of 12,345 reached a saliency job as an out-of-bounds index)."""
+    import lenscape
+    from lenscape.models.checkpoints import write_json
+    from lenscape.models.paths import runs_dir
+    from lenscape.models.zoo import get_run, load_model, training_data
+
+    run_id = lenscape.add_model(
+        custom_nets.linear_net(), custom_nets.DigitsDataset("train"), architecture="tests.custom_nets:linear_net"
+    )
+    rec = get_run(run_id)
+    for noise in ({"indices": [0, 1], "original_labels": [9, 12345]}, {"indices": [-1, 0], "original_labels": [1, 2]}):
+        write_json(runs_dir() / run_id / "run.json", {**rec, "noise": {**noise, "noisy_labels": [0, 0]}})
+        with pytest.raises(InvalidInputError, match="does not fit"):
+            training_data(load_model(run_id))
+    write_json(runs_dir() / run_id / "run.json", {**rec, "noise": {"indices": [0], "original_labels": [9]}})
+    assert training_data(load_model(run_id)).noise_mask[0]
+
+
+def test_an_old_trust_file_trusts_neither_code_nor_folders_and_a_folder_swapped_for_a_link_is_not_followed(
+    lenscape_home, tmp_path
+):
+    from lenscape.models.custom import trust, trusted_folders, trusted_refs
+    from lenscape.models.paths import allowed_roots
+
+    (lenscape_home / "trusted_code.json").write_text(json.dumps({"code": ["os:system"], "folders": ["/"]}))
+    assert trusted_refs() == set() and trusted_folders() == []
+    (lenscape_home / "trusted_code.json").unlink()
+    images = tmp_path / "imgs"
+    images.mkdir()
+    trust(folder=str(images))
+    assert images.resolve() in allowed_roots()
+    images.rmdir()
+    images.symlink_to("/etc")  # the folder's parent is writable by someone else
+    assert Path("/etc") not in allowed_roots() and images not in allowed_roots()
+
+
+def test_a_recipe_with_builder_arguments_but_no_builder_is_refused():
+    from lenscape.models.training import preset
+
+    with pytest.raises(InvalidInputError, match="builder"):
+        preset("digits-mlp", builder_kwargs='{"width": 8}')
