@@ -75,7 +75,19 @@ def add_model(
     folder = _folder(data)
     # the code, its arguments and the folder are trusted for the workspace only once all of it has worked
     with pending(ref, kw), pending_folder(folder):
-        run_id = _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clean_labels)
+        run_id = _add(
+            net,
+            data,
+            ref,
+            kw,
+            name=name,
+            weights=weights,
+            mean=mean,
+            std=std,
+            classes=classes,
+            image_size=image_size,
+            clean_labels=clean_labels,
+        )
     trust(ref=ref, kwargs=kw)
     if folder is not None:
         trust(folder=folder)
@@ -92,7 +104,8 @@ def _folder(data) -> str | None:
     return str(folder)
 
 
-def _add(net, data, ref, kw, name, weights, mean, std, classes, image_size, clean_labels) -> str:
+def _add(net, data, ref: str, kw: str, *, name, weights, mean, std, classes, image_size, clean_labels) -> str:
+    """add_model's work once the code is pending: build, check against `net`, import; returns the model id."""
     from lenscape.models.architectures import ArchSpec, build_model
     from lenscape.models.loading import check_finite_state, fit_state_dict
     from lenscape.models.zoo import AlreadyImported, import_model

@@ -9,14 +9,15 @@ from lenscape.models.zoo import list_runs
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_cli_trains_seeds_into_the_workspace(lenscape_home):
-    out = subprocess.run(
-        [sys.executable, "-m", "lenscape", "train", "--preset", "digits-mlp", "--seeds", "0-1", "--epochs", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def _lenscape(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python -m lenscape ARGS` from the repository, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "lenscape", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_cli_trains_seeds_into_the_workspace(lenscape_home):
+    out = _lenscape("train", "--preset", "digits-mlp", "--seeds", "0-1", "--epochs", "2", timeout=300)
     assert out.returncode == 0, out.stderr
     runs = list_runs()
     assert sorted(r["seed"] for r in runs) == [0, 1]
@@ -25,13 +26,7 @@ def test_cli_trains_seeds_into_the_workspace(lenscape_home):
 
 
 def test_cli_rejects_unknown_preset():
-    out = subprocess.run(
-        [sys.executable, "-m", "lenscape", "train", "--preset", "nope"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _lenscape("train", "--preset", "nope", timeout=120)
     assert out.returncode != 0 and "invalid choice" in out.stderr
 
 
@@ -86,13 +81,7 @@ def test_lenscape_app_adds_your_own_model_then_serves(lenscape_home, tmp_path):
 
 
 def test_lenscape_app_says_what_is_missing_to_add_a_model(lenscape_home):
-    out = subprocess.run(
-        [sys.executable, "-m", "lenscape", "app", "--model", "tests.custom_nets:residual_cnn"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _lenscape("app", "--model", "tests.custom_nets:residual_cnn", timeout=120)
     assert out.returncode == 2 and "--weights, --data" in out.stderr
 
 
@@ -109,12 +98,16 @@ def test_lenscape_train_runs_a_presets_recipe_on_your_own_network(lenscape_home)
     from lenscape.models.training import TrainConfig, preset, run_id_for
     from lenscape.models.zoo import load_model
 
-    out = subprocess.run(
-        [sys.executable, "-m", "lenscape", "train", "--preset", "digits-mlp-noise10", "--epochs", "2"]
-        + ["--model", "tests.custom_nets:residual_cnn", "--kwargs", '{"width": 6, "blocks": 1}'],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = _lenscape(
+        "train",
+        "--preset",
+        "digits-mlp-noise10",
+        "--epochs",
+        "2",
+        "--model",
+        "tests.custom_nets:residual_cnn",
+        "--kwargs",
+        '{"width": 6, "blocks": 1}',
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
