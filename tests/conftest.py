@@ -2,6 +2,9 @@
 otherwise, and keep every workspace in a temporary folder."""
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +101,49 @@ def trained_run(runner, wait_for_job):
         return [wait_for_job(runner.submit(j)) for j in train_jobs(cfg, list(seeds))]
 
     return train
+
+
+def _run_root(tmp_path_factory) -> Path:
+    """A folder of this test run that every xdist worker sees (pytest keeps the last three runs)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def class_demo(tmp_path_factory) -> tuple[Path, str]:
+    """(a workspace where `lenscape warm --preset teaching` prepared the class demo, that command's
+    output). Warmed once per test run, from an empty workspace, by whichever worker asks first (the
+    others wait on a lock): the tests that only read the demo copy it with `demo_home` instead of
+    training its three models again. The e2e class demo still prepares its own, from Home's button."""
+    import fcntl
+
+    root = _run_root(tmp_path_factory)
+    folder, said = root / "class-demo", root / "class-demo.out"
+    with open(root / "class-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not said.exists():
+            partial = root / "class-demo.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            out = subprocess.run(
+                [sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"],
+                cwd=Path(__file__).resolve().parents[1],
+                env={**os.environ, "LENSCAPE_HOME": str(partial)},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert out.returncode == 0, out.stderr[-2000:]
+            partial.rename(folder)
+            said.write_text(out.stdout)
+    return folder, said.read_text()
+
+
+@pytest.fixture
+def demo_home(class_demo, lenscape_home) -> Path:
+    """This test's workspace (LENSCAPE_HOME), a copy of the warmed class demo's."""
+    shutil.copytree(class_demo[0], lenscape_home, dirs_exist_ok=True)
+    return lenscape_home
 
 
 # The backend's contract runs against every runner: the local one always, and a RayRunner over a

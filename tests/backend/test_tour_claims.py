@@ -9,17 +9,20 @@ from lenscape.models.data import load_data
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(class_demo, tmp_path_factory):
+    """The tour's stored results, read from a copy of the workspace `lenscape warm` prepared."""
     import os
+    import shutil
 
     from lenscape.backend.runner import open_backend
 
     home = tmp_path_factory.mktemp("tour-home")
+    shutil.copytree(class_demo[0], home, dirs_exist_ok=True)
     old = os.environ.get("LENSCAPE_HOME")
     os.environ["LENSCAPE_HOME"] = str(home)
     runner = open_backend()
     try:
-        warm(runner, say=lambda m: None)
+        warm(runner, say=lambda m: None)  # finds everything stored
         jobs = tour_jobs()
         res = {k: runner.result(j.key()) for k, j in jobs.items()}
         cfg = jobs["saliency"].config

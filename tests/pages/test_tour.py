@@ -1,9 +1,6 @@
 """The class demo: prepared from Home with one click (or `lenscape warm`), then a tour
 whose every step is drawn from a stored result, and whose links open views on the same results."""
 
-import subprocess
-import sys
-
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import ROOT, ROOT_APP, run_until
@@ -30,19 +27,10 @@ def test_one_click_prepares_the_tour_and_every_step_draws():
     assert all(backend().store.has_valid_result(j.key()) for j in tour_jobs().values())
 
 
-_WARMED: list = []  # the workspace the command line warmed, which the links test opens again
-
-
-def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(lenscape_home):
-    out = subprocess.run(
-        [sys.executable, "-m", "lenscape", "warm", "--preset", "teaching"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "the class demo is ready" in out.stdout
+def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_maps(class_demo, demo_home):
+    """`lenscape warm --preset teaching` in an empty workspace (conftest's class_demo ran it once for the
+    whole test run), then the views open on what it stored."""
+    assert "the class demo is ready" in class_demo[1]
     from lenscape.backend.jobs import JobStatus
     from lenscape.backend.teaching import tour_jobs
     from lenscape.ui.jobs import backend
@@ -64,19 +52,20 @@ def test_warm_from_the_command_line_then_the_saliency_view_opens_on_the_stored_m
     lst.button(key="lst.run").click().run()
     assert lst.session_state["lst.job"] == [jobs["level_sets"].key()]
     assert backend().status(jobs["level_sets"].key()) == JobStatus.DONE
-    _WARMED.append(lenscape_home)
 
 
-def test_each_step_s_link_opens_its_view_on_the_same_result(lenscape_home, monkeypatch):
+def test_each_step_s_link_opens_its_view_on_the_same_result(demo_home):
     """ "Explore this in the … view" opens every step's view with the step's stored result shown and
-    nothing submitted (the link names the job: ?job=). In the workspace the test above warmed, where
-    it ran first (warming again there computes nothing); else in its own."""
+    nothing submitted (the link names the job: ?job=), in a copy of the warmed demo's workspace
+    (warming again there computes nothing)."""
+    from lenscape.backend.jobs import JobStatus
     from lenscape.backend.teaching import STEPS, tour_jobs, warm
     from lenscape.ui.jobs import backend
 
-    if _WARMED:
-        monkeypatch.setenv("LENSCAPE_HOME", str(_WARMED[0]))
+    stored = {r["id"]: r["status"] for r in backend().store.list()}
+    assert set(stored.values()) == {JobStatus.DONE.value}
     warm(backend(), say=lambda m: None)
+    assert {r["id"]: r["status"] for r in backend().store.list()} == stored  # nothing trained or computed again
     jobs = tour_jobs()
     home = AppTest.from_file(ROOT_APP, default_timeout=120).run()
     for step in STEPS:

@@ -93,4 +93,13 @@ def test_a_failed_job_is_shown_once_with_retry_and_not_resubmitted(page, server,
     while time.time() < deadline and not (_runs(home)[0][0] == "FAILED" and _errors(page, "differ in size").count()):
         page.wait_for_timeout(500)
     settle(page)
+    # on a loaded machine the page may still be redrawing after the failure (the panel's last poll
+    # reruns the whole page): the message must be there once that ends
+    try:
+        _errors(page, "differ in size").first.wait_for(timeout=30_000)
+        settle(page)
+    except Exception:
+        page.screenshot(path=str(screenshots_dir() / "security-failed-job-retry-failed.png"), full_page=True)
+        alerts = page.locator("[data-testid^='stAlertContent']").all_inner_texts()
+        raise AssertionError(f"no 'differ in size' message after the retry failed; alerts: {alerts}") from None
     assert _runs(home)[0][0] == "FAILED" and _errors(page, "differ in size").count() == 1
