@@ -44,7 +44,9 @@ for name, values in chosen.items():
         print(flags[name], v, sep="\n")
 PY
   ) || return 1
-  if ! .venv/bin/uv pip install -q --python .venv/bin/python "${args[@]}" -e "$1"; then
+  # unsafe-best-match: the newest version on any index, as pip picks (uv would otherwise take a package
+  # from the first index that has it, older versions included)
+  if ! .venv/bin/uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match "${args[@]}" -e "$1"; then
     echo "uv could not install; pip will" >&2
     return 1
   fi
