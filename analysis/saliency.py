@@ -485,6 +485,51 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def gradcam_layers(model: nn.Module) -> list[str]:
+    """The layers Grad-CAM can explain: every convolution and, in a vision transformer, the LayerNorms of
+    its blocks, whose (B, T, D) tokens are read as a feature map (`to_feature_map`).
+
+    Example:
+        >>> from torch import nn
+        >>> from lenscape.analysis.saliency import gradcam_layers
+        >>> gradcam_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()))
+        ['0']
+    """
+    blocks = _token_blocks(model)
+    tokens = (
+        [n for n, m in model.named_modules() if n.startswith(f"{blocks}.") and isinstance(m, nn.LayerNorm)]
+        if blocks
+        else []
+    )
+    return conv_layers(model) + tokens
+
+
+def gradcam_map_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """{layer of `gradcam_layers`: (h, w) of the map Grad-CAM makes there} for one input of shape (C, H, W):
+    a convolution's output size, or a transformer block's grid of patches."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def seen(name: str, out: torch.Tensor) -> None:
+        if out.dim() == 3:  # tokens
+            side = token_grid(out.shape[1])[1]
+            sizes[name] = (side, side)
+        else:
+            sizes[name] = tuple(out.shape[-2:])  # type: ignore[assignment]
+
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen(n, o)) for n in gradcam_layers(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *in_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return sizes
+
+
 def conv_output_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
     """{conv layer: (h, w) of its output} for one input of shape (C, H, W)."""
     sizes: dict[str, tuple[int, int]] = {}
@@ -550,7 +595,10 @@ def _token_blocks(model: nn.Module) -> str | None:
         return None
     first = next(dict(model.named_modules())[name].children())
     kinds = {type(m) for m in first.modules()}
-    return name if nn.LayerNorm in kinds and nn.MultiheadAttention in kinds else None
+    # attention as torch's nn.MultiheadAttention (torchvision's ViT) or a library's own (timm's Attention),
+    # and LayerNorm as torch's or a subclass (timm's)
+    attention = any("attention" in k.__name__.lower() for k in kinds)
+    return name if attention and any(issubclass(k, nn.LayerNorm) for k in kinds) else None
 
 
 def _in_token_block(model: nn.Module, name: str | None) -> bool:

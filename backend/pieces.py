@@ -333,7 +333,17 @@ def _build(payload: ModelPayload) -> torch.nn.Module:
     from lenscape.models.checkpoints import model_fingerprint
     from lenscape.models.loading import model_from_state, read_state_dict
 
-    model = model_from_state(ArchSpec.from_dict(payload.arch), read_state_dict(payload.weights, payload.name))
+    spec = ArchSpec.from_dict(payload.arch)
+    if spec.builder:
+        # The user's own architecture: the app built it (after models.custom.check_trusted) before it sent
+        # the payload, and only the person who starts the server chooses the cluster, so a worker builds what
+        # the app sends. Workers never read the workspace, where the trusted references are kept.
+        from lenscape.models.custom import pending
+
+        with pending(spec.builder, spec.builder_kwargs):
+            model = model_from_state(spec, read_state_dict(payload.weights, payload.name))
+    else:
+        model = model_from_state(spec, read_state_dict(payload.weights, payload.name))
     if model_fingerprint(model) != payload.fingerprint:
         raise PieceFailed(
             f"{payload.name}: the weights a piece received do not match fingerprint "

@@ -17,7 +17,7 @@ from torch import nn
 
 from lenscape.errors import InvalidInputError
 
-ARCHITECTURES = ("mlp", "cnn", "resnet18", "resnet9", "lenet", "torchvision", "custom")
+ARCHITECTURES = ("mlp", "cnn", "resnet18", "resnet9", "lenet", "torchvision", "timm", "custom")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -36,6 +36,7 @@ class ArchSpec:
     torchvision_name: str = ""  # for name == "torchvision"
     builder: str = ""  # for name == "custom": the user's code, "module:callable" (see models.custom)
     builder_kwargs: str = ""  # its keyword arguments, canonical JSON
+    timm_name: str = ""  # for name == "timm" (an optional extra); left out of to_dict() when empty
 
     def __post_init__(self) -> None:
         if self.name not in ARCHITECTURES:
@@ -54,6 +55,8 @@ class ArchSpec:
                 )
         if self.name == "torchvision" and not self.torchvision_name:
             raise InvalidInputError("a torchvision architecture needs a model name, e.g. 'resnet18'")
+        if (self.name == "timm") != bool(self.timm_name):
+            raise InvalidInputError("a timm architecture needs a model name (e.g. 'resnet18'); only timm's take one")
         if self.name == "custom" or self.builder or self.builder_kwargs:
             from lenscape.models.custom import canonical_kwargs, check_ref
 
@@ -63,7 +66,10 @@ class ArchSpec:
             object.__setattr__(self, "builder_kwargs", canonical_kwargs(self.builder_kwargs))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["timm_name"]:  # records (and the keys computed from them) stay as they were before timm
+            del d["timm_name"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ArchSpec:
@@ -82,7 +88,9 @@ class ArchSpec:
     def label(self) -> str:
         """What the architecture is called where it is shown: the zoo's name, torchvision's, or the
         reference to the user's code it is built from."""
-        return self.torchvision_name or self.builder or self.name
+        return (
+            self.torchvision_name or (f"timm {self.timm_name}" if self.timm_name else "") or self.builder or self.name
+        )
 
     @property
     def tied_dropout(self) -> bool:
@@ -104,7 +112,7 @@ def default_normalization(
     if name in KNOWN_NORMALIZATION:
         m, s = KNOWN_NORMALIZATION[name]
         return (m,) * c, (s,) * c
-    if name == "torchvision" and c == 3:
+    if name in ("torchvision", "timm") and c == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(data_mean), tuple(data_std)
 
@@ -242,7 +250,7 @@ class LeNet(Chain):
 def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
     """A freshly initialized model for `spec`: with `seed`, its initial weights depend on the seed
     alone (drawn from a generator, not the global RNG other jobs share; see models.seeding)."""
-    from lenscape.models.resnets import ResNet9, ResNet18, custom_classifier, torchvision_classifier
+    from lenscape.models.resnets import ResNet9, ResNet18, custom_classifier, timm_classifier, torchvision_classifier
     from lenscape.models.seeding import _GLOBAL_RNG, generator, global_seed, init_parameters
 
     builders = {
@@ -252,9 +260,10 @@ def build_model(spec: ArchSpec, seed: int | None = None) -> nn.Module:
         "resnet18": ResNet18,
         "resnet9": ResNet9,
         "torchvision": torchvision_classifier,
+        "timm": timm_classifier,
         "custom": custom_classifier,
     }
-    if spec.name in ("torchvision", "custom") and seed is not None:  # keeps the library's own initialization
+    if spec.name in ("torchvision", "timm", "custom") and seed is not None:  # keeps the library's own initialization
         with global_seed(seed):
             model = builders[spec.name](spec)
     else:

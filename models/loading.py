@@ -304,3 +304,74 @@ def torchvision_recipe(name: str) -> Recipe:
         raise InvalidInputError(
             f"torchvision has no classification recipe for {name!r} ({type(exc).__name__}: {str(exc)[:120]})"
         ) from None
+
+
+# timm (an optional extra: pip install "lenscape[timm]"): its classifiers by name, as torchvision's are.
+
+
+def has_timm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("timm") is not None
+
+
+def timm_names() -> list[str]:
+    """timm's classifiers, by name (empty where timm is not installed)."""
+    if not has_timm():
+        return []
+    import timm
+
+    return sorted(timm.list_models())
+
+
+def timm_recipe(name: str) -> Recipe:
+    """The recipe of timm's default pretrained weights for `name` (its `pretrained_cfg`): input size,
+    normalization, crop fraction, and ImageNet's class names where the weights are ImageNet's. Read from
+    timm's code, so it needs no network. An unknown name is an InvalidInputError."""
+    if not has_timm():
+        raise InvalidInputError('timm is not installed here: pip install "lenscape[timm]"')
+    import timm
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    cfg = timm.models.get_pretrained_cfg(name) if name in timm.list_models() else None
+    if cfg is None:
+        raise InvalidInputError(f"timm has no classifier {name!r} with a pretrained recipe")
+    c, h, _ = cfg.input_size
+    subset = infer_imagenet_subset(cfg)
+    classes: tuple[str, ...] = ()
+    if subset:
+        info = ImageNetInfo(subset)
+        classes = tuple(info.index_to_description(i) for i in range(info.num_classes()))
+    tag = f".{cfg.tag}" if cfg.tag else ""
+    return Recipe(
+        weights=f"timm {cfg.architecture}{tag}",
+        classes=classes,
+        mean=tuple(float(v) for v in cfg.mean)[:c],
+        std=tuple(float(v) for v in cfg.std)[:c],
+        image_size=int(h),
+        resize=int(round(h / (cfg.crop_pct or 1.0))),
+    )
+
+
+def timm_pretrained(name: str) -> dict[str, torch.Tensor]:
+    """timm's default pretrained weights for `name` (from the Hugging Face hub, kept in the workspace's
+    cache); a clear message where there is no network."""
+    from lenscape.models.paths import offline
+
+    if not has_timm():
+        raise InvalidInputError('timm is not installed here: pip install "lenscape[timm]"')
+    if offline():
+        raise InvalidInputError(
+            f"could not get timm's weights for {name!r}: downloads are off here (LENSCAPE_OFFLINE). Upload a "
+            "weights file (state_dict or safetensors) instead."
+        )
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True, cache_dir=str(cache_dir("timm")))
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    except Exception as exc:  # no network, unknown name, hub errors
+        raise InvalidInputError(
+            f"could not get timm's weights for {name!r} ({type(exc).__name__}: {str(exc)[:160]}). Without a "
+            "network, upload a weights file (state_dict or safetensors) and pick the architecture."
+        ) from None

@@ -15,6 +15,9 @@ from lenscape.models.loading import (
     read_model_file,
     read_state_dict,
     suggest_architecture,
+    has_timm,
+    timm_pretrained,
+    timm_recipe,
     torchvision_names,
     torchvision_pretrained,
     torchvision_recipe,
@@ -26,7 +29,7 @@ from lenscape.ui.jobs import submit
 from lenscape.ui.summary import JOB_KEY as SUMMARY_JOB
 from lenscape.ui.training import ARCH_LABELS, parse_widths
 
-SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name")
+SOURCES = ("Upload a file", "A file on this machine", "torchvision classifier by name", "timm classifier by name")
 TV = "torchvision:"  # an architecture option naming a torchvision classifier
 
 
@@ -50,8 +53,11 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         "`lenscape app --model mypkg.nets:build_net --weights w.safetensors --data /path/to/images`. "
         "Exported `torch.export` archives (.pt2) are not accepted: loading one can run code in it."
     )
-    source = st.radio("Source", SOURCES, horizontal=True, key=f"{key}.source")
-    raw, filename, tv_name, download = None, "", "", False
+    sources = SOURCES if has_timm() else SOURCES[:3]
+    source = st.radio("Source", sources, horizontal=True, key=f"{key}.source")
+    if not has_timm():
+        st.caption('timm\'s classifiers are offered here too once timm is installed: `pip install "lenscape[timm]"`.')
+    raw, filename, tv_name, timm_name, download = None, "", "", "", False
     if source == SOURCES[0]:
         up = st.file_uploader(
             "Model file (.safetensors, .pt, .pth, .bin)",
@@ -62,7 +68,7 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
     elif source == SOURCES[1]:
         path = st.text_input("Path", key=f"{key}.path").strip()
         filename = path
-    else:
+    elif source == SOURCES[2]:
         c = st.columns(2)
         tv_name = c[0].text_input("torchvision model name", "resnet18", key=f"{key}.tv").strip()
         download = (
@@ -71,11 +77,22 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         )
         if not download:
             filename = st.text_input("Weights file path", key=f"{key}.tvpath").strip()
+    else:
+        c = st.columns(2)
+        timm_name = c[0].text_input("timm model name", "resnet18", key=f"{key}.timm").strip()
+        download = (
+            c[1].radio("Weights", ["download timm's", "from a file on this machine"], key=f"{key}.timmw")
+            == "download timm's"
+        )
+        if not download:
+            filename = st.text_input("Weights file path", key=f"{key}.timmpath").strip()
     train = run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}")
     if train is None:
         return
     arch_name, fields, widths, readable = "torchvision", {"name": "torchvision"}, "", True
-    if not tv_name:
+    if timm_name:
+        arch_name, fields = "timm", {"name": "timm", "timm_name": timm_name}
+    elif not tv_name:
         suggested = _suggestion(raw, filename, train.input_shape, train.num_classes)
         readable, fields = suggested is not False, suggested or {}
         options = [*ARCH_LABELS, *(f"{TV}{n}" for n in torchvision_names())]
@@ -103,7 +120,7 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
             fields["batchnorm"] = c[2].checkbox(
                 "CNN with BatchNorm", fields.get("batchnorm", False), key=f"{key}.bn.{fields.get('batchnorm', '')}"
             )
-    recipe = _recipe(tv_name or fields.get("torchvision_name") or "")
+    recipe = _recipe(tv_name or fields.get("torchvision_name") or "", timm_name)
     classes = tuple(train.classes)
     if recipe is not None:
         if len(recipe.classes) == train.num_classes:
@@ -111,7 +128,9 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         st.caption(_recipe_caption(recipe, train))
     mean, std = _normalization_fields(arch_name, train, key, recipe)
     name = st.text_input(
-        "Name in the workspace", key=f"{key}.name", placeholder=Path(filename).stem or tv_name or "my model"
+        "Name in the workspace",
+        key=f"{key}.name",
+        placeholder=Path(filename).stem or tv_name or timm_name or "my model",
     )
     if st.button("Import", type="primary", key=f"{key}.run", disabled=not readable):
 
@@ -124,8 +143,11 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
                 mean=mean,
                 std=std,
             )
-            state = torchvision_pretrained(tv_name) if tv_name and download else _read(raw, filename)
-            label = name or Path(filename).stem or tv_name
+            if download:
+                state = torchvision_pretrained(tv_name) if tv_name else timm_pretrained(timm_name)
+            else:
+                state = _read(raw, filename)
+            label = name or Path(filename).stem or tv_name or timm_name
             try:
                 return import_model(model_from_state(arch, state), arch, label, spec, classes, source="imported")
             except AlreadyImported as exc:
@@ -184,11 +206,16 @@ def _match_file(path: str, mtime_ns: int, size: int, in_shape: tuple, num_classe
     return suggest_architecture(read_state_dict(read_model_file(path), Path(path).name), in_shape, num_classes)
 
 
-def _recipe(tv_name: str):
-    """torchvision's recipe for the named classifier (class names, normalization, sizes), or None."""
+def _recipe(tv_name: str, timm_name: str = ""):
+    """torchvision's or timm's recipe for the named classifier (class names, normalization, sizes), or
+    None; a timm name that timm does not know is said."""
     try:
+        if timm_name:
+            return timm_recipe(timm_name)
         return torchvision_recipe(tv_name) if tv_name else None
-    except InvalidInputError:
+    except InvalidInputError as exc:
+        if timm_name:
+            st.warning(plain(exc))
         return None
 
 
@@ -210,8 +237,11 @@ def _recipe_caption(recipe, train) -> str:
         if len(recipe.mean) == len(train.mean)
         else f"its {len(recipe.mean)}-channel mean and std do not fit this {len(train.mean)}-channel data set"
     )
+    if not recipe.classes:
+        names = f"its classes are not ImageNet's: this data set's {train.num_classes} names are kept"
+    library = "timm" if recipe.weights.startswith("timm ") else "torchvision"
     return (
-        f"torchvision's recipe ({plain(recipe.weights)}): {recipe.image_size}-px crops of images resized to "
+        f"{library}'s recipe ({plain(recipe.weights)}): {recipe.image_size}-px crops of images resized to "
         f"{recipe.resize} px; {norm}; {names}.{fit}"
     )
 

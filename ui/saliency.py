@@ -14,8 +14,8 @@ from lenscape.analysis.saliency import (
     METHOD_LABELS,
     METHODS,
     SaliencyConfig,
-    conv_layers,
-    conv_output_sizes,
+    gradcam_layers,
+    gradcam_map_sizes,
     suggest_gradcam_layer,
 )
 from lenscape.analysis.visualization import SIGNS
@@ -230,8 +230,8 @@ def method_form(
             2,
             number_in(1, 64),
         )
-        convs = conv_layers(lm.model)
-        sizes = conv_output_sizes(lm.model, tuple(lm.arch.in_shape)) if convs else {}
+        convs = gradcam_layers(lm.model)  # convolutions, and a vision transformer's token layers
+        sizes = gradcam_map_sizes(lm.model, tuple(lm.arch.in_shape)) if convs else {}
         best = suggest_gradcam_layer(lm.model, tuple(lm.arch.in_shape)) if convs else None
         layer = (
             linked(
@@ -243,7 +243,8 @@ def method_form(
                     convs.index(best),
                     key=f"{key}.layer",
                     format_func=lambda n: f"{n} ({'×'.join(map(str, sizes.get(n, ())))})",
-                    help="The last convolutional layer whose output is at least 2×2 is suggested.",
+                    help="The last convolutional layer whose output is at least 2×2 is suggested; in a vision "
+                    "transformer, the first LayerNorm of its last block (its tokens read as a map of patches).",
                 ),
                 best,
                 one_of(convs),

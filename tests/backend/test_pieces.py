@@ -340,6 +340,39 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
         assert a.attributions.shape == (40, 1, 8, 8) and a.config == m
 
 
+def test_your_own_model_s_maps_come_from_ray_workers_that_never_read_the_workspace(ray_instance, tmp_path, monkeypatch):
+    """A model from the user's code (a residual CNN and a tiny ViT of tests.custom_nets, unknown to the zoo),
+    added with add_model: Ray workers rebuild it from its reference and compute the same maps bit for bit.
+    The Ray instance was started for another workspace, whose trusted references do not hold these: the
+    workers build what the app sends (the app checked the reference when it loaded the model)."""
+    import torch
+
+    import lenscape
+    from lenscape.analysis.saliency import SaliencyConfig
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.saliency_tasks import GridConfig
+    from lenscape.models.zoo import load_model
+    from tests import custom_nets
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    nets = {
+        "tests.custom_nets:residual_cnn": (custom_nets.residual_cnn(width=4, blocks=1), {"width": 4, "blocks": 1}),
+        "tests.custom_nets:tiny_vit": (custom_nets.tiny_vit(depth=1), {"depth": 1}),
+    }
+    local = LocalRunner(ResultStore(tmp_path / "local"))
+    remote = _remote(tmp_path)
+    methods = (SaliencyConfig(method="gradient"), SaliencyConfig(method="integrated_gradients", n_steps=4))
+    for arch, (net, kwargs) in nets.items():
+        run_id = lenscape.add_model(net, custom_nets.DigitsDataset(), architecture=arch, kwargs=kwargs)
+        lm = load_model(run_id)
+        grid = job("saliency", GridConfig(model=ref(lm), indices=tuple(range(20)), methods=methods), (ref(lm),))
+        here, there = _both(local, remote, grid)
+        for a, b in zip(here, there):
+            assert np.array_equal(a.attributions, b.attributions) and np.array_equal(a.predictions, b.predictions)
+            assert a.attributions.shape == (20, 1, 8, 8) and float(np.abs(a.attributions).sum()) > 0
+
+
 def test_a_seed_matrix_in_pairs_is_linear_cka_on_both_runners(ray_instance, tmp_path, monkeypatch):
     """Each cell of the seeds × seeds matrix is a piece; checked against CKA written out in NumPy."""
     from lenscape.analysis.activations import extract

@@ -29,6 +29,17 @@ for epoch in range(4):  # a second or two: a trained model, as a researcher's wo
         loss.backward()
         opt.step()
 net.eval()
+vit = custom_nets.tiny_vit(depth=2)
+opt = torch.optim.Adam(vit.parameters(), lr=0.003)
+for epoch in range(4):
+    for idx in torch.randperm(len(data)).split(64):
+        loss = torch.nn.functional.cross_entropy(vit(data.x[idx]), data.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+vit.eval()
+print(lenscape.add_model(vit, custom_nets.DigitsDataset(), name="my tiny ViT",
+                         architecture="tests.custom_nets:tiny_vit", kwargs={"depth": 2}))
 print(lenscape.add_model(net, custom_nets.DigitsDataset(), name="my residual CNN",
                          architecture="tests.custom_nets:residual_cnn", kwargs={"width": 8, "blocks": 2}))
 """
@@ -42,13 +53,13 @@ def own(tmp_path_factory):
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    run_id = done.stdout.strip().splitlines()[-1]
+    vit_id, run_id = done.stdout.strip().splitlines()[-2:]
     with streamlit_server(home) as url, browser_page() as page:
-        yield url, page, run_id
+        yield url, page, run_id, vit_id
 
 
 def test_a_model_added_from_a_script_opens_in_every_view(own):
-    url, page, run_id = own
+    url, page, run_id, _ = own
     shots = screenshots_dir()
     try:
         _every_view(url, page, run_id, shots)
@@ -104,3 +115,38 @@ def _every_view(url, page, run_id, shots) -> None:
     settle(page)
     page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
     snap(page, shots, "own-memorization")
+
+
+def test_a_vision_transformer_added_from_a_script_gets_grad_cam_and_layer_similarity(own):
+    """The tiny ViT's saliency maps with Grad-CAM on its last block's tokens (reshaped to a map), and its
+    encoder blocks in the layer × layer CKA."""
+    url, page, _, vit_id = own
+    shots = screenshots_dir()
+    try:
+        page.goto(f"{url}/Saliency?model={vit_id}")
+        settle(page)
+        page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
+        methods = page.locator("[data-testid='stMultiSelect']").filter(has_text="Methods").first
+        methods.locator("input").click()
+        page.get_by_role("option", name="Grad-CAM").first.click()
+        page.keyboard.press("Escape")
+        settle(page)
+        page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
+        page.get_by_text("Method settings").click()
+        settle(page)
+        # the layer Grad-CAM reads: the last block's first LayerNorm, its tokens a 4×4 map of patches
+        layer = page.locator("[data-testid='stSelectbox']").filter(has_text="Grad-CAM layer").first
+        shown = layer.evaluate(  # the chosen option: text, or an input's value, as Streamlit versions draw it
+            "e => e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value + ' ' + i.placeholder).join(' ')"
+        )
+        assert "blocks.1.norm1 (4×4)" in shown, shown
+        snap(page, shots, "own-vit-saliency")
+        page.goto(f"{url}/Similarity?model={vit_id}")
+        settle(page)
+        page.get_by_role("button", name="Compute").first.click()
+        page.get_by_text("marks a value that does not beat").wait_for(timeout=180_000)
+        page.get_by_text("blocks.1").first.wait_for()
+        snap(page, shots, "own-vit-similarity")
+    except Exception:
+        page.screenshot(path=str(shots / "own-vit-failed.png"), full_page=True)
+        raise

@@ -310,3 +310,34 @@ def test_a_torchvision_classifier_by_name_shows_its_recipe_and_says_why_without_
     at.button(key="models.load.run").click().run()
     assert not at.exception
     assert any("could not get torchvision's weights for 'resnet50'" in shown(e.value) for e in at.error)
+
+
+def test_the_import_form_imports_a_timm_model_from_a_weights_file(tmp_path):
+    pytest.importorskip("timm")
+    digits = dict(in_shape=(1, 8, 8), num_classes=10, mean=(0.5,), std=(0.5,))
+    """The Models page's Import tab: timm by name, its recipe said, weights from a file; the model lands
+    in the workspace and is rebuilt from its record to the same weights."""
+    from safetensors.torch import save_file
+
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.zoo import load_model
+
+    net = build_model(ArchSpec(name="timm", timm_name="resnet18", **digits), seed=1)
+    weights = tmp_path / "resnet18-digits.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    at = open_tab(AppTest.from_file(MODELS_PAGE, default_timeout=60).run(), "Import")
+    at.radio(key="models.load.source").set_value("timm classifier by name").run()
+    at.text_input(key="models.load.timm").set_value("resnet18").run()
+    said = shown(" ".join(c.value for c in at.caption))
+    assert "timm's recipe (timm resnet18." in said and "do not match this data set's 10" in said
+    at.radio(key="models.load.timmw").set_value("from a file on this machine").run()
+    at.text_input(key="models.load.timmpath").set_value(str(weights)).run()
+    at.button(key="models.load.run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (rec,) = [r for r in list_runs() if r["arch"]["name"] == "timm"]
+    lm = load_model(rec["run_id"])
+    assert lm.arch.timm_name == "resnet18" and lm.arch.mean != (0.5,)  # the data set's statistics by default
+    got = lm.model.state_dict()
+    assert got.keys() == net.state_dict().keys() and all(torch.equal(got[k], v) for k, v in net.state_dict().items())
+    at.text_input(key="models.load.timm").set_value("no_such_net").run()
+    assert any("timm has no classifier 'no_such_net'" in shown(w.value) for w in at.warning)
