@@ -594,7 +594,7 @@ def _token_blocks(model: nn.Module) -> str | None:
     if name is None:
         return None
     first = next(dict(model.named_modules())[name].children())
-    kinds = {type(m) for m in first.modules()}
+    kinds = {type(m) for m in first.modules() if m is not first}  # what the block is made of
     # attention as torch's nn.MultiheadAttention (torchvision's ViT) or a library's own (timm's Attention),
     # and LayerNorm as torch's or a subclass (timm's)
     attention = any("attention" in k.__name__.lower() for k in kinds)

@@ -173,3 +173,61 @@ def test_grad_cam_defaults_to_the_last_conv_layer_with_a_map_of_at_least_2x2():
     assert suggest_gradcam_layer(model, (3, 32, 32)) == "layer3.1.conv2"  # the last that is 2×2 or more
     assert suggest_gradcam_layer(model, (3, 224, 224)) == "layer4.1.conv2"  # at ImageNet size, layer4 is 7×7
     assert model.training  # the probe restored the mode
+
+
+def test_grad_cam_layers_of_a_vision_transformer_are_its_convolutions_and_its_blocks_layer_norms():
+    """A hand-written ViT (torch's nn.MultiheadAttention): Grad-CAM can read its patch convolution and its
+    blocks' LayerNorms, whose tokens make a map of patches; a CNN offers its convolutions only, and a
+    transformer block without attention is not read as tokens."""
+    import torch
+    from torch import nn
+
+    from lenscape.analysis.saliency import gradcam_layers, gradcam_map_sizes, suggest_gradcam_layer
+    from tests import custom_nets
+
+    vit = custom_nets.tiny_vit(depth=2, image=8, patch=2)
+    names = ["patch_embed", "blocks.0.norm1", "blocks.0.norm2", "blocks.1.norm1", "blocks.1.norm2"]
+    assert gradcam_layers(vit) == names and suggest_gradcam_layer(vit, (1, 8, 8)) == "blocks.1.norm1"
+    assert gradcam_map_sizes(vit, (1, 8, 8)) == dict.fromkeys(names, (4, 4))  # 16 patches + the class token
+    wide = custom_nets.tiny_vit(depth=1, image=12, patch=2)
+    assert gradcam_map_sizes(wide, (1, 12, 12)) == dict.fromkeys(gradcam_layers(wide), (6, 6))
+    vit.train()
+    gradcam_map_sizes(vit, (1, 8, 8))
+    assert vit.training  # left as it was found
+    assert not any(h for m in vit.modules() for h in m._forward_hooks.values())  # no hook left behind
+
+    resnet = custom_nets.residual_cnn(width=4, blocks=2)
+    convs = [n for n, m in resnet.named_modules() if isinstance(m, nn.Conv2d)]
+    assert gradcam_layers(resnet) == convs
+    sizes = gradcam_map_sizes(resnet, (1, 8, 8))
+    for name in convs:  # each convolution's own output size, measured here with a hook of the test's own
+        seen = {}
+
+        def record(module, inputs, out, seen=seen):  # returns None: the output is left as it is
+            seen["hw"] = out.shape[-2:]
+
+        handle = dict(resnet.named_modules())[name].register_forward_hook(record)
+        with torch.no_grad():
+            resnet(torch.zeros(1, 1, 8, 8))
+        handle.remove()
+        assert sizes[name] == tuple(seen["hw"])
+
+    class NoAttention(nn.Module):  # LayerNorm but a plain MLP: not a transformer block
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.fc = nn.LayerNorm(4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(self.norm(x))
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(1, 4, 2, stride=2)
+            self.blocks = nn.Sequential(NoAttention(), NoAttention())
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.blocks(self.embed(x).flatten(2).transpose(1, 2)).mean(1))
+
+    assert gradcam_layers(Tokens()) == ["embed"]
