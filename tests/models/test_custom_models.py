@@ -241,3 +241,39 @@ def test_cka_between_layers_of_two_different_architectures(lenscape_home, runner
     values = np.asarray(m.values)
     assert values.shape == (3, 3) and ((values > 0) & (values <= 1 + 1e-6)).all()
     assert m.rows[0].endswith("blocks.0") and m.cols[-1].endswith("head")
+
+
+@pytest.mark.parametrize("which", ["res", "vit"])
+def test_the_randomization_check_and_a_projection_compute_on_them(added, runner, wait_for_job, which):
+    """The Saliency view's trust check (cascading randomization, Adebayo et al.) re-initializes the user's
+    own layers, top first; the Similarity view's projection reads a block's activations (a ViT's tokens
+    pooled) and its PCA is scikit-learn's own on them."""
+    from sklearn.decomposition import PCA
+
+    from lenscape.analysis import SaliencyConfig, evaluate
+    from lenscape.analysis.embedding import ProjectionConfig
+    from lenscape.backend.jobs import job, ref
+    from lenscape.backend.saliency_tasks import RandomizationConfig
+    from lenscape.backend.similarity_tasks import ProjectionJobConfig
+    from lenscape.models.data import load_data
+    from lenscape.models.zoo import load_model
+
+    run_id, _ = added[which]
+    lm = load_model(run_id)
+    r = ref(lm)
+    cfg = RandomizationConfig(model=r, indices=(0, 1, 2), methods=(SaliencyConfig(method="gradient"),))
+    (rand,) = wait_for_job(runner.submit(job("randomization", cfg, (r,))))
+    assert rand.layers[0] == "head" and any(n.startswith("blocks.1") for n in rand.layers)
+    assert rand.maps.shape == (len(rand.layers) + 1, 3, 8, 8)
+    assert rand.rank_corr.shape == (len(rand.layers), 3) and np.nanmax(rand.rank_corr) <= 1.0
+    # once every layer is re-initialized the map no longer follows the trained model's
+    assert np.nanmean(rand.rank_corr[-1]) < 0.9
+
+    pc = ProjectionJobConfig(model=r, layer="blocks.1", projection=ProjectionConfig(method="pca"), n_examples=100)
+    proj = wait_for_job(runner.submit(job("projection", pc, (r,))))
+    acts = evaluate(lm.model, load_data(lm.data, "test").head(100).images, layers=["blocks.1"]).activations["blocks.1"]
+    want = PCA(n_components=2, random_state=0).fit_transform(np.asarray(acts, dtype=np.float64))
+    got = proj.projection.coords
+    assert got.shape == (100, 2)
+    for k in range(2):  # the same axes up to sign
+        assert abs(np.corrcoef(got[:, k], want[:, k])[0, 1]) > 0.999
