@@ -24,29 +24,37 @@ venv() {
 
 uv_install() {
   [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q uv >/dev/null 2>&1 || return 1
-  local args
+  local out args=()
   # pip's configuration on this machine (its files and PIP_* variables: indexes, local wheels,
-  # version caps) as uv's options, so that both install the same versions from the same places
-  mapfile -t args < <(.venv/bin/python - <<'PY'
-import shlex, subprocess, sys
+  # version caps) as uv's options, so that both install the same versions from the same places. A
+  # setting uv would not honour the same way (no-index, trusted-host, ...) leaves the install to pip.
+  out=$(.venv/bin/python - <<'PY'
+import ast, subprocess, sys
 flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
          "constraint": "--constraint"}
-out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
-lines = sorted(out.splitlines(), key=lambda line: line.startswith(":env:"))  # PIP_* variables override files
+harmless = {"cert", "default-timeout", "timeout", "disable-pip-version-check", "retries", "quiet", "verbose",
+            "progress-bar", "no-cache-dir", "cache-dir", "root-user-action", "no-color"}
+listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True)
+lines = sorted(listed.stdout.splitlines(), key=lambda line: line.startswith(":env:"))  # PIP_* override files
 chosen = {}
 for line in lines:
     key, _, value = line.partition("=")
     name = key.rsplit(".", 1)[-1]
     if name in flags:
-        chosen[name] = shlex.split(value)[0].split() if value.strip() else []
+        text = ast.literal_eval(value) if value.strip() else ""
+        chosen[name] = str(text).split()  # pip's lists: whitespace or newline separated
+    elif name not in harmless:
+        sys.exit(f"pip setting {key} has no uv equivalent here")
 for name, values in chosen.items():
     for v in values:
         print(flags[name], v, sep="\n")
 PY
   ) || return 1
+  [ -z "$out" ] || mapfile -t args <<< "$out"
   # unsafe-best-match: the newest version on any index, as pip picks (uv would otherwise take a package
   # from the first index that has it, older versions included)
-  if ! .venv/bin/uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match "${args[@]}" -e "$1"; then
+  if ! .venv/bin/uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match \
+      ${args[@]+"${args[@]}"} -e "$1"; then
     echo "uv could not install; pip will" >&2
     return 1
   fi

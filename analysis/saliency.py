@@ -595,9 +595,10 @@ def _token_blocks(model: nn.Module) -> str | None:
         return None
     first = next(dict(model.named_modules())[name].children())
     kinds = {type(m) for m in first.modules() if m is not first}  # what the block is made of
-    # attention as torch's nn.MultiheadAttention (torchvision's ViT) or a library's own (timm's Attention),
-    # and LayerNorm as torch's or a subclass (timm's)
-    attention = any("attention" in k.__name__.lower() for k in kinds)
+    # global attention over a (B, T, D) sequence: torch's nn.MultiheadAttention (torchvision's ViT, yours) or
+    # timm's ViT-family `Attention`, with a LayerNorm (timm's is a subclass). Windowed or 2-D attention
+    # (Swin's WindowAttention, MaxViT's) works on 4-D maps: those models keep their convolutions.
+    attention = nn.MultiheadAttention in kinds or any(k.__name__ == "Attention" for k in kinds)
     return name if attention and any(issubclass(k, nn.LayerNorm) for k in kinds) else None
 
 

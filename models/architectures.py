@@ -57,6 +57,13 @@ class ArchSpec:
             raise InvalidInputError("a torchvision architecture needs a model name, e.g. 'resnet18'")
         if (self.name == "timm") != bool(self.timm_name):
             raise InvalidInputError("a timm architecture needs a model name (e.g. 'resnet18'); only timm's take one")
+        if self.timm_name:  # a record or bundle may carry anything: a registry name only (models.loading)
+            import re
+
+            from lenscape.models.loading import TIMM_NAME
+
+            if not isinstance(self.timm_name, str) or not re.fullmatch(TIMM_NAME, self.timm_name):
+                raise InvalidInputError(f"{str(self.timm_name)[:80]!r} is not a timm model name")
         if self.name == "custom" or self.builder or self.builder_kwargs:
             from lenscape.models.custom import canonical_kwargs, check_ref
 
@@ -284,9 +291,11 @@ def check_io(model: nn.Module, spec: ArchSpec) -> None:
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, *spec.in_shape))
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError, ValueError) as exc:  # libraries assert their input size (timm's ViTs)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise InvalidInputError(
-            f"this {spec.label} model cannot take images of shape {spec.in_shape} (C, H, W): {str(exc).splitlines()[0]}"
+            f"this {spec.label} model cannot take images of shape {spec.in_shape} (C, H, W): {first}. Models "
+            "with a fixed input size (vision transformers) need images of that size: open an image folder at it"
         ) from None
     finally:
         model.train(was_training)

@@ -324,16 +324,60 @@ def timm_names() -> list[str]:
     return sorted(timm.list_models())
 
 
+TIMM_NAME = r"[a-z0-9_]{1,100}"  # a registry name: no "hf-hub:" or "local-dir:" source, no ".tag"
+
+
+def check_timm_name(name: str) -> str:
+    """`name` if it is one of timm's registered classifiers, checked before timm sees it: timm reads a
+    prefixed name as a source ("local-dir:/path" reads a folder of this machine, "hf-hub:owner/repo" any
+    repository), which only the person who starts the server may name."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(TIMM_NAME, name):
+        raise InvalidInputError(
+            f"{str(name)[:80]!r} is not a timm model name (letters, digits and _ only, e.g. 'resnet50'; no "
+            "source prefix or weights tag)"
+        )
+    names = timm_names()
+    if not names:
+        raise InvalidInputError('timm is not installed here: pip install "lenscape[timm]"')
+    if name not in names:
+        raise InvalidInputError(f"timm has no classifier {name!r}; some it has: {', '.join(names[:12])}, ...")
+    return name
+
+
+def max_model_params() -> int:
+    """The most parameters a library classifier picked by name on a page may have (LENSCAPE_MAX_MODEL_PARAMS,
+    set by whoever starts the server): timm's registry holds networks of billions."""
+    from lenscape.models.image_folders import _env_int
+
+    return _env_int("LENSCAPE_MAX_MODEL_PARAMS", 1_000_000_000)
+
+
+def check_timm_size(name: str, **kwargs) -> None:
+    """Count the parameters of timm's `name` without allocating them (on the meta device); refuse it over
+    max_model_params()."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    n, cap = sum(p.numel() for p in model.parameters()), max_model_params()
+    if n > cap:
+        raise InvalidInputError(
+            f"timm's {name} has {n:,} parameters, over this server's limit of {cap:,} (the person who starts it "
+            "can raise LENSCAPE_MAX_MODEL_PARAMS)"
+        )
+
+
 def timm_recipe(name: str) -> Recipe:
     """The recipe of timm's default pretrained weights for `name` (its `pretrained_cfg`): input size,
     normalization, crop fraction, and ImageNet's class names where the weights are ImageNet's. Read from
     timm's code, so it needs no network. An unknown name is an InvalidInputError."""
-    if not has_timm():
-        raise InvalidInputError('timm is not installed here: pip install "lenscape[timm]"')
+    check_timm_name(name)
     import timm
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
-    cfg = timm.models.get_pretrained_cfg(name) if name in timm.list_models() else None
+    cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise InvalidInputError(f"timm has no classifier {name!r} with a pretrained recipe")
     c, h, _ = cfg.input_size
@@ -358,8 +402,7 @@ def timm_pretrained(name: str) -> dict[str, torch.Tensor]:
     cache); a clear message where there is no network."""
     from lenscape.models.paths import offline
 
-    if not has_timm():
-        raise InvalidInputError('timm is not installed here: pip install "lenscape[timm]"')
+    check_timm_name(name)  # before timm sees it: a prefixed name is a source, not a model
     if offline():
         raise InvalidInputError(
             f"could not get timm's weights for {name!r}: downloads are off here (LENSCAPE_OFFLINE). Upload a "
@@ -367,6 +410,7 @@ def timm_pretrained(name: str) -> dict[str, torch.Tensor]:
         )
     import timm
 
+    check_timm_size(name)
     try:
         model = timm.create_model(name, pretrained=True, cache_dir=str(cache_dir("timm")))
         return {k: v.detach() for k, v in model.state_dict().items()}

@@ -115,19 +115,16 @@ def torchvision_classifier(spec: ArchSpec) -> nn.Module:
 
 def timm_classifier(spec: ArchSpec) -> nn.Module:
     """A timm classifier by name (the optional extra), without weights, for the data set's channels and
-    classes; normalized as torchvision's are, so the state_dict keeps timm's keys."""
-    from lenscape.models.loading import timm_names
+    classes; normalized as torchvision's are, so the state_dict keeps timm's keys. The name is checked
+    against timm's registry and its size against the server's limit before anything is built."""
+    from lenscape.models.loading import check_timm_name, check_timm_size
 
-    names = timm_names()
-    if not names:
-        raise InvalidInputError(
-            f'this model is timm\'s {spec.timm_name!r}, and timm is not installed: pip install "lenscape[timm]"'
-        )
-    if spec.timm_name not in names:
-        raise InvalidInputError(f"timm has no classifier {spec.timm_name!r}; some it has: {', '.join(names[:12])}, ...")
+    check_timm_name(spec.timm_name)
+    kwargs = {"num_classes": spec.num_classes, "in_chans": spec.in_shape[0]}
+    check_timm_size(spec.timm_name, **kwargs)
     import timm
 
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=spec.num_classes, in_chans=spec.in_shape[0])
+    model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
     model.add_module("input_norm", InputNorm(spec.mean, spec.std))
     model.register_forward_pre_hook(_normalized_inputs)
     return model

@@ -132,6 +132,10 @@ def test_a_vision_transformer_added_from_a_script_gets_grad_cam_and_layer_simila
         page.keyboard.press("Escape")
         settle(page)
         page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=180_000)
+        settle(page)
+        # every method drew: a method that fails is said in an error with a Retry, and there is none
+        errors = page.locator("[data-testid='stAlertContentError']")
+        assert errors.count() == 0, errors.all_inner_texts()
         page.get_by_text("Method settings").click()
         settle(page)
         # the layer Grad-CAM reads: the last block's first LayerNorm, its tokens a 4×4 map of patches

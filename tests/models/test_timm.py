@@ -66,8 +66,10 @@ def test_a_timm_record_needs_its_name_and_only_it_has_one(fields, message):
 def test_an_unknown_name_is_said_and_downloads_off_are_said():
     from lenscape.models.loading import timm_pretrained
 
-    with pytest.raises(InvalidInputError, match="timm has no classifier 'os.system'"):
+    with pytest.raises(InvalidInputError, match="'os.system' is not a timm model name"):
         build_model(ArchSpec(name="timm", timm_name="os.system", **DIGITS))
+    with pytest.raises(InvalidInputError, match="timm has no classifier 'no_such_net'"):
+        build_model(ArchSpec(name="timm", timm_name="no_such_net", **DIGITS))
     with pytest.raises(InvalidInputError, match="downloads are off"):
         timm_pretrained("resnet18")
 
@@ -90,3 +92,46 @@ def test_grad_cam_reads_a_vision_transformer_s_tokens_as_a_map_of_patches():
     x = torch.rand(3, 3, 32, 32)
     res = compute_saliency(vit, x, vit(x).argmax(1), SaliencyConfig(method="gradcam", layer="blocks.1.norm1"))
     assert res.attributions.shape == (3, 1, 32, 32) and float(abs(res.attributions).sum()) > 0
+
+
+@pytest.mark.parametrize("name", ["local-dir:/tmp", "hf-hub:someone/big-model", "resnet50.a1_in1k", "../resnet50", ""])
+def test_a_name_timm_would_read_as_a_source_is_refused_before_timm_sees_it(name, monkeypatch):
+    """timm reads "local-dir:/path" as a folder of this machine and "hf-hub:owner/repo" as any repository:
+    a page user's typed name must be a registry name, checked before any timm call (downloads on here)."""
+    from lenscape.models import loading
+
+    monkeypatch.setenv("LENSCAPE_OFFLINE", "0")
+    seen = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: seen.append(a) or pytest.fail("timm was called"))
+    for call in (loading.timm_pretrained, loading.timm_recipe):
+        with pytest.raises(InvalidInputError, match="not a timm model name|needs a model name"):
+            call(name)
+    with pytest.raises(InvalidInputError, match="not a timm model name|needs a model name"):
+        ArchSpec(name="timm", timm_name=name, **DIGITS)
+    assert seen == []
+
+
+def test_a_timm_model_over_the_server_s_parameter_limit_is_refused_before_it_is_built(monkeypatch):
+    """Counted on the meta device (nothing allocated): resnet18's 11 M parameters against a 1 M limit."""
+    monkeypatch.setenv("LENSCAPE_MAX_MODEL_PARAMS", "1_000_000")
+    with pytest.raises(InvalidInputError, match=r"resnet18 has 11,\d{3},\d{3} parameters, over this server's limit"):
+        build_model(ArchSpec(name="timm", timm_name="resnet18", **DIGITS))
+    monkeypatch.setenv("LENSCAPE_MAX_MODEL_PARAMS", "20_000_000")
+    assert build_model(ArchSpec(name="timm", timm_name="resnet18", **DIGITS)) is not None
+
+
+def test_a_vision_transformer_at_another_image_size_is_said_and_windowed_attention_keeps_its_convolutions():
+    """timm's ViTs assert their input size: said as such, not "failed unexpectedly". Swin's windowed
+    attention works on 4-D maps, so Grad-CAM keeps to its convolution there (its token reading crashed)."""
+    from lenscape.analysis.saliency import SaliencyConfig, compute_saliency, conv_layers, suggest_gradcam_layer
+
+    with pytest.raises(InvalidInputError, match="cannot take images of shape .*fixed input size"):
+        build_model(ArchSpec(name="timm", timm_name="vit_tiny_patch16_224", **DIGITS))
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224", pretrained=False, num_classes=3, depths=(1, 1, 1, 1)
+    ).eval()
+    layer = suggest_gradcam_layer(swin, (3, 224, 224))
+    assert layer in conv_layers(swin)
+    x = torch.rand(1, 3, 224, 224)
+    res = compute_saliency(swin, x, torch.tensor([0]), SaliencyConfig(method="gradcam", layer=layer))
+    assert res.attributions.shape == (1, 1, 224, 224)
