@@ -342,7 +342,7 @@ def test_saliency_maps_in_image_chunks_are_the_whole_set_s_maps_on_both_runners(
 
 def test_your_own_model_s_maps_come_from_ray_workers_that_never_read_the_workspace(ray_instance, tmp_path, monkeypatch):
     """A model from the user's code (a residual CNN and a tiny ViT of tests.custom_nets, unknown to the zoo),
-    added with add_model: Ray workers rebuild it from its reference and compute the same maps bit for bit.
+    added with add_model: Ray workers rebuild it from its reference and compute the same maps.
     The Ray instance was started for another workspace, whose trusted references do not hold these: the
     workers build what the app sends (the app checked the reference when it loaded the model)."""
     import torch
@@ -369,7 +369,10 @@ def test_your_own_model_s_maps_come_from_ray_workers_that_never_read_the_workspa
         grid = job("saliency", GridConfig(model=ref(lm), indices=tuple(range(20)), methods=methods), (ref(lm),))
         here, there = _both(local, remote, grid)
         for a, b in zip(here, there):
-            assert np.array_equal(a.attributions, b.attributions) and np.array_equal(a.predictions, b.predictions)
+            # the same maps to float rounding (in one suite run a worker's differed in the 7th digit: its
+            # kernels' summation order is not the test process's); the same predictions exactly
+            np.testing.assert_allclose(b.attributions, a.attributions, rtol=1e-5, atol=1e-7)
+            assert np.array_equal(a.predictions, b.predictions)
             assert a.attributions.shape == (20, 1, 8, 8) and float(np.abs(a.attributions).sum()) > 0
 
 
