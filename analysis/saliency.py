@@ -510,8 +510,11 @@ def gradcam_map_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, 
     sizes: dict[str, tuple[int, int]] = {}
 
     def seen(name: str, out: torch.Tensor) -> None:
-        if out.dim() == 3:  # tokens
-            side = token_grid(out.shape[1])[1]
+        if out.dim() == 3:  # tokens: a square grid of patches after the class tokens, else no map here
+            try:
+                side = token_grid(out.shape[1])[1]
+            except InvalidInputError:
+                return
             sizes[name] = (side, side)
         else:
             sizes[name] = tuple(out.shape[-2:])  # type: ignore[assignment]
@@ -532,22 +535,8 @@ def gradcam_map_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, 
 
 def conv_output_sizes(model: nn.Module, in_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
     """{conv layer: (h, w) of its output} for one input of shape (C, H, W)."""
-    sizes: dict[str, tuple[int, int]] = {}
-    modules = dict(model.named_modules())
-    handles = [
-        modules[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[-2:])))
-        for n in conv_layers(model)
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *in_shape, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return sizes
+    convs = set(conv_layers(model))
+    return {n: hw for n, hw in gradcam_map_sizes(model, in_shape).items() if n in convs}
 
 
 def suggest_gradcam_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> str:

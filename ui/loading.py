@@ -69,23 +69,9 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
         path = st.text_input("Path", key=f"{key}.path").strip()
         filename = path
     elif source == SOURCES[2]:
-        c = st.columns(2)
-        tv_name = c[0].text_input("torchvision model name", "resnet18", key=f"{key}.tv").strip()
-        download = (
-            c[1].radio("Weights", ["download torchvision's", "from a file on this machine"], key=f"{key}.tvw")
-            == "download torchvision's"
-        )
-        if not download:
-            filename = st.text_input("Weights file path", key=f"{key}.tvpath").strip()
+        tv_name, download, filename = _by_name("torchvision", f"{key}.tv")
     else:
-        c = st.columns(2)
-        timm_name = c[0].text_input("timm model name", "resnet18", key=f"{key}.timm").strip()
-        download = (
-            c[1].radio("Weights", ["download timm's", "from a file on this machine"], key=f"{key}.timmw")
-            == "download timm's"
-        )
-        if not download:
-            filename = st.text_input("Weights file path", key=f"{key}.timmpath").strip()
+        timm_name, download, filename = _by_name("timm", f"{key}.timm")
     train = run_safely(lambda: cached_data(spec, "train"), f"Loading {spec.label}")
     if train is None:
         return
@@ -163,6 +149,16 @@ def import_form(spec: DataSpec, key: str = "load") -> None:
                 f"**{plain(rec['name'])}** ({plain(rec['run_id'])}) is the current model: see its accuracy under "
                 "**Workspace models**, or open a view."
             )
+
+
+def _by_name(library: str, key: str) -> tuple[str, bool, str]:
+    """(model name, whether to download the library's weights, else the weights file's path) for a
+    classifier of `library` picked by name."""
+    c = st.columns(2)
+    name = c[0].text_input(f"{library} model name", "resnet18", key=key).strip()
+    download = c[1].radio("Weights", [f"download {library}'s", "from a file on this machine"], key=f"{key}w")
+    path = "" if download.startswith("download") else st.text_input("Weights file path", key=f"{key}path").strip()
+    return name, download.startswith("download"), path
 
 
 def _suggestion(raw: bytes | None, filename: str, in_shape, num_classes: int) -> dict | None | bool:
