@@ -90,12 +90,7 @@ def _every_view(url, page, run_id, shots) -> None:
     page.get_by_text("Path and metrics").first.wait_for(timeout=300_000)
     snap(page, shots, "own-level-sets")
 
-    page.goto(f"{url}/Similarity?model={run_id}")
-    settle(page)
-    page.get_by_role("button", name="Compute").first.click()
-    page.get_by_text("marks a value that does not beat").wait_for(timeout=180_000)
-    page.get_by_text("blocks.1").first.wait_for()
-    snap(page, shots, "own-similarity")
+    _layer_cka(page, url, run_id, shots, "own-similarity")
 
     page.goto(f"{url}/Loss_landscape?model={run_id}")
     settle(page)
@@ -145,12 +140,17 @@ def test_a_vision_transformer_added_from_a_script_gets_grad_cam_and_layer_simila
         )
         assert "blocks.1.norm1 (4×4)" in shown, shown
         snap(page, shots, "own-vit-saliency")
-        page.goto(f"{url}/Similarity?model={vit_id}")
-        settle(page)
-        page.get_by_role("button", name="Compute").first.click()
-        page.get_by_text("marks a value that does not beat").wait_for(timeout=180_000)
-        page.get_by_text("blocks.1").first.wait_for()
-        snap(page, shots, "own-vit-similarity")
+        _layer_cka(page, url, vit_id, shots, "own-vit-similarity")
     except Exception:
         page.screenshot(path=str(shots / "own-vit-failed.png"), full_page=True)
         raise
+
+
+def _layer_cka(page, url: str, run_id: str, shots, shot: str) -> None:
+    """The Similarity page's layer × layer CKA of `run_id`, computed; its blocks are named; snapped as `shot`."""
+    page.goto(f"{url}/Similarity?model={run_id}")
+    settle(page)
+    page.get_by_role("button", name="Compute").first.click()
+    page.get_by_text("marks a value that does not beat").wait_for(timeout=180_000)
+    page.get_by_text("blocks.1").first.wait_for()
+    snap(page, shots, shot)
