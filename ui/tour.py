@@ -13,8 +13,9 @@ from lenscape.ui.common import MODEL_KEY, adopt_model, cached_model
 from lenscape.ui.jobs import job_panel, submit
 
 
-# measured from Home's button in a fresh workspace on this project's 2-core test machine (the e2e test
-# prints it): training the three models takes most of it, the five results a few seconds
+# measured from Home's button in a fresh workspace on this project's 2-core test machine (the one-click
+# test in tests/pages/test_tour.py prints it): training the three models takes most of it, the five
+# results a few seconds
 PREPARE_SECONDS = 25
 
 

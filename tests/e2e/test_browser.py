@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import browser_page, screenshots_dir
 from tests.browser import settle as _settle
@@ -310,9 +311,10 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
         page.goto(f"{server}{where}")
         _settle(page)
         grid = page.locator("[data-testid='stDataFrame']").first
-        grid.wait_for(timeout=60_000)
-        text = grid.text_content() or ""  # the grid draws on a canvas; its accessible copy holds the values
-        assert "cifar10_lenet_captum_tutorial" in text and "0.5842" in text, (where, text[:300])
+        # the grid draws on a canvas; its accessible copy holds the values, filled a moment after it appears
+        expect(grid).to_contain_text("cifar10_lenet_captum_tutorial", timeout=60_000)
+        text = grid.text_content() or ""
+        assert "0.5842" in text, (where, text[:300])
 
 
 def test_a_pickle_that_would_run_code_is_refused_at_upload(page, server, shots, tmp_path):

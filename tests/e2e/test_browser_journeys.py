@@ -1,28 +1,52 @@
 """The browser tests' two longest journeys, in a file of their own so that the suite's two workers
 (pytest-xdist, a file per worker) run them beside the rest of tests/e2e/test_browser.py: the
-memorization view from an offer to train to every experiment, and the class demo from one click.
-Same fixtures as test_browser.py (a server over a workspace trained before it starts)."""
+memorization view from an offer to train to every experiment, and the class demo's tour of every view.
+
+The server's workspace is the class demo a teacher prepares before class (`lenscape warm --preset
+teaching`, run once per test run by conftest's `class_demo`, copied here): two digits CNN seeds and the
+noisy digits MLP, with one result per view. Preparing it from Home's button in a fresh workspace is
+tests/pages/test_tour.py's one-click test."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.browser import browser_page, screenshots_dir
 from tests.browser import settle as _settle
 from tests.browser import snap as _snap
 from tests.browser import streamlit_server as _streamlit
-from tests.e2e import test_browser as _browser
-
-# the same module-scoped fixtures, set up once for this file
-seeds, e2e_home, server, page, shots = _browser.seeds, _browser.e2e_home, _browser.server, _browser.page, _browser.shots
 
 
-def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, seeds):
-    """A model without label noise gets an explanation and an offer; the offered noisy model is
-    trained from the page, then the overview and neuron flipping run on it."""
+@pytest.fixture(scope="module")
+def server(class_demo, tmp_path_factory):
+    home = tmp_path_factory.mktemp("journeys-home")
+    shutil.copytree(class_demo[0], home, dirs_exist_ok=True)
+    with _streamlit(home) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    return screenshots_dir()
+
+
+def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots):
+    """A model without label noise gets an explanation and an offer; the offered noisy model (the
+    class demo's, so the offer finds it trained) opens, the overview and every experiment run on it,
+    and the tied-dropout model is trained from its tab's offer."""
     from lenscape.models.training import preset, run_id_for
 
-    page.goto(f"{server}/Memorization?model={seeds[0]}")
+    page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-cnn', seed=0))}")
     _settle(page)
     try:
         page.get_by_text("nothing memorized to analyse").first.wait_for(timeout=60_000)
@@ -33,7 +57,7 @@ def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots, se
     start = time.perf_counter()
     page.get_by_role("button", name=preset("digits-mlp-noise10").describe(), exact=False).first.click()
     page.get_by_text("pick it above").first.wait_for(timeout=300_000)
-    print(f"\ntraining the noisy preset: {time.perf_counter() - start:.1f} s")
+    print(f"\nthe noisy preset (trained for the class demo): {time.perf_counter() - start:.1f} s")
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
     _settle(page)
     page.get_by_role("button", name="Show what was memorized").click()
@@ -82,22 +106,13 @@ def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot:
     _snap(pg, shots, shot)
 
 
-def test_class_demo_from_one_click_to_a_tour_of_every_view(page, shots, tmp_path):
-    """Clicks and seconds from Home in a fresh workspace to the first picture, then every step."""
-    fresh = tmp_path / "fresh-home"
-    fresh.mkdir()
-    with _streamlit(fresh) as server:
-        page.goto(server)
-        _settle(page)
-        _class_demo(page, shots)
-
-
-def _class_demo(page, shots) -> None:
-    start = time.perf_counter()
-    page.get_by_role("button", name="Prepare the class demo").click()
-    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=300_000)
-    seconds = time.perf_counter() - start
-    print(f"\nclass demo: 1 click and {seconds:.1f} s from Home to the first saliency maps")
+def test_class_demo_warmed_from_the_command_line_tours_every_view(page, server, shots):
+    """Home of a warmed workspace opens on the tour (nothing to prepare); each step draws, and its link
+    opens the view on the same result."""
+    page.goto(server)
+    _settle(page)
+    page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
+    assert page.get_by_role("button", name="Prepare the class demo").count() == 0
     home = page.url
     # each step, then its "Explore this in the … view": the view opens on the same result, nothing to press
     for label, shot, ready, view, there in (
