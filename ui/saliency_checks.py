@@ -77,7 +77,8 @@ def blockmnist_check(key: str = "sal.block") -> None:
     job_panel(
         f"{key}.train_jobs",
         lambda recs: st.success(
-            f"Trained {len(recs)} models: {plain(', '.join(r['name'] for r in recs))}. They are picked below."
+            f"Trained {len(recs)} model{'s' * (len(recs) > 1)}: {plain(', '.join(r['name'] for r in recs))}. "
+            f"{'They are' if len(recs) > 1 else 'It is'} picked below."
         ),
     )
     from_url("block.models", f"{key}.models", some_of(list(runs)))
