@@ -13,13 +13,12 @@ venv() {
   # (LENSCAPE_PIP=1 asks for pip).
   if [ -z "${LENSCAPE_PIP:-}" ] && uv_install "$1"; then return 0; fi
   .venv/bin/python -m pip install -q --upgrade pip
-  # not byte-compiled by pip (one file at a time: 35 of the 90 s a fresh install took, for 18,000 files
-  # of which the app and the suite import a fraction); each module is compiled once, on its first
-  # import, into .venv and __pycache__. That needs bytecode writing on: where PYTHONDONTWRITEBYTECODE is
-  # set, as on our CI machines, every process would otherwise compile torch again (a fresh suite took
-  # 777 s instead of 600). Compiling all of site-packages up front (compileall -j 0) cost 24 s of each
-  # fresh install. (uv byte-compiles, in parallel: see uv_install.)
+  # pip byte-compiles one file at a time (35 of the 90 s a fresh install took, for 18,000 files);
+  # compileall does it on all cores, as uv does (see uv_install for why it is done up front), and
+  # skips what is compiled already. Bytecode writing stays on: where PYTHONDONTWRITEBYTECODE is set, as
+  # on our CI machines, every process would compile what it imports again (777 s instead of 600).
   .venv/bin/python -m pip install -q --no-compile -e "$1"
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 }
 
 uv_install() {

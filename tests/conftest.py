@@ -114,7 +114,8 @@ def class_demo(tmp_path_factory) -> tuple[Path, str]:
     """(a workspace where `lenscape warm --preset teaching` prepared the class demo, that command's
     output). Warmed once per test run, from an empty workspace, by whichever worker asks first (the
     others wait on a lock): the tests that only read the demo copy it with `demo_home` instead of
-    training its three models again. The e2e class demo still prepares its own, from Home's button."""
+    training its three models again (so does the browser journeys' server). Preparing it from Home's
+    button in an empty workspace is tests/pages/test_tour.py's one-click test."""
     import fcntl
 
     root = _run_root(tmp_path_factory)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
 
 from tests.browser import browser_page, screenshots_dir
 from tests.browser import settle as _settle
@@ -319,6 +318,8 @@ def test_import_the_captum_lenet_on_cifar10_scores_its_published_accuracy(page, 
         page.goto(f"{server}{where}")
         _settle(page)
         grid = page.locator("[data-testid='stDataFrame']").first
+        from playwright.sync_api import expect
+
         # the grid draws on a canvas; its accessible copy holds the values, filled a moment after it appears
         expect(grid).to_contain_text("cifar10_lenet_captum_tutorial", timeout=60_000)
         text = grid.text_content() or ""

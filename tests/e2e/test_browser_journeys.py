@@ -1,6 +1,7 @@
 """The browser tests' two longest journeys, in a file of their own so that the suite's two workers
 (pytest-xdist, a file per worker) run them beside the rest of tests/e2e/test_browser.py: the
-memorization view from an offer to train to every experiment, and the class demo's tour of every view.
+memorization view from a model without label noise and its offer to every experiment, and the class
+demo's tour of every view.
 
 The server's workspace is the class demo a teacher prepares before class (`lenscape warm --preset
 teaching`, run once per test run by conftest's `class_demo`, copied here): two digits CNN seeds and the
@@ -58,7 +59,7 @@ def shots() -> Path:
     return screenshots_dir()
 
 
-def test_memorization_from_an_offer_to_train_to_flipping(page, server, shots):
+def test_memorization_from_the_offer_to_every_experiment(page, server, shots):
     """A model without label noise gets an explanation and an offer; the offered noisy model (the
     class demo's, so the offer finds it trained) opens, the overview and every experiment run on it;
     the Tied dropout tab offers its recipe, and a tied-dropout model compares kept and dropped."""

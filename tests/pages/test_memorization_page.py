@@ -22,6 +22,28 @@ def test_a_model_without_label_noise_is_explained_and_a_noisy_one_offered(traine
     assert not at.tabs  # no experiment without noise
 
 
+def test_the_offer_submits_the_training_of_its_recipe(trained_run):
+    """The offer's button submits the noisy recipe's training job (cancelled here: a hundred epochs; the
+    browser journey opens the class demo's copy of that model, trained by `lenscape warm`)."""
+    from lenscape.backend.jobs import JobStatus
+    from lenscape.backend.tasks import train_jobs
+    from lenscape.models.training import preset
+    from lenscape.ui.jobs import backend
+
+    (rec,) = trained_run("digits-mlp", epochs=2)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["model"] = rec["run_id"]
+    at.run()
+    at.button(key="mem.offer.digits-mlp-noise10").click().run()
+    (job_id,) = at.session_state["mem.offer.jobs"]
+    (expected,) = train_jobs(preset("digits-mlp-noise10"), [0])
+    assert job_id == expected.key()  # the recipe the button names, seed 0
+    assert backend().status(job_id) in (JobStatus.QUEUED, JobStatus.RUNNING)
+    backend().cancel(job_id)
+    assert backend().wait(job_id, 60) == JobStatus.CANCELLED
+    assert not at.exception
+
+
 def test_every_experiment_runs_on_a_noisy_model(trained_run):
     (rec,) = trained_run("digits-mlp", label_noise=0.1, epochs=12)
     at = AppTest.from_file(PAGE, default_timeout=120)
