@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_page, screenshots_dir
 from tests.browser import settle as _settle
 from tests.browser import snap as _snap
 from tests.browser import streamlit_server as _streamlit
+from tests.e2e import test_browser as _browser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,15 +48,8 @@ def server(class_demo, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def page(server):
-    with browser_page() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="module")
-def shots() -> Path:
-    return screenshots_dir()
+# the browser page and screenshot folder as tests/e2e/test_browser.py has them (over this module's server)
+page, shots = _browser.page, _browser.shots
 
 
 def test_memorization_from_the_offer_to_every_experiment(page, server, shots):
