@@ -96,6 +96,18 @@ def streamlit_server(home: Path) -> Iterator[str]:
         log.close()
 
 
+def train_preset(home: Path, name: str, epochs: int, seeds=(0,)) -> None:
+    """`lenscape train` of a preset into workspace `home`, before a server over it starts."""
+    subprocess.run(
+        [sys.executable, "-m", "lenscape", "train", "--preset", name, "--epochs", str(epochs)]
+        + ["--seeds", ",".join(map(str, seeds))],
+        cwd=ROOT,
+        env={**os.environ, "LENSCAPE_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
+
+
 @contextmanager
 def browser_page(viewport: dict | None = None):
     """A Chromium page (skips the test where no Chromium is found, fails in CI)."""

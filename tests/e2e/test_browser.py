@@ -9,14 +9,12 @@ before the server starts (two digits MLP seeds), and each test opens the model i
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_page, screenshots_dir
+from tests.browser import browser_page, screenshots_dir, train_preset
 from tests.browser import settle as _settle
 from tests.browser import snap as _snap
 from tests.browser import streamlit_server as _streamlit
@@ -24,7 +22,6 @@ from tests.browser import streamlit_server as _streamlit
 # BlockMNIST is built from MNIST (LENSCAPE_DATA; tests/conftest.py points it at ../shared/data)
 HAS_MNIST = (Path(os.environ.get("LENSCAPE_DATA", "")) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
-ROOT = Path(__file__).resolve().parents[2]
 
 PRETRAINED = ("digits-mlp", 4, (0, 1))  # preset, epochs, seeds: trained before the server starts
 
@@ -46,26 +43,7 @@ def e2e_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(e2e_home, seeds):
-    name, epochs, which = PRETRAINED
-    env = {**os.environ, "LENSCAPE_HOME": str(e2e_home)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lenscape",
-            "train",
-            "--preset",
-            name,
-            "--epochs",
-            str(epochs),
-            "--seeds",
-            ",".join(map(str, which)),
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    train_preset(e2e_home, *PRETRAINED)
     assert all((e2e_home / "runs" / r / "run.json").exists() for r in seeds)
     with _streamlit(e2e_home) as url:
         yield url
@@ -173,7 +151,8 @@ def test_saliency_blockmnist_check_trains_the_zoo_and_plots_null_mass(page, serv
     page.keyboard.press("Backspace")
     page.keyboard.press("Escape")
     _settle(page)
-    assert "blockmnist-mlp" in (recipes.text_content() or "") and "robust" not in (recipes.text_content() or "")
+    chosen = recipes.text_content() or ""
+    assert "blockmnist-mlp" in chosen and "robust" not in chosen
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Trained 1 model:").wait_for(timeout=300_000)
     _settle(page)

@@ -10,10 +10,7 @@ tests/pages/test_tour.py's one-click test."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +19,8 @@ import pytest
 from tests.browser import settle as _settle
 from tests.browser import snap as _snap
 from tests.browser import streamlit_server as _streamlit
+from tests.browser import train_preset
 from tests.e2e import test_browser as _browser
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # a tied-dropout model trained for 10 epochs (a second or two) before the server starts: the Tied dropout
@@ -36,14 +32,7 @@ TIED = ("digits-mlp-tied-dropout", 10)
 def server(class_demo, tmp_path_factory):
     home = tmp_path_factory.mktemp("journeys-home")
     shutil.copytree(class_demo[0], home, dirs_exist_ok=True)
-    name, epochs = TIED
-    subprocess.run(
-        [sys.executable, "-m", "lenscape", "train", "--preset", name, "--epochs", str(epochs), "--seeds", "0"],
-        cwd=ROOT,
-        env={**os.environ, "LENSCAPE_HOME": str(home)},
-        check=True,
-        capture_output=True,
-    )
+    train_preset(home, *TIED)
     with _streamlit(home) as url:
         yield url
 
