@@ -272,13 +272,17 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
             ),
             config=CONFIG,
             key=f"{key}.gallery.{src_class}",
+            width="content",
         )
         st.caption("The number before the dot is the one to type in **Which one**; # is the test-set index.")
     imgs = test.x([source, *targets]).numpy()
     p0 = [float(p[source, src_class]) for p in probs]
     titles = [f"source #{source} · {name(src_class)}"] + [f"target #{t} · {name(int(labels[t]))}" for t in targets]
     st.plotly_chart(
-        image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170), config=CONFIG, key=f"{key}.pair"
+        image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170),
+        config=CONFIG,
+        key=f"{key}.pair",
+        width="content",
     )
     st.caption(
         "The source's confidence in its class: "
@@ -541,6 +545,7 @@ def show(name: str, classes, res, key: str, compact: bool = False) -> None:
             image_grid(strips[-1], titles, cols=len(frames), height_per_row=130 if not compact else 100),
             config=CONFIG,
             key=f"{key}.strip{i}",
+            width="content",
         )
     st.caption(
         "Each row: the source, the path at logged steps, the output with its confidence in the source class, "

@@ -201,6 +201,7 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
             image_grid(data.train.x(idx).numpy(), titles, cols=16, height_per_row=100),
             config=CONFIG,
             key=f"{key}.gallery",
+            width="content",
         )
         example_links(lm, res, mem, key)
     table = pd.DataFrame(

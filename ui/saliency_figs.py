@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from lenscape.analysis.saliency import METHOD_LABELS
 from lenscape.analysis.visualization import COLOURS, normalized, signed_map, threshold
+from lenscape.ui.figures import MAIN_WIDTH, png_uri
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -226,7 +227,7 @@ def display_values(cells: list[list[np.ndarray]], d: Display) -> tuple[list[list
 # The grid's geometry, in pixels: it is drawn at a fixed width so that maps keep their size and
 # colour bars their maps' height (a grid stretched to the page's width shrank maps to ~50 px with 9
 # methods, bars taller than the maps). Maps wrap onto more rows rather than shrink below MIN_MAP.
-WIDTH = 920  # the main column of a 1,400-px window with the sidebar open
+WIDTH = MAIN_WIDTH
 GAP = 14  # between cells
 BAR = 50  # what a map's own colour bar takes beside it: gap, strip and labels
 STRIP = 7  # the colour strip's width
@@ -271,20 +272,6 @@ def _palette(sign: str) -> np.ndarray:
     )
 
 
-def _png(rgb: np.ndarray, scale: int = 1) -> str:
-    """(H, W, 3) uint8 → a PNG data URI, pixels repeated `scale` times (sharp when enlarged)."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    if scale > 1:
-        rgb = rgb.repeat(scale, 0).repeat(scale, 1)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def map_rgb(value: np.ndarray, image: np.ndarray, d: Display) -> np.ndarray:
     """(H, W) map in its display range → (H, W, 3) uint8: the colour scale, blended at `d.alpha`
     over the image in grey (over white where the map's size differs from the image's)."""
@@ -324,7 +311,7 @@ def attribution_grid(
     titles = [_wrap(t, max(8, int((pitch - 6) / 7))) for t in col_titles]
     title_px = TITLE_LINE * max(len(t) for t in titles) + 4 if titles else 0
     scale = max(1, int(np.ceil(size / w)))
-    strip = _png(_palette(d.sign)[::-1][:, None, :], 1)
+    strip = png_uri(_palette(d.sign)[::-1][:, None, :], 1)
     pictures, notes, boxes = [], [], []
     y, first_map = 0.0, None
     for r in range(len(cells)):
@@ -338,7 +325,7 @@ def attribution_grid(
             spots += [(size + GAP + (c - start) * pitch, values[r][c], c) for c in range(start, stop)]
             for x, v, c in spots:
                 rgb = _rgb(v) if c is None else map_rgb(v, images[r], d)
-                pictures.append(_picture(_png(rgb, scale), x, top, size, tall))
+                pictures.append(_picture(png_uri(rgb, scale), x, top, size, tall))
                 if c is not None:
                     notes.append(_note("<br>".join(titles[c]), x + size / 2, top - 2, yanchor="bottom"))
                 if c is not None and per_map:

@@ -134,4 +134,5 @@ def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
         image_grid(test.x(s.sample_index).numpy(), titles, cols=8, height_per_row=210 if h > w else 140),
         config=CONFIG,
         key=f"samples.{lm.run_id}",
+        width="content",
     )
