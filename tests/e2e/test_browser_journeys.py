@@ -29,10 +29,16 @@ TIED = ("digits-mlp-tied-dropout", 10)
 
 
 @pytest.fixture(scope="module")
-def server(class_demo, tmp_path_factory):
+def home(class_demo, tmp_path_factory) -> Path:
+    """The server's workspace: a copy of the class demo, with the tied-dropout model."""
     home = tmp_path_factory.mktemp("journeys-home")
     shutil.copytree(class_demo[0], home, dirs_exist_ok=True)
     train_preset(home, *TIED)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
     with _streamlit(home) as url:
         yield url
 
@@ -72,12 +78,8 @@ def test_memorization_from_the_offer_to_every_experiment(page, server, shots):
     _snap(page, shots, "memorization-to-saliency")
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}")
     _settle(page)
-    page.get_by_role("button", name="Show what was memorized").click()  # from the store, at once
-    page.get_by_role("link", name="in the embedding").click()
-    page.get_by_role("button", name="Coordinates (.csv)").wait_for(timeout=180_000)
-    assert "mark=" in page.url
-    print(f"\nto the embedding: {time.perf_counter() - start:.1f} s")
-    _snap(page, shots, "memorization-to-embedding")
+    # its other link, to the embedding with the example starred, is tests/pages/test_memorization_page.py's
+    # (a UMAP of the training set: 12 s of this test, for the same page code)
     page.goto(f"{server}/Memorization?model={run_id_for(preset('digits-mlp-noise10'))}&tab=Retraining")
     _settle(page)
     _run_tab(page, shots, None, "Retrain the layers", "Retraining (.csv)", "memorization-retraining")
@@ -108,33 +110,34 @@ def _run_tab(pg, shots: Path, tab: str | None, button: str, download: str, shot:
     _snap(pg, shots, shot)
 
 
-def test_class_demo_warmed_from_the_command_line_tours_every_view(page, server, shots):
-    """Home of a warmed workspace opens on the tour (nothing to prepare); each step draws, and its link
-    opens the view on the same result."""
+def test_class_demo_warmed_from_the_command_line_tours_every_view(page, server, shots, home, monkeypatch):
+    """Home of a warmed workspace opens on the tour (nothing to prepare); each step draws, its link
+    names the step's stored result, and two of the links (the first and the last view) are followed:
+    the view opens on the same result. Every link's view is opened on its result in
+    tests/pages/test_tour.py (test_each_step_s_link_opens_its_view_on_the_same_result)."""
+    from lenscape.backend.teaching import tour_jobs
+
     page.goto(server)
     _settle(page)
     page.get_by_text("Integrated Gradients completeness error").wait_for(timeout=120_000)
     assert page.get_by_role("button", name="Prepare the class demo").count() == 0
-    home = page.url
-    # each step, then its "Explore this in the … view": the view opens on the same result, nothing to press
-    for label, shot, ready, view, there in (
+    home_page = page.url
+    monkeypatch.setenv("LENSCAPE_HOME", str(home))  # the server's workspace: the steps' stored jobs
+    jobs = {key: j.key() for key, j in tour_jobs().items()}
+    for key, label, shot, ready, view, there in (
         (
+            "saliency",
             "1 · Which pixels",
             "tour-saliency",
             "Integrated Gradients completeness error",
             "Saliency",
             "Integrated Gradients completeness error",
         ),
+        ("similarity", "2 · Do two seeds", "tour-similarity", "marks a value that does not beat", "Similarity", None),
+        ("landscape", "3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", None),
+        ("level_sets", "4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", None),
         (
-            "2 · Do two seeds",
-            "tour-similarity",
-            "marks a value that does not beat",
-            "Similarity",
-            "marks a value that does not beat",
-        ),
-        ("3 · What lies between", "tour-landscape", "Solid: training set", "Loss landscape", "Solid: training set"),
-        ("4 · Where is the model blind", "tour-level-sets", "Outputs: predicted", "Level sets", "Path and metrics"),
-        (
+            "memorization",
             "5 · What does memorizing",
             "tour-memorization",
             "Memorized examples",
@@ -145,9 +148,13 @@ def test_class_demo_warmed_from_the_command_line_tours_every_view(page, server, 
         page.get_by_text(label).click()
         page.get_by_text(ready).first.wait_for(timeout=120_000)
         _snap(page, shots, shot)
-        page.get_by_role("link", name=f"Explore this in the {view} view").click()
+        link = page.get_by_role("link", name=f"Explore this in the {view} view")
+        assert f"job={jobs[key]}" in (link.get_attribute("href") or ""), (key, link.get_attribute("href"))
+        if there is None:
+            continue
+        link.click()
         page.get_by_text(there).first.wait_for(timeout=60_000)
         _settle(page)
         _snap(page, shots, f"{shot}-explored")
-        page.goto(home)
+        page.goto(home_page)
         _settle(page)
