@@ -64,6 +64,19 @@ PY
 }
 unset PYTHONDONTWRITEBYTECODE
 
+# numba compiles umap-learn and pynndescent on their first use and keeps what it compiled on disk
+# (analysis/embedding.py turns that on for umap's functions): 24 CPU-seconds in a new environment, paid by
+# every process that projects before one of them has written the cache. In the test suite's first
+# minutes several did so at once (a fresh clone's Similarity browser test took 55 s instead of 19).
+# Once per environment, in the background, right after the install; matplotlib's font list likewise.
+warm_caches() {
+  [ -e .venv/.lenscape-warm ] && return 0
+  (OMP_NUM_THREADS=1 .venv/bin/python -c 'import numpy as np, matplotlib.font_manager
+from lenscape.analysis import ProjectionConfig, project
+project(np.random.default_rng(0).random((64, 8)), ProjectionConfig(method="umap"))' >/dev/null 2>&1 \
+    && touch .venv/.lenscape-warm) &
+}
+
 ensure_chromium() {
   for exe in "${LENSCAPE_CHROMIUM:-}" /usr/bin/chromium /usr/bin/chromium-browser; do
     [ -n "$exe" ] && [ -x "$exe" ] && return 0
@@ -79,12 +92,14 @@ ensure_chromium() {
 case "${1:-}" in
   app)
     venv .
+    warm_caches
     port=${LENSCAPE_PORT:-8501}
     # headless avoids Streamlit's first-run e-mail prompt; we open the browser ourselves
     (sleep 4 && .venv/bin/python -m webbrowser -t "http://localhost:$port" >/dev/null 2>&1 || true) &
     exec .venv/bin/lenscape app --server.port "$port" ;;
   test)
     venv ".[test]"
+    warm_caches
     ensure_chromium
     shift
     # two workers, each test file on one of them (a file's server, workspace and trained models are its own):
