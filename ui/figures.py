@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
@@ -64,6 +66,14 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
                 font=dict(size=11 if wide >= 64 else 9),
             )
         )
+    return pictures_figure(width, height, pictures, notes)
+
+
+def pictures_figure(
+    width: int, height: int, pictures: list[dict], notes: list[dict], shapes: Sequence[dict] = ()
+) -> go.Figure:
+    """A figure of `width` × `height` pixels holding only layout pictures, annotations and shapes (in
+    paper coordinates) on one hidden, fixed pair of axes."""
     axis = dict(visible=False, range=[0, 1], fixedrange=True)
     return go.Figure(
         layout=dict(
@@ -72,6 +82,7 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
             margin=dict(l=0, r=0, t=0, b=0),
             images=pictures,
             annotations=notes,
+            shapes=list(shapes),
             xaxis=axis,
             yaxis=axis,
             plot_bgcolor="white",

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from lenscape.analysis.saliency import METHOD_LABELS
 from lenscape.analysis.visualization import COLOURS, normalized, signed_map, threshold
-from lenscape.ui.figures import MAIN_WIDTH, png_uri
+from lenscape.ui.figures import MAIN_WIDTH, pictures_figure, png_uri
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -411,22 +411,7 @@ def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height:
         )
         for x0, y0, x1, y1 in boxes
     ]
-    axis = dict(visible=False, range=[0, 1], fixedrange=True)
-    return go.Figure(
-        layout=dict(
-            width=WIDTH,
-            height=int(height),
-            margin=dict(l=0, r=0, t=0, b=0),
-            images=pictures,
-            annotations=notes,
-            shapes=shapes,
-            xaxis=axis,
-            yaxis=axis,
-            plot_bgcolor="white",
-            paper_bgcolor="white",
-            dragmode=False,
-        )
-    )
+    return pictures_figure(WIDTH, int(height), pictures, notes, shapes)
 
 
 def grid_file(
