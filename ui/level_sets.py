@@ -277,7 +277,9 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
         st.caption("The number before the dot is the one to type in **Which one**; # is the test-set index.")
     imgs = test.x([source, *targets]).numpy()
     p0 = [float(p[source, src_class]) for p in probs]
-    titles = [f"source #{source} · {name(src_class)}"] + [f"target #{t} · {name(int(labels[t]))}" for t in targets]
+    titles = [f"source #{source} · {plot_text(name(src_class))}"] + [
+        f"target #{t} · {plot_text(name(int(labels[t])))}" for t in targets
+    ]
     st.plotly_chart(
         image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170),
         config=CONFIG,
@@ -537,7 +539,11 @@ def show(name: str, classes, res, key: str, compact: bool = False) -> None:
         titles = (
             ["source"]
             + [f"step {lst.snapshot_steps[s]}" for s in inner]
-            + [f"output {lst.confidence[-1, i]:.2f}", f"target {cls(res.target_labels[i])}", "|out − target|"]
+            + [
+                f"output {lst.confidence[-1, i]:.2f}",
+                f"target {plot_text(cls(res.target_labels[i]))}",
+                "|out − target|",
+            ]
         )
         strips.append(np.clip(np.stack(frames), 0, 1))
         strip_titles.append(titles)

@@ -159,3 +159,30 @@ def test_the_default_source_class_is_one_the_model_gets_right():
     assert not at.exception
     assert at.selectbox(key="lst.cls").value == 3
     assert not any("is classified correctly" in w.value for w in at.warning)
+
+
+def test_class_names_in_the_picture_titles_are_text(tmp_path, monkeypatch):
+    """A model's class names come from its importer: the source and target pictures' titles (Plotly
+    annotations, which read a little HTML) show them as written."""
+    import json
+
+    import torch
+
+    from lenscape.models.architectures import ArchSpec, build_model
+    from lenscape.models.data import DataSpec
+    from lenscape.models.zoo import import_model
+
+    monkeypatch.setenv("LENSCAPE_HOME", str(tmp_path))
+    arch = ArchSpec(name="mlp", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.3,), widths=(16,))
+    torch.manual_seed(0)
+    classes = tuple(f"<b>c{i}</b>" for i in range(10))
+    run = import_model(
+        build_model(arch), arch, "markup classes", DataSpec(name="digits"), classes, "t", root=tmp_path / "runs"
+    )
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["model"] = run["run_id"]
+    at.run()
+    run_until(at, lambda a: any('"source #' in c.proto.spec for c in a.get("plotly_chart")), timeout=120)
+    (pair,) = [c for c in at.get("plotly_chart") if '"source #' in c.proto.spec]
+    titles = [a["text"] for a in json.loads(pair.proto.spec)["layout"]["annotations"]]
+    assert titles and all("<b>" not in t and "&lt;b&gt;c" in t for t in titles), titles
