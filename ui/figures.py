@@ -9,6 +9,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lenscape.ui.common import plot_text
+
 CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -17,7 +19,8 @@ TITLE_PX, GRID_GAP = 16, 6  # a title line above each picture; the space between
 
 
 def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_row: int = 150) -> go.Figure:
-    """images: (N, C, H, W) floats in [0, 1]; one small picture each with its title above it, rows
+    """images: (N, C, H, W) floats in [0, 1]; one small picture each with its title (text, shown as
+    written: class names come from whoever made the model) above it, rows
     of `cols`, about `height_per_row` pixels a row (less where the rows would be wider than the main
     column). Draw it with st.plotly_chart(..., width="content"): its size is its own.
 
@@ -55,7 +58,7 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
         )
         notes.append(
             dict(
-                text=titles[i] if i < len(titles) else "",
+                text=plot_text(titles[i]) if i < len(titles) else "",
                 x=(x + wide / 2) / width,
                 y=1 - (top - 2) / height,
                 xref="paper",

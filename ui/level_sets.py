@@ -277,9 +277,7 @@ def pick_pair(models: list[LoadedModel], key: str) -> tuple[int, tuple[int, ...]
         st.caption("The number before the dot is the one to type in **Which one**; # is the test-set index.")
     imgs = test.x([source, *targets]).numpy()
     p0 = [float(p[source, src_class]) for p in probs]
-    titles = [f"source #{source} · {plot_text(name(src_class))}"] + [
-        f"target #{t} · {plot_text(name(int(labels[t])))}" for t in targets
-    ]
+    titles = [f"source #{source} · {name(src_class)}"] + [f"target #{t} · {name(int(labels[t]))}" for t in targets]
     st.plotly_chart(
         image_grid(imgs, titles, cols=min(len(imgs), 10), height_per_row=170),
         config=CONFIG,
@@ -541,7 +539,7 @@ def show(name: str, classes, res, key: str, compact: bool = False) -> None:
             + [f"step {lst.snapshot_steps[s]}" for s in inner]
             + [
                 f"output {lst.confidence[-1, i]:.2f}",
-                f"target {plot_text(cls(res.target_labels[i]))}",
+                f"target {cls(res.target_labels[i])}",
                 "|out − target|",
             ]
         )

@@ -28,7 +28,7 @@ from lenscape.backend.memorization_tasks import (
 from lenscape.backend.tasks import train_jobs
 from lenscape.models.training import preset
 from lenscape.models.zoo import LoadedModel, training_data
-from lenscape.ui.common import plain, plot_text, run_safely
+from lenscape.ui.common import plain, run_safely
 from lenscape.ui.figures import CONFIG, image_grid
 from lenscape.ui.jobs import job_panel, reopen, submit
 
@@ -191,7 +191,7 @@ def show_overview(lm: LoadedModel, res, key: str) -> None:
         shown = mem[:32]
         idx = res.noisy_indices[shown].tolist()
         titles = [
-            f"#{t} {plot_text(lm.classes[int(a)])}→{plot_text(lm.classes[int(b)])}"
+            f"#{t} {lm.classes[int(a)]}→{lm.classes[int(b)]}"
             for t, a, b in zip(idx, res.true_labels[shown], res.noisy_labels[shown])
         ]
         st.markdown(

@@ -18,7 +18,6 @@ from lenscape.ui.common import (
     model_options,
     model_select,
     plain,
-    plot_text,
     run_safely,
     to_url,
 )
@@ -125,7 +124,7 @@ def _show_summary(lm: LoadedModel, s: ModelSummary) -> None:
         st.plotly_chart(confusion_heatmap(s.confusion, s.classes), config=CONFIG, key=f"cm.{lm.run_id}")
     test = cached_data(lm.data, "test")
     titles = [
-        f"{plot_text(s.classes[p.argmax()])} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + plot_text(s.classes[y])}"
+        f"{s.classes[p.argmax()]} {p.max():.0%}{'' if p.argmax() == y else ' ✗ ' + s.classes[y]}"
         for p, y in zip(s.sample_probs, s.sample_labels)
     ]
     st.markdown("**Sample test predictions** (predicted class and confidence; ✗ marks a mistake with the true class)")
