@@ -41,47 +41,69 @@ def image_grid(images: np.ndarray, titles: list[str], cols: int = 8, height_per_
         r, c = divmod(i, cols)
         x, top = c * (wide + GRID_GAP), r * (TITLE_PX + tall + GRID_GAP) + TITLE_PX
         rgb = (img.transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        pictures.append(
-            dict(
-                source=png_uri(np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb, scale),
-                xref="paper",
-                yref="paper",
-                x=x / width,
-                y=1 - top / height,
-                sizex=wide / width,
-                sizey=tall / height,
-                xanchor="left",
-                yanchor="top",
-                sizing="stretch",
-                layer="above",
-            )
-        )
-        notes.append(
-            dict(
-                text=plot_text(titles[i]) if i < len(titles) else "",
-                x=(x + wide / 2) / width,
-                y=1 - (top - 2) / height,
-                xref="paper",
-                yref="paper",
-                xanchor="center",
-                yanchor="bottom",
-                showarrow=False,
-                font=dict(size=11 if wide >= 64 else 9),
-            )
-        )
+        rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+        pictures.append(picture(png_uri(rgb, scale), x, top, wide, tall, width=width))
+        title = plot_text(titles[i]) if i < len(titles) else ""
+        notes.append(note(title, x + wide / 2, top - 2, width=width, size=11 if wide >= 64 else 9, yanchor="bottom"))
     return pictures_figure(width, height, pictures, notes)
 
 
+def picture(uri: str, x: float, top: float, wide: float, tall: float, *, width: int = MAIN_WIDTH) -> dict:
+    """A layout picture placed in pixels from the figure's top left (pictures_figure turns y into the paper's)."""
+    return dict(
+        source=uri,
+        xref="paper",
+        yref="paper",
+        x=x / width,
+        y=top,
+        sizex=wide / width,
+        sizey=tall,
+        xanchor="left",
+        yanchor="top",
+        sizing="stretch",
+        layer="above",
+    )
+
+
+def note(
+    text: str,
+    x: float,
+    top: float,
+    *,
+    width: int = MAIN_WIDTH,
+    size: int = 12,
+    xanchor: str = "center",
+    yanchor: str = "top",
+) -> dict:
+    """An annotation placed in pixels from the figure's top left (pictures_figure turns y into the paper's)."""
+    return dict(
+        text=text,
+        x=x / width,
+        y=top,
+        xref="paper",
+        yref="paper",
+        xanchor=xanchor,
+        yanchor=yanchor,
+        showarrow=False,
+        font=dict(size=size),
+        align="left" if xanchor == "left" else "center",
+    )
+
+
 def pictures_figure(
-    width: int, height: int, pictures: list[dict], notes: list[dict], shapes: Sequence[dict] = ()
+    width: int, height: float, pictures: list[dict], notes: list[dict], shapes: Sequence[dict] = ()
 ) -> go.Figure:
-    """A figure of `width` × `height` pixels holding only layout pictures, annotations and shapes (in
-    paper coordinates) on one hidden, fixed pair of axes."""
+    """A figure of `width` × `height` pixels holding only pictures and notes (placed by picture() and
+    note(), in pixels from the top) and shapes (in paper coordinates), on one hidden, fixed pair of axes."""
+    for p in pictures:
+        p.update(y=1 - p["y"] / height, sizey=p["sizey"] / height)
+    for n in notes:
+        n.update(y=1 - n["y"] / height)
     axis = dict(visible=False, range=[0, 1], fixedrange=True)
     return go.Figure(
         layout=dict(
             width=width,
-            height=height,
+            height=int(height),
             margin=dict(l=0, r=0, t=0, b=0),
             images=pictures,
             annotations=notes,

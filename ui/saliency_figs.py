@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from lenscape.analysis.saliency import METHOD_LABELS
 from lenscape.analysis.visualization import COLOURS, normalized, signed_map, threshold
-from lenscape.ui.figures import MAIN_WIDTH, pictures_figure, png_uri
+from lenscape.ui.figures import MAIN_WIDTH, note, picture, pictures_figure, png_uri
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
@@ -316,7 +316,7 @@ def attribution_grid(
     y, first_map = 0.0, None
     for r in range(len(cells)):
         head = image_titles[r].split("<br>")
-        notes.append(_note("<br>".join(head), 0, y, size=13, xanchor="left"))
+        notes.append(note("<br>".join(head), 0, y, size=13, xanchor="left"))
         y += HEAD_LINE * len(head) + 4
         for start, stop in _rows(len(col_titles), group, k):
             top = y + title_px
@@ -325,17 +325,17 @@ def attribution_grid(
             spots += [(size + GAP + (c - start) * pitch, values[r][c], c) for c in range(start, stop)]
             for x, v, c in spots:
                 rgb = _rgb(v) if c is None else map_rgb(v, images[r], d)
-                pictures.append(_picture(png_uri(rgb, scale), x, top, size, tall))
+                pictures.append(picture(png_uri(rgb, scale), x, top, size, tall))
                 if c is not None:
-                    notes.append(_note("<br>".join(titles[c]), x + size / 2, top - 2, yanchor="bottom"))
+                    notes.append(note("<br>".join(titles[c]), x + size / 2, top - 2, yanchor="bottom"))
                 if c is not None and per_map:
-                    pictures.append(_picture(strip, x + size + 4, top, STRIP, tall))
+                    pictures.append(picture(strip, x + size + 4, top, STRIP, tall))
                     notes += _bar_labels(limits[r][c], d.sign, x + size + 4 + STRIP, top, tall)
                 if outlines and outlines[r] is not None:
                     boxes.append((x, top + tall * outlines[r][0] / h, x + size, top + tall * outlines[r][1] / h))
             y = top + tall + GAP
     if not per_map and first_map is not None:  # one bar for all, beside the first row
-        pictures.append(_picture(strip, WIDTH - BAR + 4, first_map, STRIP, tall))
+        pictures.append(picture(strip, WIDTH - BAR + 4, first_map, STRIP, tall))
         notes += _bar_labels(limits[0][0], d.sign, WIDTH - BAR + 4 + STRIP, first_map, tall)
     return _figure(pictures, notes, boxes, y)
 
@@ -356,48 +356,13 @@ def _bar_labels(limit: float, sign: str, x: float, top: float, tall: float) -> l
         if sign != "all"
         else [(f"{limit:.2g}", 0.0), ("0", 0.5), (f"{-limit:.2g}", 1.0)]
     )
-    return [_note(text, x + 2, top + at * tall, size=10, xanchor="left", yanchor="middle") for text, at in ticks]
-
-
-def _picture(uri: str, x: float, top: float, width: float, height: float) -> dict:
-    return dict(
-        source=uri,
-        xref="paper",
-        yref="paper",
-        x=x / WIDTH,
-        y=top,
-        sizex=width / WIDTH,
-        sizey=height,
-        xanchor="left",
-        yanchor="top",
-        sizing="stretch",
-        layer="above",
-    )
-
-
-def _note(text: str, x: float, top: float, size: int = 12, xanchor: str = "center", yanchor: str = "top") -> dict:
-    return dict(
-        text=text,
-        x=x / WIDTH,
-        y=top,
-        xref="paper",
-        yref="paper",
-        xanchor=xanchor,
-        yanchor=yanchor,
-        showarrow=False,
-        font=dict(size=size),
-        align="left" if xanchor == "left" else "center",
-    )
+    return [note(text, x + 2, top + at * tall, size=10, xanchor="left", yanchor="middle") for text, at in ticks]
 
 
 def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height: float) -> go.Figure:
     """The grid from pixel positions measured from the top (y is turned into the paper's, from the bottom)."""
     height = max(height, 60.0)
     flip = lambda top: 1 - top / height  # noqa: E731
-    for p in pictures:
-        p.update(y=flip(p["y"]), sizey=p["sizey"] / height)
-    for n in notes:
-        n.update(y=flip(n["y"]))
     shapes = [
         dict(
             type="rect",
@@ -411,7 +376,7 @@ def _figure(pictures: list[dict], notes: list[dict], boxes: list[tuple], height:
         )
         for x0, y0, x1, y1 in boxes
     ]
-    return pictures_figure(WIDTH, int(height), pictures, notes, shapes)
+    return pictures_figure(WIDTH, height, pictures, notes, shapes)
 
 
 def grid_file(
